@@ -1,0 +1,5 @@
+import sys
+
+from career_relay.cli import main
+
+sys.exit(main())

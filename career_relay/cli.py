@@ -1,0 +1,288 @@
+"""`career-relay`: the command line, and the composition root.
+
+This is the one module of ``career_relay`` that imports both sides (the
+gateway and the consent site) to wire `serve`.  Every command exits 0 on
+success, 1 with a one-line message on a user error, 2 on bad usage (SPEC 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from career_relay import __version__, logs, settings as settings_mod
+from career_relay.errors import CareerRelayError, ConfigError
+from career_relay.settings import Settings
+from career_relay.validate import file_problems, parse_hostport, value_problems
+
+log = logging.getLogger("career_relay")
+
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except CareerRelayError as exc:
+        print(f"career-relay: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = settings_mod.load(settings_mod.config_path(args.config))
+    problems = file_problems(settings)
+    if problems:
+        raise ConfigError(problems[0])
+    return settings
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run(_load(args), smtp=True, site=True, worker=args.worker)
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    return _run(_load(args), smtp=True, site=False, worker=args.worker)
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    return _run(_load(args), smtp=False, site=True, worker=0)
+
+
+def _run(settings: Settings, *, smtp: bool, site: bool, worker: int) -> int:
+    logs.configure(settings.log)
+    workers = (settings.gateway.workers or os.cpu_count() or 1) if smtp else 1
+    asyncio.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,
+                          workers=workers))
+    return 0
+
+
+async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
+                    workers: int) -> None:
+    from gateway.app import Gateway
+    from gateway.capture import start_capture
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    closers: list[Callable[[], object]] = []
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        if smtp and worker == 0 and settings.demo.capture_dir:
+            host, port = settings.upstream.host, settings.upstream.port
+            capture = await start_capture(Path(settings.demo.capture_dir), host, port)
+            closers.append(capture.close)
+        gateway = Gateway(settings, worker=worker, workers=workers) if smtp else None
+        if gateway is not None:
+            if worker == 0:
+                print(f"career-relay: recovering the spool in {settings.queue.dir} ...",
+                      file=sys.stderr, flush=True)
+            await gateway.start()
+            if worker == 0:
+                children = [await _spawn_worker(settings, i) for i in range(1, workers)]
+        if site:
+            closers.append(await _start_site(settings))
+        if worker == 0:
+            _banner(settings, smtp=smtp, site=site, workers=workers)
+        await stop.wait()
+        log.info("worker %d: stopping", worker)
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        if gateway is not None:
+            await gateway.stop(SHUTDOWN_TIMEOUT)
+        for child in children:
+            await child.wait()
+    finally:
+        for close in closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _spawn_worker(settings: Settings, index: int) -> asyncio.subprocess.Process:
+    """Further intake workers are separate processes sharing the port (SO_REUSEPORT)."""
+    assert settings.source is not None
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "career_relay", "gateway", "--config", str(settings.source),
+        "--worker", str(index))
+
+
+async def _start_site(settings: Settings) -> Callable[[], object]:
+    from aiohttp import web
+
+    from consent_site.app import create_app
+
+    host, port = parse_hostport("site.listen", settings.site.listen)
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner.cleanup
+
+
+def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None:
+    lines = ["career-relay is running (Ctrl-C to stop)."]
+    if smtp:
+        lines.append(f"  SMTP relay:   {settings.gateway.listen} ({workers} worker(s))")
+    if site:
+        lines.append(f"  consent site: {settings.site.public_url}  (health: /healthz)")
+    if settings.demo.capture_dir and smtp:
+        host, port = parse_hostport("gateway.listen", settings.gateway.listen)
+        lines += [
+            f"  demo upstream: {settings.upstream.host}:{settings.upstream.port} writes every "
+            f"relayed message to {settings.demo.capture_dir}/",
+            "",
+            "Send a test message:",
+            f"  swaks --server {host}:{port} --from hr@acme.example --to candidate@example.net",
+            "or, without swaks:",
+            f"  .venv/bin/python -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail("
+            "'hr@acme.example', ['candidate@example.net'], b'From: hr@acme.example\\r\\n"
+            "To: candidate@example.net\\r\\nSubject: hello\\r\\n\\r\\nHello from career-relay\\r\\n')\"",
+            f"then open the newest file in {settings.demo.capture_dir}/",
+        ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+# -- configuration and keys --------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from career_relay.starter import write_starter
+
+    started = write_starter(Path(args.dir), demo=args.demo)
+    print(f"wrote {started.config}")
+    print(f"SMTP login for the example company: {started.smtp_username} / "
+          f"{started.smtp_password}  (shown once; only its hash is stored)")
+    print("publish this DNS record for DKIM:")
+    print(f"  {started.dns_record}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from career_relay.dkimkeys import load_key, zone_line
+
+    path = settings_mod.config_path(args.config)
+    settings = settings_mod.load(path, check=False)
+    problems = value_problems(settings) + file_problems(settings)
+    records = []
+    for c in settings.companies:
+        if c.dkim_key_file and Path(c.dkim_key_file).is_file():
+            try:
+                key = load_key(c.dkim_key_file)
+            except ConfigError as exc:
+                problems.append(f"companies[{c.id}].dkim_key_file: {exc}")
+                continue
+            for domain in c.domains:
+                records.append(zone_line(domain, c.dkim_selector, key))
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    if records:
+        print("DNS must hold these DKIM records:")
+        for record in records:
+            print(f"  {record}")
+    return 0
+
+
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from career_relay.dkimkeys import generate_key, zone_line
+
+    path = Path(args.out) / f"{args.domain}.{args.selector}.pem"
+    key = generate_key(path)
+    print(f"wrote {path}")
+    print(zone_line(args.domain, args.selector, key))
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from career_relay.passwords import hash_password
+
+    password = _read_password(args.password_stdin)
+    print(hash_password(password))
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    import getpass
+
+    password = sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass()
+    if not password:
+        raise CareerRelayError("the password must not be empty")
+    return password
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from gateway import queue_admin
+    from gateway.spool import Spool
+
+    spool = Spool(_load(args).queue.dir)
+    if args.action == "list":
+        print(queue_admin.format_rows(queue_admin.list_queue(spool)))
+    elif args.action == "retry":
+        count = queue_admin.retry(spool, args.id)
+        print(f"{count} deferred message(s) scheduled for immediate retry")
+    else:
+        if not args.id:
+            raise CareerRelayError("queue purge needs a queue id")
+        queue_admin.purge(spool, args.id)
+        print(f"purged {args.id}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="career-relay", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"career-relay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str
+                ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", metavar="PATH", help="configuration file "
+                       "(default: $CAREER_RELAY_CONFIG, else ./career-relay.toml)")
+        p.set_defaults(func=func)
+        return p
+
+    for name, func, text in (
+        ("serve", cmd_serve, "run the gateway, the delivery worker and the consent site"),
+        ("gateway", cmd_gateway, "run the SMTP gateway and its delivery worker only"),
+    ):
+        p = command(name, func, text)
+        p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    command("site", cmd_site, "run the consent site only")
+    p = command("init", cmd_init, "write a starter configuration, a signing secret and a DKIM key")
+    p.add_argument("--dir", default=".", help="where to write career-relay.toml (default: .)")
+    p.add_argument("--demo", action="store_true", help="configure the local demo upstream")
+    command("check-config", cmd_check_config, "validate the configuration and print problems")
+    p = command("dkim-keygen", cmd_dkim_keygen, "write an RSA-2048 DKIM key, print its DNS record")
+    p.add_argument("--domain", required=True)
+    p.add_argument("--selector", required=True)
+    p.add_argument("--out", default=".", help="directory for the key (default: .)")
+    p = command("hash-password", cmd_hash_password, "print the argon2 hash of a password")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p = command("queue", cmd_queue, "list, retry or purge queued messages")
+    p.add_argument("action", choices=["list", "retry", "purge"])
+    p.add_argument("id", nargs="?", help="queue id (retry: all when omitted)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

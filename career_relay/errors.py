@@ -1,0 +1,59 @@
+"""One error tree for the whole project.
+
+Every error knows how it should be reported: a one-line message for the
+command line, and for the SMTP side a reply code with an RFC 3463 enhanced
+status code.  Temporary conditions are 4xx so the client keeps the message
+and retries (RFC 5321 section 4.2.5); only conditions that retrying cannot
+fix are 5xx.
+"""
+
+from __future__ import annotations
+
+
+class CareerRelayError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(CareerRelayError):
+    """The configuration is unusable; the message names the setting and the problem."""
+
+
+class UserError(CareerRelayError):
+    """A command was asked to do something it cannot (unknown queue id, ...)."""
+
+
+class SmtpReplyError(CareerRelayError):
+    """An error that is answered to the SMTP client as a reply line."""
+
+    code: int = 451
+    status: str = "4.3.0"
+
+    def __init__(self, text: str, *, code: int | None = None, status: str | None = None):
+        super().__init__(text)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.text = text
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+class TemporaryFailure(SmtpReplyError):
+    """Our side cannot take the message now (disk, spool, a bug): the client must retry."""
+
+    code = 451
+    status = "4.3.0"
+
+
+class PolicyRejection(SmtpReplyError):
+    """The client is not allowed to do this (relay, sender domain): permanent."""
+
+    code = 550
+    status = "5.7.1"
+
+
+class SpoolError(TemporaryFailure):
+    """The spool could not store or read a message."""

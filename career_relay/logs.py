@@ -1,0 +1,41 @@
+"""Logging set-up: one line per event, as text or JSON (``[log] format``).
+
+Messages carry the queue id and counts, never addresses or names: personal
+data appears only at DEBUG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from career_relay.settings import LogSettings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(settings: LogSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    # aiosmtpd logs every session at INFO with peer details; keep it to warnings.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))

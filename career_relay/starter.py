@@ -1,0 +1,101 @@
+"""`career-relay init`: a starter configuration with fresh secrets.
+
+The demo variant (``--demo``, used by ``make run``) points the upstream at a
+local capture server that writes every relayed message to ``outbox/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from career_relay.dkimkeys import generate_key, zone_line
+from career_relay.errors import UserError
+from career_relay.passwords import hash_password
+
+DEMO_DOMAIN = "acme.example"
+DEMO_SELECTOR = "cr2026"
+
+
+@dataclass(frozen=True)
+class Started:
+    config: Path
+    smtp_username: str
+    smtp_password: str
+    dns_record: str
+
+
+def write_starter(directory: Path, *, demo: bool) -> Started:
+    config = directory / "career-relay.toml"
+    if config.exists():
+        raise UserError(f"{config} already exists; not overwritten")
+    directory.mkdir(parents=True, exist_ok=True)
+    key_rel = f"keys/{DEMO_DOMAIN}.{DEMO_SELECTOR}.pem"
+    key = generate_key(directory / key_rel)
+    password = secrets.token_urlsafe(12)
+    text = _TEMPLATE.format(
+        signing_key=json.dumps(secrets.token_urlsafe(32)),
+        password_hash=json.dumps(hash_password(password)),
+        key_file=json.dumps(key_rel),
+        domain=json.dumps(DEMO_DOMAIN),
+        selector=json.dumps(DEMO_SELECTOR),
+        capture=_DEMO_CAPTURE if demo else "",
+        hostname=json.dumps("relay.demo.test" if demo else "relay.example.com"),
+    )
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds secrets
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key))
+
+
+_DEMO_CAPTURE = """
+[demo]
+# A local stand-in for the company's smarthost: every relayed message is
+# written to outbox/ as an .eml file.
+capture_dir = "outbox"
+"""
+
+_TEMPLATE = """\
+# career-relay configuration. Every setting is listed in docs/configuration.md.
+# Relative paths are relative to this file's directory.
+
+[gateway]
+listen = "127.0.0.1:2525"
+hostname = {hostname}
+require_auth = true
+allow_ips = ["127.0.0.1/32"]
+on_error = "pass"
+
+[upstream]
+host = "127.0.0.1"
+port = 2526
+tls = "none"
+
+[queue]
+dir = "spool"
+
+[site]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+
+[ledger]
+path = "ledger.db"
+
+[secrets]
+# Newest first. Prefer CAREER_RELAY_SECRETS_SIGNING_KEYS in production.
+signing_keys = [{signing_key}]
+{capture}
+[[companies]]
+id = "acme"
+name = "株式会社アクメ"
+domains = [{domain}]
+locale = "ja"
+detect = "marker"
+dkim_selector = {selector}
+dkim_key_file = {key_file}
+smtp_username = "acme"
+smtp_password_hash = {password_hash}
+"""

@@ -1,0 +1,133 @@
+"""Checks of a configuration beyond types: each problem is one line naming the setting.
+
+``check_values`` runs on every load and raises on the first problem, so a
+broken configuration stops a process at start-up.  ``problems`` collects
+every problem, including the files the configuration points to, for
+``career-relay check-config``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from career_relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from career_relay.settings import Settings
+
+_CHOICES = {
+    ("gateway", "on_error"): ("pass", "tempfail"),
+    ("upstream", "tls"): ("none", "starttls", "tls"),
+    ("agency", "deliver"): ("webhook", "email"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+    ("log", "format"): ("text", "json"),
+}
+
+
+def parse_hostport(name: str, text: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [::1]:PORT) and check both halves."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{name}: bad listen address {text!r} (expected HOST:PORT)")
+    return host, int(port_text)
+
+
+def check_values(settings: Settings) -> None:
+    found = value_problems(settings)
+    if found:
+        raise ConfigError(found[0])
+
+
+def value_problems(settings: Settings) -> list[str]:
+    out: list[str] = []
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(settings, section), key)
+        if value not in allowed:
+            out.append(f"{section}.{key} must be one of {', '.join(allowed)}, not {value!r}")
+    for name in ("gateway.listen", "site.listen"):
+        section, key = name.split(".")
+        try:
+            parse_hostport(name, getattr(getattr(settings, section), key))
+        except ConfigError as exc:
+            out.append(str(exc))
+    for net in settings.gateway.allow_ips:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            out.append(f"gateway.allow_ips: {net!r} is not an address or network")
+    if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):
+        out.append("gateway.tls_cert and gateway.tls_key must be set together")
+    out += _positive(settings)
+    out += _company_problems(settings)
+    return out
+
+
+def _positive(settings: Settings) -> list[str]:
+    out = []
+    checks = {
+        "gateway.max_message_size": settings.gateway.max_message_size,
+        "gateway.timeout": settings.gateway.timeout,
+        "upstream.port": settings.upstream.port,
+        "upstream.connections": settings.upstream.connections,
+        "upstream.timeout": settings.upstream.timeout,
+        "queue.max_age": settings.queue.max_age,
+        "ledger.credit_every": settings.ledger.credit_every,
+        "site.link_max_age_days": settings.site.link_max_age_days,
+    }
+    for name, value in checks.items():
+        if value <= 0:
+            out.append(f"{name} must be greater than 0, not {value}")
+    if settings.gateway.workers < 0:
+        out.append(f"gateway.workers must be 0 or more, not {settings.gateway.workers}")
+    if not settings.queue.retry_schedule or min(settings.queue.retry_schedule) <= 0:
+        out.append("queue.retry_schedule must list at least one delay, each greater than 0")
+    return out
+
+
+def _company_problems(settings: Settings) -> list[str]:
+    out: list[str] = []
+    seen_ids: set[str] = set()
+    seen_domains: dict[str, str] = {}
+    for i, c in enumerate(settings.companies):
+        where = f"companies[{i}]" if not c.id else f"companies[{c.id}]"
+        if not c.id:
+            out.append(f"{where}.id is required")
+        elif c.id in seen_ids:
+            out.append(f"{where}.id is used twice")
+        seen_ids.add(c.id)
+        if not c.domains:
+            out.append(f"{where}.domains must list at least one domain")
+        for d in c.domains:
+            if d != d.lower() or "@" in d or not d:
+                out.append(f"{where}.domains: {d!r} must be a lower-case domain name")
+            if d in seen_domains:
+                out.append(f"{where}.domains: {d} also belongs to {seen_domains[d]}")
+            seen_domains[d] = c.id
+        if c.locale not in ("ja", "en"):
+            out.append(f"{where}.locale must be ja or en, not {c.locale!r}")
+        if c.detect not in ("marker", "auto"):
+            out.append(f"{where}.detect must be marker or auto, not {c.detect!r}")
+        if c.smtp_username and not c.smtp_password_hash.startswith("$argon2"):
+            out.append(f"{where}.smtp_password_hash must be an argon2 hash")
+        if bool(c.dkim_selector) != bool(c.dkim_key_file):
+            out.append(f"{where}: dkim_selector and dkim_key_file must be set together")
+    return out
+
+
+def file_problems(settings: Settings) -> list[str]:
+    """Files the configuration names that cannot be read (checked at start-up too)."""
+    out: list[str] = []
+    files = [("gateway.tls_cert", settings.gateway.tls_cert),
+             ("gateway.tls_key", settings.gateway.tls_key)]
+    files += [(f"companies[{c.id}].dkim_key_file", c.dkim_key_file) for c in settings.companies]
+    for name, path in files:
+        if not path:
+            continue
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            out.append(f"{name}: cannot read {path}: {exc.strerror or exc}")
+    return out

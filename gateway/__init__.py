@@ -1,0 +1,1 @@
+"""The SMTP side: intake (aiosmtpd), spool, delivery (aiosmtplib), DSNs."""

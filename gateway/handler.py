@@ -1,0 +1,104 @@
+"""aiosmtpd hooks, and nothing more: SMTP in, pipeline calls, SMTP replies out.
+
+Every exception becomes a reply with a code and an RFC 3463 status; an
+unexpected one becomes ``451 4.3.0`` so the client keeps the message and
+retries (never aiosmtpd's default ``500 Error: (...)`` with our internals).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from career_relay.errors import SmtpReplyError
+from career_relay.settings import CompanySettings
+from gateway.pipeline import Pipeline, Submission
+from gateway.policy import RelayPolicy, domain_of
+
+log = logging.getLogger("career_relay.smtp")
+
+MAX_RECIPIENTS = 1000  # RFC 5321 section 4.5.3.1.8 asks for at least 100
+TEMPFAIL = "451 4.3.0 Temporary failure; please try again later"
+
+
+class RelayHandler:
+    def __init__(self, pipeline: Pipeline, policy: RelayPolicy, *, require_auth: bool):
+        self._pipeline = pipeline
+        self._policy = policy
+        self._require_auth = require_auth
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self._policy.auth_offered:
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        ip = _peer_ip(session)
+        company: CompanySettings | None = session.auth_data if session.authenticated else None
+        if company is None and not self._policy.client_allowed(ip):
+            if self._policy.auth_offered:
+                return "530 5.7.0 Authentication required"
+            return "550 5.7.1 Relaying denied: this address may not send through this relay"
+        sender = "" if address == "<>" else address
+        if company is not None and sender and domain_of(sender) not in company.domains:
+            return f"550 5.7.1 Sender domain {domain_of(sender)} does not belong to {company.id}"
+        envelope.mail_from = sender
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        options = [o.upper() for o in envelope.mail_options]
+        sub = Submission(
+            mail_from=envelope.mail_from or "",
+            rcpts=list(envelope.rcpt_tos),
+            data=envelope.original_content,
+            peer_ip=_peer_ip(session),
+            helo=session.host_name or "unknown",
+            protocol=_protocol(session),
+            company=session.auth_data if session.authenticated else None,
+            smtputf8=bool(envelope.smtp_utf8) or "SMTPUTF8" in options,
+            body="8BITMIME" if "BODY=8BITMIME" in options else "",
+        )
+        try:
+            queue_id = await self._pipeline.accept(sub)
+        except SmtpReplyError as exc:
+            log.info("refused from %s: %s", sub.peer_ip, exc.reply)
+            return exc.reply
+        except Exception:
+            log.exception("message from %s not accepted: internal error", sub.peer_ip)
+            return TEMPFAIL
+        log.info("queue_id=%s accepted from %s: %d bytes, %d recipient(s)", queue_id,
+                 sub.peer_ip, len(sub.data), len(sub.rcpts))
+        return f"250 2.0.0 OK: queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return TEMPFAIL
+
+
+def _peer_ip(session: Any) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+def _protocol(session: Any) -> str:
+    proto = "ESMTP" if session.extended_smtp else "SMTP"
+    if session.ssl:
+        proto += "S"
+    if session.authenticated:
+        proto += "A"
+    return proto

@@ -1,0 +1,77 @@
+"""Byte-level helpers for the parts of a message the relay must look at.
+
+Pass-through mail is never parsed with the ``email`` package (about 2 ms a
+message, and its generator rewrites headers): the relay only needs the
+header block, found by its blank line (RFC 5322 section 2.1).
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import formatdate
+
+_RELAY_FIELD = re.compile(rb"^x-career-relay[a-z0-9-]*[ \t]*:", re.IGNORECASE)
+
+
+def header_block(data: bytes) -> bytes:
+    """The header fields, each ending with CRLF, without the blank separator line."""
+    if data.startswith(b"\r\n"):
+        return b""
+    end = data.find(b"\r\n\r\n")
+    return data if end < 0 else data[: end + 2]
+
+
+def has_bare_newline(data: bytes) -> bool:
+    """True when a LF or CR appears other than in a CRLF pair.
+
+    RFC 5321 section 2.3.8 allows CR and LF only together; accepting either
+    alone is what SMTP smuggling (CVE-2023-51764 and friends) exploits.
+    """
+    crlf = data.count(b"\r\n")
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
+def strip_relay_headers(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """Remove our own X-Career-Relay* fields; return them (last value wins) too.
+
+    They carry instructions to the gateway only and must not leak to the
+    recipient (SPEC 4, 5).  Every other byte of the message stays as it was.
+    """
+    head = header_block(data)
+    if b"x-career-relay" not in head.lower():
+        return data, {}
+    kept: list[bytes] = []
+    found: dict[str, str] = {}
+    dropping = False
+    for line in head.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):  # a folded continuation (RFC 5322 2.2.3)
+            if dropping:
+                name = next(reversed(found))
+                found[name] += " " + line.strip().decode("utf-8", "replace")
+            else:
+                kept.append(line)
+            continue
+        dropping = bool(_RELAY_FIELD.match(line))
+        if dropping:
+            name, _, value = line.partition(b":")
+            found[name.strip().decode("ascii", "replace").lower()] = value.strip().decode(
+                "utf-8", "replace")
+        else:
+            kept.append(line)
+    new_head = b"".join(line + b"\r\n" for line in kept)
+    return new_head + data[len(head):], found
+
+
+def received_header(
+    *, helo: str, ip: str, hostname: str, protocol: str, queue_id: str, rcpts: list[str]
+) -> bytes:
+    """The trace field we prepend (RFC 5321 section 4.4, protocols from RFC 3848).
+
+    "for" names the recipient only when there is exactly one, as Postfix
+    does, so Bcc recipients are not revealed to each other.
+    """
+    helo = "".join(ch for ch in helo if 32 < ord(ch) < 127)[:255] or "unknown"
+    for_clause = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
+    return (f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (career-relay) with "
+            f"{protocol} id {queue_id}{for_clause};\r\n\t{formatdate(localtime=True)}\r\n"
+            ).encode("utf-8")

@@ -1,0 +1,76 @@
+"""What happens to a message between DATA and the 250, as a table of contents.
+
+``accept`` lists the steps in order; each refuses with an ``SmtpReplyError``
+that the handler turns into the reply.  Nothing is answered 250 before
+``Spool.store`` returns, and from then on the delivery worker owns the copy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from career_relay.errors import PolicyRejection, SmtpReplyError
+from career_relay.settings import CompanySettings, Settings
+from gateway.delivery import Delivery
+from gateway.message import has_bare_newline, header_block, received_header, strip_relay_headers
+from gateway.policy import foreign_from_domains
+from gateway.spool import Envelope, Spool, new_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One SMTP transaction as the handler saw it."""
+
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+    peer_ip: str
+    helo: str
+    protocol: str  # ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848)
+    company: CompanySettings | None  # set when the client authenticated
+    smtputf8: bool = False
+    body: str = ""
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, spool: Spool, delivery: Delivery, *, worker: int = 0,
+        workers: int = 1,
+    ):
+        self._settings = settings
+        self._spool = spool
+        self._delivery = delivery
+        self._worker = worker
+        self._workers = workers
+
+    async def accept(self, sub: Submission) -> str:
+        """Check, spool durably, hand to delivery; returns the queue id for the 250."""
+        _refuse_bare_newlines(sub.data)
+        _check_sender(sub)
+        data, _fields = strip_relay_headers(sub.data)
+        env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
+                       rcpts=list(sub.rcpts), arrival=time.time(), smtputf8=sub.smtputf8,
+                       body=sub.body)
+        out = received_header(helo=sub.helo, ip=sub.peer_ip,
+                              hostname=self._settings.gateway.hostname,
+                              protocol=sub.protocol, queue_id=env.id, rcpts=env.rcpts) + data
+        await self._spool.store(env, out)
+        self._delivery.submit(env, out)
+        return env.id
+
+
+def _refuse_bare_newlines(data: bytes) -> None:
+    if has_bare_newline(data):
+        raise SmtpReplyError(
+            "Message refused: bare LF or CR in DATA; lines must end with CRLF "
+            "(RFC 5321 section 2.3.8)", code=554, status="5.6.0")
+
+
+def _check_sender(sub: Submission) -> None:
+    if sub.company is None:
+        return
+    foreign = foreign_from_domains(header_block(sub.data), sub.company)
+    if foreign:
+        raise PolicyRejection(
+            f"From domain {', '.join(foreign)} does not belong to {sub.company.id}")

@@ -1,0 +1,115 @@
+"""The aiosmtpd protocol, adjusted where the relay needs it.
+
+* AUTH is allowed without TLS only on loopback (SPEC 4); elsewhere the
+  client must STARTTLS first (RFC 4954 section 4, ``538 5.7.11``).
+* AUTH PLAIN/LOGIN checks the argon2 hash in a thread: argon2 is slow on
+  purpose, and a slow check on the event loop would stall every session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from career_relay.settings import Settings
+from career_relay.validate import parse_hostport
+from gateway.handler import RelayHandler
+from gateway.policy import RelayPolicy
+
+log = logging.getLogger("career_relay.smtp")
+
+# Commands a session may repeat without limit are the ones real mail needs;
+# AUTH and the chatty ones are capped so a client cannot guess passwords or
+# idle forever (aiosmtpd answers 421 and closes past the cap).
+CALL_LIMITS = {"AUTH": 5, "NOOP": 50, "VRFY": 10, "EXPN": 10, "HELP": 10, "*": 1_000_000}
+
+
+class RelaySMTP(SMTP):  # type: ignore[misc]
+    def __init__(self, handler: RelayHandler, policy: RelayPolicy, **kwargs: Any):
+        super().__init__(handler, **kwargs)
+        self._policy = policy
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # Per connection: loopback clients may AUTH in the clear, others only after TLS.
+        self._auth_require_tls = not _is_loopback(self.session.peer)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # Called synchronously by aiosmtpd's auth_PLAIN/auth_LOGIN once the
+        # credentials are decoded; the real check happens in _verified below.
+        return AuthResult(success=True, auth_data=auth_data)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(_, args))
+
+    async def _verified(self, result: AuthResult) -> AuthResult:
+        if not result.success or not isinstance(result.auth_data, LoginPassword):
+            return result
+        creds: LoginPassword = result.auth_data
+        company = await self.loop.run_in_executor(
+            None, self._policy.authenticate, creds.login, creds.password)
+        if company is None:
+            log.info("AUTH failed from %s", self.session.peer[0])
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 Authentication credentials invalid")
+        return AuthResult(success=True, auth_data=company)
+
+
+def _is_loopback(peer: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%", 1)[0]).is_loopback
+    except (ValueError, TypeError, IndexError):
+        return False
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.gateway.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.gateway.tls_cert, settings.gateway.tls_key)
+    return ctx
+
+
+def listening_socket(settings: Settings, *, reuse_port: bool) -> socket.socket:
+    """Bind the SMTP port; with several workers each binds it with SO_REUSEPORT."""
+    host, port = parse_hostport("gateway.listen", settings.gateway.listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def protocol_factory(
+    settings: Settings, handler: RelayHandler, policy: RelayPolicy
+) -> Any:
+    ctx = tls_context(settings)
+
+    def make() -> RelaySMTP:
+        return RelaySMTP(
+            handler,
+            policy,
+            hostname=settings.gateway.hostname,
+            ident="career-relay",
+            data_size_limit=settings.gateway.max_message_size,
+            enable_SMTPUTF8=True,
+            tls_context=ctx,
+            timeout=settings.gateway.timeout,
+            auth_require_tls=True,
+            command_call_limit=CALL_LIMITS,
+        )
+
+    return make
