@@ -47,7 +47,7 @@ class RelayHandler:
         sender = "" if address == "<>" else address
         if company is not None and sender and domain_of(sender) not in company.domains:
             return f"550 5.7.1 Sender domain {domain_of(sender)} does not belong to {company.id}"
-        envelope.mail_from = sender
+        envelope.mail_from = address  # aiosmtpd needs it non-empty; "<>" is mapped in DATA
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
@@ -63,7 +63,7 @@ class RelayHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         options = [o.upper() for o in envelope.mail_options]
         sub = Submission(
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
             rcpts=list(envelope.rcpt_tos),
             data=envelope.original_content,
             peer_ip=_peer_ip(session),

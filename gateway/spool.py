@@ -136,16 +136,18 @@ class Spool:
         tmp = self.tmp / env.id
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(env.header())
-                f.write(data)
-            os.fsync(fd)
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    f.write(env.header())
+                    f.write(data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.queue / env.id)
         except BaseException:
-            os.close(fd)
+            # Nothing half-written may stay behind: the client gets 451 and retries.
             tmp.unlink(missing_ok=True)
             raise
-        os.close(fd)
-        os.rename(tmp, self.queue / env.id)
 
     async def _sync_queue_dir(self) -> None:
         # Group commit: every rename done before a directory fsync started is

@@ -1,0 +1,717 @@
+"""Throughput of the career-relay gateway next to Postfix, on loopback.
+
+Run as::
+
+    .venv/bin/python bench/relay_bench.py [--messages 5000] [--sessions 20] [--size 10240]
+
+(as root: the Postfix side needs ``postfix start``). Both systems get the same
+work: ``smtp-source`` submits N copies of one ~10 KB multipart message over S
+parallel sessions, and each system relays them to the same ``smtp-sink``.
+
+What is measured: the end-to-end rate, N divided by the time from starting
+smtp-source until the sink has received all N messages (and smtp-source has
+seen its last 250). Both systems are store-and-forward, so the rate at which
+smtp-source gets its 250 replies ("intake") is reported too.
+
+How arrival is counted: ``smtp-sink -c`` writes a running counter line
+(``sess=.. quit=.. mesg=N``, separated by CR) every time a session ends or a
+"." is received; a reader thread stamps the moment ``mesg`` reaches each
+value. That is exact and free, unlike ``smtp-sink -d`` (one file per message,
+which would make the sink the bottleneck). After the sink has everything we
+also check that nothing is left behind: Postfix's queue is empty and its log
+has exactly N more ``status=sent`` lines; the gateway's ``<queue.dir>/queue/``
+holds no file (a message is done when its spool file is gone).
+
+CPU: the server's CPU seconds during the measured run, summed over its whole
+process tree from /proc (live processes plus what they reaped), so that
+Postfix's many daemons and the gateway's optional worker processes both count.
+
+Everything listens on and connects to 127.0.0.1 only, every wait has a
+timeout, and every process started here is stopped in ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.peers.postfix import (  # noqa: E402 - needs the sys.path line above
+    PostfixInstance,
+    postfix_available,
+)
+
+LOOPBACK = "127.0.0.1"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SENDER = "sender@acme.example"
+RECIPIENT = "rcpt@candidate.example"
+HELO_NAME = "bench.test"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A run could not be completed or its result failed a check."""
+
+
+# -- the test message -------------------------------------------------------
+
+_PARAGRAPHS = [
+    "この度は、株式会社アクメの営業職（東京本社）にご応募いただき、誠にありがとうございました。"
+    "慎重に選考を進めました結果、誠に残念ながら、今回はご期待に沿えない結果となりました。",
+    "多数のご応募をいただいた中で、ご経歴やご経験を拝見し、社内で検討を重ねましたが、"
+    "現在の募集要件との兼ね合いにより、このような判断となりましたことをご了承ください。",
+    "なお、選考内容に関するお問い合わせにはお答えいたしかねますので、あらかじめご了承ください。"
+    "お預かりした応募書類は、当社の個人情報保護方針に基づき責任をもって破棄いたします。",
+    "Thank you for your interest in Acme Corporation. After careful consideration we have "
+    "decided not to proceed with your application at this time. We wish you every success.",
+    "末筆ながら、今後のご活躍を心よりお祈り申し上げます。何卒よろしくお願い申し上げます。",
+]
+
+
+def _bodies(paragraph_count: int) -> tuple[str, str]:
+    paragraphs = [_PARAGRAPHS[i % len(_PARAGRAPHS)] for i in range(paragraph_count)]
+    plain = "山田 太郎 様\n\n" + "\n\n".join(paragraphs) + "\n\n株式会社アクメ 人事部 採用担当\n"
+    html_paragraphs = "\n".join(f"<p>{p}</p>" for p in paragraphs)
+    html = (
+        '<!DOCTYPE html>\n<html lang="ja">\n<head><meta charset="utf-8">'
+        "<title>選考結果のご連絡</title></head>\n"
+        f'<body style="font-family: sans-serif">\n<p>山田 太郎 様</p>\n{html_paragraphs}\n'
+        "<p>株式会社アクメ 人事部 採用担当</p>\n</body>\n</html>\n"
+    )
+    return plain, html
+
+
+def build_message(target_size: int) -> bytes:
+    """A realistic rejection mail of at least ``target_size`` bytes, CRLF line endings.
+
+    multipart/alternative with text/plain and text/html, both UTF-8 and
+    quoted-printable, so the message is 7-bit clean: smtp-source speaks HELO,
+    not EHLO, and so cannot ask for 8BITMIME.
+    """
+    paragraph_count = 1
+    while True:
+        plain, html = _bodies(paragraph_count)
+        msg = EmailMessage(policy=SMTP)  # policy.SMTP serialises with CRLF
+        msg["From"] = Address("株式会社アクメ 採用担当", addr_spec=SENDER)
+        msg["To"] = Address("山田 太郎", addr_spec=RECIPIENT)
+        msg["Subject"] = "【選考結果のご連絡】営業職（東京本社）へのご応募について"
+        msg["Date"] = "Thu, 26 Nov 2026 10:00:00 +0900"
+        msg["Message-ID"] = "<bench-rejection-0001@acme.example>"
+        msg.set_content(plain, charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        data = msg.as_bytes()
+        if len(data) >= target_size:
+            return data
+        paragraph_count += 1
+
+
+def write_message_files(workdir: Path, target_size: int) -> tuple[Path, Path, int]:
+    """Write the message in wire form and in the form smtp-source needs.
+
+    ``message.eml`` is the message as it goes over the wire (CRLF). smtp-source
+    ``-F`` strips only the LF of each line and then appends CRLF, so a CRLF file
+    would go out as CR CR LF (checked against a raw socket with Postfix 3.7's
+    smtp-source); it therefore gets ``message.lf``, the same bytes with LF
+    endings, and puts the CRLF back on the wire.
+    """
+    wire = build_message(target_size)
+    if b"\n" in wire.replace(b"\r\n", b"") or b"\r" in wire.replace(b"\r\n", b""):
+        raise BenchError("generated message has a bare CR or LF")
+    eml = workdir / "message.eml"
+    eml.write_bytes(wire)
+    lf = workdir / "message.lf"
+    lf.write_bytes(wire.replace(b"\r\n", b"\n"))
+    return eml, lf, len(wire)
+
+
+# -- small process and network helpers --------------------------------------
+
+
+def free_port() -> int:
+    """A currently free TCP port on loopback (the kernel picks a high one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
+def smtp_greets(port: int) -> bool:
+    """True once an SMTP server on the port answers with a 220 greeting."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=2.0) as sock:
+            greeting = sock.recv(512)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"QUIT\r\n")
+                sock.recv(512)
+            return greeting.startswith(b"220")
+    except OSError:
+        return False
+
+
+def wait_for_smtp(port: int, timeout: float, process: subprocess.Popen[Any] | None) -> None:
+    def ready() -> bool:
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"process exited with status {process.returncode} before listening")
+        return smtp_greets(port)
+
+    if not wait_until(ready, timeout, poll=0.1):
+        raise BenchError(f"nothing answered SMTP on {LOOPBACK}:{port} within {timeout}s")
+
+
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, a child started with ``start_new_session=True``.
+
+    The whole group is signalled so that worker processes go too; the group id
+    is the child's own pid, so this can only reach processes started here.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+    # Workers may outlive a leader that exited by itself.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def session_cpu_seconds(session_id: int) -> float:
+    """CPU seconds of every live process in a session, including reaped children.
+
+    Summing utime+stime+cutime+cstime over the live processes counts each
+    process that already exited exactly once, in the parent that reaped it
+    (Postfix's master reaps its smtpd/smtp/cleanup daemons as they recycle).
+    """
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # Fields after "(comm)": index 0 is field 3 (state), so field k is k-3.
+        fields = stat_line.rpartition(")")[2].split()
+        if int(fields[3]) != session_id:  # field 6: session
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # fields 14-17
+    return ticks / CLK_TCK
+
+
+def session_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[3])
+
+
+# -- the sink -----------------------------------------------------------------
+
+
+class CountingSink:
+    """``smtp-sink -c`` on loopback, with a thread that timestamps arrivals."""
+
+    _MESG = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self._log = log_path.open("wb")
+        # -u: smtp-sink refuses to keep running as root; -m/backlog 512: never
+        # make the sink the limit for 20+ parallel relaying sessions.
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self.process = subprocess.Popen(
+            [SMTP_SINK, *user, "-c", "-m", "512", f"{LOOPBACK}:{port}", "512"],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        # _arrivals[i] is the monotonic time at which message i+1 arrived.
+        self._arrivals: list[float] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read_counters, daemon=True)
+        self._reader.start()
+
+    def _read_counters(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        pending = b""
+        # os.read returns whatever is there: no buffering delay on the stamps.
+        while chunk := os.read(stdout.fileno(), 65536):
+            now = time.monotonic()
+            *lines, pending = (pending + chunk).split(b"\r")
+            for line in lines:
+                match = self._MESG.search(line)
+                if match is None:
+                    continue
+                count = int(match.group(1))
+                with self._lock:
+                    while len(self._arrivals) < count:
+                        self._arrivals.append(now)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._arrivals)
+
+    def arrival_time(self, count: int) -> float:
+        """When the ``count``-th message (1-based) arrived."""
+        with self._lock:
+            return self._arrivals[count - 1]
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        return wait_until(lambda: self.count >= count, timeout)
+
+    def start(self, timeout: float = 10.0) -> None:
+        wait_for_smtp(self.port, timeout, self.process)
+
+    def stop(self) -> None:
+        try:
+            stop_process_group(self.process)
+        finally:
+            self._reader.join(timeout=5)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self._log.close()
+
+
+# -- systems under test --------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    system: str
+    messages: int
+    sessions: int
+    elapsed_s: float
+    msgs_per_s: float
+    intake_msgs_per_s: float
+    cpu_s: float
+
+
+class SystemUnderTest:
+    """A relay listening on ``port`` and delivering to the sink."""
+
+    name = "?"
+    port = 0
+
+    def pending(self) -> int:
+        """Messages accepted but not yet handed to the sink, per the system's own state."""
+        raise NotImplementedError
+
+    def cpu_seconds(self) -> float:
+        raise NotImplementedError
+
+    def before_run(self) -> None:
+        """Remember whatever check_after_run compares against."""
+
+    def check_after_run(self, messages: int) -> None:
+        """Extra consistency checks once all messages reached the sink."""
+
+
+class PostfixSystem(SystemUnderTest):
+    name = "Postfix"
+
+    def __init__(self, instance: PostfixInstance) -> None:
+        self.instance = instance
+        self.port = instance.smtpd_port
+        self._sent_before = 0
+
+    def pending(self) -> int:
+        return len(self.instance.queued_files())
+
+    def cpu_seconds(self) -> float:
+        pid = self.instance.master_pid()
+        if pid is None:
+            raise BenchError("Postfix master is not running")
+        # The master daemon calls setsid(), so its session is all of its daemons.
+        return session_cpu_seconds(session_of(pid))
+
+    def before_run(self) -> None:
+        self._sent_before = self.instance.sent_count()
+
+    def check_after_run(self, messages: int) -> None:
+        sent = self.instance.sent_count() - self._sent_before
+        if sent != messages:
+            raise BenchError(f"Postfix log has {sent} new status=sent lines, expected {messages}")
+
+
+class GatewaySystem(SystemUnderTest):
+    name = "career-relay"
+
+    def __init__(self, process: subprocess.Popen[Any], port: int, spool_queue: Path) -> None:
+        self.process = process
+        self.port = port
+        self.spool_queue = spool_queue
+
+    def pending(self) -> int:
+        if self.process.poll() is not None:
+            raise BenchError(f"gateway exited with status {self.process.returncode}")
+        try:
+            return sum(1 for entry in os.scandir(self.spool_queue) if entry.is_file())
+        except FileNotFoundError:
+            return 0
+
+    def cpu_seconds(self) -> float:
+        # Started with start_new_session=True: its session id is its pid.
+        return session_cpu_seconds(self.process.pid)
+
+
+def run_once(
+    system: SystemUnderTest,
+    sink: CountingSink,
+    message_lf: Path,
+    messages: int,
+    sessions: int,
+    timeout: float,
+) -> RunResult:
+    """Submit ``messages`` through ``system`` and time their arrival at the sink."""
+    if system.pending():
+        raise BenchError(f"{system.name} still has {system.pending()} queued messages")
+    system.before_run()
+    sink_before = sink.count
+    target = sink_before + messages
+    cpu_before = system.cpu_seconds()
+    command = [
+        SMTP_SOURCE, "-4", "-s", str(sessions), "-m", str(messages), "-F", str(message_lf),
+        "-M", HELO_NAME, "-f", SENDER, "-t", RECIPIENT, f"{LOOPBACK}:{system.port}",
+    ]  # fmt: skip
+    started = time.monotonic()
+    try:
+        source = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"smtp-source did not finish within {timeout}s") from exc
+    intake_done = time.monotonic()
+    if source.returncode != 0:
+        raise BenchError(
+            f"smtp-source failed against {system.name} (exit {source.returncode}): "
+            f"{source.stderr.strip() or source.stdout.strip()}"
+        )
+    remaining = max(1.0, timeout - (intake_done - started))
+    if not sink.wait_for(target, remaining):
+        raise BenchError(
+            f"{system.name}: the sink got {sink.count - sink_before} of {messages} "
+            f"messages within {timeout}s ({system.pending()} still queued)"
+        )
+    finished = max(sink.arrival_time(target), intake_done)
+    cpu_used = system.cpu_seconds() - cpu_before
+    # Delivery is confirmed by the sink; the queue file is removed right after.
+    if not wait_until(lambda: system.pending() == 0, 30.0):
+        raise BenchError(f"{system.name}: {system.pending()} messages left in its queue")
+    time.sleep(0.3)  # a duplicate delivery would show up here
+    if sink.count != target:
+        raise BenchError(
+            f"{system.name}: the sink got {sink.count - sink_before} messages, expected {messages}"
+        )
+    system.check_after_run(messages)
+    elapsed = finished - started
+    return RunResult(
+        system=system.name,
+        messages=messages,
+        sessions=sessions,
+        elapsed_s=round(elapsed, 3),
+        msgs_per_s=round(messages / elapsed, 1),
+        intake_msgs_per_s=round(messages / (intake_done - started), 1),
+        cpu_s=round(cpu_used, 2),
+    )
+
+
+def measure(
+    system: SystemUnderTest, sink: CountingSink, message_lf: Path, args: argparse.Namespace
+) -> list[RunResult]:
+    if args.warmup > 0:
+        warm = run_once(system, sink, message_lf, args.warmup, args.sessions, args.timeout)
+        log(f"  warm-up  {warm.messages:>6} msgs  {warm.msgs_per_s:>8.1f} msgs/s")
+    results: list[RunResult] = []
+    for index in range(args.repeat):
+        result = run_once(system, sink, message_lf, args.messages, args.sessions, args.timeout)
+        log(
+            f"  run {index + 1}/{args.repeat}  {result.messages:>6} msgs  "
+            f"{result.msgs_per_s:>8.1f} msgs/s  (intake {result.intake_msgs_per_s:.1f}/s, "
+            f"{result.elapsed_s:.2f} s, CPU {result.cpu_s:.2f} s)"
+        )
+        results.append(result)
+    return results
+
+
+@contextlib.contextmanager
+def postfix_system(workdir: Path, port: int, sink_port: int) -> Iterator[PostfixSystem]:
+    instance = PostfixInstance(workdir / "postfix", port, f"[{LOOPBACK}]:{sink_port}")
+    try:
+        instance.start()
+        yield PostfixSystem(instance)
+    finally:
+        instance.stop()
+
+
+def write_gateway_config(workdir: Path, port: int, sink_port: int, workers: int | None) -> Path:
+    """The gateway configuration (SPEC keys); 127.0.0.1 relays without AUTH via allow_ips."""
+
+    def toml_str(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+    workers_line = f"workers = {workers}\n" if workers is not None else ""
+    config = (
+        "[gateway]\n"
+        f"listen = {toml_str(f'{LOOPBACK}:{port}')}\n"
+        'hostname = "relay.bench.test"\n'
+        "require_auth = true\n"
+        f'allow_ips = ["{LOOPBACK}/32"]\n'
+        f"{workers_line}"
+        "\n[upstream]\n"
+        f"host = {toml_str(LOOPBACK)}\n"
+        f"port = {sink_port}\n"
+        'tls = "none"\n'
+        "\n[queue]\n"
+        f"dir = {toml_str(str(workdir / 'spool'))}\n"
+        "\n[ledger]\n"
+        f"path = {toml_str(str(workdir / 'ledger.db'))}\n"
+        "\n[secrets]\n"
+        'signing_keys = ["bench-secret-0123456789abcdef"]\n'
+    )
+    path = workdir / "career-relay.toml"
+    path.write_text(config, encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def gateway_system(
+    workdir: Path, executable: Path, port: int, sink_port: int, workers: int | None
+) -> Iterator[GatewaySystem]:
+    if not os.access(executable, os.X_OK):
+        raise BenchError(f"{executable} is not there yet (pip install -e . in the venv?)")
+    config = write_gateway_config(workdir, port, sink_port, workers)
+    # CAREER_RELAY_* variables would override the file (and unknown ones are
+    # rejected), so the gateway gets an environment without them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
+    log_path = workdir / "gateway.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(executable), "gateway", "--config", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+        )
+        try:
+            wait_for_smtp(port, 30.0, process)
+            yield GatewaySystem(process, port, workdir / "spool" / "queue")
+        except BenchError as exc:  # the gateway's own log usually says why
+            raise BenchError(f"{exc}\n--- {log_path} ---\n{tail(log_path)}") from None
+        finally:
+            stop_process_group(process)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+# -- reporting ------------------------------------------------------------------
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def median(results: list[RunResult], attribute: str) -> float | None:
+    if not results:
+        return None
+    return float(statistics.median(getattr(result, attribute) for result in results))
+
+
+def postfix_version() -> str:
+    try:
+        out = subprocess.run(
+            ["/usr/sbin/postconf", "-dh", "mail_version"], capture_output=True, text=True,
+            timeout=10, check=False,
+        )  # fmt: skip
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def print_report(
+    args: argparse.Namespace,
+    size: int,
+    postfix_runs: list[RunResult],
+    gateway_runs: list[RunResult],
+    out: IO[str],
+) -> dict[str, Any]:
+    pf_rate = median(postfix_runs, "msgs_per_s")
+    gw_rate = median(gateway_runs, "msgs_per_s")
+    ratio = round(gw_rate / pf_rate, 3) if pf_rate and gw_rate else None
+    summary: dict[str, Any] = {
+        "messages": args.messages,
+        "sessions": args.sessions,
+        "size": size,
+        "repeat": args.repeat,
+        "postfix_version": postfix_version(),
+        "postfix_msgs_per_s": pf_rate,
+        "gateway_msgs_per_s": gw_rate,
+        "ratio_gateway_postfix": ratio,
+        "postfix_intake_msgs_per_s": median(postfix_runs, "intake_msgs_per_s"),
+        "gateway_intake_msgs_per_s": median(gateway_runs, "intake_msgs_per_s"),
+        "postfix_cpu_s": median(postfix_runs, "cpu_s"),
+        "gateway_cpu_s": median(gateway_runs, "cpu_s"),
+        "runs": [asdict(result) for result in postfix_runs + gateway_runs],
+    }
+
+    def cell(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    rows = [
+        ("messages", str(args.messages)),
+        ("sessions", str(args.sessions)),
+        ("message size (bytes)", str(size)),
+        ("measured runs (median)", str(args.repeat)),
+        (f"Postfix {summary['postfix_version']} msgs/s", cell(pf_rate, ".1f")),
+        ("career-relay gateway msgs/s", cell(gw_rate, ".1f")),
+        ("ratio gateway / Postfix", cell(ratio, ".3f")),
+        ("Postfix intake msgs/s (250 replies)", cell(summary["postfix_intake_msgs_per_s"], ".1f")),
+        ("gateway intake msgs/s (250 replies)", cell(summary["gateway_intake_msgs_per_s"], ".1f")),
+        ("Postfix CPU seconds (all daemons)", cell(summary["postfix_cpu_s"], ".2f")),
+        ("gateway CPU seconds (process tree)", cell(summary["gateway_cpu_s"], ".2f")),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print(f"{'':-<{width + 14}}", file=out)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value:>12}", file=out)
+    print(f"{'':-<{width + 14}}", file=out)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False), file=out)
+    return summary
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000, help="messages per measured run")
+    parser.add_argument("--sessions", type=int, default=20, help="parallel smtp-source sessions")
+    parser.add_argument("--size", type=int, default=10240, help="approximate message size")
+    parser.add_argument("--warmup", type=int, default=500, help="warm-up messages (0: none)")
+    parser.add_argument("--repeat", type=int, default=1, help="measured runs; medians shown")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per run")
+    parser.add_argument("--json", action="store_true", help="also print a JSON summary line")
+    parser.add_argument("--skip-postfix", action="store_true")
+    parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=None, help="set gateway.workers in the config"
+    )
+    parser.add_argument(
+        "--career-relay",
+        type=Path,
+        default=REPO_ROOT / ".venv" / "bin" / "career-relay",
+        help="the career-relay executable",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    for name in ("messages", "sessions", "size", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Turn SIGTERM into SystemExit so the finally blocks stop every process.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    if not args.skip_postfix and not postfix_available():
+        log("Postfix is not usable here (needs the postfix package and root); use --skip-postfix")
+        return 2
+    for tool in (SMTP_SOURCE, SMTP_SINK):
+        if not os.access(tool, os.X_OK):
+            log(f"{tool} not found (it comes with the postfix package)")
+            return 2
+
+    # The Postfix daemons (user postfix) must reach their directories in here.
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-", dir="/tmp"))
+    workdir.chmod(0o755)
+    sink_port, postfix_port, gateway_port = free_ports(3)
+    postfix_runs: list[RunResult] = []
+    gateway_runs: list[RunResult] = []
+    failed = False
+    sink: CountingSink | None = None
+    try:
+        _eml, message_lf, size = write_message_files(workdir, args.size)
+        log(f"work directory {workdir}; message {size} bytes; sink on {LOOPBACK}:{sink_port}")
+        sink = CountingSink(sink_port, workdir / "smtp-sink.log")
+        sink.start()
+        if not args.skip_postfix:
+            log(f"Postfix on {LOOPBACK}:{postfix_port}")
+            try:
+                with postfix_system(workdir, postfix_port, sink_port) as postfix:
+                    postfix_runs = measure(postfix, sink, message_lf, args)
+            except Exception as exc:  # report, then still try the gateway
+                failed = True
+                log(f"Postfix run failed: {exc}")
+        if not args.skip_gateway:
+            log(f"career-relay gateway on {LOOPBACK}:{gateway_port}")
+            try:
+                with gateway_system(
+                    workdir, args.career_relay, gateway_port, sink_port, args.gateway_workers
+                ) as gateway:
+                    gateway_runs = measure(gateway, sink, message_lf, args)
+            except Exception as exc:
+                failed = True
+                log(f"gateway run failed: {exc}")
+        print_report(args, size, postfix_runs, gateway_runs, sys.stdout)
+    finally:
+        if sink is not None:
+            sink.stop()
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Shared fixtures: real sockets on loopback, real files, no mocks of our own code.
+
+* ``sink``: a capturing upstream (aiosmtpd in a thread) that records every
+  transaction and can be told to refuse recipients or DATA.
+* ``make_config``: writes a real TOML file and loads it with the real loader.
+* ``gateway``: the gateway running in a thread of the test process, with
+  its own event loop, listening on a free loopback port.
+* ``gateway_process``: the ``career-relay gateway`` command as a subprocess,
+  for tests that kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from career_relay import settings as settings_mod
+from career_relay.passwords import hash_password
+from gateway.app import Gateway
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "career_relay"]
+COMPANY_PASSWORD = "correct horse battery staple"
+_PASSWORD_HASH = hash_password(COMPANY_PASSWORD)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+    mail_options: list[str]
+
+
+@dataclass
+class SinkHandler:
+    messages: list[Received] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # rcpt -> reply
+    data_reply: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply:
+            return self.data_reply
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                          envelope.original_content,
+                                          list(envelope.mail_options)))
+        return "250 2.0.0 OK: sunk"
+
+
+class Sink:
+    """A capturing upstream on a fixed loopback port; can be stopped and started again."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.handler = SinkHandler()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        handler = self.handler
+        self._controller = Controller(handler, hostname="127.0.0.1", port=self.port,
+                                      enable_SMTPUTF8=True, data_size_limit=None,
+                                      server_hostname="sink.test")
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
+        wait_until(lambda: len(self.messages) >= count, timeout,
+                   f"{count} message(s) at the sink (have {len(self.messages)})")
+        return self.messages
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink(free_port())
+    s.start()
+    yield s
+    s.stop()
+
+
+ConfigMaker = Callable[..., Path]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigMaker:
+    """Write career-relay.toml into tmp_path; keyword sections override the defaults."""
+
+    def make(upstream_port: int = 2526, **sections: dict[str, Any]) -> Path:
+        base: dict[str, dict[str, Any]] = {
+            "gateway": {"listen": f"127.0.0.1:{free_port()}", "hostname": "relay.test",
+                        "allow_ips": ["127.0.0.1/32"]},
+            "upstream": {"host": "127.0.0.1", "port": upstream_port, "timeout": 10},
+            "queue": {"dir": "spool", "retry_schedule": [1, 1]},
+            "ledger": {"path": "ledger.db"},
+            "secrets": {"signing_keys": ["test-secret-0123456789"]},
+        }
+        for name, values in sections.items():
+            if name != "companies":
+                base.setdefault(name, {}).update(values)
+        companies = sections.get("companies", [{
+            "id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"],
+            "smtp_username": "acme", "smtp_password_hash": _PASSWORD_HASH}])
+        path = tmp_path / "career-relay.toml"
+        path.write_text(_toml(base, companies), encoding="utf-8")
+        return path
+
+    return make
+
+
+def _toml(sections: dict[str, dict[str, Any]], companies: Any) -> str:
+    import json
+
+    out = []
+    for name, values in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in values.items()]
+    for company in companies:
+        out.append("[[companies]]")
+        out += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in company.items()]
+    return "\n".join(out) + "\n"
+
+
+class GatewayThread:
+    """The real Gateway object, on its own event loop in a thread of the test process."""
+
+    def __init__(self, config: Path):
+        self.settings = settings_mod.load(config)
+        self.port = int(self.settings.gateway.listen.rsplit(":", 1)[1])
+        self.loop = asyncio.new_event_loop()
+        self.gateway = Gateway(self.settings)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> GatewayThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(15)
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.gateway.stop(5), self.loop).result(15)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+    def queue_ids(self) -> list[str]:
+        return sorted(self.gateway.spool.ids())
+
+
+@pytest.fixture
+def gateway(sink: Sink, make_config: ConfigMaker) -> Iterator[GatewayThread]:
+    gw = GatewayThread(make_config(upstream_port=sink.port)).start()
+    yield gw
+    gw.stop()
+
+
+class GatewayProcess:
+    """`career-relay gateway` as a child process (it can be killed for real)."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.settings = settings_mod.load(config)
+        self.port = int(self.settings.gateway.listen.rsplit(":", 1)[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "gateway.log"
+
+    def start(self) -> GatewayProcess:
+        logf = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen([*CLI, "gateway", "--config", str(self.config)],
+                                     stdout=logf, stderr=logf, cwd=REPO)
+        logf.close()
+        wait_for_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(40)
+
+
+@pytest.fixture
+def gateway_process(sink: Sink, make_config: ConfigMaker) -> Iterator[GatewayProcess]:
+    gp = GatewayProcess(make_config(upstream_port=sink.port))
+    yield gp.start()
+    gp.kill()
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
+    full_env.update(env or {})
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, input=stdin,
+                          cwd=REPO, env=full_env, timeout=60)
+
+
+def crlf(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def strip_received(data: bytes) -> bytes:
+    """Remove the one Received field we prepend (it is folded over several lines)."""
+    assert data.startswith(b"Received: "), data[:80]
+    end = 0
+    while True:
+        end = data.index(b"\r\n", end) + 2
+        if data[end:end + 1] not in (b" ", b"\t"):
+            return data[end:]

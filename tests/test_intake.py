@@ -1,0 +1,356 @@
+"""SMTP intake: who may relay, what is refused and with which reply (SPEC 4)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import gateway.server
+import gateway.spool
+from tests.conftest import (
+    COMPANY_PASSWORD,
+    ConfigMaker,
+    GatewayThread,
+    Sink,
+    crlf,
+    strip_received,
+    wait_until,
+)
+
+MSG = crlf("From: HR <hr@acme.example>\nTo: a@example.net\nSubject: test\n\nHello\n")
+
+
+def start(make_config: ConfigMaker, sink: Sink, **sections: dict[str, object]) -> GatewayThread:
+    return GatewayThread(make_config(upstream_port=sink.port, **sections)).start()
+
+
+@pytest.fixture
+def no_allow(make_config: ConfigMaker, sink: Sink) -> Iterator[GatewayThread]:
+    """A gateway where loopback is not in allow_ips: every client must AUTH."""
+    gw = start(make_config, sink, gateway={"allow_ips": ["192.0.2.0/24"]})
+    yield gw
+    gw.stop()
+
+
+class Raw:
+    """A line-level SMTP client, for what smtplib refuses to send."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> str:
+        lines = []
+        while True:
+            line = self.file.readline().decode()
+            lines.append(line.rstrip("\r\n"))
+            if len(line) < 4 or line[3] != "-":
+                return "\n".join(lines)
+
+    def cmd(self, line: bytes | str) -> str:
+        self.send(line if isinstance(line, bytes) else line.encode())
+        self.send(b"\r\n")
+        return self.reply()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- who may relay ---------------------------------------------------------------------
+
+
+def test_client_outside_allow_ips_must_authenticate(no_allow: GatewayThread, sink: Sink) -> None:
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        c.ehlo()
+        code, text = c.mail("hr@acme.example")
+        assert (code, text[:5]) == (530, b"5.7.0")
+    assert sink.messages == []
+
+
+def test_without_auth_offered_refusal_is_550(make_config: ConfigMaker, sink: Sink) -> None:
+    gw = start(make_config, sink, gateway={"allow_ips": ["192.0.2.0/24"], "require_auth": False})
+    try:
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            c.ehlo()
+            assert not c.has_extn("auth")
+            code, text = c.mail("hr@acme.example")
+            assert (code, text[:5]) == (550, b"5.7.1")
+    finally:
+        gw.stop()
+
+
+def test_auth_plain_on_loopback_relays(no_allow: GatewayThread, sink: Sink) -> None:
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        c.login("acme", COMPANY_PASSWORD)
+        c.sendmail("hr@acme.example", ["a@example.net"], MSG)
+    (got,) = sink.wait_for(1)
+    assert b"with ESMTPA id" in got.data
+
+
+def test_auth_login_mechanism(no_allow: GatewayThread, sink: Sink) -> None:
+    r = Raw(no_allow.port)
+    r.cmd("EHLO client.test")
+    assert r.cmd("AUTH LOGIN").startswith("334")
+    assert r.cmd(base64.b64encode(b"acme")).startswith("334")
+    assert r.cmd(base64.b64encode(COMPANY_PASSWORD.encode())).startswith("235 2.7.0")
+    assert r.cmd("MAIL FROM:<hr@acme.example>").startswith("250")
+    r.close()
+
+
+def test_wrong_password_is_535_and_mail_still_refused(no_allow: GatewayThread) -> None:
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+            c.login("acme", "wrong password")
+        assert err.value.smtp_code == 535
+        assert c.mail("hr@acme.example")[0] == 530
+
+
+def test_unknown_user_is_535(no_allow: GatewayThread) -> None:
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c, pytest.raises(
+            smtplib.SMTPAuthenticationError):
+        c.login("nobody", COMPANY_PASSWORD)
+
+
+def test_authenticated_company_cannot_use_foreign_envelope_sender(
+        no_allow: GatewayThread) -> None:
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        c.login("acme", COMPANY_PASSWORD)
+        code, text = c.mail("ceo@other.example")
+        assert (code, text[:5]) == (550, b"5.7.1")
+
+
+def test_authenticated_company_cannot_use_foreign_from_header(
+        no_allow: GatewayThread, sink: Sink) -> None:
+    forged = crlf("From: CEO <ceo@bank.example>\nTo: a@example.net\nSubject: pay\n\nx\n")
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        c.login("acme", COMPANY_PASSWORD)
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            c.sendmail("hr@acme.example", ["a@example.net"], forged)
+        assert err.value.smtp_code == 550
+        assert b"5.7.1" in err.value.smtp_error and b"bank.example" in err.value.smtp_error
+    assert sink.messages == []
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_remote_client_may_auth_only_after_starttls(
+        make_config: ConfigMaker, sink: Sink, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every test connection comes from loopback; the boundary that tells the
+    # gateway where a client is gets replaced so it sees a remote client.
+    monkeypatch.setattr(gateway.server, "_is_loopback", lambda peer: False)
+    cert, key = _self_signed(tmp_path)
+    gw = start(make_config, sink, gateway={"allow_ips": ["192.0.2.0/24"],
+                                           "tls_cert": str(cert), "tls_key": str(key)})
+    try:
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            c.ehlo()
+            assert c.has_extn("starttls") and not c.has_extn("auth")
+            code, text = c.docmd("AUTH", "PLAIN " + base64.b64encode(
+                b"\0acme\0" + COMPANY_PASSWORD.encode()).decode())
+            assert (code, text[:6]) == (538, b"5.7.11")
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            c.starttls(context=ctx)
+            c.ehlo()
+            assert c.has_extn("auth")
+            c.login("acme", COMPANY_PASSWORD)
+            c.sendmail("hr@acme.example", ["a@example.net"], MSG)
+        (got,) = sink.wait_for(1)
+        assert b"with ESMTPSA id" in got.data
+    finally:
+        gw.stop()
+
+
+# -- what is refused -------------------------------------------------------------------
+
+
+def test_too_large_message_gets_552(make_config: ConfigMaker, sink: Sink) -> None:
+    gw = start(make_config, sink, gateway={"max_message_size": 2000})
+    try:
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            big = MSG + b"x" * 3000 + b"\r\n"
+            with pytest.raises(smtplib.SMTPResponseException) as err:
+                c.sendmail("hr@acme.example", ["a@example.net"], big)
+            assert err.value.smtp_code == 552
+        r = Raw(gw.port)
+        r.cmd("EHLO client.test")
+        assert r.cmd("MAIL FROM:<hr@acme.example> SIZE=5000").startswith("552")
+        r.close()
+    finally:
+        gw.stop()
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("body", [b"line one\nline two\r\n", b"line one\rline two\r\n",
+                                  b"smuggled\n.\r\nMAIL FROM:<x@evil.example>\r\n"])
+def test_bare_lf_or_cr_is_refused(gateway: GatewayThread, sink: Sink, body: bytes) -> None:
+    r = Raw(gateway.port)
+    r.cmd("EHLO client.test")
+    r.cmd("MAIL FROM:<hr@acme.example>")
+    r.cmd("RCPT TO:<a@example.net>")
+    assert r.cmd("DATA").startswith("354")
+    r.send(b"Subject: x\r\n\r\n" + body + b".\r\n")
+    reply = r.reply()
+    assert reply.startswith("554 5.6.0") and "bare LF or CR" in reply
+    r.close()
+    assert sink.messages == [] and gateway.queue_ids() == []
+
+
+def test_malformed_commands_get_their_codes(gateway: GatewayThread) -> None:
+    r = Raw(gateway.port)
+    assert r.greeting.startswith("220")
+    assert r.cmd("MAIL FROM:<hr@acme.example>").startswith("503")  # before EHLO
+    r.cmd("EHLO client.test")
+    assert r.cmd("RCPT TO:<a@example.net>").startswith("503")  # before MAIL
+    assert r.cmd("DATA").startswith("503")
+    assert r.cmd("FROBNICATE").startswith("500")
+    assert r.cmd("MAIL FROM:<<broken@>").startswith(("501", "553"))
+    assert r.cmd("MAIL FROM:<hr@acme.example>").startswith("250")
+    assert r.cmd("MAIL FROM:<hr@acme.example>").startswith("503")  # nested
+    assert r.cmd(b"RCPT TO:<" + b"a" * 2000 + b"@example.net>").startswith("500")
+    r.close()
+
+
+def test_null_sender_is_accepted_and_relayed(gateway: GatewayThread, sink: Sink) -> None:
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+        c.sendmail("<>", ["a@example.net"], MSG)
+    (got,) = sink.wait_for(1)
+    assert got.mail_from in ("", "<>")
+
+
+def test_spool_unwritable_gets_451_not_250(gateway: GatewayThread, sink: Sink) -> None:
+    queue_dir = gateway.gateway.spool.queue
+    locked = subprocess.run(["chattr", "+i", str(queue_dir)], capture_output=True).returncode == 0
+    if not locked:  # a file system without attributes: make the directory a file instead
+        os.rmdir(queue_dir)
+        queue_dir.write_bytes(b"")
+    try:
+        with smtplib.SMTP("127.0.0.1", gateway.port) as c, pytest.raises(
+                smtplib.SMTPDataError) as err:
+            c.sendmail("hr@acme.example", ["a@example.net"], MSG)
+        assert err.value.smtp_code == 451
+        assert err.value.smtp_error.startswith(b"4.3.0")
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", str(queue_dir)], check=True)
+    assert sink.messages == []
+    assert list(gateway.gateway.spool.tmp.iterdir()) == []
+
+
+def test_internal_error_is_451_never_500(gateway: GatewayThread,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(gateway.gateway.spool, "_write_file", broken)
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c, pytest.raises(
+            smtplib.SMTPDataError) as err:
+        c.sendmail("hr@acme.example", ["a@example.net"], MSG)
+    assert err.value.smtp_code == 451
+    assert b"secret" not in err.value.smtp_error
+
+
+def test_client_disconnecting_mid_data_delivers_nothing(gateway: GatewayThread,
+                                                        sink: Sink) -> None:
+    r = Raw(gateway.port)
+    r.cmd("EHLO client.test")
+    r.cmd("MAIL FROM:<hr@acme.example>")
+    r.cmd("RCPT TO:<a@example.net>")
+    r.cmd("DATA")
+    r.send(b"Subject: half\r\n\r\nthe first half of a message\r\n")
+    r.close()
+    # The gateway is still serving, and the half message went nowhere.
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+        c.sendmail("hr@acme.example", ["b@example.net"], MSG)
+    (got,) = sink.wait_for(1)
+    assert got.rcpts == ["b@example.net"]
+    assert gateway.queue_ids() == []
+    assert list(gateway.gateway.spool.tmp.iterdir()) == []
+
+
+# -- what is accepted, and when -----------------------------------------------------------
+
+
+def test_250_comes_after_file_and_directory_fsync(gateway: GatewayThread, sink: Sink,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(gateway_spool_os(), "fsync", spy)
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+        c.ehlo()
+        c.mail("hr@acme.example")
+        c.rcpt("a@example.net")
+        code, text = c.data(MSG)
+        assert code == 250
+        queue_id = text.decode().rsplit(" ", 1)[1]
+        at_reply = list(synced)
+    spool = gateway.gateway.spool
+    assert str(spool.tmp / queue_id) in at_reply  # the message file itself
+    assert str(spool.queue) in at_reply  # and the directory entry after the rename
+    sink.wait_for(1)
+
+
+def gateway_spool_os() -> object:
+    return gateway.spool.os
+
+
+def test_one_received_header_and_relay_fields_removed(gateway: GatewayThread,
+                                                      sink: Sink) -> None:
+    msg = crlf("X-Career-Relay-Job: Backend engineer\nFrom: hr@acme.example\n"
+               "X-Career-Relay-Stage: final\n interview\nTo: a@example.net\n"
+               "Subject: s\n\nbody mentions X-Career-Relay: rejection\n")
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+        c.sendmail("hr@acme.example", ["a@example.net", "b@example.net"], msg)
+    (got,) = sink.wait_for(1)
+    assert got.data.count(b"Received:") == 1
+    assert b"for <" not in got.data.split(b"\r\n\r\n")[0]  # two recipients: none named
+    assert strip_received(got.data) == crlf(
+        "From: hr@acme.example\nTo: a@example.net\nSubject: s\n\n"
+        "body mentions X-Career-Relay: rejection\n")
+
+
+def test_every_recipient_of_a_message_gets_it(gateway: GatewayThread, sink: Sink) -> None:
+    rcpts = [f"c{i}@example.net" for i in range(30)]
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+        c.sendmail("hr@acme.example", rcpts, MSG)
+    (got,) = sink.wait_for(1)
+    assert sorted(got.rcpts) == sorted(rcpts)
+    wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
