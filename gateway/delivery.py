@@ -216,7 +216,9 @@ class Delivery:
             return due
         state.attempts += 1
         schedule = self._queue.retry_schedule
-        state.next_attempt = time.time() + schedule[min(state.attempts - 1, len(schedule) - 1)]
+        state.last_attempt = time.time()
+        state.next_attempt = state.last_attempt + schedule[min(state.attempts - 1,
+                                                               len(schedule) - 1)]
         state.last_error = str(next(iter(deferred.values())))
         self.spool.save_state(env.id, state)
         due.append((state.next_attempt, env.id))

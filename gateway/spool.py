@@ -67,6 +67,7 @@ class State:
 
     attempts: int = 0
     next_attempt: float = 0.0
+    last_attempt: float = 0.0
     delivered: list[str] = field(default_factory=list)
     bounced: dict[str, str] = field(default_factory=dict)  # rcpt -> reply, DSN already queued
     last_error: str = ""
@@ -79,6 +80,7 @@ class State:
         raw: dict[str, Any] = json.loads(data)
         return cls(attempts=int(raw.get("attempts", 0)),
                    next_attempt=float(raw.get("next_attempt", 0)),
+                   last_attempt=float(raw.get("last_attempt", 0)),
                    delivered=list(raw.get("delivered", [])),
                    bounced=dict(raw.get("bounced", {})),
                    last_error=str(raw.get("last_error", "")))

@@ -69,13 +69,15 @@ class Received:
     rcpts: list[str]
     data: bytes
     mail_options: list[str]
+    peer: tuple[str, int]
 
 
 @dataclass
 class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # rcpt -> reply
-    data_reply: str | None = None
+    data_reply: str | None = None  # refuse DATA from everyone
+    data_replies: dict[str, str] = field(default_factory=dict)  # sender -> DATA reply
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -87,12 +89,12 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_reply:
-            return self.data_reply
+        if self.data_reply or envelope.mail_from in self.data_replies:
+            return self.data_reply or self.data_replies[envelope.mail_from]
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content,
-                                          list(envelope.mail_options)))
+                                          list(envelope.mail_options), session.peer))
         return "250 2.0.0 OK: sunk"
 
 

@@ -1,0 +1,194 @@
+"""Delivery to the upstream: retries, per-recipient results and bounces (SPEC 4)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import time
+
+import pytest
+
+from tests.conftest import (
+    ConfigMaker,
+    GatewayThread,
+    Sink,
+    crlf,
+    free_port,
+    run_cli,
+    strip_received,
+    wait_until,
+)
+
+MSG = crlf("From: HR <hr@acme.example>\nTo: a@example.net\nSubject: 選考結果\n"
+           "Message-ID: <orig-1@acme.example>\n\nHello\n")
+
+
+def send(port: int, rcpts: list[str], sender: str = "hr@acme.example", msg: bytes = MSG) -> str:
+    with smtplib.SMTP("127.0.0.1", port) as c:
+        c.ehlo()
+        assert c.mail(sender)[0] == 250
+        for r in rcpts:
+            assert c.rcpt(r)[0] == 250
+        code, text = c.data(msg)
+        assert code == 250
+        return text.decode().rsplit(" ", 1)[1]
+
+
+def dsns(sink: Sink) -> list[email.message.EmailMessage]:
+    out = []
+    for m in sink.messages:
+        if m.mail_from in ("", "<>"):
+            out.append(email.message_from_bytes(m.data, policy=email.policy.default))
+    return out  # type: ignore[return-value]
+
+
+def test_upstream_down_then_back_delivers_everything_on_schedule(
+        make_config: ConfigMaker, tmp_path: object) -> None:
+    port = free_port()  # nothing listens here yet: the upstream is down
+    config = make_config(upstream_port=port, queue={"retry_schedule": [1, 2]})
+    gw = GatewayThread(config).start()
+    sink = Sink(port)
+    try:
+        ids = [send(gw.port, [f"c{i}@example.net"]) for i in range(5)]
+        wait_until(lambda: all(gw.gateway.spool.load_state(i).attempts >= 1 for i in ids),
+                   what="a first failed attempt for every message")
+        listing = run_cli("queue", "list", "--config", str(config))
+        assert listing.returncode == 0
+        for queue_id in ids:
+            assert queue_id in listing.stdout
+        assert "upstream unavailable" in listing.stdout
+        for st in (gw.gateway.spool.load_state(i) for i in ids):
+            assert st.next_attempt - st.last_attempt == pytest.approx(1)  # retry_schedule[0]
+        wait_until(lambda: all(gw.gateway.spool.load_state(i).attempts >= 3 for i in ids),
+                   what="two more attempts")
+        for st in (gw.gateway.spool.load_state(i) for i in ids):
+            assert st.next_attempt - st.last_attempt == pytest.approx(2)  # the last repeats
+        sink.start()  # the upstream comes back
+        got = sink.wait_for(5, timeout=20)
+        assert sorted(m.rcpts[0] for m in got) == [f"c{i}@example.net" for i in range(5)]
+        assert all(strip_received(m.data) == MSG for m in got)
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        assert run_cli("queue", "list", "--config", str(config)).stdout.startswith(
+            "the queue is empty")
+    finally:
+        gw.stop()
+        sink.stop()
+
+
+def test_permanent_failure_sends_a_dsn_to_the_sender(gateway: GatewayThread, sink: Sink) -> None:
+    sink.handler.rcpt_replies["gone@example.net"] = "550 5.1.1 <gone@example.net>: no such user"
+    queue_id = send(gateway.port, ["gone@example.net", "ok@example.net"])
+    wait_until(lambda: len(sink.messages) >= 2, what="the message and the DSN")
+    wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
+    normal = [m for m in sink.messages if m.mail_from not in ("", "<>")]
+    assert [m.rcpts for m in normal] == [["ok@example.net"]]  # only the good one got it
+    (dsn,) = dsns(sink)
+    (bounce,) = [m for m in sink.messages if m.mail_from in ("", "<>")]
+    assert bounce.rcpts == ["hr@acme.example"]
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert dsn["Auto-Submitted"] == "auto-replied"
+    human, status, headers = dsn.iter_parts()
+    assert "gone@example.net" in human.get_content()
+    report = status.as_string()
+    assert "Final-Recipient: rfc822; gone@example.net" in report
+    assert "Status: 5.1.1" in report and "Action: failed" in report
+    assert f"X-Career-Relay-Queue-ID: {queue_id}" in report
+    assert "ok@example.net" not in report
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert "Message-ID: <orig-1@acme.example>" in headers.as_string()
+    assert "Hello" not in headers.as_string()  # headers only, never the body
+
+
+def test_data_refused_permanently_bounces_every_recipient(gateway: GatewayThread,
+                                                          sink: Sink) -> None:
+    sink.handler.data_replies["hr@acme.example"] = "554 5.7.1 content rejected"
+    send(gateway.port, ["a@example.net", "b@example.net"])
+    wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
+    wait_until(lambda: len(dsns(sink)) == 1, what="one DSN")
+    report = dsns(sink)[0].as_string()
+    assert "Final-Recipient: rfc822; a@example.net" in report
+    assert "Final-Recipient: rfc822; b@example.net" in report
+    assert "Status: 5.7.1" in report
+
+
+def test_no_dsn_for_a_null_sender(gateway: GatewayThread, sink: Sink) -> None:
+    sink.handler.rcpt_replies["gone@example.net"] = "550 5.1.1 no such user"
+    send(gateway.port, ["gone@example.net"], sender="<>")
+    wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
+    time.sleep(0.3)
+    assert sink.messages == []
+
+
+def test_temporary_recipient_failure_is_retried_without_resending_to_others(
+        gateway: GatewayThread, sink: Sink) -> None:
+    sink.handler.rcpt_replies["busy@example.net"] = "452 4.2.2 mailbox full, try later"
+    queue_id = send(gateway.port, ["busy@example.net", "ok@example.net"])
+    sink.wait_for(1)
+    wait_until(lambda: gateway.gateway.spool.load_state(queue_id).attempts == 1,
+               what="a recorded deferral")
+    state = gateway.gateway.spool.load_state(queue_id)
+    assert state.delivered == ["ok@example.net"]
+    assert "4.2.2" in state.last_error
+    del sink.handler.rcpt_replies["busy@example.net"]
+    got = sink.wait_for(2)
+    assert [m.rcpts for m in got] == [["ok@example.net"], ["busy@example.net"]]
+    wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
+    time.sleep(0.3)
+    assert len(sink.messages) == 2 and dsns(sink) == []
+
+
+def test_message_older_than_max_age_bounces(make_config: ConfigMaker, sink: Sink) -> None:
+    config = make_config(upstream_port=sink.port, queue={"retry_schedule": [1], "max_age": 2})
+    gw = GatewayThread(config).start()
+    try:
+        sink.handler.rcpt_replies["slow@example.net"] = "451 4.3.0 try again"
+        send(gw.port, ["slow@example.net"])
+        wait_until(lambda: gw.queue_ids() == [], timeout=15, what="expiry")
+        del sink.handler.rcpt_replies["slow@example.net"]
+        wait_until(lambda: len(dsns(sink)) == 1, what="one DSN")
+        report = dsns(sink)[0].as_string()
+        assert "Status: 4.4.7" in report and "expired" in report
+    finally:
+        gw.stop()
+
+
+def test_queue_retry_and_purge(make_config: ConfigMaker) -> None:
+    port = free_port()
+    config = make_config(upstream_port=port, queue={"retry_schedule": [3600]})
+    gw = GatewayThread(config).start()
+    sink = Sink(port)
+    try:
+        keep = send(gw.port, ["keep@example.net"])
+        drop = send(gw.port, ["drop@example.net"])
+        wait_until(lambda: all(gw.gateway.spool.load_state(i).attempts == 1
+                               for i in (keep, drop)), what="two deferrals")
+        purged = run_cli("queue", "purge", drop, "--config", str(config))
+        assert purged.returncode == 0 and drop in purged.stdout
+        assert run_cli("queue", "purge", drop, "--config", str(config)).returncode == 1
+        sink.start()
+        retried = run_cli("queue", "retry", "--config", str(config))
+        assert retried.returncode == 0 and retried.stdout.startswith("1 deferred")
+        (got,) = sink.wait_for(1, timeout=10)  # not an hour: the retry was honoured
+        assert got.rcpts == ["keep@example.net"]
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        time.sleep(0.3)
+        assert len(sink.messages) == 1  # the purged one never went out
+    finally:
+        gw.stop()
+        sink.stop()
+
+
+def test_many_messages_in_flight_share_few_connections(make_config: ConfigMaker,
+                                                       sink: Sink) -> None:
+    config = make_config(upstream_port=sink.port, upstream={"connections": 3})
+    gw = GatewayThread(config).start()
+    try:
+        for i in range(40):
+            send(gw.port, [f"c{i}@example.net"])
+        sink.wait_for(40)
+    finally:
+        gw.stop()
+    # Each upstream connection has its own client port: at most 3 were used.
+    assert len({m.peer for m in sink.messages}) <= 3
