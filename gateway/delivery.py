@@ -177,6 +177,12 @@ class Delivery:
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),
                                    ("SMTPUTF8", env.smtputf8)) if on]
         replies = await upstream.send(env.mail_from, pending, data, options) if pending else {}
+        if item.data is not None and all(r.ok for r in replies.values()):
+            # The common case, done on the loop: one unlink, no state file exists yet.
+            self.spool.remove(env.id, fresh=True)
+            self._known.discard(env.id)
+            log.info("queue_id=%s done: %d delivered, attempts=1", env.id, len(replies))
+            return
         # Disk work runs in a thread; the schedule itself is touched only here,
         # on the event loop, so the heap needs no lock.
         due = await loop.run_in_executor(None, self._settle, env, data, state, replies)

@@ -33,7 +33,8 @@ class RelayHandler:
         session.host_name = hostname
         if not self._policy.auth_offered:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
-        return responses
+        # One write for the whole multi-line reply instead of one per line.
+        return ["\r\n".join(responses)]
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

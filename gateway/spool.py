@@ -184,10 +184,11 @@ class Spool:
         os.rename(tmp, final)
         self._fsync_dir(self.state)
 
-    def remove(self, queue_id: str) -> None:
-        """Forget a finished message: its bytes first, then its state."""
+    def remove(self, queue_id: str, *, fresh: bool = False) -> None:
+        """Forget a finished message: its bytes first, then its state (if it has one)."""
         (self.queue / queue_id).unlink(missing_ok=True)
-        (self.state / f"{queue_id}.json").unlink(missing_ok=True)
+        if not fresh:
+            (self.state / f"{queue_id}.json").unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------
 

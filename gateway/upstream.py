@@ -71,12 +71,7 @@ class Upstream:
     ) -> dict[str, Reply]:
         try:
             smtp = await self._connected()
-            errors, _ = await smtp.sendmail(mail_from, rcpts, data, mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            return {e.recipient: Reply(e.code, e.message) for e in exc.recipients}
-        except aiosmtplib.SMTPNotSupported as exc:
-            # RFC 6531 section 3.4: an SMTPUTF8 message cannot be downgraded by us.
-            return _all(rcpts, Reply(553, f"5.6.7 {exc}"))
+            return await _transaction(smtp, mail_from, rcpts, data, options)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == 421:  # the server is closing the channel (RFC 5321 3.8)
                 self.close()
@@ -86,9 +81,6 @@ class Upstream:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             self.close()
             return _all(rcpts, _temporary(exc))
-        replies = dict.fromkeys(rcpts, Reply(250, "2.0.0 accepted"))
-        replies.update({r: Reply(resp.code, resp.message) for r, resp in errors.items()})
-        return replies
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._smtp is not None and self._smtp.is_connected:
@@ -106,6 +98,8 @@ class Upstream:
             password=s.password or None,
         )
         await smtp.connect()
+        if smtp.is_ehlo_or_helo_needed:
+            await smtp.ehlo()
         self._smtp = smtp
         return smtp
 
@@ -121,6 +115,52 @@ class Upstream:
             except (aiosmtplib.SMTPException, OSError):
                 pass
         self.close()
+
+
+async def _transaction(
+    smtp: aiosmtplib.SMTP, mail_from: str, rcpts: list[str], data: bytes, options: list[str]
+) -> dict[str, Reply]:
+    """MAIL, one RCPT per recipient, DATA; the reply for every recipient.
+
+    The addresses were checked by our own SMTP intake, so they are sent as
+    they are (aiosmtplib's ``sendmail`` would parse each one again).
+    """
+    utf8 = "SMTPUTF8" in options
+    if utf8 and not smtp.supports_extension("smtputf8"):
+        # RFC 6531 section 3.4: an SMTPUTF8 message cannot be downgraded by us.
+        return _all(rcpts, Reply(553, "5.6.7 the upstream does not support SMTPUTF8"))
+    encoding = "utf-8" if utf8 else "ascii"
+    params = [o.encode() for o in options]
+    if smtp.supports_extension("size"):
+        params.insert(0, b"SIZE=%d" % len(data))  # RFC 1870
+    resp = await smtp.execute_command(b"MAIL", b"FROM:<" + mail_from.encode(encoding) + b">",
+                                      *params)
+    if resp.code != 250:
+        await _reset(smtp)
+        return _all(rcpts, Reply(resp.code, resp.message))
+    replies: dict[str, Reply] = {}
+    for rcpt in rcpts:
+        resp = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">")
+        if resp.code not in (250, 251):
+            replies[rcpt] = Reply(resp.code, resp.message)
+    accepted = [r for r in rcpts if r not in replies]
+    if not accepted:
+        await _reset(smtp)
+        return replies
+    try:
+        await smtp.data(data)
+    except aiosmtplib.SMTPDataError as exc:
+        replies.update(_all(accepted, Reply(exc.code, exc.message)))
+        return replies
+    replies.update(_all(accepted, Reply(250, "2.0.0 accepted")))
+    return replies
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _all(rcpts: list[str], reply: Reply) -> dict[str, Reply]:
