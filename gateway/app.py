@@ -26,7 +26,7 @@ class Gateway:
         self.settings = settings
         self.worker = worker
         self.workers = workers
-        self.spool = Spool(settings.queue.dir)
+        self.spool = Spool(settings.queue.dir, worker=worker, workers=workers)
         self.delivery = Delivery(
             self.spool, settings.upstream, settings.queue,
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
@@ -59,6 +59,7 @@ class Gateway:
                 log.warning("worker %d: SMTP sessions still open after %.0f s", self.worker,
                             timeout)
         await self.delivery.stop(timeout)
+        self.spool.journal.close()
 
     @property
     def queue_dir(self) -> Path:

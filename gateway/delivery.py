@@ -18,7 +18,8 @@ from pathlib import Path
 
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway.dsn import build_dsn
-from gateway.spool import Envelope, Spool, State, new_id, owner
+from gateway.envelope import Envelope, State, new_id, owner
+from gateway.spool import Spool
 from gateway.upstream import Reply, Upstream
 
 log = logging.getLogger("career_relay.delivery")
@@ -30,7 +31,11 @@ _RESCAN = 1.0  # seconds between looks at the schedule and the flush request
 @dataclass
 class _Item:
     env: Envelope
-    data: bytes | None  # in memory for fresh mail; read from disk otherwise
+    data: bytes | None  # in memory for fresh mail (in the journal); else read from its file
+
+    @property
+    def fresh(self) -> bool:
+        return self.data is not None
 
 
 class Delivery:
@@ -62,7 +67,9 @@ class Delivery:
 
     async def start(self) -> int:
         """Pick up what the spool holds for this worker, then start sending."""
-        recovered = await asyncio.get_running_loop().run_in_executor(None, self._recover)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.spool.recover)
+        recovered = await loop.run_in_executor(None, self._recover)
         for _ in range(self._upstream.connections):
             self._tasks.append(asyncio.create_task(self._sender()))
         self._tasks.append(asyncio.create_task(self._scheduler()))
@@ -156,7 +163,7 @@ class Delivery:
                 except Exception:
                     # A bug must not stop the worker; the message stays spooled.
                     log.exception("queue_id=%s delivery attempt failed", item.env.id)
-                    self._defer_after_bug(item.env.id)
+                    await self._defer_after_bug(item)
                 finally:
                     self._busy -= 1
         finally:
@@ -172,20 +179,23 @@ class Delivery:
             except Exception:
                 self._known.discard(env.id)  # purged meanwhile
                 return
-        state = State() if item.data is not None else self.spool.load_state(env.id)
+        state = State() if item.fresh else self.spool.load_state(env.id)
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),
                                    ("SMTPUTF8", env.smtputf8)) if on]
         replies = await upstream.send(env.mail_from, pending, data, options) if pending else {}
-        if item.data is not None and all(r.ok for r in replies.values()):
-            # The common case, done on the loop: one unlink, no state file exists yet.
-            self.spool.remove(env.id, fresh=True)
+        if item.fresh and all(r.ok for r in replies.values()):
+            # The common case, done on the loop: a line in the journal's .done file.
+            self.spool.journal.done(env.id)
             self._known.discard(env.id)
             log.info("queue_id=%s done: %d delivered, attempts=1", env.id, len(replies))
             return
         # Disk work runs in a thread; the schedule itself is touched only here,
         # on the event loop, so the heap needs no lock.
-        due = await loop.run_in_executor(None, self._settle, env, data, state, replies)
+        due = await loop.run_in_executor(None, self._settle, env, data, state, replies,
+                                         item.fresh)
+        if item.fresh:
+            self.spool.journal.done(env.id)  # after its queue file (if any) is durable
         if not any(qid == env.id for _, qid in due):
             self._known.discard(env.id)
         for entry in due:
@@ -193,7 +203,7 @@ class Delivery:
             heapq.heappush(self._schedule, entry)
 
     def _settle(
-        self, env: Envelope, data: bytes, state: State, replies: dict[str, Reply]
+        self, env: Envelope, data: bytes, state: State, replies: dict[str, Reply], fresh: bool
     ) -> list[tuple[float, str]]:
         """Record what the attempt achieved and bounce what failed (blocking).
 
@@ -216,7 +226,8 @@ class Delivery:
             state.bounced.update(failed)
         delivered = sum(1 for r in replies.values() if r.ok)
         if not deferred:
-            self.spool.remove(env.id)
+            if not fresh:
+                self.spool.remove(env.id)
             log.info("queue_id=%s done: %d delivered, %d bounced, attempts=%d", env.id,
                      delivered, len(failed), state.attempts + 1)
             return due
@@ -226,6 +237,8 @@ class Delivery:
         state.next_attempt = state.last_attempt + schedule[min(state.attempts - 1,
                                                                len(schedule) - 1)]
         state.last_error = str(next(iter(deferred.values())))
+        if fresh:
+            self.spool.store_file(env, data)  # it must wait: give it a queue file of its own
         self.spool.save_state(env.id, state)
         due.append((state.next_attempt, env.id))
         log.info("queue_id=%s deferred: %d recipient(s), attempt %d, next in %d s: %s", env.id,
@@ -245,10 +258,20 @@ class Delivery:
                            rcpts=[env.mail_from], arrival=time.time(), dsn=True,
                            smtputf8=env.smtputf8,
                            body="8BITMIME" if any(b > 127 for b in dsn) else "")
-        self.spool.store_sync(dsn_env, dsn)
+        self.spool.store_file(dsn_env, dsn)
         log.info("queue_id=%s %d recipient(s) failed; DSN queued as %s", env.id, len(failed),
                  dsn_env.id)
         return dsn_env.id
 
-    def _defer_after_bug(self, queue_id: str) -> None:
-        heapq.heappush(self._schedule, (time.time() + self._queue.retry_schedule[0], queue_id))
+    async def _defer_after_bug(self, item: _Item) -> None:
+        if item.fresh:
+            assert item.data is not None
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.spool.store_file, item.env, item.data)
+            except OSError:
+                log.exception("queue_id=%s stays in the journal until restart", item.env.id)
+                return
+            self.spool.journal.done(item.env.id)
+        due = time.time() + self._queue.retry_schedule[0]
+        heapq.heappush(self._schedule, (due, item.env.id))

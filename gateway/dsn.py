@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
 
-from gateway.spool import Envelope
+from gateway.envelope import Envelope
 
 _STATUS = re.compile(rb"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 

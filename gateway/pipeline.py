@@ -15,7 +15,8 @@ from career_relay.settings import CompanySettings, Settings
 from gateway.delivery import Delivery
 from gateway.message import has_bare_newline, header_block, received_header, strip_relay_headers
 from gateway.policy import foreign_from_domains
-from gateway.spool import Envelope, Spool, new_id
+from gateway.envelope import Envelope, new_id
+from gateway.spool import Spool
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ class QueueRow:
 
 
 def list_queue(spool: Spool) -> list[QueueRow]:
-    rows = []
+    """Fresh mail still in the journal (being delivered) first, then queue files."""
+    rows = [QueueRow(r.env.id, r.env.arrival, len(r.data), r.env.mail_from or "<>",
+                     len(r.env.rcpts), len(r.env.rcpts), 0, 0.0, "")
+            for r in spool.journal_records()]
     for queue_id in sorted(spool.ids()):
         try:
             env = spool.read_envelope(queue_id)
@@ -86,6 +89,8 @@ def retry(spool: Spool, queue_id: str | None) -> int:
 
 def purge(spool: Spool, queue_id: str) -> None:
     """Delete one message without a bounce (like postsuper -d)."""
+    if any(r.env.id == queue_id for r in spool.journal_records()):
+        raise UserError(f"{queue_id} is being delivered right now; try again in a moment")
     if not spool.exists(queue_id):
         raise UserError(f"no message {queue_id} in the queue")
     spool.remove(queue_id)

@@ -201,7 +201,9 @@ class GatewayThread:
             self._thread.join(10)
 
     def queue_ids(self) -> list[str]:
-        return sorted(self.gateway.spool.ids())
+        """Every message not finished: in the journal or in a queue file."""
+        spool = self.gateway.spool
+        return sorted({*spool.ids(), *(r.env.id for r in spool.journal_records())})
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import gateway.server
-import gateway.spool
+import gateway.journal
 from tests.conftest import (
     COMPANY_PASSWORD,
     ConfigMaker,
@@ -252,7 +252,7 @@ def test_null_sender_is_accepted_and_relayed(gateway: GatewayThread, sink: Sink)
 
 
 def test_spool_unwritable_gets_451_not_250(gateway: GatewayThread, sink: Sink) -> None:
-    queue_dir = gateway.gateway.spool.queue
+    queue_dir = gateway.gateway.spool.journal_dir
     locked = subprocess.run(["chattr", "+i", str(queue_dir)], capture_output=True).returncode == 0
     if not locked:  # a file system without attributes: make the directory a file instead
         os.rmdir(queue_dir)
@@ -272,10 +272,10 @@ def test_spool_unwritable_gets_451_not_250(gateway: GatewayThread, sink: Sink) -
 
 def test_internal_error_is_451_never_500(gateway: GatewayThread,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> None:
+    async def broken(*args: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(gateway.gateway.spool, "_write_file", broken)
+    monkeypatch.setattr(gateway.gateway.spool.journal, "append", broken)
     with smtplib.SMTP("127.0.0.1", gateway.port) as c, pytest.raises(
             smtplib.SMTPDataError) as err:
         c.sendmail("hr@acme.example", ["a@example.net"], MSG)
@@ -313,7 +313,7 @@ def test_250_comes_after_file_and_directory_fsync(gateway: GatewayThread, sink: 
         real_fsync(fd)
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
 
-    monkeypatch.setattr(gateway_spool_os(), "fsync", spy)
+    monkeypatch.setattr(gateway_journal_os(), "fsync", spy)
     with smtplib.SMTP("127.0.0.1", gateway.port) as c:
         c.ehlo()
         c.mail("hr@acme.example")
@@ -322,14 +322,18 @@ def test_250_comes_after_file_and_directory_fsync(gateway: GatewayThread, sink: 
         assert code == 250
         queue_id = text.decode().rsplit(" ", 1)[1]
         at_reply = list(synced)
-    spool = gateway.gateway.spool
-    assert str(spool.tmp / queue_id) in at_reply  # the message file itself
-    assert str(spool.queue) in at_reply  # and the directory entry after the rename
-    sink.wait_for(1)
+    journal = gateway.gateway.spool.journal_dir
+    segment = [p for p in at_reply if p.endswith(".jnl")]
+    assert segment and segment[0].startswith(str(journal))  # the journal segment itself
+    assert str(journal) in at_reply  # and the new segment's directory entry
+    (got,) = sink.wait_for(1)
+    assert queue_id in got.data.decode()
+    segment_text = Path(segment[0]).read_bytes() if Path(segment[0]).exists() else b""
+    assert not segment_text or queue_id.encode() in segment_text
 
 
-def gateway_spool_os() -> object:
-    return gateway.spool.os
+def gateway_journal_os() -> object:
+    return gateway.journal.os
 
 
 def test_one_received_header_and_relay_fields_removed(gateway: GatewayThread,
