@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import uvloop
+
 from career_relay import __version__, logs, settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.settings import Settings
@@ -65,7 +67,9 @@ def cmd_site(args: argparse.Namespace) -> int:
 def _run(settings: Settings, *, smtp: bool, site: bool, worker: int) -> int:
     logs.configure(settings.log)
     workers = (settings.gateway.workers or os.cpu_count() or 1) if smtp else 1
-    asyncio.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,
+    # uvloop: the same asyncio API on libuv, about 30% less CPU per relayed
+    # message than the default loop (docs/performance.md).
+    uvloop.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,
                           workers=workers))
     return 0
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiosmtpd.controller import Controller
 
 from career_relay import settings as settings_mod
@@ -185,7 +186,7 @@ class GatewayThread:
     def __init__(self, config: Path):
         self.settings = settings_mod.load(config)
         self.port = int(self.settings.gateway.listen.rsplit(":", 1)[1])
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # the loop `career-relay serve` runs on
         self.gateway = Gateway(self.settings)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
