@@ -84,7 +84,7 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     closers: list[Callable[[], object]] = []
-    children: list[asyncio.subprocess.Process] = []
+    supervisors: list[asyncio.Task[None]] = []
     try:
         if smtp and worker == 0 and settings.demo.capture_dir:
             host, port = settings.upstream.host, settings.upstream.port
@@ -97,19 +97,19 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                       file=sys.stderr, flush=True)
             await gateway.start()
             if worker == 0:
-                children = [await _spawn_worker(settings, i) for i in range(1, workers)]
+                supervisors = [asyncio.create_task(_supervise(settings, i, stop))
+                               for i in range(1, workers)]
+            else:
+                supervisors = [asyncio.create_task(_watch_parent(stop))]
         if site:
             closers.append(await _start_site(settings))
         if worker == 0:
             _banner(settings, smtp=smtp, site=site, workers=workers)
         await stop.wait()
         log.info("worker %d: stopping", worker)
-        for child in children:
-            child.send_signal(signal.SIGTERM)
         if gateway is not None:
             await gateway.stop(SHUTDOWN_TIMEOUT)
-        for child in children:
-            await child.wait()
+        await asyncio.gather(*supervisors)
     finally:
         for close in closers:
             result = close()
@@ -117,12 +117,40 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                 await result
 
 
-async def _spawn_worker(settings: Settings, index: int) -> asyncio.subprocess.Process:
-    """Further intake workers are separate processes sharing the port (SO_REUSEPORT)."""
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A worker whose parent died (kill -9, OOM) stops rather than run unsupervised."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.error("the supervising process is gone; stopping")
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> None:
+    """Run intake worker ``index`` as a child process; restart it if it dies.
+
+    Workers share the port through SO_REUSEPORT; each delivers the mail it
+    accepted, so a worker that died is restarted to pick up its own spool.
+    """
     assert settings.source is not None
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "career_relay", "gateway", "--config", str(settings.source),
-        "--worker", str(index))
+    while not stop.is_set():
+        # Its own session: a Ctrl-C reaches the parent only, which stops it in order.
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "career_relay", "gateway", "--config", str(settings.source),
+            "--worker", str(index), start_new_session=True)
+        waiter = asyncio.ensure_future(child.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+            await waiter
+            return
+        stopper.cancel()
+        log.error("worker %d exited with status %s; restarting it", index, child.returncode)
+        await asyncio.sleep(1.0)
 
 
 async def _start_site(settings: Settings) -> Callable[[], object]:

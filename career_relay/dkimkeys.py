@@ -6,6 +6,7 @@ import base64
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -34,7 +35,7 @@ def load_key(path: str) -> rsa.RSAPrivateKey:
         raise ConfigError(f"cannot read DKIM key {path}: {exc.strerror or exc}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(f"{path} is not an RSA key")

@@ -68,7 +68,9 @@ class GatewaySettings(_Section):
         26214400, "Largest message accepted, in bytes; larger mail gets 552 (RFC 1870)."
     )
     require_auth: bool = setting(
-        True, "Clients must authenticate with SMTP AUTH unless their address is in allow_ips."
+        True,
+        "Offer SMTP AUTH and require it from clients outside allow_ips. false: AUTH is not "
+        "offered and only allow_ips may relay. Never an open relay either way.",
     )
     allow_ips: tuple[str, ...] = setting(
         ["127.0.0.1/32"], "Networks whose clients may relay without AUTH (CIDR notation)."
@@ -83,7 +85,7 @@ class GatewaySettings(_Section):
     )
     timeout: int = setting(300, "Seconds an idle SMTP client may wait between commands.")
     workers: int = setting(
-        1,
+        0,
         "SMTP intake processes sharing the listening port (SO_REUSEPORT); each delivers the "
         "mail it accepted. 0 means one per CPU.",
     )
@@ -348,9 +350,10 @@ def _parse_env(var: str, hint: Any, text: str) -> Any:
         stripped = text.strip()
         if stripped.startswith("["):
             try:
-                return json.loads(stripped)
+                items = json.loads(stripped)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{var}: not a JSON list: {exc}") from None
+            return _coerce(var, hint, items)
         (item_type, _) = typing.get_args(hint)
         items = [s.strip() for s in stripped.split(",") if s.strip()]
         return [_parse_env(var, item_type, s) for s in items]
@@ -370,9 +373,11 @@ def _parse_env(var: str, hint: Any, text: str) -> Any:
 
 
 def _reject_unknown_env(env: Mapping[str, str]) -> None:
+    # Companies are an array of tables: they are configured in the file only.
     known = {CONFIG_ENV}
     for section, f in iter_settings():
-        known.add(f"{ENV_PREFIX}{section}_{f.name}".upper())
+        if section != "companies":
+            known.add(f"{ENV_PREFIX}{section}_{f.name}".upper())
     for var in env:
         if var.startswith(ENV_PREFIX) and var not in known:
             raise ConfigError(f"unknown setting in the environment: {var}")

@@ -30,7 +30,8 @@ def parse_hostport(name: str, text: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT) and check both halves."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    digits = port_text.isascii() and port_text.isdigit()  # "²".isdigit() is True
+    if not sep or not host or not digits or not 0 < int(port_text) < 65536:
         raise ConfigError(f"{name}: bad listen address {text!r} (expected HOST:PORT)")
     return host, int(port_text)
 
@@ -58,6 +59,17 @@ def value_problems(settings: Settings) -> list[str]:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             out.append(f"gateway.allow_ips: {net!r} is not an address or network")
+    hostname = settings.gateway.hostname
+    if not hostname or any(not (ch.isascii() and (ch.isalnum() or ch in ".-")) for ch in hostname):
+        out.append(f"gateway.hostname must be a host name (letters, digits, dots, hyphens), "
+                   f"not {hostname!r}")
+    if not 0 < settings.upstream.port < 65536:
+        out.append(f"upstream.port must be between 1 and 65535, not {settings.upstream.port}")
+    if settings.site.review_window < 0:
+        out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
+    for net in ("0.0.0.0/0", "::/0"):
+        if net in settings.gateway.allow_ips:
+            out.append(f"gateway.allow_ips must not contain {net}: that is an open relay")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):
         out.append("gateway.tls_cert and gateway.tls_key must be set together")
     out += _positive(settings)
@@ -70,7 +82,6 @@ def _positive(settings: Settings) -> list[str]:
     checks = {
         "gateway.max_message_size": settings.gateway.max_message_size,
         "gateway.timeout": settings.gateway.timeout,
-        "upstream.port": settings.upstream.port,
         "upstream.connections": settings.upstream.connections,
         "upstream.timeout": settings.upstream.timeout,
         "queue.max_age": settings.queue.max_age,
@@ -104,7 +115,9 @@ def _company_problems(settings: Settings) -> list[str]:
             if d != d.lower() or "@" in d or not d:
                 out.append(f"{where}.domains: {d!r} must be a lower-case domain name")
             if d in seen_domains:
-                out.append(f"{where}.domains: {d} also belongs to {seen_domains[d]}")
+                other = seen_domains[d]
+                out.append(f"{where}.domains: {d} is listed twice" if other == c.id
+                           else f"{where}.domains: {d} also belongs to {other}")
             seen_domains[d] = c.id
         if c.locale not in ("ja", "en"):
             out.append(f"{where}.locale must be ja or en, not {c.locale!r}")

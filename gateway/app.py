@@ -7,6 +7,7 @@ import logging
 import socket
 from pathlib import Path
 
+from career_relay.errors import SpoolError
 from career_relay.paths import email_templates_dir
 from career_relay.settings import Settings
 from gateway.delivery import Delivery
@@ -41,6 +42,7 @@ class Gateway:
     async def start(self, sock: socket.socket | None = None) -> None:
         """Recover the spool first, then listen: mail found on disk is delivered first."""
         self.spool.create_dirs()
+        await self._lock_spool()
         recovered = await self.delivery.start()
         if recovered:
             log.info("worker %d: %d message(s) recovered from the spool", self.worker, recovered)
@@ -48,6 +50,15 @@ class Gateway:
         sock = sock or listening_socket(self.settings, reuse_port=self.workers > 1)
         self._server = await loop.create_server(self._factory, sock=sock)
         log.info("worker %d: SMTP listening on %s", self.worker, self.settings.gateway.listen)
+
+    async def _lock_spool(self, wait: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.spool.try_lock():
+            if loop.time() > deadline:
+                raise SpoolError(f"another gateway process holds worker {self.worker} of the "
+                                 f"spool {self.spool.root}; stop it first")
+            await asyncio.sleep(0.2)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking mail, let sessions and deliveries in flight finish, then return."""

@@ -19,6 +19,7 @@ a crash.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -46,6 +47,22 @@ class Spool:
     def create_dirs(self) -> None:
         for d in (self.tmp, self.queue, self.state, self.journal_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def try_lock(self) -> bool:
+        """Hold this worker's lock for the life of the process.
+
+        Two processes delivering the same part of the spool would send mail
+        twice, so a second gateway (or a restarted worker whose predecessor
+        still runs) must wait for the first to be gone.
+        """
+        fd = os.open(self.root / f"worker-{self.worker:03d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd  # closed (and so released) when the process exits
+        return True
 
     # -- fresh mail -------------------------------------------------------------------
 

@@ -347,27 +347,20 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     assert "line 2" in message
 
 
-# -- bugs: tests that show them (xfail until fixed) --------------------------------------------
+# -- edge cases that once slipped through --------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "parse_hostport checks the port with str.isdigit(), which accepts digits int() "
-    "rejects (superscripts): a ValueError escapes instead of a ConfigError"))
-def test_bug_listen_port_with_superscript_digit(tmp_path: Path) -> None:
+def test_listen_port_with_superscript_digit(tmp_path: Path) -> None:
     message = error_of(tmp_path, '[gateway]\nlisten = "127.0.0.1:²"\n')
     assert "gateway.listen" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "upstream.port is only checked to be > 0; 70000 is accepted and fails only when "
-    "the delivery worker connects"))
-def test_bug_upstream_port_above_65535(tmp_path: Path) -> None:
+def test_upstream_port_above_65535(tmp_path: Path) -> None:
     message = error_of(tmp_path, "[upstream]\nport = 70000\n")
     assert "upstream.port" in message
 
 
-@pytest.mark.xfail(strict=True, reason="site.review_window is not checked: -5 seconds is accepted")
-def test_bug_negative_review_window(tmp_path: Path) -> None:
+def test_negative_review_window(tmp_path: Path) -> None:
     message = error_of(tmp_path, "[site]\nreview_window = -5\n")
     assert "site.review_window" in message
 
@@ -461,10 +454,7 @@ def test_env_bad_value_names_the_variable(tmp_path: Path, var: str, value: str) 
     assert var in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a JSON list with a wrong item type is reported as queue.retry_schedule[0], as if it "
-    "came from the file; the message does not name the environment variable"))
-def test_bug_env_json_list_item_type_names_the_variable(tmp_path: Path) -> None:
+def test_env_json_list_item_type_names_the_variable(tmp_path: Path) -> None:
     message = error_of(tmp_path, "", {"CAREER_RELAY_QUEUE_RETRY_SCHEDULE": '["60"]'})
     assert "CAREER_RELAY_QUEUE_RETRY_SCHEDULE" in message
 
@@ -488,10 +478,7 @@ def test_env_config_and_unrelated_variables_are_allowed(tmp_path: Path) -> None:
     assert s.gateway.listen == "127.0.0.1:2525"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CAREER_RELAY_COMPANIES_<KEY> is accepted as a known variable (iter_settings lists the "
-    "company fields) but never applied: it is silently ignored instead of being refused"))
-def test_bug_env_companies_variable_is_not_silently_ignored(tmp_path: Path) -> None:
+def test_env_companies_variable_is_not_silently_ignored(tmp_path: Path) -> None:
     env = {"CAREER_RELAY_COMPANIES_NAME": "Overridden"}
     path = write(tmp_path, ACME)
     try:
