@@ -8,13 +8,14 @@ DEMO_CONFIG := var/career-relay.toml
 # Debian packages the real-peer tests use (Postfix and its smtp-source/smtp-sink, swaks).
 TEST_DEBS := postfix swaks
 
-.PHONY: run test test-deps lint bench clean help
+.PHONY: run test test-deps lint bench docs clean help
 
 help:
 	@echo "make run    start the demo (gateway, delivery, consent site, capture upstream)"
 	@echo "make test   install what the tests need and run the whole suite"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make bench  relay throughput against Postfix (bench/relay_bench.py)"
+	@echo "make docs   regenerate docs/configuration.md from the settings table"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ lint: $(STAMP)
 
 bench: $(STAMP) test-deps
 	$(PY) bench/relay_bench.py
+
+docs: $(STAMP)
+	$(PY) -m career_relay.settings_doc > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

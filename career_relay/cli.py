@@ -102,7 +102,9 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
             else:
                 supervisors = [asyncio.create_task(_watch_parent(stop))]
         if site:
-            closers.append(await _start_site(settings))
+            from consent_site.app import start_site
+
+            closers.append(await start_site(settings))
         if worker == 0:
             _banner(settings, smtp=smtp, site=site, workers=workers)
         await stop.wait()
@@ -151,18 +153,6 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> Non
         stopper.cancel()
         log.error("worker %d exited with status %s; restarting it", index, child.returncode)
         await asyncio.sleep(1.0)
-
-
-async def _start_site(settings: Settings) -> Callable[[], object]:
-    from aiohttp import web
-
-    from consent_site.app import create_app
-
-    host, port = parse_hostport("site.listen", settings.site.listen)
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner.cleanup
 
 
 def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None:

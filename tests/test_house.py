@@ -1,0 +1,77 @@
+"""The house rules that keep the codebase in shape (DESIGN.md), checked by reading it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from career_relay import settings_doc
+from career_relay.cli import _parser
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _package_files(name: str) -> list[Path]:
+    return sorted((REPO / name).rglob("*.py"))
+
+
+def test_imports_run_one_way() -> None:
+    problems = []
+    for path in _package_files("career_relay"):
+        if path.name == "cli.py":
+            continue  # the composition root wires both sides
+        for mod in _imports(path):
+            if mod.split(".")[0] in ("gateway", "consent_site"):
+                problems.append(f"{path.relative_to(REPO)} imports {mod}")
+    for side, other in (("gateway", "consent_site"), ("consent_site", "gateway")):
+        for path in _package_files(side):
+            for mod in _imports(path):
+                if mod.split(".")[0] == other:
+                    problems.append(f"{path.relative_to(REPO)} imports {mod}")
+    assert problems == []
+
+
+def test_frameworks_stay_on_their_side() -> None:
+    problems = []
+    for pkg in ("career_relay", "consent_site", "gateway"):
+        for path in _package_files(pkg):
+            for mod in _imports(path):
+                if mod.startswith("aiosmtpd") and pkg != "gateway":
+                    problems.append(f"{path.relative_to(REPO)} imports {mod}")
+                if mod.startswith("aiohttp") and pkg != "consent_site":
+                    problems.append(f"{path.relative_to(REPO)} imports {mod}")
+    assert problems == []
+
+
+def test_configuration_reference_is_generated_from_the_table() -> None:
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == settings_doc.render(), "run `make docs` and commit the result"
+
+
+def test_every_command_is_documented() -> None:
+    cli_doc = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    subparsers = next(a for a in _parser()._actions if a.dest == "command")
+    commands = list(subparsers.choices)  # type: ignore[attr-defined]
+    assert len(commands) >= 8
+    for command in commands:
+        assert f"career-relay {command}" in cli_doc, command
+
+
+def test_readme_shows_the_two_commands() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "make run" in readme and "make test" in readme
+
+
+def test_ci_runs_make_test() -> None:
+    assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
