@@ -18,7 +18,8 @@ from pathlib import Path
 
 import uvloop
 
-from career_relay import __version__, logs, settings as settings_mod
+from career_relay import __version__, logs
+from career_relay import settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.settings import Settings
 from career_relay.validate import file_problems, parse_hostport, value_problems
@@ -172,7 +173,8 @@ def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None
             "or, without swaks:",
             f"  .venv/bin/python -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail("
             "'hr@acme.example', ['candidate@example.net'], b'From: hr@acme.example\\r\\n"
-            "To: candidate@example.net\\r\\nSubject: hello\\r\\n\\r\\nHello from career-relay\\r\\n')\"",
+            "To: candidate@example.net\\r\\nSubject: hello\\r\\n\\r\\n"
+            "Hello from career-relay\\r\\n')\"",
             f"then open the newest file in {settings.demo.capture_dir}/",
         ]
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -179,6 +179,7 @@ class Delivery:
             except Exception:
                 self._known.discard(env.id)  # purged meanwhile
                 return
+        assert data is not None
         state = State() if item.fresh else self.spool.load_state(env.id)
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),

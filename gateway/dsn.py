@@ -12,8 +12,8 @@ import base64
 import re
 import secrets
 import time
+from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
-from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
 
@@ -46,7 +46,7 @@ def build_dsn(
         recipients="\n".join(f"  <{r}>: {why}" for r, why in failed.items()),
         reason="; ".join(sorted(set(failed.values()))),
     )
-    arrival = format_datetime(datetime.fromtimestamp(env.arrival, timezone.utc))
+    arrival = format_datetime(datetime.fromtimestamp(env.arrival, UTC))
     per_rcpt = []
     for rcpt, reply in failed.items():
         code = reply.split(" ", 1)[0]

@@ -19,6 +19,7 @@ section 6.1 prefers to losing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -52,10 +53,8 @@ class _Segment:
 
     def close(self) -> None:
         for fd in (self.fd, self.done_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def remove(self) -> None:
         self.close()
@@ -149,10 +148,8 @@ class Journal:
         seg = self._where.pop(queue_id, None)
         if seg is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # worst case: delivered again after a crash
             _write_all(seg.done_fd, queue_id.encode() + b"\n")
-        except OSError:
-            pass  # worst case the message is delivered again after a crash
         seg.pending -= 1
         if seg.pending == 0 and seg is not self._active:
             self._dirty_done.discard(seg)
@@ -172,20 +169,17 @@ class Journal:
         segments, self._dirty_done = self._dirty_done, set()
         loop = asyncio.get_running_loop()
         for seg in segments:
-            try:
+            # A segment removed meanwhile, or a disk error: at worst a duplicate.
+            with contextlib.suppress(OSError):
                 await loop.run_in_executor(None, os.fsync, seg.done_fd)
-            except OSError:
-                pass  # removed meanwhile, or a disk error: at worst a duplicate
 
     def close(self) -> None:
         """On shutdown: make the last .done marks durable (no needless re-delivery)."""
         if self._done_task is not None:
             self._done_task.cancel()
         for seg in self._dirty_done:
-            try:
+            with contextlib.suppress(OSError):
                 os.fsync(seg.done_fd)
-            except OSError:
-                pass
         self._dirty_done.clear()
         if self._active is not None:
             if self._active.pending == 0:

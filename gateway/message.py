@@ -46,8 +46,8 @@ def strip_relay_headers(data: bytes) -> tuple[bytes, dict[str, str]]:
     for line in head.split(b"\r\n")[:-1]:
         if line[:1] in (b" ", b"\t"):  # a folded continuation (RFC 5322 2.2.3)
             if dropping:
-                name = next(reversed(found))
-                found[name] += " " + line.strip().decode("utf-8", "replace")
+                last = next(reversed(found))
+                found[last] += " " + line.strip().decode("utf-8", "replace")
             else:
                 kept.append(line)
             continue
@@ -74,4 +74,4 @@ def received_header(
     for_clause = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
     return (f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (career-relay) with "
             f"{protocol} id {queue_id}{for_clause};\r\n\t{formatdate(localtime=True)}\r\n"
-            ).encode("utf-8")
+            ).encode()

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from career_relay.errors import PolicyRejection, SmtpReplyError
 from career_relay.settings import CompanySettings, Settings
 from gateway.delivery import Delivery
+from gateway.envelope import Envelope, new_id
 from gateway.message import has_bare_newline, header_block, received_header, strip_relay_headers
 from gateway.policy import foreign_from_domains
-from gateway.envelope import Envelope, new_id
 from gateway.spool import Spool
 
 

@@ -44,13 +44,14 @@ _PLAIN_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9
                          re.DOTALL)
 
 
-class RelaySMTP(SMTP):  # type: ignore[misc]
+class RelaySMTP(SMTP):
     def __init__(self, handler: RelayHandler, policy: RelayPolicy, **kwargs: Any):
         super().__init__(handler, **kwargs)
         self._policy = policy
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        assert self.session is not None
         # Per connection: loopback clients may AUTH in the clear, others only after TLS.
         self._auth_require_tls = not _is_loopback(self.session.peer)
 
@@ -75,6 +76,7 @@ class RelaySMTP(SMTP):  # type: ignore[misc]
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
+        assert self.envelope is not None
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -84,16 +86,18 @@ class RelaySMTP(SMTP):  # type: ignore[misc]
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         data, problem = await self._read_data()
         if problem:
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(problem)
             return
         self.envelope.content = self.envelope.original_content = data
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        reader = self._reader
+        # StreamReader's line limit (aiosmtpd sets it to 1001) is lifted while
+        # DATA is read, because the pieces read here span many lines.
+        reader: Any = self._reader
         limit = self.data_size_limit or 0
         pieces: list[bytes] = []
         size = 0
@@ -137,10 +141,15 @@ class RelaySMTP(SMTP):  # type: ignore[misc]
         company = await self.loop.run_in_executor(
             None, self._policy.authenticate, creds.login, creds.password)
         if company is None:
-            log.info("AUTH failed from %s", self.session.peer[0])
+            assert self.session is not None
+            log.info("AUTH failed from %s", _peer_host(self.session.peer))
             return AuthResult(success=False, handled=False,
                               message="535 5.7.8 Authentication credentials invalid")
         return AuthResult(success=True, auth_data=company)
+
+
+def _peer_host(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
 def _is_loopback(peer: Any) -> bool:

@@ -8,7 +8,7 @@ first digit alone says whether retrying can help).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -62,7 +62,7 @@ class Upstream:
                 return _all(rcpts, _temporary(exc))
         try:
             return await self._send_once(mail_from, rcpts, data, options)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self.close()
             return _all(rcpts, _temporary(exc))
 
@@ -78,7 +78,7 @@ class Upstream:
             return _all(rcpts, Reply(exc.code, exc.message))
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
             raise
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self.close()
             return _all(rcpts, _temporary(exc))
 
@@ -110,10 +110,8 @@ class Upstream:
 
     async def quit(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
-            try:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self._smtp.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                pass
         self.close()
 
 

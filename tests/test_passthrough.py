@@ -70,9 +70,9 @@ def test_8bit_message_keeps_its_bytes_and_body_parameter(gateway: GatewayThread,
     data = ("From: 人事部 <hr@acme.example>\r\nTo: a@example.net\r\n"
             "Subject: =?UTF-8?B?6YG46ICD57WQ5p6c?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
             "Content-Transfer-Encoding: 8bit\r\n\r\n"
-            "このたびはご応募いただき、誠にありがとうございました。\r\n").encode("utf-8")
-    sjis = ("Content-Type: text/plain; charset=shift_jis\r\nContent-Transfer-Encoding: 8bit\r\n"
-            "\r\n").encode() + "選考結果のご連絡\r\n".encode("cp932")
+            "このたびはご応募いただき、誠にありがとうございました。\r\n").encode()
+    sjis = (b"Content-Type: text/plain; charset=shift_jis\r\nContent-Transfer-Encoding: 8bit\r\n"
+            b"\r\n") + "選考結果のご連絡\r\n".encode("cp932")
     with smtplib.SMTP("127.0.0.1", gateway.port) as client:
         client.sendmail("hr@acme.example", ["a@example.net"], data,
                         mail_options=["BODY=8BITMIME"])
@@ -86,7 +86,7 @@ def test_8bit_message_keeps_its_bytes_and_body_parameter(gateway: GatewayThread,
 
 def test_smtputf8_addresses_and_headers(gateway: GatewayThread, sink: Sink) -> None:
     data = ("From: 採用担当 <採用@acme.example>\r\nTo: 候補者 <候補者@example.net>\r\n"
-            "Subject: 選考結果のご連絡\r\n\r\n本文\r\n").encode("utf-8")
+            "Subject: 選考結果のご連絡\r\n\r\n本文\r\n").encode()
     with smtplib.SMTP("127.0.0.1", gateway.port) as client:
         client.ehlo()
         assert client.has_extn("smtputf8") and client.has_extn("8bitmime")
