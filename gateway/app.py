@@ -71,6 +71,7 @@ class Gateway:
                             timeout)
         await self.delivery.stop(timeout)
         self.spool.journal.close()
+        self.spool.unlock()
 
     @property
     def queue_dir(self) -> Path:

@@ -43,6 +43,7 @@ class Spool:
         self.worker = worker
         self.workers = workers
         self.journal = Journal(self.journal_dir, worker)
+        self._lock_fd: int | None = None
 
     def create_dirs(self) -> None:
         for d in (self.tmp, self.queue, self.state, self.journal_dir):
@@ -61,8 +62,13 @@ class Spool:
         except BlockingIOError:
             os.close(fd)
             return False
-        self._lock_fd = fd  # closed (and so released) when the process exits
+        self._lock_fd = fd  # released by unlock() or when the process exits
         return True
+
+    def unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     # -- fresh mail -------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import datetime
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -71,6 +73,8 @@ class Received:
     data: bytes
     mail_options: list[str]
     peer: tuple[str, int]
+    tls: bool = False
+    login: bytes | None = None
 
 
 @dataclass
@@ -95,23 +99,34 @@ class SinkHandler:
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content,
-                                          list(envelope.mail_options), session.peer))
+                                          list(envelope.mail_options), session.peer,
+                                          session.ssl is not None or server.transport
+                                          .get_extra_info("ssl_object") is not None,
+                                          session.auth_data if session.authenticated else None))
         return "250 2.0.0 OK: sunk"
 
 
 class Sink:
-    """A capturing upstream on a fixed loopback port; can be stopped and started again."""
+    """A capturing upstream on a fixed loopback port; can be stopped and started again.
 
-    def __init__(self, port: int):
+    ``ssl_context`` makes it speak implicit TLS; ``smtp_kwargs`` go to aiosmtpd's
+    SMTP (``tls_context`` for STARTTLS, ``authenticator`` for AUTH, ...).
+    """
+
+    def __init__(self, port: int, ssl_context: ssl.SSLContext | None = None,
+                 **smtp_kwargs: Any):
         self.port = port
         self.handler = SinkHandler()
+        self._ssl = ssl_context
+        self._kwargs = smtp_kwargs
         self._controller: Controller | None = None
 
     def start(self) -> None:
         handler = self.handler
         self._controller = Controller(handler, hostname="127.0.0.1", port=self.port,
-                                      enable_SMTPUTF8=True, data_size_limit=None,
-                                      server_hostname="sink.test")
+                                      ssl_context=self._ssl, enable_SMTPUTF8=True,
+                                      data_size_limit=None, server_hostname="sink.test",
+                                      **self._kwargs)
         self._controller.start()
 
     def stop(self) -> None:
@@ -249,6 +264,29 @@ def gateway_process(sink: Sink, make_config: ConfigMaker) -> Iterator[GatewayPro
     gp = GatewayProcess(make_config(upstream_port=sink.port))
     yield gp.start()
     gp.kill()
+
+
+def self_signed(directory: Path, name: str = "relay.test") -> tuple[Path, Path]:
+    """A throw-away certificate and key (PEM files) for TLS on loopback."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import smtplib
 import socket
@@ -13,10 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import gateway.journal
 import gateway.server
@@ -26,6 +21,7 @@ from tests.conftest import (
     GatewayThread,
     Sink,
     crlf,
+    self_signed,
     strip_received,
     wait_until,
 )
@@ -148,30 +144,13 @@ def test_authenticated_company_cannot_use_foreign_from_header(
     assert sink.messages == []
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_remote_client_may_auth_only_after_starttls(
         make_config: ConfigMaker, sink: Sink, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Every test connection comes from loopback; the boundary that tells the
     # gateway where a client is gets replaced so it sees a remote client.
     monkeypatch.setattr(gateway.server, "_is_loopback", lambda peer: False)
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     gw = start(make_config, sink, gateway={"allow_ips": ["192.0.2.0/24"],
                                            "tls_cert": str(cert), "tls_key": str(key)})
     try:
@@ -358,3 +337,27 @@ def test_every_recipient_of_a_message_gets_it(gateway: GatewayThread, sink: Sink
     (got,) = sink.wait_for(1)
     assert sorted(got.rcpts) == sorted(rcpts)
     wait_until(lambda: gateway.queue_ids() == [], what="an empty queue")
+
+
+def test_full_disk_gets_451_and_the_spool_stays_usable(make_config: ConfigMaker, sink: Sink,
+                                                       tmp_path: Path) -> None:
+    # A real full file system: the spool on a 2 MB tmpfs (the tests run as root).
+    spool = tmp_path / "small-spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(spool)], check=True)
+    try:
+        gw = start(make_config, sink, queue={"dir": str(spool)})
+        try:
+            big = MSG + (b"y" * 76 + b"\r\n") * 40_000  # about 3 MB: more than the disk
+            with smtplib.SMTP("127.0.0.1", gw.port) as c:
+                with pytest.raises(smtplib.SMTPDataError) as err:
+                    c.sendmail("hr@acme.example", ["big@example.net"], big)
+                assert err.value.smtp_code == 451 and b"spool" in err.value.smtp_error
+                c.sendmail("hr@acme.example", ["small@example.net"], MSG)  # room again
+            (got,) = sink.wait_for(1)
+            assert got.rcpts == ["small@example.net"]
+            assert strip_received(got.data) == MSG
+        finally:
+            gw.stop()
+    finally:
+        subprocess.run(["umount", str(spool)], check=True)
