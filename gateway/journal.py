@@ -108,10 +108,10 @@ class Journal:
     async def _group_fsync(self, seg: _Segment, ticket: int) -> None:
         assert self._lock is not None
         async with self._lock:
-            if self._synced >= ticket:
-                return
             if self._failed >= ticket:
                 raise OSError("fsync of the journal failed")
+            if self._synced >= ticket:
+                return
             covered = self._requested
             try:
                 await asyncio.get_running_loop().run_in_executor(None, os.fsync, seg.fd)
@@ -123,17 +123,21 @@ class Journal:
     async def _rotate(self) -> _Segment:
         assert self._lock is not None
         async with self._lock:
-            loop = asyncio.get_running_loop()
             old = self._active
+            if old is not None and not old.sealed and old.size < SEGMENT_LIMIT:
+                return old  # another append rotated while this one waited for the lock
+            loop = asyncio.get_running_loop()
             if old is not None:
-                # Everything appended so far is in the old segment: make it
-                # durable now, since later fsyncs only cover the new one.
-                old.sealed = True
-                try:
-                    await loop.run_in_executor(None, os.fsync, old.fd)
-                    self._synced = self._requested
-                except OSError:
-                    self._failed = self._requested
+                if not old.sealed:
+                    # Everything appended so far is in the old segment: make it
+                    # durable now, since later fsyncs only cover the new one.
+                    old.sealed = True
+                    covered = self._requested
+                    try:
+                        await loop.run_in_executor(None, os.fsync, old.fd)
+                        self._synced = covered
+                    except OSError:
+                        self._failed = covered
                 if old.pending == 0:
                     old.remove()
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
