@@ -54,29 +54,32 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _run(_load(args), smtp=True, site=True, worker=args.worker)
+    return _run(_load(args), smtp=True, site=True, worker=args.worker,
+                supervisor=args.supervisor)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    return _run(_load(args), smtp=True, site=False, worker=args.worker)
+    return _run(_load(args), smtp=True, site=False, worker=args.worker,
+                supervisor=args.supervisor)
 
 
 def cmd_site(args: argparse.Namespace) -> int:
     return _run(_load(args), smtp=False, site=True, worker=0)
 
 
-def _run(settings: Settings, *, smtp: bool, site: bool, worker: int) -> int:
+def _run(settings: Settings, *, smtp: bool, site: bool, worker: int,
+         supervisor: int | None = None) -> int:
     logs.configure(settings.log)
     workers = (settings.gateway.workers or os.cpu_count() or 1) if smtp else 1
     # uvloop: the same asyncio API on libuv, about 30% less CPU per relayed
     # message than the default loop (docs/performance.md).
     uvloop.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,
-                          workers=workers))
+                         workers=workers, supervisor=supervisor))
     return 0
 
 
 async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
-                    workers: int) -> None:
+                    workers: int, supervisor: int | None = None) -> None:
     from gateway.app import Gateway
     from gateway.capture import start_capture
 
@@ -101,7 +104,7 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                 supervisors = [asyncio.create_task(_supervise(settings, i, stop))
                                for i in range(1, workers)]
             else:
-                supervisors = [asyncio.create_task(_watch_parent(stop))]
+                supervisors = [asyncio.create_task(_watch_parent(stop, supervisor))]
         if site:
             from consent_site.app import start_site
 
@@ -120,9 +123,13 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                 await result
 
 
-async def _watch_parent(stop: asyncio.Event) -> None:
-    """A worker whose parent died (kill -9, OOM) stops rather than run unsupervised."""
-    parent = os.getppid()
+async def _watch_parent(stop: asyncio.Event, supervisor: int | None) -> None:
+    """A worker whose supervisor died (kill -9, OOM) stops rather than run unsupervised.
+
+    The supervisor's pid comes on the command line: one read at start-up
+    could already see the adoptive parent if the supervisor died meanwhile.
+    """
+    parent = supervisor if supervisor is not None else os.getppid()
     while not stop.is_set():
         if os.getppid() != parent:
             log.error("the supervising process is gone; stopping")
@@ -142,7 +149,7 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> Non
         # Its own session: a Ctrl-C reaches the parent only, which stops it in order.
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "career_relay", "gateway", "--config", str(settings.source),
-            "--worker", str(index), start_new_session=True)
+            "--worker", str(index), "--supervisor", str(os.getpid()), start_new_session=True)
         waiter = asyncio.ensure_future(child.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -291,6 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = command(name, func, text)
         p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+        p.add_argument("--supervisor", type=int, default=None, help=argparse.SUPPRESS)
     command("site", cmd_site, "run the consent site only")
     p = command("init", cmd_init, "write a starter configuration, a signing secret and a DKIM key")
     p.add_argument("--dir", default=".", help="where to write career-relay.toml (default: .)")

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import signal
-import datetime
 import socket
 import ssl
 import subprocess
@@ -275,7 +275,7 @@ def self_signed(directory: Path, name: str = "relay.test") -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))

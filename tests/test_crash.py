@@ -104,15 +104,27 @@ def start_gateway(config: Path, workers: int) -> GatewayProcess:
 
 
 def kill_all(gw: GatewayProcess) -> list[int]:
-    """SIGKILL the gateway and every worker it spawned, at once; returns their pids."""
-    pids = gateway_pids(gw.config)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGKILL the gateway and every worker it runs, at once; returns their pids.
+
+    The parent goes first, so it cannot restart a worker it sees dying; a
+    worker would stop by itself once its parent is gone, but not at once.
+    """
+    assert gw.proc is not None
+    parent = gw.proc.pid
+    killed: list[int] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = sorted(gateway_pids(gw.config), key=lambda pid: pid != parent)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed += [pid for pid in pids if pid not in killed]
+        time.sleep(0.02)
     gw.kill()  # reaps our direct child
-    wait_until(lambda: not gateway_pids(gw.config), timeout=10,
-               what="every gateway process to be gone")
-    return pids
+    assert not gateway_pids(gw.config), "gateway processes survived SIGKILL"
+    return killed
 
 
 def stop_gateway(gw: GatewayProcess | None, config: Path) -> list[int]:
@@ -238,63 +250,121 @@ def slow_sink() -> Iterator[Sink]:
 # -- kill -9 in the middle of a stream ---------------------------------------------------------
 
 
+def stream_config(make_config: ConfigMaker, sink: Sink, workers: int) -> Path:
+    return make_config(upstream_port=sink.port, gateway={"workers": workers},
+                       upstream={"connections": UPSTREAM_CONNECTIONS})
+
+
+def account_for(stream: Stream, sink: Sink, config: Path, *, redelivery_bound: int,
+                note: str) -> None:
+    """After the stream: every message accepted, arrived, unchanged; few duplicates."""
+    stream.join()
+    assert stream.unexpected == [], stream.unexpected[:5]
+    assert stream.accepted == set(range(stream.count)), "every message got its 250 in the end"
+    wait_until(lambda: queue_is_empty(config), timeout=40, what="an empty gateway queue")
+    time.sleep(0.3)  # anything still on its way to the sink
+    got = sink.messages
+    numbers = Counter(message_number(m.data) for m in got)
+    duplicates = {i: n - 1 for i, n in numbers.items() if n > 1}
+    interrupted = {i for i in stream.failed_tries if i in stream.accepted}
+    print(f"\n{note}; {len(interrupted)} message(s) had to be sent again by the client; "
+          f"{sum(duplicates.values())} duplicate(s) at the upstream: {sorted(duplicates)}")
+
+    missing = sorted(set(range(stream.count)) - set(numbers))
+    assert not missing, f"{len(missing)} accepted message(s) never arrived: {missing[:20]}"
+    never_sent = sorted(set(numbers) - stream.attempted)
+    assert not never_sent, f"arrived but never sent: {never_sent}"
+    # Copies beyond one come only from what was in flight at the kill: a client
+    # session between its final dot and the 250 (the client sends it again, at
+    # most one per session), or a delivery between the upstream's 250 and the
+    # gateway's record of it (at most one per upstream connection).
+    resent = {i: n for i, n in duplicates.items() if i in interrupted}
+    redelivered = {i: n for i, n in duplicates.items() if i not in interrupted}
+    assert sum(resent.values()) <= stream.sessions, resent
+    assert sum(redelivered.values()) <= redelivery_bound, redelivered
+    assert sum(duplicates.values()) <= 20, duplicates
+    for m in got:
+        i = message_number(m.data)
+        assert strip_received(m.data) == message(i), f"message {i} changed"
+        assert m.rcpts == [f"c{i}@example.net"]
+    log = gateway_log(config)
+    assert "Traceback" not in log, log[-3000:]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_kill_9_mid_stream_loses_nothing_that_got_a_250(
         make_config: ConfigMaker, slow_sink: Sink, workers: int) -> None:
     count, kill_after = 500, 150
-    config = make_config(upstream_port=slow_sink.port, gateway={"workers": workers},
-                         upstream={"connections": UPSTREAM_CONNECTIONS})
-    gw: GatewayProcess | None = start_gateway(config, workers)
-    assert gw is not None
-    stream = Stream(gw.port, count)
+    config = stream_config(make_config, slow_sink, workers)
+    gw: GatewayProcess | None = None
     try:
+        gw = start_gateway(config, workers)
+        stream = Stream(gw.port, count)
         stream.start(timeout=45)
         wait_until(lambda: stream.accepted_count >= kill_after, timeout=30,
                    what=f"{kill_after} messages accepted")
         killed = kill_all(gw)
         accepted_before = stream.accepted_count
         assert len(killed) == workers, killed
-        spooled_at_kill = queued_count(queue_listing(config))
+        spooled = queued_count(queue_listing(config))
         time.sleep(0.5)  # the senders hit a closed port for a while
         gw = start_gateway(config, workers)  # same config, same spool
-        stream.join()
-        assert stream.unexpected == [], stream.unexpected[:5]
-        assert stream.accepted == set(range(count)), "every message got its 250 in the end"
-
-        wait_until(lambda: queue_is_empty(config), timeout=40, what="an empty gateway queue")
-        time.sleep(0.3)  # anything still on its way to the sink
-        got = slow_sink.messages
-        numbers = Counter(message_number(m.data) for m in got)
-        duplicates = {i: n - 1 for i, n in numbers.items() if n > 1}
-        interrupted = sorted(i for i in stream.failed_tries if i in stream.accepted)
-        print(f"\nworkers={workers}: killed {killed} after {accepted_before} accepted; "
-              f"{spooled_at_kill} message(s) in the spool at the kill; "
-              f"{len(interrupted)} message(s) had to be sent again by the client; "
-              f"{sum(duplicates.values())} duplicate(s) at the upstream: {sorted(duplicates)}")
-
-        missing = sorted(set(range(count)) - set(numbers))
-        assert not missing, f"{len(missing)} accepted message(s) never arrived: {missing[:20]}"
-        never_sent = sorted(set(numbers) - stream.attempted)
-        assert not never_sent, f"arrived but never sent: {never_sent}"
-        # Copies beyond one come only from what was in flight at the kill: a
-        # client session between its final dot and our 250, or a delivery
-        # between the upstream's 250 and the removal of the spool file.
-        # A client resends only what it was sending at the kill: one per session.
-        resent = {i: n for i, n in duplicates.items() if i in interrupted}
-        redelivered = {i: n for i, n in duplicates.items() if i not in interrupted}
-        assert sum(resent.values()) <= stream.sessions, resent
-        assert sum(redelivered.values()) <= UPSTREAM_CONNECTIONS * workers, redelivered
-        assert sum(duplicates.values()) <= 20, duplicates
-        for m in got:
-            i = message_number(m.data)
-            assert strip_received(m.data) == message(i), f"message {i} changed"
-            assert m.rcpts == [f"c{i}@example.net"]
-        log = gateway_log(config)
-        assert "Traceback" not in log, log[-3000:]
+        account_for(stream, slow_sink, config, redelivery_bound=UPSTREAM_CONNECTIONS * workers,
+                    note=f"workers={workers}: killed {killed} after {accepted_before} accepted "
+                         f"with {spooled} message(s) queued")
     finally:
         leftovers = stop_gateway(gw, config)
     assert not leftovers, f"gateway processes still running after SIGTERM: {leftovers}"
-    assert not gateway_pids(config)
+
+
+def test_kill_9_of_one_worker_it_is_restarted_and_loses_nothing(
+        make_config: ConfigMaker, slow_sink: Sink) -> None:
+    count, kill_after = 500, 150
+    config = stream_config(make_config, slow_sink, 2)
+    gw: GatewayProcess | None = None
+    try:
+        gw = start_gateway(config, 2)
+        assert gw.proc is not None
+        parent = gw.proc.pid
+        (worker,) = [pid for pid in gateway_pids(config) if pid != parent]
+        stream = Stream(gw.port, count)
+        stream.start(timeout=45)
+        wait_until(lambda: stream.accepted_count >= kill_after, timeout=30,
+                   what=f"{kill_after} messages accepted")
+        os.kill(worker, signal.SIGKILL)
+        accepted_before = stream.accepted_count
+        # The parent goes on taking mail and starts the worker again, which
+        # delivers what the dead one had accepted.
+        port = gw.port
+        wait_until(lambda: worker not in gateway_pids(config) and len(gateway_pids(config)) == 2
+                   and listeners(port) == 2, timeout=20, what="worker 1 restarted")
+        assert parent in gateway_pids(config)
+        account_for(stream, slow_sink, config, redelivery_bound=UPSTREAM_CONNECTIONS,
+                    note=f"killed worker {worker} after {accepted_before} accepted")
+    finally:
+        leftovers = stop_gateway(gw, config)
+    assert not leftovers, f"gateway processes still running after SIGTERM: {leftovers}"
+
+
+@pytest.mark.parametrize("moment", ["worker starting", "worker listening"])
+def test_workers_stop_when_the_gateway_is_killed(
+        make_config: ConfigMaker, sink: Sink, moment: str) -> None:
+    # kill -9 of the supervising process alone: its worker must not go on
+    # taking mail unsupervised (and holding the port and its part of the spool).
+    config = stream_config(make_config, sink, 2)
+    gw = GatewayProcess(config).start()  # returns once the parent listens
+    try:
+        assert gw.proc is not None
+        if moment == "worker listening":
+            port = gw.port
+            wait_until(lambda: len(gateway_pids(config)) == 2 and listeners(port) == 2,
+                       timeout=20, what="worker 1 listening")
+        gw.kill()
+        wait_until(lambda: not gateway_pids(config), timeout=8,
+                   what="the orphaned worker to stop by itself")
+    finally:
+        leftovers = stop_gateway(gw, config)
+    assert not leftovers
 
 
 # -- the upstream goes away during a stream and comes back -------------------------------------
@@ -316,7 +386,7 @@ def test_upstream_down_mid_stream_then_back(make_config: ConfigMaker) -> None:
     sink = Sink(port)
     # A long schedule: only `queue retry` can explain a prompt delivery afterwards.
     config = make_config(upstream_port=port, queue={"retry_schedule": [120]},
-                         upstream={"timeout": 5})
+                         upstream={"timeout": 5}, gateway={"workers": 1})
     sink.start()
     gw: GatewayProcess | None = None
     try:

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import smtplib
 import subprocess
 from collections import Counter
@@ -65,13 +68,42 @@ def header_value(data: bytes, name: str) -> str:
     raise AssertionError(f"no {name} header in {head[:300]!r}")
 
 
-@pytest.fixture
-def started_gateway(make_config: ConfigMaker, sink: Sink) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(make_config(upstream_port=sink.port)).start()
+def gateway_pids(config: Path) -> list[int]:
+    """Live processes running ``career_relay`` with this config (parent and workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0] if args else "X"
+        except OSError:
+            continue
+        if state not in ("Z", "X") and b"career_relay" in args and str(config).encode() in args:
+            pids.append(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def running_gateway(config: Path) -> Iterator[GatewayProcess]:
+    """The gateway command (default workers: one per CPU), stopped with SIGTERM after."""
+    gw = GatewayProcess(config).start()
     try:
         yield gw
     finally:
-        gw.kill()
+        try:
+            gw.terminate()
+        finally:
+            gw.kill()
+            leftovers = gateway_pids(config)
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"gateway processes still running after SIGTERM: {leftovers}"
+
+
+@pytest.fixture
+def started_gateway(make_config: ConfigMaker, sink: Sink) -> Iterator[GatewayProcess]:
+    with running_gateway(make_config(upstream_port=sink.port)) as gw:
+        yield gw
 
 
 # -- Postfix in front of the gateway ------------------------------------------------------
@@ -189,11 +221,8 @@ def auth_gateway(make_config: ConfigMaker, sink: Sink) -> Iterator[GatewayProces
     # Loopback is not in allow_ips, so the client must authenticate.
     config = make_config(upstream_port=sink.port,
                          gateway={"allow_ips": ["192.0.2.0/24"], "require_auth": True})
-    gw = GatewayProcess(config).start()
-    try:
+    with running_gateway(config) as gw:
         yield gw
-    finally:
-        gw.kill()
 
 
 @needs_swaks
