@@ -71,6 +71,15 @@ class Upstream:
     ) -> dict[str, Reply]:
         try:
             smtp = await self._connected()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            raise
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            # Greeting, EHLO, STARTTLS or AUTH refused: our side's set-up (a
+            # wrong password, a certificate) is wrong, never the message, so
+            # it waits in the queue instead of bouncing.
+            self.close()
+            return _all(rcpts, _temporary(exc))
+        try:
             return await _transaction(smtp, mail_from, rcpts, data, options)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == 421:  # the server is closing the channel (RFC 5321 3.8)

@@ -36,7 +36,7 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
                    auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
         b"relay-user", b"s3cret pass")
-    return AuthResult(success=ok, auth_data=auth_data.login if ok else None)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
 
 @pytest.fixture
@@ -103,6 +103,10 @@ def test_wrong_upstream_password_defers(make_config: ConfigMaker, tls_sink: Sink
         spool = gw.gateway.spool
         wait_until(lambda: any(spool.load_state(i).attempts for i in spool.ids()),
                    what="a deferred attempt")
+        (queue_id,) = list(spool.ids())
+        state = spool.load_state(queue_id)
+        assert "535" in state.last_error  # the smarthost's refusal, kept for `queue list`
+        assert state.bounced == {}  # our wrong password is no reason to bounce the mail
         assert tls_sink.messages == []
     finally:
         gw.stop()
