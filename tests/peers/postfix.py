@@ -52,6 +52,9 @@ from types import TracebackType
 POSTFIX = Path("/usr/sbin/postfix")
 POSTCONF = Path("/usr/sbin/postconf")
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
+# Installed with "No configuration" (as `make test` does), Debian may leave
+# /etc/postfix/master.cf out; the packaged original is always here.
+PACKAGED_MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
 MAIL_OWNER = "postfix"
 SETGID_GROUP = "postdrop"
 
@@ -241,9 +244,8 @@ class PostfixInstance:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         main_cf = "".join(f"{name} = {value}\n" for name, value in self.main_cf_settings().items())
         (self.config_dir / "main.cf").write_text(main_cf)
-        master_cf = derive_master_cf(
-            SYSTEM_MASTER_CF.read_text(), self.smtpd_port, self.syslog_name
-        )
+        source = SYSTEM_MASTER_CF if SYSTEM_MASTER_CF.is_file() else PACKAGED_MASTER_CF
+        master_cf = derive_master_cf(source.read_text(), self.smtpd_port, self.syslog_name)
         (self.config_dir / "master.cf").write_text(master_cf)
         for name in ("main.cf", "master.cf"):
             (self.config_dir / name).chmod(0o644)
