@@ -57,7 +57,8 @@ from typing import IO, Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.peers.postfix import (  # noqa: E402 - needs the sys.path line above
+from gateway.spool import Spool  # noqa: E402 - needs the sys.path line above
+from tests.peers.postfix import (  # noqa: E402
     PostfixInstance,
     postfix_available,
 )
@@ -242,6 +243,30 @@ def session_cpu_seconds(session_id: int) -> float:
     return ticks / CLK_TCK
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and all its live descendants (found by parent pid).
+
+    The gateway's extra workers run in sessions of their own (so that a
+    Ctrl-C reaches only the supervisor), so a session sum would miss them.
+    """
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(stats[pid][1] for pid in tree if pid in stats) / CLK_TCK
+
+
 def session_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[3])
 
@@ -387,14 +412,12 @@ class GatewaySystem(SystemUnderTest):
     def pending(self) -> int:
         if self.process.poll() is not None:
             raise BenchError(f"gateway exited with status {self.process.returncode}")
-        try:
-            return sum(1 for entry in os.scandir(self.spool_queue) if entry.is_file())
-        except FileNotFoundError:
-            return 0
+        # Queue files, plus fresh mail still in the journal (gateway/journal.py).
+        spool = Spool(self.spool_queue.parent)
+        return sum(1 for _ in spool.ids()) + sum(1 for _ in spool.journal_records())
 
     def cpu_seconds(self) -> float:
-        # Started with start_new_session=True: its session id is its pid.
-        return session_cpu_seconds(self.process.pid)
+        return tree_cpu_seconds(self.process.pid)
 
 
 def run_once(

@@ -1,0 +1,215 @@
+"""The one settings table: every setting, declared once with its default and help.
+
+Each section is a frozen dataclass; ``setting(...)`` gives a field its
+default, its help text and whether it is a secret (masked in ``repr()``) or
+a path (resolved against the configuration file's directory).  The loader
+is ``career_relay.settings``; ``docs/configuration.md`` is generated from
+this table (``career_relay.settings_doc``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MASK = "********"
+
+
+def setting(default: Any, help: str, *, secret: bool = False, path: bool = False) -> Any:
+    """Declare one setting: its default, its help text, whether it is secret or a path."""
+    meta = {"help": help, "secret": secret, "path": path}
+    if isinstance(default, list | tuple):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Shared behaviour of the section dataclasses: masked repr, field listing."""
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            shown = _masked(value) if f.metadata.get("secret") else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _masked(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(tuple(MASK for _ in value))
+    return repr(MASK if value else "")
+
+
+@dataclass(frozen=True, repr=False)
+class GatewaySettings(_Section):
+    listen: str = setting("127.0.0.1:2525", "Address the SMTP server listens on, HOST:PORT.")
+    hostname: str = setting(
+        "relay.example.com", "Name used in the SMTP greeting, EHLO and the Received header."
+    )
+    max_message_size: int = setting(
+        26214400, "Largest message accepted, in bytes; larger mail gets 552 (RFC 1870)."
+    )
+    require_auth: bool = setting(
+        True,
+        "Offer SMTP AUTH and require it from clients outside allow_ips. false: AUTH is not "
+        "offered and only allow_ips may relay. Never an open relay either way.",
+    )
+    allow_ips: tuple[str, ...] = setting(
+        ["127.0.0.1/32"], "Networks whose clients may relay without AUTH (CIDR notation)."
+    )
+    tls_cert: str = setting("", "PEM certificate; STARTTLS is offered when cert and key are set.",
+                            path=True)
+    tls_key: str = setting("", "PEM private key for tls_cert.", path=True)
+    on_error: str = setting(
+        "pass",
+        'What to do when a rejection cannot be changed: "pass" relays the original '
+        'unmodified, "tempfail" answers 451.',
+    )
+    timeout: int = setting(300, "Seconds an idle SMTP client may wait between commands.")
+    workers: int = setting(
+        0,
+        "SMTP intake processes sharing the listening port (SO_REUSEPORT); each delivers the "
+        "mail it accepted. 0 means one per CPU.",
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class UpstreamSettings(_Section):
+    host: str = setting("127.0.0.1", "The company's smarthost that relayed mail is sent to.")
+    port: int = setting(2526, "Port of the smarthost.")
+    tls: str = setting("none", "none | starttls | tls (implicit TLS, usually port 465).")
+    username: str = setting("", "SMTP AUTH user name at the smarthost; empty for no AUTH.")
+    password: str = setting("", "SMTP AUTH password at the smarthost.", secret=True)
+    connections: int = setting(
+        10, "Most connections to the smarthost at once; each is reused for many messages."
+    )
+    timeout: int = setting(60, "Seconds to wait for the smarthost to answer before deferring.")
+    verify_tls: bool = setting(True, "Check the smarthost's certificate when tls is not none.")
+
+
+@dataclass(frozen=True, repr=False)
+class QueueSettings(_Section):
+    dir: str = setting("var/spool", "The durable spool directory.", path=True)
+    retry_schedule: tuple[int, ...] = setting(
+        [60, 300, 900, 1800, 3600, 7200, 14400],
+        "Seconds to wait before each retry after a temporary failure; the last repeats.",
+    )
+    max_age: int = setting(
+        432000, "Seconds a message may stay queued; then the sender gets a bounce (DSN)."
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class SiteSettings(_Section):
+    listen: str = setting("127.0.0.1:8080", "Address the consent site listens on, HOST:PORT.")
+    public_url: str = setting("http://127.0.0.1:8080", "Base of every consent link.")
+    link_max_age_days: int = setting(90, "Days a consent link stays valid.")
+    review_window: int = setting(
+        30, "Seconds after delivery in which a consent POST is held for review."
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class LedgerSettings(_Section):
+    path: str = setting("var/ledger.db", "The SQLite ledger.", path=True)
+    credit_every: int = setting(10, "Qualified forwards per free referral credit.")
+
+
+@dataclass(frozen=True, repr=False)
+class SecretsSettings(_Section):
+    signing_keys: tuple[str, ...] = setting(
+        [], "Keys that sign consent links, newest first; older keys still verify.", secret=True
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class AgencySettings(_Section):
+    name: str = setting("株式会社サンプル人材", "Legal name of the agency shown to candidates.")
+    license_no: str = setting("13-ユ-000000", "Recruitment licence number shown to candidates.")
+    privacy_url: str = setting("https://agency.example/privacy", "The agency's privacy policy.")
+    deliver: str = setting("webhook", "webhook | email: how forwards reach the agency.")
+    webhook_url: str = setting("", "Where forwards are POSTed as JSON.")
+    webhook_secret: str = setting("", "HMAC key for X-Career-Relay-Signature.", secret=True)
+    email: str = setting("", "Where forwards are mailed when deliver = email.")
+
+
+@dataclass(frozen=True, repr=False)
+class LogSettings(_Section):
+    level: str = setting("info", "debug | info | warning | error.")
+    format: str = setting("text", "text | json (one JSON object per line).")
+
+
+@dataclass(frozen=True, repr=False)
+class DemoSettings(_Section):
+    capture_dir: str = setting(
+        "",
+        "Demo only: when set, serve also runs a capture upstream on upstream.host:port that "
+        "writes every relayed message to this directory as an .eml file.",
+        path=True,
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class CompanySettings(_Section):
+    id: str = setting("", "Short identifier used in reports and the command line.")
+    name: str = setting("", "The company's name as candidates know it.")
+    domains: tuple[str, ...] = setting(
+        [], "Its From domains; also the domains of its internal recipients."
+    )
+    locale: str = setting("ja", "ja | en: language of the appended block and the pages.")
+    detect: str = setting("marker", "marker | auto: how rejections are recognised.")
+    dkim_selector: str = setting("", "DKIM selector of the company's signing key.")
+    dkim_key_file: str = setting("", "PEM RSA private key for DKIM signing.", path=True)
+    smtp_username: str = setting("", "User name the company's systems authenticate with.")
+    smtp_password_hash: str = setting(
+        "", "argon2 hash of the SMTP password (career-relay hash-password).", secret=True
+    )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "gateway": GatewaySettings,
+    "upstream": UpstreamSettings,
+    "queue": QueueSettings,
+    "site": SiteSettings,
+    "ledger": LedgerSettings,
+    "secrets": SecretsSettings,
+    "agency": AgencySettings,
+    "log": LogSettings,
+    "demo": DemoSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings
+    upstream: UpstreamSettings
+    queue: QueueSettings
+    site: SiteSettings
+    ledger: LedgerSettings
+    secrets: SecretsSettings
+    agency: AgencySettings
+    log: LogSettings
+    demo: DemoSettings
+    companies: tuple[CompanySettings, ...]
+    source: Path | None = None
+
+    def company_for_domain(self, domain: str) -> CompanySettings | None:
+        domain = domain.lower()
+        for company in self.companies:
+            if domain in company.domains:
+                return company
+        return None
+
+
+def iter_settings() -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """Every (section, field) of the table, companies last: the docs are checked against it."""
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            yield name, f
+    for f in dataclasses.fields(CompanySettings):
+        yield "companies", f
