@@ -145,10 +145,11 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> Non
     accepted, so a worker that died is restarted to pick up its own spool.
     """
     assert settings.source is not None
+    config = str(settings.source.resolve())
     while not stop.is_set():
         # Its own session: a Ctrl-C reaches the parent only, which stops it in order.
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "career_relay", "gateway", "--config", str(settings.source),
+            sys.executable, "-m", "career_relay", "gateway", "--config", config,
             "--worker", str(index), "--supervisor", str(os.getpid()), start_new_session=True)
         waiter = asyncio.ensure_future(child.wait())
         stopper = asyncio.ensure_future(stop.wait())
