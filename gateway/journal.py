@@ -143,7 +143,7 @@ class Journal:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             seg = _Segment(self.directory / f"{self.worker:03d}-{time.time_ns():x}.jnl")
             # The new file's name must be durable before a 250 depends on it.
-            await loop.run_in_executor(None, _fsync_dir, self.directory)
+            await loop.run_in_executor(None, fsync_dir, self.directory)
             self._active = seg
             return seg
 
@@ -254,7 +254,8 @@ def _undo_append(seg: _Segment, offset: int) -> None:
         seg.sealed = True
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the names in a directory durable (a created or renamed file's entry)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

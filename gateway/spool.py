@@ -27,7 +27,7 @@ from pathlib import Path
 
 from career_relay.errors import SpoolError, UserError
 from gateway.envelope import Envelope, State, owner
-from gateway.journal import Journal, JournalRecord, read_segment, segments
+from gateway.journal import Journal, JournalRecord, fsync_dir, read_segment, segments
 
 _MAGIC = b"CRQ1 "
 
@@ -87,7 +87,7 @@ class Spool:
                 if not self.exists(record.env.id):
                     self._write_file(record.env, record.data)
                     moved += 1
-            self._fsync_dir(self.queue)
+            fsync_dir(self.queue)
             path.unlink()
             path.with_suffix(".done").unlink(missing_ok=True)
         for entry in self.tmp.iterdir():
@@ -108,7 +108,7 @@ class Spool:
     def store_file(self, env: Envelope, data: bytes) -> None:
         """Write a message to its own queue file, durably (blocking)."""
         self._write_file(env, data)
-        self._fsync_dir(self.queue)
+        fsync_dir(self.queue)
 
     def _write_file(self, env: Envelope, data: bytes) -> None:
         tmp = self.tmp / env.id
@@ -127,14 +127,6 @@ class Spool:
             tmp.unlink(missing_ok=True)  # nothing half-written may stay behind
             raise
 
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def save_state(self, queue_id: str, state: State) -> None:
         """Atomically replace a message's delivery state (write, fsync, rename)."""
         tmp = self.tmp / f"{queue_id}.state"
@@ -143,7 +135,7 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, self.state / f"{queue_id}.json")
-        self._fsync_dir(self.state)
+        fsync_dir(self.state)
 
     def remove(self, queue_id: str) -> None:
         """Forget a finished queue file: its bytes first, then its state."""

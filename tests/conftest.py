@@ -297,6 +297,17 @@ def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
                           cwd=REPO, env=full_env, timeout=60)
 
 
+def queue_listing(config: Path) -> str:
+    """`career-relay queue list`, as an operator sees it."""
+    result = run_cli("queue", "list", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def queue_is_empty(config: Path) -> bool:
+    return queue_listing(config).startswith("the queue is empty")
+
+
 def crlf(text: str | bytes) -> bytes:
     data = text.encode() if isinstance(text, str) else text
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

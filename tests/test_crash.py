@@ -34,6 +34,8 @@ from tests.conftest import (
     Sink,
     SinkHandler,
     free_port,
+    queue_is_empty,
+    queue_listing,
     run_cli,
     strip_received,
     wait_until,
@@ -48,14 +50,6 @@ UPSTREAM_CONNECTIONS = 5  # per worker; bounds how many deliveries are in flight
 # -- observing the gateway from outside ------------------------------------------------------
 
 
-def queue_listing(config: Path) -> str:
-    result = run_cli("queue", "list", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def queue_is_empty(config: Path) -> bool:
-    return queue_listing(config).startswith("the queue is empty")
 
 
 def queued_count(listing: str) -> int:

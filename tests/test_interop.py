@@ -28,7 +28,7 @@ from tests.conftest import (
     GatewayProcess,
     Sink,
     free_port,
-    run_cli,
+    queue_is_empty,
     strip_received,
     wait_until,
 )
@@ -40,14 +40,6 @@ SWAKS = "/usr/bin/swaks"
 SENDER = "hr@acme.example"
 
 
-def queue_listing(config: Path) -> str:
-    result = run_cli("queue", "list", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def queue_is_empty(config: Path) -> bool:
-    return queue_listing(config).startswith("the queue is empty")
 
 
 def split_message(data: bytes) -> tuple[bytes, bytes]:
