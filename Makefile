@@ -41,7 +41,7 @@ test-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: $(STAMP) test-deps
+test: $(STAMP) test-deps lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
