@@ -70,7 +70,7 @@ def cmd_site(args: argparse.Namespace) -> int:
 def _run(settings: Settings, *, smtp: bool, site: bool, worker: int,
          supervisor: int | None = None) -> int:
     logs.configure(settings.log)
-    workers = (settings.gateway.workers or os.cpu_count() or 1) if smtp else 1
+    workers = (settings.gateway.workers or len(os.sched_getaffinity(0))) if smtp else 1
     # uvloop: the same asyncio API on libuv, about 30% less CPU per relayed
     # message than the default loop (docs/performance.md).
     uvloop.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,

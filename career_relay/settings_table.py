@@ -74,7 +74,7 @@ class GatewaySettings(_Section):
     workers: int = setting(
         0,
         "SMTP intake processes sharing the listening port (SO_REUSEPORT); each delivers the "
-        "mail it accepted. 0 means one per CPU.",
+        "mail it accepted. 0 means one per CPU this process may run on.",
     )
 
 

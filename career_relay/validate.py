@@ -56,9 +56,13 @@ def value_problems(settings: Settings) -> list[str]:
             out.append(str(exc))
     for net in settings.gateway.allow_ips:
         try:
-            ipaddress.ip_network(net, strict=False)
+            network = ipaddress.ip_network(net, strict=False)
         except ValueError:
             out.append(f"gateway.allow_ips: {net!r} is not an address or network")
+            continue
+        if network.prefixlen == 0:
+            out.append(f"gateway.allow_ips must not contain {net}: every address may relay "
+                       "(an open relay)")
     hostname = settings.gateway.hostname
     if not hostname or any(not (ch.isascii() and (ch.isalnum() or ch in ".-")) for ch in hostname):
         out.append(f"gateway.hostname must be a host name (letters, digits, dots, hyphens), "
@@ -67,9 +71,6 @@ def value_problems(settings: Settings) -> list[str]:
         out.append(f"upstream.port must be between 1 and 65535, not {settings.upstream.port}")
     if settings.site.review_window < 0:
         out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
-    for net in ("0.0.0.0/0", "::/0"):
-        if net in settings.gateway.allow_ips:
-            out.append(f"gateway.allow_ips must not contain {net}: that is an open relay")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):
         out.append("gateway.tls_cert and gateway.tls_key must be set together")
     out += _positive(settings)

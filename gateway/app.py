@@ -7,14 +7,14 @@ import logging
 import socket
 from pathlib import Path
 
-from career_relay.errors import SpoolError
+from career_relay.errors import ConfigError, SpoolError
 from career_relay.paths import email_templates_dir
 from career_relay.settings import Settings
 from gateway.delivery import Delivery
 from gateway.handler import RelayHandler
 from gateway.pipeline import Pipeline
 from gateway.policy import RelayPolicy
-from gateway.server import listening_socket, protocol_factory
+from gateway.server import Sessions, listening_socket, protocol_factory
 from gateway.spool import Spool
 
 log = logging.getLogger("career_relay.gateway")
@@ -36,39 +36,67 @@ class Gateway:
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery, worker=worker,
                                         workers=workers),
                                self.policy, require_auth=settings.gateway.require_auth)
-        self._factory = protocol_factory(settings, handler, self.policy)
+        self.sessions = Sessions()
+        self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Recover the spool first, then listen: mail found on disk is delivered first."""
         self.spool.create_dirs()
-        await self._lock_spool()
+        await self._lock(self.worker)
+        moved = await self._recover_journal()
         recovered = await self.delivery.start()
         if recovered:
-            log.info("worker %d: %d message(s) recovered from the spool", self.worker, recovered)
+            log.info("worker %d: %d message(s) to deliver from the spool (%d from the journal)",
+                     self.worker, recovered, moved)
         loop = asyncio.get_running_loop()
-        sock = sock or listening_socket(self.settings, reuse_port=self.workers > 1)
+        if sock is None:
+            try:
+                sock = listening_socket(self.settings, reuse_port=self.workers > 1)
+            except OSError as exc:
+                raise ConfigError(f"gateway.listen: cannot listen on "
+                                  f"{self.settings.gateway.listen}: {exc.strerror or exc}"
+                                  ) from None
         self._server = await loop.create_server(self._factory, sock=sock)
         log.info("worker %d: SMTP listening on %s", self.worker, self.settings.gateway.listen)
 
-    async def _lock_spool(self, wait: float = 30.0) -> None:
+    async def _recover_journal(self) -> int:
+        """A worker takes its own journal segments; the first worker, before it starts the
+        others, takes every index it finds (the number of workers may have changed)."""
+        loop = asyncio.get_running_loop()
+        indices = {self.worker}
+        if self.worker == 0:
+            indices |= await loop.run_in_executor(None, self.spool.journal_workers)
+        held = [fd for i in sorted(indices - {self.worker}) if (fd := await self._lock(i))]
+        try:
+            return await loop.run_in_executor(None, self.spool.recover, sorted(indices))
+        finally:
+            for fd in held:
+                self.spool.unlock(fd)
+
+    async def _lock(self, index: int, wait: float = 30.0) -> int | None:
+        """Wait for a worker index's lock: two processes must never deliver the same share."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while not self.spool.try_lock():
+        own = index == self.worker
+        while (fd := self.spool.try_lock(None if own else index)) is None:
             if loop.time() > deadline:
-                raise SpoolError(f"another gateway process holds worker {self.worker} of the "
+                raise SpoolError(f"another gateway process holds worker {index} of the "
                                  f"spool {self.spool.root}; stop it first")
             await asyncio.sleep(0.2)
+        return None if own else fd
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking mail, let sessions and deliveries in flight finish, then return."""
+        """Stop taking mail, let transactions and deliveries in flight finish, then return.
+
+        New connections are refused at once and new transactions get 421; a
+        session in the middle of a transaction may finish it (up to
+        ``timeout``); then every session is closed, and only then the journal,
+        so that no 250 can be given for a message the journal no longer takes.
+        """
         if self._server is not None:
-            self._server.close()  # no new connections; open sessions go on
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), timeout)
-            except TimeoutError:
-                log.warning("worker %d: SMTP sessions still open after %.0f s", self.worker,
-                            timeout)
+            self._server.close()
+        await self.sessions.drain(timeout)
         await self.delivery.stop(timeout)
         self.spool.journal.close()
         self.spool.unlock()

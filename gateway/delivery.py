@@ -2,9 +2,11 @@
 
 Several senders run at once, each keeping its own upstream connection open
 between messages.  Fresh mail is handed over in memory right after it is
-spooled; retries and mail found on disk at start-up come from a schedule
-kept in a heap.  Every outcome is written to the spool before the next step,
-so a crash at any moment re-sends at most the message that was in flight.
+journaled; retries and mail found on disk at start-up come from a schedule
+kept in a heap.  The worker's memory is the authority on a message's
+progress while it runs (so a disk that refuses a state update never makes a
+delivered recipient get the message again); every outcome is also written
+to the spool, so after a crash at most the message in flight is re-sent.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import asyncio
 import heapq
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from career_relay.errors import UserError
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway.dsn import build_dsn
 from gateway.envelope import Envelope, State, new_id, owner
@@ -25,17 +28,27 @@ from gateway.upstream import Reply, Upstream
 log = logging.getLogger("career_relay.delivery")
 
 _IDLE_CLOSE = 30.0  # seconds an unused upstream connection is kept open
-_RESCAN = 1.0  # seconds between looks at the schedule and the flush request
+_RESCAN = 1.0  # seconds between looks at the schedule and at retry requests
 
 
 @dataclass
-class _Item:
+class _Entry:
     env: Envelope
-    data: bytes | None  # in memory for fresh mail (in the journal); else read from its file
+    state: State
+    data: bytes | None = None  # held in memory while the message has no queue file
+    in_journal: bool = False  # fresh mail: it leaves the journal once settled or filed
+    busy: bool = False
+    due: float = 0.0
 
-    @property
-    def fresh(self) -> bool:
-        return self.data is not None
+
+@dataclass
+class _Outcome:
+    """What the blocking part of settling achieved (returned to the event loop)."""
+
+    filed: bool = False  # the message now has its own queue file
+    bounced: dict[str, str] = field(default_factory=dict)
+    dsn: Envelope | None = None  # the bounce queued for the sender
+    error: str = ""
 
 
 class Delivery:
@@ -57,92 +70,106 @@ class Delivery:
         self._template_dir = template_dir
         self._worker = worker
         self._workers = workers
-        self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[str | None] = asyncio.Queue()
         self._schedule: list[tuple[float, str]] = []
-        self._known: set[str] = set()  # queued, scheduled or in flight
+        self._messages: dict[str, _Entry] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._busy = 0
 
     # -- life cycle ------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Pick up what the spool holds for this worker, then start sending."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.spool.recover)
-        recovered = await loop.run_in_executor(None, self._recover)
+        """Pick up the queue files this worker owns, then start sending."""
+        found = await asyncio.get_running_loop().run_in_executor(None, self._scan)
+        for entry in found:
+            self._add(entry)
         for _ in range(self._upstream.connections):
             self._tasks.append(asyncio.create_task(self._sender()))
         self._tasks.append(asyncio.create_task(self._scheduler()))
-        return recovered
-
-    def _recover(self) -> int:
-        count = 0
-        for queue_id in self.spool.ids():
-            if owner(queue_id, self._workers) != self._worker:
-                continue
-            state = self.spool.load_state(queue_id)
-            heapq.heappush(self._schedule, (state.next_attempt, queue_id))
-            self._known.add(queue_id)
-            count += 1
-        return count
+        return len(found)
 
     async def stop(self, timeout: float) -> None:
-        """Let in-flight deliveries finish (up to ``timeout``), then close connections."""
+        """Let deliveries in flight finish (up to ``timeout``), then close connections.
+
+        What has not been sent stays in the journal or in its queue file.
+        """
         for _ in range(self._upstream.connections):
             self._ready.put_nowait(None)
-        senders = self._tasks[:-1]
-        self._tasks[-1].cancel()
-        _, pending = await asyncio.wait(senders, timeout=timeout) if senders else ((), ())
-        for task in pending:
-            task.cancel()
+        senders, scheduler = self._tasks[:-1], self._tasks[-1]
+        scheduler.cancel()
+        if senders:
+            _, pending = await asyncio.wait(senders, timeout=timeout)
+            for task in pending:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def submit(self, env: Envelope, data: bytes) -> None:
-        """Hand over a message that was just spooled."""
-        self._known.add(env.id)
-        self._ready.put_nowait(_Item(env, data))
+        """Hand over a message that was just journaled."""
+        self._messages[env.id] = _Entry(env, State(), data, in_journal=True)
+        self._ready.put_nowait(env.id)
 
     @property
     def depth(self) -> int:
-        return len(self._known)
+        return len(self._messages)
 
     # -- scheduling -------------------------------------------------------------------
 
+    def _scan(self) -> list[_Entry]:
+        """Queue files of this worker that it does not know yet (blocking)."""
+        found = []
+        for queue_id in self.spool.ids():
+            if owner(queue_id, self._workers) != self._worker or queue_id in self._messages:
+                continue
+            try:
+                env = self.spool.read_envelope(queue_id)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                log.error("queue_id=%s cannot be read, left in place: %s", queue_id, exc)
+                continue
+            state = self.spool.load_state(queue_id)
+            found.append(_Entry(env, state, due=state.next_attempt))
+        return found
+
+    def _add(self, entry: _Entry) -> None:
+        self._messages[entry.env.id] = entry
+        heapq.heappush(self._schedule, (entry.due, entry.env.id))
+
     async def _scheduler(self) -> None:
         while True:
-            if self.spool.take_flush_request():
-                self._reload_schedule()  # rare (an operator's command): fine on the loop
-            now = time.time()
-            while self._schedule and self._schedule[0][0] <= now:
-                _, queue_id = heapq.heappop(self._schedule)
-                item = self._load(queue_id)
-                if item is not None:
-                    self._ready.put_nowait(item)
-            wait = _RESCAN
-            if self._schedule:
-                wait = min(wait, max(0.0, self._schedule[0][0] - now))
-            await asyncio.sleep(wait)
+            try:
+                await self._schedule_once()
+            except Exception:
+                # A damaged file or a full disk must not stop every retry of this worker.
+                log.exception("scheduler error; going on")
+            await asyncio.sleep(self._next_wait())
 
-    def _reload_schedule(self) -> None:
-        """`queue retry` changed next-attempt times on disk: read them again."""
-        entries = [(self.spool.load_state(qid).next_attempt, qid) for _, qid in self._schedule]
-        for queue_id in self.spool.ids():
-            if owner(queue_id, self._workers) == self._worker and queue_id not in self._known:
-                entries.append((self.spool.load_state(queue_id).next_attempt, queue_id))
-                self._known.add(queue_id)
-        heapq.heapify(entries)
-        self._schedule = entries
+    async def _schedule_once(self) -> None:
+        requested = self.spool.take_retry_requests(self._worker)
+        if requested:
+            await self._honour_retry(requested)
+        now = time.time()
+        while self._schedule and self._schedule[0][0] <= now:
+            due, queue_id = heapq.heappop(self._schedule)
+            entry = self._messages.get(queue_id)
+            if entry is not None and not entry.busy and entry.due == due:
+                entry.busy = True
+                self._ready.put_nowait(queue_id)
 
-    def _load(self, queue_id: str) -> _Item | None:
-        try:
-            return _Item(self.spool.read_envelope(queue_id), None)
-        except FileNotFoundError:  # purged by `career-relay queue purge`
-            self._known.discard(queue_id)
-            return None
-        except ValueError:
-            log.error("queue_id=%s spool file is damaged; left in place", queue_id)
-            self._known.discard(queue_id)
-            return None
+    def _next_wait(self) -> float:
+        if not self._schedule:
+            return _RESCAN
+        return min(_RESCAN, max(0.0, self._schedule[0][0] - time.time()))
+
+    async def _honour_retry(self, requested: set[str]) -> None:
+        """`career-relay queue retry`: make the named messages (or all: "*") due now."""
+        found = await asyncio.get_running_loop().run_in_executor(None, self._scan)
+        for entry in found:
+            self._add(entry)
+        now = time.time()
+        for queue_id, entry in self._messages.items():
+            if ("*" in requested or queue_id in requested) and not entry.busy:
+                entry.due = now
+                heapq.heappush(self._schedule, (now, queue_id))
 
     # -- sending ------------------------------------------------------------------------
 
@@ -151,128 +178,152 @@ class Delivery:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(self._ready.get(), _IDLE_CLOSE)
+                    queue_id = await asyncio.wait_for(self._ready.get(), _IDLE_CLOSE)
                 except TimeoutError:
                     await upstream.quit()
                     continue
-                if item is None:
+                if queue_id is None:
                     return
-                self._busy += 1
+                entry = self._messages.get(queue_id)
+                if entry is None:
+                    continue
+                entry.busy = True
                 try:
-                    await self._attempt(upstream, item)
+                    await self._attempt(upstream, entry)
                 except Exception:
-                    # A bug must not stop the worker; the message stays spooled.
-                    log.exception("queue_id=%s delivery attempt failed", item.env.id)
-                    await self._defer_after_bug(item)
+                    # A bug must not lose the message or stop the worker: retry later.
+                    log.exception("queue_id=%s delivery attempt failed", queue_id)
+                    self._retry_later(entry, "4.3.0 internal error during delivery")
                 finally:
-                    self._busy -= 1
+                    entry.busy = False
         finally:
             await upstream.quit()
 
-    async def _attempt(self, upstream: Upstream, item: _Item) -> None:
-        env = item.env
+    async def _attempt(self, upstream: Upstream, entry: _Entry) -> None:
+        env, state = entry.env, entry.state
         loop = asyncio.get_running_loop()
-        data = item.data
+        data = entry.data
         if data is None:
             try:
                 _, data = await loop.run_in_executor(None, self.spool.read, env.id)
-            except Exception:
-                self._known.discard(env.id)  # purged meanwhile
+            except UserError:  # purged with `career-relay queue purge`
+                self._messages.pop(env.id, None)
                 return
         assert data is not None
-        state = State() if item.fresh else self.spool.load_state(env.id)
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),
                                    ("SMTPUTF8", env.smtputf8)) if on]
         replies = await upstream.send(env.mail_from, pending, data, options) if pending else {}
-        if item.fresh and all(r.ok for r in replies.values()):
+        state.delivered += [r for r, rep in replies.items() if rep.ok]
+        if entry.in_journal and all(r.ok for r in replies.values()):
             # The common case, done on the loop: a line in the journal's .done file.
-            self.spool.journal.done(env.id)
-            self._known.discard(env.id)
+            self._finish(entry)
             log.info("queue_id=%s done: %d delivered, attempts=1", env.id, len(replies))
             return
-        # Disk work runs in a thread; the schedule itself is touched only here,
-        # on the event loop, so the heap needs no lock.
-        due = await loop.run_in_executor(None, self._settle, env, data, state, replies,
-                                         item.fresh)
-        if item.fresh:
-            self.spool.journal.done(env.id)  # after its queue file (if any) is durable
-        if not any(qid == env.id for _, qid in due):
-            self._known.discard(env.id)
-        for entry in due:
-            self._known.add(entry[1])
-            heapq.heappush(self._schedule, entry)
+        await self._settle(entry, data, replies)
 
-    def _settle(
-        self, env: Envelope, data: bytes, state: State, replies: dict[str, Reply], fresh: bool
-    ) -> list[tuple[float, str]]:
-        """Record what the attempt achieved and bounce what failed (blocking).
-
-        Returns the (time, queue id) pairs to schedule: this message if some
-        recipients are deferred, and a new DSN if one was queued.
-        """
-        state.delivered += [r for r, rep in replies.items() if rep.ok]
+    async def _settle(self, entry: _Entry, data: bytes, replies: dict[str, Reply]) -> None:
+        env, state = entry.env, entry.state
         failed = {r: str(rep) for r, rep in replies.items() if rep.permanent}
         deferred = {r: rep for r, rep in replies.items() if not rep.ok and not rep.permanent}
-        expired = time.time() - env.arrival >= self._queue.max_age
-        if deferred and expired:
+        if deferred and time.time() - env.arrival >= self._queue.max_age:
             failed.update({r: f"4.4.7 message expired after {self._queue.max_age} s in the "
                               f"queue; last reply: {rep}" for r, rep in deferred.items()})
             deferred = {}
-        due: list[tuple[float, str]] = []
-        if failed:
-            dsn_id = self._bounce(env, data, failed)
-            if dsn_id:
-                due.append((0.0, dsn_id))
-            state.bounced.update(failed)
-        delivered = sum(1 for r in replies.values() if r.ok)
-        if not deferred:
-            if not fresh:
-                self.spool.remove(env.id)
+        if deferred:
+            self._advance(state, str(next(iter(deferred.values()))))
+        dsn_id = new_id(self._worker, self._workers) if failed and self._bounces(env) else None
+        if dsn_id:  # reserved, so a retry request's scan cannot pick up the half-made file
+            self._messages[dsn_id] = _Entry(env, State(), busy=True)
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            None, self._record, entry, data, failed, bool(deferred), dsn_id)
+        if dsn_id:
+            del self._messages[dsn_id]
+        if outcome.dsn is not None:
+            self._add(_Entry(outcome.dsn, State()))
+        state.bounced.update(outcome.bounced)
+        if outcome.error:
+            log.error("queue_id=%s could not record its progress (%s); kept in memory",
+                      env.id, outcome.error)
+        if outcome.filed and entry.in_journal:
+            entry.in_journal, entry.data = False, None
+            self.spool.journal.done(env.id)
+        unsettled = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
+        if not unsettled:
+            self._finish(entry)
             log.info("queue_id=%s done: %d delivered, %d bounced, attempts=%d", env.id,
-                     delivered, len(failed), state.attempts + 1)
-            return due
-        state.attempts += 1
-        schedule = self._queue.retry_schedule
-        state.last_attempt = time.time()
-        state.next_attempt = state.last_attempt + schedule[min(state.attempts - 1,
-                                                               len(schedule) - 1)]
-        state.last_error = str(next(iter(deferred.values())))
-        if fresh:
-            self.spool.store_file(env, data)  # it must wait: give it a queue file of its own
-        self.spool.save_state(env.id, state)
-        due.append((state.next_attempt, env.id))
+                     len(state.delivered), len(state.bounced), state.attempts + 1)
+            return
+        if not deferred:  # the DSN could not be written: try these recipients again later
+            self._advance(state, outcome.error or "4.3.0 bounce not recorded")
+        if entry.in_journal:
+            entry.data = data  # no queue file yet: keep the bytes until one can be written
+        entry.due = state.next_attempt
+        heapq.heappush(self._schedule, (entry.due, env.id))
         log.info("queue_id=%s deferred: %d recipient(s), attempt %d, next in %d s: %s", env.id,
-                 len(deferred), state.attempts, state.next_attempt - time.time(),
+                 len(unsettled), state.attempts, state.next_attempt - time.time(),
                  state.last_error)
-        return due
 
-    def _bounce(self, env: Envelope, data: bytes, failed: dict[str, str]) -> str | None:
-        """Queue a DSN to the sender (durably, before the failure is recorded)."""
+    def _record(self, entry: _Entry, data: bytes, failed: dict[str, str], deferred: bool,
+                dsn_id: str | None) -> _Outcome:
+        """The blocking part: bounce, file, save state. Never raises (runs in a thread)."""
+        env = entry.env
+        out = _Outcome()
+        try:
+            if failed:
+                if dsn_id:
+                    out.dsn = self._write_dsn(env, data, failed, dsn_id)
+                out.bounced = failed  # only now: the DSN is durable
+            if deferred or (failed and not out.bounced):
+                if entry.in_journal:
+                    self.spool.store_file(env, data)  # it must wait: a queue file of its own
+                    out.filed = True
+                self.spool.save_state(env.id, _merged(entry.state, out.bounced))
+            elif not entry.in_journal:
+                self.spool.remove(env.id)
+        except OSError as exc:
+            out.error = exc.strerror or str(exc)
+        return out
+
+    def _bounces(self, env: Envelope) -> bool:
         if env.dsn or not env.mail_from:
-            log.info("queue_id=%s %d recipient(s) failed; no DSN for a null sender",
-                     env.id, len(failed))
-            return None
+            log.info("queue_id=%s recipient(s) failed; no DSN for a null sender", env.id)
+            return False
+        return True
+
+    def _write_dsn(self, env: Envelope, data: bytes, failed: dict[str, str],
+                   dsn_id: str) -> Envelope:
         dsn = build_dsn(env, data, failed, hostname=self._hostname,
                         remote_mta=self._upstream.host, template_dir=self._template_dir)
-        dsn_env = Envelope(id=new_id(self._worker, self._workers), mail_from="",
-                           rcpts=[env.mail_from], arrival=time.time(), dsn=True,
-                           smtputf8=env.smtputf8,
+        dsn_env = Envelope(id=dsn_id, mail_from="", rcpts=[env.mail_from], arrival=time.time(),
+                           dsn=True, smtputf8=env.smtputf8,
                            body="8BITMIME" if any(b > 127 for b in dsn) else "")
         self.spool.store_file(dsn_env, dsn)
         log.info("queue_id=%s %d recipient(s) failed; DSN queued as %s", env.id, len(failed),
-                 dsn_env.id)
-        return dsn_env.id
+                 dsn_id)
+        return dsn_env
 
-    async def _defer_after_bug(self, item: _Item) -> None:
-        if item.fresh:
-            assert item.data is not None
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.spool.store_file, item.env, item.data)
-            except OSError:
-                log.exception("queue_id=%s stays in the journal until restart", item.env.id)
-                return
-            self.spool.journal.done(item.env.id)
-        due = time.time() + self._queue.retry_schedule[0]
-        heapq.heappush(self._schedule, (due, item.env.id))
+    def _advance(self, state: State, reason: str) -> None:
+        """Count an attempt that left recipients waiting, and set the next by the schedule."""
+        schedule = self._queue.retry_schedule
+        state.attempts += 1
+        state.last_attempt = time.time()
+        state.next_attempt = state.last_attempt + schedule[min(state.attempts - 1,
+                                                               len(schedule) - 1)]
+        state.last_error = reason
+
+    def _retry_later(self, entry: _Entry, reason: str) -> None:
+        self._advance(entry.state, reason)
+        entry.due = entry.state.next_attempt
+        heapq.heappush(self._schedule, (entry.due, entry.env.id))
+
+    def _finish(self, entry: _Entry) -> None:
+        if entry.in_journal:
+            self.spool.journal.done(entry.env.id)
+        self._messages.pop(entry.env.id, None)
+
+
+def _merged(state: State, bounced: dict[str, str]) -> State:
+    return State(attempts=state.attempts, next_attempt=state.next_attempt,
+                 last_attempt=state.last_attempt, delivered=list(state.delivered),
+                 bounced={**state.bounced, **bounced}, last_error=state.last_error)

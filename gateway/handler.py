@@ -39,13 +39,16 @@ class RelayHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        ip = _peer_ip(session)
+        ip = peer_ip(session)
         company: CompanySettings | None = session.auth_data if session.authenticated else None
         if company is None and not self._policy.client_allowed(ip):
             if self._policy.auth_offered:
                 return "530 5.7.0 Authentication required"
             return "550 5.7.1 Relaying denied: this address may not send through this relay"
         sender = "" if address == "<>" else address
+        problem = _address_problem(sender, envelope.smtp_utf8)
+        if problem:
+            return problem
         if company is not None and sender and domain_of(sender) not in company.domains:
             return f"550 5.7.1 Sender domain {domain_of(sender)} does not belong to {company.id}"
         envelope.mail_from = address  # aiosmtpd needs it non-empty; "<>" is mapped in DATA
@@ -57,6 +60,9 @@ class RelayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        problem = _address_problem(address, envelope.smtp_utf8)
+        if problem:
+            return problem
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
@@ -67,7 +73,7 @@ class RelayHandler:
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
             rcpts=list(envelope.rcpt_tos),
             data=envelope.original_content,
-            peer_ip=_peer_ip(session),
+            peer_ip=peer_ip(session),
             helo=session.host_name or "unknown",
             protocol=_protocol(session),
             company=session.auth_data if session.authenticated else None,
@@ -91,9 +97,22 @@ class RelayHandler:
         return TEMPFAIL
 
 
-def _peer_ip(session: Any) -> str:
+def peer_ip(session: Any) -> str:
+    """The client's address, for policy checks and logs."""
     peer = session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+def _address_problem(address: str, smtputf8: bool) -> str | None:
+    """Non-ASCII addresses need SMTPUTF8 (RFC 6531 section 3.4); they could not be
+    relayed otherwise, and would wait in the queue for ever."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the client
+        return "553 5.1.3 Malformed address"
+    if not smtputf8 and not address.isascii():
+        return "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter"
+    return None
 
 
 def _protocol(session: Any) -> str:

@@ -76,9 +76,12 @@ class Journal:
         self._lock: asyncio.Lock | None = None
         self._dirty_done: set[_Segment] = set()
         self._done_task: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def append(self, env: Envelope, data: bytes) -> None:
         """Durably append one message; returns once an fsync covered it."""
+        if self._closed:
+            raise OSError("the spool is shutting down")
         if self._lock is None:
             self._lock = asyncio.Lock()
         seg = self._active
@@ -179,6 +182,7 @@ class Journal:
 
     def close(self) -> None:
         """On shutdown: make the last .done marks durable (no needless re-delivery)."""
+        self._closed = True
         if self._done_task is not None:
             self._done_task.cancel()
         for seg in self._dirty_done:
@@ -190,20 +194,22 @@ class Journal:
                 self._active.remove()
             else:
                 self._active.close()
+            self._active = None
         for seg in set(self._where.values()):
             seg.close()
 
 
-def segments(directory: Path, worker: int | None = None, workers: int = 1) -> list[Path]:
-    """Segment files, oldest first; those of ``worker`` when given."""
+def segments(directory: Path) -> list[Path]:
+    """Segment files, oldest first."""
     if not directory.is_dir():
         return []
-    found = []
-    for path in directory.glob("*.jnl"):
-        owner = int(path.name.split("-", 1)[0]) if path.name[:3].isdigit() else 0
-        if worker is None or owner % workers == worker:
-            found.append(path)
-    return sorted(found, key=lambda p: p.name.split("-", 1)[-1])
+    return sorted(directory.glob("*.jnl"), key=lambda p: p.name.split("-", 1)[-1])
+
+
+def segment_worker(path: Path) -> int:
+    """The index of the worker that wrote a segment (its name starts with it)."""
+    head = path.name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def read_segment(path: Path) -> Iterator[JournalRecord]:
@@ -226,7 +232,10 @@ def read_segment(path: Path) -> Iterator[JournalRecord]:
             data = f.read(length)
             if len(data) != length or f.read(1) != b"\n" or zlib.crc32(data) != crc:
                 return
-            env = Envelope.from_meta(meta)
+            try:
+                env = Envelope.from_meta(meta)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return
             if env.id not in done:
                 yield JournalRecord(env, data)
 

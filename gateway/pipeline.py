@@ -7,14 +7,15 @@ that the handler turns into the reply.  Nothing is answered 250 before
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
-from career_relay.errors import PolicyRejection, SmtpReplyError
+from career_relay.errors import PolicyRejection
 from career_relay.settings import CompanySettings, Settings
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
-from gateway.message import has_bare_newline, header_block, received_header, strip_relay_headers
+from gateway.message import header_block, received_header, strip_relay_headers
 from gateway.policy import foreign_from_domains
 from gateway.spool import Spool
 
@@ -47,7 +48,6 @@ class Pipeline:
 
     async def accept(self, sub: Submission) -> str:
         """Check, spool durably, hand to delivery; returns the queue id for the 250."""
-        _refuse_bare_newlines(sub.data)
         _check_sender(sub)
         data, _fields = strip_relay_headers(sub.data)
         env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
@@ -56,16 +56,15 @@ class Pipeline:
         out = received_header(helo=sub.helo, ip=sub.peer_ip,
                               hostname=self._settings.gateway.hostname,
                               protocol=sub.protocol, queue_id=env.id, rcpts=env.rcpts) + data
-        await self._spool.store(env, out)
+        try:
+            await self._spool.store(env, out)
+        except asyncio.CancelledError:
+            # The client went away before its 250: it still owns the message and
+            # will send it again, so this copy must not be delivered.
+            self._spool.journal.done(env.id)
+            raise
         self._delivery.submit(env, out)
         return env.id
-
-
-def _refuse_bare_newlines(data: bytes) -> None:
-    if has_bare_newline(data):
-        raise SmtpReplyError(
-            "Message refused: bare LF or CR in DATA; lines must end with CRLF "
-            "(RFC 5321 section 2.3.8)", code=554, status="5.6.0")
 
 
 def _check_sender(sub: Submission) -> None:

@@ -1,9 +1,9 @@
 """`career-relay queue list|retry|purge`: the operator's view of the spool.
 
-These work on the files while the gateway runs: a retry rewrites the
-message's next-attempt time and touches ``flush``, which the delivery
-worker looks for every second; a purge removes the files, and a worker that
-later finds them gone simply forgets the message.
+These work on the files while the gateway runs: a retry is a request that
+the worker owning the message reads within a second (it alone changes the
+message's state, so a request never races with a delivery); a purge removes
+the files, and a worker that later finds them gone forgets the message.
 """
 
 from __future__ import annotations
@@ -71,20 +71,13 @@ def _span(seconds: float) -> str:
 
 
 def retry(spool: Spool, queue_id: str | None) -> int:
-    """Make deferred messages due now; returns how many were changed."""
-    ids = [queue_id] if queue_id else list(spool.ids())
+    """Ask for deferred messages to be tried now; returns how many are deferred."""
     if queue_id and not spool.exists(queue_id):
         raise UserError(f"no message {queue_id} in the queue")
-    changed = 0
-    for qid in ids:
-        state = spool.load_state(qid)
-        if state.attempts == 0:
-            continue  # never tried yet: already due
-        state.next_attempt = 0.0
-        spool.save_state(qid, state)
-        changed += 1
-    spool.request_flush()
-    return changed
+    ids = [queue_id] if queue_id else list(spool.ids())
+    deferred = sum(1 for qid in ids if spool.load_state(qid).attempts > 0)
+    spool.request_retry([queue_id] if queue_id else ["*"])
+    return deferred
 
 
 def purge(spool: Spool, queue_id: str) -> None:

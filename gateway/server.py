@@ -2,8 +2,12 @@
 
 * AUTH is allowed without TLS only on loopback (SPEC 4); elsewhere the
   client must STARTTLS first (RFC 4954 section 4, ``538 5.7.11``).
-* AUTH PLAIN/LOGIN checks the argon2 hash in a thread: argon2 is slow on
-  purpose, and a slow check on the event loop would stall every session.
+* AUTH PLAIN/LOGIN checks the argon2 hash in a small thread pool of its
+  own: argon2 is slow and memory-hard on purpose, and neither the event
+  loop nor the spool's fsyncs may wait behind a flood of wrong passwords.
+* AUTH is refused (502) when it is not offered (``require_auth = false``).
+* On shutdown new transactions get 421, and the gateway waits for the
+  transactions in progress before it closes the sessions (``Sessions``).
 * DATA is read in large pieces up to each ``.<CRLF>`` instead of line by
   line: aiosmtpd's loop costs about a millisecond of CPU per 10 KB message,
   more than everything else the relay does.  The rules are aiosmtpd's:
@@ -21,13 +25,15 @@ import logging
 import re
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
-from gateway.handler import RelayHandler
+from gateway.handler import RelayHandler, peer_ip
+from gateway.message import has_bare_newline
 from gateway.policy import RelayPolicy
 
 log = logging.getLogger("career_relay.smtp")
@@ -44,16 +50,65 @@ _PLAIN_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9
                          re.DOTALL)
 
 
+# argon2 costs about 0.1 s and 64 MiB a check: at most two at a time.
+_AUTH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+_POLL = 0.05  # seconds between looks while waiting for transactions to finish
+_PROGRESS_CHECK = 5.0  # seconds between looks at a slow DATA transfer
+
+
+class Sessions:
+    """The open SMTP sessions of a worker, for a shutdown that loses nothing."""
+
+    def __init__(self) -> None:
+        self.open: set[RelaySMTP] = set()
+        self.closing = False
+
+    async def drain(self, timeout: float) -> None:
+        self.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s.in_transaction for s in self.open) and loop.time() < deadline:
+            await asyncio.sleep(_POLL)
+        for session in list(self.open):
+            if session.transport is not None:
+                session.transport.close()
+        while self.open and loop.time() < deadline + 1.0:
+            await asyncio.sleep(_POLL)  # let their handlers see the connection go
+
+
 class RelaySMTP(SMTP):
-    def __init__(self, handler: RelayHandler, policy: RelayPolicy, **kwargs: Any):
+    def __init__(self, handler: RelayHandler, policy: RelayPolicy, sessions: Sessions,
+                 **kwargs: Any):
         super().__init__(handler, **kwargs)
         self._policy = policy
+        self._sessions = sessions
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.envelope is not None and bool(self.envelope.mail_from)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._sessions.open.add(self)
         assert self.session is not None
         # Per connection: loopback clients may AUTH in the clear, others only after TLS.
         self._auth_require_tls = not _is_loopback(self.session.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sessions.open.discard(self)
+        super().connection_lost(exc)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        if self._sessions.closing:
+            await self.push("421 4.3.2 Service shutting down; please try again later")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self._policy.auth_offered:
+            await self.push("502 5.5.1 AUTH not available")
+            return
+        await super().smtp_AUTH(arg)
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
         # Called synchronously by aiosmtpd's auth_PLAIN/auth_LOGIN once the
@@ -107,12 +162,13 @@ class RelaySMTP(SMTP):
         try:
             while True:
                 try:
-                    piece = await reader.readuntil(b".\r\n")
+                    piece = await self._read_piece(reader)
                 except asyncio.LimitOverrunError as exc:
                     piece = await reader.readexactly(exc.consumed)
                 except asyncio.IncompleteReadError:
                     return b"", "421 4.4.2 Connection lost during DATA"
                 size += len(piece)
+                self._reset_timeout()  # the timeout is for an idle client, not a long one
                 if not limit or size <= limit:
                     pieces.append(piece)
                 joined = tail + piece if len(piece) < 5 else piece
@@ -128,28 +184,48 @@ class RelaySMTP(SMTP):
         if limit and size - 3 > limit:
             return b"", "552 5.3.4 Error: Too much mail data"
         raw = b"".join(pieces)[:-3]
+        if has_bare_newline(raw):
+            # RFC 5321 section 2.3.8: CR and LF only as a pair; anything else is
+            # how SMTP smuggling (CVE-2023-51764 and friends) hides a second message.
+            return b"", ("554 5.6.0 Message refused: bare LF or CR in DATA; lines must end "
+                         "with CRLF (RFC 5321 section 2.3.8)")
         if raw and max(map(len, raw.split(b"\r\n"))) > self.line_length_limit - 2:
             return b"", "500 5.5.2 Line too long (see RFC 5321 section 4.5.3.1.6)"
         # Undo dot-stuffing: the first dot of every line that starts with one.
         data = raw.replace(b"\r\n.", b"\r\n")
         return (data[1:] if data.startswith(b".") else data), None
 
+    async def _read_piece(self, reader: Any) -> bytes:
+        """The data up to the next ".<CRLF>", keeping the session alive while bytes flow.
+
+        aiosmtpd's idle timer is reset per command; a long DATA from a slow
+        client is not idle, so the timer is reset whenever the buffer grew.
+        """
+        seen = len(reader._buffer)
+        check = min(_PROGRESS_CHECK, self._timeout_duration / 2)
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                # cancellation aiosmtpd sends when the client disconnects.
+                async with asyncio.timeout(check):
+                    piece: bytes = await reader.readuntil(b".\r\n")
+                return piece
+            except TimeoutError:
+                if len(reader._buffer) != seen:
+                    seen = len(reader._buffer)
+                    self._reset_timeout()
+
     async def _verified(self, result: AuthResult) -> AuthResult:
         if not result.success or not isinstance(result.auth_data, LoginPassword):
             return result
         creds: LoginPassword = result.auth_data
         company = await self.loop.run_in_executor(
-            None, self._policy.authenticate, creds.login, creds.password)
+            _AUTH_POOL, self._policy.authenticate, creds.login, creds.password)
         if company is None:
-            assert self.session is not None
-            log.info("AUTH failed from %s", _peer_host(self.session.peer))
+            log.info("AUTH failed from %s", peer_ip(self.session))
             return AuthResult(success=False, handled=False,
                               message="535 5.7.8 Authentication credentials invalid")
         return AuthResult(success=True, auth_data=company)
-
-
-def _peer_host(peer: Any) -> str:
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
 def _is_loopback(peer: Any) -> bool:
@@ -182,7 +258,7 @@ def listening_socket(settings: Settings, *, reuse_port: bool) -> socket.socket:
 
 
 def protocol_factory(
-    settings: Settings, handler: RelayHandler, policy: RelayPolicy
+    settings: Settings, handler: RelayHandler, policy: RelayPolicy, sessions: Sessions
 ) -> Any:
     ctx = tls_context(settings)
 
@@ -190,6 +266,7 @@ def protocol_factory(
         return RelaySMTP(
             handler,
             policy,
+            sessions,
             hostname=settings.gateway.hostname,
             ident="career-relay",
             data_size_limit=settings.gateway.max_message_size,

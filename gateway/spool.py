@@ -7,7 +7,8 @@ Layout under ``queue.dir``::
     tmp/<id>            a queue file being written; removed on start-up
     queue/<id>          a message waiting for a retry: a header line, then its exact bytes
     state/<id>.json     its delivery state (attempts, next try, per-recipient results)
-    flush               touched by ``career-relay queue retry`` to ask for an early retry
+    retry-NNN           queue ids (or "*") that ``career-relay queue retry`` asks worker NNN
+                        to try now; the worker changes the state itself
 
 Fresh mail goes to the journal before the 250 (RFC 5321 section 6.1: the
 server MUST NOT lose a message it has accepted).  Most of it is delivered
@@ -27,7 +28,14 @@ from pathlib import Path
 
 from career_relay.errors import SpoolError, UserError
 from gateway.envelope import Envelope, State, owner
-from gateway.journal import Journal, JournalRecord, fsync_dir, read_segment, segments
+from gateway.journal import (
+    Journal,
+    JournalRecord,
+    fsync_dir,
+    read_segment,
+    segment_worker,
+    segments,
+)
 
 _MAGIC = b"CRQ1 "
 
@@ -39,7 +47,6 @@ class Spool:
         self.queue = self.root / "queue"
         self.state = self.root / "state"
         self.journal_dir = self.root / "journal"
-        self.flush_path = self.root / "flush"
         self.worker = worker
         self.workers = workers
         self.journal = Journal(self.journal_dir, worker)
@@ -49,24 +56,27 @@ class Spool:
         for d in (self.tmp, self.queue, self.state, self.journal_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def try_lock(self) -> bool:
+    def try_lock(self, worker: int | None = None) -> int | None:
         """Hold this worker's lock for the life of the process.
 
         Two processes delivering the same part of the spool would send mail
         twice, so a second gateway (or a restarted worker whose predecessor
         still runs) must wait for the first to be gone.
         """
-        fd = os.open(self.root / f"worker-{self.worker:03d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        index = self.worker if worker is None else worker
+        fd = os.open(self.root / f"worker-{index:03d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return False
-        self._lock_fd = fd  # released by unlock() or when the process exits
-        return True
+            return None
+        if worker is None:
+            self._lock_fd = fd  # released by unlock() or when the process exits
+        return fd
 
-    def unlock(self) -> None:
-        fd, self._lock_fd = self._lock_fd, None
+    def unlock(self, fd: int | None = None) -> None:
+        if fd is None:
+            fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)
 
@@ -79,10 +89,17 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"cannot write to the spool ({exc.strerror or exc})") from exc
 
-    def recover(self) -> int:
-        """Move what a stopped or crashed run left in this worker's journal to queue files."""
+    def recover(self, segments_of: list[int]) -> int:
+        """Move what stopped or crashed runs left in the journal to queue files.
+
+        ``segments_of`` names the workers whose segments to take: a worker its
+        own; the first worker, before it starts the others, every index it
+        finds, so that nothing is stranded when the number of workers changes.
+        """
         moved = 0
-        for path in segments(self.journal_dir, self.worker, self.workers):
+        for path in segments(self.journal_dir):
+            if segment_worker(path) not in segments_of:
+                continue
             for record in read_segment(path):
                 if not self.exists(record.env.id):
                     self._write_file(record.env, record.data)
@@ -91,9 +108,12 @@ class Spool:
             path.unlink()
             path.with_suffix(".done").unlink(missing_ok=True)
         for entry in self.tmp.iterdir():
-            if owner(entry.name.split(".", 1)[0], self.workers) == self.worker:
+            if owner(entry.name.split(".", 1)[0], self.workers) in segments_of:
                 entry.unlink(missing_ok=True)  # never answered 250: the client still has it
         return moved
+
+    def journal_workers(self) -> set[int]:
+        return {segment_worker(path) for path in segments(self.journal_dir)}
 
     def journal_records(self) -> Iterator[JournalRecord]:
         """Fresh mail of every worker still in the journal (for `queue list`)."""
@@ -179,18 +199,42 @@ class Spool:
     def exists(self, queue_id: str) -> bool:
         return (self.queue / queue_id).exists()
 
-    def request_flush(self) -> None:
-        self.flush_path.touch()
+    def request_retry(self, queue_ids: list[str]) -> None:
+        """Ask the running workers to try these messages now (all of them: ["*"]).
 
-    def take_flush_request(self) -> bool:
+        Only the worker that owns a message changes its state, so a request
+        never races with a delivery; appending a line is atomic (O_APPEND).
+        """
+        by_worker: dict[int, list[str]] = {}
+        for queue_id in queue_ids:
+            targets = range(self.workers) if queue_id == "*" else [owner(queue_id, self.workers)]
+            for worker in targets:
+                by_worker.setdefault(worker, []).append(queue_id)
+        for worker, ids in by_worker.items():
+            fd = os.open(self.root / f"retry-{worker:03d}", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                         0o600)
+            try:
+                os.write(fd, "".join(f"{i}\n" for i in ids).encode())
+            finally:
+                os.close(fd)
+
+    def take_retry_requests(self, worker: int) -> set[str]:
+        path = self.root / f"retry-{worker:03d}"
+        taken = path.with_name(path.name + ".taken")
         try:
-            self.flush_path.unlink()
+            os.rename(path, taken)  # requests appended from now on go to a new file
         except FileNotFoundError:
-            return False
-        return True
+            return set()
+        ids = set(taken.read_text(encoding="ascii", errors="replace").split())
+        taken.unlink()
+        return ids
 
 
 def _parse_header(line: bytes) -> Envelope:
+    """The envelope of a queue file; ValueError for anything that is not one."""
     if not line.startswith(_MAGIC):
         raise ValueError("not a spool file")
-    return Envelope.from_meta(json.loads(line[len(_MAGIC):]))
+    try:
+        return Envelope.from_meta(json.loads(line[len(_MAGIC):]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"damaged spool header: {exc!r}") from None
