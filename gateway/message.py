@@ -42,20 +42,19 @@ def strip_relay_headers(data: bytes) -> tuple[bytes, dict[str, str]]:
         return data, {}
     kept: list[bytes] = []
     found: dict[str, str] = {}
-    dropping = False
+    current = ""  # the X-Career-Relay* field being removed, while it continues
     for line in head.split(b"\r\n")[:-1]:
         if line[:1] in (b" ", b"\t"):  # a folded continuation (RFC 5322 2.2.3)
-            if dropping:
-                last = next(reversed(found))
-                found[last] += " " + line.strip().decode("utf-8", "replace")
+            if current:
+                found[current] += " " + line.strip().decode("utf-8", "replace")
             else:
                 kept.append(line)
             continue
-        dropping = bool(_RELAY_FIELD.match(line))
-        if dropping:
+        current = ""
+        if _RELAY_FIELD.match(line):
             name, _, value = line.partition(b":")
-            found[name.strip().decode("ascii", "replace").lower()] = value.strip().decode(
-                "utf-8", "replace")
+            current = name.strip().decode("ascii", "replace").lower()
+            found[current] = value.strip().decode("utf-8", "replace")
         else:
             kept.append(line)
     new_head = b"".join(line + b"\r\n" for line in kept)

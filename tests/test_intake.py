@@ -361,3 +361,14 @@ def test_full_disk_gets_451_and_the_spool_stays_usable(make_config: ConfigMaker,
             gw.stop()
     finally:
         subprocess.run(["umount", str(spool)], check=True)
+
+
+def test_relay_fields_are_read_with_their_continuations() -> None:
+    from gateway.message import strip_relay_headers
+
+    data = crlf("X-Career-Relay-Job: backend\nX-Career-Relay-Stage: first\nSubject: s\n"
+                "X-Career-Relay-Job: platform\n engineer\nTo: a@example.net\n\nbody\n")
+    stripped, fields = strip_relay_headers(data)
+    assert stripped == crlf("Subject: s\nTo: a@example.net\n\nbody\n")
+    assert fields == {"x-career-relay-job": "platform engineer",
+                      "x-career-relay-stage": "first"}
