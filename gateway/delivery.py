@@ -274,7 +274,7 @@ class Delivery:
                 if dsn_id:
                     out.dsn = self._write_dsn(env, data, failed, dsn_id)
                 out.bounced = failed  # only now: the DSN is durable
-            if deferred or (failed and not out.bounced):
+            if deferred:
                 if entry.in_journal:
                     self.spool.store_file(env, data)  # it must wait: a queue file of its own
                     out.filed = True

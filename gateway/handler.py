@@ -7,8 +7,9 @@ retries (never aiosmtpd's default ``500 Error: (...)`` with our internals).
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from career_relay.errors import SmtpReplyError
 from career_relay.settings import CompanySettings
@@ -22,6 +23,13 @@ TEMPFAIL = "451 4.3.0 Temporary failure; please try again later"
 
 
 class RelayHandler:
+    # aiosmtpd looks for handle_* and auth_* on the handler with dir() for
+    # every connection; the names are fixed, so they are listed once.
+    _HOOK_NAMES: ClassVar[list[str]] = []
+
+    def __dir__(self) -> list[str]:
+        return self._HOOK_NAMES
+
     def __init__(self, pipeline: Pipeline, policy: RelayPolicy, *, require_auth: bool):
         self._pipeline = pipeline
         self._policy = policy
@@ -95,6 +103,13 @@ class RelayHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)
         return TEMPFAIL
+
+
+RelayHandler._HOOK_NAMES = [n for n in vars(RelayHandler) if n.startswith(("handle_", "auth_"))]
+# aiosmtpd inspects handle_EHLO's signature for every connection (to tell its
+# old and new forms apart); a function's __signature__ is what inspect reuses.
+RelayHandler.handle_EHLO.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    RelayHandler.handle_EHLO)
 
 
 def peer_ip(session: Any) -> str:
