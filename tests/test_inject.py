@@ -1,0 +1,222 @@
+"""MIME splicing: the link goes in, nothing else changes (SPEC 5, DESIGN decision 2)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import quopri
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from gateway import inject as inj
+from gateway.inject import NotInjectable, Replacement, inject, marked_parts
+from tests.conftest import crlf
+
+URL = "https://consent.example/c/AbC-123_xyz"
+REPL = Replacement(
+    text=URL,
+    html_attr=URL,
+    html_text=f'<a href="{URL}">{URL}</a>',
+    text_block=f"ご希望の方はこちら:\n{URL}",
+    html_block=f'<div><p>ご希望の方は<a href="{URL}">こちら</a></p></div>',
+)
+M = "[[CAREER_RELAY_LINK]]"
+
+
+def parts(data: bytes) -> list[email.message.EmailMessage]:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    return [p for p in msg.walk() if not p.is_multipart()]  # type: ignore[misc]
+
+
+def text_of(part: email.message.EmailMessage) -> str:
+    content = part.get_content()
+    return content if isinstance(content, str) else content.decode()
+
+
+def unchanged_outside(before: bytes, after: bytes, start: bytes, end: bytes) -> None:
+    """Everything before ``start`` and after ``end`` (first/last occurrences) is identical."""
+    i, j = before.index(start), before.rindex(end)
+    assert after.startswith(before[:i])
+    assert after.endswith(before[j:])
+
+
+def test_plain_utf8_marker_becomes_the_url_on_its_own_line() -> None:
+    msg = crlf(f"Subject: x\nContent-Type: text/plain; charset=utf-8\n\n"
+               f"田中様\nご登録はこちら {M} からどうぞ。\n以上\n")
+    out = inject(msg, REPL, append=False)
+    assert out == msg.replace(f" {M} ".encode(), f" \r\n{URL}\r\n ".encode())
+
+
+def test_marker_alone_on_its_line_adds_no_blank_lines() -> None:
+    msg = crlf(f"Content-Type: text/plain\n\nline\n{M}\nend\n")
+    assert inject(msg, REPL, append=False) == msg.replace(M.encode(), URL.encode())
+
+
+def test_iso_2022_jp_with_cp50220_characters_is_spliced_without_decoding() -> None:
+    # ① (NEC row 13) in ISO-2022-JP: Python's codec cannot decode it; Outlook sends it.
+    jis = b"\x1b$B$3$s$K$A$O\x1b(B\r\n\x1b$B-!\x1b(B " + M.encode() + b"\r\n"
+    msg = b"Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\n" + jis
+    out = inject(msg, REPL, append=False)
+    assert out == msg.replace(b" " + M.encode(), b" \r\n" + URL.encode())
+
+
+def test_iso_2022_jp_kanji_bytes_never_match_the_marker() -> None:
+    # In kanji state, "[[" would be two ideographs: not a marker.
+    body = b"\x1b$B" + M.encode() + b"\x1b(B\r\n"
+    msg = b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n" + body
+    assert marked_parts(msg) == 0
+    with pytest.raises(NotInjectable):
+        inject(msg, REPL, append=False)
+
+
+def test_shift_jis_trail_bytes_are_not_a_marker() -> None:
+    # 0x83 0x5B is カ's neighbour "ー"... a lead byte followed by "[": one character.
+    tricky = "ー".encode("cp932")
+    assert tricky[1:] == b"["
+    body = tricky + b"[CAREER_RELAY_LINK]]\r\n" + "本当の".encode("cp932") + M.encode() + b"\r\n"
+    msg = b"Content-Type: text/plain; charset=Shift_JIS\r\n\r\n" + body
+    out = inject(msg, REPL, append=False)
+    assert out.count(URL.encode()) == 1
+    assert out.startswith(msg[:msg.index(b"\r\n\r\n") + 4] + tricky + b"[CAREER_RELAY_LINK]]")
+
+
+def test_quoted_printable_marker_split_by_a_soft_break() -> None:
+    qp = b"Hello =E7=94=B0=E4=B8=AD=E6=A7=98\r\nPlease see [[CAREER_=\r\nRELAY_LINK]] soon.\r\n"
+    msg = (b"Content-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp)
+    out = inject(msg, REPL, append=False)
+    (part,) = parts(out)
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    text = text_of(part)
+    assert f"\n{URL}\n" in text.replace("\r\n", "\n") and "田中様" in text
+    assert M not in text
+    assert max(len(line) for line in out.split(b"\r\n")) <= 76
+
+
+def test_base64_html_marker_in_href_and_in_text() -> None:
+    html = (f'<html><body><p><a href="{M}">登録</a></p><p>{M}</p></body></html>\r\n'
+            ).encode()
+    msg = (b"Content-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(html).replace(b"\n", b"\r\n"))
+    out = inject(msg, REPL, append=False)
+    (part,) = parts(out)
+    assert part["Content-Transfer-Encoding"] == "base64"
+    text = text_of(part)
+    assert f'<a href="{URL}">登録</a>' in text
+    assert f'<p><a href="{URL}">{URL}</a></p>' in text
+
+
+def test_url_encoded_marker_in_href() -> None:
+    msg = crlf('Content-Type: text/html\n\n<a href="%5B%5BCAREER_RELAY_LINK%5D%5D">x</a>\n'
+               )
+    assert inject(msg, REPL, append=False) == msg.replace(
+        b"%5B%5BCAREER_RELAY_LINK%5D%5D", URL.encode())
+
+
+def test_multipart_alternative_changes_only_the_text_parts() -> None:
+    msg = crlf(
+        'From: hr@acme.example\nMIME-Version: 1.0\n'
+        'Content-Type: multipart/mixed; boundary="outer"\n\npreamble\n--outer\n'
+        'Content-Type: multipart/alternative; boundary="inner"\n\n--inner\n'
+        f'Content-Type: text/plain; charset=utf-8\n\ntext {M}\n--inner\n'
+        f'Content-Type: text/html; charset=utf-8\n\n<p>{M}</p>\n--inner--\n--outer\n'
+        'Content-Type: application/pdf\nContent-Disposition: attachment; filename="a.pdf"\n'
+        'Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--outer\n'
+        f'Content-Type: text/plain\nContent-Disposition: attachment\n\nnot this {M}\n'
+        '--outer--\nepilogue\n')
+    out = inject(msg, REPL, append=False)
+    unchanged_outside(msg, out, b"text [[", b"</p>")
+    assert out.count(URL.encode()) == 3  # text line, and href + text of the html anchor
+    assert f"not this {M}".encode() in out  # the attachment kept its marker
+    assert b"JVBERi0xLjQK" in out and out.endswith(b"--outer--\r\nepilogue\r\n")
+    assert len(parts(out)) == 4
+
+
+def test_header_only_appends_blocks_to_both_alternatives() -> None:
+    msg = crlf(
+        'Content-Type: multipart/alternative; boundary="b"\n\n--b\n'
+        'Content-Type: text/plain; charset=iso-2022-jp\nContent-Transfer-Encoding: 7bit\n\n'
+        ) + "お祈り申し上げます。\r\n".encode("iso2022_jp") + crlf(
+        '--b\nContent-Type: text/html; charset=utf-8\n\n'
+        '<html><body><p>お祈り</p><!--[if mso]><p>x</p><![endif]--></BODY ></html>\n--b--\n'
+        )
+    out = inject(msg, REPL, append=True)
+    plain, html = parts(out)
+    assert plain.get_content_charset() == "iso-2022-jp"
+    assert URL in text_of(plain) and "ご希望の方はこちら" in text_of(plain)
+    html_text = text_of(html)
+    assert html_text.index("ご希望の方は") < html_text.index("</BODY >")
+    assert "<!--[if mso]><p>x</p><![endif]-->" in html_text
+
+
+def test_block_in_a_charset_that_cannot_hold_it_becomes_utf8() -> None:
+    msg = crlf("Content-Type: text/plain; charset=us-ascii\n\nWe regret to inform you.\n"
+               )
+    out = inject(msg, REPL, append=True)
+    (part,) = parts(out)
+    assert part.get_content_charset() == "utf-8"
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert "We regret to inform you." in text_of(part) and URL in text_of(part)
+
+
+def test_html_without_body_end_gets_the_block_at_the_end() -> None:
+    msg = crlf("Content-Type: text/html; charset=us-ascii\n\n<p>Sorry</p>\n")
+    out = inject(msg, REPL, append=True)
+    assert out.startswith(msg)  # only appended; the Japanese became numeric references
+    assert out.isascii() and URL.encode() in out
+
+
+@pytest.mark.parametrize("ctype", ["multipart/signed", "multipart/encrypted"])
+def test_signed_or_encrypted_messages_are_never_touched(ctype: str) -> None:
+    msg = crlf(f'Content-Type: {ctype}; boundary="s"\n\n--s\nContent-Type: text/plain\n\n'
+               f'{M}\n--s\nContent-Type: application/pgp-signature\n\nsig\n--s--\n')
+    with pytest.raises(NotInjectable):
+        inject(msg, REPL, append=False)
+
+
+def test_attached_message_is_not_touched() -> None:
+    msg = crlf('Content-Type: multipart/mixed; boundary="m"\n\n--m\n'
+               'Content-Type: text/plain\n\nhello\n--m\nContent-Type: message/rfc822\n\n'
+               f'Subject: old\n\n{M}\n--m--\n')
+    with pytest.raises(NotInjectable):
+        inject(msg, REPL, append=False)
+
+
+def test_a_long_line_is_reencoded_to_stay_within_998_octets() -> None:
+    line = "x" * 990 + M
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{line}\n")
+    out = inject(msg, REPL, append=False)
+    assert max(len(x) for x in out.split(b"\r\n")) <= 998
+    (part,) = parts(out)
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert URL in text_of(part)
+
+
+def test_format_flowed_keeps_the_url_off_the_previous_paragraph() -> None:
+    msg = crlf(f"Content-Type: text/plain; format=flowed\n\nsee the link \n{M}\n")
+    out = inject(msg, REPL, append=False)
+    assert f"see the link \r\n\r\n{URL}\r\n".encode() in out
+
+
+def test_unmarked_corpus_messages_have_no_marker() -> None:
+    corpus = sorted((Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data")
+                    .glob("msg_*.txt"))
+    mapped = 0
+    for path in corpus:
+        data = crlf(path.read_bytes())
+        try:
+            found = marked_parts(data)
+        except (NotInjectable, ValueError):
+            continue  # malformed on purpose in the corpus: never injected, relayed as is
+        assert found == 0, path
+        mapped += 1
+    assert mapped >= 40  # the MIME map copes with nearly all of the real-world corpus
+
+
+def test_qp_round_trip_helper_keeps_crlf() -> None:
+    raw = "行1\r\n行2 \r\n".encode()
+    encoded = inj._encode_cte(raw, "quoted-printable", trailing=True)
+    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
