@@ -1,0 +1,293 @@
+"""The ledger: SQLite, its schema as named migrations, and the only SQL in the core.
+
+This is its first shape (issue 3): ``offers``, one per outside recipient of a
+rejection, and ``daily_counts``, the per-company daily counters the report
+needs (SPEC 8).  The rules, the hash chain and the credits come later
+(issue 5) as further migrations appended to ``MIGRATIONS``; a migration that
+has shipped is never edited.
+
+Append-only in spirit: an offer row is written once and never updated;
+what happens to it later (views, decisions, forwards) will be rows of their
+own that reference it.  The counters are aggregates (how many, never who) and
+are incremented in place.
+
+Personal data: ``offers.recipient`` is the candidate's address, stored as
+given because the consent page pre-fills it.  Retention (SPEC 9) will erase it
+from offers whose link expired undecided, keeping a keyed hash; nothing here
+may depend on it staying.
+
+Concurrency: the gateway may run several processes on one ledger.  WAL lets
+readers run beside the writer; every write is one ``BEGIN IMMEDIATE``
+transaction (the write lock is taken up front, so two writers queue on the
+busy timeout instead of failing to upgrade a read lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("career_relay.ledger")
+
+CounterKind = Literal["rejections", "not_injected", "unmarked_rejections"]
+COUNTER_KINDS: tuple[str, ...] = get_args(CounterKind)
+
+Clock = Callable[[], dt.datetime]
+_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+@MIGRATIONS(name="0001_offers")
+def _offers(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE offers (
+            id TEXT PRIMARY KEY,           -- opaque random id, the only thing in a link's token
+            company TEXT NOT NULL,         -- companies.id from the configuration
+            message_id TEXT NOT NULL,      -- the rejection's Message-ID header
+            recipient TEXT NOT NULL,       -- envelope recipient: personal data (SPEC 9)
+            created TEXT NOT NULL,         -- UTC, YYYY-MM-DDTHH:MM:SSZ
+            job TEXT,                      -- X-Career-Relay-Job
+            channel TEXT,                  -- X-Career-Relay-Channel
+            stage TEXT,                    -- X-Career-Relay-Stage
+            UNIQUE (message_id, recipient)
+        )
+        """
+    )
+    db.execute("CREATE INDEX offers_company_created ON offers (company, created)")
+
+
+@MIGRATIONS(name="0002_daily_counts")
+def _daily_counts(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE daily_counts (
+            company TEXT NOT NULL,
+            day TEXT NOT NULL,                               -- UTC date, YYYY-MM-DD
+            rejections INTEGER NOT NULL DEFAULT 0,           -- rejection emails that passed
+            not_injected INTEGER NOT NULL DEFAULT 0,         -- relayed without a link
+            unmarked_rejections INTEGER NOT NULL DEFAULT 0,  -- classifier hits, no marker
+            PRIMARY KEY (company, day)
+        )
+        """
+    )
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    company: str
+    message_id: str
+    recipient: str
+    created: dt.datetime
+    job: str | None = None
+    channel: str | None = None
+    stage: str | None = None
+
+
+def new_offer_id() -> str:
+    """96 random bits, URL-safe (16 characters): unguessable, and short enough for a link."""
+    return secrets.token_urlsafe(12)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_stamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+class Ledger:
+    """One connection to the ledger.  Safe to share between threads (calls are serialised)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = _utcnow,
+        new_id: Callable[[], str] = new_offer_id,
+    ) -> None:
+        self.db = db
+        self._clock = clock
+        self._new_id = new_id
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        with self._lock, _immediate(self.db.conn) as conn:
+            yield conn
+
+    def record_offer(
+        self,
+        company: str,
+        message_id: str,
+        recipient: str,
+        job: str | None = None,
+        channel: str | None = None,
+        stage: str | None = None,
+    ) -> Offer:
+        """The offer for (``message_id``, ``recipient``), created on the first call only.
+
+        A retried submission (same Message-ID, same recipient) gets the offer
+        made the first time, with its id, so its link is the same and no second
+        offer exists, even when two processes race.
+        """
+        if not (company and message_id and recipient):
+            raise ValueError("an offer needs a company, a Message-ID and a recipient")
+        created = _stamp(self._clock())
+        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
+                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (message_id, recipient) DO NOTHING",
+                row,
+            )
+            found = conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE message_id = ? AND recipient = ?",
+                (message_id, recipient),
+            ).fetchone()
+        return _offer(found)
+
+    def offer(self, offer_id: str) -> Offer | None:
+        with self._lock:
+            found = self.db.conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE id = ?", (offer_id,)
+            ).fetchone()
+        return None if found is None else _offer(found)
+
+    def count(self, company: str, kind: CounterKind, day: dt.date | None = None) -> int:
+        """Add one to ``kind`` for ``company`` on ``day`` (UTC today by default); the new total."""
+        if kind not in COUNTER_KINDS:
+            raise ValueError(f"unknown counter {kind!r}; one of {', '.join(COUNTER_KINDS)}")
+        if isinstance(day, dt.datetime):  # a moment, not a day: take its UTC date
+            day = day.astimezone(dt.UTC).date()
+        when = (day or self._clock().astimezone(dt.UTC).date()).isoformat()
+        # ``kind`` is one of the column names above, never caller text.
+        with self._write() as conn:
+            (total,) = conn.execute(
+                f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, 1)"
+                f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + 1"
+                f" RETURNING {kind}",
+                (company, when),
+            ).fetchone()
+        return int(total)
+
+    def counts(self, company: str, day: dt.date) -> dict[str, int]:
+        """Every counter of ``company`` on ``day`` (zeros when nothing was counted)."""
+        with self._lock:
+            found = self.db.conn.execute(
+                f"SELECT {', '.join(COUNTER_KINDS)} FROM daily_counts"
+                " WHERE company = ? AND day = ?",
+                (company, day.isoformat()),
+            ).fetchone()
+        return dict(zip(COUNTER_KINDS, found or (0,) * len(COUNTER_KINDS), strict=True))
+
+    def save_copy(self, out: str | Path) -> None:
+        """Write a compact, self-contained copy to ``out`` (which must not exist): one file in
+        rollback-journal mode, with no ``-wal`` beside it, fit to commit or send."""
+        with self._lock:
+            self.db.conn.execute("VACUUM INTO ?", (str(out),))
+        with contextlib.closing(sqlite3.connect(str(out))) as copy:
+            copy.execute("PRAGMA journal_mode = DELETE")
+
+
+_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage"
+
+
+def _offer(row: Any) -> Offer:
+    oid, company, message_id, recipient, created, job, channel, stage = row
+    return Offer(oid, company, message_id, recipient, _parse_stamp(created), job, channel, stage)
+
+
+def open_ledger(
+    path: str | Path,
+    *,
+    clock: Clock = _utcnow,
+    new_id: Callable[[], str] = new_offer_id,
+) -> Ledger:
+    """Open (creating if needed) the ledger at ``path`` and apply pending migrations."""
+    conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    try:
+        db = Database(conn, recursive_triggers=False, execute_plugins=False)
+        # Both PRAGMAs are per connection and do nothing inside a transaction: set them first.
+        conn.execute("PRAGMA foreign_keys = ON")
+        _enable_wal(conn)
+        _migrate(db)
+    except BaseException:
+        conn.close()
+        raise
+    return Ledger(db, clock=clock, new_id=new_id)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch a ledger to WAL (a lasting property of the file; a no-op when already so).
+
+    SQLite answers "database is locked" at once, without waiting on the busy
+    timeout, when another connection holds the file while the mode changes:
+    this happens when several processes open a new ledger together, so retry.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            if str(mode).lower() == "wal":
+                return
+            raise sqlite3.OperationalError(f"the ledger cannot use WAL (journal mode {mode})")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _migrate(db: Database) -> None:
+    """Apply pending migrations under the write lock, so two processes starting together
+    on a new file do not both try to create the same tables."""
+    if not MIGRATIONS.pending(db):
+        return
+    with _immediate(db.conn):
+        # Inside our transaction sqlite-utils nests each migration in a savepoint
+        # and re-reads what is pending, now that no other writer can interleave.
+        MIGRATIONS.apply(db)
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (if the error left a
+    transaction to roll back: some, such as a full disk, end it themselves)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

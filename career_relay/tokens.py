@@ -1,0 +1,152 @@
+"""Consent-link tokens: a signed, timed, opaque offer id (SPEC 5, DESIGN house style 5).
+
+A link is ``{site.public_url}/c/{token}``.  The token is an itsdangerous
+``URLSafeTimedSerializer`` dump of one random offer id and nothing else: no
+address, no name, no company, so a forwarded or leaked link tells nobody who
+it was sent to.  It is signed with HMAC-SHA256 under a salt used for nothing
+else, so a signature made for another purpose with the same keys never opens
+a consent page.
+
+Rotation: ``secrets.signing_keys`` is newest first.  The newest key signs;
+every key in the list verifies, so links already in mailboxes keep working
+after a new key is prepended, and stop working when their key is removed.
+itsdangerous wants its key list the other way round (oldest to newest, the
+last one signs), hence the ``reversed`` below.
+
+The token alphabet is base64url plus ``.``: RFC 3986 "unreserved" characters
+only, so the token is one path segment that never needs percent-encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+
+from career_relay.errors import CareerRelayError, ConfigError
+from career_relay.settings_table import Settings
+
+SALT = "career-relay/consent-link"
+
+#: What an offer id may look like (the ledger makes them with ``secrets.token_urlsafe``).
+#: Checked on the way in and the way out, so nothing else can ride in a token.
+OFFER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+#: Every character a token can contain: RFC 3986 unreserved, no escaping needed.
+TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+
+_SECONDS_PER_DAY = 86400
+
+
+class TokenError(CareerRelayError):
+    """A consent-link token cannot be used."""
+
+
+class TokenInvalid(TokenError):
+    """Not a token we signed (tampered, truncated, another key or purpose): the site answers 404."""
+
+
+class TokenExpired(TokenError):
+    """A genuine token older than ``link_max_age_days``: the site answers 410.
+
+    ``offer_id`` is the id it carried (its signature was valid), so the page can
+    say which offer lapsed without trusting anything unsigned.
+    """
+
+    def __init__(self, message: str, offer_id: str | None = None) -> None:
+        super().__init__(message)
+        self.offer_id = offer_id
+
+
+class _ClockedSigner(TimestampSigner):
+    """A ``TimestampSigner`` whose clock is injected, so tests freeze time instead of sleeping."""
+
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock())
+
+
+class LinkSigner:
+    """Makes and opens consent-link tokens.
+
+    ``keys`` is ``secrets.signing_keys`` (newest first); ``max_age_days`` is
+    ``site.link_max_age_days``; ``clock`` returns seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        max_age_days: int,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(keys, str) or not keys or not all(keys):
+            raise ConfigError(
+                "secrets.signing_keys is empty: consent links cannot be signed "
+                "(set CAREER_RELAY_SECRETS_SIGNING_KEYS or run `career-relay init`)"
+            )
+        if max_age_days < 1:
+            raise ConfigError(f"site.link_max_age_days must be at least 1, not {max_age_days}")
+        self.max_age = max_age_days * _SECONDS_PER_DAY
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(keys)),
+            salt=SALT,
+            signer=_ClockedSigner,
+            signer_kwargs={"digest_method": hashlib.sha256, "clock": clock},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LinkSigner:
+        return cls(settings.secrets.signing_keys, settings.site.link_max_age_days)
+
+    def __repr__(self) -> str:
+        return f"LinkSigner(keys=<masked>, max_age={self.max_age})"
+
+    def token(self, offer_id: str) -> str:
+        """Sign ``offer_id`` (an opaque random id, never personal data) with the newest key."""
+        if not OFFER_ID.fullmatch(offer_id):
+            raise ValueError("a token carries only an opaque offer id (URL-safe, 8-64 chars)")
+        return str(self._serializer.dumps(offer_id))
+
+    def offer_id(self, token: str) -> str:
+        """The offer id inside ``token``; ``TokenInvalid`` or ``TokenExpired`` otherwise."""
+        if not TOKEN.fullmatch(token):
+            raise TokenInvalid("not a consent-link token")
+        try:
+            payload = self._serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired as exc:
+            # Raised only after the signature checked out, so the payload is ours.
+            raise TokenExpired("consent link expired", self._expired_offer_id(exc)) from None
+        except BadData:
+            raise TokenInvalid("consent link not valid") from None
+        offer_id = _offer_id_or_none(payload)
+        if offer_id is None:
+            raise TokenInvalid("consent link carries no offer id")
+        return offer_id
+
+    def _expired_offer_id(self, exc: SignatureExpired) -> str | None:
+        if not isinstance(exc.payload, bytes):
+            return None
+        try:
+            return _offer_id_or_none(self._serializer.load_payload(exc.payload))
+        except BadData:
+            return None
+
+
+def _offer_id_or_none(payload: object) -> str | None:
+    if isinstance(payload, str) and OFFER_ID.fullmatch(payload):
+        return payload
+    return None
+
+
+def link(public_url: str, token: str) -> str:
+    """``{public_url}/c/{token}``: the token is already a single URL-safe path segment."""
+    if not TOKEN.fullmatch(token):
+        raise ValueError("not a consent-link token")
+    return f"{public_url.rstrip('/')}/c/{token}"

@@ -1,0 +1,261 @@
+"""The ledger's first tables (issue 3): migrations, idempotent offers, counters, the example."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from career_relay.example_ledger import generate
+from career_relay.ledger import MIGRATIONS, Ledger, open_ledger
+from career_relay.tokens import OFFER_ID
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "ledger.db.example"
+NOON = dt.datetime(2026, 4, 1, 3, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with open_ledger(tmp_path / "ledger.db", clock=lambda: NOON) as opened:
+        yield opened
+
+
+def _schema(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
+
+
+def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table; when a migration ran is the one thing allowed to differ."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        found = {}
+        for table in tables:
+            columns = "migration_set, name" if table == "_sqlite_migrations" else "*"
+            found[table] = sorted(conn.execute(f'SELECT {columns} FROM "{table}"').fetchall())
+        return found
+
+
+# Migrations
+
+
+def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
+    with open_ledger(tmp_path / "l.db") as ledger:
+        applied = [m.name for m in MIGRATIONS.applied(ledger.db)]
+        assert applied == ["0001_offers", "0002_daily_counts"]
+        assert MIGRATIONS.pending(ledger.db) == []
+        assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_reopening_migrates_nothing_and_keeps_the_rows(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with open_ledger(path) as ledger:
+        offer = ledger.record_offer("acme", "<m@acme.example>", "taro@example.jp")
+        first = MIGRATIONS.applied(ledger.db)
+    schema = _schema(path)
+    for _ in range(3):
+        with open_ledger(path) as ledger:
+            assert MIGRATIONS.applied(ledger.db) == first
+            assert ledger.offer(offer.id) == offer
+    assert _schema(path) == schema
+
+
+# Offers
+
+
+def test_record_offer_stores_what_it_was_given(ledger: Ledger) -> None:
+    offer = ledger.record_offer(
+        "acme", "<r1@acme.example>", "Taro.Yamada@Example.JP", "経理", "求人媒体", "一次面接"
+    )
+    assert OFFER_ID.fullmatch(offer.id) and len(offer.id) == 16
+    assert (offer.company, offer.message_id, offer.recipient) == (
+        "acme", "<r1@acme.example>", "Taro.Yamada@Example.JP",
+    )
+    assert (offer.job, offer.channel, offer.stage) == ("経理", "求人媒体", "一次面接")
+    assert offer.created == NOON
+    assert ledger.offer(offer.id) == offer
+    assert ledger.offer("no-such-offer-id") is None
+
+
+def test_record_offer_is_idempotent_per_message_id_and_recipient(ledger: Ledger) -> None:
+    first = ledger.record_offer("acme", "<r1@acme.example>", "taro@example.jp", job="経理")
+    again = ledger.record_offer("acme", "<r1@acme.example>", "taro@example.jp", job="営業")
+    assert again == first  # same id, and nothing was updated in place
+    other_recipient = ledger.record_offer("acme", "<r1@acme.example>", "hanako@example.jp")
+    other_message = ledger.record_offer("acme", "<r2@acme.example>", "taro@example.jp")
+    assert len({first.id, other_recipient.id, other_message.id}) == 3
+    (total,) = ledger.db.conn.execute("SELECT count(*) FROM offers").fetchone()
+    assert total == 3
+
+
+def test_an_offer_needs_its_keys(ledger: Ledger) -> None:
+    for args in (("", "<m@a>", "x@y"), ("acme", "", "x@y"), ("acme", "<m@a>", "")):
+        with pytest.raises(ValueError):
+            ledger.record_offer(*args)
+
+
+def test_a_failed_write_leaves_no_transaction_open(tmp_path: Path) -> None:
+    ids = iter(["same-id-twice-00", "same-id-twice-00", "a-third-id-00000"])
+    with open_ledger(tmp_path / "l.db", new_id=lambda: next(ids)) as ledger:
+        ledger.record_offer("acme", "<m1@a>", "x@example.jp")
+        with pytest.raises(sqlite3.IntegrityError):  # an id collision is never silent
+            ledger.record_offer("acme", "<m2@a>", "x@example.jp")
+        assert not ledger.db.conn.in_transaction
+        assert ledger.record_offer("acme", "<m2@a>", "x@example.jp").id == "a-third-id-00000"
+
+
+def test_threads_sharing_one_ledger(ledger: Ledger) -> None:
+    results: list[str] = []
+
+    def work() -> None:
+        for i in range(30):
+            results.append(ledger.record_offer("acme", f"<m{i}@a>", "x@example.jp").id)
+            ledger.count("acme", "rejections")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 30
+    assert ledger.counts("acme", NOON.date())["rejections"] == 120
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from career_relay.ledger import open_ledger
+
+    path, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    with open_ledger(path) as ledger:  # a new file: the processes race on the migrations too
+        ids = []
+        for i in range(n):
+            ids.append(ledger.record_offer("acme", f"<m{i}@acme.example>", "taro@example.jp").id)
+            ledger.count("acme", "rejections")
+    print(json.dumps(ids), flush=True)
+    """
+)
+
+
+def test_processes_racing_on_one_recipient_make_one_offer(tmp_path: Path) -> None:
+    path, go, n, workers = tmp_path / "ledger.db", tmp_path / "go", 25, 6
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(path), str(go), str(n)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stderr is not None
+            if child.stdout.readline().strip() != "ready":
+                pytest.fail(f"a child did not start: {child.stderr.read()}")
+        go.touch()
+        outputs = [child.communicate(timeout=60) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    for child, (_, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, err
+    lists = [json.loads(out) for out, _ in outputs]
+    assert all(ids == lists[0] for ids in lists)
+    assert len(set(lists[0])) == n
+    with open_ledger(path) as ledger:
+        (total,) = ledger.db.conn.execute("SELECT count(*) FROM offers").fetchone()
+        assert total == n
+        (counted,) = ledger.db.conn.execute("SELECT sum(rejections) FROM daily_counts").fetchone()
+        assert counted == n * workers
+
+
+# Counters
+
+
+def test_counters_per_company_kind_and_day(ledger: Ledger) -> None:
+    assert ledger.count("acme", "rejections") == 1
+    assert ledger.count("acme", "rejections") == 2
+    assert ledger.count("acme", "not_injected") == 1
+    assert ledger.count("acme", "unmarked_rejections", dt.date(2026, 3, 31)) == 1
+    assert ledger.count("kumo", "rejections") == 1
+    assert ledger.counts("acme", NOON.date()) == {
+        "rejections": 2, "not_injected": 1, "unmarked_rejections": 0,
+    }
+    assert ledger.counts("acme", dt.date(2026, 3, 31)) == {
+        "rejections": 0, "not_injected": 0, "unmarked_rejections": 1,
+    }
+    assert ledger.counts("nobody", NOON.date()) == {
+        "rejections": 0, "not_injected": 0, "unmarked_rejections": 0,
+    }
+
+
+def test_the_day_is_the_utc_day(tmp_path: Path) -> None:
+    late_in_tokyo = dt.datetime(2026, 4, 2, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+    with open_ledger(tmp_path / "l.db", clock=lambda: late_in_tokyo) as ledger:
+        ledger.count("acme", "rejections")
+        assert ledger.counts("acme", dt.date(2026, 4, 1))["rejections"] == 1
+
+
+def test_an_unknown_counter_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="unknown counter"):
+        ledger.count("acme", "offers")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ledger.count("acme", "rejections = 0; --")  # type: ignore[arg-type]
+
+
+# The example file
+
+
+def test_the_example_ledger_is_generated_from_the_migrations(tmp_path: Path) -> None:
+    fresh = tmp_path / "ledger.db.example"
+    generate(fresh)
+    assert _schema(EXAMPLE) == _schema(fresh), (
+        "run `python -m career_relay.example_ledger ledger.db.example` and commit the result"
+    )
+    assert _rows(EXAMPLE) == _rows(fresh), "regenerate ledger.db.example (see above)"
+
+
+def test_the_example_ledger_is_realistic_and_stands_alone() -> None:
+    assert not EXAMPLE.with_name(EXAMPLE.name + "-wal").exists()
+    with sqlite3.connect(EXAMPLE) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        companies = conn.execute("SELECT count(DISTINCT company) FROM offers").fetchone()
+        assert companies[0] >= 3
+        (offers,) = conn.execute("SELECT count(*) FROM offers").fetchone()
+        assert offers >= 30
+        sums = conn.execute(
+            "SELECT sum(rejections), sum(not_injected), sum(unmarked_rejections) FROM daily_counts"
+        ).fetchone()
+        assert all(s > 0 for s in sums)
+        domains = {r[0].rsplit("@", 1)[1] for r in conn.execute("SELECT recipient FROM offers")}
+        assert all(d == "example" or d.endswith(".example") or d.startswith("example.")
+                   for d in domains)
+
+
+def test_the_example_generator_is_a_command(tmp_path: Path) -> None:
+    out = tmp_path / "x.db"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "career_relay.example_ledger", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _rows(out) == _rows(EXAMPLE)
+    assert time.monotonic() - started < 30
