@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_CONFIG := var/career-relay.toml
-# Debian packages the real-peer tests use (Postfix and its smtp-source/smtp-sink, swaks).
-TEST_DEBS := postfix swaks
+# Debian packages the real-peer tests use: Postfix (with smtp-source/smtp-sink), swaks,
+# and OpenDKIM (its test mode verifies our DKIM signatures against a key file).
+TEST_DEBS := postfix swaks opendkim
 
 .PHONY: run test test-deps lint bench docs clean help
 

@@ -1,0 +1,202 @@
+"""DKIM signing for the copies the gateway changed, and removal of the signatures it broke.
+
+RFC 6376 (DKIM). The parsing, relaxed canonicalisation (section 3.4.2 and
+3.4.4), header selection (section 5.4.2) and header hashing (section 3.7) are
+dkimpy's own tested functions; only the RSA step (section 3.3.1, RSASSA-PKCS1-
+v1_5 with SHA-256) runs in OpenSSL through ``cryptography``, because dkimpy's
+RSA is pure Python (about 7 ms a signature against about 0.3 ms).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable
+
+import dkim  # dkimpy; the top-level package, not this module (absolute import)
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from dkim import canonicalization as _canon
+from dkim.canonicalization import CanonicalizationPolicy
+
+from career_relay.errors import CareerRelayError, ConfigError
+
+__all__ = ["SIGNED_HEADERS", "Signer", "SigningError", "remove_signatures"]
+
+# The header fields signed when present (RFC 6376 section 5.4.1 lists these as
+# the ones a signer SHOULD cover). Each occurrence is listed in h=.
+SIGNED_HEADERS = frozenset({
+    b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id", b"mime-version",
+    b"content-type", b"content-transfer-encoding", b"reply-to", b"in-reply-to", b"references",
+})
+
+# relaxed/relaxed: survives the re-folding and whitespace changes of relays.
+_POLICY = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_NAME = b"DKIM-Signature"
+_WIDTH = 78  # RFC 5322 section 2.1.1: lines SHOULD be no more than 78 characters
+_FOLD = b"\r\n\t"  # folding white space, RFC 5322 section 3.2.2
+# A selector or domain: dot-separated labels (RFC 6376 section 3.1); A-labels for IDNs.
+_LABELS = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9_-]+)*\Z")
+# A DKIM-Signature field name; RFC 5322 section 4.5 (obsolete syntax) allows WSP before ':'.
+_SIG_FIELD = re.compile(rb"dkim-signature[ \t]*:", re.IGNORECASE)
+
+
+class SigningError(CareerRelayError):
+    """The message cannot be signed (no From header field, unparsable header)."""
+
+
+class Signer:
+    """Signs messages for one company key: rsa-sha256, relaxed/relaxed, From oversigned, no l=.
+
+    Create once per (domain, selector, key) and reuse; ``sign`` is thread-safe.
+    """
+
+    def __init__(self, domain: str, selector: str, key: rsa.RSAPrivateKey,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.domain = _label_bytes("domain", domain)
+        self.selector = _label_bytes("selector", selector)
+        self._key = key
+        self._clock = clock
+
+    def sign(self, message: bytes) -> bytes:
+        """The DKIM-Signature header field (folded, CRLF-terminated) to prepend to ``message``."""
+        headers, body = _parse(message)
+        include = _header_list(headers)
+        # Section 3.7: the body hash over the canonicalised body; no l= tag
+        # (section 8.2: l= lets anyone append content under our signature).
+        bh = base64.b64encode(hashlib.sha256(_canonical_body(body)).digest())
+        tags: list[tuple[bytes, bytes]] = [
+            (b" ", b"v=1;"), (b" ", b"a=rsa-sha256;"), (b" ", b"c=relaxed/relaxed;"),
+            (b" ", b"d=" + self.domain + b";"), (b" ", b"s=" + self.selector + b";"),
+            (b" ", b"t=%d;" % int(self._clock())),
+        ]
+        tags += _h_tag(include)
+        tags += [(b" ", b"bh=" + bh + b";"), (b" ", b"b=")]
+        unsigned, column = _fold(tags, len(_NAME) + 1)
+        # Section 3.7: the header hash covers the selected fields, then this
+        # field with an empty b= value and without its final CRLF. hash_headers
+        # does both (it also applies relaxed canonicalisation to this field).
+        hasher = hashlib.sha256()
+        dkim.hash_headers(hasher, _POLICY, _POLICY.canonicalize_headers(headers),
+                          list(include), (_NAME, unsigned), None)
+        signature = self._key.sign(hasher.digest(), padding.PKCS1v15(),
+                                   utils.Prehashed(hashes.SHA256()))
+        b64 = base64.b64encode(signature)
+        # Section 3.5: FWS may appear anywhere in b=, so the value folds at any column.
+        room, width = _WIDTH - column, _WIDTH - 1
+        lines = [b64[:room], *(b64[i:i + width] for i in range(room, len(b64), width))]
+        return _NAME + b":" + unsigned + _FOLD.join(lines) + b"\r\n"
+
+
+def remove_signatures(message: bytes) -> bytes:
+    """``message`` without its DKIM-Signature header fields; no other byte changes."""
+    end = _header_end(message)
+    head = message[:end]
+    if b"dkim-signature" not in head.lower():
+        return message
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.splitlines(keepends=True):
+        # RFC 5322 section 2.2.3: a line starting with WSP continues the field above.
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _SIG_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + message[end:]
+
+
+def _parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's ``rfc822_parse(message)``, without splitting and re-joining the body.
+
+    When every line ends in CRLF (RFC 5322 section 2.1; the gateway refuses
+    bare LF), the header section ends at the first empty line and the body is
+    the rest, byte for byte, which is what rfc822_parse returns; a test checks
+    the two agree. Anything else goes to rfc822_parse whole.
+    """
+    end = _header_end(message)
+    try:
+        if message.count(b"\n") != message.count(b"\r\n"):
+            headers, body = dkim.rfc822_parse(message)
+        else:
+            headers, _ = dkim.rfc822_parse(message[:end] + b"\r\n")
+            body = message[end + 2:]
+    except dkim.MessageFormatError as exc:
+        raise SigningError(f"cannot sign: {exc}") from None
+    except IndexError:  # rfc822_parse's answer to a continuation line before any field
+        raise SigningError("cannot sign: the header section starts with a folded line") from None
+    return headers, body
+
+
+def _canonical_body(body: bytes) -> bytes:
+    """dkimpy's relaxed body canonicalisation (section 3.4.4), skipping no-op steps.
+
+    Each of dkimpy's whitespace steps runs only when its pattern occurs (a
+    regex substitution over every space of the body is most of the cost of a
+    signature otherwise); the result is the same, and a test checks it.
+    """
+    if b" \r\n" in body or b"\t\r\n" in body:  # a. WSP at the end of a line
+        body = _canon.strip_trailing_whitespace(body)
+    if b"\t" in body or b"  " in body:  # b. a WSP run that is not one SP
+        body = _canon.compress_whitespace(body)
+    # c. drop empty lines at the end; under relaxed an empty body stays empty.
+    return bytes(_canon.correct_empty_body(_canon.strip_trailing_lines(body)))
+
+
+def _header_end(message: bytes) -> int:
+    """Where the header section ends: the offset of the empty line, or the end of the message."""
+    if message.startswith(b"\r\n"):
+        return 0
+    end = message.find(b"\r\n\r\n")
+    return len(message) if end < 0 else end + 2
+
+
+def _header_list(headers: list[list[bytes]]) -> list[bytes]:
+    """The h= list: every signed field present, in order, then ``from`` once more.
+
+    Section 5.4.2: a name listed more often than the field occurs makes the
+    verifier hash an empty field for the extra one, so a From added later
+    (above or below) breaks the signature (section 8.15, oversigning).
+    """
+    include = [name.lower() for name, _ in headers if name.lower() in SIGNED_HEADERS]
+    if b"from" not in include:
+        # Section 5.4: the From header field MUST be signed.
+        raise SigningError("cannot sign: the message has no From header field")
+    return [*include, b"from"]
+
+
+def _h_tag(include: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """h= as fold pieces; section 3.5 allows FWS after each ':'."""
+    names = [name + b":" for name in include[:-1]] + [include[-1] + b";"]
+    return [(b" ", b"h=" + names[0]), *((b"", name) for name in names[1:])]
+
+
+def _fold(pieces: Iterable[tuple[bytes, bytes]], column: int) -> tuple[bytes, int]:
+    """Join (separator, text) pieces, folding before a piece that would pass column 78.
+
+    A fold replaces the separator with CRLF TAB, which is FWS wherever the
+    pieces allow it (section 3.2: around tags; section 3.5: after a ':' in h=).
+    Returns the folded bytes and the column where they end.
+    """
+    out = bytearray()
+    for sep, text in pieces:
+        if column + len(sep) + len(text) > _WIDTH and column > 1:
+            out += _FOLD
+            column = 1
+        else:
+            out += sep
+            column += len(sep)
+        out += text
+        column += len(text)
+    return bytes(out), column
+
+
+def _label_bytes(what: str, value: str) -> bytes:
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigError(f"DKIM {what} {value!r} must be ASCII (use the A-label)") from None
+    if not _LABELS.match(raw):
+        raise ConfigError(f"DKIM {what} {value!r} is not a valid DNS name")
+    return raw
