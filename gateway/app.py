@@ -8,12 +8,14 @@ import socket
 from pathlib import Path
 
 from career_relay.errors import ConfigError, SpoolError
+from career_relay.ledger import open_ledger
 from career_relay.paths import email_templates_dir
 from career_relay.settings import Settings
 from gateway.delivery import Delivery
 from gateway.handler import RelayHandler
 from gateway.pipeline import Pipeline
 from gateway.policy import RelayPolicy
+from gateway.rejection import Rejections
 from gateway.server import Sessions, listening_socket, protocol_factory
 from gateway.spool import Spool
 
@@ -33,8 +35,11 @@ class Gateway:
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
             worker=worker, workers=workers)
         self.policy = RelayPolicy(settings)
-        handler = RelayHandler(Pipeline(settings, self.spool, self.delivery, worker=worker,
-                                        workers=workers),
+        self.ledger = open_ledger(settings.ledger.path) if settings.companies else None
+        rejections = (Rejections(settings, self.ledger, email_templates_dir())
+                      if self.ledger is not None else None)
+        handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,
+                                        rejections=rejections, worker=worker, workers=workers),
                                self.policy, require_auth=settings.gateway.require_auth)
         self.sessions = Sessions()
         self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
@@ -100,6 +105,8 @@ class Gateway:
         await self.delivery.stop(timeout)
         self.spool.journal.close()
         self.spool.unlock()
+        if self.ledger is not None:
+            self.ledger.close()
 
     @property
     def queue_dir(self) -> Path:

@@ -8,16 +8,20 @@ that the handler turns into the reply.  Nothing is answered 250 before
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
-from career_relay.errors import PolicyRejection
+from career_relay.errors import PolicyRejection, TemporaryFailure
 from career_relay.settings import CompanySettings, Settings
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
 from gateway.message import header_block, received_header, strip_relay_headers
 from gateway.policy import foreign_from_domains
+from gateway.rejection import Copy, Rejections
 from gateway.spool import Spool
+
+log = logging.getLogger("career_relay.pipeline")
 
 
 @dataclass(frozen=True)
@@ -37,34 +41,64 @@ class Submission:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, spool: Spool, delivery: Delivery, *, worker: int = 0,
-        workers: int = 1,
+        self, settings: Settings, spool: Spool, delivery: Delivery, *,
+        rejections: Rejections | None = None, worker: int = 0, workers: int = 1,
     ):
         self._settings = settings
         self._spool = spool
         self._delivery = delivery
+        self._rejections = rejections
         self._worker = worker
         self._workers = workers
 
     async def accept(self, sub: Submission) -> str:
-        """Check, spool durably, hand to delivery; returns the queue id for the 250."""
+        """Check, prepare, spool durably, hand to delivery; returns the ids for the 250."""
         _check_sender(sub)
-        data, _fields = strip_relay_headers(sub.data)
-        env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
-                       rcpts=list(sub.rcpts), arrival=time.time(), smtputf8=sub.smtputf8,
-                       body=sub.body)
-        out = received_header(helo=sub.helo, ip=sub.peer_ip,
-                              hostname=self._settings.gateway.hostname,
-                              protocol=sub.protocol, queue_id=env.id, rcpts=env.rcpts) + data
+        data, fields = strip_relay_headers(sub.data)
+        copies = await self._prepare(sub, data, fields) or [Copy(list(sub.rcpts), data)]
+        stored = await self._store(sub, copies)
+        for env, out in stored:
+            self._delivery.submit(env, out)
+        return " ".join(env.id for env, _ in stored)
+
+    async def _prepare(self, sub: Submission, data: bytes,
+                       fields: dict[str, str]) -> list[Copy] | None:
+        """Rejections become one copy per recipient; ordinary mail stays as it is."""
+        if self._rejections is None:
+            return None
+        loop = asyncio.get_running_loop()
         try:
-            await self._spool.store(env, out)
-        except asyncio.CancelledError:
-            # The client went away before its 250: it still owns the message and
-            # will send it again, so this copy must not be delivered.
-            self._spool.journal.done(env.id)
+            return await loop.run_in_executor(None, self._rejections.prepare, sub.company, data,
+                                              list(sub.rcpts), fields)
+        except Exception:
+            if self._settings.gateway.on_error == "tempfail":
+                log.exception("rejection could not be prepared; answering 451")
+                raise TemporaryFailure("Could not prepare the message; try again later") \
+                    from None
+            log.exception("rejection could not be prepared; relaying it unchanged")
+            return None
+
+    async def _store(self, sub: Submission, copies: list[Copy]) -> list[tuple[Envelope, bytes]]:
+        """All copies, or none: a 451 must not leave some of them to be delivered."""
+        stored: list[tuple[Envelope, bytes]] = []
+        try:
+            for copy in copies:
+                env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
+                               rcpts=copy.rcpts, arrival=time.time(), smtputf8=sub.smtputf8,
+                               body=sub.body)
+                out = received_header(helo=sub.helo, ip=sub.peer_ip,
+                                      hostname=self._settings.gateway.hostname,
+                                      protocol=sub.protocol, queue_id=env.id,
+                                      rcpts=env.rcpts) + copy.data
+                stored.append((env, out))
+                await self._spool.store(env, out)
+        except BaseException:
+            # A client that went away before its 250, or a copy that could not be
+            # written: the client still owns the message and will send it again.
+            for env, _ in stored:
+                self._spool.journal.done(env.id)
             raise
-        self._delivery.submit(env, out)
-        return env.id
+        return stored
 
 
 def _check_sender(sub: Submission) -> None:

@@ -44,14 +44,19 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
-def foreign_from_domains(header_block: bytes, company: CompanySettings) -> list[str]:
-    """Domains in the From: header(s) that are not the company's own."""
+def from_domains(header_block: bytes) -> list[str]:
+    """The domains of the addresses in the From: header field(s)."""
     values = []
     for line in _unfolded_fields(header_block):
         name, _, value = line.partition(":")
         if name.strip().lower() == "from":
             values.append(value)
-    found = [domain_of(addr) for _, addr in getaddresses(values) if addr]
+    return [domain_of(addr) for _, addr in getaddresses(values) if addr]
+
+
+def foreign_from_domains(header_block: bytes, company: CompanySettings) -> list[str]:
+    """Domains in the From: header(s) that are not the company's own."""
+    found = from_domains(header_block)
     if not found:
         return ["(no From address)"]
     return [d for d in found if d not in company.domains]
