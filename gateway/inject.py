@@ -152,13 +152,19 @@ def _replacement_at(raw: bytes, start: int, end: int, repl: Replacement, codec: 
         in_tag = raw.rfind(b"<", 0, start) > raw.rfind(b">", 0, start)
         text = repl.html_attr if in_tag else repl.html_text
         return encode_text(text, codec, html=True) or text.encode("ascii", "xmlcharrefreplace")
-    # Text: the URL on a line of its own, so auto-linkers see all of it.
+    # Text: the URL on a line of its own, so auto-linkers see all of it.  Inside
+    # base64 the text may use bare LF (Python's generator writes it so): keep its style.
+    nl = _newline(raw)
     encoded = encode_text(repl.text, codec, html=False) or repl.text.encode("ascii", "replace")
-    before = b"" if start == 0 or raw[start - 2:start] == b"\r\n" else b"\r\n"
-    if flowed and before == b"" and raw[max(0, start - 3):start] == b" \r\n":
-        before = b"\r\n"  # RFC 3676: a line ending in a space flows into the next one
-    after = b"" if raw[end:end + 2] in (b"\r\n", b"") else b"\r\n"
+    before = b"" if start == 0 or raw[start - 1:start] == b"\n" else nl
+    if flowed and before == b"" and raw[max(0, start - len(nl) - 1):start] == b" " + nl:
+        before = nl  # RFC 3676: a line ending in a space flows into the next one
+    after = b"" if raw[end:end + 1] in (b"\r", b"\n", b"") else nl
     return before + encoded + after
+
+
+def _newline(raw: bytes) -> bytes:
+    return b"\r\n" if b"\r\n" in raw or b"\n" not in raw else b"\n"
 
 
 def _append_block(raw: bytes, codec: str | None, repl: Replacement, *,
@@ -172,8 +178,9 @@ def _append_block(raw: bytes, codec: str | None, repl: Replacement, *,
             at = ends[-1].start()
             return raw[:at] + block + raw[at:]
         return raw + block
-    sep = b"" if raw.endswith(b"\r\n") or not raw else b"\r\n"
-    return raw + sep + b"\r\n" + block.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+    nl = _newline(raw)
+    sep = b"" if raw.endswith(b"\n") or not raw else nl
+    return raw + sep + nl + block.replace(b"\r\n", b"\n").replace(b"\n", nl) + nl
 
 
 def _as_utf8(header: bytes, raw: bytes, codec: str | None, repl: Replacement, *,

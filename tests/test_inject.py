@@ -220,3 +220,11 @@ def test_qp_round_trip_helper_keeps_crlf() -> None:
     raw = "行1\r\n行2 \r\n".encode()
     encoded = inj._encode_cte(raw, "quoted-printable", trailing=True)
     assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+
+
+def test_base64_text_with_bare_lf_keeps_its_line_style() -> None:
+    text = "山田様\nこちらから\n[[CAREER_RELAY_LINK]]\n以上\n".encode()
+    msg = (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(text).replace(b"\n", b"\r\n"))
+    (part,) = parts(inject(msg, REPL, append=False))
+    assert part.get_payload(decode=True) == text.replace(M.encode(), URL.encode())
