@@ -43,7 +43,7 @@ class CompanyTexts:
         esc = html.escape(self.internal)
         return Replacement(
             text=self.internal,
-            html_attr="#",
+            html_attr=None,  # the whole link element gives way to the sentence
             html_text=esc,
             text_block="\n" + self.internal,
             html_block=f"<p>{esc}</p>",

@@ -39,13 +39,14 @@ class Replacement:
 
     ``text``: replaces the marker in text/plain (the URL, or the neutral
     sentence for internal recipients).  ``html_attr``: replaces it inside an
-    HTML attribute such as href.  ``html_text``: replaces it in HTML text (a
+    HTML attribute such as href; None replaces the whole link element with
+    ``html_text`` (a copy without a link).  ``html_text``: replaces it in HTML text (a
     link).  ``text_block`` / ``html_block``: appended when only the header
     marked the message.
     """
 
     text: str
-    html_attr: str
+    html_attr: str | None
     html_text: str
     text_block: str
     html_block: str
@@ -137,8 +138,12 @@ def _replace_markers(raw: bytes, codec: str | None, repl: Replacement, *, html: 
         spans += [(m.start(), m.end()) for m in _ENCODED_MARKER.finditer(raw)]
     if not spans:
         return None
+    if html and repl.html_attr is None:
+        spans = [_enclosing_link(raw, start, end) for start, end in spans]
     out, last = [], 0
-    for start, end in sorted(spans):
+    for start, end in sorted(set(spans)):
+        if start < last:
+            continue  # inside a link element already replaced
         out += [raw[last:start], _replacement_at(raw, start, end, repl, codec, html=html,
                                                  flowed=flowed)]
         last = end
@@ -146,11 +151,26 @@ def _replace_markers(raw: bytes, codec: str | None, repl: Replacement, *, html: 
     return b"".join(out)
 
 
+_LINK_OPEN = re.compile(rb"<a[\s>]", re.IGNORECASE)
+_LINK_CLOSE = re.compile(rb"</a\s*>", re.IGNORECASE)
+
+
+def _enclosing_link(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    """The <a ...>...</a> around a marker in its href, or the marker alone."""
+    if raw.rfind(b"<", 0, start) <= raw.rfind(b">", 0, start):
+        return start, end  # in text, not in a tag
+    opening = [m.start() for m in _LINK_OPEN.finditer(raw, 0, start)]
+    closing = _LINK_CLOSE.search(raw, end)
+    if not opening or closing is None:
+        return start, end
+    return opening[-1], closing.end()
+
+
 def _replacement_at(raw: bytes, start: int, end: int, repl: Replacement, codec: str | None,
                     *, html: bool, flowed: bool) -> bytes:
     if html:
         in_tag = raw.rfind(b"<", 0, start) > raw.rfind(b">", 0, start)
-        text = repl.html_attr if in_tag else repl.html_text
+        text = repl.html_attr if in_tag and repl.html_attr is not None else repl.html_text
         return encode_text(text, codec, html=True) or text.encode("ascii", "xmlcharrefreplace")
     # Text: the URL on a line of its own, so auto-linkers see all of it.  Inside
     # base64 the text may use bare LF (Python's generator writes it so): keep its style.

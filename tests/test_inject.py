@@ -228,3 +228,12 @@ def test_base64_text_with_bare_lf_keeps_its_line_style() -> None:
            + base64.encodebytes(text).replace(b"\n", b"\r\n"))
     (part,) = parts(inject(msg, REPL, append=False))
     assert part.get_payload(decode=True) == text.replace(M.encode(), URL.encode())
+
+
+def test_internal_copy_loses_the_whole_link_element() -> None:
+    internal = Replacement(text="(個人別リンク)", html_attr=None, html_text="(個人別リンク)",
+                           text_block="", html_block="")
+    msg = crlf(f'Content-Type: text/html; charset=utf-8\n\n<p>前<a href="{M}" style="x">'
+               f'登録ページ</a>後</p>\n')
+    out = inject(msg, internal, append=False)
+    assert out.endswith("<p>前(個人別リンク)後</p>\r\n".encode())
