@@ -184,6 +184,11 @@ def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None
             "To: candidate@example.net\\r\\nSubject: hello\\r\\n\\r\\n"
             "Hello from career-relay\\r\\n')\"",
             f"then open the newest file in {settings.demo.capture_dir}/",
+            "",
+            "Send a rejection (each candidate's copy gets a personal link and a DKIM signature):",
+            f"  swaks --server {host}:{port} --from hr@acme.example --to candidate@example.net "
+            "--header 'X-Career-Relay: rejection' --header 'Subject: Your application' "
+            "--body 'Thank you for applying. We regret to inform you that we will not proceed.'",
         ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 

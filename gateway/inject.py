@@ -198,9 +198,11 @@ def _append_block(raw: bytes, codec: str | None, repl: Replacement, *,
             at = ends[-1].start()
             return raw[:at] + block + raw[at:]
         return raw + block
+    # The block brings its own blank line first (templates/emails/README.md).
     nl = _newline(raw)
     sep = b"" if raw.endswith(b"\n") or not raw else nl
-    return raw + sep + nl + block.replace(b"\r\n", b"\n").replace(b"\n", nl) + nl
+    block = block.replace(b"\r\n", b"\n").replace(b"\n", nl)
+    return raw + sep + block + (b"" if block.endswith(nl) else nl)
 
 
 def _as_utf8(header: bytes, raw: bytes, codec: str | None, repl: Replacement, *,
