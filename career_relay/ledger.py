@@ -30,7 +30,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -173,6 +173,41 @@ class Ledger:
                 (message_id, recipient),
             ).fetchone()
         return _offer(found)
+
+    def record_rejection(
+        self,
+        company: str,
+        message_id: str,
+        offers: Sequence[tuple[str, str]],
+        job: str | None = None,
+        channel: str | None = None,
+        stage: str | None = None,
+    ) -> dict[str, str]:
+        """One accepted rejection in one transaction: its counter and an offer per outside
+        recipient.  ``offers`` pairs each recipient with a fresh id; a recipient that already
+        has an offer for this Message-ID (a retried submission) keeps the one it had.
+        Returns recipient -> offer id.  (One commit per message: the gateway calls this
+        before its 250, and every commit waits for the disk.)"""
+        now = self._clock()
+        created, day = _stamp(now), now.astimezone(dt.UTC).date().isoformat()
+        rows = [(oid, company, message_id, rcpt, created, job, channel, stage)
+                for rcpt, oid in offers]
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
+                " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
+                (company, day),
+            )
+            conn.executemany(
+                "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
+                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (message_id, recipient) DO NOTHING",
+                rows,
+            )
+            found = dict(conn.execute(
+                "SELECT recipient, id FROM offers WHERE message_id = ?", (message_id,)
+            ).fetchall())
+        return {rcpt: str(found[rcpt]) for rcpt, _ in offers}
 
     def offer(self, offer_id: str) -> Offer | None:
         with self._lock:

@@ -17,7 +17,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
-from career_relay.ledger import Ledger
+from career_relay.ledger import Ledger, new_offer_id
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject
@@ -56,10 +56,10 @@ class Rejections:
             if not self._classified(company, data):
                 return None
             by_header = True  # detect = "auto": treated like the header
-        self._ledger.count(company.id, "rejections")
         try:
             return self._copies(company, data, rcpts, fields, append=not marked)
         except inject.NotInjectable as exc:
+            self._ledger.count(company.id, "rejections")
             self._ledger.count(company.id, "not_injected")
             log.info("rejection from %s relayed without links: %s", company.id, exc)
             return None
@@ -84,21 +84,27 @@ class Rejections:
 
     def _copies(self, company: CompanySettings, data: bytes, rcpts: list[str],
                 fields: dict[str, str], *, append: bool) -> list[Copy]:
+        """The copies, built first and recorded after, in one ledger transaction."""
         texts = self._texts[company.id]
-        message_id = _message_id(data)
         internal = [r for r in rcpts if domain_of(r) in company.domains]
-        copies = []
-        for rcpt in (r for r in rcpts if r not in internal):
-            offer = self._ledger.record_offer(
-                company.id, message_id, rcpt, job=_field(fields, "job"),
-                channel=_field(fields, "channel"), stage=_field(fields, "stage"))
-            url = link(self._settings.site.public_url, self._links.token(offer.id))
-            copies.append(Copy([rcpt], self._sign(company, inject.inject(
-                data, texts.for_candidate(url), append=append))))
-        if internal:
-            copies.append(Copy(internal, self._sign(company, inject.inject(
-                data, texts.for_internal(), append=append))))
-        return copies
+        outside = [r for r in rcpts if r not in internal]
+        fresh = {rcpt: new_offer_id() for rcpt in outside}
+
+        def copy_for(rcpt: str, offer_id: str) -> Copy:
+            url = link(self._settings.site.public_url, self._links.token(offer_id))
+            return Copy([rcpt], self._sign(company, inject.inject(
+                data, texts.for_candidate(url), append=append)))
+
+        copies = {rcpt: copy_for(rcpt, oid) for rcpt, oid in fresh.items()}
+        internal_copy = (Copy(internal, self._sign(company, inject.inject(
+            data, texts.for_internal(), append=append))) if internal else None)
+        recorded = self._ledger.record_rejection(
+            company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
+            channel=_field(fields, "channel"), stage=_field(fields, "stage"))
+        for rcpt, offer_id in recorded.items():
+            if offer_id != fresh[rcpt]:  # a retried submission: the offer it already has
+                copies[rcpt] = copy_for(rcpt, offer_id)
+        return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
     def _sign(self, company: CompanySettings, data: bytes) -> bytes:
         """Signatures over the original no longer hold; sign the copy with the company key."""

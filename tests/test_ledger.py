@@ -259,3 +259,17 @@ def test_the_example_generator_is_a_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert _rows(out) == _rows(EXAMPLE)
     assert time.monotonic() - started < 30
+
+
+def test_record_rejection_is_one_transaction_and_keeps_earlier_offers(ledger: Ledger) -> None:
+    first = ledger.record_rejection("acme", "<m1@acme.example>",
+                                    [("a@example.net", "offerAAAAAAAAAAA"),
+                                     ("b@example.net", "offerBBBBBBBBBBB")], job="エンジニア")
+    assert first == {"a@example.net": "offerAAAAAAAAAAA", "b@example.net": "offerBBBBBBBBBBB"}
+    again = ledger.record_rejection("acme", "<m1@acme.example>",
+                                    [("a@example.net", "offerCCCCCCCCCCC")])
+    assert again == {"a@example.net": "offerAAAAAAAAAAA"}  # a retry keeps its offer
+    offer = ledger.offer("offerAAAAAAAAAAA")
+    assert offer is not None and offer.job == "エンジニア"
+    assert ledger.offer("offerCCCCCCCCCCC") is None
+    assert ledger.counts("acme", offer.created.date())["rejections"] == 2
