@@ -112,6 +112,18 @@ def _parse_stamp(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """What the ledger records for one accepted rejection."""
+
+    company: str
+    message_id: str
+    offers: tuple[tuple[str, str], ...]  # (recipient, fresh offer id)
+    job: str | None = None
+    channel: str | None = None
+    stage: str | None = None
+
+
 class Ledger:
     """One connection to the ledger.  Safe to share between threads (calls are serialised)."""
 
@@ -183,31 +195,40 @@ class Ledger:
         channel: str | None = None,
         stage: str | None = None,
     ) -> dict[str, str]:
-        """One accepted rejection in one transaction: its counter and an offer per outside
-        recipient.  ``offers`` pairs each recipient with a fresh id; a recipient that already
-        has an offer for this Message-ID (a retried submission) keeps the one it had.
-        Returns recipient -> offer id.  (One commit per message: the gateway calls this
-        before its 250, and every commit waits for the disk.)"""
+        """One accepted rejection: its counter and an offer per outside recipient.
+
+        ``offers`` pairs each recipient with a fresh id; a recipient that already
+        has an offer for this Message-ID (a retried submission) keeps the one it
+        had.  Returns recipient -> offer id.
+        """
+        rejection = Rejection(company, message_id, tuple(offers), job, channel, stage)
+        return self.record_rejections([rejection])[0]
+
+    def record_rejections(self, rejections: Sequence[Rejection]) -> list[dict[str, str]]:
+        """Several rejections in one transaction: the gateway calls this before its 250,
+        and every commit waits for the disk, so concurrent messages share one commit
+        (``career_relay.ledger_writer``)."""
         now = self._clock()
         created, day = _stamp(now), now.astimezone(dt.UTC).date().isoformat()
-        rows = [(oid, company, message_id, rcpt, created, job, channel, stage)
-                for rcpt, oid in offers]
+        results: list[dict[str, str]] = []
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
-                " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
-                (company, day),
-            )
-            conn.executemany(
-                "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
-                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (message_id, recipient) DO NOTHING",
-                rows,
-            )
-            found = dict(conn.execute(
-                "SELECT recipient, id FROM offers WHERE message_id = ?", (message_id,)
-            ).fetchall())
-        return {rcpt: str(found[rcpt]) for rcpt, _ in offers}
+            for r in rejections:
+                conn.execute(
+                    "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
+                    " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
+                    (r.company, day),
+                )
+                conn.executemany(
+                    "INSERT INTO offers (id, company, message_id, recipient, created, job,"
+                    " channel, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id, recipient) DO NOTHING",
+                    [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
+                     for rcpt, oid in r.offers],
+                )
+                results.append({rcpt: str(conn.execute(
+                    "SELECT id FROM offers WHERE message_id = ? AND recipient = ?",
+                    (r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})
+        return results
 
     def offer(self, offer_id: str) -> Offer | None:
         with self._lock:

@@ -36,10 +36,11 @@ class Gateway:
             worker=worker, workers=workers)
         self.policy = RelayPolicy(settings)
         self.ledger = open_ledger(settings.ledger.path) if settings.companies else None
-        rejections = (Rejections(settings, self.ledger, email_templates_dir())
-                      if self.ledger is not None else None)
+        self.rejections = (Rejections(settings, self.ledger, email_templates_dir())
+                           if self.ledger is not None else None)
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,
-                                        rejections=rejections, worker=worker, workers=workers),
+                                        rejections=self.rejections, worker=worker,
+                                        workers=workers),
                                self.policy, require_auth=settings.gateway.require_auth)
         self.sessions = Sessions()
         self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
@@ -105,6 +106,8 @@ class Gateway:
         await self.delivery.stop(timeout)
         self.spool.journal.close()
         self.spool.unlock()
+        if self.rejections is not None:
+            self.rejections.close()
         if self.ledger is not None:
             self.ledger.close()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from career_relay.dkimkeys import load_key
 from career_relay.ledger import Ledger, new_offer_id
+from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject
@@ -38,6 +39,7 @@ class Rejections:
     def __init__(self, settings: Settings, ledger: Ledger, template_dir: Path):
         self._settings = settings
         self._ledger = ledger
+        self._writer = LedgerWriter(ledger)
         self._links = LinkSigner.from_settings(settings)
         self._signers = {c.id: Signer(c.domains[0], c.dkim_selector, load_key(c.dkim_key_file))
                          for c in settings.companies if c.dkim_key_file}
@@ -63,6 +65,9 @@ class Rejections:
             self._ledger.count(company.id, "not_injected")
             log.info("rejection from %s relayed without links: %s", company.id, exc)
             return None
+
+    def close(self) -> None:
+        self._writer.close()
 
     def _company_of(self, data: bytes) -> CompanySettings | None:
         for domain in from_domains(header_block(data)):
@@ -98,7 +103,7 @@ class Rejections:
         copies = {rcpt: copy_for(rcpt, oid) for rcpt, oid in fresh.items()}
         internal_copy = (Copy(internal, self._sign(company, inject.inject(
             data, texts.for_internal(), append=append))) if internal else None)
-        recorded = self._ledger.record_rejection(
+        recorded = self._writer.record_rejection(
             company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
             channel=_field(fields, "channel"), stage=_field(fields, "stage"))
         for rcpt, offer_id in recorded.items():
