@@ -52,10 +52,13 @@ class Replacement:
     html_block: str
 
 
-def marked_parts(message: bytes) -> int:
-    """How many inline text parts carry the marker after their encodings are undone."""
+def marked_parts(message: bytes, root: mime.Part | None = None) -> int:
+    """How many inline text parts carry the marker after their encodings are undone.
+
+    ``root`` is ``mime.parse(message)`` when the caller has it already.
+    """
     count = 0
-    for part in _text_parts(mime.parse(message), body_only=False):
+    for part in _text_parts(root or mime.parse(message), body_only=False):
         raw = _decode_cte(message[part.body_start:part.body_end], part.cte)
         codec = codec_for(part.params.get("charset", "us-ascii"))
         if ascii_positions(raw, MARKER, codec) or (
@@ -64,12 +67,14 @@ def marked_parts(message: bytes) -> int:
     return count
 
 
-def inject(message: bytes, repl: Replacement, *, append: bool) -> bytes:
+def inject(message: bytes, repl: Replacement, *, append: bool,
+           root: mime.Part | None = None) -> bytes:
     """The message with the marker replaced, or (``append``) the block added.
 
-    Raises NotInjectable when nothing could take the link.
+    Raises NotInjectable when nothing could take the link.  ``root`` is
+    ``mime.parse(message)`` when the caller has it (one parse for every copy).
     """
-    root = mime.parse(message)
+    root = root or mime.parse(message)
     if root.content_type in _UNTOUCHABLE:
         raise NotInjectable(f"{root.content_type} is never changed")
     edits: list[tuple[int, int, bytes]] = []

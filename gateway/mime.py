@@ -10,7 +10,6 @@ one header block at a time.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -94,14 +93,25 @@ def _split(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int
     A delimiter is CRLF "--" boundary at the start of a line; the CRLF before
     it belongs to the delimiter, not to the part that precedes it.
     """
-    delimiter = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
-    body = data[start:end]
+    dash = b"--" + boundary
     ranges: list[tuple[int, int]] = []
     open_at: int | None = None
-    for m in delimiter.finditer(body):
-        if open_at is not None:
-            ranges.append((start + open_at, start + m.start()))
-        if m.group(1):  # the close delimiter
-            return ranges
-        open_at = m.end()
+    at = data.find(dash, start, end)
+    while at >= 0:
+        # The CRLF before a delimiter belongs to it; the CRLF that ended the
+        # previous delimiter line cannot serve twice (an empty part needs its own).
+        line_start = at == start or (data[at - 2:at] == b"\r\n"
+                                     and (open_at is None or at - 2 >= open_at))
+        after = at + len(dash)
+        closing = data[after:after + 2] == b"--"
+        rest = after + 2 if closing else after
+        line_end = data.find(b"\r\n", rest, end)
+        line_end = end if line_end < 0 else line_end
+        if line_start and not data[rest:line_end].strip(b" \t"):
+            if open_at is not None:
+                ranges.append((open_at, at - 2 if at > start else at))
+            if closing:
+                return ranges
+            open_at = min(line_end + 2, end)
+        at = data.find(dash, at + 1, end)
     raise MimeError(f"multipart boundary {boundary.decode(errors='replace')!r} never closes")

@@ -21,7 +21,7 @@ from career_relay.ledger import Ledger, new_offer_id
 from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
-from gateway import detect, email_templates, inject
+from gateway import detect, email_templates, inject, mime
 from gateway.dkim import Signer, remove_signatures
 from gateway.message import header_block
 from gateway.policy import domain_of, from_domains
@@ -53,18 +53,27 @@ class Rejections:
         if company is None:
             return None
         by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
-        marked = inject.marked_parts(data) > 0
+        try:
+            root = mime.parse(data)
+        except mime.MimeError as exc:
+            if by_header:
+                self._count_not_injected(company, exc)
+            return None  # a structure we cannot map is relayed as it came
+        marked = inject.marked_parts(data, root) > 0
         if not (by_header or marked):
             if not self._classified(company, data):
                 return None
             by_header = True  # detect = "auto": treated like the header
         try:
-            return self._copies(company, data, rcpts, fields, append=not marked)
+            return self._copies(company, data, root, rcpts, fields, append=not marked)
         except inject.NotInjectable as exc:
-            self._ledger.count(company.id, "rejections")
-            self._ledger.count(company.id, "not_injected")
-            log.info("rejection from %s relayed without links: %s", company.id, exc)
+            self._count_not_injected(company, exc)
             return None
+
+    def _count_not_injected(self, company: CompanySettings, why: Exception) -> None:
+        self._ledger.count(company.id, "rejections")
+        self._ledger.count(company.id, "not_injected")
+        log.info("rejection from %s relayed without links: %s", company.id, why)
 
     def close(self) -> None:
         self._writer.close()
@@ -87,8 +96,8 @@ class Rejections:
         self._ledger.count(company.id, "unmarked_rejections")
         return False
 
-    def _copies(self, company: CompanySettings, data: bytes, rcpts: list[str],
-                fields: dict[str, str], *, append: bool) -> list[Copy]:
+    def _copies(self, company: CompanySettings, data: bytes, root: mime.Part,
+                rcpts: list[str], fields: dict[str, str], *, append: bool) -> list[Copy]:
         """The copies, built first and recorded after, in one ledger transaction."""
         texts = self._texts[company.id]
         internal = [r for r in rcpts if domain_of(r) in company.domains]
@@ -98,11 +107,11 @@ class Rejections:
         def copy_for(rcpt: str, offer_id: str) -> Copy:
             url = link(self._settings.site.public_url, self._links.token(offer_id))
             return Copy([rcpt], self._sign(company, inject.inject(
-                data, texts.for_candidate(url), append=append)))
+                data, texts.for_candidate(url), append=append, root=root)))
 
         copies = {rcpt: copy_for(rcpt, oid) for rcpt, oid in fresh.items()}
         internal_copy = (Copy(internal, self._sign(company, inject.inject(
-            data, texts.for_internal(), append=append))) if internal else None)
+            data, texts.for_internal(), append=append, root=root))) if internal else None)
         recorded = self._writer.record_rejection(
             company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
             channel=_field(fields, "channel"), stage=_field(fields, "stage"))
