@@ -173,3 +173,36 @@ def test_authenticated_company_rejection(rejecting: GatewayThread, sink: Sink) -
         c.sendmail("hr@acme.example", ["a@example.net"], rejection("<auth@acme.example>"))
     (got,) = sink.wait_for(1)
     assert LINK.search(got.data.decode())
+
+
+@pytest.mark.parametrize("on_error", ["pass", "tempfail"])
+def test_on_error(make_config: ConfigMaker, sink: Sink, company_key: tuple[Path, bytes],
+                  monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+    from gateway import inject
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("a template that fails")
+
+    monkeypatch.setattr(inject, "inject", broken)
+    config = make_config(upstream_port=sink.port, gateway={"on_error": on_error},
+                         companies=[{"id": "acme", "name": "Acme", "domains": ["acme.example"],
+                                     "dkim_selector": "cr1",
+                                     "dkim_key_file": str(company_key[0])}])
+    gw = GatewayThread(config).start()
+    try:
+        data = rejection("<broken@acme.example>")
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            c.ehlo()
+            c.mail("hr@acme.example", ["BODY=8BITMIME"])
+            c.rcpt("a@example.net")
+            code, text = c.data(data)
+        if on_error == "pass":  # relayed as it came, without our headers
+            assert code == 250
+            (got,) = sink.wait_for(1)
+            assert strip_received(got.data) == data.replace(
+                b"X-Career-Relay-Job: =?UTF-8?B?44OQ44OD44Kv44Ko44Oz44OJ?=\r\n", b"")
+        else:  # the client keeps it and tries again later
+            assert (code, text[:5]) == (451, b"4.3.0")
+            assert gw.queue_ids() == [] and sink.messages == []
+    finally:
+        gw.stop()
