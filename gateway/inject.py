@@ -59,7 +59,10 @@ def marked_parts(message: bytes, root: mime.Part | None = None) -> int:
     """
     count = 0
     for part in _text_parts(root or mime.parse(message), body_only=False):
-        raw = _decode_cte(message[part.body_start:part.body_end], part.cte)
+        try:
+            raw = _decode_cte(message[part.body_start:part.body_end], part.cte)
+        except NotInjectable:
+            continue  # broken base64: it cannot carry a marker we could replace
         codec = codec_for(part.params.get("charset", "us-ascii"))
         if ascii_positions(raw, MARKER, codec) or (
                 part.content_type == "text/html" and _ENCODED_MARKER.search(raw)):
@@ -130,8 +133,9 @@ def _edit_part(message: bytes, part: mime.Part, repl: Replacement, *,
     if cte in ("7bit", "8bit", "binary", "") and _longest_line(new_raw) > _MAX_LINE:
         cte = "quoted-printable"  # keep every line within SMTP's limit
         header = _set_field(header, "Content-Transfer-Encoding", cte)
-    if cte == "7bit" and raw.isascii() and not new_raw.isascii():
-        cte = "8bit"
+    if cte in ("7bit", "") and raw.isascii() and not new_raw.isascii():
+        # Stay 7-bit on the wire: the client may not have declared BODY=8BITMIME.
+        cte = "quoted-printable"
         header = _set_field(header, "Content-Transfer-Encoding", cte)
     return header + _encode_cte(new_raw, cte, trailing=body[-2:] == b"\r\n")
 
@@ -162,13 +166,13 @@ _LINK_CLOSE = re.compile(rb"</a\s*>", re.IGNORECASE)
 
 def _enclosing_link(raw: bytes, start: int, end: int) -> tuple[int, int]:
     """The <a ...>...</a> around a marker in its href, or the marker alone."""
-    if raw.rfind(b"<", 0, start) <= raw.rfind(b">", 0, start):
-        return start, end  # in text, not in a tag
-    opening = [m.start() for m in _LINK_OPEN.finditer(raw, 0, start)]
+    tag = raw.rfind(b"<", 0, start)
+    if tag <= raw.rfind(b">", 0, start) or not _LINK_OPEN.match(raw, tag):
+        return start, end  # in text, or in another tag (img alt=, a comment): the marker alone
     closing = _LINK_CLOSE.search(raw, end)
-    if not opening or closing is None:
+    if closing is None or _LINK_OPEN.search(raw, end, closing.start()):
         return start, end
-    return opening[-1], closing.end()
+    return tag, closing.end()
 
 
 def _replacement_at(raw: bytes, start: int, end: int, repl: Replacement, codec: str | None,
@@ -259,7 +263,9 @@ def _longest_line(raw: bytes) -> int:
 
 def _set_field(header: bytes, name: str, value: str) -> bytes:
     """Replace a header field (with its folded lines) or add it, leaving the rest."""
-    pattern = re.compile(rb"(?im)^" + re.escape(name.encode()) + rb"[ \t]*:.*(?:\r\n[ \t].*)*")
+    # A field runs to its CRLF, plus folded lines (RFC 5322 2.2.3); "." would eat the CR.
+    pattern = re.compile(rb"(?im)^" + re.escape(name.encode())
+                         + rb"[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*")
     line = f"{name}: {value}".encode()
     if pattern.search(header):
         return pattern.sub(lambda _: line, header, count=1)
@@ -269,7 +275,7 @@ def _set_field(header: bytes, name: str, value: str) -> bytes:
 
 def _set_param(header: bytes, param: str, value: str) -> bytes:
     pattern = re.compile(rb"(?i)(;\s*" + param.encode() + rb"\s*=\s*)(\"[^\"]*\"|[^;\s]+)")
-    ctype = re.compile(rb"(?im)^content-type[ \t]*:.*(?:\r\n[ \t].*)*")
+    ctype = re.compile(rb"(?im)^content-type[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*")
     m = ctype.search(header)
     if m is None:
         return _set_field(header, "Content-Type", f"text/plain; {param}={value}")

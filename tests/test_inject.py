@@ -237,3 +237,48 @@ def test_internal_copy_loses_the_whole_link_element() -> None:
                f'登録ページ</a>後</p>\n')
     out = inject(msg, internal, append=False)
     assert out.endswith("<p>前(個人別リンク)後</p>\r\n".encode())
+
+
+def test_folded_part_headers_are_rewritten_cleanly() -> None:
+    # Apple Mail folds Content-Type; the block cannot be us-ascii, so the part becomes UTF-8.
+    msg = (b"Content-Type: text/plain;\r\n\tcharset=us-ascii\r\n"
+           b"Content-Transfer-Encoding: 7bit\r\nX-Other: kept\r\n\r\nSorry.\r\n")
+    out = inject(msg, REPL, append=True)
+    head = out.split(b"\r\n\r\n", 1)[0]
+    assert b"\r" not in head.replace(b"\r\n", b"") and b"\n" not in head.replace(b"\r\n", b"")
+    assert head == (b"Content-Type: text/plain;\r\n\tcharset=utf-8\r\n"
+                    b"Content-Transfer-Encoding: quoted-printable\r\nX-Other: kept")
+    (part,) = parts(out)
+    assert part.get_content_charset() == "utf-8" and URL in text_of(part)
+
+
+def test_a_7bit_part_gaining_8bit_text_becomes_quoted_printable() -> None:
+    msg = crlf(f"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
+               f"Sorry.\n{M}\n")
+    japanese = Replacement(text="こちら: " + URL, html_attr=URL, html_text=URL, text_block="",
+                           html_block="")
+    out = inject(msg, japanese, append=False)
+    assert out.isascii()  # still 7-bit on the wire: no BODY=8BITMIME needed
+    (part,) = parts(out)
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert "こちら: " + URL in text_of(part)
+
+
+@pytest.mark.parametrize("html", [
+    f'<a href="x">home</a><!-- {M} --><p>keep me</p><a href="y">y</a>',
+    f'<img alt="{M}"><p>keep me</p><a href="y">y</a>',
+])
+def test_internal_copy_removes_only_a_link_that_holds_the_marker(html: str) -> None:
+    internal = Replacement(text="(個人別リンク)", html_attr=None, html_text="(個人別リンク)",
+                           text_block="", html_block="")
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{html}\n")
+    (part,) = parts(inject(msg, internal, append=False))
+    out = text_of(part)
+    assert "keep me" in out and '<a href="y">y</a>' in out and M not in out
+    assert "(個人別リンク)" in out
+
+
+def test_broken_base64_is_not_a_marked_part() -> None:
+    msg = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"W1tDQVJFRVJfUkVMQVlfTElOS11d=x\r\n")
+    assert marked_parts(msg) == 0
