@@ -60,7 +60,8 @@ def _offers(db: Database) -> None:
             job TEXT,                      -- X-Career-Relay-Job
             channel TEXT,                  -- X-Career-Relay-Channel
             stage TEXT,                    -- X-Career-Relay-Stage
-            UNIQUE (message_id, recipient)
+            -- per company: two companies (or an ATS reusing ids) never share an offer
+            UNIQUE (company, message_id, recipient)
         )
         """
     )
@@ -177,12 +178,13 @@ class Ledger:
             conn.execute(
                 "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
                 " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (message_id, recipient) DO NOTHING",
+                " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                 row,
             )
             found = conn.execute(
-                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE message_id = ? AND recipient = ?",
-                (message_id, recipient),
+                f"SELECT {_OFFER_COLUMNS} FROM offers"
+                " WHERE company = ? AND message_id = ? AND recipient = ?",
+                (company, message_id, recipient),
             ).fetchone()
         return _offer(found)
 
@@ -213,21 +215,24 @@ class Ledger:
         results: list[dict[str, str]] = []
         with self._write() as conn:
             for r in rejections:
-                conn.execute(
-                    "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
-                    " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
-                    (r.company, day),
-                )
+                before = conn.total_changes
                 conn.executemany(
                     "INSERT INTO offers (id, company, message_id, recipient, created, job,"
                     " channel, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (message_id, recipient) DO NOTHING",
+                    " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                     [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
                      for rcpt, oid in r.offers],
                 )
+                # A retried submission adds no offer and is not a second rejection.
+                if conn.total_changes > before or not r.offers:
+                    conn.execute(
+                        "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
+                        " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
+                        (r.company, day),
+                    )
                 results.append({rcpt: str(conn.execute(
-                    "SELECT id FROM offers WHERE message_id = ? AND recipient = ?",
-                    (r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})
+                    "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
+                    (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})
         return results
 
     def offer(self, offer_id: str) -> Offer | None:

@@ -10,6 +10,7 @@ together; each caller gets its own result or the shared error.
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -17,6 +18,7 @@ from concurrent.futures import Future
 from career_relay.ledger import Ledger, Rejection
 
 _MAX_BATCH = 200
+_WAIT = 60.0  # seconds a caller waits for its commit (SQLite's busy timeout is 30 s)
 
 
 class LedgerWriter:
@@ -24,6 +26,7 @@ class LedgerWriter:
         self._ledger = ledger
         self._queue: queue.Queue[tuple[Rejection, Future[dict[str, str]]] | None] = (
             queue.Queue())
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -31,14 +34,17 @@ class LedgerWriter:
                          offers: Sequence[tuple[str, str]], job: str | None = None,
                          channel: str | None = None, stage: str | None = None) -> dict[str, str]:
         """Blocking, like ``Ledger.record_rejection``; returns once the commit is done."""
+        if self._closed or not self._thread.is_alive():
+            raise sqlite3.OperationalError("the ledger writer has stopped")
         done: Future[dict[str, str]] = Future()
         self._queue.put((Rejection(company, message_id, tuple(offers), job, channel, stage),
                          done))
-        return done.result()
+        return done.result(timeout=_WAIT)
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
-        self._thread.join(10)
+        self._thread.join(_WAIT)
 
     def _run(self) -> None:
         while True:
@@ -57,9 +63,9 @@ class LedgerWriter:
                 batch.append(item)
             try:
                 results = self._ledger.record_rejections([r for r, _ in batch])
-            except Exception as exc:  # the whole transaction rolled back: all of them failed
+                for (_, done), result in zip(batch, results, strict=True):
+                    done.set_result(result)
+            except Exception as exc:  # the transaction rolled back: every caller hears of it
                 for _, done in batch:
-                    done.set_exception(exc)
-                continue
-            for (_, done), result in zip(batch, results, strict=True):
-                done.set_result(result)
+                    if not done.done():
+                        done.set_exception(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,11 @@ class Pipeline:
         try:
             return await loop.run_in_executor(None, self._rejections.prepare, sub.company, data,
                                               list(sub.rcpts), fields)
+        except (sqlite3.Error, OSError):
+            # The ledger or the disk failed: that is our failure, not the message's, and
+            # relaying it would send candidates a bare marker (SPEC 4: 451 4.3.0).
+            log.exception("rejection could not be recorded; answering 451")
+            raise TemporaryFailure("Could not record the message; try again later") from None
         except Exception:
             if self._settings.gateway.on_error == "tempfail":
                 log.exception("rejection could not be prepared; answering 451")

@@ -41,8 +41,13 @@ class Rejections:
         self._ledger = ledger
         self._writer = LedgerWriter(ledger)
         self._links = LinkSigner.from_settings(settings)
-        self._signers = {c.id: Signer(c.domains[0], c.dkim_selector, load_key(c.dkim_key_file))
-                         for c in settings.companies if c.dkim_key_file}
+        # One signer per company domain, so d= is the From domain (DMARC alignment).
+        self._signers: dict[tuple[str, str], Signer] = {}
+        for c in settings.companies:
+            if c.dkim_key_file:
+                key = load_key(c.dkim_key_file)
+                for domain in c.domains:
+                    self._signers[(c.id, domain)] = Signer(domain, c.dkim_selector, key)
         self._texts = {c.id: email_templates.load(template_dir, c, settings.agency)
                        for c in settings.companies}
 
@@ -55,10 +60,10 @@ class Rejections:
         by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
         try:
             root = mime.parse(data)
-        except mime.MimeError as exc:
-            if by_header:
-                self._count_not_injected(company, exc)
-            return None  # a structure we cannot map is relayed as it came
+        except mime.MimeError:
+            if by_header or inject.MARKER in data:
+                raise  # a rejection we cannot parse: gateway.on_error decides (SPEC 5)
+            return None  # ordinary mail we cannot map is relayed as it came
         marked = inject.marked_parts(data, root) > 0
         if not (by_header or marked):
             if not self._classified(company, data):
@@ -121,9 +126,11 @@ class Rejections:
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
     def _sign(self, company: CompanySettings, data: bytes) -> bytes:
-        """Signatures over the original no longer hold; sign the copy with the company key."""
+        """Signatures over the original no longer hold; sign the copy with the company key,
+        as the domain of its From address when that is one of the company's."""
         data = remove_signatures(data)
-        signer = self._signers.get(company.id)
+        domains = [d for d in from_domains(header_block(data)) if d in company.domains]
+        signer = self._signers.get((company.id, domains[0] if domains else company.domains[0]))
         return data if signer is None else signer.sign(data) + data
 
 

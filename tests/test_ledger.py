@@ -272,4 +272,14 @@ def test_record_rejection_is_one_transaction_and_keeps_earlier_offers(ledger: Le
     offer = ledger.offer("offerAAAAAAAAAAA")
     assert offer is not None and offer.job == "エンジニア"
     assert ledger.offer("offerCCCCCCCCCCC") is None
-    assert ledger.counts("acme", offer.created.date())["rejections"] == 2
+    assert ledger.counts("acme", offer.created.date())["rejections"] == 1  # the retry adds none
+
+
+def test_companies_never_share_an_offer(ledger: Ledger) -> None:
+    # Two companies (or one ATS reusing Message-IDs for both) write to one candidate.
+    acme = ledger.record_rejection("acme", "<1@localhost>", [("c@example.net", "offerACME0000001")])
+    globex = ledger.record_rejection("globex", "<1@localhost>",
+                                     [("c@example.net", "offerGLOBEX00001")])
+    assert acme != globex
+    offer = ledger.offer(globex["c@example.net"])
+    assert offer is not None and offer.company == "globex"

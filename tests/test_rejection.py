@@ -206,3 +206,38 @@ def test_on_error(make_config: ConfigMaker, sink: Sink, company_key: tuple[Path,
             assert gw.queue_ids() == [] and sink.messages == []
     finally:
         gw.stop()
+
+
+def test_signed_as_the_from_domain(make_config: ConfigMaker, sink: Sink,
+                                   company_key: tuple[Path, bytes]) -> None:
+    config = make_config(upstream_port=sink.port, companies=[{
+        "id": "acme", "name": "Acme", "domains": ["acme.example", "jobs.acme.example"],
+        "dkim_selector": "cr1", "dkim_key_file": str(company_key[0])}])
+    gw = GatewayThread(config).start()
+    try:
+        data = rejection("<jobs@acme.example>").replace(b"hr@acme.example", b"hr@jobs.acme.example")
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            c.sendmail("hr@jobs.acme.example", ["a@example.net"], data, ["BODY=8BITMIME"])
+        (got,) = sink.wait_for(1)
+        assert b"d=jobs.acme.example;" in got.data  # aligned with From for DMARC
+        assert verify(strip_received(got.data), company_key[1])
+    finally:
+        gw.stop()
+
+
+def test_a_ledger_failure_is_451_whatever_on_error_says(
+        rejecting: GatewayThread, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    def failing(*args: object, **kwargs: object) -> dict[str, str]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    assert rejecting.gateway.rejections is not None
+    monkeypatch.setattr(rejecting.gateway.rejections._writer, "record_rejection", failing)
+    with smtplib.SMTP("127.0.0.1", rejecting.port) as c:
+        c.ehlo()
+        c.mail("hr@acme.example", ["BODY=8BITMIME"])
+        c.rcpt("a@example.net")
+        code, text = c.data(rejection("<dbfail@acme.example>"))
+    assert (code, text[:5]) == (451, b"4.3.0")  # never a bare marker to the candidate
+    assert rejecting.queue_ids() == [] and sink.messages == []
