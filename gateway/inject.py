@@ -16,6 +16,7 @@ import base64
 import binascii
 import quopri
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import mime
@@ -120,13 +121,19 @@ def _edit_part(message: bytes, part: mime.Part, repl: Replacement, *,
     raw = _decode_cte(body, part.cte)
     codec = codec_for(part.params.get("charset", "us-ascii"))
     html = part.content_type == "text/html"
+    flowed = part.params.get("format", "").lower() == "flowed"
     if append:
         new_raw = _append_block(raw, codec, repl, html=html)
         if new_raw is None:  # the charset cannot hold the block: UTF-8 it is
-            return _as_utf8(header, raw, codec, repl, html=html)
+            return _as_utf8(header, raw, codec, lambda utf8: _append_block(
+                utf8, "utf-8", repl, html=html))
     else:
-        new_raw = _replace_markers(raw, codec, repl, html=html,
-                                   flowed=part.params.get("format", "").lower() == "flowed")
+        if not html and encode_text(repl.text, codec, html=False) is None:
+            # The replacement (say, the Japanese sentence for colleagues) does not
+            # fit this charset: the part becomes UTF-8 rather than show "????".
+            return _as_utf8(header, raw, codec, lambda utf8: _replace_markers(
+                utf8, "utf-8", repl, html=False, flowed=flowed))
+        new_raw = _replace_markers(raw, codec, repl, html=html, flowed=flowed)
         if new_raw is None:
             return None
     cte = part.cte
@@ -214,16 +221,16 @@ def _append_block(raw: bytes, codec: str | None, repl: Replacement, *,
     return raw + sep + block + (b"" if block.endswith(nl) else nl)
 
 
-def _as_utf8(header: bytes, raw: bytes, codec: str | None, repl: Replacement, *,
-             html: bool) -> bytes | None:
-    """Re-encode a text part as UTF-8 quoted-printable, with the block appended."""
+def _as_utf8(header: bytes, raw: bytes, codec: str | None,
+             change: Callable[[bytes], bytes | None]) -> bytes | None:
+    """Re-encode a text part as UTF-8 quoted-printable, with ``change`` applied."""
     if codec is None:
         return None
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         return None
-    new_raw = _append_block(text.encode("utf-8"), "utf-8", repl, html=html)
+    new_raw = change(text.encode("utf-8"))
     if new_raw is None:
         return None
     header = _set_param(header, "charset", "utf-8")

@@ -282,3 +282,13 @@ def test_broken_base64_is_not_a_marked_part() -> None:
     msg = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
            b"W1tDQVJFRVJfUkVMQVlfTElOS11d=x\r\n")
     assert marked_parts(msg) == 0
+
+
+def test_internal_sentence_in_a_us_ascii_part_becomes_utf8_not_question_marks() -> None:
+    internal = Replacement(text="(社外の応募者様には個人別のリンクが入ります)", html_attr=None,
+                           html_text="", text_block="", html_block="")
+    msg = crlf(f"Content-Type: text/plain; charset=us-ascii\n\nSorry.\n{M}\nBye.\n")
+    (part,) = parts(inject(msg, internal, append=False))
+    assert part.get_content_charset() == "utf-8"
+    assert "Sorry.\n(社外の応募者様には個人別のリンクが入ります)\nBye." in text_of(part).replace(
+        "\r\n", "\n")
