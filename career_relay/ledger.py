@@ -123,6 +123,7 @@ class Rejection:
     job: str | None = None
     channel: str | None = None
     stage: str | None = None
+    created: dt.datetime | None = None  # when its links were signed (default: now)
 
 
 class Ledger:
@@ -211,10 +212,11 @@ class Ledger:
         and every commit waits for the disk, so concurrent messages share one commit
         (``career_relay.ledger_writer``)."""
         now = self._clock()
-        created, day = _stamp(now), now.astimezone(dt.UTC).date().isoformat()
+        day = now.astimezone(dt.UTC).date().isoformat()
         results: list[dict[str, str]] = []
         with self._write() as conn:
             for r in rejections:
+                created = _stamp(r.created or now)
                 before = conn.total_changes
                 conn.executemany(
                     "INSERT INTO offers (id, company, message_id, recipient, created, job,"

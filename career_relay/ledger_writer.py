@@ -9,6 +9,7 @@ together; each caller gets its own result or the shared error.
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import sqlite3
 import threading
@@ -32,13 +33,14 @@ class LedgerWriter:
 
     def record_rejection(self, company: str, message_id: str,
                          offers: Sequence[tuple[str, str]], job: str | None = None,
-                         channel: str | None = None, stage: str | None = None) -> dict[str, str]:
+                         channel: str | None = None, stage: str | None = None,
+                         created: dt.datetime | None = None) -> dict[str, str]:
         """Blocking, like ``Ledger.record_rejection``; returns once the commit is done."""
         if self._closed or not self._thread.is_alive():
             raise sqlite3.OperationalError("the ledger writer has stopped")
         done: Future[dict[str, str]] = Future()
-        self._queue.put((Rejection(company, message_id, tuple(offers), job, channel, stage),
-                         done))
+        self._queue.put((Rejection(company, message_id, tuple(offers), job, channel, stage,
+                                   created), done))
         return done.result(timeout=_WAIT)
 
     def close(self) -> None:

@@ -94,8 +94,12 @@ class LinkSigner:
         if max_age_days < 1:
             raise ConfigError(f"site.link_max_age_days must be at least 1, not {max_age_days}")
         self.max_age = max_age_days * _SECONDS_PER_DAY
-        self._serializer = URLSafeTimedSerializer(
-            list(reversed(keys)),
+        self._keys = list(reversed(keys))
+        self._serializer = self._serializer_at(clock)
+
+    def _serializer_at(self, clock: Callable[[], float]) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(
+            self._keys,
             salt=SALT,
             signer=_ClockedSigner,
             signer_kwargs={"digest_method": hashlib.sha256, "clock": clock},
@@ -108,11 +112,17 @@ class LinkSigner:
     def __repr__(self) -> str:
         return f"LinkSigner(keys=<masked>, max_age={self.max_age})"
 
-    def token(self, offer_id: str) -> str:
-        """Sign ``offer_id`` (an opaque random id, never personal data) with the newest key."""
+    def token(self, offer_id: str, issued_at: float | None = None) -> str:
+        """Sign ``offer_id`` (an opaque random id, never personal data) with the newest key.
+
+        ``issued_at`` (the offer's creation time) gives a resent copy the very
+        same link, with the same expiry, instead of a new one.
+        """
         if not OFFER_ID.fullmatch(offer_id):
             raise ValueError("a token carries only an opaque offer id (URL-safe, 8-64 chars)")
-        return str(self._serializer.dumps(offer_id))
+        serializer = (self._serializer if issued_at is None
+                      else self._serializer_at(lambda: issued_at))
+        return str(serializer.dumps(offer_id))
 
     def offer_id(self, token: str) -> str:
         """The offer id inside ``token``; ``TokenInvalid`` or ``TokenExpired`` otherwise."""

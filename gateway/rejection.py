@@ -10,8 +10,10 @@ the same bytes, and a client that retries after a 451 gets the same offers
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -108,21 +110,27 @@ class Rejections:
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
+        # Links carry whole seconds; the offers record the same second, so a resent
+        # copy can be given exactly the link the first one had.
+        issued = float(int(time.time()))
 
-        def copy_for(rcpt: str, offer_id: str) -> Copy:
-            url = link(self._settings.site.public_url, self._links.token(offer_id))
+        def copy_for(rcpt: str, offer_id: str, issued_at: float) -> Copy:
+            url = link(self._settings.site.public_url, self._links.token(offer_id, issued_at))
             return Copy([rcpt], self._sign(company, inject.inject(
                 data, texts.for_candidate(url), append=append, root=root)))
 
-        copies = {rcpt: copy_for(rcpt, oid) for rcpt, oid in fresh.items()}
+        copies = {rcpt: copy_for(rcpt, oid, issued) for rcpt, oid in fresh.items()}
         internal_copy = (Copy(internal, self._sign(company, inject.inject(
             data, texts.for_internal(), append=append, root=root))) if internal else None)
         recorded = self._writer.record_rejection(
             company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
-            channel=_field(fields, "channel"), stage=_field(fields, "stage"))
+            channel=_field(fields, "channel"), stage=_field(fields, "stage"),
+            created=dt.datetime.fromtimestamp(issued, dt.UTC))
         for rcpt, offer_id in recorded.items():
-            if offer_id != fresh[rcpt]:  # a retried submission: the offer it already has
-                copies[rcpt] = copy_for(rcpt, offer_id)
+            if offer_id != fresh[rcpt]:  # a retried submission: the offer and link it had
+                offer = self._ledger.offer(offer_id)
+                first = offer.created.timestamp() if offer is not None else issued
+                copies[rcpt] = copy_for(rcpt, offer_id, first)
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
     def _sign(self, company: CompanySettings, data: bytes) -> bytes:

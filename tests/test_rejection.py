@@ -131,6 +131,8 @@ def test_a_retried_submission_creates_no_new_offer(rejecting: GatewayThread,
     signer = LinkSigner([SECRET], 90)
     ids = {signer.offer_id(LINK.findall(m.data.decode())[0]) for m in (first, second)}
     assert len(ids) == 1
+    # the very same link, so its expiry does not restart either
+    assert LINK.findall(first.data.decode()) == LINK.findall(second.data.decode())
 
 
 def test_header_only_rejection_gets_the_consent_block(rejecting: GatewayThread,
