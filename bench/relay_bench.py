@@ -38,6 +38,7 @@ timeout, and every process started here is stopped in ``finally`` blocks.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import collections
 import contextlib
@@ -448,18 +449,19 @@ class RunResult:
     cpu_ms_per_msg: float
 
 
-class SystemUnderTest:
+class SystemUnderTest(abc.ABC):
     """A relay listening on ``port`` and delivering to the sink."""
 
     name = "?"
     port = 0
 
+    @abc.abstractmethod
     def pending(self) -> int:
         """Messages accepted but not yet handed to the sink, per the system's own state."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cpu_seconds(self) -> float:
-        raise NotImplementedError
+        """CPU seconds used so far by the system's processes."""
 
     def before_run(self) -> None:
         """Remember whatever check_after_run compares against."""
