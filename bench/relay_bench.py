@@ -463,10 +463,10 @@ class SystemUnderTest(abc.ABC):
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the system's processes."""
 
-    def before_run(self) -> None:
+    def before_run(self) -> None:  # noqa: B027 - a hook: most systems need nothing here
         """Remember whatever check_after_run compares against."""
 
-    def check_after_run(self, messages: int) -> None:
+    def check_after_run(self, messages: int) -> None:  # noqa: B027 - an optional hook
         """Extra consistency checks once all messages reached the sink."""
 
     def profile_pid(self) -> int | None:
