@@ -106,6 +106,12 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def wal_path(self) -> Path:
+        """SQLite's write-ahead log beside the ledger (it exists while connections are open)."""
+        filename = self.db.conn.execute("PRAGMA database_list").fetchone()[2]
+        return Path(f"{filename}-wal")
+
     def __enter__(self) -> Ledger:
         return self
 
@@ -255,14 +261,23 @@ def open_ledger(
     *,
     clock: Clock = _utcnow,
     new_id: Callable[[], str] = new_offer_id,
+    sync_wal_elsewhere: bool = False,
 ) -> Ledger:
-    """Open (creating if needed) the ledger at ``path`` and apply pending migrations."""
+    """Open (creating if needed) the ledger at ``path`` and apply pending migrations.
+
+    ``sync_wal_elsewhere``: commits do not wait for the disk themselves
+    (``synchronous = NORMAL``); the caller fsyncs the WAL file (``wal_path``)
+    before it relies on them.  The gateway does so in the same group commit
+    that makes the mail durable, before its 250.
+    """
     conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     try:
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         # Both PRAGMAs are per connection and do nothing inside a transaction: set them first.
         conn.execute("PRAGMA foreign_keys = ON")
         _enable_wal(conn)
+        if sync_wal_elsewhere:
+            conn.execute("PRAGMA synchronous = NORMAL")
         _migrate(db)
     except BaseException:
         conn.close()

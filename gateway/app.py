@@ -35,7 +35,12 @@ class Gateway:
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
             worker=worker, workers=workers)
         self.policy = RelayPolicy(settings)
-        self.ledger = open_ledger(settings.ledger.path) if settings.companies else None
+        self.ledger = (open_ledger(settings.ledger.path, sync_wal_elsewhere=True)
+                       if settings.companies else None)
+        if self.ledger is not None:
+            # Offers are committed before their copies are journaled; the journal's
+            # group commit fsyncs the ledger's WAL too, so both are durable at the 250.
+            self.spool.journal.companions.append(self.ledger.wal_path)
         self.rejections = (Rejections(settings, self.ledger, email_templates_dir())
                            if self.ledger is not None else None)
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,

@@ -77,6 +77,7 @@ class Journal:
         self._dirty_done: set[_Segment] = set()
         self._done_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.companions: list[Path] = []  # files fsynced with every group commit
 
     async def append(self, env: Envelope, data: bytes) -> None:
         """Durably append one message; returns once an fsync covered it."""
@@ -117,11 +118,25 @@ class Journal:
                 return
             covered = self._requested
             try:
-                await asyncio.get_running_loop().run_in_executor(None, os.fsync, seg.fd)
+                await asyncio.get_running_loop().run_in_executor(None, self._fsync_all, seg.fd)
             except OSError:
                 self._failed = covered
                 raise
             self._synced = covered
+
+    def _fsync_all(self, fd: int) -> None:
+        """The segment, then the companions (the ledger's WAL: the offers behind the
+        links in these messages were committed before the messages were appended)."""
+        os.fsync(fd)
+        for path in self.companions:
+            try:
+                companion = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no commit yet, so nothing to make durable
+            try:
+                os.fsync(companion)
+            finally:
+                os.close(companion)
 
     async def _rotate(self) -> _Segment:
         assert self._lock is not None
@@ -137,7 +152,7 @@ class Journal:
                     old.sealed = True
                     covered = self._requested
                     try:
-                        await loop.run_in_executor(None, os.fsync, old.fd)
+                        await loop.run_in_executor(None, self._fsync_all, old.fd)
                         self._synced = covered
                     except OSError:
                         self._failed = covered

@@ -243,3 +243,27 @@ def test_a_ledger_failure_is_451_whatever_on_error_says(
         code, text = c.data(rejection("<dbfail@acme.example>"))
     assert (code, text[:5]) == (451, b"4.3.0")  # never a bare marker to the candidate
     assert rejecting.queue_ids() == [] and sink.messages == []
+
+
+def test_offers_are_on_disk_before_the_250(rejecting: GatewayThread, sink: Sink,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ledger commits without waiting for the disk; the journal's group commit
+    # fsyncs the ledger's WAL together with the copies, before the reply.
+    import os
+
+    import gateway.journal
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(gateway.journal.os, "fsync", spy)
+    send(rejecting.port, rejection("<durable@acme.example>"), ["a@example.net"])
+    at_reply = list(synced)
+    wal = str(Path(rejecting.settings.ledger.path).resolve()) + "-wal"
+    assert wal in at_reply
+    assert any(p.endswith(".jnl") for p in at_reply)
+    sink.wait_for(1)
