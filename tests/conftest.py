@@ -297,6 +297,19 @@ def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
                           cwd=REPO, env=full_env, timeout=60)
 
 
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path fsynced from now on (os.fsync still runs): for "on disk before 250"."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
 def queue_listing(config: Path) -> str:
     """`career-relay queue list`, as an operator sees it."""
     result = run_cli("queue", "list", "--config", str(config))

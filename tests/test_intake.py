@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import gateway.journal
 import gateway.server
 from tests.conftest import (
     COMPANY_PASSWORD,
@@ -21,6 +20,7 @@ from tests.conftest import (
     GatewayThread,
     Sink,
     crlf,
+    record_fsyncs,
     self_signed,
     strip_received,
     wait_until,
@@ -285,14 +285,7 @@ def test_client_disconnecting_mid_data_delivers_nothing(gateway: GatewayThread,
 
 def test_250_comes_after_file_and_directory_fsync(gateway: GatewayThread, sink: Sink,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        real_fsync(fd)
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-    monkeypatch.setattr(gateway_journal_os(), "fsync", spy)
+    synced = record_fsyncs(monkeypatch)
     with smtplib.SMTP("127.0.0.1", gateway.port) as c:
         c.ehlo()
         c.mail("hr@acme.example")
@@ -309,10 +302,6 @@ def test_250_comes_after_file_and_directory_fsync(gateway: GatewayThread, sink: 
     assert queue_id in got.data.decode()
     segment_text = Path(segment[0]).read_bytes() if Path(segment[0]).exists() else b""
     assert not segment_text or queue_id.encode() in segment_text
-
-
-def gateway_journal_os() -> object:
-    return gateway.journal.os
 
 
 def test_one_received_header_and_relay_fields_removed(gateway: GatewayThread,

@@ -21,6 +21,7 @@ from tests.conftest import (
     GatewayThread,
     Sink,
     crlf,
+    record_fsyncs,
     strip_received,
     wait_until,
 )
@@ -249,18 +250,7 @@ def test_offers_are_on_disk_before_the_250(rejecting: GatewayThread, sink: Sink,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # The ledger commits without waiting for the disk; the journal's group commit
     # fsyncs the ledger's WAL together with the copies, before the reply.
-    import os
-
-    import gateway.journal
-
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        real_fsync(fd)
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-    monkeypatch.setattr(gateway.journal.os, "fsync", spy)
+    synced = record_fsyncs(monkeypatch)
     send(rejecting.port, rejection("<durable@acme.example>"), ["a@example.net"])
     at_reply = list(synced)
     wal = str(Path(rejecting.settings.ledger.path).resolve()) + "-wal"
