@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from pathlib import Path
 
 from career_relay.errors import ConfigError, SpoolError
 from career_relay.ledger import open_ledger
@@ -46,7 +45,7 @@ class Gateway:
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,
                                         rejections=self.rejections, worker=worker,
                                         workers=workers),
-                               self.policy, require_auth=settings.gateway.require_auth)
+                               self.policy)
         self.sessions = Sessions()
         self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
         self._server: asyncio.base_events.Server | None = None
@@ -116,6 +115,3 @@ class Gateway:
         if self.ledger is not None:
             self.ledger.close()
 
-    @property
-    def queue_dir(self) -> Path:
-        return self.spool.queue

@@ -107,10 +107,6 @@ class Delivery:
         self._messages[env.id] = _Entry(env, State(), data, in_journal=True)
         self._ready.put_nowait(env.id)
 
-    @property
-    def depth(self) -> int:
-        return len(self._messages)
-
     # -- scheduling -------------------------------------------------------------------
 
     def _scan(self) -> list[_Entry]:

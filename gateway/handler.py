@@ -30,10 +30,9 @@ class RelayHandler:
     def __dir__(self) -> list[str]:
         return self._HOOK_NAMES
 
-    def __init__(self, pipeline: Pipeline, policy: RelayPolicy, *, require_auth: bool):
+    def __init__(self, pipeline: Pipeline, policy: RelayPolicy):
         self._pipeline = pipeline
         self._policy = policy
-        self._require_auth = require_auth
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]

@@ -107,6 +107,7 @@ class Rejections:
                 rcpts: list[str], fields: dict[str, str], *, append: bool) -> list[Copy]:
         """The copies, built first and recorded after, in one ledger transaction."""
         texts = self._texts[company.id]
+        signer = self._signer(company, data)  # the From header is the same in every copy
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
@@ -116,11 +117,11 @@ class Rejections:
 
         def copy_for(rcpt: str, offer_id: str, issued_at: float) -> Copy:
             url = link(self._settings.site.public_url, self._links.token(offer_id, issued_at))
-            return Copy([rcpt], self._sign(company, inject.inject(
+            return Copy([rcpt], _signed(signer, inject.inject(
                 data, texts.for_candidate(url), append=append, root=root)))
 
         copies = {rcpt: copy_for(rcpt, oid, issued) for rcpt, oid in fresh.items()}
-        internal_copy = (Copy(internal, self._sign(company, inject.inject(
+        internal_copy = (Copy(internal, _signed(signer, inject.inject(
             data, texts.for_internal(), append=append, root=root))) if internal else None)
         recorded = self._writer.record_rejection(
             company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
@@ -133,13 +134,17 @@ class Rejections:
                 copies[rcpt] = copy_for(rcpt, offer_id, first)
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
-    def _sign(self, company: CompanySettings, data: bytes) -> bytes:
-        """Signatures over the original no longer hold; sign the copy with the company key,
-        as the domain of its From address when that is one of the company's."""
-        data = remove_signatures(data)
+    def _signer(self, company: CompanySettings, data: bytes) -> Signer | None:
+        """The company key, as the domain of the From address when that is one of the
+        company's (DMARC alignment)."""
         domains = [d for d in from_domains(header_block(data)) if d in company.domains]
-        signer = self._signers.get((company.id, domains[0] if domains else company.domains[0]))
-        return data if signer is None else signer.sign(data) + data
+        return self._signers.get((company.id, domains[0] if domains else company.domains[0]))
+
+
+def _signed(signer: Signer | None, data: bytes) -> bytes:
+    """Signatures over the original no longer hold; sign the changed copy afresh."""
+    data = remove_signatures(data)
+    return data if signer is None else signer.sign(data) + data
 
 
 def _message_id(data: bytes) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from gateway.envelope import State
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
@@ -53,6 +54,15 @@ def tls_sink(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sink]:
     sink.stop()
 
 
+def _deferred_state(gw: GatewayThread) -> State:
+    """The state of the one message once its first attempt was deferred."""
+    spool = gw.gateway.spool
+    wait_until(lambda: any(spool.load_state(i).attempts for i in spool.ids()),
+               what="a deferred attempt")
+    (queue_id,) = list(spool.ids())
+    return spool.load_state(queue_id)
+
+
 def _send(port: int) -> None:
     with smtplib.SMTP("127.0.0.1", port) as c:
         c.sendmail("hr@acme.example", ["a@example.net"], MSG)
@@ -82,12 +92,9 @@ def test_unverifiable_certificate_defers_instead_of_sending_in_clear(
         "password": "s3cret pass"})).start()
     try:
         _send(gw.port)
-        spool = gw.gateway.spool
-        wait_until(lambda: any(spool.load_state(i).attempts for i in spool.ids()),
-                   what="a deferred attempt")
-        (queue_id,) = list(spool.ids())
-        assert "4.4.2" in spool.load_state(queue_id).last_error
-        assert "CERTIFICATE_VERIFY_FAILED" in spool.load_state(queue_id).last_error
+        state = _deferred_state(gw)
+        assert "4.4.2" in state.last_error
+        assert "CERTIFICATE_VERIFY_FAILED" in state.last_error
         assert tls_sink.messages == []
     finally:
         gw.stop()
@@ -100,11 +107,7 @@ def test_wrong_upstream_password_defers(make_config: ConfigMaker, tls_sink: Sink
         "password": "wrong"})).start()
     try:
         _send(gw.port)
-        spool = gw.gateway.spool
-        wait_until(lambda: any(spool.load_state(i).attempts for i in spool.ids()),
-                   what="a deferred attempt")
-        (queue_id,) = list(spool.ids())
-        state = spool.load_state(queue_id)
+        state = _deferred_state(gw)
         assert "535" in state.last_error  # the smarthost's refusal, kept for `queue list`
         assert state.bounced == {}  # our wrong password is no reason to bounce the mail
         assert tls_sink.messages == []
