@@ -67,11 +67,11 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _stamp(moment: dt.datetime) -> str:
+def stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_stamp(text: str) -> dt.datetime:
+def parse_stamp(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
@@ -124,6 +124,18 @@ class Ledger:
         with self._lock, _immediate(self.db.conn) as conn:
             yield conn
 
+    # The ledger's other modules (``ledger_consent``) share the connection through these.
+    write = _write
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, serialised with every other caller."""
+        with self._lock:
+            yield self.db.conn
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
     def record_offer(
         self,
         company: str,
@@ -141,7 +153,7 @@ class Ledger:
         """
         if not (company and message_id and recipient):
             raise ValueError("an offer needs a company, a Message-ID and a recipient")
-        created = _stamp(self._clock())
+        created = stamp(self._clock())
         row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
         with self._write() as conn:
             conn.execute(
@@ -184,7 +196,7 @@ class Ledger:
         results: list[dict[str, str]] = []
         with self._write() as conn:
             for r in rejections:
-                created = _stamp(r.created or now)
+                created = stamp(r.created or now)
                 before = conn.total_changes
                 conn.executemany(
                     "INSERT INTO offers (id, company, message_id, recipient, created, job,"
@@ -253,7 +265,7 @@ _OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, sta
 
 def _offer(row: Any) -> Offer:
     oid, company, message_id, recipient, created, job, channel, stage = row
-    return Offer(oid, company, message_id, recipient, _parse_stamp(created), job, channel, stage)
+    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)
 
 
 def open_ledger(

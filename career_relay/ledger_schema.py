@@ -47,3 +47,117 @@ def _daily_counts(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0003_consent")
+def _consent(db: Database) -> None:
+    """What the consent site records (SPEC 6, 7): views, notices, receipts, forwards.
+
+    Receipts, notices and forwards are written once and never changed; the
+    personal data a candidate typed lives apart (``profiles`` and
+    ``forwards.payload``) so that erasure can remove it and leave the record
+    of each decision and provision (who, when, which items, which notice)
+    intact.  ``outbox`` is the forwarding worker's to-do list, not a record:
+    a row leaves it when its forward is delivered or cancelled, and
+    ``forward_events`` keeps what happened.
+    """
+    db.execute(
+        """
+        CREATE TABLE offer_views (
+            offer_id TEXT PRIMARY KEY REFERENCES offers (id),
+            first_viewed TEXT NOT NULL      -- UTC; a GET records this once, nothing else
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE notices (
+            hash TEXT PRIMARY KEY,          -- sha256 of the exact text shown, hex
+            version TEXT NOT NULL,          -- locale-shorthash: what a receipt cites
+            locale TEXT NOT NULL,
+            company TEXT NOT NULL,
+            text TEXT NOT NULL,             -- the notice as rendered, kept as proof
+            first_shown TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE receipts (
+            id TEXT PRIMARY KEY,            -- the consent receipt id shown to the candidate
+            offer_id TEXT NOT NULL REFERENCES offers (id),
+            company TEXT NOT NULL,
+            agency TEXT NOT NULL,           -- the agency's legal name at the time
+            decision TEXT NOT NULL CHECK (decision IN ('accept', 'decline', 'withdraw', 'erase')),
+            created TEXT NOT NULL,          -- UTC
+            notice_hash TEXT REFERENCES notices (hash),  -- NULL for withdraw and erase
+            notice_version TEXT,
+            locale TEXT NOT NULL,
+            purposes TEXT NOT NULL,         -- JSON list
+            data_items TEXT NOT NULL,       -- JSON list of field names (never their values)
+            user_agent TEXT NOT NULL,
+            network TEXT NOT NULL,          -- the client's network (/24 or /48), not its address
+            review TEXT                     -- NULL, or why it is held: review_window | scanner
+        )
+        """
+    )
+    db.execute("CREATE INDEX receipts_offer ON receipts (offer_id, created)")
+    db.execute("CREATE INDEX receipts_company ON receipts (company, created)")
+    db.execute(
+        """
+        CREATE TABLE profiles (
+            receipt_id TEXT PRIMARY KEY REFERENCES receipts (id),
+            data TEXT,                      -- JSON of what the candidate gave; NULL once erased
+            erased TEXT                     -- when it was erased
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE reviews (
+            receipt_id TEXT PRIMARY KEY REFERENCES receipts (id),
+            decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+            by TEXT NOT NULL,
+            created TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE forwards (
+            id TEXT PRIMARY KEY,            -- forward_id: stable across every attempt
+            offer_id TEXT NOT NULL REFERENCES offers (id),
+            receipt_id TEXT NOT NULL REFERENCES receipts (id),
+            company TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('consent', 'withdrawal', 'erasure')),
+            created TEXT NOT NULL,
+            payload TEXT                    -- the JSON body sent; NULL once erased
+        )
+        """
+    )
+    db.execute("CREATE INDEX forwards_offer ON forwards (offer_id, created)")
+    db.execute("CREATE INDEX forwards_company ON forwards (company, created)")
+    db.execute(
+        """
+        CREATE TABLE forward_events (
+            forward_id TEXT NOT NULL REFERENCES forwards (id),
+            created TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN ('failed', 'delivered', 'cancelled')),
+            detail TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX forward_events_forward ON forward_events (forward_id, event)")
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            forward_id TEXT PRIMARY KEY REFERENCES forwards (id),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,     -- UTC
+            claimed_until TEXT,             -- a worker is sending it until then
+            held INTEGER NOT NULL DEFAULT 0 -- 1 while its consent is under review
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_due ON outbox (held, next_attempt)")
+    # Forwards of one offer go out in the order they were made (forwards.rowid).

@@ -136,6 +136,18 @@ class AgencySettings(_Section):
     webhook_url: str = setting("", "Where forwards are POSTed as JSON.")
     webhook_secret: str = setting("", "HMAC key for X-Career-Relay-Signature.", secret=True)
     email: str = setting("", "Where forwards are mailed when deliver = email.")
+    retention_months: int = setting(
+        24, "Months the agency keeps a registered candidate's data (shown on the consent page)."
+    )
+    contact: str = setting(
+        "", "How candidates reach the agency about their data (an e-mail address or URL)."
+    )
+    retry_schedule: tuple[int, ...] = setting(
+        [10, 30, 60, 300, 900, 1800, 3600],
+        "Seconds to wait before each retry of a forward the agency did not take; the last "
+        "repeats (a forward is never dropped).",
+    )
+    timeout: int = setting(30, "Seconds to wait for the agency's webhook to answer.")
 
 
 @dataclass(frozen=True, repr=False)
@@ -150,6 +162,12 @@ class DemoSettings(_Section):
         "",
         "Demo only: when set, serve also runs a capture upstream on upstream.host:port that "
         "writes every relayed message to this directory as an .eml file.",
+        path=True,
+    )
+    agency_dir: str = setting(
+        "",
+        "Demo only: when set, serve also runs a stand-in agency on agency.webhook_url that "
+        "checks each forward's signature and writes it to this directory as a .json file.",
         path=True,
     )
 

@@ -74,7 +74,36 @@ def value_problems(settings: Settings) -> list[str]:
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):
         out.append("gateway.tls_cert and gateway.tls_key must be set together")
     out += _positive(settings)
+    out += _agency_problems(settings)
     out += _company_problems(settings)
+    return out
+
+
+def _agency_problems(settings: Settings) -> list[str]:
+    """What the consent page and the forwarding worker need (SPEC 6, 7).
+
+    An empty destination is allowed (a gateway-only host never forwards);
+    the site then keeps forwards in its outbox and says so at start-up.
+    """
+    agency = settings.agency
+    out = []
+    for name in ("site.public_url", "agency.webhook_url", "agency.privacy_url"):
+        section, key = name.split(".")
+        url = getattr(getattr(settings, section), key)
+        if url and not url.startswith(("http://", "https://")):
+            out.append(f"{name} must be an http:// or https:// URL, not {url!r}")
+    if agency.webhook_url and not agency.webhook_secret:
+        out.append("agency.webhook_secret is required with agency.webhook_url: the agency "
+                   "checks every forward's signature with it")
+    if agency.email and "@" not in agency.email:
+        out.append(f"agency.email must be an e-mail address, not {agency.email!r}")
+    if agency.retention_months <= 0:
+        out.append(f"agency.retention_months must be greater than 0, not "
+                   f"{agency.retention_months}")
+    if agency.timeout <= 0:
+        out.append(f"agency.timeout must be greater than 0, not {agency.timeout}")
+    if not agency.retry_schedule or min(agency.retry_schedule) <= 0:
+        out.append("agency.retry_schedule must list at least one delay, each greater than 0")
     return out
 
 

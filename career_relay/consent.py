@@ -1,0 +1,367 @@
+"""Consent decisions (SPEC 6, 7): what each one records and what it sends the agency.
+
+The site's views turn HTTP into calls here; nothing here sees a request.
+
+- ``accept``: a receipt, the profile the candidate gave, and a consent
+  forward, in one transaction.  Accepting again while accepted changes
+  nothing (a double click, a resubmitted form) and returns the receipt in force.
+- ``decline``: a receipt, nothing else; nothing the candidate typed is kept.
+- ``withdraw``: a receipt; a consent not yet sent is cancelled, one the
+  agency has (or may have) gets a withdrawal forward telling it to delete.
+- ``erase``: as withdraw, and every value the candidate typed is erased,
+  here and in the forwards kept; the receipts stay (who decided what, when,
+  under which notice: the provision record of APPI art. 29 needs them).
+
+Held for review (SPEC 8; DESIGN decision 3): a decision from a known
+scanner's user agent, or within ``site.review_window`` seconds of the link
+being sent, is recorded with ``review`` set; its forward waits in the outbox
+until an admin approves it, so a scanner's "consent" never reaches the agency.
+The window is measured from the offer's creation: the gateway signs the link
+when it takes the mail, a few milliseconds before it delivers it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from career_relay.errors import UserError
+from career_relay.ledger import Offer
+from career_relay.ledger_consent import ConsentLedger, Decision, Forward, ForwardKind, Receipt
+from career_relay.settings_table import Settings
+
+#: The profile a candidate may give (SPEC 6), in the order the form shows them.
+FIELDS = ("name", "email", "phone", "desired_job", "desired_location", "note")
+REQUIRED = ("name", "email")
+MAX_LENGTH = {"name": 100, "email": 254, "phone": 30, "desired_job": 200,
+              "desired_location": 200, "note": 2000}
+#: The job and stage they applied for: shared only when ``share_application`` is ticked.
+APPLICATION = "application"
+
+PURPOSE_REGISTRATION = "agency_registration"
+PURPOSE_APPLICATION = "share_application"
+
+# Deliberately loose (RFC 5322 allows far more than any form should police):
+# one @, no spaces, a dot in the domain.  The agency confirms the address itself.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"[0-9０-９+()（）\-‐－ 　]{6,30}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+#: User agents of link scanners and previewers (research/consent_domain.md 5.1).
+#: A decision from one of them is held for review, never forwarded on its own.
+SCANNER_AGENTS = re.compile(
+    r"bot\b|crawler|spider|preview|scanner|headlesschrome|phantomjs|python-requests|"
+    r"python-urllib|aiohttp|go-http-client|curl/|wget/|libwww|java/|okhttp|"
+    r"safelinks|proofpoint|mimecast|barracuda|urldefense|msoffice|ms-office|"
+    r"microsoft office|outlook-ios|skypeuripreview|slack|discord|facebookexternalhit",
+    re.IGNORECASE,
+)
+
+
+class ConsentError(UserError):
+    """A decision that cannot be taken in the offer's current state."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The exact notice text a candidate was shown, and what a receipt cites of it."""
+
+    text: str
+    locale: str
+    digest: str
+    version: str
+
+    @classmethod
+    def of(cls, text: str, locale: str) -> Notice:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return cls(text, locale, digest, f"{locale}-{digest[:12]}")
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a decision: kept in the receipt (user agent; network, not the address)."""
+
+    user_agent: str
+    address: str | None
+
+    @property
+    def network(self) -> str:
+        return network_of(self.address)
+
+
+@dataclass(frozen=True)
+class State:
+    """Where an offer stands: its decision in force and its history."""
+
+    decision: Decision | None
+    current: Receipt | None
+    receipts: tuple[Receipt, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision == "accept"
+
+    @property
+    def erased(self) -> bool:
+        return self.decision == "erase"
+
+
+def network_of(address: str | None) -> str:
+    """The client's network, not its address: /24 for IPv4, /48 for IPv6 (data minimisation)."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def validate_profile(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the cleaned profile, field -> error code).  Codes: required, too_long, email, phone.
+
+    Values are kept as typed (trimmed, control characters removed); the
+    caller shows them back on errors, escaped.
+    """
+    profile: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for field in FIELDS:
+        value = _CONTROL.sub("", str(form.get(field, ""))).strip()
+        if field != "note":
+            value = " ".join(value.split())
+        profile[field] = value
+        if not value:
+            if field in REQUIRED:
+                errors[field] = "required"
+            continue
+        if len(value) > MAX_LENGTH[field]:
+            errors[field] = "too_long"
+        elif field == "email" and not _EMAIL.fullmatch(value):
+            errors[field] = "email"
+        elif field == "phone" and not _PHONE.fullmatch(value):
+            errors[field] = "phone"
+    return {k: v for k, v in profile.items() if v}, errors
+
+
+def scanner_like(user_agent: str) -> bool:
+    return not user_agent.strip() or bool(SCANNER_AGENTS.search(user_agent))
+
+
+def subject_id(offer_id: str) -> str:
+    """The candidate's stable id at the agency: unlinkable to the link that carries ``offer_id``."""
+    return "sb_" + hashlib.sha256(f"career-relay/subject:{offer_id}".encode()).hexdigest()[:24]
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+class Consents:
+    """The decisions of candidates, over the ledger's consent tables."""
+
+    def __init__(self, settings: Settings, store: ConsentLedger) -> None:
+        self.settings = settings
+        self.store = store
+
+    def state(self, offer: Offer) -> State:
+        receipts = tuple(self.store.receipts(offer.id))
+        # Only these four change where an offer stands; the newest one wins.
+        current = receipts[-1] if receipts else None
+        return State(None if current is None else current.decision, current, receipts)
+
+    def view(self, offer: Offer) -> None:
+        self.store.record_view(offer.id)
+
+    def shown(self, offer: Offer, notice: Notice) -> None:
+        """Keep the notice text (once): a receipt cites its hash, this keeps the proof."""
+        self.store.record_notice(notice.digest, notice.version, notice.locale, offer.company,
+                                 notice.text)
+
+    def review_reason(self, offer: Offer, client: Client, now: dt.datetime) -> str | None:
+        if scanner_like(client.user_agent):
+            return "scanner"
+        if (now - offer.created).total_seconds() < self.settings.site.review_window:
+            return "review_window"
+        return None
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def accept(self, offer: Offer, notice: Notice, profile: dict[str, str],
+               share_application: bool, client: Client) -> Receipt:
+        state = self.state(offer)
+        if state.erased:
+            raise ConsentError("this candidate's data was erased; the link no longer accepts")
+        if state.accepted and state.current is not None:
+            return state.current
+        now = self.store.ledger.now()
+        purposes = [PURPOSE_REGISTRATION] + ([PURPOSE_APPLICATION] if share_application else [])
+        items = [f for f in FIELDS if profile.get(f)]
+        if share_application:
+            items.append(APPLICATION)
+        receipt = self._receipt(offer, "accept", now, client, notice, purposes, items,
+                                review=self.review_reason(offer, client, now))
+        forward_id = _new_id("fw")
+        payload = self._consent_payload(forward_id, offer, receipt, profile, share_application)
+        forward = Forward(forward_id, offer.id, receipt.id, offer.company, "consent", now,
+                          payload)
+        self.store.record_decision(receipt, profile=profile, forward=forward)
+        return receipt
+
+    def decline(self, offer: Offer, notice: Notice, client: Client) -> Receipt:
+        state = self.state(offer)
+        if state.erased:
+            raise ConsentError("this candidate's data was erased; the link no longer accepts")
+        if state.decision in ("decline", "accept") and state.current is not None:
+            return state.current  # declining while registered: withdrawing is the way out
+        now = self.store.ledger.now()
+        receipt = self._receipt(offer, "decline", now, client, notice, [], [], review=None)
+        self.store.record_decision(receipt)
+        return receipt
+
+    def withdraw(self, offer: Offer, locale: str, client: Client) -> Receipt | None:
+        """None when there is nothing to withdraw (the offer is not accepted)."""
+        state = self.state(offer)
+        if not state.accepted:
+            return None
+        return self._retract(offer, "withdraw", locale, client)
+
+    def erase(self, offer: Offer, locale: str, client: Client) -> Receipt:
+        state = self.state(offer)
+        if state.erased and state.current is not None:
+            return state.current
+        return self._retract(offer, "erase", locale, client)
+
+    def _retract(self, offer: Offer, decision: Decision, locale: str,
+                 client: Client) -> Receipt:
+        now = self.store.ledger.now()
+        receipt = Receipt(_new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+                          decision, now, None, None, locale, (), (), client.user_agent[:500],
+                          client.network)
+        kind: ForwardKind = "withdrawal" if decision == "withdraw" else "erasure"
+        forward_id = _new_id("fw")
+        consent_ids = [f.forward.id for f in self.store.forwards(offer.id)
+                       if f.forward.kind == "consent"]
+        payload = json.dumps({
+            "forward_id": forward_id,
+            "type": kind,
+            "created": _iso(now),
+            "subject_id": subject_id(offer.id),
+            "company": self._company(offer),
+            "refers_to": consent_ids,
+            "receipt_id": receipt.id,
+            "instruction": "delete",
+        }, ensure_ascii=False, sort_keys=True)
+        forward = Forward(forward_id, offer.id, receipt.id, offer.company, kind, now, payload)
+        self.store.record_decision(receipt, forward=forward, cancel_pending_consent=True,
+                                   erase=decision == "erase")
+        return receipt
+
+    # -- what the candidate may see of themselves (SPEC 6 export) -------------------------
+
+    def export(self, offer: Offer) -> dict[str, Any]:
+        """Everything held about the candidate of this offer, and every receipt (GDPR art. 15
+        and 20; APPI art. 33 including the provision records)."""
+        state = self.state(offer)
+        forwards = self.store.forwards(offer.id)
+        viewed = self.store.first_viewed(offer.id)
+        return {
+            "offer": {
+                "company": self._company(offer),
+                "sent_to": offer.recipient,
+                "sent": _iso(offer.created),
+                "job": offer.job,
+                "stage": offer.stage,
+                "first_viewed": None if viewed is None else _iso(viewed),
+            },
+            "decision": state.decision,
+            "receipts": [self._receipt_json(r) for r in state.receipts],
+            "forwards": [{
+                "forward_id": f.forward.id,
+                "type": f.forward.kind,
+                "created": _iso(f.forward.created),
+                "recipient": self.settings.agency.name,
+                "delivered": None if f.delivered is None else _iso(f.delivered),
+                "status": ("delivered" if f.delivered else "cancelled" if f.cancelled
+                           else "held" if f.held else "pending"),
+            } for f in forwards],
+            "agency": {"name": self.settings.agency.name,
+                       "license_no": self.settings.agency.license_no,
+                       "privacy_url": self.settings.agency.privacy_url},
+        }
+
+    def _receipt_json(self, r: Receipt) -> dict[str, Any]:
+        return {
+            "receipt_id": r.id,
+            "time": _iso(r.created),
+            "decision": r.decision,
+            "company": r.company,
+            "agency": r.agency,
+            "notice_version": r.notice_version,
+            "notice_hash": r.notice_hash,
+            "locale": r.locale,
+            "purposes": list(r.purposes),
+            "data_items": list(r.data_items),
+            "profile": self.store.profile(r.id),
+            "user_agent": r.user_agent,
+            "network": r.network,
+            "under_review": r.review is not None,
+        }
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _receipt(self, offer: Offer, decision: Decision, now: dt.datetime, client: Client,
+                 notice: Notice, purposes: list[str], items: list[str],
+                 review: str | None) -> Receipt:
+        return Receipt(_new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+                       decision, now, notice.digest, notice.version, notice.locale,
+                       tuple(purposes), tuple(items), client.user_agent[:500], client.network,
+                       review)
+
+    def _company(self, offer: Offer) -> dict[str, str]:
+        name = next((c.name for c in self.settings.companies if c.id == offer.company),
+                    offer.company)
+        return {"id": offer.company, "name": name}
+
+    def _consent_payload(self, forward_id: str, offer: Offer, receipt: Receipt,
+                         profile: dict[str, str], share_application: bool) -> str:
+        application = ({"job": offer.job, "stage": offer.stage, "channel": offer.channel}
+                       if share_application else None)
+        company = self._company(offer)
+        return json.dumps({
+            "forward_id": forward_id,
+            "type": "consent",
+            "created": _iso(receipt.created),
+            "subject_id": subject_id(offer.id),
+            "company": company,
+            "candidate": profile,
+            "application": application,
+            # What the agency must confirm and record as the recipient (APPI art. 30):
+            # how the data was obtained, and the consent it rests on.
+            "collection": {
+                "method": "consent_page",
+                "from_candidate": [f for f in FIELDS if profile.get(f)],
+                "from_company": [APPLICATION] if share_application else [],
+                "provider": company["name"] if share_application else None,
+            },
+            "consent": {
+                "receipt_id": receipt.id,
+                "time": _iso(receipt.created),
+                "notice_version": receipt.notice_version,
+                "notice_hash": receipt.notice_hash,
+                "locale": receipt.locale,
+                "purposes": list(receipt.purposes),
+                "data_items": list(receipt.data_items),
+            },
+        }, ensure_ascii=False, sort_keys=True)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
