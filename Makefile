@@ -6,16 +6,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_CONFIG := var/career-relay.toml
 # Debian packages the real-peer tests use: Postfix (with smtp-source/smtp-sink), swaks,
-# and OpenDKIM (its test mode verifies our DKIM signatures against a key file).
-TEST_DEBS := postfix swaks opendkim
+# OpenDKIM (its test mode verifies our DKIM signatures against a key file), and Chromium
+# with its ChromeDriver (built from the same source package, so apt keeps the two at one
+# version) and a Japanese font, for the browser test of the consent site.
+TEST_DEBS := postfix swaks opendkim chromium chromium-driver fonts-noto-cjk
+# What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
+BENCH_DEBS := wrk
 
-.PHONY: run test test-deps lint bench docs clean help
+.PHONY: run test test-deps bench-deps lint bench bench-site docs clean help
 
 help:
 	@echo "make run    start the demo (gateway, delivery, consent site, capture upstream)"
 	@echo "make test   install what the tests need and run the whole suite"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make bench  relay throughput against Postfix (bench/relay_bench.py)"
+	@echo "make bench-site  consent site throughput against bare aiohttp (bench/site_bench.py)"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
 
 $(STAMP): pyproject.toml
@@ -30,10 +35,14 @@ $(DEMO_CONFIG): | $(STAMP)
 run: $(STAMP) $(DEMO_CONFIG)
 	$(VENV)/bin/career-relay serve --config $(DEMO_CONFIG)
 
+# Installs the Debian packages of $(1) that are not installed ("ii": a removed package whose
+# configuration files remain is known to dpkg but missing), as root or through sudo.
 # Postfix is installed without configuring or starting the system instance:
 # the tests run private instances of their own on high loopback ports.
-test-deps:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -41,6 +50,13 @@ test-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+test-deps:
+	$(call apt_install,$(TEST_DEBS))
+
+bench-deps:
+	$(call apt_install,$(BENCH_DEBS))
 
 test: $(STAMP) test-deps lint
 	$(PY) -m pytest
@@ -51,6 +67,9 @@ lint: $(STAMP)
 
 bench: $(STAMP) test-deps
 	$(PY) bench/relay_bench.py
+
+bench-site: $(STAMP) bench-deps
+	$(PY) bench/site_bench.py
 
 docs: $(STAMP)
 	$(PY) -m career_relay.settings_doc > docs/configuration.md
