@@ -114,10 +114,12 @@ class ConsentLedger:
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
                 (digest, version, locale, company, text, stamp(self.ledger.now())))
 
-    def notice_text(self, digest: str) -> str | None:
+    def notice(self, digest: str) -> tuple[str, str] | None:
+        """(text, locale) of a notice recorded earlier."""
         with self.ledger.read() as conn:
-            row = conn.execute("SELECT text FROM notices WHERE hash = ?", (digest,)).fetchone()
-        return None if row is None else str(row[0])
+            row = conn.execute("SELECT text, locale FROM notices WHERE hash = ?",
+                               (digest,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     # -- decisions ------------------------------------------------------------------------
 

@@ -1,29 +1,100 @@
-"""The aiohttp application factory.
+"""The aiohttp application factory: routes, templates, security headers, error pages.
 
-For now it serves the liveness probe; the candidate's pages and the admin
-pages are added by their own issues.
+``create_app`` wires the candidate's pages (``candidate``) over one ``Site``;
+``start_site`` serves it on ``site.listen``.  The admin pages come with
+their own issue.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
+from consent_site import candidate, i18n
+from consent_site.candidate import SITE, PageError
+from consent_site.security import headers_middleware
+from consent_site.site import Site
+
+log = logging.getLogger("career_relay.site")
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+HERE = Path(__file__).parent
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def templates() -> jinja2.Environment:
+    # Autoescape every template: each value a candidate typed is shown escaped (SPEC 6).
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined)
+
+
+def _error_middleware(env: jinja2.Environment) -> Middleware:
+    @web.middleware
+    async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except PageError as exc:
+            return _error_page(env, exc.status, exc.key, exc.locale, agency(request))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            locale = i18n.choose(request.query.get("lang"),
+                                 request.headers.get("Accept-Language"), "ja")
+            return _error_page(env, exc.status, "generic", locale, agency(request),
+                               exc.headers)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method,
+                          request.path.split("/c/")[0] or "/")  # never the token: it is a key
+            return _error_page(env, 500, "500", "ja", agency(request))
+
+    return error_pages
+
+
+def agency(request: web.Request) -> str:
+    return request.app[SETTINGS_KEY].agency.name
+
+
+def _error_page(env: jinja2.Environment, status: int, key: str, locale: str, agency: str,
+                headers: object = None) -> web.Response:
+    t = i18n.TEXTS[locale]
+    body = env.get_template("error.html").render(
+        t=t, lang=locale, title=t[f"error_{key}_title"], status=status,
+        text=t[f"error_{key}_text"].format(agency=agency))
+    response = web.Response(text=body, status=status, content_type="text/html",
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
+    if status == 405 and isinstance(headers, dict) and "Allow" in headers:
+        response.headers["Allow"] = headers["Allow"]
+    return response
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    env = templates()
+    https = settings.site.public_url.startswith("https://")
+    app = web.Application(middlewares=[headers_middleware(https), _error_middleware(env)],
+                          client_max_size=64 * 1024)  # a consent form is a few KB
     app[SETTINGS_KEY] = settings
+    site = Site(settings, env)
+    app[SITE] = site
     app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", HERE / "static")
+    candidate.add_routes(app)
+
+    async def close(_: web.Application) -> None:
+        site.close()
+
+    app.on_cleanup.append(close)
     return app
 
 

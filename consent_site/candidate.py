@@ -1,0 +1,248 @@
+"""The candidate's pages (SPEC 6): HTTP in, ``career_relay.consent`` calls, pages out.
+
+A GET or HEAD never changes consent state (DESIGN decision 3): the first GET
+records a view, nothing else.  Decisions are POSTs carrying the page's CSRF
+nonce.  Token errors become pages: 404 for a token we did not sign, 410 for
+one that expired; neither records anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from career_relay.consent import FIELDS, Client, ConsentError, State, validate_profile
+from career_relay.ledger import Offer
+from career_relay.tokens import TokenExpired, TokenInvalid
+from consent_site import i18n
+from consent_site.security import CsrfError
+from consent_site.site import Site
+
+SITE = web.AppKey("site", Site)
+
+#: Pages with a token in their URL: never stored by a browser or proxy cache.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class PageError(Exception):
+    """Answered with an error page in the candidate's language; nothing was recorded."""
+
+    def __init__(self, status: int, key: str, locale: str = "ja") -> None:
+        super().__init__(key)
+        self.status = status
+        self.key = key
+        self.locale = locale
+
+
+@dataclass(frozen=True)
+class Visit:
+    site: Site
+    token: str
+    offer: Offer
+    locale: str
+
+    @property
+    def t(self) -> dict[str, str]:
+        return dict(i18n.TEXTS[self.locale])
+
+    @property
+    def base(self) -> str:
+        return f"/c/{self.token}"
+
+    def names(self) -> dict[str, str]:
+        return self.site.names(self.offer)
+
+    def client(self, request: web.Request) -> Client:
+        return Client(request.headers.get("User-Agent", "")[:500], request.remote)
+
+
+def _visit(request: web.Request, locale_field: str | None = None) -> Visit:
+    site = request.app[SITE]
+    token = request.match_info["token"]
+    query = locale_field or request.query.get("lang")
+    try:
+        offer_id = site.signer.offer_id(token)
+    except TokenExpired:
+        raise PageError(410, "410", i18n.choose(query, request.headers.get("Accept-Language"),
+                                                "ja")) from None
+    except TokenInvalid:
+        raise PageError(404, "404", i18n.choose(query, request.headers.get("Accept-Language"),
+                                                "ja")) from None
+    offer = site.offer(offer_id)
+    if offer is None:  # signed by us, but its offer is gone (purged): as good as expired
+        raise PageError(410, "410", i18n.choose(query, request.headers.get("Accept-Language"),
+                                                "ja"))
+    company = site.company(offer.company)
+    default = company.locale if company is not None else "ja"
+    locale = i18n.choose(query, request.headers.get("Accept-Language"), default)
+    return Visit(site, token, offer, locale)
+
+
+def _render(visit: Visit, template: str, status: int = 200, **context: Any) -> web.Response:
+    other = "en" if visit.locale == "ja" else "ja"
+    body = visit.site.templates.get_template(template).render(
+        t=visit.t, lang=visit.locale, names=visit.names(), base=visit.base,
+        switch_url=f"{visit.base}{context.pop('switch_path', '')}?lang={other}",
+        privacy_url=visit.site.settings.agency.privacy_url, **context)
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
+                        headers=_NO_STORE)
+
+
+def _state_name(visit: Visit, state: State) -> str | None:
+    if state.decision is None:
+        return None
+    if state.decision == "accept":
+        current = state.current
+        if current is not None and current.review is not None:
+            verdict = visit.site.reader.store.review_verdict(current.id)
+            if verdict != "approve":
+                return "under_review"
+        return "accepted"
+    return {"decline": "declined", "withdraw": "withdrawn", "erase": "erased"}[state.decision]
+
+
+# -- the offer page -------------------------------------------------------------------------
+
+
+async def offer_page(request: web.Request) -> web.StreamResponse:
+    visit = _visit(request)
+    state = visit.site.reader.state(visit.offer)
+    if request.method == "GET":
+        await visit.site.record_view(visit.offer)
+    if state.accepted or state.erased:
+        return _render(visit, "state.html", state=_state_name(visit, state),
+                       receipt=state.current)
+    return await _form(request, visit, state, values={"email": visit.offer.recipient})
+
+
+async def _form(request: web.Request, visit: Visit, state: State, *, values: dict[str, str],
+                errors: dict[str, str] | None = None, share: bool = False,
+                status: int = 200) -> web.Response:
+    site = visit.site
+    notice, notice_html = site.notice(visit.offer, visit.locale)
+    await site.record_notice(visit.offer, notice)
+    cookie, fresh = site.csrf.cookie_value(request)
+    response = _render(
+        visit, "offer.html", status=status, state=_state_name(visit, state),
+        notice_html=notice_html, values=values, errors=errors or {}, share=share,
+        fields=FIELDS, csrf=site.csrf.nonce(cookie, visit.offer.id, notice.digest),
+        application=visit.offer.job or visit.offer.stage)
+    if fresh or request.method == "POST":
+        site.csrf.set_cookie(response, cookie)
+    return response
+
+
+async def decide(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    visit = _visit(request, _lang_field(form.get("lang")))
+    site = visit.site
+    nonce = _nonce(request, visit, str(form.get("csrf", "")))
+    notice = site.notice_by_digest(nonce.notice)
+    if notice is None:  # a nonce we signed cites a notice we kept: only a wiped ledger gets here
+        raise PageError(403, "403", visit.locale)
+    client = visit.client(request)
+    decision = form.get("decision")
+    try:
+        if decision == "decline":
+            await site.write(site.writer.decline, visit.offer, notice, client)
+        elif decision == "accept":
+            values = {f: str(form.get(f, "")) for f in FIELDS}
+            profile, errors = validate_profile(values)
+            share = form.get("share_application") == "yes"
+            if form.get("agree") != "yes":
+                errors["agree"] = "agree"
+            if errors:
+                state = site.reader.state(visit.offer)
+                return await _form(request, visit, state, values=values, errors=errors,
+                                   share=share, status=400)
+            await site.write(site.writer.accept, visit.offer, notice, profile, share, client)
+            site.on_forward()
+        else:
+            raise PageError(400, "generic", visit.locale)
+    except ConsentError:
+        pass  # erased meanwhile: the done page says so
+    return _see_other(f"{visit.base}/done?lang={visit.locale}")
+
+
+def _see_other(location: str) -> web.Response:
+    """303 (RFC 9110 15.4.4): after a POST the browser GETs the result page, so a reload
+    never posts the decision again."""
+    return web.Response(status=303, headers={"Location": location, **_NO_STORE})
+
+
+def _lang_field(value: object) -> str | None:
+    return value if isinstance(value, str) and value in i18n.LOCALES else None
+
+
+def _nonce(request: web.Request, visit: Visit, nonce: str) -> Any:
+    try:
+        return visit.site.csrf.check(request, nonce, visit.offer.id)
+    except CsrfError:
+        raise PageError(403, "403", visit.locale) from None
+
+
+async def done(request: web.Request) -> web.StreamResponse:
+    visit = _visit(request)
+    state = visit.site.reader.state(visit.offer)
+    if state.decision is None:
+        return _see_other(f"{visit.base}?lang={visit.locale}")
+    return _render(visit, "state.html", state=_state_name(visit, state), receipt=state.current,
+                   switch_path="/done")
+
+
+# -- manage, withdraw, export, erase --------------------------------------------------------
+
+
+async def manage(request: web.Request) -> web.StreamResponse:
+    visit = _visit(request)
+    site = visit.site
+    state = site.reader.state(visit.offer)
+    cookie, fresh = site.csrf.cookie_value(request)
+    response = _render(visit, "manage.html", state=_state_name(visit, state),
+                       receipts=state.receipts, csrf=site.csrf.nonce(cookie, visit.offer.id),
+                       switch_path="/manage")
+    if fresh:
+        site.csrf.set_cookie(response, cookie)
+    return response
+
+
+async def withdraw(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    visit = _visit(request, _lang_field(form.get("lang")))
+    _nonce(request, visit, str(form.get("csrf", "")))
+    await visit.site.write(visit.site.writer.withdraw, visit.offer, visit.locale,
+                           visit.client(request))
+    visit.site.on_forward()
+    return _see_other(f"{visit.base}/manage?lang={visit.locale}")
+
+
+async def erase(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    visit = _visit(request, _lang_field(form.get("lang")))
+    _nonce(request, visit, str(form.get("csrf", "")))
+    await visit.site.write(visit.site.writer.erase, visit.offer, visit.locale,
+                           visit.client(request))
+    visit.site.on_forward()
+    return _see_other(f"{visit.base}/manage?lang={visit.locale}")
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    visit = _visit(request)
+    body = json.dumps(visit.site.reader.export(visit.offer), ensure_ascii=False, indent=2)
+    return web.Response(
+        text=body, content_type="application/json", charset="utf-8",
+        headers={**_NO_STORE,
+                 "Content-Disposition": 'attachment; filename="career-relay-data.json"'})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/c/{token}", offer_page)  # HEAD too: aiohttp answers it from the GET
+    app.router.add_post("/c/{token}", decide)
+    app.router.add_get("/c/{token}/done", done)
+    app.router.add_get("/c/{token}/manage", manage)
+    app.router.add_post("/c/{token}/withdraw", withdraw)
+    app.router.add_post("/c/{token}/erase", erase)
+    app.router.add_get("/c/{token}/export", export)

@@ -1,0 +1,105 @@
+"""What the candidate's views share: the ledger, the signer, the nonce, the notices.
+
+Reads run on the event loop through their own connection (WAL readers never
+wait for the writer); every write runs on one writer thread with its own
+connection, because a commit waits for the disk (``synchronous = FULL``:
+a recorded consent survives a power cut) and the loop must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import jinja2
+
+from career_relay.consent import Consents, Notice
+from career_relay.ledger import Ledger, Offer, open_ledger
+from career_relay.ledger_consent import ConsentLedger
+from career_relay.settings import CompanySettings, Settings
+from career_relay.tokens import LinkSigner
+from consent_site import i18n
+from consent_site.security import Csrf
+
+T = TypeVar("T")
+
+
+class Site:
+    def __init__(self, settings: Settings, templates: jinja2.Environment) -> None:
+        self.settings = settings
+        self.templates = templates
+        self.signer = LinkSigner.from_settings(settings)
+        self.csrf = Csrf(settings.secrets.signing_keys,
+                         https=settings.site.public_url.startswith("https://"))
+        self._reader_ledger: Ledger = open_ledger(settings.ledger.path)
+        self._writer_ledger: Ledger = open_ledger(settings.ledger.path)
+        self.reader = Consents(settings, ConsentLedger(self._reader_ledger))
+        self.writer = Consents(settings, ConsentLedger(self._writer_ledger))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="consent-writer")
+        self._notices: dict[tuple[str, str], tuple[Notice, str]] = {}
+        self._recorded: set[str] = set()
+        self._viewed: set[str] = set()
+        #: Called after a decision that may have queued a forward (the forwarder's wake).
+        self.on_forward: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._reader_ledger.close()
+        self._writer_ledger.close()
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    def offer(self, offer_id: str) -> Offer | None:
+        return self._reader_ledger.offer(offer_id)
+
+    def company(self, company_id: str) -> CompanySettings | None:
+        return next((c for c in self.settings.companies if c.id == company_id), None)
+
+    def names(self, offer: Offer) -> dict[str, str]:
+        company = self.company(offer.company)
+        agency = self.settings.agency
+        return {"company": company.name if company else offer.company, "agency": agency.name,
+                "license_no": agency.license_no, "months": str(agency.retention_months),
+                "contact": agency.contact}
+
+    def notice(self, offer: Offer, locale: str) -> tuple[Notice, str]:
+        """The notice shown to this offer's candidate in ``locale`` and its HTML block,
+        rendered once per company and language.
+
+        The hashed text is the notice block and the two consent sentences of
+        the form: everything the candidate reads before ticking (SPEC 6).
+        """
+        key = (offer.company, locale)
+        if key not in self._notices:
+            names = self.names(offer)
+            t = i18n.TEXTS[locale]
+            html = self.templates.get_template("notice.html").render(
+                t=t, names=names, privacy_url=self.settings.agency.privacy_url)
+            text = "\n".join([html.strip(), t["share_application"].format(**names),
+                              t["agree"].format(**names)])
+            self._notices[key] = (Notice.of(text, locale), html)
+        return self._notices[key]
+
+    async def record_notice(self, offer: Offer, notice: Notice) -> None:
+        """Keep the notice's text before any form citing it goes out (once per process)."""
+        if notice.digest not in self._recorded:
+            await self.write(self.writer.shown, offer, notice)
+            self._recorded.add(notice.digest)
+
+    async def record_view(self, offer: Offer) -> None:
+        """The first view of an offer's page; later views cost no write (nor a thread hop)."""
+        if offer.id not in self._viewed:
+            await self.write(self.writer.view, offer)
+            self._viewed.add(offer.id)
+
+    def notice_by_digest(self, digest: str) -> Notice | None:
+        for notice, _ in self._notices.values():
+            if notice.digest == digest:
+                return notice
+        found = self.reader.store.notice(digest)
+        return None if found is None else Notice.of(*found)
