@@ -74,8 +74,9 @@ def _error_page(env: jinja2.Environment, status: int, key: str, locale: str, age
         text=t[f"error_{key}_text"].format(agency=agency))
     response = web.Response(text=body, status=status, content_type="text/html",
                             charset="utf-8", headers={"Cache-Control": "no-store"})
-    if status == 405 and isinstance(headers, dict) and "Allow" in headers:
-        response.headers["Allow"] = headers["Allow"]
+    allow = getattr(headers, "get", lambda _: None)("Allow")
+    if status == 405 and allow:  # RFC 9110 15.5.6: a 405 names the methods that would work
+        response.headers["Allow"] = allow
     return response
 
 
