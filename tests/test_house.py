@@ -75,3 +75,20 @@ def test_readme_shows_the_two_commands() -> None:
 
 def test_ci_runs_make_test() -> None:
     assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_every_route_of_the_site_is_documented(make_config: object) -> None:
+    from career_relay import settings as settings_mod
+    from consent_site.app import create_app
+
+    settings = settings_mod.load(make_config())  # type: ignore[operator]
+    app = create_app(settings)
+    doc = (REPO / "docs" / "consent-site.md").read_text(encoding="utf-8")
+    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert "/c/{token}" in routes
+    for route in routes:
+        shown = "/static/site.css" if route == "/static" else route
+        assert f"`{shown}`" in doc or f" {shown}`" in doc, route
+    from consent_site.candidate import SITE
+
+    app[SITE].close()
