@@ -105,6 +105,8 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                                for i in range(1, workers)]
             else:
                 supervisors = [asyncio.create_task(_watch_parent(stop, supervisor))]
+        if site and settings.demo.agency_dir:
+            closers.append(await _start_demo_agency(settings))
         if site:
             from consent_site.app import start_site
 
@@ -121,6 +123,26 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+
+
+async def _start_demo_agency(settings: Settings) -> Callable[[], object]:
+    """The demo's stand-in agency on agency.webhook_url, before the site that forwards to it."""
+    from urllib.parse import urlsplit
+
+    from consent_site.agency_receiver import start_agency_receiver
+
+    url = urlsplit(settings.agency.webhook_url)
+    try:
+        port = url.port or 80
+    except ValueError:
+        port = 0
+    if url.scheme != "http" or not url.hostname or not port:
+        raise ConfigError("demo.agency_dir needs agency.webhook_url = http://HOST:PORT/PATH "
+                          f"(the demo agency listens there), not {settings.agency.webhook_url!r}")
+    receiver = await start_agency_receiver(Path(settings.demo.agency_dir),
+                                           settings.agency.webhook_secret, url.hostname,
+                                           port, url.path or "/")
+    return receiver.close
 
 
 async def _watch_parent(stop: asyncio.Event, supervisor: int | None) -> None:
@@ -170,6 +192,9 @@ def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None
         lines.append(f"  SMTP relay:   {settings.gateway.listen} ({workers} worker(s))")
     if site:
         lines.append(f"  consent site: {settings.site.public_url}  (health: /healthz)")
+    if site and settings.demo.agency_dir:
+        lines.append(f"  demo agency:  {settings.agency.webhook_url} writes every forward it "
+                     f"receives to {settings.demo.agency_dir}/<forward_id>.json")
     if settings.demo.capture_dir and smtp:
         host, port = parse_hostport("gateway.listen", settings.gateway.listen)
         lines += [

@@ -1,7 +1,9 @@
 """`career-relay init`: a starter configuration with fresh secrets.
 
 The demo variant (``--demo``, used by ``make run``) points the upstream at a
-local capture server that writes every relayed message to ``outbox/``.
+local capture server that writes every relayed message to ``outbox/``, and
+the agency webhook at a local stand-in agency that writes every forward to
+``agency/``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
         key_file=json.dumps(key_rel),
         domain=json.dumps(DEMO_DOMAIN),
         selector=json.dumps(DEMO_SELECTOR),
-        capture=_DEMO_CAPTURE if demo else "",
+        demo=_DEMO.format(webhook_secret=json.dumps(secrets.token_urlsafe(32))) if demo
+        else "",
         hostname=json.dumps("relay.demo.test" if demo else "relay.example.com"),
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds secrets
@@ -51,11 +54,20 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
     return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key))
 
 
-_DEMO_CAPTURE = """
+_DEMO = """
+[agency]
+# The demo's stand-in agency (demo.agency_dir) listens here and checks each
+# forward's signature with this secret, as a real agency would.
+webhook_url = "http://127.0.0.1:8081/forwards"
+webhook_secret = {webhook_secret}
+
 [demo]
 # A local stand-in for the company's smarthost: every relayed message is
 # written to outbox/ as an .eml file.
 capture_dir = "outbox"
+# A local stand-in for the agency: every forward it receives is written to
+# agency/ as <forward_id>.json.
+agency_dir = "agency"
 """
 
 _TEMPLATE = """\
@@ -87,7 +99,7 @@ path = "ledger.db"
 [secrets]
 # Newest first. Prefer CAREER_RELAY_SECRETS_SIGNING_KEYS in production.
 signing_keys = [{signing_key}]
-{capture}
+{demo}
 [[companies]]
 id = "acme"
 name = "株式会社アクメ"
