@@ -47,12 +47,26 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
         demo=_DEMO.format(webhook_secret=json.dumps(secrets.token_urlsafe(32))) if demo
         else "",
         hostname=json.dumps("relay.demo.test" if demo else "relay.example.com"),
+        review_window=_DEMO_REVIEW if demo else _REVIEW,
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds secrets
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key))
 
+
+_REVIEW = """\
+# A decision this many seconds after the mail is held for an admin's review:
+# mail scanners follow links within seconds (docs/consent-site.md).
+review_window = 30
+"""
+
+_DEMO_REVIEW = """\
+# A decision this many seconds after the mail is held for an admin's review, as
+# mail scanners follow links within seconds (docs/consent-site.md). Production
+# keeps the default, 30; the demo is shorter so that a quick first click counts.
+review_window = 5
+"""
 
 _DEMO = """
 [agency]
@@ -92,7 +106,7 @@ dir = "spool"
 [site]
 listen = "127.0.0.1:8080"
 public_url = "http://127.0.0.1:8080"
-
+{review_window}
 [ledger]
 path = "ledger.db"
 

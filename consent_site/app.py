@@ -15,10 +15,13 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from career_relay.ledger import open_ledger
+from career_relay.ledger_consent import ConsentLedger
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
 from consent_site import candidate, i18n
 from consent_site.candidate import SITE, PageError
+from consent_site.forwarding import Forwarder
 from consent_site.security import headers_middleware
 from consent_site.site import Site
 
@@ -100,9 +103,23 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def start_site(settings: Settings) -> Callable[[], Awaitable[None]]:
-    """Serve the app on site.listen; returns the coroutine function that stops it."""
+    """Serve the app on site.listen with its forwarding worker; returns the coroutine
+    function that stops both (pages first, then the forwards in flight)."""
     host, port = parse_hostport("site.listen", settings.site.listen)
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    app = create_app(settings)
+    # The worker has its own connection: its claims and results never wait
+    # behind a candidate's commit on the pages' writer thread.
+    ledger = open_ledger(settings.ledger.path)
+    forwarder = Forwarder(settings, ConsentLedger(ledger))
+    stop_forwarder = await forwarder.start()
+    app[SITE].on_forward = forwarder.wake
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    return runner.cleanup
+
+    async def stop() -> None:
+        await runner.cleanup()
+        await stop_forwarder()
+        ledger.close()
+
+    return stop
