@@ -310,6 +310,48 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reviews -------------------------------------------------------------------------------
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Decisions held as possibly automated (SPEC 8): list them, approve or reject one.
+
+    The admin pages do the same; this is the operator's way in until then and
+    from a shell.  A running site's forwarding worker sends an approved
+    forward within seconds.
+    """
+    import sqlite3
+
+    from career_relay.ledger import open_ledger
+    from career_relay.ledger_consent import ConsentLedger
+
+    settings = _load(args)
+    with open_ledger(settings.ledger.path) as ledger:
+        store = ConsentLedger(ledger)
+        if args.action == "list":
+            held = store.held()
+            for r in held:
+                print(f"{r.id}  {r.created:%Y-%m-%d %H:%M:%S}Z  {r.company}  {r.decision}  "
+                      f"held: {r.review}")
+            print(f"{len(held)} decision(s) held for review")
+            return 0
+        if not args.receipt:
+            raise CareerRelayError(f"review {args.action} needs a receipt id "
+                                   "(see `career-relay review list`)")
+        receipt = store.receipt(args.receipt)
+        if receipt is None or receipt.review is None:
+            raise CareerRelayError(f"no decision held for review has receipt id {args.receipt}")
+        try:
+            store.review(receipt.id, approve=args.action == "approve", by=args.by)
+        except sqlite3.IntegrityError:
+            raise CareerRelayError(f"{receipt.id} was already reviewed "
+                                   f"({store.review_verdict(receipt.id)})") from None
+    verb = "approved: its forward is released" if args.action == "approve" else (
+        "rejected: its forward is cancelled")
+    print(f"{receipt.id} {verb}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="career-relay", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"career-relay {__version__}")
@@ -344,6 +386,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("queue", cmd_queue, "list, retry or purge queued messages")
     p.add_argument("action", choices=["list", "retry", "purge"])
     p.add_argument("id", nargs="?", help="queue id (retry: all when omitted)")
+    p = command("review", cmd_review,
+                "list, approve or reject consent decisions held as possibly automated")
+    p.add_argument("action", choices=["list", "approve", "reject"])
+    p.add_argument("receipt", nargs="?", help="receipt id (approve, reject)")
+    p.add_argument("--by", default="operator", help="who reviewed (default: operator)")
     return parser
 
 

@@ -258,6 +258,15 @@ class ConsentLedger:
                                  " detail) VALUES (?, ?, 'cancelled', 'rejected on review')",
                                  (fid, stamp(now)))
 
+    def held(self) -> list[Receipt]:
+        """Receipts held for review with no verdict yet, oldest first."""
+        with self.ledger.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_RECEIPT_COLUMNS} FROM receipts r WHERE r.review IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.receipt_id = r.id)"
+                " ORDER BY r.rowid").fetchall()
+        return [_receipt(r) for r in rows]
+
     def review_verdict(self, receipt_id: str) -> str | None:
         with self.ledger.read() as conn:
             row = conn.execute("SELECT decision FROM reviews WHERE receipt_id = ?",

@@ -519,3 +519,26 @@ def test_configured_names_are_escaped_too(make_config: Any) -> None:
         assert "&lt;script&gt;x&lt;/script&gt;" in page.text
     finally:
         harness.close()
+
+
+def test_review_from_the_command_line(site: Harness) -> None:
+    from tests.conftest import run_cli
+
+    link = site.link(site.offer(age=1))
+    site.accept(link)
+    (receipt,) = site.rows("receipts")
+    config = str(site.settings.source)
+    listed = run_cli("review", "list", "--config", config)
+    assert listed.returncode == 0 and receipt["id"] in listed.stdout
+    assert "held: review_window" in listed.stdout
+    assert run_cli("review", "approve", "--config", config).returncode == 1
+    unknown = run_cli("review", "approve", "rc_nope", "--config", config)
+    assert unknown.returncode == 1 and "no decision held" in unknown.stderr
+    approved = run_cli("review", "approve", receipt["id"], "--config", config, "--by", "ops")
+    assert approved.returncode == 0, approved.stderr
+    assert site.rows("outbox")[0]["held"] == 0
+    assert site.rows("reviews")[0]["by"] == "ops"
+    again = run_cli("review", "reject", receipt["id"], "--config", config)
+    assert again.returncode == 1 and "already reviewed (approve)" in again.stderr
+    assert site.get(f"{link}/done").state() == "accepted"
+    assert "0 decision(s)" in run_cli("review", "list", "--config", config).stdout
