@@ -249,7 +249,13 @@ class WrkResult:
     latency_p99_ms: float | None
     non_2xx: int
     socket_errors: int
-    site_cpu_seconds: float | None = None
+    server_cpu_seconds: float | None = None  # of the process serving it, during the run
+
+    @property
+    def cpu_per_request_us(self) -> float | None:
+        if self.server_cpu_seconds is None or not self.requests:
+            return None
+        return self.server_cpu_seconds / self.requests * 1e6
 
 
 _DURATION = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -279,16 +285,16 @@ def parse_wrk(target: str, output: str) -> WrkResult:
 
 
 def run_wrk(target: str, url: str, args: argparse.Namespace, seconds: float,
-            site_pid: int | None = None) -> WrkResult:
+            server_pid: int | None = None) -> WrkResult:
     argv = [WRK, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
             "--latency", "-H", f"User-Agent: {PHONE_UA}", url]
-    cpu_before = cpu_seconds(site_pid) if site_pid else 0.0
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     result = parse_wrk(target, done.stdout)
-    if site_pid:
-        result.site_cpu_seconds = cpu_seconds(site_pid) - cpu_before
+    if server_pid:
+        result.server_cpu_seconds = cpu_seconds(server_pid) - cpu_before
     if result.non_2xx or result.socket_errors:
         raise BenchError(f"{target}: {result.non_2xx} non-2xx responses, "
                          f"{result.socket_errors} socket errors:\n{done.stdout}")
@@ -429,22 +435,23 @@ def print_report(pages: list[WrkResult], bares: list[WrkResult], post: PostResul
                  args: argparse.Namespace) -> dict[str, Any]:
     page, bare = median_run(pages), median_run(bares)
     ratio = page.rate / bare.rate
+    cpu_ratio = ((bare.cpu_per_request_us or 0) / page.cpu_per_request_us
+                 if page.cpu_per_request_us else None)
     lines = [
         "",
         f"GET, wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
         f"(median of {args.repeat})",
-        f"  {'target':<28} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'runs':>26}",
+        f"  {'target':<26} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU/req':>9}  runs (req/s)",
     ]
     for label, result, runs in (("bare aiohttp handler", bare, bares),
                                 ("consent page /c/{token}", page, pages)):
         lines.append(
-            f"  {label:<28} {result.rate:>10,.0f} {result.latency_p50_ms or 0:>8.1f} "
-            f"{result.latency_p99_ms or 0:>8.1f} "
-            f"{' / '.join(f'{r.rate:,.0f}' for r in runs):>26}")
-    cpu_per_page = (page.site_cpu_seconds or 0) / page.requests * 1e6 if page.requests else 0
+            f"  {label:<26} {result.rate:>8,.0f} {result.latency_p50_ms or 0:>7.1f} "
+            f"{result.latency_p99_ms or 0:>7.1f} {result.cpu_per_request_us or 0:>6,.0f} us  "
+            f"{' / '.join(f'{r.rate:,.0f}' for r in runs)}")
     lines += [f"  ratio consent / bare: {ratio:.2f} (goal >= {GOAL}: "
-              f"{'met' if ratio >= GOAL else 'NOT met'}); site CPU per page "
-              f"{cpu_per_page:,.0f} us"]
+              f"{'met' if ratio >= GOAL else 'NOT met'})"
+              + (f"; by CPU per request: {cpu_ratio:.2f}" if cpu_ratio else "")]
     if post is not None:
         lines += [
             "",
@@ -459,6 +466,7 @@ def print_report(pages: list[WrkResult], bares: list[WrkResult], post: PostResul
         ]
     print("\n".join(lines))
     return {"get": {"bare": asdict(bare), "page": asdict(page), "ratio": ratio,
+                    "cpu_ratio": cpu_ratio,
                     "runs": {"bare": [r.rate for r in bares], "page": [r.rate for r in pages]}},
             "post": asdict(post) if post else None,
             "settings": {k: v for k, v in vars(args).items() if k != "career_relay"}}
@@ -507,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--serve-bare", str(prepared.bare_port)]
         site_argv = [str(args.career_relay), "site", "--config", str(prepared.config)]
         bare_url = f"http://{LOOPBACK}:{prepared.bare_port}/"
-        with started(bare_argv, workdir / "bare.log", bare_url), \
+        with started(bare_argv, workdir / "bare.log", bare_url) as bare, \
                 started(site_argv, workdir / "site.log",
                         f"http://{LOOPBACK}:{prepared.site_port}/healthz") as site:
             pages: list[WrkResult] = []
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_wrk("page", prepared.page_url, args, args.warmup)
             for run in range(1, args.repeat + 1):
                 log(f"GET run {run}/{args.repeat}: bare, then the consent page")
-                bares.append(run_wrk("bare", bare_url, args, args.duration))
+                bares.append(run_wrk("bare", bare_url, args, args.duration, bare.pid))
                 pages.append(run_wrk("page", prepared.page_url, args, args.duration,
                                      site.pid))
             post = run_posts(prepared, args, site.pid) if args.offers else None
