@@ -310,6 +310,74 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the ledger ----------------------------------------------------------------------------
+
+
+def _date(text: str) -> object:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from career_relay import report_format, reports
+    from career_relay.ledger import open_ledger
+
+    settings = _load(args)
+    companies = [c.id for c in settings.companies]
+    if args.company:
+        if args.company not in companies:
+            raise CareerRelayError(f"no company {args.company!r} in the configuration "
+                                   f"(known: {', '.join(companies) or 'none'})")
+        companies = [args.company]
+    try:
+        when = reports.period(args.since, args.until, dt.datetime.now(dt.UTC).date())
+    except ValueError as exc:
+        raise CareerRelayError(str(exc)) from None
+    with open_ledger(settings.ledger.path) as ledger:
+        rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
+                              details=args.format == "json")
+    print(report_format.render(rows, args.format), end="")
+    return 0
+
+
+def cmd_credits(args: argparse.Namespace) -> int:
+    from career_relay.ledger import open_ledger
+    from career_relay.ledger_rules import Book, Rules
+
+    settings = _load(args)
+    if args.company not in [c.id for c in settings.companies]:
+        raise CareerRelayError(f"no company {args.company!r} in the configuration")
+    with open_ledger(settings.ledger.path) as ledger:
+        credit = Book(ledger, Rules.from_settings(settings)).redeem(
+            args.company, by=args.by, note=args.note)
+    print(f"redeemed credit {credit} of {args.company}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from career_relay.ledger import open_ledger
+    from career_relay.ledger_rules import Book, Rules
+
+    settings = _load(args)
+    if not Path(settings.ledger.path).exists():
+        raise CareerRelayError(f"no ledger at {settings.ledger.path}")
+    with open_ledger(settings.ledger.path) as ledger:
+        book = Book(ledger, Rules.from_settings(settings))
+        count, problem = book.verify()
+        head = book.head()
+    if problem is not None:
+        print(f"career-relay: ledger verify: FAILED at {problem}", file=sys.stderr)
+        return 1
+    print(f"ledger ok: {count} entries, chain head {head}")
+    return 0
+
+
 # -- reviews -------------------------------------------------------------------------------
 
 
@@ -386,6 +454,19 @@ def _parser() -> argparse.ArgumentParser:
     p = command("queue", cmd_queue, "list, retry or purge queued messages")
     p.add_argument("action", choices=["list", "retry", "purge"])
     p.add_argument("id", nargs="?", help="queue id (retry: all when omitted)")
+    p = command("report", cmd_report, "the ledger report per company and period (SPEC 8)")
+    p.add_argument("--company", help="one company (default: every configured company)")
+    p.add_argument("--since", type=_date, help="first day, YYYY-MM-DD (UTC)")
+    p.add_argument("--until", type=_date, help="last day, YYYY-MM-DD (UTC; default: today)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p = command("credits", cmd_credits, "use one free referral credit of a company")
+    p.add_argument("action", choices=["redeem"])
+    p.add_argument("--company", required=True)
+    p.add_argument("--note", default="", help="what it was used for")
+    p.add_argument("--by", default="operator", help="who redeemed it (default: operator)")
+    p = command("ledger", cmd_ledger, "recompute the ledger's hash chain; name the first bad "
+                "entry")
+    p.add_argument("action", choices=["verify"])
     p = command("review", cmd_review,
                 "list, approve or reject consent decisions held as possibly automated")
     p.add_argument("action", choices=["list", "approve", "reject"])

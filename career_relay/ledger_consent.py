@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from career_relay import ledger_rules
 from career_relay.ledger import Ledger, parse_stamp, stamp
+from career_relay.ledger_rules import Rules
 
 Decision = Literal["accept", "decline", "withdraw", "erase"]
 ForwardKind = Literal["consent", "withdrawal", "erasure"]
@@ -79,8 +81,9 @@ _FORWARD_COLUMNS = "f.id, f.offer_id, f.receipt_id, f.company, f.kind, f.created
 class ConsentLedger:
     """The consent tables of one open ``Ledger`` (sharing its connection and lock)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, rules: Rules | None = None) -> None:
         self.ledger = ledger
+        self.rules = rules or Rules()
         self._viewed: set[str] = set()
 
     # -- views and notices ----------------------------------------------------------------
@@ -174,6 +177,7 @@ class ConsentLedger:
                  receipt.notice_version, receipt.locale, json.dumps(list(receipt.purposes)),
                  json.dumps(list(receipt.data_items)), receipt.user_agent, receipt.network,
                  receipt.review))
+            ledger_rules.record_receipt(conn, receipt.id, now)
             if profile is not None:
                 conn.execute("INSERT INTO profiles (receipt_id, data) VALUES (?, ?)",
                              (receipt.id, json.dumps(profile, ensure_ascii=False)))
@@ -242,9 +246,12 @@ class ConsentLedger:
         """
         now = self.ledger.now()
         with self.ledger.write() as conn:
+            verdict = "approve" if approve else "reject"
             conn.execute("INSERT INTO reviews (receipt_id, decision, by, created)"
-                         " VALUES (?, ?, ?, ?)",
-                         (receipt_id, "approve" if approve else "reject", by, stamp(now)))
+                         " VALUES (?, ?, ?, ?)", (receipt_id, verdict, by, stamp(now)))
+            (company,) = conn.execute("SELECT company FROM receipts WHERE id = ?",
+                                      (receipt_id,)).fetchone()
+            ledger_rules.record_review(conn, receipt_id, company, verdict, by, now)
             ids = [str(r[0]) for r in conn.execute(
                 "SELECT o.forward_id FROM outbox o JOIN forwards f ON f.id = o.forward_id"
                 " WHERE f.receipt_id = ?", (receipt_id,))]
@@ -306,11 +313,18 @@ class ConsentLedger:
         return None if row is None or row[0] is None else parse_stamp(row[0])
 
     def delivered(self, forward_id: str, detail: str = "") -> None:
+        """The agency took it: out of the outbox, into the ledger (provision record,
+        qualification, perhaps a credit), in one transaction."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
+            gone = conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
+            if gone.rowcount == 0 and conn.execute(
+                    "SELECT 1 FROM forward_events WHERE forward_id = ? AND event = 'delivered'",
+                    (forward_id,)).fetchone():
+                return  # recorded already (a claim that expired and was sent twice)
             conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
                          " VALUES (?, ?, 'delivered', ?)", (forward_id, stamp(now), detail))
+            ledger_rules.record_delivery(conn, self.rules, forward_id, now)
 
     def cancelled(self, forward_id: str, detail: str) -> None:
         now = self.ledger.now()

@@ -161,3 +161,87 @@ def _consent(db: Database) -> None:
     )
     db.execute("CREATE INDEX outbox_due ON outbox (held, next_attempt)")
     # Forwards of one offer go out in the order they were made (forwards.rowid).
+
+
+@MIGRATIONS(name="0004_entries")
+def _entries(db: Database) -> None:
+    """The ledger proper (SPEC 8): an append-only, hash-chained list of entries.
+
+    Every event that counts (a decision, a review, a provision to the agency,
+    a qualified forward, a credit, a redemption) is an entry whose hash
+    covers its position, its content and the hash before it, so editing,
+    deleting or reordering any entry shows in ``career-relay ledger verify``.
+    Entries hold no personal data (a candidate is a keyed hash), so they
+    never need erasing.  ``qualified``, ``credits`` and ``redemptions`` are
+    the same facts shaped for queries; each row names its entry, and verify
+    checks that they agree.  Triggers refuse UPDATE and DELETE on all of
+    them, and on receipts and reviews (a mistake is corrected by a new entry).
+    """
+    db.execute(
+        """
+        CREATE TABLE entries (
+            seq INTEGER PRIMARY KEY,        -- position in the chain, from 1, no gaps
+            created TEXT NOT NULL,          -- UTC
+            company TEXT NOT NULL,
+            kind TEXT NOT NULL,             -- receipt | review | provision | notice_sent |
+                                            -- qualified | credit | redemption
+            ref TEXT NOT NULL,              -- the id of what it records
+            body TEXT NOT NULL,             -- canonical JSON, no personal data
+            prev TEXT NOT NULL,             -- hash of entry seq - 1 (64 zeros for the first)
+            hash TEXT NOT NULL UNIQUE       -- sha256 of [seq, created, company, kind, ref,
+                                            --   body, prev] as canonical JSON
+        )
+        """
+    )
+    db.execute("CREATE INDEX entries_company ON entries (company, kind, created)")
+    db.execute(
+        """
+        CREATE TABLE qualified (
+            forward_id TEXT PRIMARY KEY REFERENCES forwards (id),
+            company TEXT NOT NULL,
+            candidate TEXT NOT NULL,        -- keyed hash of the candidate's address
+            n INTEGER NOT NULL,             -- 1, 2, 3, ... per company
+            created TEXT NOT NULL,
+            entry INTEGER NOT NULL REFERENCES entries (seq),
+            UNIQUE (company, candidate),    -- the first per company and candidate only
+            UNIQUE (company, n)
+        )
+        """
+    )
+    db.execute("CREATE INDEX qualified_company ON qualified (company, created)")
+    db.execute(
+        """
+        CREATE TABLE credits (
+            id TEXT PRIMARY KEY,
+            company TEXT NOT NULL,
+            n INTEGER NOT NULL,             -- the company's 1st, 2nd, ... credit
+            created TEXT NOT NULL,
+            forwards TEXT NOT NULL,         -- JSON list of the forward ids it counts
+            entry INTEGER NOT NULL REFERENCES entries (seq),
+            UNIQUE (company, n)             -- minted once, whoever races
+        )
+        """
+    )
+    db.execute("CREATE INDEX credits_company ON credits (company, created)")
+    db.execute(
+        """
+        CREATE TABLE redemptions (
+            credit_id TEXT PRIMARY KEY REFERENCES credits (id),
+            company TEXT NOT NULL,
+            created TEXT NOT NULL,
+            by TEXT NOT NULL,
+            note TEXT NOT NULL,
+            entry INTEGER NOT NULL REFERENCES entries (seq)
+        )
+        """
+    )
+    db.execute("CREATE INDEX redemptions_company ON redemptions (company, created)")
+    for table in ("entries", "qualified", "credits", "redemptions", "receipts", "reviews"):
+        for action in ("UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} rows are"
+                f" never changed'); END")
+    # The report counts decisions and deliveries per company and period.
+    db.execute("CREATE INDEX forward_events_event ON forward_events (event, created)")
+    db.execute("CREATE INDEX offer_views_first ON offer_views (first_viewed)")

@@ -125,6 +125,12 @@ class SecretsSettings(_Section):
     signing_keys: tuple[str, ...] = setting(
         [], "Keys that sign consent links, newest first; older keys still verify.", secret=True
     )
+    hash_key: str = setting(
+        "",
+        "Key of the hash that stands for a candidate in the ledger (de-duplication after "
+        "erasure). Set it once and never change it; empty: the oldest signing key.",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True, repr=False)

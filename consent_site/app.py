@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from career_relay.ledger import open_ledger
 from career_relay.ledger_consent import ConsentLedger
+from career_relay.ledger_rules import Rules
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
 from consent_site import candidate, i18n
@@ -110,7 +111,7 @@ async def start_site(settings: Settings) -> Callable[[], Awaitable[None]]:
     # The worker has its own connection: its claims and results never wait
     # behind a candidate's commit on the pages' writer thread.
     ledger = open_ledger(settings.ledger.path)
-    forwarder = Forwarder(settings, ConsentLedger(ledger))
+    forwarder = Forwarder(settings, ConsentLedger(ledger, Rules.from_settings(settings)))
     stop_forwarder = await forwarder.start()
     app[SITE].on_forward = forwarder.wake
     runner = web.AppRunner(app, access_log=None)

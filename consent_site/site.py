@@ -19,6 +19,7 @@ import jinja2
 from career_relay.consent import Consents, Notice
 from career_relay.ledger import Ledger, Offer, open_ledger
 from career_relay.ledger_consent import ConsentLedger
+from career_relay.ledger_rules import Rules
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner
 from consent_site import i18n
@@ -36,8 +37,9 @@ class Site:
                          https=settings.site.public_url.startswith("https://"))
         self._reader_ledger: Ledger = open_ledger(settings.ledger.path)
         self._writer_ledger: Ledger = open_ledger(settings.ledger.path)
-        self.reader = Consents(settings, ConsentLedger(self._reader_ledger))
-        self.writer = Consents(settings, ConsentLedger(self._writer_ledger))
+        rules = Rules.from_settings(settings)
+        self.reader = Consents(settings, ConsentLedger(self._reader_ledger, rules))
+        self.writer = Consents(settings, ConsentLedger(self._writer_ledger, rules))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="consent-writer")
         self._notices: dict[tuple[str, str], tuple[Notice, str]] = {}
         self._recorded: set[str] = set()

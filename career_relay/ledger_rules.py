@@ -1,0 +1,263 @@
+"""The ledger's rules (SPEC 8): qualified forwards, credits, redemptions, verification.
+
+A consent forward **qualifies** when, at the moment the agency took it:
+the decision was an accept; it is the company's first qualified forward for
+that candidate (by a keyed hash of their address, so erasure leaves the
+count intact); the address is not in the company's own domains; and the
+decision was not held as automated, or an admin approved it.  Every
+``credit_every``-th qualified forward of a company mints a credit that
+names the forwards it counts.  A later withdrawal takes nothing back.
+
+Everything happens in the transaction that records the delivery, under
+SQLite's write lock, and ``UNIQUE (company, n)`` on ``qualified`` and
+``credits`` makes a second mint of the same credit impossible even if two
+processes raced past every check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from career_relay import ledger_chain
+from career_relay.errors import UserError
+from career_relay.ledger import Ledger
+from career_relay.ledger_chain import Problem
+from career_relay.settings_table import Settings
+
+
+class NoCreditAvailable(UserError):
+    """A redemption with no credit left to redeem."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    credit_every: int = 10
+    domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    hash_key: bytes = b"career-relay"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        keys = settings.secrets.signing_keys
+        key = settings.secrets.hash_key or (keys[-1] if keys else "")
+        return cls(settings.ledger.credit_every,
+                   {c.id: frozenset(c.domains) for c in settings.companies},
+                   key.encode("utf-8"))
+
+    def candidate(self, address: str) -> str:
+        """The keyed hash that stands for a candidate (SPEC 9: it outlives the address)."""
+        normal = address.strip().lower()
+        return hmac.new(self.hash_key, normal.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+    def own(self, company: str, address: str) -> bool:
+        domain = address.rpartition("@")[2].strip().lower()
+        return domain in self.domains.get(company, frozenset())
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- entries written with the consent tables ------------------------------------------------
+
+
+def record_receipt(conn: sqlite3.Connection, receipt_id: str, now: dt.datetime) -> None:
+    cursor = conn.execute("SELECT * FROM receipts WHERE id = ?", (receipt_id,))
+    row = cursor.fetchone()
+    r = dict(zip([d[0] for d in cursor.description], row, strict=True))
+    ledger_chain.append(conn, now, r["company"], "receipt", receipt_id, {
+        "offer": r["offer_id"], "decision": r["decision"], "review": r["review"],
+        "digest": ledger_chain.row_digest(row)})
+
+
+def record_review(conn: sqlite3.Connection, receipt_id: str, company: str, verdict: str,
+                  by: str, now: dt.datetime) -> None:
+    ledger_chain.append(conn, now, company, "review", receipt_id,
+                        {"verdict": verdict, "by": by})
+
+
+def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
+                    now: dt.datetime) -> None:
+    """The agency took a forward: the provision record, and for a consent its qualification."""
+    found = conn.execute(
+        "SELECT f.kind, f.company, f.receipt_id, f.offer_id, r.decision, r.review, r.data_items,"
+        " r.agency, (SELECT decision FROM reviews v WHERE v.receipt_id = r.id),"
+        " (SELECT data FROM profiles p WHERE p.receipt_id = r.id), o.recipient"
+        " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
+        " JOIN offers o ON o.id = f.offer_id WHERE f.id = ?", (forward_id,)).fetchone()
+    if found is None:
+        return
+    (kind, company, receipt_id, offer_id, decision, review, items, agency, verdict, profile,
+     recipient) = found
+    address = json.loads(profile).get("email", recipient) if profile else recipient
+    candidate = rules.candidate(address)
+    if kind != "consent":
+        ledger_chain.append(conn, now, company, "notice_sent", forward_id,
+                            {"kind": kind, "receipt": receipt_id, "candidate": candidate})
+        return
+    # The provision record (APPI art. 29): date, recipient, the person, the items, the consent.
+    ledger_chain.append(conn, now, company, "provision", forward_id, {
+        "receipt": receipt_id, "offer": offer_id, "agency": agency, "candidate": candidate,
+        "items": json.loads(items)})
+    automated = review is not None and verdict != "approve"
+    if decision != "accept" or automated or rules.own(company, address):
+        return
+    if conn.execute("SELECT 1 FROM qualified WHERE company = ? AND candidate = ?",
+                    (company, candidate)).fetchone():
+        return
+    _qualify(conn, rules, company, forward_id, candidate, now)
+
+
+def _qualify(conn: sqlite3.Connection, rules: Rules, company: str, forward_id: str,
+             candidate: str, now: dt.datetime) -> None:
+    (n,) = conn.execute("SELECT COUNT(*) + 1 FROM qualified WHERE company = ?",
+                        (company,)).fetchone()
+    seq = ledger_chain.append(conn, now, company, "qualified", forward_id,
+                              {"n": n, "candidate": candidate})
+    conn.execute("INSERT INTO qualified (forward_id, company, candidate, n, created, entry)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 (forward_id, company, candidate, n, _stamp(now), seq))
+    if n % rules.credit_every:
+        return
+    counted = [str(r[0]) for r in conn.execute(
+        "SELECT forward_id FROM qualified WHERE company = ? AND n > ? ORDER BY n",
+        (company, n - rules.credit_every))]
+    credit_n = n // rules.credit_every
+    credit_id = f"cr_{secrets.token_urlsafe(9)}"
+    seq = ledger_chain.append(conn, now, company, "credit", credit_id,
+                              {"n": credit_n, "forwards": counted})
+    conn.execute("INSERT INTO credits (id, company, n, created, forwards, entry)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 (credit_id, company, credit_n, _stamp(now), json.dumps(counted), seq))
+
+
+def redeem(conn: sqlite3.Connection, company: str, by: str, note: str,
+           now: dt.datetime) -> str:
+    """Use the company's oldest unused credit; its id.  ``NoCreditAvailable`` if none."""
+    found = conn.execute(
+        "SELECT id FROM credits c WHERE company = ? AND NOT EXISTS"
+        " (SELECT 1 FROM redemptions r WHERE r.credit_id = c.id) ORDER BY n LIMIT 1",
+        (company,)).fetchone()
+    if found is None:
+        raise NoCreditAvailable(f"{company} has no free referral credit available")
+    credit_id = str(found[0])
+    seq = ledger_chain.append(conn, now, company, "redemption", credit_id,
+                              {"by": by, "note": note})
+    conn.execute("INSERT INTO redemptions (credit_id, company, created, by, note, entry)"
+                 " VALUES (?, ?, ?, ?, ?, ?)", (credit_id, company, _stamp(now), by, note, seq))
+    return credit_id
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
+    """The chain, then every table row an entry vouches for (SPEC 8 ``ledger verify``)."""
+    count, problem = ledger_chain.verify_chain(conn)
+    if problem is not None:
+        return count, problem
+    checks = (_receipts_agree, _qualified_agree, _credits_agree, _redemptions_agree)
+    for check in checks:
+        problem = check(conn)
+        if problem is not None:
+            return count, problem
+    return count, None
+
+
+def _entries(conn: sqlite3.Connection, kind: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    return {str(ref): (int(seq), json.loads(body)) for seq, ref, body in conn.execute(
+        "SELECT seq, ref, body FROM entries WHERE kind = ?", (kind,))}
+
+
+def _receipts_agree(conn: sqlite3.Connection) -> Problem | None:
+    entries = _entries(conn, "receipt")
+    for row in conn.execute("SELECT * FROM receipts ORDER BY rowid"):
+        rid = str(row[0])
+        if rid not in entries:
+            return Problem(0, f"receipt {rid} has no ledger entry (added outside the ledger)")
+        seq, body = entries.pop(rid)
+        if body["digest"] != ledger_chain.row_digest(row):
+            return Problem(seq, f"receipt {rid} was altered after it was recorded")
+    for rid, (seq, _) in entries.items():
+        return Problem(seq, f"receipt {rid} was deleted")
+    return None
+
+
+def _qualified_agree(conn: sqlite3.Connection) -> Problem | None:
+    entries = _entries(conn, "qualified")
+    for forward_id, company, candidate, n, entry in conn.execute(
+            "SELECT forward_id, company, candidate, n, entry FROM qualified"):
+        seq, body = entries.pop(forward_id, (entry, {}))
+        if body != {"n": n, "candidate": candidate} or seq != entry:
+            return Problem(seq, f"qualified forward {forward_id} of {company} does not match "
+                                "its entry")
+    for ref, (seq, _) in entries.items():
+        return Problem(seq, f"qualified forward {ref} was deleted")
+    return None
+
+
+def _credits_agree(conn: sqlite3.Connection) -> Problem | None:
+    entries = _entries(conn, "credit")
+    for credit_id, n, forwards, entry in conn.execute(
+            "SELECT id, n, forwards, entry FROM credits"):
+        seq, body = entries.pop(credit_id, (entry, {}))
+        if body != {"n": n, "forwards": json.loads(forwards)} or seq != entry:
+            return Problem(seq, f"credit {credit_id} does not match its entry")
+    for ref, (seq, _) in entries.items():
+        return Problem(seq, f"credit {ref} was deleted")
+    return None
+
+
+def _redemptions_agree(conn: sqlite3.Connection) -> Problem | None:
+    entries = _entries(conn, "redemption")
+    for credit_id, by, note, entry in conn.execute(
+            "SELECT credit_id, by, note, entry FROM redemptions"):
+        seq, body = entries.pop(credit_id, (entry, {}))
+        if body != {"by": by, "note": note} or seq != entry:
+            return Problem(seq, f"redemption of {credit_id} does not match its entry")
+    for ref, (seq, _) in entries.items():
+        return Problem(seq, f"redemption of {ref} was deleted")
+    return None
+
+
+class Book:
+    """Credits and verification over one open ledger (the CLI's and admin pages' way in)."""
+
+    def __init__(self, ledger: Ledger, rules: Rules) -> None:
+        self.ledger = ledger
+        self.rules = rules
+
+    def redeem(self, company: str, by: str, note: str = "") -> str:
+        with self.ledger.write() as conn:
+            return redeem(conn, company, by, note, self.ledger.now())
+
+    def verify(self) -> tuple[int, Problem | None]:
+        with self.ledger.read() as conn:
+            conn.execute("BEGIN")  # one snapshot: a writer may append meanwhile
+            try:
+                return verify(conn)
+            finally:
+                conn.execute("COMMIT")
+
+    def head(self) -> str:
+        """The last entry's hash: record it elsewhere to anchor the chain."""
+        with self.ledger.read() as conn:
+            row = conn.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        return ledger_chain.GENESIS if row is None else str(row[0])
+
+    def credits(self, company: str) -> list[dict[str, Any]]:
+        with self.ledger.read() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.n, c.created, c.forwards, r.created, r.by, r.note"
+                " FROM credits c LEFT JOIN redemptions r ON r.credit_id = c.id"
+                " WHERE c.company = ? ORDER BY c.n", (company,)).fetchall()
+        return [{"id": cid, "n": n, "created": created, "forwards": json.loads(forwards),
+                 "redeemed": redeemed, "redeemed_by": by, "note": note}
+                for cid, n, created, forwards, redeemed, by, note in rows]

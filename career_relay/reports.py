@@ -1,0 +1,199 @@
+"""The ledger's report (SPEC 8) as named queries, each with a title and a description.
+
+Every count is of events inside the period (``since`` 00:00 to ``until``
+24:00, UTC) for one company, except the credit balance and the progress to
+the next credit, which are as of the end of the period.  The same numbers
+feed ``career-relay report`` (table, CSV, JSON) and the admin pages.
+
+Speed (docs/performance.md): each query reads one company's rows through an
+index that starts with the company (``offers_company_created``,
+``receipts_company``, ``entries_company``, ``qualified_company``, ...), so a
+report costs what that company has in the period, not what the ledger holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from career_relay.ledger import Ledger
+
+#: SPEC 8's fields, in the order the table and CSV show them.
+FIELDS = ("company", "since", "until", "rejections", "offers", "not_injected",
+          "unmarked_rejections", "views", "accepted", "declined", "withdrawn", "erased",
+          "forwards_delivered", "qualified_forwards", "under_review", "credits_earned",
+          "credits_redeemed", "credits_available", "progress_to_next_credit", "credit_every")
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    title: str
+    description: str
+    sql: str
+
+
+# Parameters: :company, :start and :end (UTC stamps; start inclusive, end exclusive),
+# :start_day and :end_day (dates, inclusive).
+QUERIES: tuple[Query, ...] = (
+    Query("counters", "Rejections that passed",
+          "The gateway's daily counters: rejections relayed, those relayed without a link, "
+          "and classifier hits without the marker (counted only).",
+          "SELECT COALESCE(SUM(rejections), 0), COALESCE(SUM(not_injected), 0),"
+          " COALESCE(SUM(unmarked_rejections), 0) FROM daily_counts"
+          " WHERE company = :company AND day BETWEEN :start_day AND :end_day"),
+    Query("offers", "Links sent", "Offers made: one per outside recipient of a rejection.",
+          "SELECT COUNT(*) FROM offers"
+          " WHERE company = :company AND created >= :start AND created < :end"),
+    Query("views", "Pages opened", "Offers whose page was opened for the first time.",
+          "SELECT COUNT(*) FROM offers o JOIN offer_views v ON v.offer_id = o.id"
+          " WHERE o.company = :company AND v.first_viewed >= :start AND v.first_viewed < :end"),
+    Query("decisions", "Decisions", "Consent receipts by decision.",
+          "SELECT decision, COUNT(*) FROM receipts"
+          " WHERE company = :company AND created >= :start AND created < :end"
+          " GROUP BY decision"),
+    Query("delivered", "Forwards delivered",
+          "Consents the agency received (provision records).",
+          "SELECT COUNT(*) FROM entries WHERE company = :company AND kind = 'provision'"
+          " AND created >= :start AND created < :end"),
+    Query("qualified", "Qualified forwards", "Forwards that count toward credits (SPEC 8).",
+          "SELECT COUNT(*) FROM qualified"
+          " WHERE company = :company AND created >= :start AND created < :end"),
+    Query("under_review", "Held for review",
+          "Accepts held as possibly automated, with no verdict yet.",
+          "SELECT COUNT(*) FROM receipts r WHERE r.company = :company"
+          " AND r.created >= :start AND r.created < :end AND r.review IS NOT NULL"
+          " AND r.decision = 'accept'"
+          " AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.receipt_id = r.id)"),
+    Query("credits", "Credits earned and redeemed",
+          "Credits minted and redeemed in the period.",
+          "SELECT (SELECT COUNT(*) FROM credits WHERE company = :company"
+          "        AND created >= :start AND created < :end),"
+          " (SELECT COUNT(*) FROM redemptions WHERE company = :company"
+          "        AND created >= :start AND created < :end)"),
+    Query("balance", "Credit balance", "As of the end of the period: credits minted, "
+          "redeemed, and qualified forwards in all.",
+          "SELECT (SELECT COUNT(*) FROM credits WHERE company = :company AND created < :end),"
+          " (SELECT COUNT(*) FROM redemptions WHERE company = :company AND created < :end),"
+          " (SELECT COUNT(*) FROM qualified WHERE company = :company AND created < :end)"),
+    Query("by_job", "Opt-in by job",
+          "For the offers of the period, by the job they applied for (X-Career-Relay-Job): "
+          "offers, and offers accepted at least once.",
+          "SELECT COALESCE(o.job, ''), COUNT(*), COUNT(a.offer_id) FROM offers o"
+          " LEFT JOIN (SELECT DISTINCT offer_id FROM receipts WHERE company = :company"
+          "            AND decision = 'accept') a ON a.offer_id = o.id"
+          " WHERE o.company = :company AND o.created >= :start AND o.created < :end"
+          " GROUP BY 1 ORDER BY 2 DESC"),
+    Query("by_channel", "Opt-in by channel",
+          "The same by application channel (X-Career-Relay-Channel).",
+          "SELECT COALESCE(o.channel, ''), COUNT(*), COUNT(a.offer_id) FROM offers o"
+          " LEFT JOIN (SELECT DISTINCT offer_id FROM receipts WHERE company = :company"
+          "            AND decision = 'accept') a ON a.offer_id = o.id"
+          " WHERE o.company = :company AND o.created >= :start AND o.created < :end"
+          " GROUP BY 1 ORDER BY 2 DESC"),
+    Query("decision_hours", "Time to decide",
+          "Hours from the rejection to the candidate's first accept or decline, for the "
+          "offers of the period.",
+          "SELECT (julianday(MIN(r.created)) - julianday(o.created)) * 24 FROM receipts r"
+          " JOIN offers o ON o.id = r.offer_id WHERE r.company = :company"
+          " AND r.decision IN ('accept', 'decline')"
+          " AND o.created >= :start AND o.created < :end GROUP BY r.offer_id"),
+    Query("monthly", "Monthly trend",
+          "Per month of the period: offers, accepts, qualified forwards.",
+          "SELECT month, SUM(offers), SUM(accepted), SUM(qualified) FROM ("
+          " SELECT substr(created, 1, 7) AS month, COUNT(*) AS offers, 0 AS accepted,"
+          "  0 AS qualified FROM offers WHERE company = :company AND created >= :start"
+          "  AND created < :end GROUP BY 1"
+          " UNION ALL SELECT substr(created, 1, 7), 0, COUNT(*), 0 FROM receipts"
+          "  WHERE company = :company AND decision = 'accept' AND created >= :start"
+          "  AND created < :end GROUP BY 1"
+          " UNION ALL SELECT substr(created, 1, 7), 0, 0, COUNT(*) FROM qualified"
+          "  WHERE company = :company AND created >= :start AND created < :end GROUP BY 1)"
+          " GROUP BY month ORDER BY month"),
+)
+
+_BY_NAME = {q.name: q for q in QUERIES}
+
+
+@dataclass(frozen=True)
+class Period:
+    since: dt.date
+    until: dt.date
+
+    @property
+    def params(self) -> dict[str, str]:
+        end = self.until + dt.timedelta(days=1)
+        return {"start": f"{self.since.isoformat()}T00:00:00Z",
+                "end": f"{end.isoformat()}T00:00:00Z",
+                "start_day": self.since.isoformat(), "end_day": self.until.isoformat()}
+
+
+def period(since: dt.date | None, until: dt.date | None, today: dt.date) -> Period:
+    """The report's period: from the first day the ledger can hold to today by default."""
+    start = since or dt.date(2000, 1, 1)
+    end = until or today
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    return Period(start, end)
+
+
+def _run(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[Any]:
+    return conn.execute(_BY_NAME[name].sql, params).fetchall()
+
+
+def company_report(conn: sqlite3.Connection, company: str, when: Period,
+                   credit_every: int, *, details: bool = False) -> dict[str, Any]:
+    """SPEC 8's fields for one company; with ``details`` also by job, by channel, time to
+    decide and the monthly trend."""
+    p = {"company": company, **when.params}
+    (rejections, not_injected, unmarked), = _run(conn, "counters", p)
+    decisions = dict(_run(conn, "decisions", p))
+    earned, redeemed = _run(conn, "credits", p)[0]
+    minted_total, redeemed_total, qualified_total = _run(conn, "balance", p)[0]
+    report: dict[str, Any] = {
+        "company": company, "since": when.since.isoformat(), "until": when.until.isoformat(),
+        "rejections": rejections, "offers": _run(conn, "offers", p)[0][0],
+        "not_injected": not_injected, "unmarked_rejections": unmarked,
+        "views": _run(conn, "views", p)[0][0],
+        "accepted": decisions.get("accept", 0), "declined": decisions.get("decline", 0),
+        "withdrawn": decisions.get("withdraw", 0), "erased": decisions.get("erase", 0),
+        "forwards_delivered": _run(conn, "delivered", p)[0][0],
+        "qualified_forwards": _run(conn, "qualified", p)[0][0],
+        "under_review": _run(conn, "under_review", p)[0][0],
+        "credits_earned": earned, "credits_redeemed": redeemed,
+        "credits_available": minted_total - redeemed_total,
+        "progress_to_next_credit": qualified_total % credit_every,
+        "credit_every": credit_every,
+    }
+    if details:
+        report.update(_details(conn, p))
+    return report
+
+
+def _details(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
+    def rates(rows: Sequence[Any]) -> list[dict[str, Any]]:
+        return [{"name": name, "offers": offers, "accepted": accepted,
+                 "opt_in_rate": round(accepted / offers, 4) if offers else 0.0}
+                for name, offers, accepted in rows]
+
+    hours = [h for (h,) in _run(conn, "decision_hours", p) if h is not None]
+    return {
+        "by_job": rates(_run(conn, "by_job", p)),
+        "by_channel": rates(_run(conn, "by_channel", p)),
+        "decision_hours": {"decided": len(hours),
+                           "median": round(statistics.median(hours), 1) if hours else None},
+        "monthly": [{"month": m, "offers": o, "accepted": a, "qualified": q}
+                    for m, o, a, q in _run(conn, "monthly", p)],
+    }
+
+
+def report(ledger: Ledger, companies: Sequence[str], when: Period, credit_every: int, *,
+           details: bool = False) -> list[dict[str, Any]]:
+    """One object per company, in the order given (SPEC 8 ``report --format json``)."""
+    with ledger.read() as conn:
+        return [company_report(conn, c, when, credit_every, details=details)
+                for c in companies]
