@@ -212,7 +212,8 @@ class Consents:
         payload = self._consent_payload(forward_id, offer, receipt, profile, share_application)
         forward = Forward(forward_id, offer.id, receipt.id, offer.company, "consent", now,
                           payload)
-        self.store.record_decision(receipt, profile=profile, forward=forward)
+        self.store.record_decision(receipt, profile=profile, forward=forward,
+                                   notice_text=notice.text)
         return receipt
 
     def decline(self, offer: Offer, notice: Notice, client: Client) -> Receipt:
@@ -223,7 +224,7 @@ class Consents:
             return state.current  # declining while registered: withdrawing is the way out
         now = self.store.ledger.now()
         receipt = self._receipt(offer, "decline", now, client, notice, [], [], review=None)
-        self.store.record_decision(receipt)
+        self.store.record_decision(receipt, notice_text=notice.text)
         return receipt
 
     def withdraw(self, offer: Offer, locale: str, client: Client) -> Receipt | None:

@@ -157,6 +157,7 @@ class ConsentLedger:
         forward: Forward | None = None,
         cancel_pending_consent: bool = False,
         erase: bool = False,
+        notice_text: str | None = None,
     ) -> list[str]:
         """One decision in one transaction: the receipt, its profile, its forward.
 
@@ -165,10 +166,17 @@ class ConsentLedger:
         profile and forward payload of the offer is erased.  ``forward`` is
         written only if ``forward_needed`` still holds inside the transaction
         (it is built beforehand, outside the lock).  Returns the ids of the
-        forwards cancelled.
+        forwards cancelled.  ``notice_text``: the text the receipt's notice hash stands for,
+        kept with it if the page did not record it already.
         """
         now = self.ledger.now()
         with self.ledger.write() as conn:
+            if notice_text is not None and receipt.notice_hash is not None:
+                conn.execute(
+                    "INSERT INTO notices (hash, version, locale, company, text, first_shown)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+                    (receipt.notice_hash, receipt.notice_version, receipt.locale,
+                     receipt.company, notice_text, stamp(now)))
             conn.execute(
                 f"INSERT INTO receipts ({_RECEIPT_COLUMNS}) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,355 @@
+"""The ledger's rules (SPEC 8): exact counting, credits, redemption, concurrency, tampering.
+
+Scripted histories run through the real code (offers, ``Consents``, the
+outbox and its deliveries) on a real SQLite file with a frozen clock; the
+report's every field is compared with what the history must give.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from career_relay import reports
+from career_relay import settings as settings_mod
+from career_relay.consent import Client, Consents, Notice
+from career_relay.ledger import Ledger, Offer, open_ledger
+from career_relay.ledger_consent import ConsentLedger, Receipt
+from career_relay.ledger_rules import Book, NoCreditAvailable, Rules
+from tests.conftest import run_cli
+
+T0 = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Safari/604.1"
+NOTICE = Notice.of("notice shown to the candidate", "ja")
+
+
+def _settings(tmp_path: Path, credit_every: int = 10) -> settings_mod.Settings:
+    return settings_mod.from_mapping({
+        "ledger": {"path": str(tmp_path / "ledger.db"), "credit_every": credit_every},
+        "site": {"review_window": 30},
+        "secrets": {"signing_keys": ["test-key-0123456789"], "hash_key": "hash-key"},
+        "companies": [{"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"]},
+                      {"id": "kumo", "name": "株式会社クモ", "domains": ["kumo.example"]}],
+    }, base=tmp_path)
+
+
+class World:
+    """A ledger, a clock that only moves when told, and the consent rules over them."""
+
+    def __init__(self, tmp_path: Path, credit_every: int = 10) -> None:
+        self.settings = _settings(tmp_path, credit_every)
+        self.path = Path(self.settings.ledger.path)
+        self.now = T0
+        self.ledger: Ledger = open_ledger(self.path, clock=lambda: self.now)
+        self.store = ConsentLedger(self.ledger, Rules.from_settings(self.settings))
+        self.consents = Consents(self.settings, self.store)
+        self.book = Book(self.ledger, Rules.from_settings(self.settings))
+        self._n = 0
+
+    def tick(self, seconds: float = 60) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+    def offer(self, email: str, company: str = "acme") -> Offer:
+        self._n += 1
+        return self.ledger.record_offer(company, f"<m{self._n}@{company}.example>", email)
+
+    def accept(self, offer: Offer, email: str | None = None, ua: str = IPHONE,
+               wait: float = 300) -> Receipt:
+        self.tick(wait)
+        profile = {"name": "候補者", "email": email or offer.recipient}
+        return self.consents.accept(offer, NOTICE, profile, False, Client(ua, "198.51.100.7"))
+
+    def decline(self, offer: Offer) -> Receipt:
+        self.tick()
+        return self.consents.decline(offer, NOTICE, Client(IPHONE, "198.51.100.7"))
+
+    def withdraw(self, offer: Offer) -> None:
+        self.tick()
+        self.consents.withdraw(offer, "ja", Client(IPHONE, "198.51.100.7"))
+
+    def deliver(self) -> int:
+        """The agency takes everything due, in order, until nothing is left."""
+        sent = 0
+        while True:
+            self.tick(1)
+            due = self.store.claim_due(100, 60)
+            if not due:
+                return sent
+            for forward in due:
+                self.store.delivered(forward.id)
+                sent += 1
+
+    def qualified_then_deliver(self, count: int, company: str = "acme",
+                               start: int = 0) -> None:
+        for i in range(start, start + count):
+            self.accept(self.offer(f"cand{i}@example.net", company))
+        self.deliver()
+
+    def report(self, company: str = "acme", **period: dt.date) -> dict[str, Any]:
+        when = reports.period(period.get("since"), period.get("until"), self.now.date())
+        (row,) = reports.report(self.ledger, [company], when, self.settings.ledger.credit_every)
+        return row
+
+    def rows(self, sql: str, *args: Any) -> list[Any]:
+        with self.ledger.read() as conn:
+            return conn.execute(sql, args).fetchall()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_the_tenth_qualified_forward_mints_one_credit_the_twentieth_a_second(
+        world: World) -> None:
+    world.qualified_then_deliver(9)
+    assert world.report()["qualified_forwards"] == 9
+    assert world.report()["credits_earned"] == 0
+    assert world.report()["progress_to_next_credit"] == 9
+    world.qualified_then_deliver(1, start=9)
+    r = world.report()
+    assert (r["qualified_forwards"], r["credits_earned"], r["progress_to_next_credit"]) == (
+        10, 1, 0)
+    world.qualified_then_deliver(9, start=10)
+    assert world.report()["credits_earned"] == 1
+    world.qualified_then_deliver(1, start=19)
+    r = world.report()
+    assert (r["qualified_forwards"], r["credits_earned"], r["credits_available"]) == (20, 2, 2)
+    credits = world.book.credits("acme")
+    assert [c["n"] for c in credits] == [1, 2]
+    # Each credit names exactly the ten forwards it counts, none twice.
+    counted = [f for c in credits for f in c["forwards"]]
+    assert len(counted) == 20 == len(set(counted))
+    assert world.book.verify() == (world.rows("SELECT COUNT(*) FROM entries")[0][0], None)
+
+
+def test_what_does_not_qualify(world: World) -> None:
+    # Qualifies: three distinct outside candidates.
+    for i in range(3):
+        world.accept(world.offer(f"ok{i}@example.net"))
+    # The same candidate again (a second rejection, another message): counted once.
+    world.accept(world.offer("OK0@Example.net"))
+    # The company's own address, and one it typed on the form.
+    world.accept(world.offer("staff@acme.example"))
+    world.accept(world.offer("outside@example.net"), email="me@acme.example")
+    # Declined, and accepted then withdrawn before delivery (never reaches the agency).
+    world.decline(world.offer("no@example.net"))
+    withdrawn = world.offer("changed-mind@example.net")
+    world.accept(withdrawn)
+    world.withdraw(withdrawn)
+    # Held for review: a scanner's user agent; one rejected, one never reviewed.
+    held_rejected = world.accept(world.offer("scan1@example.net"), ua="python-requests/2.31")
+    world.accept(world.offer("scan2@example.net"), ua="HeadlessChrome/120")
+    world.store.review(held_rejected.id, approve=False, by="ops")
+    # Held because it came within the review window, then approved: qualifies.
+    quick = world.accept(world.offer("quick@example.net"), wait=5)
+    world.store.review(quick.id, approve=True, by="ops")
+    world.deliver()
+    r = world.report()
+    assert r["offers"] == 11
+    assert r["accepted"] == 10 and r["declined"] == 1 and r["withdrawn"] == 1
+    # Delivered: 3 ok + duplicate + 2 own-domain + the approved one (7); not the withdrawn,
+    # the rejected or the pending review.
+    assert r["forwards_delivered"] == 7
+    assert r["qualified_forwards"] == 4
+    assert r["under_review"] == 1
+    assert r["progress_to_next_credit"] == 4 and r["credits_earned"] == 0
+
+
+def test_a_withdrawal_after_qualifying_takes_nothing_back(world: World) -> None:
+    offers = [world.offer(f"c{i}@example.net") for i in range(10)]
+    for offer in offers:
+        world.accept(offer)
+    world.deliver()
+    assert world.report()["credits_earned"] == 1
+    world.withdraw(offers[0])
+    assert world.deliver() == 1  # the agency is told to delete
+    r = world.report()
+    assert (r["withdrawn"], r["qualified_forwards"], r["credits_earned"]) == (1, 10, 1)
+    # The candidate comes back later: still the same candidate, not a second qualifier.
+    world.accept(offers[0])
+    world.deliver()
+    assert world.report()["qualified_forwards"] == 10
+
+
+def test_companies_count_separately(world: World) -> None:
+    world.qualified_then_deliver(10, "acme")
+    world.qualified_then_deliver(3, "kumo")  # the same addresses: another company
+    assert world.report("acme")["credits_earned"] == 1
+    kumo = world.report("kumo")
+    assert (kumo["qualified_forwards"], kumo["credits_earned"]) == (3, 0)
+
+
+def test_redeem_uses_a_credit_and_refuses_when_none_is_left(world: World) -> None:
+    with pytest.raises(NoCreditAvailable, match="no free referral credit available"):
+        world.book.redeem("acme", by="hr@acme.example")
+    world.qualified_then_deliver(10)
+    credit = world.book.redeem("acme", by="hr@acme.example", note="2026年4月 経理職")
+    assert world.book.credits("acme")[0]["id"] == credit
+    assert world.book.credits("acme")[0]["note"] == "2026年4月 経理職"
+    r = world.report()
+    assert (r["credits_earned"], r["credits_redeemed"], r["credits_available"]) == (1, 1, 0)
+    with pytest.raises(NoCreditAvailable):
+        world.book.redeem("acme", by="hr@acme.example")
+    assert world.book.verify()[1] is None
+
+
+def test_every_report_field_for_a_period(world: World) -> None:
+    world.ledger.count("acme", "unmarked_rejections")
+    world.ledger.record_rejection("acme", "<r1@acme.example>",
+                                  [("a@example.net", "OfferIdAAAA1"),
+                                   ("b@example.net", "OfferIdBBBB2")])
+    world.ledger.count("acme", "not_injected")
+    a = world.ledger.offer("OfferIdAAAA1")
+    b = world.ledger.offer("OfferIdBBBB2")
+    assert a is not None and b is not None
+    world.consents.view(a)
+    world.consents.view(b)
+    world.accept(a)
+    world.decline(b)
+    world.deliver()
+    r = world.report()
+    expected = {
+        "company": "acme", "since": "2000-01-01", "until": "2026-04-01",
+        "rejections": 1, "offers": 2, "not_injected": 1, "unmarked_rejections": 1,
+        "views": 2, "accepted": 1, "declined": 1, "withdrawn": 0, "erased": 0,
+        "forwards_delivered": 1, "qualified_forwards": 1, "under_review": 0,
+        "credits_earned": 0, "credits_redeemed": 0, "credits_available": 0,
+        "progress_to_next_credit": 1, "credit_every": 10,
+    }
+    assert r == expected
+    # A period before any of it counts nothing; the balance is as of its end.
+    empty = world.report(since=dt.date(2026, 3, 1), until=dt.date(2026, 3, 31))
+    assert all(empty[k] == 0 for k in expected if k not in ("company", "since", "until",
+                                                            "credit_every"))
+
+
+def test_report_details_by_job_and_channel_and_time_to_decide(world: World) -> None:
+    for i, (job, channel) in enumerate([("経理", "求人媒体"), ("経理", "自社サイト"),
+                                        ("営業", "求人媒体")]):
+        offer = world.ledger.record_offer("acme", f"<d{i}@acme.example>",
+                                          f"d{i}@example.net", job=job, channel=channel)
+        if i == 0:
+            world.accept(offer, wait=7200)  # two hours after the rejection
+    when = reports.period(None, None, world.now.date())
+    (r,) = reports.report(world.ledger, ["acme"], when, 10, details=True)
+    assert r["by_job"][0] == {"name": "経理", "offers": 2, "accepted": 1, "opt_in_rate": 0.5}
+    assert {c["name"]: c["accepted"] for c in r["by_channel"]} == {"求人媒体": 1,
+                                                                    "自社サイト": 0}
+    assert r["decision_hours"] == {"decided": 1, "median": 2.0}
+    assert r["monthly"] == [{"month": "2026-04", "offers": 3, "accepted": 1, "qualified": 0}]
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def _deliver_half(path: str, config: dict[str, Any], receipts: list[str]) -> None:
+    settings = settings_mod.from_mapping(config, base=Path(path).parent)
+    with open_ledger(path) as ledger:
+        store = ConsentLedger(ledger, Rules.from_settings(settings))
+        for receipt in receipts:
+            store.review(receipt, approve=True, by="ops")
+            for forward in store.claim_due(5, 60):
+                store.delivered(forward.id)
+        while due := store.claim_due(5, 60):
+            for forward in due:
+                store.delivered(forward.id)
+
+
+def test_two_processes_approving_at_once_never_mint_a_credit_twice(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    held = [world.accept(world.offer(f"h{i}@example.net"), wait=1).id for i in range(40)]
+    world.ledger.close()
+    config = {"ledger": {"path": str(world.path)},
+              "secrets": {"signing_keys": ["test-key-0123456789"], "hash_key": "hash-key"},
+              "companies": [{"id": "acme", "name": "A", "domains": ["acme.example"]}]}
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_deliver_half, args=(str(world.path), config, held[i::2]))
+               for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    with sqlite3.connect(world.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM qualified").fetchone() == (40,)
+        assert conn.execute("SELECT n FROM credits ORDER BY n").fetchall() == [
+            (1,), (2,), (3,), (4,)]
+        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    with open_ledger(world.path) as ledger:
+        assert Book(ledger, Rules()).verify()[1] is None
+
+
+# -- tamper evidence ------------------------------------------------------------------------
+
+
+def _tampered(world: World, *statements: str) -> str:
+    world.ledger.close()
+    with sqlite3.connect(world.path) as conn:
+        # What someone with the file can do: drop the append-only triggers, then edit.
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                    ).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        for statement in statements:
+            conn.execute(statement)
+    with open_ledger(world.path) as ledger:
+        _, problem = Book(ledger, Rules()).verify()
+    assert problem is not None, "the change went unnoticed"
+    return str(problem)
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> World:
+    world = World(tmp_path)
+    world.qualified_then_deliver(10)
+    world.book.redeem("acme", by="hr")
+    return world
+
+
+def test_an_untouched_ledger_verifies(history: World) -> None:
+    count, problem = history.book.verify()
+    assert problem is None and count > 30
+
+
+@pytest.mark.parametrize(("statements", "named"), [
+    (["UPDATE entries SET body = replace(body, '}', ',\"x\":1}') WHERE seq = 20"],
+     "entry 20: altered"),
+    (["UPDATE entries SET created = '2020-01-01T00:00:00Z' WHERE seq = 7"], "entry 7: altered"),
+    (["DELETE FROM entries WHERE seq = 12"], "entry 12: missing"),
+    (["UPDATE entries SET seq = -5 WHERE seq = 4", "UPDATE entries SET seq = 4 WHERE seq = 5",
+      "UPDATE entries SET seq = 5 WHERE seq = -5"], "entry 4"),
+    (["DELETE FROM entries WHERE seq = (SELECT MAX(seq) FROM entries)"], "redemption"),
+    (["UPDATE receipts SET decision = 'decline' WHERE rowid = 3"], "was altered"),
+    (["DELETE FROM receipts WHERE rowid = 2"], "was deleted"),
+    (["UPDATE qualified SET candidate = 'x' WHERE n = 2"], "does not match"),
+    (["DELETE FROM credits"], "credit"),
+    (["UPDATE redemptions SET note = 'something else'"], "does not match"),
+])
+def test_any_change_is_caught_and_named(history: World, statements: list[str],
+                                        named: str) -> None:
+    assert named in _tampered(history, *statements)
+
+
+def test_append_only_is_enforced_by_the_database(history: World) -> None:
+    with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
+                                                       match="append-only"):
+        conn.execute("UPDATE entries SET body = '{}' WHERE seq = 1")
+    with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
+                                                       match="append-only"):
+        conn.execute("DELETE FROM credits")
+
+
+def test_ledger_verify_command_names_the_bad_entry(history: World, tmp_path: Path) -> None:
+    config = tmp_path / "career-relay.toml"
+    config.write_text(f'[ledger]\npath = "{history.path}"\n[secrets]\n'
+                      'signing_keys = ["test-key-0123456789"]\n', encoding="utf-8")
+    ok = run_cli("ledger", "verify", "--config", str(config))
+    assert ok.returncode == 0 and "ledger ok" in ok.stdout
+    _tampered(history, "UPDATE entries SET ref = 'x' WHERE seq = 9")
+    bad = run_cli("ledger", "verify", "--config", str(config))
+    assert bad.returncode == 1 and "entry 9" in bad.stderr
