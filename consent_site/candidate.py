@@ -45,8 +45,8 @@ class Visit:
     locale: str
 
     @property
-    def t(self) -> dict[str, str]:
-        return dict(i18n.TEXTS[self.locale])
+    def t(self) -> i18n.Words:
+        return i18n.TEXTS[self.locale]
 
     @property
     def base(self) -> str:

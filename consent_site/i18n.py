@@ -249,4 +249,26 @@ EN: dict[str, str] = {
     "error_500_text": "Please try again in a little while. Nothing you entered was saved.",
 }
 
-TEXTS: Mapping[str, Mapping[str, str]] = {"ja": JA, "en": EN}
+class Words:
+    """The words of one language, as ``t.key`` or ``t["key"]`` in templates.
+
+    Not a dict on purpose: Jinja looks attributes up first, so with a dict
+    ``t.items`` was the method ``dict.items``, not the word.
+    """
+
+    __slots__ = ("_words",)
+
+    def __init__(self, words: Mapping[str, str]) -> None:
+        self._words = dict(words)
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._words[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> str:
+        return self._words[name]
+
+
+TEXTS: Mapping[str, Words] = {"ja": Words(JA), "en": Words(EN)}

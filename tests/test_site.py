@@ -122,7 +122,8 @@ def test_the_page_names_who_what_why_how_long_and_how_to_withdraw(site: Harness)
     page = site.get(site.link(offer))
     assert page.status == 200
     assert '<html lang="ja">' in page.text
-    for shown in ("株式会社アクメ", "株式会社サンプル人材", "13-ユ-123456",
+    assert "built-in method" not in page.text and " object at 0x" not in page.text
+    for shown in ("株式会社アクメ", "株式会社サンプル人材", "13-ユ-123456", "提供する情報",
                   'href="https://agency.example/privacy"', "利用目的", "最長24か月",
                   "いつでも登録の取り消し", "privacy@agency.example", "氏名（必須）"):
         assert shown in page.text, shown
@@ -405,6 +406,20 @@ def test_the_notice_version_changes_with_its_text(make_config: Any, tmp_path: Pa
             harness.close()
     assert versions[0] != versions[1]
     assert all(v.startswith("ja-") for v in versions)
+
+
+def test_the_same_notice_has_the_same_version_in_every_process(make_config: Any) -> None:
+    """The version is the text's: a restart (another process) shows the same notice."""
+    config = make_config()
+    seen = set()
+    for _ in range(2):
+        harness = Harness(config)
+        try:
+            harness.get(harness.link(harness.offer(message_id=f"<{len(seen)}@a>")))
+            seen.update(r["version"] for r in harness.rows("notices"))
+        finally:
+            harness.close()
+    assert len(seen) == 1
 
 
 # -- manage, withdraw, erase, export --------------------------------------------------------
