@@ -378,6 +378,26 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Retention (SPEC 9): erase the personal data whose time is up; print what, by kind."""
+    from career_relay import retention
+    from career_relay.ledger import open_ledger
+    from career_relay.ledger_rules import Rules
+
+    settings = _load(args)
+    if not Path(settings.ledger.path).exists():
+        raise CareerRelayError(f"no ledger at {settings.ledger.path}")
+    policy = retention.Policy.from_settings(settings)
+    with open_ledger(settings.ledger.path) as ledger:
+        purged = retention.purge(ledger, Rules.from_settings(settings), policy,
+                                 dry_run=args.dry_run)
+    verb = "would erase" if args.dry_run else "erased"
+    for label, count in purged.lines(policy):
+        print(f"{count:8d}  {label}")
+    print(f"{purged.total:8d}  in all ({verb}{'; nothing changed' if args.dry_run else ''})")
+    return 0
+
+
 # -- reviews -------------------------------------------------------------------------------
 
 
@@ -472,6 +492,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "approve", "reject"])
     p.add_argument("receipt", nargs="?", help="receipt id (approve, reject)")
     p.add_argument("--by", default="operator", help="who reviewed (default: operator)")
+    p = command("purge", cmd_purge, "apply the retention rules (SPEC 9): erase personal data "
+                "whose time is up")
+    p.add_argument("--dry-run", action="store_true", help="print what would be erased; change "
+                   "nothing")
     return parser
 
 

@@ -245,3 +245,16 @@ def _entries(db: Database) -> None:
     # The report counts decisions and deliveries per company and period.
     db.execute("CREATE INDEX forward_events_event ON forward_events (event, created)")
     db.execute("CREATE INDEX offer_views_first ON offer_views (first_viewed)")
+
+
+@MIGRATIONS(name="0006_retention")
+def _retention(db: Database) -> None:
+    """Retention (SPEC 9, ``career_relay.retention``): an offer's address can be erased.
+
+    ``candidate`` keeps the keyed hash of the erased address (de-duplication
+    outlives the address); ``erased`` says when.  The partial index lets a
+    purge visit only the offers it has not erased yet.
+    """
+    db.execute("ALTER TABLE offers ADD COLUMN candidate TEXT")  # keyed hash, once erased
+    db.execute("ALTER TABLE offers ADD COLUMN erased TEXT")     # UTC, when it was erased
+    db.execute("CREATE INDEX offers_unerased ON offers (created) WHERE erased IS NULL")
