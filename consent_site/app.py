@@ -38,10 +38,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 def templates() -> jinja2.Environment:
     # Autoescape every template: each value a candidate typed is shown escaped (SPEC 6).
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined)
+    env.filters["local_time"] = i18n.local_time
+    return env
 
 
 def _error_middleware(env: jinja2.Environment) -> Middleware:

@@ -9,9 +9,20 @@ Values with ``{...}`` are formatted by the templates with the page's names
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 
 LOCALES = ("ja", "en")
+# Japan keeps UTC+9 all year (no daylight saving): no time-zone database needed.
+_JST = dt.timezone(dt.timedelta(hours=9), "JST")
+
+
+def local_time(moment: dt.datetime, locale: str) -> str:
+    """A time as the candidate reads it: Japan time on Japanese pages, UTC on English ones
+    (the candidates of a Japanese company are mostly in Japan; UTC says so where not)."""
+    if locale == "ja":
+        return moment.astimezone(_JST).strftime("%Y年%m月%d日 %H:%M（日本時間）")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def choose(query: str | None, accept_language: str | None, default: str) -> str:

@@ -557,3 +557,13 @@ def test_review_from_the_command_line(site: Harness) -> None:
     assert again.returncode == 1 and "already reviewed (approve)" in again.stderr
     assert site.get(f"{link}/done").state() == "accepted"
     assert "0 decision(s)" in run_cli("review", "list", "--config", config).stdout
+
+
+def test_times_are_shown_in_japan_time_on_japanese_pages(site: Harness) -> None:
+    link = site.link(site.offer())
+    site.accept(link)
+    (receipt,) = site.rows("receipts")
+    utc = dt.datetime.strptime(receipt["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    jst = utc + dt.timedelta(hours=9)
+    assert f"{jst:%Y年%m月%d日 %H:%M}（日本時間）" in site.get(f"{link}/done").text
+    assert f"{utc:%Y-%m-%d %H:%M} UTC" in site.get(f"{link}/done?lang=en").text
