@@ -440,6 +440,25 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- admin logins ------------------------------------------------------------------------
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Logins for the admin pages: an operator sees every company, a company's user its own."""
+    from career_relay.admin_users import AdminUsers
+    from career_relay.ledger import open_ledger
+
+    settings = _load(args)
+    company = None if args.operator else args.company
+    if company is not None and company not in [c.id for c in settings.companies]:
+        raise CareerRelayError(f"no company {company!r} in the configuration")
+    password = _read_password(args.password_stdin)
+    with open_ledger(settings.ledger.path) as ledger:
+        user = AdminUsers(ledger).add(args.email, password, company)
+    print(f"admin login {user.email} created ({'operator' if user.operator else company})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="career-relay", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"career-relay {__version__}")
@@ -496,6 +515,13 @@ def _parser() -> argparse.ArgumentParser:
                 "whose time is up")
     p.add_argument("--dry-run", action="store_true", help="print what would be erased; change "
                    "nothing")
+    p = command("admin", cmd_admin, "create a login for the admin pages")
+    p.add_argument("action", choices=["add-user"])
+    p.add_argument("--email", required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--operator", action="store_true", help="sees every company")
+    who.add_argument("--company", metavar="ID", help="sees this company only")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     return parser
 
 

@@ -247,6 +247,60 @@ def _entries(db: Database) -> None:
     db.execute("CREATE INDEX offer_views_first ON offer_views (first_viewed)")
 
 
+@MIGRATIONS(name="0005_admin")
+def _admin(db: Database) -> None:
+    """The admin pages' logins (issue 5): users, sessions, failed logins, lock-outs.
+
+    Operational tables, not ledger entries: nothing here is hash-chained, and
+    sessions, failures and lock-outs are deleted when they expire.  A session
+    row holds the SHA-256 of the cookie's random value, never the value itself,
+    so a copy of the file opens no session.  Emails are stored lower-cased;
+    failures and lock-outs are keyed by the email typed, whether or not a user
+    has it, so a lock-out reveals nothing about which addresses exist.
+    """
+    db.execute(
+        """
+        CREATE TABLE admin_users (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,     -- lower-cased
+            role TEXT NOT NULL CHECK (role IN ('operator', 'company')),
+            company TEXT,                   -- companies.id for role 'company'; NULL: operator
+            password_hash TEXT NOT NULL,    -- argon2id (career_relay.passwords)
+            created TEXT NOT NULL,          -- UTC
+            CHECK ((role = 'operator') = (company IS NULL))
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE admin_sessions (
+            id TEXT PRIMARY KEY,            -- sha256 hex of the session cookie's value
+            user_id INTEGER NOT NULL REFERENCES admin_users (id),
+            created TEXT NOT NULL,          -- UTC
+            expires TEXT NOT NULL           -- UTC; logout deletes the row sooner
+        )
+        """
+    )
+    db.execute("CREATE INDEX admin_sessions_expires ON admin_sessions (expires)")
+    db.execute(
+        """
+        CREATE TABLE admin_login_failures (
+            email TEXT NOT NULL,            -- as typed, lower-cased (known or not)
+            created TEXT NOT NULL           -- UTC
+        )
+        """
+    )
+    db.execute("CREATE INDEX admin_login_failures_email ON admin_login_failures (email, created)")
+    db.execute(
+        """
+        CREATE TABLE admin_lockouts (
+            email TEXT PRIMARY KEY,         -- lower-cased (known or not)
+            until TEXT NOT NULL             -- UTC: no login for this email before then
+        )
+        """
+    )
+
+
 @MIGRATIONS(name="0006_retention")
 def _retention(db: Database) -> None:
     """Retention (SPEC 9, ``career_relay.retention``): an offer's address can be erased.

@@ -1,0 +1,187 @@
+"""Logins for the admin pages (issue 5): users, sessions, failed logins and lock-outs.
+
+SQL only, plus the login rule; ``consent_site.admin_auth`` turns HTTP into
+these calls.  The tables (migration ``0005_admin``) are operational, not
+ledger entries.
+
+- A user is an operator (every company) or a company's user (that company only).
+- A session is a random value in a cookie; the table keeps its SHA-256 and an
+  expiry, so logging out or expiring revokes it, and a copy of the file opens
+  nothing.
+- ``LOCK_AFTER`` failed logins for one email within ``WINDOW`` lock that email
+  out for ``LOCK_FOR``.  Failures and lock-outs are keyed by the email typed,
+  known or not, and a login for an unknown email verifies the password against
+  a dummy argon2 hash: neither the answer nor its time tells whether an
+  address has a login (OWASP Authentication Cheat Sheet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from typing import Literal
+
+from career_relay.errors import UserError
+from career_relay.ledger import Ledger, parse_stamp, stamp
+from career_relay.passwords import hash_password, verify_password
+
+LOCK_AFTER = 5
+WINDOW = dt.timedelta(minutes=15)
+LOCK_FOR = dt.timedelta(minutes=15)
+SESSION_LIFETIME = dt.timedelta(hours=12)
+
+Refusal = Literal["wrong", "locked"]
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    id: int
+    email: str
+    company: str | None  # None: an operator
+
+    @property
+    def operator(self) -> bool:
+        return self.company is None
+
+    def may_see(self, company: str) -> bool:
+        return self.company is None or self.company == company
+
+
+@dataclass(frozen=True)
+class Login:
+    """The outcome of a login: a user and a fresh session token, or why not."""
+
+    user: AdminUser | None = None
+    token: str = ""
+    refused: Refusal | None = None
+
+
+def normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An argon2 hash of nothing anyone knows: unknown emails cost the same to refuse."""
+    return hash_password(secrets.token_urlsafe(24))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+_USER_COLUMNS = "u.id, u.email, u.company"
+
+
+class AdminUsers:
+    """The admin logins of one open ``Ledger`` (sharing its connection and lock)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    # -- users ----------------------------------------------------------------------------
+
+    def add(self, email: str, password: str, company: str | None) -> AdminUser:
+        """A new login; ``company`` None makes an operator.  Refuses an email already used."""
+        address = normal_email(email)
+        if "@" not in address or any(c.isspace() for c in address):
+            raise UserError(f"not an email address: {email!r}")
+        password_hash = hash_password(password)
+        role = "operator" if company is None else "company"
+        try:
+            with self.ledger.write() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO admin_users (email, role, company, password_hash, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (address, role, company, password_hash, stamp(self.ledger.now())))
+        except sqlite3.IntegrityError:
+            raise UserError(f"an admin login for {address} exists already") from None
+        return AdminUser(int(cursor.lastrowid or 0), address, company)
+
+    def users(self) -> list[AdminUser]:
+        with self.ledger.read() as conn:
+            rows = conn.execute(f"SELECT {_USER_COLUMNS} FROM admin_users u ORDER BY u.id")
+            return [AdminUser(int(i), str(e), c) for i, e, c in rows]
+
+    # -- logging in -----------------------------------------------------------------------
+
+    def login(self, email: str, password: str) -> Login:
+        """Check a login and open a session; the same answer for unknown emails."""
+        address = normal_email(email)
+        with self.ledger.read() as conn:
+            found = conn.execute(f"SELECT {_USER_COLUMNS}, u.password_hash FROM admin_users u"
+                                 " WHERE u.email = ?", (address,)).fetchone()
+        locked = self.locked(address)
+        # Always one argon2 verification, whatever happens next.
+        right = verify_password(found[3] if found else _dummy_hash(), password)
+        if locked:
+            return Login(refused="locked")
+        if found is None or not right:
+            return Login(refused="locked" if self._failed(address) else "wrong")
+        user = AdminUser(int(found[0]), str(found[1]), found[2])
+        return Login(user, self._start_session(user))
+
+    def locked(self, email: str) -> bool:
+        now = stamp(self.ledger.now())
+        with self.ledger.read() as conn:
+            row = conn.execute("SELECT 1 FROM admin_lockouts WHERE email = ? AND until > ?",
+                               (normal_email(email), now)).fetchone()
+        return row is not None
+
+    def _failed(self, address: str) -> bool:
+        """Count a failure; True when it locks the email out."""
+        now = self.ledger.now()
+        with self.ledger.write() as conn:
+            conn.execute("DELETE FROM admin_login_failures WHERE email = ? AND created <= ?",
+                         (address, stamp(now - WINDOW)))
+            conn.execute("INSERT INTO admin_login_failures (email, created) VALUES (?, ?)",
+                         (address, stamp(now)))
+            (count,) = conn.execute("SELECT COUNT(*) FROM admin_login_failures WHERE email = ?",
+                                    (address,)).fetchone()
+            if count < LOCK_AFTER:
+                return False
+            conn.execute("DELETE FROM admin_login_failures WHERE email = ?", (address,))
+            conn.execute("INSERT INTO admin_lockouts (email, until) VALUES (?, ?)"
+                         " ON CONFLICT (email) DO UPDATE SET until = excluded.until",
+                         (address, stamp(now + LOCK_FOR)))
+        return True
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _start_session(self, user: AdminUser) -> str:
+        token = secrets.token_urlsafe(32)
+        now = self.ledger.now()
+        with self.ledger.write() as conn:
+            # A good login forgets the email's failures, and expired sessions go.
+            conn.execute("DELETE FROM admin_login_failures WHERE email = ?", (user.email,))
+            conn.execute("DELETE FROM admin_sessions WHERE expires <= ?", (stamp(now),))
+            conn.execute("INSERT INTO admin_sessions (id, user_id, created, expires)"
+                         " VALUES (?, ?, ?, ?)",
+                         (_digest(token), user.id, stamp(now), stamp(now + SESSION_LIFETIME)))
+        return token
+
+    def session(self, token: str) -> AdminUser | None:
+        """The user of a live session; None for an unknown, ended or expired one."""
+        if not token:
+            return None
+        with self.ledger.read() as conn:
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS}, s.expires FROM admin_sessions s"
+                " JOIN admin_users u ON u.id = s.user_id WHERE s.id = ?",
+                (_digest(token),)).fetchone()
+        if row is None or parse_stamp(row[3]) <= self.ledger.now():
+            return None
+        return AdminUser(int(row[0]), str(row[1]), row[2])
+
+    def end_session(self, token: str) -> None:
+        with self.ledger.write() as conn:
+            conn.execute("DELETE FROM admin_sessions WHERE id = ?", (_digest(token),))
+
+    @staticmethod
+    def session_key(token: str) -> str:
+        """What a form's CSRF nonce is bound to: the session, not its secret value."""
+        return "admin:" + _digest(token)[:24]
