@@ -230,6 +230,9 @@ def cmd_init(args: argparse.Namespace) -> int:
           f"{started.smtp_password}  (shown once; only its hash is stored)")
     print("publish this DNS record for DKIM:")
     print(f"  {started.dns_record}")
+    if started.ledger is not None:
+        print(f"the demo's ledger {started.ledger} starts as ledger.db.example (five months of "
+              "acme, kumo and hoshi): try `career-relay report`")
     return 0
 
 

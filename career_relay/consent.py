@@ -27,7 +27,6 @@ import hashlib
 import ipaddress
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -160,10 +159,6 @@ def subject_id(offer_id: str) -> str:
     return "sb_" + hashlib.sha256(f"career-relay/subject:{offer_id}".encode()).hexdigest()[:24]
 
 
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
-
-
 class Consents:
     """The decisions of candidates, over the ledger's consent tables."""
 
@@ -208,7 +203,7 @@ class Consents:
             items.append(APPLICATION)
         receipt = self._receipt(offer, "accept", now, client, notice, purposes, items,
                                 review=self.review_reason(offer, client, now))
-        forward_id = _new_id("fw")
+        forward_id = self._new_id("fw")
         payload = self._consent_payload(forward_id, offer, receipt, profile, share_application)
         forward = Forward(forward_id, offer.id, receipt.id, offer.company, "consent", now,
                           payload)
@@ -243,11 +238,11 @@ class Consents:
     def _retract(self, offer: Offer, decision: Decision, locale: str,
                  client: Client) -> Receipt:
         now = self.store.ledger.now()
-        receipt = Receipt(_new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+        receipt = Receipt(self._new_id("rc"), offer.id, offer.company, self.settings.agency.name,
                           decision, now, None, None, locale, (), (), client.user_agent[:500],
                           client.network)
         kind: ForwardKind = "withdrawal" if decision == "withdraw" else "erasure"
-        forward_id = _new_id("fw")
+        forward_id = self._new_id("fw")
         consent_ids = [f.forward.id for f in self.store.forwards(offer.id)
                        if f.forward.kind == "consent"]
         payload = json.dumps({
@@ -321,10 +316,14 @@ class Consents:
     def _receipt(self, offer: Offer, decision: Decision, now: dt.datetime, client: Client,
                  notice: Notice, purposes: list[str], items: list[str],
                  review: str | None) -> Receipt:
-        return Receipt(_new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+        return Receipt(self._new_id("rc"), offer.id, offer.company, self.settings.agency.name,
                        decision, now, notice.digest, notice.version, notice.locale,
                        tuple(purposes), tuple(items), client.user_agent[:500], client.network,
                        review)
+
+    def _new_id(self, prefix: str) -> str:
+        """96 random bits from the ledger's generator (seeded in the example ledger)."""
+        return f"{prefix}_{self.store.ledger.new_id()}"
 
     def _company(self, offer: Offer) -> dict[str, str]:
         name = next((c.name for c in self.settings.companies if c.id == offer.company),

@@ -136,6 +136,11 @@ class Ledger:
     def now(self) -> dt.datetime:
         return self._clock()
 
+    def new_id(self) -> str:
+        """A fresh random id from the ledger's generator (offers, receipts, forwards, credits):
+        one place to seed them all, as ``career_relay.example_ledger`` does."""
+        return self._new_id()
+
     def record_offer(
         self,
         company: str,

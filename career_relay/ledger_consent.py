@@ -332,7 +332,8 @@ class ConsentLedger:
                 return  # recorded already (a claim that expired and was sent twice)
             conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
                          " VALUES (?, ?, 'delivered', ?)", (forward_id, stamp(now), detail))
-            ledger_rules.record_delivery(conn, self.rules, forward_id, now)
+            ledger_rules.record_delivery(conn, self.rules, forward_id, now,
+                                         new_id=self.ledger.new_id)
 
     def cancelled(self, forward_id: str, detail: str) -> None:
         now = self.ledger.now()

@@ -22,7 +22,7 @@ import hmac
 import json
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,10 @@ class Rules:
         return domain in self.domains.get(company, frozenset())
 
 
+def _random_id() -> str:
+    return secrets.token_urlsafe(9)
+
+
 def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -84,7 +88,7 @@ def record_review(conn: sqlite3.Connection, receipt_id: str, company: str, verdi
 
 
 def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
-                    now: dt.datetime) -> None:
+                    now: dt.datetime, new_id: Callable[[], str] = _random_id) -> None:
     """The agency took a forward: the provision record, and for a consent its qualification."""
     found = conn.execute(
         "SELECT f.kind, f.company, f.receipt_id, f.offer_id, r.decision, r.review, r.data_items,"
@@ -112,11 +116,11 @@ def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
     if conn.execute("SELECT 1 FROM qualified WHERE company = ? AND candidate = ?",
                     (company, candidate)).fetchone():
         return
-    _qualify(conn, rules, company, forward_id, candidate, now)
+    _qualify(conn, rules, company, forward_id, candidate, now, new_id)
 
 
 def _qualify(conn: sqlite3.Connection, rules: Rules, company: str, forward_id: str,
-             candidate: str, now: dt.datetime) -> None:
+             candidate: str, now: dt.datetime, new_id: Callable[[], str]) -> None:
     (n,) = conn.execute("SELECT COUNT(*) + 1 FROM qualified WHERE company = ?",
                         (company,)).fetchone()
     seq = ledger_chain.append(conn, now, company, "qualified", forward_id,
@@ -130,7 +134,7 @@ def _qualify(conn: sqlite3.Connection, rules: Rules, company: str, forward_id: s
         "SELECT forward_id FROM qualified WHERE company = ? AND n > ? ORDER BY n",
         (company, n - rules.credit_every))]
     credit_n = n // rules.credit_every
-    credit_id = f"cr_{secrets.token_urlsafe(9)}"
+    credit_id = f"cr_{new_id()}"
     seq = ledger_chain.append(conn, now, company, "credit", credit_id,
                               {"n": credit_n, "forwards": counted})
     conn.execute("INSERT INTO credits (id, company, n, created, forwards, entry)"

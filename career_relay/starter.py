@@ -3,7 +3,9 @@
 The demo variant (``--demo``, used by ``make run``) points the upstream at a
 local capture server that writes every relayed message to ``outbox/``, and
 the agency webhook at a local stand-in agency that writes every forward to
-``agency/``.
+``agency/``.  It also starts the ledger from ``ledger.db.example`` (five
+months of three companies: acme, kumo, hoshi) when there is no ledger yet,
+so a newcomer's report and dashboard are populated at once.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from career_relay.dkimkeys import generate_key, zone_line
 from career_relay.errors import UserError
+from career_relay.example_ledger import HASH_KEY as EXAMPLE_HASH_KEY
 from career_relay.passwords import hash_password
 
 DEMO_DOMAIN = "acme.example"
 DEMO_SELECTOR = "cr2026"
+#: Beside the package in a checkout (``make run``); an installed package generates it instead.
+EXAMPLE_LEDGER = Path(__file__).resolve().parent.parent / "ledger.db.example"
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ class Started:
     smtp_username: str
     smtp_password: str
     dns_record: str
+    ledger: Path | None = None  # the demo's ledger, when init wrote it from the example
 
 
 def write_starter(directory: Path, *, demo: bool) -> Started:
@@ -47,12 +54,31 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
         demo=_DEMO.format(webhook_secret=json.dumps(secrets.token_urlsafe(32))) if demo
         else "",
         hostname=json.dumps("relay.demo.test" if demo else "relay.example.com"),
+        demo_secrets=_DEMO_SECRETS.format(hash_key=json.dumps(EXAMPLE_HASH_KEY)) if demo
+        else "",
+        demo_companies=_DEMO_COMPANIES if demo else "",
         review_window=_DEMO_REVIEW if demo else _REVIEW,
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds secrets
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-    return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key))
+    ledger = _example_ledger(directory / "ledger.db") if demo else None
+    return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key), ledger)
+
+
+def _example_ledger(path: Path) -> Path | None:
+    """The demo's ledger starts as ``ledger.db.example``; an existing ledger is kept."""
+    if path.exists():
+        return None
+    tmp = path.with_name(f".{path.name}.tmp")
+    if EXAMPLE_LEDGER.is_file():
+        shutil.copyfile(EXAMPLE_LEDGER, tmp)
+    else:
+        from career_relay.example_ledger import generate
+
+        generate(tmp)
+    tmp.replace(path)  # whole or not at all: a half-copied ledger never opens
+    return path
 
 
 _REVIEW = """\
@@ -66,6 +92,29 @@ _DEMO_REVIEW = """\
 # mail scanners follow links within seconds (docs/consent-site.md). Production
 # keeps the default, 30; the demo is shorter so that a quick first click counts.
 review_window = 5
+"""
+
+_DEMO_SECRETS = """\
+# The key of the example ledger's candidate hashes (career_relay/example_ledger.py), so
+# that the demo's ledger, which starts as ledger.db.example, de-duplicates as it did.
+# Never in production: set a secret of your own there, once.
+hash_key = {hash_key}
+"""
+
+# The example ledger's other companies: they send no mail in the demo (no SMTP login,
+# no DKIM key), but their reports and dashboards are populated.
+_DEMO_COMPANIES = """
+[[companies]]
+id = "kumo"
+name = "クモ技研株式会社"
+domains = ["kumo.example"]
+locale = "ja"
+
+[[companies]]
+id = "hoshi"
+name = "星野商事株式会社"
+domains = ["hoshi.example"]
+locale = "ja"
 """
 
 _DEMO = """
@@ -113,7 +162,7 @@ path = "ledger.db"
 [secrets]
 # Newest first. Prefer CAREER_RELAY_SECRETS_SIGNING_KEYS in production.
 signing_keys = [{signing_key}]
-{demo}
+{demo_secrets}{demo}
 [[companies]]
 id = "acme"
 name = "株式会社アクメ"
@@ -124,4 +173,4 @@ dkim_selector = {selector}
 dkim_key_file = {key_file}
 smtp_username = "acme"
 smtp_password_hash = {password_hash}
-"""
+{demo_companies}"""

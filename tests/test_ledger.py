@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from career_relay import reports
 from career_relay.example_ledger import generate
 from career_relay.ledger import MIGRATIONS, Ledger, open_ledger
+from career_relay.ledger_rules import Book, Rules
 from career_relay.tokens import OFFER_ID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,6 +250,55 @@ def test_the_example_ledger_is_realistic_and_stands_alone() -> None:
         domains = {r[0].rsplit("@", 1)[1] for r in conn.execute("SELECT recipient FROM offers")}
         assert all(d == "example" or d.endswith(".example") or d.startswith("example.")
                    for d in domains)
+        # A few hundred offers over months, and everything that happens to them.
+        assert offers >= 200
+        (months,) = conn.execute("SELECT count(DISTINCT substr(created, 1, 7)) FROM offers"
+                                 ).fetchone()
+        assert months >= 4
+        count = dict(conn.execute(
+            "SELECT 'views', count(*) FROM offer_views"
+            " UNION ALL SELECT 'decision:' || decision, count(*) FROM receipts GROUP BY decision"
+            " UNION ALL SELECT 'held', count(*) FROM receipts WHERE review IS NOT NULL"
+            " UNION ALL SELECT 'review:' || decision, count(*) FROM reviews GROUP BY decision"
+            " UNION ALL SELECT 'entry:' || kind, count(*) FROM entries GROUP BY kind"
+            " UNION ALL SELECT 'redemptions', count(*) FROM redemptions").fetchall())
+        for kind in ("views", "decision:accept", "decision:decline", "decision:withdraw", "held",
+                     "review:approve", "review:reject", "entry:provision", "entry:qualified",
+                     "entry:notice_sent", "redemptions"):
+            assert count.get(kind, 0) > 0, kind
+        (most,) = conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM credits"
+                               " GROUP BY company)").fetchone()
+        assert most >= 2
+
+
+def test_the_example_ledger_verifies(tmp_path: Path) -> None:
+    copy = tmp_path / "ledger.db"
+    copy.write_bytes(EXAMPLE.read_bytes())
+    with open_ledger(copy) as ledger:
+        count, problem = Book(ledger, Rules()).verify()
+    assert problem is None and count > 100
+
+
+def test_init_demo_starts_from_the_example_ledger(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    made = run_cli("init", "--dir", str(tmp_path), "--demo")
+    assert made.returncode == 0, made.stderr
+    assert "ledger.db.example" in made.stdout
+    config = str(tmp_path / "career-relay.toml")
+    shown = run_cli("report", "--format", "json", "--config", config)
+    assert shown.returncode == 0, shown.stderr
+    rows = {r["company"]: r for r in json.loads(shown.stdout)}
+    assert set(rows) == {"acme", "kumo", "hoshi"}
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        when = reports.period(None, None, dt.datetime.now(dt.UTC).date())
+        expected = reports.report(ledger, ["acme", "kumo", "hoshi"], when, 10, details=True)
+    assert [rows[r["company"]] for r in expected] == expected
+    assert rows["acme"]["credits_redeemed"] == 1 and rows["acme"]["offers"] > 100
+    verify = run_cli("ledger", "verify", "--config", config)
+    assert verify.returncode == 0, verify.stderr
+    again = run_cli("init", "--dir", str(tmp_path / "again"), "--demo")  # a fresh directory
+    assert again.returncode == 0, again.stderr
 
 
 def test_the_example_generator_is_a_command(tmp_path: Path) -> None:
