@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -113,11 +114,23 @@ class Phone:
             ec.element_to_be_clickable((By.CSS_SELECTOR, css))).click()
 
     def tap_and_wait(self, css: str, then: str) -> None:
-        """Tap ``css`` (which navigates) and wait until the new page shows ``then``."""
-        old = self.find("html")
+        """Tap ``css`` (which navigates) and wait until the new page shows ``then``.
+
+        A new document has a new ``performance.timeOrigin``.  (Selenium's
+        ``staleness_of`` polls the old element, and while the page changes
+        chromedriver sometimes answers that with a generic error instead of
+        "stale element", which ends the wait.)
+        """
+        before = self._document()
         self.tap(css)
-        WebDriverWait(self.driver, WAIT_SECONDS).until(ec.staleness_of(old))
+        WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=[WebDriverException]).until(
+            lambda _: self._document() not in (before, None))
         self.find(then)
+
+    def _document(self) -> float | None:
+        origin = self.driver.execute_script(
+            "return document.readyState === 'complete' ? performance.timeOrigin : null")
+        return None if origin is None else float(origin)
 
     def type_into(self, css: str, text: str) -> None:
         element = self.find(css)
