@@ -20,7 +20,7 @@ from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Rules
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
-from consent_site import candidate, i18n
+from consent_site import admin, candidate, i18n
 from consent_site.candidate import SITE, PageError
 from consent_site.forwarding import Forwarder
 from consent_site.security import headers_middleware
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
+    app.add_subapp("/admin", admin.create_admin_app(settings))
 
     async def close(_: web.Application) -> None:
         site.close()

@@ -1,0 +1,156 @@
+"""The ledger's rows as the admin pages list and export them (issue 5): SQL only.
+
+- ``forwards``: each forward of a company with where it stands, and the
+  candidate's name and email only while the site still holds them (erasure
+  leaves them out: the profile is NULL).
+- ``provisions``: the company's record of each provision of personal data to
+  the agency (APPI art. 29): the ledger's ``provision`` entries (date,
+  recipient, the keyed candidate, the data items, the receipt) joined to the
+  receipt (notice version), the offer (the address the link was sent to) and
+  the profile (the name, where not erased).
+- ``held``: decisions held for review with no verdict yet.
+
+Every function reads one company's rows through an index that starts with
+the company (``forwards_company``, ``entries_company``, ``receipts_company``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from career_relay.ledger import Ledger, parse_stamp
+from career_relay.reports import Period
+
+
+def _profile(data: str | None) -> dict[str, Any]:
+    parsed = json.loads(data) if data else {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+@dataclass(frozen=True)
+class ForwardRow:
+    id: str
+    created: dt.datetime
+    kind: str                      # consent | withdrawal | erasure
+    status: str                    # delivered | cancelled | held | pending
+    delivered: dt.datetime | None
+    attempts: int
+    name: str | None               # None once erased (or never given)
+    email: str | None
+    items: tuple[str, ...]
+    receipt_id: str
+    notice_version: str | None
+
+
+_FORWARDS = (
+    "SELECT f.id, f.created, f.kind, f.receipt_id, r.data_items, r.notice_version,"
+    " (SELECT MIN(e.created) FROM forward_events e WHERE e.forward_id = f.id"
+    "  AND e.event = 'delivered'),"
+    " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
+    "  AND e.event = 'cancelled'),"
+    " o.forward_id IS NOT NULL, COALESCE(o.held, 0), COALESCE(o.attempts, 0),"
+    # The candidate as they gave themselves with the offer's latest accept, if still held.
+    " (SELECT p.data FROM receipts r2 JOIN profiles p ON p.receipt_id = r2.id"
+    "  WHERE r2.offer_id = f.offer_id AND p.data IS NOT NULL"
+    "  ORDER BY r2.created DESC, r2.rowid DESC LIMIT 1)"
+    " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
+    " LEFT JOIN outbox o ON o.forward_id = f.id"
+    " WHERE f.company = :company AND f.created >= :start AND f.created < :end"
+    " ORDER BY f.created DESC, f.rowid DESC LIMIT :limit")
+
+
+def forwards(ledger: Ledger, company: str, when: Period, limit: int = -1) -> list[ForwardRow]:
+    """The company's forwards of the period, newest first (``limit`` -1: all)."""
+    with ledger.read() as conn:
+        rows = conn.execute(_FORWARDS, {"company": company, "limit": limit,
+                                        **when.params}).fetchall()
+    out = []
+    for (fid, created, kind, receipt_id, items, version, delivered, cancelled, queued, held,
+         attempts, data) in rows:
+        status = ("delivered" if delivered else "cancelled" if cancelled
+                  else "held" if queued and held else "pending")
+        profile = _profile(data)
+        out.append(ForwardRow(
+            fid, parse_stamp(created), kind, status,
+            None if delivered is None else parse_stamp(delivered), int(attempts),
+            profile.get("name"), profile.get("email"), tuple(json.loads(items)), receipt_id,
+            version))
+    return out
+
+
+@dataclass(frozen=True)
+class ProvisionRow:
+    delivered: dt.datetime         # the date of the provision
+    forward_id: str
+    recipient: str                 # the agency's legal name
+    sent_to: str                   # the address the offer was sent to (as the ledger holds it)
+    name: str | None               # the name the candidate gave; None once erased
+    email: str | None              # the address the candidate gave; None once erased
+    items: tuple[str, ...]
+    receipt_id: str
+    notice_version: str | None
+    consented: dt.datetime
+
+
+_PROVISIONS = (
+    "SELECT e.created, e.ref, json_extract(e.body, '$.agency'), json_extract(e.body, '$.items'),"
+    " r.id, r.notice_version, r.created, o.recipient, p.data"
+    " FROM entries e JOIN receipts r ON r.id = json_extract(e.body, '$.receipt')"
+    " JOIN offers o ON o.id = r.offer_id LEFT JOIN profiles p ON p.receipt_id = r.id"
+    " WHERE e.company = :company AND e.kind = 'provision'"
+    " AND e.created >= :start AND e.created < :end ORDER BY e.seq")
+
+
+def provisions(ledger: Ledger, company: str, when: Period) -> list[ProvisionRow]:
+    """The company's provision record for the period, oldest first."""
+    with ledger.read() as conn:
+        rows = conn.execute(_PROVISIONS, {"company": company, **when.params}).fetchall()
+    out = []
+    for created, ref, agency, items, rid, version, consented, recipient, data in rows:
+        profile = _profile(data)
+        out.append(ProvisionRow(parse_stamp(created), ref, agency, recipient,
+                                profile.get("name"), profile.get("email"),
+                                tuple(json.loads(items or "[]")), rid, version,
+                                parse_stamp(consented)))
+    return out
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    receipt_id: str
+    company: str
+    created: dt.datetime
+    reason: str                    # review_window | scanner
+    offer_sent: dt.datetime
+    user_agent: str
+    network: str
+    name: str | None
+    email: str | None
+
+
+def held(ledger: Ledger, company: str) -> list[HeldRow]:
+    """The company's decisions held for review with no verdict yet, oldest first."""
+    with ledger.read() as conn:
+        rows = conn.execute(
+            "SELECT r.id, r.company, r.created, r.review, o.created, r.user_agent, r.network,"
+            " p.data FROM receipts r JOIN offers o ON o.id = r.offer_id"
+            " LEFT JOIN profiles p ON p.receipt_id = r.id"
+            " WHERE r.company = ? AND r.review IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.receipt_id = r.id)"
+            " ORDER BY r.created, r.rowid", (company,)).fetchall()
+    out = []
+    for rid, comp, created, reason, sent, ua, network, data in rows:
+        profile = _profile(data)
+        out.append(HeldRow(rid, comp, parse_stamp(created), reason, parse_stamp(sent), ua,
+                           network, profile.get("name"), profile.get("email")))
+    return out
+
+
+def receipt_company(ledger: Ledger, receipt_id: str) -> str | None:
+    with ledger.read() as conn:
+        row = conn.execute("SELECT company FROM receipts WHERE id = ?",
+                           (receipt_id,)).fetchone()
+    return None if row is None else str(row[0])

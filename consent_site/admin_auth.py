@@ -1,0 +1,128 @@
+"""Logging in and out of the admin pages, and the guard every admin request passes.
+
+The guard, in order: find the session (cookie -> ``admin_sessions``); send a
+request without one to the login page (GET) or refuse it (403, anything
+else); check the CSRF nonce of every POST, the login form's included (the
+nonce and cookie pattern of ``consent_site.security``, bound to the session
+once there is one, so a nonce dies with its session); mark every answer
+``no-store``; and answer errors with the admin's own page.
+
+The session cookie: a random value (``career_relay.admin_users``), HttpOnly,
+SameSite=Strict, and Secure with the ``__Host-`` prefix when the site is
+served over HTTPS; no Max-Age, so it ends with the browser too, and the
+server ends it after ``SESSION_LIFETIME`` or at logout whatever the browser keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from career_relay.admin_users import LOCK_FOR, AdminUsers
+from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
+from consent_site.security import CsrfError
+
+log = logging.getLogger("career_relay.admin")
+
+LOGIN = "/admin/login"
+_PUBLIC = {"/admin/login"}
+MESSAGES = {
+    "wrong": "メールアドレスまたはパスワードが正しくありません。",
+    "locked": (f"ログインの失敗が続いたため、このメールアドレスでのログインを"
+               f"{int(LOCK_FOR.total_seconds() // 60)}分間停止しています。"
+               "時間をおいてもう一度お試しください。"),
+    "bye": "ログアウトしました。",
+}
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await _guarded(request, handler)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            exc.headers.update(NO_STORE)
+            raise
+        response = _error(request, exc.status)
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        response = _error(request, 500)
+    response.headers.update(NO_STORE)
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    admin = request.app[ADMIN]
+    token = request.cookies.get(admin.cookie, "")
+    user = await admin.run(admin.users.session, token) if token else None
+    if user is not None:
+        request[USER] = user
+        request[TOKEN] = token
+    public = request.path in _PUBLIC
+    if user is None and not public:
+        if request.method in ("GET", "HEAD"):
+            raise web.HTTPSeeOther(LOGIN)
+        raise web.HTTPForbidden()
+    if request.method == "POST":
+        form = await request.post()
+        binding = AdminUsers.session_key(token) if user is not None else "admin-login"
+        try:
+            admin.csrf.check(request, str(form.get("csrf", "")), binding)
+        except CsrfError:
+            raise web.HTTPForbidden() from None
+    return await handler(request)
+
+
+def _error(request: web.Request, status: int) -> web.Response:
+    titles = {400: "リクエストが正しくありません", 403: "この操作はできません",
+              404: "ページが見つかりません", 405: "この方法では使えません",
+              409: "処理できませんでした"}
+    return render(request, "error.html", status=status,
+                  title=titles.get(status, "エラーが発生しました"))
+
+
+# -- the views ------------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if request.get(USER) is not None:
+        raise web.HTTPSeeOther("/admin/")
+    message = MESSAGES["bye"] if request.query.get("bye") else None
+    return render(request, "login.html", message=message, email="")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    admin = request.app[ADMIN]
+    form = await request.post()
+    email = str(form.get("email", ""))[:254]
+    password = str(form.get("password", ""))[:1024]
+    result = await admin.run(admin.users.login, email, password)
+    if result.user is None:
+        log.info("admin login refused (%s)", result.refused)
+        error = MESSAGES[result.refused or "wrong"]
+        return render(request, "login.html", status=403, error=error, email=email,
+                      message=None)
+    log.info("admin login: user %d", result.user.id)
+    response = see_other("/admin/")
+    if request.get(TOKEN):  # a second login from a logged-in browser ends the first session
+        await admin.run(admin.users.end_session, request[TOKEN])
+    response.set_cookie(admin.cookie, result.token, path="/", secure=admin.https,
+                        httponly=True, samesite="Strict")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    admin = request.app[ADMIN]
+    await admin.run(admin.users.end_session, request[TOKEN])
+    response = see_other(f"{LOGIN}?bye=1")
+    response.del_cookie(admin.cookie, path="/", secure=admin.https, httponly=True,
+                        samesite="Strict")
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)

@@ -1,0 +1,613 @@
+"""The admin pages through aiohttp's test client (issue 5): login, roles, pages, POSTs, CSV.
+
+The site runs over a real ledger file.  Its history is written the way the
+product writes it: offers through the ledger, decisions through
+``career_relay.consent.Consents``, deliveries through ``ConsentLedger``
+(``claim_due`` + ``delivered``), so qualified forwards and credits are minted
+by the real rules.  Times that must pass (a session's expiry, a lock-out's
+end) are moved in the tables, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from career_relay import reports
+from career_relay import settings as settings_mod
+from career_relay.admin_users import LOCK_AFTER, AdminUsers
+from career_relay.consent import Client, Consents, Notice
+from career_relay.ledger import Offer, open_ledger
+from career_relay.ledger_consent import ConsentLedger
+from career_relay.ledger_rules import Book, Rules
+from consent_site.app import create_app
+from tests.conftest import ConfigMaker, run_cli
+
+PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
+         "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1")
+PASSWORD = "admin password 2026"
+XSS = "<script>alert('x')</script>"
+COMPANIES = [
+    {"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"]},
+    {"id": "kumo", "name": "雲株式会社", "domains": ["kumo.example"]},
+]
+GET_PAGES = ("/admin/", "/admin/forwards", "/admin/credits", "/admin/reviews",
+             "/admin/charts/funnel.svg", "/admin/charts/monthly.svg", "/admin/charts/jobs.svg",
+             "/admin/charts/channels.svg", "/admin/export/report.csv",
+             "/admin/export/forwards.csv", "/admin/export/provisions.csv")
+
+
+class Reply:
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.text = body.decode("utf-8", "replace")
+
+    def csrf(self) -> str:
+        found = re.search(r'name="csrf" value="([^"]+)"', self.text)
+        assert found, "no CSRF nonce on the page"
+        return found.group(1)
+
+
+class Admin:
+    """A site on a real ledger, with helpers to write its history and to log in."""
+
+    def __init__(self, config: Path) -> None:
+        self.settings = settings_mod.load(config)
+        self.db = Path(self.settings.ledger.path)
+        self.rules = Rules.from_settings(self.settings)
+        self.loop = asyncio.new_event_loop()
+        self.client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(create_app(self.settings)), loop=self.loop)
+        self.loop.run_until_complete(self.client.start_server())
+        self.notice = Notice.of("通知文 notice text", "ja")
+        self._n = 0
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Reply:
+        async def go() -> Reply:
+            async with self.client.request(method, path, allow_redirects=False,
+                                           **kwargs) as r:
+                return Reply(r.status, r.headers, await r.read())
+
+        return self.loop.run_until_complete(go())
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, data: dict[str, str], **kwargs: Any) -> Reply:
+        return self.request("POST", path, data=data, **kwargs)
+
+    def cookie(self, name: str = "cr_admin") -> str | None:
+        for c in self.client.session.cookie_jar:
+            if c.key == name:
+                return str(c.value)
+        return None
+
+    def add_user(self, email: str, company: str | None, password: str = PASSWORD) -> None:
+        with open_ledger(self.db) as ledger:
+            AdminUsers(ledger).add(email, password, company)
+
+    def login(self, email: str, password: str = PASSWORD, *, fresh: bool = True) -> Reply:
+        if fresh:
+            self.client.session.cookie_jar.clear()
+        page = self.get("/admin/login")
+        return self.post("/admin/login", {"csrf": page.csrf(), "email": email,
+                                          "password": password})
+
+    def nonce(self, path: str = "/admin/") -> str:
+        return self.get(path).csrf()
+
+    # -- the ledger's history ---------------------------------------------------------------
+
+    def offer(self, company: str = "acme", *, age: float = 86400, job: str | None = "経理",
+              channel: str | None = "自社サイト", recipient: str | None = None) -> Offer:
+        self._n += 1
+        created = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+        with open_ledger(self.db, clock=lambda: created) as ledger:
+            return ledger.record_offer(company, f"<m{self._n}@{company}.example>",
+                                       recipient or f"cand{self._n}@example.net", job=job,
+                                       channel=channel)
+
+    def accept(self, offer: Offer, *, name: str = "山田 花子", ua: str = PHONE,
+               email: str | None = None) -> str:
+        with open_ledger(self.db) as ledger:
+            consents = Consents(self.settings, ConsentLedger(ledger, self.rules))
+            consents.shown(offer, self.notice)
+            receipt = consents.accept(offer, self.notice,
+                                      {"name": name, "email": email or offer.recipient},
+                                      False, Client(ua, "203.0.113.7"))
+        return receipt.id
+
+    def erase(self, offer: Offer) -> None:
+        with open_ledger(self.db) as ledger:
+            Consents(self.settings, ConsentLedger(ledger, self.rules)).erase(
+                offer, "ja", Client(PHONE, "203.0.113.7"))
+
+    def deliver_all(self) -> int:
+        with open_ledger(self.db) as ledger:
+            store = ConsentLedger(ledger, self.rules)
+            due = store.claim_due(1000, 60)
+            for f in due:
+                store.delivered(f.id)
+        return len(due)
+
+    def qualify(self, count: int, company: str = "acme", **offer: Any) -> list[Offer]:
+        offers = [self.offer(company, **offer) for _ in range(count)]
+        for o in offers:
+            self.accept(o)
+        self.deliver_all()
+        return offers
+
+    def rows(self, table: str, where: str = "1", *args: Any) -> list[sqlite3.Row]:
+        with sqlite3.connect(self.db) as conn:
+            conn.row_factory = sqlite3.Row
+            return conn.execute(f"SELECT * FROM {table} WHERE {where}", args).fetchall()
+
+    def execute(self, sql: str, *args: Any) -> None:
+        with sqlite3.connect(self.db) as conn:
+            conn.execute(sql, args)
+
+    def report(self, company: str = "acme", **period: dt.date | None) -> dict[str, Any]:
+        when = reports.period(period.get("since"), period.get("until"),
+                              dt.datetime.now(dt.UTC).date())
+        with open_ledger(self.db) as ledger:
+            return reports.report(ledger, [company], when, self.settings.ledger.credit_every,
+                                  details=True)[0]
+
+
+@pytest.fixture
+def admin(make_config: ConfigMaker) -> Iterator[Admin]:
+    harness = Admin(make_config(site={"review_window": 30}, companies=COMPANIES))
+    harness.add_user("ops@relay.example", None)
+    harness.add_user("hr@acme.example", "acme")
+    harness.add_user("hr@kumo.example", "kumo")
+    yield harness
+    harness.close()
+
+
+def _login_error(reply: Reply) -> str:
+    found = re.search(r'id="login-error"[^>]*>([^<]+)<', reply.text)
+    return found.group(1) if found else ""
+
+
+def _csv(reply: Reply) -> list[list[str]]:
+    assert reply.body.startswith("\ufeff".encode()), "no BOM: Excel would read CP932"
+    text = reply.body.decode("utf-8")[1:]
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")  # RFC 4180 line ends
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+# -- logging in -----------------------------------------------------------------------------
+
+
+def test_every_page_needs_a_login(admin: Admin) -> None:
+    for path in GET_PAGES:
+        reply = admin.get(path)
+        assert reply.status == 303 and reply.headers["Location"] == "/admin/login", path
+    for path in ("/admin/logout", "/admin/credits/redeem", "/admin/reviews/rc_x"):
+        assert admin.post(path, {"csrf": "x"}).status == 403, path
+    page = admin.get("/admin/login")
+    assert page.status == 200 and 'name="password"' in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "<script" not in page.text
+
+
+def test_login_opens_a_server_side_session(admin: Admin) -> None:
+    reply = admin.login("HR@acme.example ")  # case and spaces as people type them
+    assert reply.status == 303 and reply.headers["Location"] == "/admin/"
+    cookie = reply.headers["Set-Cookie"]
+    assert cookie.startswith("cr_admin=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    value = admin.cookie()
+    assert value and len(value) >= 40
+    stored = [r["id"] for r in admin.rows("admin_sessions")]
+    assert len(stored) == 1 and value not in stored  # the table holds its hash only
+    page = admin.get("/admin/")
+    assert page.status == 200 and "hr@acme.example" in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert admin.get("/admin/login").status == 303  # logged in already
+
+
+def test_the_session_cookie_is_host_bound_and_secure_over_https(
+        make_config: ConfigMaker) -> None:
+    harness = Admin(make_config(site={"public_url": "https://consent.example"},
+                                companies=COMPANIES))
+    try:
+        harness.add_user("ops@relay.example", None)
+        page = harness.get("/admin/login")
+        nonce = page.csrf()
+        csrf_cookie = page.headers["Set-Cookie"]
+        assert csrf_cookie.startswith("__Host-cr_csrf=") and "Secure" in csrf_cookie
+        # The browser would send the Secure cookie back over HTTPS; the test client over
+        # plain HTTP does not, so hand it back explicitly.
+        value = csrf_cookie.split(";")[0].split("=", 1)[1]
+        reply = harness.post("/admin/login", {"csrf": nonce, "email": "ops@relay.example",
+                                              "password": PASSWORD},
+                             headers={"Cookie": f"__Host-cr_csrf={value}"})
+        assert reply.status == 303
+        cookie = reply.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-cr_admin=")
+        assert "Secure" in cookie and "Path=/" in cookie and "HttpOnly" in cookie
+        assert "Strict-Transport-Security" in reply.headers
+    finally:
+        harness.close()
+
+
+def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(admin: Admin) -> None:
+    wrong = admin.login("hr@acme.example", "not the password")
+    unknown = admin.login("nobody@acme.example", "not the password")
+    assert wrong.status == unknown.status == 403
+    assert _login_error(wrong) and _login_error(wrong) == _login_error(unknown)
+    assert admin.rows("admin_sessions") == []
+    assert admin.get("/admin/").status == 303
+
+
+@pytest.mark.parametrize("email", ["hr@acme.example", "nobody@acme.example"])
+def test_repeated_failures_lock_the_email_out(admin: Admin, email: str) -> None:
+    replies = [admin.login(email, f"guess {i}") for i in range(LOCK_AFTER)]
+    assert all(r.status == 403 for r in replies)
+    assert "15分間" not in _login_error(replies[LOCK_AFTER - 2])
+    assert "15分間" in _login_error(replies[-1])  # the failure that locks says so
+    # Locked: even the right password is refused, with the same words, known email or not.
+    locked = admin.login(email, PASSWORD)
+    assert locked.status == 403 and _login_error(locked) == _login_error(replies[-1])
+    assert admin.rows("admin_sessions") == []
+    # Another account is not affected.
+    assert admin.login("ops@relay.example").status == 303
+    # The lock-out ends (moved into the past here, rather than waited for).
+    admin.execute("UPDATE admin_lockouts SET until = '2000-01-01T00:00:00Z'")
+    after = admin.login(email, PASSWORD)
+    assert after.status == (303 if email == "hr@acme.example" else 403)
+
+
+def test_a_good_login_forgets_earlier_failures(admin: Admin) -> None:
+    for i in range(LOCK_AFTER - 1):
+        admin.login("hr@acme.example", f"guess {i}")
+    assert admin.login("hr@acme.example").status == 303
+    assert admin.login("hr@acme.example", "one more guess").status == 403
+    assert admin.login("hr@acme.example").status == 303  # one failure since: not locked
+
+
+def test_logout_ends_the_session_for_good(admin: Admin) -> None:
+    admin.login("hr@acme.example")
+    value = admin.cookie()
+    reply = admin.post("/admin/logout", {"csrf": admin.nonce()})
+    assert reply.status == 303 and reply.headers["Location"] == "/admin/login?bye=1"
+    assert admin.rows("admin_sessions") == []
+    assert "ログアウトしました" in admin.get("/admin/login?bye=1").text
+    # The old cookie, replayed, opens nothing.
+    assert admin.get("/admin/", cookies={"cr_admin": value or ""}).status == 303
+
+
+def test_an_expired_session_opens_nothing(admin: Admin) -> None:
+    admin.login("hr@acme.example")
+    assert admin.get("/admin/").status == 200
+    stored = admin.rows("admin_sessions")[0]
+    assert (dt.datetime.fromisoformat(stored["expires"].replace("Z", "+00:00"))
+            - dt.datetime.fromisoformat(stored["created"].replace("Z", "+00:00"))
+            ) == dt.timedelta(hours=12)
+    admin.execute("UPDATE admin_sessions SET expires = '2000-01-01T00:00:00Z'")
+    assert admin.get("/admin/").status == 303
+    assert admin.get("/admin/export/provisions.csv").status == 303
+
+
+# -- CSRF -----------------------------------------------------------------------------------
+
+
+def test_every_post_needs_the_csrf_nonce(admin: Admin) -> None:
+    admin.qualify(10)
+    held = admin.accept(admin.offer(age=1))
+    page = admin.get("/admin/login")
+    creds = {"email": "ops@relay.example", "password": PASSWORD}
+    assert admin.post("/admin/login", creds).status == 403
+    assert admin.post("/admin/login", {**creds, "csrf": "forged"}).status == 403
+    assert admin.rows("admin_sessions") == []
+    assert admin.post("/admin/login", {**creds, "csrf": page.csrf()}).status == 303
+    for path, data in (("/admin/credits/redeem", {"company": "acme"}),
+                       (f"/admin/reviews/{held}", {"verdict": "approve"}),
+                       ("/admin/logout", {})):
+        assert admin.post(path, data).status == 403, path
+        assert admin.post(path, {**data, "csrf": "forged"}).status == 403, path
+    assert admin.rows("redemptions") == [] and admin.rows("reviews") == []
+    assert len(admin.rows("admin_sessions")) == 1  # the logout without a nonce did nothing
+    # A nonce is bound to its session: one from before a new login is refused.
+    old = admin.nonce()
+    admin.login("ops@relay.example")
+    assert admin.post("/admin/credits/redeem", {"csrf": old, "company": "acme"}).status == 403
+    assert admin.rows("redemptions") == []
+
+
+# -- who sees what --------------------------------------------------------------------------
+
+
+def test_a_company_user_sees_only_its_own_company(admin: Admin) -> None:
+    admin.qualify(10, "kumo", job="秘密の職種")
+    kumo_held = admin.accept(admin.offer("kumo", age=1), name="雲の候補者")
+    acme_held = admin.accept(admin.offer("acme", age=1), name="アクメの候補者")
+    admin.login("hr@acme.example")
+    for path in GET_PAGES:
+        assert admin.get(f"{path}?company=kumo").status == 404, path
+        assert admin.get(f"{path}?company=nope").status == 404, path
+        assert admin.get(path).status == 200, path
+    nonce = admin.nonce()
+    assert admin.post("/admin/credits/redeem", {"csrf": nonce, "company": "kumo"}).status == 404
+    assert admin.post(f"/admin/reviews/{kumo_held}",
+                      {"csrf": nonce, "verdict": "approve"}).status == 404
+    # Reviews are the operator's: a company gains a credit from each approval.
+    assert admin.post(f"/admin/reviews/{acme_held}",
+                      {"csrf": nonce, "verdict": "approve"}).status == 403
+    assert admin.rows("redemptions") == [] and admin.rows("reviews") == []
+    # Its own pages name nothing of the other company.
+    for path in ("/admin/", "/admin/forwards", "/admin/reviews", "/admin/credits"):
+        text = admin.get(path).text
+        assert "kumo" not in text and "雲" not in text and "秘密の職種" not in text, path
+    assert 'id="company"' not in admin.get("/admin/").text  # no company selector
+    assert "アクメの候補者" in admin.get("/admin/reviews").text
+    assert "approve-" not in admin.get("/admin/reviews").text
+
+
+def test_an_operator_sees_every_company(admin: Admin) -> None:
+    admin.qualify(10, "kumo")
+    admin.login("ops@relay.example")
+    page = admin.get("/admin/")
+    assert page.status == 200 and 'id="company"' in page.text
+    assert '<option value="kumo"' in page.text and '<option value="acme" selected' in page.text
+    for path in GET_PAGES:
+        assert admin.get(f"{path}?company=kumo").status == 200, path
+        assert admin.get(f"{path}?company=nope").status == 404, path
+    kumo = admin.get("/admin/?company=kumo")
+    assert re.search(r'id="credits-available">1<', kumo.text)
+    assert admin.get("/admin/?company=acme&since=2026-13-01").status == 400
+
+
+# -- the dashboard --------------------------------------------------------------------------
+
+
+def _build_history(admin: Admin) -> None:
+    admin.qualify(12, job="経理", channel="求人媒体")
+    admin.qualify(3, job="営業", channel="自社サイト")
+    declined = admin.offer(job="営業")
+    with open_ledger(admin.db) as ledger:
+        Consents(admin.settings, ConsentLedger(ledger, admin.rules)).decline(
+            declined, admin.notice, Client(PHONE, "203.0.113.7"))
+    admin.offer(job=None, channel=None)  # no decision
+    own = admin.offer(recipient="staff@acme.example")
+    admin.accept(own)
+    admin.accept(admin.offer(age=1))  # held for review
+    admin.deliver_all()
+    with open_ledger(admin.db) as ledger:
+        ledger.count("acme", "not_injected")
+        Book(ledger, admin.rules).redeem("acme", "test")
+
+
+def test_the_dashboard_shows_the_report_s_numbers(admin: Admin) -> None:
+    _build_history(admin)
+    expected = admin.report()
+    assert expected["qualified_forwards"] == 15 and expected["under_review"] == 1
+    admin.login("hr@acme.example")
+    page = admin.get("/admin/")
+    assert page.status == 200
+    shown = dict(re.findall(r'<tr data-field="(\w+)"><th scope="row">[^<]*<code>\w+</code>'
+                            r'</th><td class="num">(\d+)</td>', page.text))
+    assert shown == {f: str(expected[f]) for f in reports.FIELDS[3:]}
+    funnel = dict(re.findall(r'<tr data-field="(\w+)"><th scope="row">[^<]*</th>'
+                             r'<td class="num">(\d+)</td>', page.text))
+    for field in ("rejections", "offers", "views", "accepted", "qualified_forwards",
+                  "credits_earned"):
+        assert funnel[field] == str(expected[field]), field
+    assert re.search(rf'id="credits-available">{expected["credits_available"]}<', page.text)
+    assert re.search(rf'id="progress">{expected["progress_to_next_credit"]}<', page.text)
+    assert f'id="median-hours">{expected["decision_hours"]["median"]}<' in page.text
+    for row in expected["by_job"]:
+        assert f'{row["name"] or "（未設定）"}</th><td class="num">{row["offers"]}</td>' \
+               f'<td class="num">{row["accepted"]}</td>' in page.text
+    for month in expected["monthly"]:
+        assert f'<th scope="row">{month["month"]}</th><td class="num">{month["offers"]}' \
+               in page.text
+    for name in ("funnel", "monthly", "jobs", "channels"):
+        assert f'src="/admin/charts/{name}.svg?company=acme"' in page.text
+    # A period: the same numbers as the report for that period.
+    today = dt.datetime.now(dt.UTC).date()
+    later = admin.get(f"/admin/?since={today + dt.timedelta(days=1)}"
+                      f"&until={today + dt.timedelta(days=2)}")
+    assert re.search(r'<tr data-field="offers"><th scope="row">[^<]*<code>offers</code>'
+                     r'</th><td class="num">0</td>', later.text)
+
+
+def test_the_charts_are_svg_without_script(admin: Admin) -> None:
+    _build_history(admin)
+    admin.login("hr@acme.example")
+    for name in ("funnel", "monthly", "jobs", "channels"):
+        chart = admin.get(f"/admin/charts/{name}.svg")
+        assert chart.status == 200, name
+        assert chart.headers["Content-Type"].startswith("image/svg+xml")
+        csp = chart.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp
+        assert chart.headers["Cache-Control"] == "no-store"
+        assert "<svg" in chart.text and "<script" not in chart.text.lower()
+    assert "経理" in admin.get("/admin/charts/jobs.svg").text
+    assert "求人媒体" in admin.get("/admin/charts/channels.svg").text
+    assert admin.get("/admin/charts/other.svg").status == 404
+
+
+# -- credits and reviews --------------------------------------------------------------------
+
+
+def test_redeeming_a_credit(admin: Admin) -> None:
+    admin.qualify(10)
+    admin.login("hr@acme.example")
+    page = admin.get("/admin/credits")
+    assert re.search(r'id="credits-available">1<', page.text) and 'id="redeem"' in page.text
+    reply = admin.post("/admin/credits/redeem", {"csrf": page.csrf(), "company": "acme",
+                                                 "note": "経理職の紹介 <b>春</b>"})
+    assert reply.status == 303
+    assert reply.headers["Location"] == "/admin/credits?company=acme&redeemed=1"
+    (redemption,) = admin.rows("redemptions")
+    assert redemption["by"] == "hr@acme.example" and redemption["note"] == "経理職の紹介 <b>春</b>"
+    after = admin.get(reply.headers["Location"])
+    assert "1件のクレジットを利用しました" in after.text
+    assert re.search(r'id="credits-available">0<', after.text)
+    assert "経理職の紹介 &lt;b&gt;春&lt;/b&gt;" in after.text
+    assert 'id="none-available"' in after.text
+    # None left: refused, clearly, and nothing recorded.
+    again = admin.post("/admin/credits/redeem", {"csrf": after.csrf(), "company": "acme"})
+    assert again.status == 409
+    assert "利用できるクレジットがありません" in again.text
+    assert len(admin.rows("redemptions")) == 1
+    with open_ledger(admin.db) as ledger:
+        assert Book(ledger, admin.rules).verify()[1] is None
+
+
+def test_an_operator_approves_and_rejects_held_decisions(admin: Admin) -> None:
+    admin.qualify(9)
+    first = admin.accept(admin.offer(age=1), name="保留 一郎")
+    second = admin.accept(admin.offer(age=1), name="保留 二郎")
+    scanner = admin.accept(admin.offer(), name="保留 三郎", ua="curl/8.5")
+    admin.deliver_all()  # held forwards are not due
+    admin.login("ops@relay.example")
+    page = admin.get("/admin/reviews")
+    for receipt in (first, second, scanner):
+        assert f'id="approve-{receipt}"' in page.text
+    assert "送信直後の操作" in page.text and "スキャナーらしい利用者" in page.text
+    reply = admin.post(f"/admin/reviews/{first}", {"csrf": page.csrf(), "verdict": "approve"})
+    assert reply.status == 303
+    assert reply.headers["Location"] == "/admin/reviews?company=acme&done=approve"
+    reply = admin.post(f"/admin/reviews/{second}", {"csrf": page.csrf(), "verdict": "reject"})
+    assert reply.status == 303
+    verdicts = {r["receipt_id"]: (r["decision"], r["by"]) for r in admin.rows("reviews")}
+    assert verdicts == {first: ("approve", "ops@relay.example"),
+                        second: ("reject", "ops@relay.example")}
+    # Reviewed once only (409); an unknown receipt is not found.
+    assert admin.post(f"/admin/reviews/{first}",
+                      {"csrf": page.csrf(), "verdict": "reject"}).status == 409
+    assert admin.post("/admin/reviews/rc_nope",
+                      {"csrf": page.csrf(), "verdict": "approve"}).status == 404
+    assert admin.post(f"/admin/reviews/{scanner}",
+                      {"csrf": page.csrf(), "verdict": "maybe"}).status == 400
+    # The approved forward goes out and is the 10th qualified: a credit.
+    assert admin.deliver_all() == 1
+    assert admin.report()["credits_earned"] == 1
+    left = admin.get("/admin/reviews")
+    assert "保留 三郎" in left.text and "保留 一郎" not in left.text
+
+
+# -- CSV ------------------------------------------------------------------------------------
+
+
+def test_the_report_csv(admin: Admin) -> None:
+    _build_history(admin)
+    admin.login("hr@acme.example")
+    reply = admin.get("/admin/export/report.csv")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "text/csv; charset=utf-8; header=present"
+    disposition = reply.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="career-relay-acme-report-')
+    assert reply.headers["Cache-Control"] == "no-store"
+    header, row = _csv(reply)
+    expected = admin.report()
+    assert header == list(reports.FIELDS)
+    assert row == [str(expected[f]) for f in reports.FIELDS]
+
+
+def test_the_forwards_and_provision_record_csv(admin: Admin) -> None:
+    kept, erased, formula = admin.qualify(3)
+    admin.execute("UPDATE profiles SET data = json_set(data, '$.name', ?) WHERE receipt_id IN"
+                  " (SELECT id FROM receipts WHERE offer_id = ?)", "=HYPERLINK(\"x\")",
+                  formula.id)
+    admin.erase(erased)
+    admin.deliver_all()  # the erasure notice
+    admin.login("hr@acme.example")
+    forwards = _csv(admin.get("/admin/export/forwards.csv"))
+    assert forwards[0][:3] == ["作成日時 (UTC)", "種類", "状況"]
+    kinds = sorted(r[1] for r in forwards[1:])
+    assert kinds == ["消去の通知", "登録（同意）", "登録（同意）", "登録（同意）"]
+    assert {len(r) for r in forwards} == {len(forwards[0])}
+    reply = admin.get("/admin/export/provisions.csv")
+    assert 'filename="career-relay-acme-provisions-' in reply.headers["Content-Disposition"]
+    header, *rows = _csv(reply)
+    assert header == ["提供日 (UTC)", "提供先", "本人の氏名", "本人のメールアドレス",
+                      "案内の送信先", "提供した項目", "同意記録ID", "通知文の版",
+                      "同意日時 (UTC)", "転送ID"]
+    assert len(rows) == 3
+    receipts = {r["offer_id"]: r for r in admin.rows("receipts", "decision = 'accept'")}
+    by_receipt = {r[6]: r for r in rows}
+    row = by_receipt[receipts[kept.id]["id"]]
+    assert row[1] == admin.settings.agency.name
+    assert row[2:5] == ["山田 花子", kept.recipient, kept.recipient]
+    assert row[5] == "氏名、メールアドレス"
+    assert row[7] == admin.notice.version
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[0])
+    gone = by_receipt[receipts[erased.id]["id"]]
+    assert gone[2:4] == ["（消去済み）", "（消去済み）"]
+    assert gone[7] == admin.notice.version  # the record of the consent stays
+    assert by_receipt[receipts[formula.id]["id"]][2] == "'=HYPERLINK(\"x\")"
+
+
+# -- escaping -------------------------------------------------------------------------------
+
+
+def test_candidate_values_are_escaped_everywhere(admin: Admin) -> None:
+    evil = admin.offer(job=XSS, channel="<img src=x onerror=alert(1)>")
+    admin.accept(evil, name=XSS, email='"><img src=x onerror=alert(1)>@example.net')
+    held = admin.offer(age=1, job=XSS)
+    admin.accept(held, name=XSS)
+    admin.deliver_all()
+    admin.login("ops@relay.example")
+    for path in ("/admin/", "/admin/forwards", "/admin/reviews", "/admin/credits"):
+        page = admin.get(path)
+        assert page.status == 200, path
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+    assert "&lt;script&gt;alert(" in admin.get("/admin/forwards").text
+    assert "&lt;script&gt;alert(" in admin.get("/admin/reviews").text
+    assert "&lt;script&gt;alert(" in admin.get("/admin/").text  # the job's name
+    for name in ("jobs", "channels"):
+        svg = admin.get(f"/admin/charts/{name}.svg").text
+        assert "<script>" not in svg and "<img" not in svg, name
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def test_admin_add_user_command(make_config: ConfigMaker) -> None:
+    config = make_config(companies=COMPANIES)
+    made = run_cli("admin", "add-user", "--email", "Boss@Acme.example", "--company", "acme",
+                   "--password-stdin", "--config", str(config), stdin="s3cret pass\n")
+    assert made.returncode == 0, made.stderr
+    assert "boss@acme.example" in made.stdout
+    again = run_cli("admin", "add-user", "--email", "boss@acme.example", "--operator",
+                    "--password-stdin", "--config", str(config), stdin="x\n")
+    assert again.returncode == 1 and "exists already" in again.stderr
+    unknown = run_cli("admin", "add-user", "--email", "a@b.example", "--company", "nope",
+                      "--password-stdin", "--config", str(config), stdin="x\n")
+    assert unknown.returncode == 1 and "nope" in unknown.stderr
+    assert run_cli("admin", "add-user", "--email", "a@b.example", "--config",
+                   str(config)).returncode == 2  # neither --operator nor --company
+    harness = Admin(config)
+    try:
+        assert harness.login("boss@acme.example", "s3cret pass").status == 303
+        assert harness.get("/admin/").status == 200
+        (user,) = harness.rows("admin_users")
+        assert user["role"] == "company" and user["company"] == "acme"
+        assert user["password_hash"].startswith("$argon2id$")
+    finally:
+        harness.close()
