@@ -40,7 +40,7 @@ from career_relay.tokens import LinkSigner, link
 from consent_site.agency_receiver import AgencyReceiver, start_agency_receiver
 from consent_site.i18n import TEXTS
 from tests.conftest import CLI, REPO, ConfigMaker, free_port, wait_until
-from tests.peers.browser import PHONE_UA, PHONE_WIDTH, Phone, phone
+from tests.peers.browser import PHONE_HEIGHT, PHONE_UA, PHONE_WIDTH, Phone, phone
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -210,6 +210,8 @@ def test_candidate_journey_on_a_phone(journey: Journey, tmp_path: Path) -> None:
         p.tap_and_wait("#accept", "#errors")
         assert p.attribute("html", "lang") == "ja"
         assert p.is_visible("#errors")
+        # ... on the first screen: a summary below the long notice would go unseen.
+        assert p.top_of("#errors") < p.scroll_y() + PHONE_HEIGHT, p.top_of("#errors")
         assert p.text("#error-agree") == ja["error_agree"]
         assert ja["errors_heading"] in p.text("#errors")
         for css, value in typed.items():
