@@ -21,7 +21,7 @@ from aiohttp import web
 from pygal.style import Style
 
 from consent_site.admin import ADMIN, NO_STORE, scope
-from consent_site.admin_views import FIELD_LABELS, FUNNEL
+from consent_site.admin_views import FUNNEL
 
 CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 _FONTS = ("system-ui, 'Hiragino Sans', 'Hiragino Kaku Gothic ProN', 'Noto Sans CJK JP', "
@@ -33,12 +33,22 @@ STYLE = Style(
     font_family=_FONTS, label_font_size=13, major_label_font_size=13, value_font_size=13,
     legend_font_size=14, title_font_size=16, tooltip_font_size=13)
 _UNSET = "（未設定）"
+#: The funnel's stages, short enough for the chart's axis (the table has the full names).
+_SHORT = {"rejections": "不採用メール", "offers": "案内リンク", "views": "閲覧",
+          "accepted": "同意", "qualified_forwards": "有効紹介", "credits_earned": "クレジット"}
 
 
 def _config(**extra: Any) -> dict[str, Any]:
     return {"style": STYLE, "js": [], "width": 760, "height": 340, "show_legend": True,
             "legend_at_bottom": True, "no_data_text": "データなし", "margin": 16,
             "explicit_size": False, **extra}
+
+
+def _cjk_margin(labels: list[str]) -> int:
+    """Room for labels in Japanese: pygal sizes its margins for Latin letters (about 0.6 em
+    each), a kanji or kana takes a full em, so the longest label would be cut off."""
+    wide = max((sum(1 for ch in label if ord(ch) > 0x2E80) for label in labels), default=0)
+    return 16 + int(wide * STYLE.label_font_size * 0.45)
 
 
 def _no_script(root: Any) -> Any:
@@ -55,9 +65,11 @@ def _render(chart: Any) -> bytes:
 
 
 def funnel(r: dict[str, Any]) -> bytes:
-    chart = pygal.HorizontalBar(**_config(show_legend=False, print_values=True))
     stages = list(reversed(FUNNEL))  # pygal draws the first label at the bottom
-    chart.x_labels = [FIELD_LABELS[f] for f in stages]
+    labels = [_SHORT[f] for f in stages]
+    chart = pygal.HorizontalBar(**_config(show_legend=False, print_values=True,
+                                          margin_left=_cjk_margin(labels)))
+    chart.x_labels = labels
     chart.add("件数", [r[f] for f in stages])
     return _render(chart)
 
@@ -74,11 +86,13 @@ def monthly(r: dict[str, Any]) -> bytes:
 
 def _opt_in(rows: list[dict[str, Any]]) -> bytes:
     shown = rows[:12]  # the most offered; the table lists every one
+    labels = [row["name"] or _UNSET for row in reversed(shown)]
     chart = pygal.HorizontalBar(**_config(
-        show_legend=False, print_values=True, range=(0, 100),
-        height=max(160, 60 + 34 * len(shown)),
-        value_formatter=lambda v: f"{v:.1f}%"))
-    chart.x_labels = [row["name"] or _UNSET for row in reversed(shown)]
+        show_legend=False, print_values=True, range=(0, 100), width=520,
+        y_labels=[0, 25, 50, 75, 100],
+        height=max(180, 70 + 40 * len(shown)), margin_left=_cjk_margin(labels),
+        value_formatter=lambda v: f"{v:.0f}%"))
+    chart.x_labels = labels
     chart.add("登録率", [round(row["opt_in_rate"] * 100, 1) for row in reversed(shown)])
     return _render(chart)
 
