@@ -5,10 +5,13 @@ Every count is of events inside the period (``since`` 00:00 to ``until``
 the next credit, which are as of the end of the period.  The same numbers
 feed ``career-relay report`` (table, CSV, JSON) and the admin pages.
 
-Speed (docs/performance.md): each query reads one company's rows through an
-index that starts with the company (``offers_company_created``,
-``receipts_company``, ``entries_company``, ``qualified_company``, ...), so a
-report costs what that company has in the period, not what the ledger holds.
+Speed (docs/performance.md, "Ledger report"): each query reads one company's
+rows through an index that starts with the company, and never one row per
+offer: offers, opt-in by job and channel and the monthly offers come from
+per-day counts (``offer_stats``), the time to decide from ``first_decisions``,
+views from ``offer_views_company``, decisions from ``receipts_company_decision``
+(migration ``0007_report_indexes``).  A report costs what that company has in
+the period, not what the ledger holds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ class Query:
     sql: str
 
 
+# Offers of the period by job or channel, and those accepted at least once, from the
+# per-day counts (``offer_stats``, kept by triggers): a few hundred rows, not every offer.
+_OPT_IN = ("SELECT {column}, SUM(offers), SUM(accepted) FROM offer_stats"
+           " WHERE company = :company AND day BETWEEN :start_day AND :end_day"
+           " GROUP BY 1 ORDER BY 2 DESC, 1")
+
 # Parameters: :company, :start and :end (UTC stamps; start inclusive, end exclusive),
 # :start_day and :end_day (dates, inclusive).
 QUERIES: tuple[Query, ...] = (
@@ -47,15 +56,15 @@ QUERIES: tuple[Query, ...] = (
           " COALESCE(SUM(unmarked_rejections), 0) FROM daily_counts"
           " WHERE company = :company AND day BETWEEN :start_day AND :end_day"),
     Query("offers", "Links sent", "Offers made: one per outside recipient of a rejection.",
-          "SELECT COUNT(*) FROM offers"
-          " WHERE company = :company AND created >= :start AND created < :end"),
+          "SELECT COALESCE(SUM(offers), 0) FROM offer_stats"
+          " WHERE company = :company AND day BETWEEN :start_day AND :end_day"),
     Query("views", "Pages opened", "Offers whose page was opened for the first time.",
-          "SELECT COUNT(*) FROM offers o JOIN offer_views v ON v.offer_id = o.id"
-          " WHERE o.company = :company AND v.first_viewed >= :start AND v.first_viewed < :end"),
+          "SELECT COUNT(*) FROM offer_views"
+          " WHERE company = :company AND first_viewed >= :start AND first_viewed < :end"),
     Query("decisions", "Decisions", "Consent receipts by decision.",
-          "SELECT decision, COUNT(*) FROM receipts"
-          " WHERE company = :company AND created >= :start AND created < :end"
-          " GROUP BY decision"),
+          "SELECT decision, COUNT(*) FROM receipts WHERE company = :company"
+          " AND decision IN ('accept', 'decline', 'withdraw', 'erase')"
+          " AND created >= :start AND created < :end GROUP BY decision"),
     Query("delivered", "Forwards delivered",
           "Consents the agency received (provision records).",
           "SELECT COUNT(*) FROM entries WHERE company = :company AND kind = 'provision'"
@@ -83,31 +92,21 @@ QUERIES: tuple[Query, ...] = (
     Query("by_job", "Opt-in by job",
           "For the offers of the period, by the job they applied for (X-Career-Relay-Job): "
           "offers, and offers accepted at least once.",
-          "SELECT COALESCE(o.job, ''), COUNT(*), COUNT(a.offer_id) FROM offers o"
-          " LEFT JOIN (SELECT DISTINCT offer_id FROM receipts WHERE company = :company"
-          "            AND decision = 'accept') a ON a.offer_id = o.id"
-          " WHERE o.company = :company AND o.created >= :start AND o.created < :end"
-          " GROUP BY 1 ORDER BY 2 DESC"),
+          _OPT_IN.format(column="job")),
     Query("by_channel", "Opt-in by channel",
           "The same by application channel (X-Career-Relay-Channel).",
-          "SELECT COALESCE(o.channel, ''), COUNT(*), COUNT(a.offer_id) FROM offers o"
-          " LEFT JOIN (SELECT DISTINCT offer_id FROM receipts WHERE company = :company"
-          "            AND decision = 'accept') a ON a.offer_id = o.id"
-          " WHERE o.company = :company AND o.created >= :start AND o.created < :end"
-          " GROUP BY 1 ORDER BY 2 DESC"),
+          _OPT_IN.format(column="channel")),
     Query("decision_hours", "Time to decide",
           "Hours from the rejection to the candidate's first accept or decline, for the "
           "offers of the period.",
-          "SELECT (julianday(MIN(r.created)) - julianday(o.created)) * 24 FROM receipts r"
-          " JOIN offers o ON o.id = r.offer_id WHERE r.company = :company"
-          " AND r.decision IN ('accept', 'decline')"
-          " AND o.created >= :start AND o.created < :end GROUP BY r.offer_id"),
+          "SELECT hours FROM first_decisions WHERE company = :company"
+          " AND offer_created >= :start AND offer_created < :end"),
     Query("monthly", "Monthly trend",
           "Per month of the period: offers, accepts, qualified forwards.",
           "SELECT month, SUM(offers), SUM(accepted), SUM(qualified) FROM ("
-          " SELECT substr(created, 1, 7) AS month, COUNT(*) AS offers, 0 AS accepted,"
-          "  0 AS qualified FROM offers WHERE company = :company AND created >= :start"
-          "  AND created < :end GROUP BY 1"
+          " SELECT substr(day, 1, 7) AS month, SUM(offers) AS offers, 0 AS accepted,"
+          "  0 AS qualified FROM offer_stats WHERE company = :company"
+          "  AND day BETWEEN :start_day AND :end_day GROUP BY 1"
           " UNION ALL SELECT substr(created, 1, 7), 0, COUNT(*), 0 FROM receipts"
           "  WHERE company = :company AND decision = 'accept' AND created >= :start"
           "  AND created < :end GROUP BY 1"
