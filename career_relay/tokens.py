@@ -126,10 +126,16 @@ class LinkSigner:
 
     def offer_id(self, token: str) -> str:
         """The offer id inside ``token``; ``TokenInvalid`` or ``TokenExpired`` otherwise."""
+        return self.open(token)[0]
+
+    def open(self, token: str) -> tuple[str, float]:
+        """(the offer id inside ``token``, when the link expires: seconds since the epoch);
+        ``TokenInvalid`` or ``TokenExpired`` otherwise."""
         if not TOKEN.fullmatch(token):
             raise TokenInvalid("not a consent-link token")
         try:
-            payload = self._serializer.loads(token, max_age=self.max_age)
+            payload, signed = self._serializer.loads(token, max_age=self.max_age,
+                                                     return_timestamp=True)
         except SignatureExpired as exc:
             # Raised only after the signature checked out, so the payload is ours.
             raise TokenExpired("consent link expired", self._expired_offer_id(exc)) from None
@@ -138,7 +144,7 @@ class LinkSigner:
         offer_id = _offer_id_or_none(payload)
         if offer_id is None:
             raise TokenInvalid("consent link carries no offer id")
-        return offer_id
+        return offer_id, signed.timestamp() + self.max_age
 
     def _expired_offer_id(self, exc: SignatureExpired) -> str | None:
         if not isinstance(exc.payload, bytes):

@@ -9,6 +9,7 @@ one that expired; neither records anything.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from career_relay.consent import FIELDS, Client, ConsentError, State, validate_p
 from career_relay.ledger import Offer
 from career_relay.tokens import TokenExpired, TokenInvalid
 from consent_site import i18n
+from consent_site.page_cache import NONCE_SLOT, Page
 from consent_site.security import CsrfError
 from consent_site.site import Site
 
@@ -43,6 +45,7 @@ class Visit:
     token: str
     offer: Offer
     locale: str
+    expires: float  # when the link expires, seconds since the epoch
 
     @property
     def t(self) -> i18n.Words:
@@ -64,7 +67,7 @@ def _visit(request: web.Request, locale_field: str | None = None) -> Visit:
     token = request.match_info["token"]
     query = locale_field or request.query.get("lang")
     try:
-        offer_id = site.signer.offer_id(token)
+        offer_id, expires = site.signer.open(token)
     except TokenExpired:
         raise PageError(410, "410", i18n.choose(query, request.headers.get("Accept-Language"),
                                                 "ja")) from None
@@ -78,17 +81,20 @@ def _visit(request: web.Request, locale_field: str | None = None) -> Visit:
     company = site.company(offer.company)
     default = company.locale if company is not None else "ja"
     locale = i18n.choose(query, request.headers.get("Accept-Language"), default)
-    return Visit(site, token, offer, locale)
+    return Visit(site, token, offer, locale, expires)
 
 
-def _render(visit: Visit, template: str, status: int = 200, **context: Any) -> web.Response:
+def _html(visit: Visit, template: str, **context: Any) -> str:
     other = "en" if visit.locale == "ja" else "ja"
-    body = visit.site.templates.get_template(template).render(
+    return visit.site.templates.get_template(template).render(
         t=visit.t, lang=visit.locale, names=visit.names(), base=visit.base,
         switch_url=f"{visit.base}{context.pop('switch_path', '')}?lang={other}",
         privacy_url=visit.site.settings.agency.privacy_url, **context)
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
-                        headers=_NO_STORE)
+
+
+def _render(visit: Visit, template: str, status: int = 200, **context: Any) -> web.Response:
+    return web.Response(text=_html(visit, template, **context), status=status,
+                        content_type="text/html", charset="utf-8", headers=_NO_STORE)
 
 
 def _state_name(visit: Visit, state: State) -> str | None:
@@ -108,29 +114,56 @@ def _state_name(visit: Visit, state: State) -> str | None:
 
 
 async def offer_page(request: web.Request) -> web.StreamResponse:
+    """The link's page (GET and HEAD): a GET records the first view, nothing else."""
+    site = request.app[SITE]
+    key = (request.match_info["token"], request.query.get("lang"),
+           request.headers.get("Accept-Language"))
+    get = request.method == "GET"
+    cached = site.pages.get(key, site.generation(), time.time())
+    if cached is not None:
+        if get:  # a page first rendered for a HEAD
+            await site.record_view(cached.offer_id)
+        return _serve(request, site, cached)
     visit = _visit(request)
-    state = visit.site.reader.state(visit.offer)
-    if request.method == "GET":
-        await visit.site.record_view(visit.offer)
+    if get:
+        await site.record_view(visit.offer.id)
+    state = site.reader.state(visit.offer)
     if state.accepted or state.erased:
-        return _render(visit, "state.html", state=_state_name(visit, state),
-                       receipt=state.current)
-    return await _form(request, visit, state, values={"email": visit.offer.recipient})
+        generation = site.generation()
+        page = Page(_html(visit, "state.html", state=_state_name(visit, state),
+                          receipt=state.current).encode("utf-8"),
+                    200, visit.offer.id, None, generation, visit.expires)
+    else:
+        page = await _form_page(visit, state, values={"email": visit.offer.recipient})
+    site.pages.put(key, page)
+    return _serve(request, site, page)
 
 
-async def _form(request: web.Request, visit: Visit, state: State, *, values: dict[str, str],
-                errors: dict[str, str] | None = None, share: bool = False,
-                status: int = 200) -> web.Response:
+async def _form_page(visit: Visit, state: State, *, values: dict[str, str],
+                     errors: dict[str, str] | None = None, share: bool = False,
+                     status: int = 200) -> Page:
+    """The form with its nonce slot (``_serve`` fills it for each request)."""
     site = visit.site
     notice, notice_html = site.notice(visit.offer, visit.locale)
     await site.record_notice(visit.offer, notice)
+    generation = site.generation()  # after our own writes, before reading what we render
+    body = _html(visit, "offer.html", state=_state_name(visit, state), notice_html=notice_html,
+                 values=values, errors=errors or {}, share=share, fields=FIELDS,
+                 csrf=NONCE_SLOT, application=visit.offer.job or visit.offer.stage)
+    return Page(body.encode("utf-8"), status, visit.offer.id, notice.digest, generation,
+                visit.expires)
+
+
+def _serve(request: web.Request, site: Site, page: Page) -> web.Response:
+    """A rendered page with this request's nonce, headers complete (the hot path: ~10 us)."""
+    body = page.body
     cookie, fresh = site.csrf.cookie_value(request)
-    response = _render(
-        visit, "offer.html", status=status, state=_state_name(visit, state),
-        notice_html=notice_html, values=values, errors=errors or {}, share=share,
-        fields=FIELDS, csrf=site.csrf.nonce(cookie, visit.offer.id, notice.digest),
-        application=visit.offer.job or visit.offer.stage)
-    if fresh or request.method == "POST":
+    if page.notice is not None:
+        slot = NONCE_SLOT.encode("ascii")
+        body = body.replace(slot, site.csrf.nonce(cookie, page.offer_id,
+                                                  page.notice).encode("ascii"))
+    response = web.Response(body=body, status=page.status, headers=site.page_headers)
+    if page.notice is not None and (fresh or request.method == "POST"):
         site.csrf.set_cookie(response, cookie)
     return response
 
@@ -156,8 +189,9 @@ async def decide(request: web.Request) -> web.StreamResponse:
                 errors["agree"] = "agree"
             if errors:
                 state = site.reader.state(visit.offer)
-                return await _form(request, visit, state, values=values, errors=errors,
-                                   share=share, status=400)
+                page = await _form_page(visit, state, values=values, errors=errors,
+                                        share=share, status=400)
+                return _serve(request, site, page)
             await site.write(site.writer.accept, visit.offer, notice, profile, share, client)
             site.on_forward()
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -23,9 +25,13 @@ from career_relay.ledger_rules import Rules
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner
 from consent_site import i18n
-from consent_site.security import Csrf
+from consent_site.page_cache import PageCache
+from consent_site.security import Csrf, security_headers
 
 T = TypeVar("T")
+
+#: Seconds between two reads of the ledger's data_version (``Site.generation``).
+GENERATION_CHECK = 0.1
 
 
 class Site:
@@ -44,6 +50,13 @@ class Site:
         self._notices: dict[tuple[str, str], tuple[Notice, str]] = {}
         self._recorded: set[str] = set()
         self._viewed: set[str] = set()
+        self.pages = PageCache()
+        #: Every header of a candidate's page, built once (``candidate._serve``).
+        self.page_headers = {"Content-Type": "text/html; charset=utf-8",
+                             "Cache-Control": "no-store", **security_headers(self.csrf.https)}
+        self.generation_check = GENERATION_CHECK
+        self._generation = 0
+        self._generation_read = -math.inf
         #: Called after a decision that may have queued a forward (the forwarder's wake).
         self.on_forward: Callable[[], None] = lambda: None
 
@@ -54,7 +67,27 @@ class Site:
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        finally:
+            self._generation_read = -math.inf  # what we wrote shows on the next page
+
+
+    def generation(self) -> int:
+        """The ledger's ``data_version`` as this process's reader sees it: it changes when
+        any other connection commits (``page_cache``).
+
+        Read at most every ``GENERATION_CHECK`` seconds, and always right after
+        this process wrote: a change made by another process shows within that
+        time, one made here at once.
+        """
+        now = time.monotonic()
+        if now - self._generation_read >= self.generation_check:
+            # The event loop's own connection, which no other thread uses: no lock needed.
+            (version,) = self._reader_ledger.db.conn.execute("PRAGMA data_version").fetchone()
+            self._generation = int(version)
+            self._generation_read = now
+        return self._generation
 
     def offer(self, offer_id: str) -> Offer | None:
         return self._reader_ledger.offer(offer_id)
@@ -93,11 +126,11 @@ class Site:
             await self.write(self.writer.shown, offer, notice)
             self._recorded.add(notice.digest)
 
-    async def record_view(self, offer: Offer) -> None:
+    async def record_view(self, offer_id: str) -> None:
         """The first view of an offer's page; later views cost no write (nor a thread hop)."""
-        if offer.id not in self._viewed:
-            await self.write(self.writer.view, offer)
-            self._viewed.add(offer.id)
+        if offer_id not in self._viewed:
+            await self.write(self.writer.store.record_view, offer_id)
+            self._viewed.add(offer_id)
 
     def notice_by_digest(self, digest: str) -> Notice | None:
         for notice, _ in self._notices.values():

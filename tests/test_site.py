@@ -22,8 +22,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import settings as settings_mod
 from career_relay.ledger import Offer, open_ledger
+from career_relay.ledger_consent import ConsentLedger
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
+from consent_site.candidate import SITE
+from consent_site.page_cache import NONCE_SLOT, Page, PageCache
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1")
@@ -55,8 +58,11 @@ class Harness:
         self.settings = settings_mod.load(config)
         self.db_path = Path(self.settings.ledger.path)
         self.loop = asyncio.new_event_loop()
+        app = create_app(self.settings)
+        # Changes made by other connections show within 0.1 s in production; here at once.
+        app[SITE].generation_check = 0.0
         self.client: TestClient[web.Request, web.Application] = TestClient(
-            TestServer(create_app(self.settings)), loop=self.loop)
+            TestServer(app), loop=self.loop)
         self.loop.run_until_complete(self.client.start_server())
         self.signer = LinkSigner.from_settings(self.settings)
 
@@ -567,3 +573,44 @@ def test_times_are_shown_in_japan_time_on_japanese_pages(site: Harness) -> None:
     jst = utc + dt.timedelta(hours=9)
     assert f"{jst:%Y年%m月%d日 %H:%M}（日本時間）" in site.get(f"{link}/done").text
     assert f"{utc:%Y-%m-%d %H:%M} UTC" in site.get(f"{link}/done?lang=en").text
+
+
+# -- the page cache -------------------------------------------------------------------------
+
+
+def test_a_cached_page_never_outlives_a_change_made_elsewhere(site: Harness) -> None:
+    link = site.link(site.offer(age=1))  # inside the review window: held
+    site.accept(link)
+    assert site.get(link).state() == "under_review"
+    assert site.get(link).state() == "under_review"  # now from the cache
+    with open_ledger(site.db_path) as other:  # another process's connection, as the CLI's
+        from career_relay.ledger_rules import Rules
+
+        receipt = site.rows("receipts")[0]["id"]
+        ConsentLedger(other, Rules()).review(receipt, approve=True, by="ops")
+    assert site.get(link).state() == "accepted"
+
+
+def test_every_visit_gets_its_own_nonce_even_from_the_cache(site: Harness) -> None:
+    link = site.link(site.offer())
+    first = site.get(link)
+    second = site.get(link)
+    assert first.csrf() != NONCE_SLOT and NONCE_SLOT not in second.text
+    site.client.session.cookie_jar.clear()
+    third = site.get(link)  # another browser: another cookie, another nonce
+    assert third.csrf() != second.csrf()
+    reply = site.post(link, {"csrf": third.csrf(), "decision": "decline"})
+    assert reply.status == 303
+
+
+def test_the_cache_drops_expired_stale_and_old_pages() -> None:
+    cache = PageCache(size=2)
+    page = Page(b"body", 200, "offer", None, generation=7, expires=1000.0)
+    cache.put(("a", None, None), page)
+    assert cache.get(("a", None, None), 7, 999.0) is page
+    assert cache.get(("a", None, None), 7, 1000.0) is None  # the link expired: 410 next
+    cache.put(("a", None, None), page)
+    assert cache.get(("a", None, None), 8, 10.0) is None  # something was committed
+    for key in ("x", "y", "z"):
+        cache.put((key, None, None), page)
+    assert len(cache) == 2 and cache.get(("x", None, None), 7, 0.0) is None
