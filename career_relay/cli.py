@@ -192,6 +192,8 @@ def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None
         lines.append(f"  SMTP relay:   {settings.gateway.listen} ({workers} worker(s))")
     if site:
         lines.append(f"  consent site: {settings.site.public_url}  (health: /healthz)")
+        lines.append(f"  admin pages:  {settings.site.public_url.rstrip('/')}/admin/  (logins: "
+                     "printed by `career-relay init`; more with `career-relay admin add-user`)")
     if site and settings.demo.agency_dir:
         lines.append(f"  demo agency:  {settings.agency.webhook_url} writes every forward it "
                      f"receives to {settings.demo.agency_dir}/<forward_id>.json")
@@ -233,6 +235,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if started.ledger is not None:
         print(f"the demo's ledger {started.ledger} starts as ledger.db.example (five months of "
               "acme, kumo and hoshi): try `career-relay report`")
+    for email, password, who in started.admin_logins:
+        print(f"admin login ({who}): {email} / {password}  (shown once)")
     return 0
 
 

@@ -35,6 +35,8 @@ class Started:
     smtp_password: str
     dns_record: str
     ledger: Path | None = None  # the demo's ledger, when init wrote it from the example
+    #: The demo's admin logins (email, password, who), passwords shown once.
+    admin_logins: tuple[tuple[str, str, str], ...] = ()
 
 
 def write_starter(directory: Path, *, demo: bool) -> Started:
@@ -63,7 +65,29 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     ledger = _example_ledger(directory / "ledger.db") if demo else None
-    return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key), ledger)
+    logins = _demo_admins(ledger) if ledger is not None else ()
+    return Started(config, "acme", password, zone_line(DEMO_DOMAIN, DEMO_SELECTOR, key), ledger,
+                   logins)
+
+
+#: The demo's admin logins: an operator (every company) and acme's HR (acme only).
+DEMO_ADMINS = (("operator@relay.demo.test", None, "operator: every company"),
+               ("hr@acme.example", "acme", "acme's HR: acme only"))
+
+
+def _demo_admins(ledger_path: Path) -> tuple[tuple[str, str, str], ...]:
+    """Logins for the demo's admin pages, each with a fresh password (only its hash is kept)."""
+    from career_relay.admin_users import AdminUsers
+    from career_relay.ledger import open_ledger
+
+    made = []
+    with open_ledger(ledger_path) as ledger:
+        users = AdminUsers(ledger)
+        for email, company, who in DEMO_ADMINS:
+            password = secrets.token_urlsafe(9)
+            users.add(email, password, company)
+            made.append((email, password, who))
+    return tuple(made)
 
 
 def _example_ledger(path: Path) -> Path | None:

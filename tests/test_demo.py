@@ -72,6 +72,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
     made = run_cli("init", "--dir", str(tmp_path), "--demo")
     assert made.returncode == 0, made.stderr
+    (tmp_path / "init.out").write_text(made.stdout, encoding="utf-8")
     ports = {name: free_port() for name in ("smtp", "upstream", "site", "agency")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
     env.update({
@@ -146,3 +147,23 @@ def test_a_rejection_becomes_a_forward_and_a_withdrawal_in_the_demo(
     (withdrawal,) = _until("the withdrawal at the agency",
                            lambda: _forwards(agency, "withdrawal"))
     assert withdrawal["refers_to"] == [consent["forward_id"]]
+
+
+def test_the_demo_admin_login_printed_by_init_opens_the_dashboard(
+        demo: tuple[Path, dict[str, int]]) -> None:
+    var, ports = demo
+    printed = (var / "init.out").read_text(encoding="utf-8")
+    login = re.search(r"admin login \(acme's HR[^)]*\): (\S+) / (\S+)", printed)
+    assert login, printed
+    site = f"http://127.0.0.1:{ports['site']}"
+    browser = Browser()
+    status, _, page = browser.open(f"{site}/admin/login")
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert status == 200 and nonce
+    status, location, _ = browser.open(f"{site}/admin/login", {
+        "csrf": nonce.group(1), "email": login.group(1), "password": login.group(2)})
+    assert status == 303, location
+    status, _, dashboard = browser.open(f"{site}{location}")
+    assert status == 200 and "acme" in dashboard
+    # The example ledger's numbers are there at once, and only acme's.
+    assert "kumo" not in dashboard.lower()
