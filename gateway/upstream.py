@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -17,6 +18,9 @@ import aiosmtplib
 from career_relay.settings import UpstreamSettings
 
 log = logging.getLogger("career_relay.upstream")
+
+# Any line ending that is not CRLF, as aiosmtplib normalises them (a bare CR or LF).
+_LINE_ENDING = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
 
 
 @dataclass(frozen=True)
@@ -155,12 +159,56 @@ async def _transaction(
         await _reset(smtp)
         return replies
     try:
-        await smtp.data(data)
+        await _data(smtp, data)
     except aiosmtplib.SMTPDataError as exc:
         replies.update(_all(accepted, Reply(exc.code, exc.message)))
         return replies
     replies.update(_all(accepted, Reply(250, "2.0.0 accepted")))
     return replies
+
+
+async def _data(smtp: aiosmtplib.SMTP, data: bytes) -> None:
+    """DATA, then the message: what aiosmtplib's ``data`` does, minus its regular expressions.
+
+    ``data`` normalises line endings and dot-stuffs with two regular-expression
+    substitutions over the whole message, about 90 us for 10 KB: most of the
+    CPU a delivery costs.  Our messages are CRLF throughout already (the intake
+    refuses bare CR and LF), so counting is enough to know, and ``bytes.replace``
+    stuffs the dots.  Raises what ``data`` raises.
+    """
+    start = await smtp.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = smtp.protocol
+    if protocol is None:  # closed while DATA was answered
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        # No await between the write and read_response, which arms the reply;
+        # so the reply cannot arrive unexpected.
+        protocol.write(wire_data(data))
+        resp = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()  # as ``data`` does: the session is out of step now
+        raise
+    if resp.code != 250:
+        raise aiosmtplib.SMTPDataError(resp.code, resp.message)
+
+
+def wire_data(data: bytes) -> bytes:
+    """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF.
+
+    RFC 5321 section 4.5.2: a line that starts with a period gets one more.
+    The same bytes as aiosmtplib produces for any input, which a test checks.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = _LINE_ENDING.sub(b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 async def _reset(smtp: aiosmtplib.SMTP) -> None:

@@ -8,7 +8,11 @@ import smtplib
 import time
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.upstream import wire_data
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
@@ -192,3 +196,12 @@ def test_many_messages_in_flight_share_few_connections(make_config: ConfigMaker,
         gw.stop()
     # Each upstream connection has its own client port: at most 3 were used.
     assert len({m.peer for m in sink.messages}) <= 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60) | st.lists(st.sampled_from(
+    [b"\r\n", b"\n", b"\r", b".", b"..", b"a", b" ", b"\r\n.\r\n"]), max_size=12).map(b"".join))
+def test_wire_data_is_what_aiosmtplib_would_send(data: bytes) -> None:
+    # The upstream's DATA skips aiosmtplib's regular expressions; the bytes must not change.
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert wire_data(data) == expected
