@@ -257,3 +257,14 @@ def test_offers_are_on_disk_before_the_250(rejecting: GatewayThread, sink: Sink,
     assert wal in at_reply
     assert any(p.endswith(".jnl") for p in at_reply)
     sink.wait_for(1)
+
+
+def test_the_copies_are_journaled_together(rejecting: GatewayThread, sink: Sink,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # One write and one group commit for all copies: a rejection waits for one
+    # fsync of the journal, not one per recipient.
+    synced = record_fsyncs(monkeypatch)
+    send(rejecting.port, rejection("<together@acme.example>"), ["a@example.net",
+                                                                 "b@example.net"])
+    assert len([p for p in synced if p.endswith(".jnl")]) == 1
+    assert len(sink.wait_for(2)) == 2
