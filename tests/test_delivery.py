@@ -21,8 +21,8 @@ from gateway.upstream import Reply, Upstream, wire_data
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
+    PipeliningHandler,
     Sink,
-    SinkHandler,
     crlf,
     free_port,
     run_cli,
@@ -32,15 +32,6 @@ from tests.conftest import (
 
 MSG = crlf("From: HR <hr@acme.example>\nTo: a@example.net\nSubject: 選考結果\n"
            "Message-ID: <orig-1@acme.example>\n\nHello\n")
-
-
-class PipeliningHandler(SinkHandler):
-    """The test sink, announcing PIPELINING (aiosmtpd reads pipelined commands in order)."""
-
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 @pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
