@@ -10,10 +10,12 @@ RSA is pure Python (about 7 ms a signature against about 0.3 ms).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import dkim  # dkimpy; the top-level package, not this module (absolute import)
 from cryptography.hazmat.primitives import hashes
@@ -62,8 +64,14 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """The DKIM-Signature header field (folded, CRLF-terminated) to prepend to ``message``."""
-        headers, body = _parse(message)
-        include = _header_list(headers)
+        if _crlf_only(message):
+            end = _header_end(message)
+            # The copies of a rejection share their header section: hashed once.
+            fields, include = _hashed_header_section(message[:end])
+            body = message[end + 2:]
+        else:
+            headers, body = _rfc822_parse(message)
+            fields, include = _hashed_fields(headers)
         # Section 3.7: the body hash over the canonicalised body; no l= tag
         # (section 8.2: l= lets anyone append content under our signature).
         bh = base64.b64encode(hashlib.sha256(_canonical_body(body)).digest())
@@ -72,15 +80,15 @@ class Signer:
             (b" ", b"d=" + self.domain + b";"), (b" ", b"s=" + self.selector + b";"),
             (b" ", b"t=%d;" % int(self._clock())),
         ]
-        tags += _h_tag(include)
+        tags += _h_tag(list(include))
         tags += [(b" ", b"bh=" + bh + b";"), (b" ", b"b=")]
         unsigned, column = _fold(tags, len(_NAME) + 1)
-        # Section 3.7: the header hash covers the selected fields, then this
-        # field with an empty b= value and without its final CRLF. hash_headers
-        # does both (it also applies relaxed canonicalisation to this field).
-        hasher = hashlib.sha256()
-        dkim.hash_headers(hasher, _POLICY, _POLICY.canonicalize_headers(headers),
-                          list(include), (_NAME, unsigned), None)
+        # Section 3.7: the header hash covers the selected fields (hashed
+        # already), then this field with an empty b= value and without its final
+        # CRLF; hash_headers, given no other field, does that (it also applies
+        # relaxed canonicalisation to this field).
+        hasher = fields.copy()  # the cached hash stays as it is for the next copy
+        dkim.hash_headers(hasher, _POLICY, [], [], (_NAME, unsigned), None)
         signature = self._key.sign(hasher.digest(), padding.PKCS1v15(),
                                    utils.Prehashed(hashes.SHA256()))
         b64 = base64.b64encode(signature)
@@ -115,18 +123,51 @@ def _parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     the rest, byte for byte, which is what rfc822_parse returns; a test checks
     the two agree. Anything else goes to rfc822_parse whole.
     """
+    if not _crlf_only(message):
+        return _rfc822_parse(message)
     end = _header_end(message)
+    headers, _ = _rfc822_parse(message[:end] + b"\r\n")
+    return headers, message[end + 2:]
+
+
+def _crlf_only(message: bytes) -> bool:
+    """No bare LF (a bare CR is part of its line for rfc822_parse as for us)."""
+    return message.count(b"\n") == message.count(b"\r\n")
+
+
+def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's ``rfc822_parse``, its errors as SigningError."""
     try:
-        if message.count(b"\n") != message.count(b"\r\n"):
-            headers, body = dkim.rfc822_parse(message)
-        else:
-            headers, _ = dkim.rfc822_parse(message[:end] + b"\r\n")
-            body = message[end + 2:]
+        headers, body = dkim.rfc822_parse(message)
     except dkim.MessageFormatError as exc:
         raise SigningError(f"cannot sign: {exc}") from None
     except IndexError:  # rfc822_parse's answer to a continuation line before any field
         raise SigningError("cannot sign: the header section starts with a folded line") from None
     return headers, body
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed_header_section(head: bytes) -> tuple[Any, tuple[bytes, ...]]:
+    """``_hashed_fields`` of a header section that ends in CRLF (cached: copy the hash).
+
+    Every copy of a rejection has the header section of the original, so its
+    parsing, canonicalisation and hashing (a quarter of a signature's Python
+    work) is done once per rejection, not once per copy.
+    """
+    headers, _ = _rfc822_parse(head + b"\r\n")
+    return _hashed_fields(headers)
+
+
+def _hashed_fields(headers: list[list[bytes]]) -> tuple[Any, tuple[bytes, ...]]:
+    """A SHA-256 fed with the signed fields, canonicalised and in h= order, and the h= list.
+
+    What ``dkim.hash_headers`` feeds its hash before the DKIM-Signature field.
+    """
+    include = _header_list(headers)
+    hasher = hashlib.sha256()
+    for name, value in dkim.select_headers(_POLICY.canonicalize_headers(headers), include):
+        hasher.update(name + b":" + value)
+    return hasher, tuple(include)
 
 
 def _canonical_body(body: bytes) -> bytes:

@@ -61,7 +61,7 @@ def marked_parts(message: bytes, root: mime.Part | None = None) -> int:
     count = 0
     for part in _text_parts(root or mime.parse(message), body_only=False):
         try:
-            raw = _decode_cte(message[part.body_start:part.body_end], part.cte)
+            raw = _decoded(message, part)
         except NotInjectable:
             continue  # broken base64: it cannot carry a marker we could replace
         codec = codec_for(part.params.get("charset", "us-ascii"))
@@ -118,7 +118,7 @@ def _edit_part(message: bytes, part: mime.Part, repl: Replacement, *,
                append: bool) -> bytes | None:
     header = message[part.header_start:part.body_start]
     body = message[part.body_start:part.body_end]
-    raw = _decode_cte(body, part.cte)
+    raw = _decoded(message, part)
     codec = codec_for(part.params.get("charset", "us-ascii"))
     html = part.content_type == "text/html"
     flowed = part.params.get("format", "").lower() == "flowed"
@@ -236,6 +236,14 @@ def _as_utf8(header: bytes, raw: bytes, codec: str | None,
     header = _set_param(header, "charset", "utf-8")
     header = _set_field(header, "Content-Transfer-Encoding", "quoted-printable")
     return header + _encode_cte(new_raw, "quoted-printable", trailing=True)
+
+
+def _decoded(message: bytes, part: mime.Part) -> bytes:
+    """The part's body with its transfer encoding undone, decoded once per part (the
+    parts of one parse are those of one message, so the copies share the work)."""
+    if part.decoded is None:
+        part.decoded = _decode_cte(message[part.body_start:part.body_end], part.cte)
+    return part.decoded
 
 
 def _decode_cte(body: bytes, cte: str) -> bytes:

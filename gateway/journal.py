@@ -79,8 +79,9 @@ class Journal:
         self._closed = False
         self.companions: list[Path] = []  # files fsynced with every group commit
 
-    async def append(self, env: Envelope, data: bytes) -> None:
-        """Durably append one message; returns once an fsync covered it."""
+    async def append(self, messages: list[tuple[Envelope, bytes]]) -> None:
+        """Durably append messages (one, or the copies of a rejection) with one write
+        and one group commit, all or none; returns once an fsync covered them."""
         if self._closed:
             raise OSError("the spool is shutting down")
         if self._lock is None:
@@ -88,16 +89,17 @@ class Journal:
         seg = self._active
         if seg is None or seg.sealed or seg.size >= SEGMENT_LIMIT:
             seg = await self._rotate()
-        record = _encode(env, data)
+        records = b"".join(_encode(env, data) for env, data in messages)
         offset = seg.size
         try:
-            _write_all(seg.fd, record)
+            _write_all(seg.fd, records)
         except OSError:
             _undo_append(seg, offset)
             raise
-        seg.size += len(record)
-        seg.pending += 1
-        self._where[env.id] = seg
+        seg.size += len(records)
+        seg.pending += len(messages)
+        for env, _ in messages:
+            self._where[env.id] = seg
         self._requested += 1
         ticket = self._requested
         try:
@@ -106,7 +108,8 @@ class Journal:
             # After a failed fsync the kernel may have dropped the dirty pages
             # (PostgreSQL's "fsyncgate"): never append to this segment again.
             seg.sealed = True
-            self._forget(env.id)
+            for env, _ in messages:
+                self._forget(env.id)
             raise
 
     async def _group_fsync(self, seg: _Segment, ticket: int) -> None:
@@ -125,9 +128,13 @@ class Journal:
             self._synced = covered
 
     def _fsync_all(self, fd: int) -> None:
-        """The segment, then the companions (the ledger's WAL: the offers behind the
-        links in these messages were committed before the messages were appended)."""
-        os.fsync(fd)
+        """The companions (the ledger's WAL: the offers behind the links in these
+        messages were committed before the messages were appended), then the segment.
+
+        In that order a crash between the two leaves offers without copies (the
+        client got no 250, resends, and finds the same offers) rather than
+        copies whose links open no offer.
+        """
         for path in self.companions:
             try:
                 companion = os.open(path, os.O_RDONLY)
@@ -137,6 +144,7 @@ class Journal:
                 os.fsync(companion)
             finally:
                 os.close(companion)
+        os.fsync(fd)
 
     async def _rotate(self) -> _Segment:
         assert self._lock is not None

@@ -31,6 +31,9 @@ class Part:
     cte: str
     disposition: str
     children: list[Part] = field(default_factory=list)
+    # The body with its transfer encoding undone, once someone needed it
+    # (``inject``: the marker count and every copy of a rejection read it).
+    decoded: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_multipart(self) -> bool:

@@ -56,7 +56,8 @@ class Rejections:
     def prepare(self, company: CompanySettings | None, data: bytes, rcpts: list[str],
                 fields: dict[str, str]) -> list[Copy] | None:
         """The copies to send instead of ``data``, or None to relay it unchanged."""
-        company = company or self._company_of(data)
+        senders = from_domains(header_block(data))  # parsed once: it picks company and key
+        company = company or self._company_of(senders)
         if company is None:
             return None
         by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
@@ -72,7 +73,8 @@ class Rejections:
                 return None
             by_header = True  # detect = "auto": treated like the header
         try:
-            return self._copies(company, data, root, rcpts, fields, append=not marked)
+            return self._copies(company, data, root, rcpts, fields, senders,
+                                append=not marked)
         except inject.NotInjectable as exc:
             self._count_not_injected(company, exc)
             return None
@@ -85,8 +87,8 @@ class Rejections:
     def close(self) -> None:
         self._writer.close()
 
-    def _company_of(self, data: bytes) -> CompanySettings | None:
-        for domain in from_domains(header_block(data)):
+    def _company_of(self, senders: list[str]) -> CompanySettings | None:
+        for domain in senders:
             company = self._settings.company_for_domain(domain)
             if company is not None:
                 return company
@@ -104,10 +106,11 @@ class Rejections:
         return False
 
     def _copies(self, company: CompanySettings, data: bytes, root: mime.Part,
-                rcpts: list[str], fields: dict[str, str], *, append: bool) -> list[Copy]:
+                rcpts: list[str], fields: dict[str, str], senders: list[str], *,
+                append: bool) -> list[Copy]:
         """The copies, built first and recorded after, in one ledger transaction."""
         texts = self._texts[company.id]
-        signer = self._signer(company, data)  # the From header is the same in every copy
+        signer = self._signer(company, senders)  # the From header is the same in every copy
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
@@ -134,10 +137,10 @@ class Rejections:
                 copies[rcpt] = copy_for(rcpt, offer_id, first)
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
-    def _signer(self, company: CompanySettings, data: bytes) -> Signer | None:
+    def _signer(self, company: CompanySettings, senders: list[str]) -> Signer | None:
         """The company key, as the domain of the From address when that is one of the
         company's (DMARC alignment)."""
-        domains = [d for d in from_domains(header_block(data)) if d in company.domains]
+        domains = [d for d in senders if d in company.domains]
         return self._signers.get((company.id, domains[0] if domains else company.domains[0]))
 
 

@@ -84,8 +84,12 @@ class Spool:
 
     async def store(self, env: Envelope, data: bytes) -> None:
         """Make a fresh message durable; returns only when a crash can no longer lose it."""
+        await self.store_all([(env, data)])
+
+    async def store_all(self, messages: list[tuple[Envelope, bytes]]) -> None:
+        """``store`` for several messages at once (one write, one fsync), all or none."""
         try:
-            await self.journal.append(env, data)
+            await self.journal.append(messages)
         except OSError as exc:
             raise SpoolError(f"cannot write to the spool ({exc.strerror or exc})") from exc
 

@@ -106,6 +106,15 @@ class SinkHandler:
         return "250 2.0.0 OK: sunk"
 
 
+class PipeliningHandler(SinkHandler):
+    """The test sink, announcing PIPELINING (aiosmtpd reads pipelined commands in order)."""
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class Sink:
     """A capturing upstream on a fixed loopback port; can be stopped and started again.
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import smtplib
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from career_relay.settings import UpstreamSettings
+from gateway import upstream as upstream_mod
+from gateway.upstream import Reply, Upstream, wire_data
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
+    PipeliningHandler,
     Sink,
     crlf,
     free_port,
@@ -22,6 +32,17 @@ from tests.conftest import (
 
 MSG = crlf("From: HR <hr@acme.example>\nTo: a@example.net\nSubject: 選考結果\n"
            "Message-ID: <orig-1@acme.example>\n\nHello\n")
+
+
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
+    """Every test here runs against an upstream with and one without PIPELINING."""
+    s = Sink(free_port())
+    if request.param:
+        s.handler = PipeliningHandler()
+    s.start()
+    yield s
+    s.stop()
 
 
 def send(port: int, rcpts: list[str], sender: str = "hr@acme.example", msg: bytes = MSG) -> str:
@@ -192,3 +213,105 @@ def test_many_messages_in_flight_share_few_connections(make_config: ConfigMaker,
         gw.stop()
     # Each upstream connection has its own client port: at most 3 were used.
     assert len({m.peer for m in sink.messages}) <= 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60) | st.lists(st.sampled_from(
+    [b"\r\n", b"\n", b"\r", b".", b"..", b"a", b" ", b"\r\n.\r\n"]), max_size=12).map(b"".join))
+def test_wire_data_is_what_aiosmtplib_would_send(data: bytes) -> None:
+    # The upstream's DATA skips aiosmtplib's regular expressions; the bytes must not change.
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert wire_data(data) == expected
+
+
+# -- PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write --------------------
+
+
+def upstream_to(port: int, timeout: int = 10) -> Upstream:
+    return Upstream(UpstreamSettings(host="127.0.0.1", port=port, timeout=timeout), "relay.test")
+
+
+def test_pipelined_transactions_stay_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mixed outcomes on one kept-open connection: every reply is paired with its
+    # command, the dots survive, and the session is reset after a refused DATA.
+    used: list[int] = []
+    real = upstream_mod._pipelined
+
+    async def spy(*args: Any) -> dict[str, Reply]:
+        used.append(1)
+        return await real(*args)
+
+    monkeypatch.setattr(upstream_mod, "_pipelined", spy)
+    s = Sink(free_port())
+    s.handler = PipeliningHandler()
+    s.handler.rcpt_replies.update({"gone@example.net": "550 5.1.1 no such user",
+                                   "full@example.net": "452 4.2.2 mailbox full"})
+    s.start()
+    dotted = crlf("Subject: dots\n\n.\n..\n.leading\nend\n")
+
+    async def run() -> list[dict[str, Reply]]:
+        up = upstream_to(s.port)
+        try:
+            return [
+                await up.send("hr@acme.example", ["a@example.net", "gone@example.net"], dotted,
+                              []),
+                await up.send("hr@acme.example", ["gone@example.net", "full@example.net"], MSG,
+                              []),
+                await up.send("hr@acme.example", ["b@example.net"], MSG, []),
+            ]
+        finally:
+            await up.quit()
+
+    try:
+        first, refused, last = asyncio.run(run())
+        got = s.wait_for(2)
+    finally:
+        s.stop()
+    assert len(used) == 3
+    assert first["a@example.net"].ok and first["gone@example.net"].code == 550
+    assert refused["gone@example.net"].code == 550 and refused["full@example.net"].code == 452
+    assert last["b@example.net"].ok
+    assert [m.rcpts for m in got] == [["a@example.net"], ["b@example.net"]]
+    assert got[0].data == dotted
+
+
+async def _fake_upstream(replies: list[bytes], port: int, ready: asyncio.Event) -> None:
+    """An upstream that announces PIPELINING and then answers the group with ``replies``
+    (an empty item: close the connection instead)."""
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 fake ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-fake\r\n250 PIPELINING\r\n")
+        await reader.readuntil(b"DATA\r\n")
+        for reply in replies:
+            if not reply:
+                break
+            writer.write(reply)
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", port)
+    ready.set()
+    async with server:
+        await asyncio.sleep(5)
+
+
+@pytest.mark.parametrize(("replies", "code"), [
+    ([b"250 ok\r\n", b""], 451),  # the connection ends in the middle of the group
+    ([b"250 ok\r\n", b"25O ok\r\n"], -1),  # a malformed reply: retried later, never a bounce
+])
+def test_a_broken_pipelined_session_defers(replies: list[bytes], code: int) -> None:
+    port = free_port()
+
+    async def run() -> dict[str, Reply]:
+        ready = asyncio.Event()
+        server = asyncio.create_task(_fake_upstream(replies, port, ready))
+        await ready.wait()
+        up = upstream_to(port, timeout=5)
+        try:
+            return await up.send("hr@acme.example", ["a@example.net"], MSG, [])
+        finally:
+            up.close()
+            server.cancel()
+
+    reply = asyncio.run(run())["a@example.net"]
+    assert reply.code == code and not reply.ok and not reply.permanent

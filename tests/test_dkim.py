@@ -126,6 +126,20 @@ def test_dkimpy_verifies(signer: Signer, dnsfunc: DnsFunc, message: bytes) -> No
     assert dkim.verify(signer.sign(message) + message, dnsfunc=dnsfunc)
 
 
+def test_copies_sharing_a_header_section_each_verify(signer: Signer,
+                                                       dnsfunc: DnsFunc) -> None:
+    # The header section's hash is computed once and reused: one copy's signature
+    # must not leak into the next, in either order, and a changed header must count.
+    head = b"From: hr@acme.example\r\nTo: a@example.net\r\nSubject: x\r\n\r\n"
+    copies = [head + b"link one\r\n", head + b"link two\r\n", head + b"link one\r\n",
+              head.replace(b"Subject: x", b"Subject: y") + b"link one\r\n"]
+    fields = [signer.sign(copy) for copy in copies]
+    for copy, field in zip(copies, fields, strict=True):
+        assert dkim.verify(field + copy, dnsfunc=dnsfunc)
+    assert not dkim.verify(fields[0] + copies[1], dnsfunc=dnsfunc)
+    assert not dkim.verify(fields[0] + copies[3], dnsfunc=dnsfunc)
+
+
 @pytest.mark.peer
 @corpus
 def test_opendkim_verifies(signer: Signer, opendkim: OpenDkim, message: bytes) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway import inject as inj
+from gateway import mime
 from gateway.inject import NotInjectable, Replacement, inject, marked_parts
 from tests.conftest import crlf
 
@@ -133,6 +134,23 @@ def test_multipart_alternative_changes_only_the_text_parts() -> None:
     assert f"not this {M}".encode() in out  # the attachment kept its marker
     assert b"JVBERi0xLjQK" in out and out.endswith(b"--outer--\r\nepilogue\r\n")
     assert len(parts(out)) == 4
+
+
+def test_one_parse_serves_every_copy() -> None:
+    # The rejection path parses once and injects every copy from that map (the
+    # decoded parts are kept on it): each copy must be what a fresh parse gives.
+    msg = crlf(
+        'Content-Type: multipart/alternative; boundary="b"\n\n--b\n'
+        'Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n'
+        + base64.encodebytes(f"text {M}\n".encode()).decode() + '--b\n'
+        'Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n'
+        f'\n<p><a href=3D"{M}">link</a></p>\n--b--\n')
+    other = Replacement(text="https://consent.example/c/other", html_attr=None,
+                        html_text="(no link)", text_block="", html_block="")
+    root = mime.parse(msg)
+    assert marked_parts(msg, root) == 2
+    for repl in (REPL, other, REPL, other):
+        assert inject(msg, repl, append=False, root=root) == inject(msg, repl, append=False)
 
 
 def test_header_only_appends_blocks_to_both_alternatives() -> None:

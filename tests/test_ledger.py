@@ -18,8 +18,9 @@ import pytest
 
 from career_relay import reports
 from career_relay.example_ledger import generate
-from career_relay.ledger import MIGRATIONS, Ledger, open_ledger
+from career_relay.ledger import MIGRATIONS, Ledger, new_offer_id, open_ledger
 from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger_writer import LedgerWriter
 from career_relay.tokens import OFFER_ID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,6 +137,63 @@ def test_threads_sharing_one_ledger(ledger: Ledger) -> None:
         t.join()
     assert len(set(results)) == 30
     assert ledger.counts("acme", NOON.date())["rejections"] == 120
+
+
+def test_the_writer_gives_every_thread_its_own_offers(ledger: Ledger) -> None:
+    # Concurrent callers share commits (one of them leads each); each gets the ids
+    # of its own recipients, and a resent message gets the offers it had.
+    writer = LedgerWriter(ledger)
+    first: dict[tuple[int, int], dict[str, str]] = {}
+    again: dict[tuple[int, int], dict[str, str]] = {}
+
+    def work(t: int) -> None:
+        for i in range(40):
+            rcpts = [f"{t}-{i % 20}-{n}@example.jp" for n in range(2)]
+            got = writer.record_rejection("acme", f"<m{t}-{i % 20}@a>",
+                                          [(r, new_offer_id()) for r in rcpts])
+            assert sorted(got) == rcpts
+            (first if i < 20 else again)[(t, i % 20)] = got
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert again == first and len(first) == 120
+    for got in first.values():
+        for rcpt, offer_id in got.items():
+            found = ledger.offer(offer_id)
+            assert found is not None and found.recipient == rcpt
+    assert ledger.counts("acme", NOON.date())["rejections"] == 120
+    with pytest.raises(sqlite3.OperationalError):
+        writer.record_rejection("acme", "<late@a>", [("x@example.jp", new_offer_id())])
+
+
+def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = LedgerWriter(ledger)
+
+    def broken(rejections: object) -> list[dict[str, str]]:
+        time.sleep(0.05)  # long enough for the other callers to queue behind this commit
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(ledger, "record_rejections", broken)
+    errors: list[Exception] = []
+
+    def work(n: int) -> None:
+        try:
+            writer.record_rejection("acme", f"<f{n}@a>", [(f"{n}@example.jp", new_offer_id())])
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 5 and all("disk I/O" in str(e) for e in errors)
+    writer.close()
 
 
 _CHILD = textwrap.dedent(

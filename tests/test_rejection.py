@@ -256,4 +256,19 @@ def test_offers_are_on_disk_before_the_250(rejecting: GatewayThread, sink: Sink,
     wal = str(Path(rejecting.settings.ledger.path).resolve()) + "-wal"
     assert wal in at_reply
     assert any(p.endswith(".jnl") for p in at_reply)
+    # The offers first: a crash between the two fsyncs must never leave durable
+    # copies whose links open no offer.
+    first_journal = next(i for i, p in enumerate(at_reply) if p.endswith(".jnl"))
+    assert at_reply.index(wal) < first_journal
     sink.wait_for(1)
+
+
+def test_the_copies_are_journaled_together(rejecting: GatewayThread, sink: Sink,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # One write and one group commit for all copies: a rejection waits for one
+    # fsync of the journal, not one per recipient.
+    synced = record_fsyncs(monkeypatch)
+    send(rejecting.port, rejection("<together@acme.example>"), ["a@example.net",
+                                                                 "b@example.net"])
+    assert len([p for p in synced if p.endswith(".jnl")]) == 1
+    assert len(sink.wait_for(2)) == 2

@@ -15,6 +15,7 @@ from gateway.envelope import State
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
+    PipeliningHandler,
     Sink,
     crlf,
     free_port,
@@ -43,12 +44,15 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
 @pytest.fixture
 def tls_sink(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sink]:
     ctx = _server_context(tmp_path)
-    if request.param == "starttls":
+    mode, _, pipelining = request.param.partition("+")
+    if mode == "starttls":
         sink = Sink(free_port(), tls_context=ctx, require_starttls=True,
                     authenticator=_authenticator, auth_require_tls=True)
     else:
         sink = Sink(free_port(), ssl_context=ctx, authenticator=_authenticator,
                     auth_require_tls=False)
+    if pipelining:  # our pipelined transaction reads replies off the TLS transport
+        sink.handler = PipeliningHandler()
     sink.start()
     yield sink
     sink.stop()
@@ -68,10 +72,11 @@ def _send(port: int) -> None:
         c.sendmail("hr@acme.example", ["a@example.net"], MSG)
 
 
-@pytest.mark.parametrize("tls_sink", ["starttls", "tls"], indirect=True)
+@pytest.mark.parametrize("tls_sink", ["starttls", "tls", "starttls+pipelining",
+                                      "tls+pipelining"], indirect=True)
 def test_delivery_over_tls_with_auth(make_config: ConfigMaker, tls_sink: Sink,
                                      request: pytest.FixtureRequest) -> None:
-    mode = request.node.callspec.params["tls_sink"]
+    mode = request.node.callspec.params["tls_sink"].partition("+")[0]
     gw = GatewayThread(make_config(upstream_port=tls_sink.port, upstream={
         "tls": mode, "verify_tls": False, "username": "relay-user",
         "password": "s3cret pass"})).start()
