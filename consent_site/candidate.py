@@ -19,8 +19,8 @@ from career_relay.consent import FIELDS, Client, ConsentError, State, validate_p
 from career_relay.ledger import Offer
 from career_relay.tokens import TokenExpired, TokenInvalid
 from consent_site import i18n
-from consent_site.page_cache import NONCE_SLOT, Page
-from consent_site.security import CsrfError
+from consent_site.page_cache import NONCE_MARGIN, Page
+from consent_site.security import NONCE_MAX_AGE, CsrfError, same_origin
 from consent_site.site import Site
 
 SITE = web.AppKey("site", Site)
@@ -116,12 +116,13 @@ def _state_name(visit: Visit, state: State) -> str | None:
 async def offer_page(request: web.Request) -> web.StreamResponse:
     """The link's page (GET and HEAD): a GET records the first view, nothing else."""
     site = request.app[SITE]
-    key = (request.match_info["token"], request.query.get("lang"),
+    # The raw query string, not ``request.query``: a hit parses nothing.
+    key = (request.match_info["token"], request.query_string,
            request.headers.get("Accept-Language"))
     get = request.method == "GET"
     cached = site.pages.get(key, site.generation(), time.time())
     if cached is not None:
-        if get:  # a page first rendered for a HEAD
+        if get and not site.viewed(cached.offer_id):  # a page first rendered for a HEAD
             await site.record_view(cached.offer_id)
         return _serve(request, site, cached)
     visit = _visit(request)
@@ -132,7 +133,7 @@ async def offer_page(request: web.Request) -> web.StreamResponse:
         generation = site.generation()
         page = Page(_html(visit, "state.html", state=_state_name(visit, state),
                           receipt=state.current).encode("utf-8"),
-                    200, visit.offer.id, None, generation, visit.expires)
+                    200, visit.offer.id, generation, visit.expires)
     else:
         page = await _form_page(visit, state, values={"email": visit.offer.recipient})
     site.pages.put(key, page)
@@ -142,30 +143,23 @@ async def offer_page(request: web.Request) -> web.StreamResponse:
 async def _form_page(visit: Visit, state: State, *, values: dict[str, str],
                      errors: dict[str, str] | None = None, share: bool = False,
                      status: int = 200) -> Page:
-    """The form with its nonce slot (``_serve`` fills it for each request)."""
+    """The form, with a nonce for this offer and notice that every visit may share."""
     site = visit.site
     notice, notice_html = site.notice(visit.offer, visit.locale)
     await site.record_notice(visit.offer, notice)
     generation = site.generation()  # after our own writes, before reading what we render
+    minted = time.time()
     body = _html(visit, "offer.html", state=_state_name(visit, state), notice_html=notice_html,
                  values=values, errors=errors or {}, share=share, fields=FIELDS,
-                 csrf=NONCE_SLOT, application=visit.offer.job or visit.offer.stage)
-    return Page(body.encode("utf-8"), status, visit.offer.id, notice.digest, generation,
-                visit.expires)
+                 csrf=site.csrf.nonce("", visit.offer.id, notice.digest),
+                 application=visit.offer.job or visit.offer.stage)
+    expires = min(visit.expires, minted + NONCE_MAX_AGE - NONCE_MARGIN)
+    return Page(body.encode("utf-8"), status, visit.offer.id, generation, expires)
 
 
 def _serve(request: web.Request, site: Site, page: Page) -> web.Response:
-    """A rendered page with this request's nonce, headers complete (the hot path: ~10 us)."""
-    body = page.body
-    cookie, fresh = site.csrf.cookie_value(request)
-    if page.notice is not None:
-        slot = NONCE_SLOT.encode("ascii")
-        body = body.replace(slot, site.csrf.nonce(cookie, page.offer_id,
-                                                  page.notice).encode("ascii"))
-    response = web.Response(body=body, status=page.status, headers=site.page_headers)
-    if page.notice is not None and (fresh or request.method == "POST"):
-        site.csrf.set_cookie(response, cookie)
-    return response
+    """A rendered page with every header (the hot path: nothing is computed here)."""
+    return web.Response(body=page.body, status=page.status, headers=site.page_headers)
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
@@ -212,8 +206,11 @@ def _lang_field(value: object) -> str | None:
 
 
 def _nonce(request: web.Request, visit: Visit, nonce: str) -> Any:
+    """The form's nonce, from a page of ours (``security``: the token is the session)."""
+    if not same_origin(request, visit.site.settings.site.public_url):
+        raise PageError(403, "403", visit.locale)
     try:
-        return visit.site.csrf.check(request, nonce, visit.offer.id)
+        return visit.site.csrf.check(request, nonce, visit.offer.id, cookie_bound=False)
     except CsrfError:
         raise PageError(403, "403", visit.locale) from None
 
@@ -234,13 +231,9 @@ async def manage(request: web.Request) -> web.StreamResponse:
     visit = _visit(request)
     site = visit.site
     state = site.reader.state(visit.offer)
-    cookie, fresh = site.csrf.cookie_value(request)
-    response = _render(visit, "manage.html", state=_state_name(visit, state),
-                       receipts=state.receipts, csrf=site.csrf.nonce(cookie, visit.offer.id),
-                       switch_path="/manage")
-    if fresh:
-        site.csrf.set_cookie(response, cookie)
-    return response
+    return _render(visit, "manage.html", state=_state_name(visit, state),
+                   receipts=state.receipts, csrf=site.csrf.nonce("", visit.offer.id),
+                   switch_path="/manage")
 
 
 async def withdraw(request: web.Request) -> web.StreamResponse:

@@ -1,10 +1,12 @@
 """Rendered candidate pages, kept while the ledger has not changed.
 
 A link's page is the same on every visit until something is committed to
-the ledger: only the CSRF nonce differs, and it goes into a slot at serve
-time.  Rendering costs about 120 us and the rest of a hit about 10, and
-links are opened again and again (mail scanners, then the candidate, then
-reloads).
+the ledger, nonce included: the candidate's nonce is bound to the offer and
+the notice, not to a visitor (``security``), so the nonce minted when the
+page was rendered serves every visit while it has at least ``NONCE_MARGIN``
+of its life left.  Rendering costs about 120 us; a hit costs a dictionary
+lookup.  Links are opened again and again (mail scanners, then the
+candidate, then reloads).
 
 Correctness rests on SQLite's ``PRAGMA data_version``, which changes
 whenever any other connection (another process, or this process's writer)
@@ -17,25 +19,23 @@ way), and the cache is bounded (least recently used pages go first).
 
 from __future__ import annotations
 
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-#: Where the nonce goes in a cached page: random per process, so no value
-#: shown on a page (an address, a name) can contain it by chance or design.
-NONCE_SLOT = f"cr-nonce-{secrets.token_hex(12)}"
+#: A cached form is retired this long before its nonce expires, so a visitor
+#: always has at least this long to fill it in (seconds).
+NONCE_MARGIN = 3600
 
-PageKey = tuple[str, str | None, str | None]  # token, ?lang=, Accept-Language
+PageKey = tuple[str, str, str | None]  # token, query string, Accept-Language
 
 
 @dataclass(frozen=True)
 class Page:
-    body: bytes  # UTF-8, with NONCE_SLOT where the form's nonce goes
+    body: bytes  # UTF-8, as served
     status: int
     offer_id: str
-    notice: str | None  # the notice digest the nonce carries; None: the page has no form
     generation: int  # the ledger's data_version when the page was rendered
-    expires: float  # the link's expiry, seconds since the epoch
+    expires: float  # the link's expiry, or its nonce's less NONCE_MARGIN (epoch seconds)
 
 
 class PageCache:

@@ -1,12 +1,22 @@
 """Security headers on every response, and the CSRF nonce of every form (SPEC 6).
 
-The nonce: the page sets a random cookie and puts in its form a nonce signed
-(HMAC-SHA256 under a key derived for this purpose alone) over the offer, a
-digest of the cookie, and the notice the page showed.  A POST counts only if its nonce
-verifies, is younger than ``NONCE_MAX_AGE``, names the offer of the URL, and
-matches the cookie the browser sends back: another site cannot read the
-cookie or the page, so it cannot forge the pair.  The notice digest it
-carries is what the receipt cites: the text the candidate actually read.
+Every form carries a nonce signed (HMAC-SHA256 under a key derived for this
+purpose alone) over its binding, its time and the notice the page showed; a
+POST counts only if its nonce verifies, is younger than ``NONCE_MAX_AGE`` and
+names the binding of the URL.  The notice digest it carries is what the
+receipt cites: the text the candidate actually read.
+
+Two bindings:
+
+- **The candidate's pages** bind the nonce to the offer, and set no cookie:
+  the link's token is the candidate's session.  A forged cross-site POST
+  needs the token, and whoever holds the token can load the page and post
+  anyway, cookie or not; so what stops cross-site forgery is the token, the
+  nonce, and ``same_origin`` (the browser's ``Origin`` and
+  ``Sec-Fetch-Site`` headers, OWASP's standard-header defence).  No cookie
+  also means nothing stored in the candidate's browser at all.
+- **The admin pages** bind it to a random cookie as well (and to the session),
+  the classic signed double submit.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ class Csrf:
 
     A nonce is ``<time>.<notice>.<mac>`` where ``mac`` is HMAC-SHA256, under
     a key derived for this purpose alone, of the time, the offer (or admin
-    binding), a digest of the cookie and the notice.  Hand-rolled rather
+    binding), the cookie and the notice.  Hand-rolled rather
     than an itsdangerous dump because every page mints one: this costs
     about 2 us instead of 15, with the same construction (keyed MAC, purpose
     salt, key rotation, max age).
@@ -53,8 +63,10 @@ class Csrf:
 
     def __init__(self, keys: Sequence[str], https: bool,
                  clock: Callable[[], float] = time.time) -> None:
-        self._keys = [hmac.new(k.encode("utf-8"), SALT.encode(), hashlib.sha256).digest()
-                      for k in keys]
+        derived = [hmac.new(k.encode("utf-8"), SALT.encode(), hashlib.sha256).digest()
+                   for k in keys]
+        # Keyed once; each nonce copies one (an HMAC's key set-up costs more than its use).
+        self._keys = [hmac.new(key, digestmod=hashlib.sha256) for key in derived]
         # "__Host-": the browser accepts it only Secure, from this host, for path / (RFC 6265bis).
         self.cookie = "__Host-cr_csrf" if https else "cr_csrf"
         self.https = https
@@ -85,9 +97,10 @@ class Csrf:
         stamp = format(int(self._clock()), "x")
         return f"{stamp}.{notice}.{self._mac(self._keys[0], stamp, offer_id, cookie, notice)}"
 
-    def check(self, request: web.Request, nonce: str, offer_id: str) -> Nonce:
-        cookie = request.cookies.get(self.cookie, "")
-        if not cookie or not nonce:
+    def check(self, request: web.Request, nonce: str, offer_id: str, *,
+              cookie_bound: bool = True) -> Nonce:
+        cookie = request.cookies.get(self.cookie, "") if cookie_bound else ""
+        if (cookie_bound and not cookie) or not nonce:
             raise CsrfError("missing")
         stamp, _, rest = nonce.partition(".")
         notice, _, mac = rest.rpartition(".")
@@ -104,14 +117,22 @@ class Csrf:
         return Nonce(offer_id, notice)
 
     @staticmethod
-    def _mac(key: bytes, stamp: str, offer_id: str, cookie: str, notice: str) -> str:
-        message = "|".join((stamp, offer_id, _digest(cookie), notice)).encode("utf-8")
-        digest = hmac.new(key, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    def _mac(key: hmac.HMAC, stamp: str, offer_id: str, cookie: str, notice: str) -> str:
+        mac = key.copy()
+        mac.update("|".join((stamp, offer_id, cookie, notice)).encode("utf-8"))
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
-def _digest(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()[:32]
+def same_origin(request: web.Request, public_url: str) -> bool:
+    """Whether a POST comes from our own pages, by what the browser says (RFC 6454
+    ``Origin``; Fetch Metadata ``Sec-Fetch-Site``).  A client that sends neither
+    (an old browser, a privacy proxy) is let through to the nonce check."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        parts = public_url.split("/", 3)
+        return origin.rstrip("/") == "/".join(parts[:3])
+    site = request.headers.get("Sec-Fetch-Site")
+    return site is None or site in ("same-origin", "none")
 
 
 def security_headers(https: bool) -> dict[str, str]:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import jinja2
+from multidict import CIMultiDict
 
 from career_relay.consent import Consents, Notice
 from career_relay.ledger import Ledger, Offer, open_ledger
@@ -52,8 +53,9 @@ class Site:
         self._viewed: set[str] = set()
         self.pages = PageCache()
         #: Every header of a candidate's page, built once (``candidate._serve``).
-        self.page_headers = {"Content-Type": "text/html; charset=utf-8",
-                             "Cache-Control": "no-store", **security_headers(self.csrf.https)}
+        self.page_headers = CIMultiDict({"Content-Type": "text/html; charset=utf-8",
+                                         "Cache-Control": "no-store",
+                                         **security_headers(self.csrf.https)})
         self.generation_check = GENERATION_CHECK
         self._generation = 0
         self._generation_read = -math.inf
@@ -125,6 +127,9 @@ class Site:
         if notice.digest not in self._recorded:
             await self.write(self.writer.shown, offer, notice)
             self._recorded.add(notice.digest)
+
+    def viewed(self, offer_id: str) -> bool:
+        return offer_id in self._viewed
 
     async def record_view(self, offer_id: str) -> None:
         """The first view of an offer's page; later views cost no write (nor a thread hop)."""

@@ -26,7 +26,7 @@ from career_relay.ledger_consent import ConsentLedger
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
 from consent_site.candidate import SITE
-from consent_site.page_cache import NONCE_SLOT, Page, PageCache
+from consent_site.page_cache import Page, PageCache
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1")
@@ -141,7 +141,7 @@ def test_the_page_names_who_what_why_how_long_and_how_to_withdraw(site: Harness)
     assert "<script" not in page.text
 
 
-def test_security_headers_and_cookie(site: Harness) -> None:
+def test_security_headers_and_no_cookie(site: Harness) -> None:
     page = site.get(site.link(site.offer()))
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
@@ -149,18 +149,17 @@ def test_security_headers_and_cookie(site: Harness) -> None:
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["Cache-Control"] == "no-store"
-    cookie = page.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert "Secure" not in cookie  # the public URL is http here
+    # The link is the candidate's session: nothing is stored in their browser.
+    assert "Set-Cookie" not in page.headers
+    assert "Strict-Transport-Security" not in page.headers  # the public URL is http here
 
 
-def test_cookie_is_secure_and_host_bound_when_the_site_is_https(make_config: Any) -> None:
+def test_https_adds_hsts(make_config: Any) -> None:
     harness = Harness(make_config(site={"public_url": "https://consent.example"}))
     try:
         page = harness.get(harness.link(harness.offer()))
-        cookie = page.headers["Set-Cookie"]
-        assert cookie.startswith("__Host-cr_csrf=") and "Secure" in cookie
         assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "Set-Cookie" not in page.headers
     finally:
         harness.close()
 
@@ -273,11 +272,20 @@ def test_csrf_missing_wrong_or_foreign_gets_403_and_records_nothing(site: Harnes
     assert site.post(link_b, {**form, "csrf": nonce_a}).status == 403
     assert site.post(link_b + "/withdraw", {"csrf": nonce_a}).status == 403
     assert site.post(link_b + "/erase", {"csrf": nonce_a}).status == 403
-    # The nonce without its cookie (another browser, a forged cross-site form).
-    site.client.session.cookie_jar.clear()
-    reply = site.post(link_a, {**form, "csrf": nonce_a})
-    assert reply.status == 403 and "再読み込み" in reply.text
+    # A form posted from another site, as the browser says it (RFC 6454, Fetch Metadata).
+    for headers in ({"Origin": "https://evil.example"},
+                    {"Origin": "http://127.0.0.1:1"},  # another port is another origin
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+        reply = site.post(link_a, {**form, "csrf": nonce_a}, headers=headers)
+        assert reply.status == 403 and "再読み込み" in reply.text, headers
+        reply = site.post(link_a + "/withdraw", {"csrf": nonce_a}, headers=headers)
+        assert reply.status == 403, headers
     assert site.snapshot() == {t: [] for t in CONSENT_TABLES}
+    # From our own page, as a browser sends it, the same nonce works.
+    public = site.settings.site.public_url
+    reply = site.post(link_a, {**form, "csrf": nonce_a},
+                      headers={"Origin": public, "Sec-Fetch-Site": "same-origin"})
+    assert reply.status == 303
 
 
 # -- decisions ------------------------------------------------------------------------------
@@ -591,26 +599,40 @@ def test_a_cached_page_never_outlives_a_change_made_elsewhere(site: Harness) -> 
     assert site.get(link).state() == "accepted"
 
 
-def test_every_visit_gets_its_own_nonce_even_from_the_cache(site: Harness) -> None:
-    link = site.link(site.offer())
-    first = site.get(link)
-    second = site.get(link)
-    assert first.csrf() != NONCE_SLOT and NONCE_SLOT not in second.text
-    site.client.session.cookie_jar.clear()
-    third = site.get(link)  # another browser: another cookie, another nonce
-    assert third.csrf() != second.csrf()
-    reply = site.post(link, {"csrf": third.csrf(), "decision": "decline"})
+def test_a_page_from_the_cache_carries_a_working_nonce_for_its_own_offer(
+        site: Harness) -> None:
+    a = site.offer("a@example.net", message_id="<a@x>")
+    b = site.offer("b@example.net", message_id="<b@x>")
+    site.get(site.link(a))
+    cached = site.get(site.link(a))  # served from the cache
+    other = site.get(site.link(b))
+    assert cached.csrf() != other.csrf()
+    assert site.post(site.link(b), {"csrf": cached.csrf(), "decision": "decline"}).status == 403
+    reply = site.post(site.link(a), {"csrf": cached.csrf(), "decision": "decline"})
     assert reply.status == 303
 
 
 def test_the_cache_drops_expired_stale_and_old_pages() -> None:
     cache = PageCache(size=2)
-    page = Page(b"body", 200, "offer", None, generation=7, expires=1000.0)
-    cache.put(("a", None, None), page)
-    assert cache.get(("a", None, None), 7, 999.0) is page
-    assert cache.get(("a", None, None), 7, 1000.0) is None  # the link expired: 410 next
-    cache.put(("a", None, None), page)
-    assert cache.get(("a", None, None), 8, 10.0) is None  # something was committed
+    page = Page(b"body", 200, "offer", generation=7, expires=1000.0)
+    cache.put(("a", "", None), page)
+    assert cache.get(("a", "", None), 7, 999.0) is page
+    assert cache.get(("a", "", None), 7, 1000.0) is None  # the link expired: 410 next
+    cache.put(("a", "", None), page)
+    assert cache.get(("a", "", None), 8, 10.0) is None  # something was committed
     for key in ("x", "y", "z"):
-        cache.put((key, None, None), page)
-    assert len(cache) == 2 and cache.get(("x", None, None), 7, 0.0) is None
+        cache.put((key, "", None), page)
+    assert len(cache) == 2 and cache.get(("x", "", None), 7, 0.0) is None
+
+
+def test_a_cached_form_is_retired_while_its_nonce_still_has_an_hour(site: Harness) -> None:
+    import time
+
+    from consent_site.page_cache import NONCE_MARGIN
+    from consent_site.security import NONCE_MAX_AGE
+
+    before = time.time()
+    site.get(site.link(site.offer()))
+    (page,) = site.client.app[SITE].pages._pages.values()  # type: ignore[union-attr]
+    assert page.expires <= time.time() + NONCE_MAX_AGE - NONCE_MARGIN
+    assert page.expires >= before + NONCE_MAX_AGE - NONCE_MARGIN - 1
