@@ -225,12 +225,13 @@ class ConsentLedger:
 
     @staticmethod
     def _reached_agency(conn: sqlite3.Connection, offer_id: str) -> bool:
-        """Whether a consent forward of the offer was delivered or is still on its way."""
+        """Whether the agency has, or may have, a consent of the offer: delivered, still
+        on its way, or tried before (a timed-out attempt may have been stored there)."""
         row = conn.execute(
             "SELECT 1 FROM forwards f WHERE f.offer_id = ? AND f.kind = 'consent' AND ("
             " EXISTS (SELECT 1 FROM outbox o WHERE o.forward_id = f.id)"
             " OR EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
-            "            AND e.event = 'delivered')) LIMIT 1",
+            "            AND e.event IN ('delivered', 'failed'))) LIMIT 1",
             (offer_id,)).fetchone()
         return row is not None
 
@@ -343,14 +344,22 @@ class ConsentLedger:
                          " VALUES (?, ?, 'cancelled', ?)", (forward_id, stamp(now), detail))
 
     def failed(self, forward_id: str, detail: str, retry_in: float) -> None:
-        """An attempt that did not reach the agency: retried after ``retry_in`` seconds."""
+        """An attempt that did not reach the agency: retried after ``retry_in`` seconds,
+        unless it is a consent the candidate withdrew (or erased) while it was being
+        sent: then it is not sent again (the withdrawal queued behind it still goes)."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
+            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
+                         " VALUES (?, ?, 'failed', ?)", (forward_id, stamp(now), detail[:500]))
+            if _retracted(conn, forward_id):
+                conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
+                conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
+                             " VALUES (?, ?, 'cancelled', 'withdrawn while it was sent')",
+                             (forward_id, stamp(now)))
+                return
             conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?,"
                          " claimed_until = NULL WHERE forward_id = ?",
                          (stamp(now + dt.timedelta(seconds=retry_in)), forward_id))
-            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                         " VALUES (?, ?, 'failed', ?)", (forward_id, stamp(now), detail[:500]))
 
     def forwards(self, offer_id: str) -> list[ForwardStatus]:
         """Every forward of an offer with where it stands, oldest first."""
@@ -379,6 +388,16 @@ class ConsentLedger:
             total, held = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(held), 0) FROM outbox").fetchone()
         return int(total), int(held)
+
+
+def _retracted(conn: sqlite3.Connection, forward_id: str) -> bool:
+    """Whether a consent forward's offer has a withdrawal or erasure after its receipt."""
+    row = conn.execute(
+        "SELECT 1 FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
+        " WHERE f.id = ? AND f.kind = 'consent' AND EXISTS (SELECT 1 FROM receipts later"
+        "  WHERE later.offer_id = f.offer_id AND later.rowid > r.rowid"
+        "  AND later.decision IN ('withdraw', 'erase'))", (forward_id,)).fetchone()
+    return row is not None
 
 
 def _receipt(row: Sequence[Any]) -> Receipt:

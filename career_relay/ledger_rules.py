@@ -113,6 +113,11 @@ def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
     automated = review is not None and verdict != "approve"
     if decision != "accept" or automated or rules.own(company, address):
         return
+    if conn.execute(  # withdrawn while it was being sent: delivered, but never a credit
+            "SELECT 1 FROM receipts later, receipts r WHERE r.id = ?"
+            " AND later.offer_id = r.offer_id AND later.rowid > r.rowid"
+            " AND later.decision IN ('withdraw', 'erase')", (receipt_id,)).fetchone():
+        return
     if conn.execute("SELECT 1 FROM qualified WHERE company = ? AND candidate = ?",
                     (company, candidate)).fetchone():
         return

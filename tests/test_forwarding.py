@@ -323,9 +323,10 @@ def test_a_withdrawal_after_delivery_follows_the_consent(make_world: WorldMaker)
     run(main())
 
 
-def test_a_withdrawal_never_overtakes_a_consent_still_being_retried(
+def test_a_consent_withdrawn_while_at_the_agency_is_not_sent_again(
         make_world: WorldMaker) -> None:
-    """The candidate withdraws while the consent's first attempt is at the agency."""
+    """The candidate withdraws while the consent's first attempt is at the agency: the
+    attempt fails, the consent is not retried (it was withdrawn), the withdrawal goes."""
     async def main() -> None:
         agency = Agency(statuses=[500])
         world = make_world({"webhook_url": agency.url})
@@ -339,13 +340,15 @@ def test_a_withdrawal_never_overtakes_a_consent_still_being_retried(
         await agency.start()
         forwarder = world.forwarder()
         await forwarder.run_once()  # consent: 500 (the withdrawal was made meanwhile)
-        assert [s.forward.kind for s in world.forwards(offer)] == ["consent", "withdrawal"]
+        consent, withdrawal = world.forwards(offer)
+        assert consent.cancelled and withdrawal.pending
         world.clock.advance(10)
-        assert await forwarder.run_once() == 1  # only the consent: the withdrawal waits
-        assert await forwarder.run_once() == 1
+        assert await forwarder.run_once() == 1  # the withdrawal: the 500 may have been late
         await agency.stop()
         kinds = [k for k, _ in agency.kinds()]
-        assert kinds == ["consent", "consent", "withdrawal"]
+        assert kinds == ["consent", "withdrawal"]
+        assert world.events(consent.forward.id)[-1] == ("cancelled",
+                                                        "withdrawn while it was sent")
 
     run(main())
 
@@ -403,16 +406,16 @@ def test_erasure_during_a_failed_attempt_cancels_the_retry(make_world: WorldMake
         agency.during = erase_meanwhile
         await agency.start()
         forwarder = world.forwarder()
-        await forwarder.run_once()
+        await forwarder.run_once()  # the consent fails: cancelled there and then
         world.clock.advance(10)
-        assert await forwarder.run_once() == 1  # the consent: cancelled, not sent
-        assert await forwarder.run_once() == 1  # then the erasure
+        assert await forwarder.run_once() == 1  # the erasure
         await agency.stop()
 
         assert [k for k, _ in agency.kinds()] == ["consent", "erasure"]
         consent, erasure = world.forwards(offer)
         assert consent.cancelled and consent.delivered is None
-        assert world.events(consent.forward.id)[-1] == ("cancelled", "erased before delivery")
+        assert world.events(consent.forward.id)[-1] == ("cancelled",
+                                                        "withdrawn while it was sent")
         assert erasure.delivered is not None
 
     run(main())

@@ -353,3 +353,50 @@ def test_ledger_verify_command_names_the_bad_entry(history: World, tmp_path: Pat
     _tampered(history, "UPDATE entries SET ref = 'x' WHERE seq = 9")
     bad = run_cli("ledger", "verify", "--config", str(config))
     assert bad.returncode == 1 and "entry 9" in bad.stderr
+
+
+# -- withdrawals racing the forwarding worker -----------------------------------------------
+
+
+def _kinds(world: World, offer: Offer) -> list[tuple[str, str]]:
+    return [(f.forward.kind, "delivered" if f.delivered else "cancelled" if f.cancelled
+             else "pending") for f in world.store.forwards(offer.id)]
+
+
+def test_a_withdrawal_after_a_failed_attempt_still_tells_the_agency(world: World) -> None:
+    # The attempt timed out: the agency may have stored the consent anyway.
+    offer = world.offer("c@example.net")
+    world.accept(offer)
+    (consent,) = world.store.claim_due(10, 60)
+    world.store.failed(consent.id, "timeout", 10)
+    world.withdraw(offer)
+    world.tick(60)
+    world.deliver()
+    assert _kinds(world, offer) == [("consent", "cancelled"), ("withdrawal", "delivered")]
+    assert world.report()["qualified_forwards"] == 0
+
+
+def test_a_consent_withdrawn_while_it_is_sent_and_failing_is_not_sent_again(
+        world: World) -> None:
+    offer = world.offer("c@example.net")
+    world.accept(offer)
+    (consent,) = world.store.claim_due(10, 60)  # in flight
+    world.withdraw(offer)
+    world.store.failed(consent.id, "503", 10)
+    world.tick(60)
+    world.deliver()
+    assert _kinds(world, offer) == [("consent", "cancelled"), ("withdrawal", "delivered")]
+    assert world.report()["qualified_forwards"] == 0
+
+
+def test_a_consent_withdrawn_while_it_is_sent_and_arriving_earns_nothing(
+        world: World) -> None:
+    offer = world.offer("c@example.net")
+    world.accept(offer)
+    (consent,) = world.store.claim_due(10, 60)
+    world.withdraw(offer)
+    world.store.delivered(consent.id)  # the agency had it before the withdrawal
+    world.deliver()
+    assert _kinds(world, offer) == [("consent", "delivered"), ("withdrawal", "delivered")]
+    r = world.report()
+    assert (r["forwards_delivered"], r["qualified_forwards"]) == (1, 0)
