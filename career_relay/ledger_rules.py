@@ -172,7 +172,8 @@ def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
     count, problem = ledger_chain.verify_chain(conn)
     if problem is not None:
         return count, problem
-    checks = (_receipts_agree, _qualified_agree, _credits_agree, _redemptions_agree)
+    checks = (_receipts_agree, _reviews_agree, _qualified_agree, _credits_agree,
+              _redemptions_agree)
     for check in checks:
         problem = check(conn)
         if problem is not None:
@@ -180,9 +181,12 @@ def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
     return count, None
 
 
-def _entries(conn: sqlite3.Connection, kind: str) -> dict[str, tuple[int, dict[str, Any]]]:
-    return {str(ref): (int(seq), json.loads(body)) for seq, ref, body in conn.execute(
-        "SELECT seq, ref, body FROM entries WHERE kind = ?", (kind,))}
+def _entries(conn: sqlite3.Connection, kind: str
+             ) -> dict[str, tuple[int, str, str, dict[str, Any]]]:
+    """ref -> (seq, company, created, body) of every entry of ``kind``."""
+    return {str(ref): (int(seq), company, created, json.loads(body))
+            for seq, ref, company, created, body in conn.execute(
+                "SELECT seq, ref, company, created, body FROM entries WHERE kind = ?", (kind,))}
 
 
 def _receipts_agree(conn: sqlite3.Connection) -> Problem | None:
@@ -191,48 +195,67 @@ def _receipts_agree(conn: sqlite3.Connection) -> Problem | None:
         rid = str(row[0])
         if rid not in entries:
             return Problem(0, f"receipt {rid} has no ledger entry (added outside the ledger)")
-        seq, body = entries.pop(rid)
+        seq, _, _, body = entries.pop(rid)
         if body["digest"] != ledger_chain.row_digest(row):
             return Problem(seq, f"receipt {rid} was altered after it was recorded")
-    for rid, (seq, _) in entries.items():
+    for rid, (seq, _, _, _) in entries.items():
         return Problem(seq, f"receipt {rid} was deleted")
     return None
 
 
-def _qualified_agree(conn: sqlite3.Connection) -> Problem | None:
-    entries = _entries(conn, "qualified")
-    for forward_id, company, candidate, n, entry in conn.execute(
-            "SELECT forward_id, company, candidate, n, entry FROM qualified"):
-        seq, body = entries.pop(forward_id, (entry, {}))
-        if body != {"n": n, "candidate": candidate} or seq != entry:
-            return Problem(seq, f"qualified forward {forward_id} of {company} does not match "
-                                "its entry")
-    for ref, (seq, _) in entries.items():
-        return Problem(seq, f"qualified forward {ref} was deleted")
+def _agree(conn: sqlite3.Connection, kind: str, what: str, sql: str) -> Problem | None:
+    """Each row of ``sql`` -- (ref, company, created, entry seq, body as its entry has it) --
+    against its entry: same seq, company, time and body; and no entry without its row."""
+    entries = _entries(conn, kind)
+    for ref, company, created, entry, body in _rows(conn, sql):
+        found = entries.pop(ref, None)
+        if found is None:
+            return Problem(entry, f"{what} {ref} has no ledger entry")
+        if found != (entry, company, created, body):
+            return Problem(found[0], f"{what} {ref} does not match its entry")
+    for ref, (seq, _, _, _) in entries.items():
+        return Problem(seq, f"{what} {ref} was deleted")
     return None
+
+
+def _rows(conn: sqlite3.Connection, sql: str
+          ) -> list[tuple[str, str, str, int, dict[str, Any]]]:
+    return [(str(ref), company, created, int(entry), json.loads(body))
+            for ref, company, created, entry, body in conn.execute(sql)]
+
+
+def _qualified_agree(conn: sqlite3.Connection) -> Problem | None:
+    return _agree(conn, "qualified", "qualified forward",
+                  "SELECT forward_id, company, created, entry,"
+                  " json_object('candidate', candidate, 'n', n) FROM qualified")
 
 
 def _credits_agree(conn: sqlite3.Connection) -> Problem | None:
-    entries = _entries(conn, "credit")
-    for credit_id, n, forwards, entry in conn.execute(
-            "SELECT id, n, forwards, entry FROM credits"):
-        seq, body = entries.pop(credit_id, (entry, {}))
-        if body != {"n": n, "forwards": json.loads(forwards)} or seq != entry:
-            return Problem(seq, f"credit {credit_id} does not match its entry")
-    for ref, (seq, _) in entries.items():
-        return Problem(seq, f"credit {ref} was deleted")
-    return None
+    return _agree(conn, "credit", "credit",
+                  "SELECT id, company, created, entry,"
+                  " json_object('forwards', json(forwards), 'n', n) FROM credits")
 
 
 def _redemptions_agree(conn: sqlite3.Connection) -> Problem | None:
-    entries = _entries(conn, "redemption")
-    for credit_id, by, note, entry in conn.execute(
-            "SELECT credit_id, by, note, entry FROM redemptions"):
-        seq, body = entries.pop(credit_id, (entry, {}))
-        if body != {"by": by, "note": note} or seq != entry:
-            return Problem(seq, f"redemption of {credit_id} does not match its entry")
-    for ref, (seq, _) in entries.items():
-        return Problem(seq, f"redemption of {ref} was deleted")
+    return _agree(conn, "redemption", "redemption of credit",
+                  "SELECT credit_id, company, created, entry,"
+                  " json_object('by', by, 'note', note) FROM redemptions")
+
+
+def _reviews_agree(conn: sqlite3.Connection) -> Problem | None:
+    # Reviews name no entry; the entry's seq is taken as it is.
+    entries = _entries(conn, "review")
+    for receipt_id, company, created, verdict, by in conn.execute(
+            "SELECT v.receipt_id, r.company, v.created, v.decision, v.by FROM reviews v"
+            " JOIN receipts r ON r.id = v.receipt_id"):
+        found = entries.pop(receipt_id, None)
+        if found is None:
+            return Problem(0, f"review of {receipt_id} has no ledger entry")
+        seq, e_company, e_created, e_body = found
+        if (e_company, e_created, e_body) != (company, created, {"verdict": verdict, "by": by}):
+            return Problem(seq, f"review of {receipt_id} does not match its entry")
+    for ref, (seq, _, _, _) in entries.items():
+        return Problem(seq, f"review of {ref} was deleted")
     return None
 
 

@@ -329,10 +329,22 @@ def test_an_untouched_ledger_verifies(history: World) -> None:
     (["UPDATE qualified SET candidate = 'x' WHERE n = 2"], "does not match"),
     (["DELETE FROM credits"], "credit"),
     (["UPDATE redemptions SET note = 'something else'"], "does not match"),
+    (["UPDATE credits SET company = 'kumo'"], "credit"),  # moved to another company
+    (["UPDATE qualified SET company = 'kumo' WHERE n = 3"], "does not match"),
+    (["UPDATE credits SET created = '2020-01-01T00:00:00Z'"], "does not match"),
 ])
 def test_any_change_is_caught_and_named(history: World, statements: list[str],
                                         named: str) -> None:
     assert named in _tampered(history, *statements)
+
+
+def test_a_changed_or_deleted_review_is_caught(tmp_path: Path) -> None:
+    for statement in ("UPDATE reviews SET decision = 'approve'", "DELETE FROM reviews"):
+        (tmp_path / statement.split()[0]).mkdir()
+        world = World(tmp_path / statement.split()[0])
+        held = world.accept(world.offer("scan@example.net"), ua="python-requests/2.31")
+        world.store.review(held.id, approve=False, by="ops")
+        assert "review" in _tampered(world, statement)
 
 
 def test_append_only_is_enforced_by_the_database(history: World) -> None:
