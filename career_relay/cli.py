@@ -261,6 +261,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
+    if not settings.secrets.hash_key:
+        print(f"{path}: warning: secrets.hash_key is empty, so candidates are hashed with the "
+              "oldest signing key: removing that key in a rotation makes every candidate new "
+              "again (set hash_key once and keep it)", file=sys.stderr)
     print(f"{path}: ok")
     if records:
         print("DNS must hold these DKIM records:")

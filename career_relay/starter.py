@@ -57,7 +57,7 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
         else "",
         hostname=json.dumps("relay.demo.test" if demo else "relay.example.com"),
         demo_secrets=_DEMO_SECRETS.format(hash_key=json.dumps(EXAMPLE_HASH_KEY)) if demo
-        else "",
+        else _SECRETS.format(hash_key=json.dumps(secrets.token_urlsafe(32))),
         demo_companies=_DEMO_COMPANIES if demo else "",
         review_window=_DEMO_REVIEW if demo else _REVIEW,
     )
@@ -116,6 +116,12 @@ _DEMO_REVIEW = """\
 # mail scanners follow links within seconds (docs/consent-site.md). Production
 # keeps the default, 30; the demo is shorter so that a quick first click counts.
 review_window = 5
+"""
+
+_SECRETS = """\
+# The key of the hash that stands for a candidate in the ledger (who counted once
+# already, after their address is erased). Set once, never changed or rotated.
+hash_key = {hash_key}
 """
 
 _DEMO_SECRETS = """\

@@ -349,3 +349,17 @@ def test_queue_list_empty_spool(make_config: ConfigMaker) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the queue is empty"
     assert "Traceback" not in result.stderr
+
+
+def test_init_writes_a_hash_key_and_check_config_warns_without_one(tmp_path: Path) -> None:
+    made = run_cli("init", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    config = tmp_path / "career-relay.toml"
+    assert settings_mod.load(config, env={}).secrets.hash_key
+    quiet = run_cli("check-config", "--config", str(config))
+    assert quiet.returncode == 0 and "hash_key" not in quiet.stderr
+    text = config.read_text(encoding="utf-8")
+    config.write_text("\n".join(line for line in text.splitlines()
+                                if not line.startswith("hash_key")), encoding="utf-8")
+    warned = run_cli("check-config", "--config", str(config))
+    assert warned.returncode == 0 and "warning: secrets.hash_key is empty" in warned.stderr
