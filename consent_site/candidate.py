@@ -128,26 +128,28 @@ async def offer_page(request: web.Request) -> web.StreamResponse:
     visit = _visit(request)
     if get:
         await site.record_view(visit.offer.id)
+    # The ledger's version before reading what the page shows: a commit landing in
+    # between then retires the page at once, instead of leaving it stale.
+    generation = site.generation()
     state = site.reader.state(visit.offer)
     if state.accepted or state.erased:
-        generation = site.generation()
         page = Page(_html(visit, "state.html", state=_state_name(visit, state),
                           receipt=state.current).encode("utf-8"),
                     200, visit.offer.id, generation, visit.expires)
     else:
-        page = await _form_page(visit, state, values={"email": visit.offer.recipient})
+        page = await _form_page(visit, state, values={"email": visit.offer.recipient},
+                                generation=generation)
     site.pages.put(key, page)
     return _serve(request, site, page)
 
 
 async def _form_page(visit: Visit, state: State, *, values: dict[str, str],
                      errors: dict[str, str] | None = None, share: bool = False,
-                     status: int = 200) -> Page:
+                     status: int = 200, generation: int = -1) -> Page:
     """The form, with a nonce for this offer and notice that every visit may share."""
     site = visit.site
     notice, notice_html = site.notice(visit.offer, visit.locale)
     await site.record_notice(visit.offer, notice)
-    generation = site.generation()  # after our own writes, before reading what we render
     minted = time.time()
     body = _html(visit, "offer.html", state=_state_name(visit, state), notice_html=notice_html,
                  values=values, errors=errors or {}, share=share, fields=FIELDS,

@@ -102,6 +102,8 @@ class Csrf:
         cookie = request.cookies.get(self.cookie, "") if cookie_bound else ""
         if (cookie_bound and not cookie) or not nonce:
             raise CsrfError("missing")
+        if not nonce.isascii():  # compare_digest refuses non-ASCII text: a 403, not a 500
+            raise CsrfError("not valid")
         stamp, _, rest = nonce.partition(".")
         notice, _, mac = rest.rpartition(".")
         try:

@@ -268,6 +268,7 @@ def test_csrf_missing_wrong_or_foreign_gets_403_and_records_nothing(site: Harnes
     assert site.post(link_a, form).status == 403  # missing
     assert site.post(link_a, {**form, "csrf": "garbage"}).status == 403  # wrong
     assert site.post(link_a, {**form, "csrf": nonce_a[:-2] + "xx"}).status == 403  # tampered
+    assert site.post(link_a, {**form, "csrf": nonce_a[:-1] + "é"}).status == 403  # not ASCII
     # A's nonce cannot decide for B, nor withdraw or erase B.
     assert site.post(link_b, {**form, "csrf": nonce_a}).status == 403
     assert site.post(link_b + "/withdraw", {"csrf": nonce_a}).status == 403
@@ -636,3 +637,30 @@ def test_a_cached_form_is_retired_while_its_nonce_still_has_an_hour(site: Harnes
     (page,) = site.client.app[SITE].pages._pages.values()  # type: ignore[union-attr]
     assert page.expires <= time.time() + NONCE_MAX_AGE - NONCE_MARGIN
     assert page.expires >= before + NONCE_MAX_AGE - NONCE_MARGIN - 1
+
+
+def test_a_commit_while_a_page_renders_never_leaves_the_old_state_cached(
+        site: Harness) -> None:
+    """Another connection commits the offer's accept right after the page read its state:
+    the page rendered from the old state must not be kept as current."""
+    from career_relay.consent import Client
+
+    app_site = site.client.app[SITE]  # type: ignore[union-attr]
+    link = site.link(site.offer())
+    site.get(link + "?lang=en")  # the notice and the view are recorded: no writes below
+    real_state = app_site.reader.state
+    fired: list[int] = []
+
+    def state_then_commit(offer: Offer) -> Any:
+        found = real_state(offer)
+        if not fired:
+            fired.append(1)
+            notice, _ = app_site.notice(offer, "ja")
+            app_site.writer.accept(offer, notice, {"name": "x", "email": "cand@example.net"},
+                                   False, Client(IPHONE, "198.51.100.1"))
+        return found
+
+    app_site.reader.state = state_then_commit  # type: ignore[method-assign]
+    assert site.get(link).state() == "open"  # rendered from what it read
+    app_site.reader.state = real_state  # type: ignore[method-assign]
+    assert site.get(link).state() == "accepted"
