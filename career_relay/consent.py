@@ -194,8 +194,8 @@ class Consents:
         state = self.state(offer)
         if state.erased:
             raise ConsentError("this candidate's data was erased; the link no longer accepts")
-        if state.accepted and state.current is not None:
-            return state.current
+        if state.accepted and state.current is not None and not self._rejected(state.current):
+            return state.current  # a resubmitted form: the consent in force stands
         now = self.store.ledger.now()
         purposes = [PURPOSE_REGISTRATION] + ([PURPOSE_APPLICATION] if share_application else [])
         items = [f for f in FIELDS if profile.get(f)]
@@ -210,6 +210,11 @@ class Consents:
         self.store.record_decision(receipt, profile=profile, forward=forward,
                                    notice_text=notice.text)
         return receipt
+
+    def _rejected(self, receipt: Receipt) -> bool:
+        """An accept held for review that an admin rejected: never sent, so the candidate
+        may accept again (and be held again only if it again looks automated)."""
+        return receipt.review is not None and self.store.review_verdict(receipt.id) == "reject"
 
     def decline(self, offer: Offer, notice: Notice, client: Client) -> Receipt:
         state = self.state(offer)

@@ -104,8 +104,10 @@ def _state_name(visit: Visit, state: State) -> str | None:
         current = state.current
         if current is not None and current.review is not None:
             verdict = visit.site.reader.store.review_verdict(current.id)
-            if verdict != "approve":
+            if verdict is None:
                 return "under_review"
+            if verdict == "reject":
+                return "not_sent"
         return "accepted"
     return {"decline": "declined", "withdraw": "withdrawn", "erase": "erased"}[state.decision]
 
@@ -132,8 +134,9 @@ async def offer_page(request: web.Request) -> web.StreamResponse:
     # between then retires the page at once, instead of leaving it stale.
     generation = site.generation()
     state = site.reader.state(visit.offer)
-    if state.accepted or state.erased:
-        page = Page(_html(visit, "state.html", state=_state_name(visit, state),
+    shown = _state_name(visit, state)
+    if shown in ("accepted", "under_review", "erased"):
+        page = Page(_html(visit, "state.html", state=shown,
                           receipt=state.current).encode("utf-8"),
                     200, visit.offer.id, generation, visit.expires)
     else:

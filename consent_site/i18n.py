@@ -112,6 +112,10 @@ JA: dict[str, str] = {
                            "（または、まもなくお届けします）。{agency}からご連絡があります。",
     "state_under_review": "ご登録を受け付けました",
     "state_under_review_text": "確認のうえ、{agency}にお届けします。{agency}からご連絡があります。",
+    "state_not_sent": "ご登録はお届けしていません",
+    "state_not_sent_text": "確認の結果、このご登録は自動的な操作の可能性があるため、"
+                           "{agency}にはお届けしていません。ご本人のご登録であれば、"
+                           "もう一度ご登録ください。",
     "state_declined": "登録しないことを選択されました",
     "state_declined_text": "ご入力の内容は保存していません。気が変わった場合は、"
                            "このリンクの有効期間内であれば登録できます。",
@@ -220,6 +224,9 @@ EN: dict[str, str] = {
     "state_under_review": "Your registration has been received",
     "state_under_review_text": "After a check, your details will be sent to {agency}, "
                                "who will contact you.",
+    "state_not_sent": "Your registration was not sent",
+    "state_not_sent_text": "After a check, this registration looked automated and was not "
+                           "sent to {agency}. If it was you, please register again.",
     "state_declined": "You chose not to register",
     "state_declined_text": "Nothing you typed was kept. If you change your mind, you can "
                            "register while this link is valid.",

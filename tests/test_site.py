@@ -664,3 +664,22 @@ def test_a_commit_while_a_page_renders_never_leaves_the_old_state_cached(
     assert site.get(link).state() == "open"  # rendered from what it read
     app_site.reader.state = real_state  # type: ignore[method-assign]
     assert site.get(link).state() == "accepted"
+
+
+def test_an_accept_rejected_on_review_can_be_made_again(site: Harness) -> None:
+    link = site.link(site.offer())
+    scanner = "python-requests/2.31"
+    page = site.get(link, ua=scanner)
+    site.post(link, {"csrf": page.csrf(), "decision": "accept", "agree": "yes",
+                     "name": "x", "email": "cand@example.net"}, ua=scanner)  # held
+    (held,) = site.rows("receipts")
+    with open_ledger(site.db_path) as other:
+        from career_relay.ledger_rules import Rules
+
+        ConsentLedger(other, Rules()).review(held["id"], approve=False, by="ops")
+    page = site.get(link)
+    assert page.state() == "not_sent" and 'id="consent-form"' in page.text
+    assert "お届けしていません" in page.text
+    assert site.accept(link).status == 303
+    assert [r["decision"] for r in site.rows("receipts")] == ["accept", "accept"]
+    assert site.get(f"{link}/done").state() == "accepted"  # a phone this time: not held
