@@ -141,8 +141,11 @@ def security_headers(https: bool) -> dict[str, str]:
     """The headers every answer carries (SPEC 6: a strict CSP, no framing, no referrer)."""
     headers = {
         "Content-Security-Policy": CSP,
-        # The token is in the path: no page of ours may tell another site where it came from.
-        "Referrer-Policy": "no-referrer",
+        # The token is in the path: no page of ours may tell another site where it came
+        # from. "same-origin", not "no-referrer": under "no-referrer" browsers send
+        # "Origin: null" with every POST (Fetch, "append a request Origin header"),
+        # which would blind ``same_origin``.
+        "Referrer-Policy": "same-origin",
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
         "Cross-Origin-Opener-Policy": "same-origin",

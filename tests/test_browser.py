@@ -9,7 +9,7 @@ the page in English.  Around it, on loopback:
 * a tiny HTTP server stands in for the agency's privacy-policy page and
   records the Referer it receives: the consent URL holds the token (a key to
   the candidate's data), so no Referer may carry it; with
-  ``Referrer-Policy: no-referrer`` there is none at all;
+  ``Referrer-Policy: same-origin`` there is none at all;
 * the demo agency receiver (``consent_site.agency_receiver``) takes the
   webhook forwards and checks their signatures.
 
@@ -65,7 +65,10 @@ class PrivacyPage:
                 if self.path.startswith("/privacy"):
                     visits.append(self.headers.get("Referer"))
                 body = "<!doctype html><title>プライバシーポリシー</title><h1>方針</h1>".encode()
-                self.send_response(200 if self.path.startswith("/privacy") else 404)
+                if self.path.startswith("/attack?"):
+                    body = _attack_page(self.path).encode()
+                self.send_response(200 if self.path.startswith(("/privacy", "/attack?"))
+                                   else 404)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -82,6 +85,22 @@ class PrivacyPage:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _attack_page(path: str) -> str:
+    """Another site's page with a form that posts a consent to our site: a forgery
+    attempt, carrying a nonce the attacker got by loading the page itself."""
+    from html import escape
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
+    fields = {"csrf": query["csrf"], "lang": "ja", "decision": "accept", "agree": "yes",
+              "name": "forged", "email": "forged@example.net"}
+    inputs = "".join(f'<input type="hidden" name="{k}" value="{escape(v)}">'
+                     for k, v in fields.items())
+    return (f'<!doctype html><title>prize</title><form method="post" '
+            f'action="{escape(query["action"])}">{inputs}'
+            '<button id="go">Claim your prize</button></form>')
 
 
 class Agency:
@@ -293,3 +312,21 @@ def _back_to_the_first_tab(p: Phone) -> None:
         p.driver.switch_to.window(handle)
         p.driver.close()
     p.driver.switch_to.window(first)
+
+
+def test_a_form_on_another_site_cannot_consent_for_the_candidate(
+        journey: Journey, tmp_path: Path) -> None:
+    """Cross-site request forgery in a real browser: another origin's page posts a
+    consent with a valid nonce; the browser says where the form came from."""
+    from urllib.parse import urlencode
+
+    with phone(tmp_path, SHOTS) as p:
+        p.open(journey.link)
+        nonce = p.attribute("input[name=csrf]", "value")
+        assert nonce
+        attack = journey.privacy.url.replace("/privacy", "/attack?") + urlencode(
+            {"action": journey.link, "csrf": nonce})
+        p.open(attack)
+        p.tap_and_wait("#go", "main")
+        assert TEXTS["ja"]["error_403_title"] in p.text("h1")
+    assert journey.receipts() == []

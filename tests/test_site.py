@@ -146,7 +146,7 @@ def test_security_headers_and_no_cookie(site: Harness) -> None:
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert "script-src" not in csp  # nothing may run at all
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"  # nothing to other sites
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["Cache-Control"] == "no-store"
     # The link is the candidate's session: nothing is stored in their browser.
@@ -252,7 +252,7 @@ def test_a_token_whose_offer_is_gone_gets_410(site: Harness) -> None:
 def test_unknown_routes_and_methods_get_pages_with_the_same_headers(site: Harness) -> None:
     missing = site.get("/nowhere")
     assert missing.status == 404 and "ページが見つかりません" in missing.text
-    assert missing.headers["Referrer-Policy"] == "no-referrer"
+    assert missing.headers["Referrer-Policy"] == "same-origin"
     wrong = site.request("PUT", site.link(site.offer()))
     assert wrong.status == 405 and "GET" in wrong.headers["Allow"]
 
