@@ -52,10 +52,12 @@ _FORWARDS = (
     " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
     "  AND e.event = 'cancelled'),"
     " o.forward_id IS NOT NULL, COALESCE(o.held, 0), COALESCE(o.attempts, 0),"
-    # The candidate as they gave themselves with the offer's latest accept, if still held.
-    " (SELECT p.data FROM receipts r2 JOIN profiles p ON p.receipt_id = r2.id"
-    "  WHERE r2.offer_id = f.offer_id AND p.data IS NOT NULL"
-    "  ORDER BY r2.created DESC, r2.rowid DESC LIMIT 1)"
+    # The candidate as this forward carried them: its own receipt's profile (a consent),
+    # else the accept before it (a withdrawal or erasure names no one); if still held.
+    " COALESCE((SELECT p.data FROM profiles p WHERE p.receipt_id = f.receipt_id),"
+    "  (SELECT p.data FROM receipts r2 JOIN profiles p ON p.receipt_id = r2.id"
+    "   WHERE r2.offer_id = f.offer_id AND r2.rowid < r.rowid AND p.data IS NOT NULL"
+    "   ORDER BY r2.rowid DESC LIMIT 1))"
     " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
     " LEFT JOIN outbox o ON o.forward_id = f.id"
     " WHERE f.company = :company AND f.created >= :start AND f.created < :end"

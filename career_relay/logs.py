@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -39,3 +40,13 @@ def configure(settings: LogSettings) -> None:
     root.setLevel(settings.level.upper())
     # aiosmtpd logs every session at INFO with peer details; keep it to warnings.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
+
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with every e-mail address replaced by the word "address": SMTP replies
+    quote the recipient ("550 5.1.1 <taro@example.jp>: unknown" becomes "550 5.1.1
+    <address>: unknown"), and no personal data goes to INFO."""
+    return _ADDRESS.sub("address", text)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from career_relay.errors import UserError
+from career_relay.logs import without_addresses
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway.dsn import build_dsn
 from gateway.envelope import Envelope, State, new_id, owner
@@ -258,7 +259,7 @@ class Delivery:
         heapq.heappush(self._schedule, (entry.due, env.id))
         log.info("queue_id=%s deferred: %d recipient(s), attempt %d, next in %d s: %s", env.id,
                  len(unsettled), state.attempts, state.next_attempt - time.time(),
-                 state.last_error)
+                 without_addresses(state.last_error or ""))
 
     def _record(self, entry: _Entry, data: bytes, failed: dict[str, str], deferred: bool,
                 dsn_id: str | None) -> _Outcome:

@@ -12,6 +12,7 @@ import logging
 from typing import Any, ClassVar
 
 from career_relay.errors import SmtpReplyError
+from career_relay.logs import without_addresses
 from career_relay.settings import CompanySettings
 from gateway.pipeline import Pipeline, Submission
 from gateway.policy import RelayPolicy, domain_of
@@ -90,7 +91,7 @@ class RelayHandler:
         try:
             queue_id = await self._pipeline.accept(sub)
         except SmtpReplyError as exc:
-            log.info("refused from %s: %s", sub.peer_ip, exc.reply)
+            log.info("refused from %s: %s", sub.peer_ip, without_addresses(exc.reply))
             return exc.reply
         except Exception:
             log.exception("message from %s not accepted: internal error", sub.peer_ip)

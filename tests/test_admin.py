@@ -563,6 +563,25 @@ def test_the_forwards_and_provision_record_csv(admin: Admin) -> None:
     assert by_receipt[receipts[formula.id]["id"]][2] == "'=HYPERLINK(\"x\")"
 
 
+def test_each_forward_shows_the_person_it_carried(admin: Admin) -> None:
+    offer = admin.offer()
+    admin.accept(offer, name="最初の名前", email="first@example.net")
+    admin.deliver_all()
+    with open_ledger(admin.db) as ledger:
+        Consents(admin.settings, ConsentLedger(ledger, admin.rules)).withdraw(
+            offer, "ja", Client(PHONE, "203.0.113.7"))
+    admin.deliver_all()
+    admin.accept(offer, name="次の名前", email="second@example.net")
+    admin.deliver_all()
+    admin.login("hr@acme.example")
+    _, *rows = _csv(admin.get("/admin/export/forwards.csv"))
+    people = [(r[1], next(c for c in r if c.endswith("@example.net")))
+              for r in reversed(rows)]  # the export is newest first
+    # The first consent carried the first address, and its withdrawal is about it too.
+    assert [p[1] for p in people] == ["first@example.net", "first@example.net",
+                                      "second@example.net"]
+
+
 # -- escaping -------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import smtplib
 import time
 from collections.abc import Iterator
@@ -315,3 +316,18 @@ def test_a_broken_pipelined_session_defers(replies: list[bytes], code: int) -> N
 
     reply = asyncio.run(run())["a@example.net"]
     assert reply.code == code and not reply.ok and not reply.permanent
+
+
+def test_a_deferral_logged_at_info_names_no_address(
+        gateway: GatewayThread, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:
+    # Smarthosts quote the recipient in their replies; the log keeps the reply, not them.
+    sink.handler.rcpt_replies["taro@example.net"] = (
+        "450 4.2.1 <taro@example.net>: mailbox busy, try later")
+    with caplog.at_level(logging.INFO, logger="career_relay"):
+        queue_id = send(gateway.port, ["taro@example.net"])
+        wait_until(lambda: gateway.gateway.spool.load_state(queue_id).attempts == 1,
+                   what="a recorded deferral")
+    deferred = [r.getMessage() for r in caplog.records if "deferred" in r.getMessage()]
+    assert deferred and "4.2.1 <address>: mailbox busy" in deferred[0]
+    assert not any("taro@" in r.getMessage() for r in caplog.records
+                   if r.levelno >= logging.INFO)
