@@ -96,6 +96,26 @@ class Gateway:
             await asyncio.sleep(0.2)
         return None if own else fd
 
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies of ``settings`` and the email templates, read again.
+
+        The new keys and texts are built before anything is swapped: a key or a
+        template that cannot be read raises ``ConfigError`` and the old ones
+        stay.  Open sessions and deliveries carry on; a session that already
+        authenticated keeps its login, and its next message uses the new texts.
+        """
+        if self.rejections is None and settings.companies:
+            raise ConfigError("the gateway started without [[companies]]; the first one "
+                              "needs a restart")
+        try:
+            if self.rejections is not None:
+                self.rejections.reload(settings)
+        except OSError as exc:
+            raise ConfigError(f"email templates: {exc.strerror or exc}: "
+                              f"{exc.filename or email_templates_dir()}") from None
+        self.policy.reload(settings)
+        self.settings = settings
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking mail, let transactions and deliveries in flight finish, then return.
 

@@ -76,6 +76,8 @@ class Pipeline:
             # relaying it would send candidates a bare marker (SPEC 4: 451 4.3.0).
             log.exception("rejection could not be recorded; answering 451")
             raise TemporaryFailure("Could not record the message; try again later") from None
+        except TemporaryFailure:
+            raise  # its own reply (a company removed by a reload while its session was open)
         except Exception:
             if self._settings.gateway.on_error == "tempfail":
                 log.exception("rejection could not be prepared; answering 451")

@@ -18,8 +18,19 @@ class RelayPolicy:
     def __init__(self, settings: Settings):
         self._networks = [ipaddress.ip_network(n, strict=False)
                           for n in settings.gateway.allow_ips]
-        self._by_user = {c.smtp_username: c for c in settings.companies if c.smtp_username}
-        self.auth_offered = settings.gateway.require_auth and bool(self._by_user)
+        self._require_auth = settings.gateway.require_auth
+        self._by_user: dict[str, CompanySettings] = {}
+        self.auth_offered = False
+        self.reload(settings)
+
+    def reload(self, settings: Settings) -> None:
+        """The companies' logins from ``settings`` (SIGHUP): a new table, swapped in whole.
+
+        A session that already authenticated keeps its company for its
+        transactions; the next AUTH checks against the new table.
+        """
+        by_user = {c.smtp_username: c for c in settings.companies if c.smtp_username}
+        self._by_user, self.auth_offered = by_user, self._require_auth and bool(by_user)
 
     def client_allowed(self, ip: str) -> bool:
         try:

@@ -19,6 +19,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
+from career_relay.errors import TemporaryFailure
 from career_relay.ledger import Ledger, new_offer_id
 from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
@@ -37,27 +38,49 @@ class Copy:
     data: bytes
 
 
-class Rejections:
-    def __init__(self, settings: Settings, ledger: Ledger, template_dir: Path):
-        self._settings = settings
-        self._ledger = ledger
-        self._writer = LedgerWriter(ledger)
-        self._links = LinkSigner.from_settings(settings)
+class _Companies:
+    """What the companies' settings and the templates make: built whole, swapped whole."""
+
+    def __init__(self, settings: Settings, template_dir: Path):
+        self.settings = settings
         # One signer per company domain, so d= is the From domain (DMARC alignment).
-        self._signers: dict[tuple[str, str], Signer] = {}
+        self.signers: dict[tuple[str, str], Signer] = {}
         for c in settings.companies:
             if c.dkim_key_file:
                 key = load_key(c.dkim_key_file)
                 for domain in c.domains:
-                    self._signers[(c.id, domain)] = Signer(domain, c.dkim_selector, key)
-        self._texts = {c.id: email_templates.load(template_dir, c, settings.agency)
-                       for c in settings.companies}
+                    self.signers[(c.id, domain)] = Signer(domain, c.dkim_selector, key)
+        self.texts = {c.id: email_templates.load(template_dir, c, settings.agency)
+                      for c in settings.companies}
+        self.by_id = {c.id: c for c in settings.companies}
+
+
+class Rejections:
+    def __init__(self, settings: Settings, ledger: Ledger, template_dir: Path):
+        self._settings = settings
+        self._template_dir = template_dir
+        self._ledger = ledger
+        self._writer = LedgerWriter(ledger)
+        self._links = LinkSigner.from_settings(settings)
+        self._companies = _Companies(settings, template_dir)
+
+    def reload(self, settings: Settings) -> None:
+        """New companies, keys and templates (SIGHUP).  Everything is built before the one
+        swap: a key or template that cannot be read raises and leaves the old ones."""
+        self._companies = _Companies(settings, self._template_dir)
 
     def prepare(self, company: CompanySettings | None, data: bytes, rcpts: list[str],
                 fields: dict[str, str]) -> list[Copy] | None:
         """The copies to send instead of ``data``, or None to relay it unchanged."""
+        now = self._companies  # one message, one configuration, even across a reload
         senders = from_domains(header_block(data))  # parsed once: it picks company and key
-        company = company or self._company_of(senders)
+        if company is not None:
+            # A session that authenticated before a reload: the company as configured now.
+            company = now.by_id.get(company.id)
+            if company is None:
+                raise TemporaryFailure("The sender's company is no longer configured")
+        else:
+            company = self._company_of(now, senders)
         if company is None:
             return None
         by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
@@ -73,7 +96,7 @@ class Rejections:
                 return None
             by_header = True  # detect = "auto": treated like the header
         try:
-            return self._copies(company, data, root, rcpts, fields, senders,
+            return self._copies(now, company, data, root, rcpts, fields, senders,
                                 append=not marked)
         except inject.NotInjectable as exc:
             self._count_not_injected(company, exc)
@@ -87,9 +110,9 @@ class Rejections:
     def close(self) -> None:
         self._writer.close()
 
-    def _company_of(self, senders: list[str]) -> CompanySettings | None:
+    def _company_of(self, now: _Companies, senders: list[str]) -> CompanySettings | None:
         for domain in senders:
-            company = self._settings.company_for_domain(domain)
+            company = now.settings.company_for_domain(domain)
             if company is not None:
                 return company
         return None
@@ -105,12 +128,12 @@ class Rejections:
         self._ledger.count(company.id, "unmarked_rejections")
         return False
 
-    def _copies(self, company: CompanySettings, data: bytes, root: mime.Part,
-                rcpts: list[str], fields: dict[str, str], senders: list[str], *,
-                append: bool) -> list[Copy]:
+    def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
+                root: mime.Part, rcpts: list[str], fields: dict[str, str], senders: list[str],
+                *, append: bool) -> list[Copy]:
         """The copies, built first and recorded after, in one ledger transaction."""
-        texts = self._texts[company.id]
-        signer = self._signer(company, senders)  # the From header is the same in every copy
+        texts = now.texts[company.id]
+        signer = _signer(now, company, senders)  # the From header is the same in every copy
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
@@ -137,11 +160,12 @@ class Rejections:
                 copies[rcpt] = copy_for(rcpt, offer_id, first)
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
-    def _signer(self, company: CompanySettings, senders: list[str]) -> Signer | None:
-        """The company key, as the domain of the From address when that is one of the
-        company's (DMARC alignment)."""
-        domains = [d for d in senders if d in company.domains]
-        return self._signers.get((company.id, domains[0] if domains else company.domains[0]))
+
+def _signer(now: _Companies, company: CompanySettings, senders: list[str]) -> Signer | None:
+    """The company key, as the domain of the From address when that is one of the
+    company's (DMARC alignment)."""
+    domains = [d for d in senders if d in company.domains]
+    return now.signers.get((company.id, domains[0] if domains else company.domains[0]))
 
 
 def _signed(signer: Signer | None, data: bytes) -> bytes:
