@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -23,6 +24,9 @@ from career_relay import settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.settings import Settings
 from career_relay.validate import file_problems, parse_hostport, value_problems
+
+if TYPE_CHECKING:
+    from consent_site.app import RunningSite
 
 log = logging.getLogger("career_relay")
 
@@ -80,6 +84,7 @@ def _run(settings: Settings, *, smtp: bool, site: bool, worker: int,
 
 async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                     workers: int, supervisor: int | None = None) -> None:
+    from career_relay.reload import reread
     from gateway.app import Gateway
     from gateway.capture import start_capture
 
@@ -89,6 +94,34 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
         loop.add_signal_handler(sig, stop.set)
     closers: list[Callable[[], object]] = []
     supervisors: list[asyncio.Task[None]] = []
+    children: dict[int, asyncio.subprocess.Process] = {}
+    gateway: Gateway | None = None
+    running_site: RunningSite | None = None
+
+    def reload() -> None:
+        """SIGHUP: the workers reload too; this process re-reads the file and swaps in
+        the new companies and templates (``career_relay.reload``)."""
+        nonlocal settings
+        for child in children.values():
+            if child.returncode is None:
+                child.send_signal(signal.SIGHUP)
+        new = reread(settings)
+        if new is None:
+            return
+        try:
+            if gateway is not None:
+                gateway.reload(new)
+            if running_site is not None:
+                running_site.reload(new)
+        except ConfigError as exc:
+            log.error("reload of %s failed, the running configuration stays: %s",
+                      settings.source, exc)
+            return
+        settings = new
+        log.info("worker %d: configuration reloaded from %s (%d companies)", worker,
+                 settings.source, len(settings.companies))
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         if smtp and worker == 0 and settings.demo.capture_dir:
             host, port = settings.upstream.host, settings.upstream.port
@@ -101,7 +134,7 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
                       file=sys.stderr, flush=True)
             await gateway.start()
             if worker == 0:
-                supervisors = [asyncio.create_task(_supervise(settings, i, stop))
+                supervisors = [asyncio.create_task(_supervise(settings, i, stop, children))
                                for i in range(1, workers)]
             else:
                 supervisors = [asyncio.create_task(_watch_parent(stop, supervisor))]
@@ -110,7 +143,8 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
         if site:
             from consent_site.app import start_site
 
-            closers.append(await start_site(settings))
+            running_site = await start_site(settings)
+            closers.append(running_site.stop)
         if worker == 0:
             _banner(settings, smtp=smtp, site=site, workers=workers)
         await stop.wait()
@@ -160,11 +194,13 @@ async def _watch_parent(stop: asyncio.Event, supervisor: int | None) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> None:
+async def _supervise(settings: Settings, index: int, stop: asyncio.Event,
+                     children: dict[int, asyncio.subprocess.Process]) -> None:
     """Run intake worker ``index`` as a child process; restart it if it dies.
 
     Workers share the port through SO_REUSEPORT; each delivers the mail it
     accepted, so a worker that died is restarted to pick up its own spool.
+    ``children`` holds the live one, for the SIGHUP the supervisor passes on.
     """
     assert settings.source is not None
     config = str(settings.source.resolve())
@@ -173,6 +209,7 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event) -> Non
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "career_relay", "gateway", "--config", config,
             "--worker", str(index), "--supervisor", str(os.getpid()), start_new_session=True)
+        children[index] = child
         waiter = asyncio.ensure_future(child.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)

@@ -61,6 +61,13 @@ class Admin:
         self._ledger: Ledger | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="admin-ledger")
 
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies of ``settings`` (ids, names, domains); templates read again."""
+        rules = Rules.from_settings(settings)
+        if self.templates.cache is not None:
+            self.templates.cache.clear()
+        self.settings, self.rules = settings, rules
+
     async def start(self, _: web.Application) -> None:
         self._ledger = open_ledger(self.settings.ledger.path)
 

@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from career_relay.ledger import open_ledger
+from career_relay.ledger import Ledger, open_ledger
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Rules
 from career_relay.settings import Settings
@@ -29,6 +29,9 @@ from consent_site.site import Site
 log = logging.getLogger("career_relay.site")
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+ADMIN_APP = web.AppKey("admin_app", web.Application)
+#: The longest a stop waits for the requests in flight (aiohttp's shutdown_timeout).
+SHUTDOWN_TIMEOUT = 30.0
 HERE = Path(__file__).parent
 
 
@@ -107,7 +110,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
-    app.add_subapp("/admin", admin.create_admin_app(settings))
+    app[ADMIN_APP] = admin.create_admin_app(settings)
+    app.add_subapp("/admin", app[ADMIN_APP])
 
     async def close(_: web.Application) -> None:
         site.close()
@@ -116,9 +120,39 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def start_site(settings: Settings) -> Callable[[], Awaitable[None]]:
-    """Serve the app on site.listen with its forwarding worker; returns the coroutine
-    function that stops both (pages first, then the forwards in flight)."""
+def reload_app(app: web.Application, settings: Settings) -> None:
+    """SIGHUP: the candidate's pages and the admin pages take the companies of
+    ``settings`` and read their templates again; connections stay open."""
+    app[SITE].reload(settings)
+    app[ADMIN_APP][admin.ADMIN].reload(settings)
+
+
+class RunningSite:
+    """The site on site.listen with its forwarding worker (``start_site``)."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, forwarder: Forwarder,
+                 stop_forwarder: Callable[[], Awaitable[None]], ledger: Ledger) -> None:
+        self.app = app
+        self._runner = runner
+        self._forwarder = forwarder
+        self._stop_forwarder = stop_forwarder
+        self._ledger = ledger
+
+    def reload(self, settings: Settings) -> None:
+        reload_app(self.app, settings)
+        # The forwarder's credit rules know the companies' domains.
+        self._forwarder.store = ConsentLedger(self._ledger, Rules.from_settings(settings))
+
+    async def stop(self) -> None:
+        """Stop listening, let the requests in flight finish (up to ``SHUTDOWN_TIMEOUT``),
+        then let the forwarding attempts in flight finish and close the ledgers."""
+        await self._runner.cleanup()
+        await self._stop_forwarder()
+        self._ledger.close()
+
+
+async def start_site(settings: Settings) -> RunningSite:
+    """Serve the app on site.listen with its forwarding worker."""
     host, port = parse_hostport("site.listen", settings.site.listen)
     app = create_app(settings)
     # The worker has its own connection: its claims and results never wait
@@ -127,13 +161,7 @@ async def start_site(settings: Settings) -> Callable[[], Awaitable[None]]:
     forwarder = Forwarder(settings, ConsentLedger(ledger, Rules.from_settings(settings)))
     stop_forwarder = await forwarder.start()
     app[SITE].on_forward = forwarder.wake
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-
-    async def stop() -> None:
-        await runner.cleanup()
-        await stop_forwarder()
-        ledger.close()
-
-    return stop
+    return RunningSite(app, runner, forwarder, stop_forwarder, ledger)

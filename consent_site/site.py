@@ -62,6 +62,23 @@ class Site:
         #: Called after a decision that may have queued a forward (the forwarder's wake).
         self.on_forward: Callable[[], None] = lambda: None
 
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies of ``settings``, and the templates read again.
+
+        Runs on the event loop, between requests: the views see the old
+        objects or the new ones, never a mix.  The rendered notices and pages
+        go with the old names; the next visit renders them afresh (a changed
+        notice text is a new notice version, recorded when first shown).
+        """
+        rules = Rules.from_settings(settings)
+        reader = Consents(settings, ConsentLedger(self._reader_ledger, rules))
+        writer = Consents(settings, ConsentLedger(self._writer_ledger, rules))
+        if self.templates.cache is not None:
+            self.templates.cache.clear()  # the next get_template reads the file again
+        self.settings, self.reader, self.writer = settings, reader, writer
+        self._notices = {}
+        self.pages = PageCache()
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._reader_ledger.close()
