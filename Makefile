@@ -9,8 +9,10 @@ DEMO_CONFIG := var/career-relay.toml
 # OpenDKIM (its test mode verifies our DKIM signatures against a key file), and Chromium
 # with its ChromeDriver (built from the same source package, so apt keeps the two at one
 # version) and a Japanese font (IPA Gothic: 3.5 MB, against 56 MB for Noto CJK), for the
-# browser tests of the consent site and the admin pages.
-TEST_DEBS := postfix swaks opendkim chromium chromium-driver fonts-ipafont-gothic
+# browser tests of the consent site and the admin pages. libsasl2-modules: the PLAIN and LOGIN
+# plug-ins Postfix's SMTP client needs to AUTH to the gateway (docs/integrations/postfix.md);
+# only recommended by libsasl2-2, so --no-install-recommends would leave it out.
+TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fonts-ipafont-gothic
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk
 

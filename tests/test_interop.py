@@ -1,8 +1,11 @@
 """Real peers on both sides of the gateway: Postfix in front of it, swaks as a client.
 
 * Postfix -> gateway -> sink: a private Postfix instance (``tests/peers/postfix.py``)
-  relays a batch of distinct messages through the gateway subprocess; each one
-  must arrive exactly once with its body unchanged, and both queues must drain.
+  configured with the blocks of ``docs/integrations/postfix.md`` (STARTTLS and SMTP
+  AUTH to the gateway) relays a batch of distinct messages through the gateway
+  subprocess; each one must arrive exactly once with its body unchanged, and both
+  queues must drain. With the guide's selective set-up, only the listed sender's
+  mail goes through the gateway; another sender's goes to Postfix's own relayhost.
 * swaks -> gateway: the everyday command-line client, with and without AUTH,
   and with an 8-bit UTF-8 body.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from career_relay.passwords import hash_password
 from tests.conftest import (
     COMPANY_PASSWORD,
     ConfigMaker,
@@ -29,10 +33,11 @@ from tests.conftest import (
     Sink,
     free_port,
     queue_is_empty,
+    self_signed,
     strip_received,
     wait_until,
 )
-from tests.peers.postfix import postfix_available, private_postfix
+from tests.peers.postfix import PostfixInstance, postfix_available, private_postfix
 
 pytestmark = pytest.mark.peer
 
@@ -138,12 +143,46 @@ def send_batch(port: int, indices: list[int]) -> list[int]:
     return accepted
 
 
+@pytest.fixture
+def tls_auth_gateway(make_config: ConfigMaker, sink: Sink,
+                     tmp_path: Path) -> Iterator[GatewayProcess]:
+    """The gateway as the Postfix guide expects it: STARTTLS offered, AUTH required."""
+    cert, key = self_signed(tmp_path)
+    # Both domains the guide's sender map lists belong to the company.
+    company = {"id": "acme", "name": "株式会社アクメ",
+               "domains": ["acme.example", "recruit.acme.example"],
+               "smtp_username": "acme", "smtp_password_hash": hash_password(COMPANY_PASSWORD)}
+    config = make_config(upstream_port=sink.port,
+                         gateway={"allow_ips": ["192.0.2.0/24"], "require_auth": True,
+                                  "tls_cert": str(cert), "tls_key": str(key)},
+                         companies=[company])
+    with running_gateway(config) as gw:
+        yield gw
+
+
+def guide_postfix(setup: str, gateway: GatewayProcess,
+                  relayhost: str) -> contextlib.AbstractContextManager[PostfixInstance]:
+    """A private Postfix with set-up ``setup`` of docs/integrations/postfix.md."""
+    return private_postfix(free_port(), relayhost, guide_setup=setup,
+                           guide_next_hop=f"[127.0.0.1]:{gateway.port}",
+                           guide_password=COMPANY_PASSWORD)
+
+
+def through_gateway_with_tls_and_auth(data: bytes) -> bool:
+    """Our Received field (the first) says STARTTLS and AUTH: ESMTPSA (RFC 3848)."""
+    ours = data[: len(data) - len(strip_received(data))]
+    return b" with ESMTPSA id " in ours
+
+
 @pytest.mark.skipif(not postfix_available(), reason="needs Postfix and root")
 def test_postfix_relays_a_batch_through_the_gateway(
-        started_gateway: GatewayProcess, sink: Sink) -> None:
+        tls_auth_gateway: GatewayProcess, sink: Sink) -> None:
     count, sessions = 200, 4
-    relayhost = f"[127.0.0.1]:{started_gateway.port}"
-    with private_postfix(free_port(), relayhost) as mta:
+    started_gateway = tls_auth_gateway
+    # Postfix's own relayhost is a closed port: with the guide's "relayhost" set-up,
+    # the guide's relayhost line replaces it, so nothing may ever go there.
+    with guide_postfix("all", started_gateway, f"[127.0.0.1]:{free_port()}") as mta:
+        assert mta.main_cf_settings()["relayhost"] == f"[127.0.0.1]:{started_gateway.port}"
         with ThreadPoolExecutor(sessions) as pool:
             parts = [list(range(s, count, sessions)) for s in range(sessions)]
             accepted = sorted(i for done in pool.map(lambda p: send_batch(mta.smtpd_port, p),
@@ -170,9 +209,52 @@ def test_postfix_relays_a_batch_through_the_gateway(
             assert m.mail_from == SENDER
             relayed = strip_received(m.data)
             assert relayed.startswith(b"Received: "), "Postfix's own Received follows ours"
+            assert through_gateway_with_tls_and_auth(m.data), m.data[:300]
             assert split_message(relayed)[1] == body, f"body of message {i} changed"
             if options:
                 assert "BODY=8BITMIME" in [o.upper() for o in m.mail_options], i
+
+
+def plain_message(sender: str, rcpt: str, message_id: str) -> bytes:
+    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: selective\r\n"
+            f"Message-ID: <{message_id}>\r\nDate: Mon, 01 Jun 2026 09:00:00 +0900\r\n"
+            "\r\nhello\r\n").encode()
+
+
+@pytest.mark.skipif(not postfix_available(), reason="needs Postfix and root")
+def test_postfix_sends_only_the_listed_senders_through_the_gateway(
+        tls_auth_gateway: GatewayProcess, sink: Sink) -> None:
+    # The mail server's usual next hop, for every sender the guide's map does not list.
+    direct = Sink(free_port())
+    direct.start()
+    try:
+        with guide_postfix("selective", tls_auth_gateway, f"[127.0.0.1]:{direct.port}") as mta:
+            with smtplib.SMTP("127.0.0.1", mta.smtpd_port, timeout=30) as client:
+                client.sendmail(SENDER, ["candidate@example.net"],
+                                plain_message(SENDER, "candidate@example.net", "listed@acme"))
+                # Listed by its domain (@recruit.acme.example), not by its address.
+                client.sendmail("jobs@recruit.acme.example", ["candidate2@example.net"],
+                                plain_message("jobs@recruit.acme.example",
+                                              "candidate2@example.net", "domain@acme"))
+                client.sendmail("sales@acme.example", ["customer@example.net"],
+                                plain_message("sales@acme.example", "customer@example.net",
+                                              "other@acme"))
+            assert mta.wait_for_sent(3, timeout=60), mta.log_text()[-2000:]
+    finally:
+        direct.stop()
+
+    (other,) = direct.messages
+    assert other.mail_from == "sales@acme.example"
+    assert other.rcpts == ["customer@example.net"]
+    assert b"relay.test" not in other.data, "it did not pass the gateway"
+
+    listed = {m.mail_from: m for m in sink.wait_for(2)}
+    assert set(listed) == {SENDER, "jobs@recruit.acme.example"}
+    for m in listed.values():
+        assert through_gateway_with_tls_and_auth(m.data), m.data[:300]
+    assert listed[SENDER].rcpts == ["candidate@example.net"]
+    assert header_value(strip_received(listed[SENDER].data), "Message-ID") == "<listed@acme>"
+    assert len(sink.messages) == 2 and len(direct.messages) == 1
 
 
 # -- swaks as the client -----------------------------------------------------------------

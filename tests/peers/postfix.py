@@ -28,6 +28,10 @@ Things that matter when running a second Postfix next to the packaged one:
   services; we rewrite that to this instance's unique syslog name.
 * Logging goes through postlogd to ``maillog_file``, so nothing of ours ends
   up in the system log and the log can be read for ``status=sent`` lines.
+
+The relay settings the interop tests use come from the fenced blocks of
+``docs/integrations/postfix.md`` (:func:`guide_config`), so the guide is what
+the tests run.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from types import TracebackType
 
 POSTFIX = Path("/usr/sbin/postfix")
 POSTCONF = Path("/usr/sbin/postconf")
+POSTMAP = Path("/usr/sbin/postmap")
+GUIDE = Path(__file__).resolve().parent.parent.parent / "docs" / "integrations" / "postfix.md"
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 # Installed with "No configuration" (as `make test` does), Debian may leave
 # /etc/postfix/master.cf out; the packaged original is always here.
@@ -180,6 +186,87 @@ def _process_alive(pid: int) -> bool:
     state = stat_line.rpartition(")")[2].split()[0]
     return state not in ("Z", "X")
 
+# -- the configuration of docs/integrations/postfix.md --------------------------------
+
+# What the guide's blocks stand for, and what a test puts in their place.
+GUIDE_NEXT_HOP = "[relay.example.com]:2525"
+GUIDE_CONFIG_DIR = "/etc/postfix/"
+GUIDE_PASSWORD = "your-smtp-password"
+
+# An opening fence whose info string names a file and the set-ups it belongs to:
+# ```ini main.cf setup=all   or   ```text /etc/postfix/sasl_passwd setup=all,selective
+_GUIDE_FENCE = re.compile(r"^```\w+ (?P<file>\S+) setup=(?P<setups>[\w,]+)$")
+
+
+def guide_blocks(text: str) -> list[tuple[str, set[str], str]]:
+    """(file, set-ups, content) of every marked block of the guide."""
+    blocks: list[tuple[str, set[str], str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = _GUIDE_FENCE.match(lines[i])
+        i += 1
+        if match is None:
+            continue
+        body: list[str] = []
+        while i < len(lines) and lines[i] != "```":
+            body.append(lines[i])
+            i += 1
+        if i == len(lines):
+            raise PostfixError(f"unclosed block for {match['file']} in the guide")
+        i += 1
+        blocks.append((match["file"], set(match["setups"].split(",")),
+                       "\n".join(body) + "\n"))
+    return blocks
+
+
+def parse_main_cf(text: str) -> dict[str, str]:
+    """``name = value`` lines (comments and blank lines skipped; no continuations)."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or line[0].isspace() or not re.fullmatch(r"[a-z0-9_]+", name.strip()):
+            raise PostfixError(f"not a main.cf line: {line!r}")
+        if name.strip() in settings:
+            raise PostfixError(f"{name.strip()} is set twice")
+        settings[name.strip()] = value.strip()
+    return settings
+
+
+def guide_config(
+    setup: str, next_hop: str, config_dir: Path, password: str, text: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The guide's main.cf settings and map files for ``setup`` ("all" or "selective").
+
+    Only the placeholders change: the gateway's ``[host]:port``, the configuration
+    directory and the password. Map files are returned by their name in
+    ``config_dir``.
+    """
+    _check_loopback_relayhost(next_hop)
+
+    def local(value: str) -> str:
+        return (value.replace(GUIDE_NEXT_HOP, next_hop)
+                .replace(GUIDE_CONFIG_DIR, f"{config_dir}/")
+                .replace(GUIDE_PASSWORD, password))
+
+    main_cf: dict[str, str] = {}
+    maps: dict[str, str] = {}
+    for file, setups, content in guide_blocks(GUIDE.read_text(encoding="utf-8")
+                                              if text is None else text):
+        if setup not in setups:
+            continue
+        if file == "main.cf":
+            main_cf.update({k: local(v) for k, v in parse_main_cf(content).items()})
+        elif file.startswith(GUIDE_CONFIG_DIR):
+            maps[file.removeprefix(GUIDE_CONFIG_DIR)] = local(content)
+        else:
+            raise PostfixError(f"guide block for {file}: neither main.cf nor a map file")
+    if not main_cf:
+        raise PostfixError(f"the guide has no main.cf block for setup={setup}")
+    return main_cf, maps
+
 
 class PostfixInstance:
     """One private Postfix MTA relaying everything to a loopback next hop."""
@@ -190,11 +277,15 @@ class PostfixInstance:
         smtpd_port: int,
         relayhost: str,
         extra_main_cf: dict[str, str] | None = None,
+        maps: Mapping[str, str] | None = None,
     ) -> None:
         self.base_dir = base_dir.resolve()
         self.smtpd_port = smtpd_port
         self.relayhost = relayhost
         self.extra_main_cf: dict[str, str] = dict(extra_main_cf or {})
+        # Lookup tables written into config_dir (name -> content); the ones main.cf
+        # names as hash:<config_dir>/<name> are compiled with postmap.
+        self.maps: dict[str, str] = dict(maps or {})
         self.config_dir = self.base_dir / "etc"
         self.queue_dir = self.base_dir / "spool"
         self.data_dir = self.base_dir / "data"
@@ -203,6 +294,14 @@ class PostfixInstance:
         # never confused with the system instance's "postfix/..." lines.
         self.syslog_name = f"postfix-peer-{smtpd_port}-{secrets.token_hex(3)}"
         _check_loopback_relayhost(self.main_cf_settings()["relayhost"])
+        for name, content in self.maps.items():
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"map file name must be a plain name, got {name!r}")
+            relay_maps = self.main_cf_settings().get("sender_dependent_relayhost_maps", "")
+            if str(self.config_dir / name) in relay_maps:  # next hops: loopback only too
+                for line in content.splitlines():
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        _check_loopback_relayhost(line.split()[-1])
 
     # -- configuration -----------------------------------------------------
 
@@ -249,6 +348,20 @@ class PostfixInstance:
         (self.config_dir / "master.cf").write_text(master_cf)
         for name in ("main.cf", "master.cf"):
             (self.config_dir / name).chmod(0o644)
+        settings = " ".join(self.main_cf_settings().values())
+        for name, content in self.maps.items():
+            path = self.config_dir / name
+            path.write_text(content)
+            path.chmod(0o600)  # as the guide says: sasl_passwd holds a password
+            if f"hash:{path}" in settings:
+                self._postmap(f"hash:{path}")
+
+    def _postmap(self, table: str) -> None:
+        result = subprocess.run(
+            [str(POSTMAP), "-c", str(self.config_dir), table],
+            env=_COMMAND_ENV, capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode != 0:
+            raise PostfixError(f"'postmap {table}' failed: {result.stdout}{result.stderr}")
 
     def _check_base_dir_reachable(self) -> None:
         """Fail early, with a clear message, if the daemons cannot reach base_dir."""
@@ -419,11 +532,26 @@ class PostfixInstance:
 
 @contextlib.contextmanager
 def private_postfix(
-    smtpd_port: int, relayhost: str, extra_main_cf: Mapping[str, str] | None = None
+    smtpd_port: int,
+    relayhost: str,
+    extra_main_cf: Mapping[str, str] | None = None,
+    maps: Mapping[str, str] | None = None,
+    guide_setup: str | None = None,
+    guide_next_hop: str = "",
+    guide_password: str = "",
 ) -> Iterator[PostfixInstance]:
-    """A started instance in a fresh base directory, removed afterwards."""
+    """A started instance in a fresh base directory, removed afterwards.
+
+    ``guide_setup`` ("all", "selective") adds the main.cf settings and map files of
+    that set-up of docs/integrations/postfix.md, pointed at ``guide_next_hop``.
+    """
     base_dir = make_base_dir()
-    instance = PostfixInstance(base_dir, smtpd_port, relayhost, dict(extra_main_cf or {}))
+    extra, all_maps = dict(extra_main_cf or {}), dict(maps or {})
+    if guide_setup is not None:
+        guide_main_cf, guide_maps = guide_config(
+            guide_setup, guide_next_hop, (base_dir / "etc").resolve(), guide_password)
+        extra, all_maps = {**guide_main_cf, **extra}, {**guide_maps, **all_maps}
+    instance = PostfixInstance(base_dir, smtpd_port, relayhost, extra, all_maps)
     try:
         instance.start()
         yield instance
