@@ -75,11 +75,50 @@ def _run(settings: Settings, *, smtp: bool, site: bool, worker: int,
          supervisor: int | None = None) -> int:
     logs.configure(settings.log)
     workers = (settings.gateway.workers or len(os.sched_getaffinity(0))) if smtp else 1
+    if worker == 0 and supervisor is None:
+        if site or (smtp and settings.companies):
+            _migrate_ledger(settings)
+        if smtp:
+            _fresh_metrics_dir(settings)
     # uvloop: the same asyncio API on libuv, about 30% less CPU per relayed
     # message than the default loop (docs/performance.md).
     uvloop.run(_services(settings, smtp=smtp, site=site and worker == 0, worker=worker,
                          workers=workers, supervisor=supervisor))
     return 0
+
+
+def _migrate_ledger(settings: Settings) -> None:
+    """Apply pending ledger migrations before anything else opens the ledger, with a
+    progress line: on a large ledger a migration may take minutes."""
+    from career_relay.ledger import open_ledger
+
+    def progress(names: list[str]) -> None:
+        print(f"career-relay: migrating the ledger {settings.ledger.path}: {len(names)} "
+              f"pending ({', '.join(names)}) ...", file=sys.stderr, flush=True)
+
+    open_ledger(settings.ledger.path, on_migrate=progress).close()
+
+
+def _fresh_metrics_dir(settings: Settings) -> None:
+    """The workers' metrics files (``gateway.metrics``), emptied at every start: the
+    variable must be set before prometheus_client is first imported, and the workers
+    inherit it."""
+    import shutil
+
+    from career_relay.paths import metrics_dir
+
+    directory = metrics_dir(settings.queue.dir)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _metrics_process_dead(pid: int) -> None:
+    """A worker's live gauges (its queue) leave with it; its counters stay in the sums."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
@@ -217,8 +256,10 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event,
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)
             await waiter
+            _metrics_process_dead(child.pid)
             return
         stopper.cancel()
+        _metrics_process_dead(child.pid)
         log.error("worker %d exited with status %s; restarting it", index, child.returncode)
         await asyncio.sleep(1.0)
 

@@ -279,6 +279,7 @@ def open_ledger(
     clock: Clock = _utcnow,
     new_id: Callable[[], str] = new_offer_id,
     sync_wal_elsewhere: bool = False,
+    on_migrate: Callable[[list[str]], None] | None = None,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path`` and apply pending migrations.
 
@@ -286,6 +287,9 @@ def open_ledger(
     (``synchronous = NORMAL``); the caller fsyncs the WAL file (``wal_path``)
     before it relies on them.  The gateway does so in the same group commit
     that makes the mail durable, before its 250.
+
+    ``on_migrate`` is told the names of the pending migrations before they run
+    (``serve`` prints a progress line: a migration may rewrite large tables).
     """
     conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     try:
@@ -295,7 +299,7 @@ def open_ledger(
         _enable_wal(conn)
         if sync_wal_elsewhere:
             conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(db)
+        _migrate(db, on_migrate)
     except BaseException:
         conn.close()
         raise
@@ -325,11 +329,14 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def _migrate(db: Database) -> None:
+def _migrate(db: Database, on_migrate: Callable[[list[str]], None] | None = None) -> None:
     """Apply pending migrations under the write lock, so two processes starting together
     on a new file do not both try to create the same tables."""
-    if not MIGRATIONS.pending(db):
+    pending = MIGRATIONS.pending(db)
+    if not pending:
         return
+    if on_migrate is not None:
+        on_migrate([m.name for m in pending])
     with _immediate(db.conn):
         # Inside our transaction sqlite-utils nests each migration in a savepoint
         # and re-reads what is pending, now that no other writer can interleave.

@@ -10,3 +10,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def email_templates_dir() -> Path:
     """templates/emails/: the mail text operators restyle (rejection templates, DSN)."""
     return PROJECT_ROOT / "templates" / "emails"
+
+
+def metrics_dir(queue_dir: str | Path) -> Path:
+    """Where the gateway's worker processes keep their metrics (prometheus-client's
+    multiprocess files): beside the spool, emptied by each start of the gateway, read
+    by the consent site's ``/metrics``."""
+    return Path(queue_dir) / "metrics"

@@ -20,7 +20,7 @@ from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Rules
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
-from consent_site import admin, candidate, i18n
+from consent_site import admin, candidate, i18n, metrics
 from consent_site.candidate import SITE, PageError
 from consent_site.forwarding import Forwarder
 from consent_site.security import secure
@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     site = Site(settings, env)
     app[SITE] = site
     app.router.add_get("/healthz", healthz)
+    metrics.add_routes(app, settings)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
     app[ADMIN_APP] = admin.create_admin_app(settings)

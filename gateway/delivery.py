@@ -21,6 +21,7 @@ from pathlib import Path
 from career_relay.errors import UserError
 from career_relay.logs import without_addresses
 from career_relay.settings import QueueSettings, UpstreamSettings
+from gateway import metrics
 from gateway.dsn import build_dsn
 from gateway.envelope import Envelope, State, new_id, owner
 from gateway.spool import Spool
@@ -75,6 +76,7 @@ class Delivery:
         self._schedule: list[tuple[float, str]] = []
         self._messages: dict[str, _Entry] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._gauged = -_RESCAN  # when the queue gauges were last set (monotonic)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -141,6 +143,9 @@ class Delivery:
             await asyncio.sleep(self._next_wait())
 
     async def _schedule_once(self) -> None:
+        if time.monotonic() - self._gauged >= _RESCAN:  # O(queue): once a second at most
+            self._gauged = time.monotonic()
+            metrics.queue(e.env.arrival for e in self._messages.values())
         requested = self.spool.take_retry_requests(self._worker)
         if requested:
             await self._honour_retry(requested)
@@ -212,6 +217,7 @@ class Delivery:
                                    ("SMTPUTF8", env.smtputf8)) if on]
         replies = await upstream.send(env.mail_from, pending, data, options) if pending else {}
         state.delivered += [r for r, rep in replies.items() if rep.ok]
+        metrics.delivered(env.arrival, sum(1 for rep in replies.values() if rep.ok))
         if entry.in_journal and all(r.ok for r in replies.values()):
             # The common case, done on the loop: a line in the journal's .done file.
             self._finish(entry)
@@ -239,6 +245,7 @@ class Delivery:
         if outcome.dsn is not None:
             self._add(_Entry(outcome.dsn, State()))
         state.bounced.update(outcome.bounced)
+        metrics.BOUNCED.inc(len(outcome.bounced))
         if outcome.error:
             log.error("queue_id=%s could not record its progress (%s); kept in memory",
                       env.id, outcome.error)
@@ -257,6 +264,7 @@ class Delivery:
             entry.data = data  # no queue file yet: keep the bytes until one can be written
         entry.due = state.next_attempt
         heapq.heappush(self._schedule, (entry.due, env.id))
+        metrics.DEFERRED.inc(len(unsettled))
         log.info("queue_id=%s deferred: %d recipient(s), attempt %d, next in %d s: %s", env.id,
                  len(unsettled), state.attempts, state.next_attempt - time.time(),
                  without_addresses(state.last_error or ""))
@@ -310,6 +318,9 @@ class Delivery:
         state.last_error = reason
 
     def _retry_later(self, entry: _Entry, reason: str) -> None:
+        state = entry.state
+        metrics.DEFERRED.inc(len([r for r in entry.env.rcpts if r not in state.delivered
+                                  and r not in state.bounced]))
         self._advance(entry.state, reason)
         entry.due = entry.state.next_attempt
         heapq.heappush(self._schedule, (entry.due, entry.env.id))
