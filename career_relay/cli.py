@@ -188,11 +188,13 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
             _banner(settings, smtp=smtp, site=site, workers=workers)
         await stop.wait()
         log.info("worker %d: stopping", worker)
-        if gateway is not None:
-            await gateway.stop(SHUTDOWN_TIMEOUT)
+        # Both sides at once: neither takes new work while the other drains.
+        await asyncio.gather(
+            *([gateway.stop(SHUTDOWN_TIMEOUT)] if gateway is not None else []),
+            *([running_site.stop()] if running_site is not None else []))
         await asyncio.gather(*supervisors)
     finally:
-        for close in closers:
+        for close in reversed(closers):  # the demo peers last: the site may be using them
             result = close()
             if asyncio.iscoroutine(result):
                 await result

@@ -138,6 +138,7 @@ class RunningSite:
         self._forwarder = forwarder
         self._stop_forwarder = stop_forwarder
         self._ledger = ledger
+        self._stopped = False
 
     def reload(self, settings: Settings) -> None:
         reload_app(self.app, settings)
@@ -147,6 +148,9 @@ class RunningSite:
     async def stop(self) -> None:
         """Stop listening, let the requests in flight finish (up to ``SHUTDOWN_TIMEOUT``),
         then let the forwarding attempts in flight finish and close the ledgers."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._runner.cleanup()
         await self._stop_forwarder()
         self._ledger.close()

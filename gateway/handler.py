@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from typing import Any, ClassVar
 
 from career_relay.errors import SmtpReplyError
 from career_relay.logs import without_addresses
 from career_relay.settings import CompanySettings
+from gateway import metrics
 from gateway.pipeline import Pipeline, Submission
 from gateway.policy import RelayPolicy, domain_of
 
@@ -76,6 +78,7 @@ class RelayHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        started = time.perf_counter()  # the data has all arrived
         options = [o.upper() for o in envelope.mail_options]
         sub = Submission(
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
@@ -96,8 +99,12 @@ class RelayHandler:
         except Exception:
             log.exception("message from %s not accepted: internal error", sub.peer_ip)
             return TEMPFAIL
-        log.info("queue_id=%s accepted from %s: %d bytes, %d recipient(s)", queue_id,
-                 sub.peer_ip, len(sub.data), len(sub.rcpts))
+        metrics.accepted(started)
+        ids = queue_id.split()  # a rejection: one copy per recipient, one line each
+        for i, one in enumerate(ids, 1):
+            log.info("queue_id=%s accepted from %s: %d bytes, %d recipient(s)%s", one,
+                     sub.peer_ip, len(sub.data), len(sub.rcpts),
+                     f", copy {i} of {len(ids)}" if len(ids) > 1 else "")
         return f"250 2.0.0 OK: queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:

@@ -58,7 +58,9 @@ class Pipeline:
         data, fields = strip_relay_headers(sub.data)
         copies = await self._prepare(sub, data, fields) or [Copy(list(sub.rcpts), data)]
         stored = await self._store(sub, copies)
-        for env, out in stored:
+        for (env, out), copy in zip(stored, copies, strict=True):
+            if copy.note:
+                log.info("queue_id=%s %s", env.id, copy.note)
             self._delivery.submit(env, out)
         return " ".join(env.id for env, _ in stored)
 

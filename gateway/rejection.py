@@ -36,6 +36,7 @@ log = logging.getLogger("career_relay.rejection")
 class Copy:
     rcpts: list[str]
     data: bytes
+    note: str = ""  # logged with the copy's queue id once it has one
 
 
 class _Companies:
@@ -99,13 +100,14 @@ class Rejections:
             return self._copies(now, company, data, root, rcpts, fields, senders,
                                 append=not marked)
         except inject.NotInjectable as exc:
-            self._count_not_injected(company, exc)
-            return None
+            self._count_not_injected(company)
+            # The message as it came; the pipeline logs why with its queue id.
+            return [Copy(list(rcpts), data,
+                         note=f"rejection from {company.id} relayed without links: {exc}")]
 
-    def _count_not_injected(self, company: CompanySettings, why: Exception) -> None:
+    def _count_not_injected(self, company: CompanySettings) -> None:
         self._ledger.count(company.id, "rejections")
         self._ledger.count(company.id, "not_injected")
-        log.info("rejection from %s relayed without links: %s", company.id, why)
 
     def close(self) -> None:
         self._writer.close()
