@@ -14,7 +14,6 @@ import time
 
 from career_relay.settings import LogSettings
 
-
 # Every line about a message carries ``queue_id=<id>`` in its text (SPEC: no personal
 # data at INFO); JSON gives the id a field of its own, to select a message's life by.
 _QUEUE_ID = re.compile(r"\bqueue_id=([0-9A-Za-z_-]+)")
