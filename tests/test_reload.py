@@ -75,7 +75,7 @@ def rejection(i: int) -> bytes:
 def text_of(data: bytes) -> str:
     """Every text part of a relayed message, decoded."""
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    return "\n".join(str(part.get_content()) for part in msg.walk()  # type: ignore[attr-defined]
+    return "\n".join(str(part.get_content()) for part in msg.walk()
                      if part.get_content_maintype() == "text")
 
 
