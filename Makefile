@@ -16,7 +16,7 @@ TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fo
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk
 
-.PHONY: run test test-deps bench-deps lint bench bench-site bench-report docs clean help
+.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report docs clean help
 
 help:
 	@echo "make run    start the demo (gateway, delivery, consent site, capture upstream)"
@@ -71,6 +71,11 @@ lint: $(STAMP)
 
 bench: $(STAMP) test-deps
 	$(PY) bench/relay_bench.py
+
+# Thirty minutes of mixed traffic with the upstream dropping out and two restarts
+# (bench/soak.py; `--minutes 3` for a short check). Not part of `make test`.
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 bench-site: $(STAMP) bench-deps
 	$(PY) bench/site_bench.py
