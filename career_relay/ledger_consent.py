@@ -217,10 +217,7 @@ class ConsentLedger:
             (offer_id, stamp(now))).fetchall()
         ids = [str(r[0]) for r in rows]
         for fid in ids:
-            conn.execute("DELETE FROM outbox WHERE forward_id = ?", (fid,))
-            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                         " VALUES (?, ?, 'cancelled', ?)",
-                         (fid, stamp(now), "withdrawn before delivery"))
+            _settle(conn, fid, "cancelled", "withdrawn before delivery", now)
         return ids
 
     @staticmethod
@@ -269,10 +266,7 @@ class ConsentLedger:
                     conn.execute("UPDATE outbox SET held = 0, next_attempt = ?"
                                  " WHERE forward_id = ?", (stamp(now), fid))
                 else:
-                    conn.execute("DELETE FROM outbox WHERE forward_id = ?", (fid,))
-                    conn.execute("INSERT INTO forward_events (forward_id, created, event,"
-                                 " detail) VALUES (?, ?, 'cancelled', 'rejected on review')",
-                                 (fid, stamp(now)))
+                    _settle(conn, fid, "cancelled", "rejected on review", now)
 
     def held(self) -> list[Receipt]:
         """Receipts held for review with no verdict yet, oldest first."""
@@ -331,17 +325,14 @@ class ConsentLedger:
                     "SELECT 1 FROM forward_events WHERE forward_id = ? AND event = 'delivered'",
                     (forward_id,)).fetchone():
                 return  # recorded already (a claim that expired and was sent twice)
-            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                         " VALUES (?, ?, 'delivered', ?)", (forward_id, stamp(now), detail))
+            _event(conn, forward_id, "delivered", detail, now)
             ledger_rules.record_delivery(conn, self.rules, forward_id, now,
                                          new_id=self.ledger.new_id)
 
     def cancelled(self, forward_id: str, detail: str) -> None:
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
-            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                         " VALUES (?, ?, 'cancelled', ?)", (forward_id, stamp(now), detail))
+            _settle(conn, forward_id, "cancelled", detail, now)
 
     def failed(self, forward_id: str, detail: str, retry_in: float) -> None:
         """An attempt that did not reach the agency: retried after ``retry_in`` seconds,
@@ -349,13 +340,9 @@ class ConsentLedger:
         sent: then it is not sent again (the withdrawal queued behind it still goes)."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                         " VALUES (?, ?, 'failed', ?)", (forward_id, stamp(now), detail[:500]))
+            _event(conn, forward_id, "failed", detail[:500], now)
             if _retracted(conn, forward_id):
-                conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
-                conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
-                             " VALUES (?, ?, 'cancelled', 'withdrawn while it was sent')",
-                             (forward_id, stamp(now)))
+                _settle(conn, forward_id, "cancelled", "withdrawn while it was sent", now)
                 return
             conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?,"
                          " claimed_until = NULL WHERE forward_id = ?",
@@ -388,6 +375,19 @@ class ConsentLedger:
             total, held = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(held), 0) FROM outbox").fetchone()
         return int(total), int(held)
+
+
+def _event(conn: sqlite3.Connection, forward_id: str, event: str, detail: str,
+           now: dt.datetime) -> None:
+    conn.execute("INSERT INTO forward_events (forward_id, created, event, detail)"
+                 " VALUES (?, ?, ?, ?)", (forward_id, stamp(now), event, detail))
+
+
+def _settle(conn: sqlite3.Connection, forward_id: str, event: str, detail: str,
+            now: dt.datetime) -> None:
+    """Take a forward out of the outbox and record why."""
+    conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
+    _event(conn, forward_id, event, detail, now)
 
 
 def _retracted(conn: sqlite3.Connection, forward_id: str) -> bool:

@@ -242,21 +242,21 @@ async def manage(request: web.Request) -> web.StreamResponse:
 
 
 async def withdraw(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    visit = _visit(request, _lang_field(form.get("lang")))
-    _nonce(request, visit, str(form.get("csrf", "")))
-    await visit.site.write(visit.site.writer.withdraw, visit.offer, visit.locale,
-                           visit.client(request))
-    visit.site.on_forward()
-    return _see_other(f"{visit.base}/manage?lang={visit.locale}")
+    return await _retract(request, "withdraw")
 
 
 async def erase(request: web.Request) -> web.StreamResponse:
+    return await _retract(request, "erase")
+
+
+async def _retract(request: web.Request, how: str) -> web.StreamResponse:
+    """Withdraw or erase (the manage page's two forms): checked like a decision."""
     form = await request.post()
     visit = _visit(request, _lang_field(form.get("lang")))
     _nonce(request, visit, str(form.get("csrf", "")))
-    await visit.site.write(visit.site.writer.erase, visit.offer, visit.locale,
-                           visit.client(request))
+    writer = visit.site.writer
+    act = writer.withdraw if how == "withdraw" else writer.erase
+    await visit.site.write(act, visit.offer, visit.locale, visit.client(request))
     visit.site.on_forward()
     return _see_other(f"{visit.base}/manage?lang={visit.locale}")
 
