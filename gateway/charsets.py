@@ -17,6 +17,8 @@ Splicing ASCII bytes at such positions leaves every other byte as it was.
 from __future__ import annotations
 
 import codecs
+import functools
+import re
 
 _ALIASES = {
     "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932",
@@ -29,14 +31,58 @@ _ESC_ASCII = (b"\x1b(B", b"\x1b(J")
 _ESC_MULTI = (b"\x1b$B", b"\x1b$@", b"\x1b(I", b"\x1b$(D", b"\x1b$(Q", b"\x1b$(O")
 
 
+@functools.lru_cache(maxsize=256)
 def codec_for(charset: str) -> str | None:
-    """Python's codec for a MIME charset label, or None if Python has none."""
+    """Python's text codec for a MIME charset label, or None if Python has none.
+
+    The label is the sender's: ``base64``, ``zlib`` or ``rot13`` name codecs that
+    are not text encodings, ``undefined`` refuses everything, and a NUL makes the
+    look-up raise.  None of those is a charset (RFC 2046 4.1.2).
+    """
     label = charset.strip().strip('"').lower()
     name = _ALIASES.get(label, label)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+        if not getattr(info, "_is_text_encoding", True):
+            return None
+        "a".encode(info.name).decode(info.name)
+    except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
         return None
+    return info.name
+
+
+def byte_exact(codec: str | None) -> bool:
+    """True when every ASCII byte in the encoded text is that ASCII character.
+
+    Then the marker is found, and the URL spliced in, without decoding: UTF-8,
+    EUC, the single-byte charsets.  Shift_JIS and ISO-2022-JP have scanners of
+    their own below; anything else (UTF-16, UTF-7, EBCDIC, Big5, ...) is decoded.
+    """
+    if codec is None or codec.startswith(("iso2022", "hz", "utf-7")):
+        return False  # stateful: ASCII bytes mean other letters after an escape
+    return codec in _BYTE_EXACT or _single_byte_ascii(codec)
+
+
+def scannable(codec: str | None) -> bool:
+    """True when ``ascii_positions`` finds real characters in this codec's bytes."""
+    return byte_exact(codec) or codec in ("cp932", "shift_jis") or (
+        codec is not None and codec.startswith("iso2022_jp"))
+
+
+_BYTE_EXACT = {"ascii", "utf-8", "euc_jp", "euc_jis_2004", "euc_jisx0213", "euc_kr",
+               "gb2312", "latin-1", "iso8859-1"}
+_ASCII = bytes(range(128))
+
+
+@functools.lru_cache(maxsize=64)
+def _single_byte_ascii(codec: str) -> bool:
+    try:
+        return (_ASCII.decode(codec) == _ASCII.decode("ascii")
+                and len(bytes(range(256)).decode(codec, "replace")) == 256
+                and all(len(ch.encode(codec, "replace")) == 1
+                        for ch in bytes(range(128, 256)).decode(codec, "replace")))
+    except (UnicodeError, LookupError, TypeError):
+        return False
 
 
 def ascii_positions(body: bytes, needle: bytes, codec: str | None) -> list[int]:
@@ -88,6 +134,20 @@ def _positions_iso2022(body: bytes, needle: bytes) -> list[int]:
     return found
 
 
+_JIS_MULTI = re.compile(rb"\x1b(?:\$B|\$@|\(I|\$\(D|\$\(Q|\$\(O)[^\x1b]*")
+
+
+def ascii_view(body: bytes, codec: str | None) -> bytes:
+    """``body`` with the bytes of ISO-2022-JP double-byte runs masked (same length).
+
+    In kanji state ``!<`` is the letter "ー", not a tag: whoever reads the
+    ASCII structure (HTML tags, URLs) reads this view and splices ``body``.
+    """
+    if codec is None or not codec.startswith("iso2022_jp") or b"\x1b" not in body:
+        return body
+    return _JIS_MULTI.sub(lambda m: b"\x80" * len(m.group()), body)
+
+
 def ends_in_ascii(body: bytes, codec: str | None) -> bool:
     """For ISO-2022-JP: True when text appended at the end starts in ASCII state."""
     if codec is None or not codec.startswith("iso2022_jp"):
@@ -108,5 +168,10 @@ def encode_text(text: str, codec: str | None, *, html: bool) -> bytes | None:
         return text.encode(codec)
     except UnicodeEncodeError:
         if html:
-            return text.encode(codec, errors="xmlcharrefreplace")
+            try:
+                return text.encode(codec, errors="xmlcharrefreplace")
+            except UnicodeError:
+                return None
+        return None
+    except UnicodeError:  # a codec that refuses every text
         return None

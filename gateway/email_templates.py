@@ -15,7 +15,8 @@ from pathlib import Path
 from string import Template
 
 from career_relay.settings import AgencySettings, CompanySettings
-from gateway.inject import MARKER, Replacement
+from gateway.inject import Replacement
+from gateway.textparts import MARKER
 
 _MARK = MARKER.decode()
 

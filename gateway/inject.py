@@ -13,21 +13,27 @@ attached messages are never touched (RFC 1847: any change breaks them).
 from __future__ import annotations
 
 import base64
-import binascii
+import bisect
 import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import mime
-from gateway.charsets import ascii_positions, codec_for, encode_text, ends_in_ascii
+from gateway.charsets import ascii_view, encode_text, ends_in_ascii
+from gateway.textparts import (
+    MARKER,
+    UNTOUCHABLE,
+    TextPart,
+    Undecodable,
+    base64_intact,
+    text_parts,
+)
 
-MARKER = b"[[CAREER_RELAY_LINK]]"
 _ENCODED_MARKER = re.compile(rb"%5B%5BCAREER_RELAY_LINK%5D%5D", re.IGNORECASE)
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
-_UNTOUCHABLE = ("multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
-                "application/x-pkcs7-mime")
 _MAX_LINE = 998  # octets, without CRLF (RFC 5322 section 2.1.1)
+_GLUE_WINDOW = 2048  # bytes looked back for the word a marker is glued to
 
 
 class NotInjectable(Exception):
@@ -54,38 +60,29 @@ class Replacement:
 
 
 def marked_parts(message: bytes, root: mime.Part | None = None) -> int:
-    """How many inline text parts carry the marker after their encodings are undone.
-
-    ``root`` is ``mime.parse(message)`` when the caller has it already.
-    """
-    count = 0
-    for part in _text_parts(root or mime.parse(message), body_only=False):
-        try:
-            raw = _decoded(message, part)
-        except NotInjectable:
-            continue  # broken base64: it cannot carry a marker we could replace
-        codec = codec_for(part.params.get("charset", "us-ascii"))
-        if ascii_positions(raw, MARKER, codec) or (
-                part.content_type == "text/html" and _ENCODED_MARKER.search(raw)):
-            count += 1
-    return count
+    """How many inline text parts carry the marker after their encodings are undone."""
+    root = root or mime.parse(message)
+    return sum(1 for tp in text_parts(message, root)
+               if tp.has_marker() or (tp.html and _ENCODED_MARKER.search(tp.raw)))
 
 
 def inject(message: bytes, repl: Replacement, *, append: bool,
            root: mime.Part | None = None) -> bytes:
     """The message with the marker replaced, or (``append``) the block added.
 
-    Raises NotInjectable when nothing could take the link.  ``root`` is
-    ``mime.parse(message)`` when the caller has it (one parse for every copy).
+    Raises NotInjectable when nothing could take the link, or when a part that
+    should take it cannot (an unknown charset or transfer encoding, broken
+    base64): a copy never goes out with the link in one part and a bare marker
+    in another.  ``root`` is ``mime.parse(message)`` when the caller has it.
     """
     root = root or mime.parse(message)
-    if root.content_type in _UNTOUCHABLE:
+    if root.content_type in UNTOUCHABLE:
         raise NotInjectable(f"{root.content_type} is never changed")
     edits: list[tuple[int, int, bytes]] = []
-    for part in _text_parts(root, body_only=append):
-        new = _edit_part(message, part, repl, append=append)
+    for tp in text_parts(message, root, body_only=append):
+        new = _edit_part(message, tp, repl, append=append)
         if new is not None:
-            edits.append((part.header_start, part.body_end, new))
+            edits.append((tp.part.header_start, tp.part.body_end, new))
     if not edits:
         raise NotInjectable("no text part could take the link")
     out, last = [], 0
@@ -96,44 +93,47 @@ def inject(message: bytes, repl: Replacement, *, append: bool,
     return b"".join(out)
 
 
-def _text_parts(part: mime.Part, *, body_only: bool) -> list[mime.Part]:
-    """The text/plain and text/html leaves that may change.
-
-    With ``body_only`` (appending a block): the message body as a reader sees
-    it, i.e. every alternative, the root of multipart/related and the first
-    part of multipart/mixed.  Otherwise every inline text part (the marker
-    decides).
-    """
-    if part.content_type in _UNTOUCHABLE or part.disposition == "attachment":
-        return []
-    if not part.is_multipart:
-        return [part] if part.content_type in ("text/plain", "text/html") else []
-    children = part.children
-    if body_only and part.content_type in ("multipart/mixed", "multipart/related"):
-        children = children[:1]
-    return [leaf for child in children for leaf in _text_parts(child, body_only=body_only)]
-
-
-def _edit_part(message: bytes, part: mime.Part, repl: Replacement, *,
+def _edit_part(message: bytes, tp: TextPart, repl: Replacement, *,
                append: bool) -> bytes | None:
+    part, raw, codec = tp.part, tp.raw, tp.codec
     header = message[part.header_start:part.body_start]
     body = message[part.body_start:part.body_end]
-    raw = _decoded(message, part)
-    codec = codec_for(part.params.get("charset", "us-ascii"))
-    html = part.content_type == "text/html"
+    html = tp.html
     flowed = part.params.get("format", "").lower() == "flowed"
+    try:
+        spans = [] if append else _spans(tp)
+    except Undecodable as exc:  # the marker is there, but only in decoded characters
+        spans = None
+        reason = str(exc)
+    if not append and spans == []:
+        return None  # nothing to do in this part
+    if part.irregular:
+        raise NotInjectable("a text part whose header block readers split differently")
+    if not tp.known_cte:
+        raise NotInjectable(f"a text part with unknown transfer encoding {part.cte[:40]!r}")
+    if part.cte == "base64" and not base64_intact(message, part):
+        raise NotInjectable("broken base64 in a text part")
+    if spans is None:
+        new = _as_utf8(header, raw, codec, lambda utf8: _replace_markers(
+            utf8, "utf-8", _spans_in(utf8, html), repl, html=html, flowed=flowed))
+        if new is None:
+            raise NotInjectable(reason)
+        return new
     if append:
         new_raw = _append_block(raw, codec, repl, html=html)
         if new_raw is None:  # the charset cannot hold the block: UTF-8 it is
-            return _as_utf8(header, raw, codec, lambda utf8: _append_block(
+            new = _as_utf8(header, raw, codec, lambda utf8: _append_block(
                 utf8, "utf-8", repl, html=html))
+            if new is None:
+                raise NotInjectable(f"cannot add the block to a {tp.charset[:40]!r} part")
+            return new
     else:
         if not html and encode_text(repl.text, codec, html=False) is None:
             # The replacement (say, the Japanese sentence for colleagues) does not
             # fit this charset: the part becomes UTF-8 rather than show "????".
             return _as_utf8(header, raw, codec, lambda utf8: _replace_markers(
-                utf8, "utf-8", repl, html=False, flowed=flowed))
-        new_raw = _replace_markers(raw, codec, repl, html=html, flowed=flowed)
+                utf8, "utf-8", _spans_in(utf8, html), repl, html=False, flowed=flowed))
+        new_raw = _replace_markers(raw, codec, spans, repl, html=html, flowed=flowed)
         if new_raw is None:
             return None
     cte = part.cte
@@ -147,50 +147,157 @@ def _edit_part(message: bytes, part: mime.Part, repl: Replacement, *,
     return header + _encode_cte(new_raw, cte, trailing=body[-2:] == b"\r\n")
 
 
-def _replace_markers(raw: bytes, codec: str | None, repl: Replacement, *, html: bool,
-                     flowed: bool) -> bytes | None:
-    spans = [(p, p + len(MARKER)) for p in ascii_positions(raw, MARKER, codec)]
+def _spans(tp: TextPart) -> list[tuple[int, int]]:
+    spans = tp.marker_spans()
+    if tp.html:
+        spans += [(m.start(), m.end()) for m in _ENCODED_MARKER.finditer(tp.raw)]
+    return sorted(spans)
+
+
+def _spans_in(utf8: bytes, html: bool) -> list[tuple[int, int]]:
+    spans = []
+    at = utf8.find(MARKER)
+    while at >= 0:
+        spans.append((at, at + len(MARKER)))
+        at = utf8.find(MARKER, at + len(MARKER))
     if html:
-        spans += [(m.start(), m.end()) for m in _ENCODED_MARKER.finditer(raw)]
+        spans += [(m.start(), m.end()) for m in _ENCODED_MARKER.finditer(utf8)]
+    return sorted(spans)
+
+
+def _replace_markers(raw: bytes, codec: str | None, spans: list[tuple[int, int]],
+                     repl: Replacement, *, html: bool, flowed: bool) -> bytes | None:
+    """``raw`` with each marker where a link belongs replaced; None if there is none.
+
+    Linear in the part however many markers it holds: the HTML context is
+    read once, front to back (a 5.9 MB part of markers took 13 s when each
+    marker searched back to the start).
+    """
     if not spans:
         return None
-    if html and repl.html_attr is None:
-        spans = [_enclosing_link(raw, start, end) for start, end in spans]
+    nl = _newline(raw)
+    view = ascii_view(raw, codec)  # the ASCII structure: kanji bytes are never tags
+    where = _HtmlContext(view) if html else None
     out, last = [], 0
-    for start, end in sorted(set(spans)):
+    for start, end in spans:
         if start < last:
             continue  # inside a link element already replaced
-        out += [raw[last:start], _replacement_at(raw, start, end, repl, codec, html=html,
-                                                 flowed=flowed)]
+        if where is None:
+            new = _text_replacement(view, start, end, repl, codec, nl, flowed=flowed)
+            if new is None:
+                continue
+        else:
+            found = _html_replacement(view, start, end, repl, codec, where)
+            if found is None:
+                continue
+            start, end, new = found
+        out += [raw[last:start], new]
         last = end
+    if not out:
+        return None
     out.append(raw[last:])
     return b"".join(out)
 
 
+class _HtmlContext:
+    """Where a byte offset stands in HTML: text, a tag, a comment, or script/style.
+
+    Reads forward only, so a part is scanned once for all its markers; a tag,
+    comment or script that never closes runs to the end (and takes no link).
+    """
+
+    _RAW_OPEN = re.compile(rb"<(script|style)\b", re.IGNORECASE)
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.pos = 0  # everything before pos has been classified
+        self.region = (0, 0, "text")  # the last region found: start, end, kind
+        self._closings: list[int] | None = None
+
+    def at(self, offset: int) -> tuple[int, int, str]:
+        """The region holding ``offset`` (offsets must not go backwards)."""
+        raw = self.raw
+        while True:
+            start, end, _kind = self.region
+            if start <= offset < end:
+                return self.region
+            lt = raw.find(b"<", self.pos)
+            if lt < 0 or lt > offset:
+                return (self.pos, lt if lt >= 0 else len(raw), "text")
+            self.region = self._region_at(lt)
+            self.pos = self.region[1]
+
+    def _region_at(self, lt: int) -> tuple[int, int, str]:
+        raw, n = self.raw, len(self.raw)
+        if raw.startswith(b"<!--", lt):
+            close = raw.find(b"-->", lt + 4)
+            return (lt, n if close < 0 else close + 3, "comment")
+        opened = self._RAW_OPEN.match(raw, lt)
+        if opened:
+            ended = re.compile(rb"</" + opened.group(1) + rb"\b", re.IGNORECASE).search(raw, lt)
+            if ended is None:
+                return (lt, n, "script")
+            gt = raw.find(b">", ended.end())
+            return (lt, n if gt < 0 else gt + 1, "script")
+        gt = raw.find(b">", lt + 1)
+        return (lt, n if gt < 0 else gt + 1, "tag")
+
+    def closing_a(self, after: int) -> int | None:
+        """Offset just past the first ``</a>`` at or after ``after``, if any."""
+        if self._closings is None:
+            self._closings = [m.end() for m in _LINK_CLOSE.finditer(self.raw)]
+        i = bisect.bisect_left(self._closings, after + 1)
+        return self._closings[i] if i < len(self._closings) else None
+
+
 _LINK_OPEN = re.compile(rb"<a[\s>]", re.IGNORECASE)
 _LINK_CLOSE = re.compile(rb"</a\s*>", re.IGNORECASE)
+_HREF_BEFORE = re.compile(rb"\shref\s*=\s*([\"']?)$", re.IGNORECASE)
 
 
-def _enclosing_link(raw: bytes, start: int, end: int) -> tuple[int, int]:
-    """The <a ...>...</a> around a marker in its href, or the marker alone."""
-    tag = raw.rfind(b"<", 0, start)
-    if tag <= raw.rfind(b">", 0, start) or not _LINK_OPEN.match(raw, tag):
-        return start, end  # in text, or in another tag (img alt=, a comment): the marker alone
-    closing = _LINK_CLOSE.search(raw, end)
-    if closing is None or _LINK_OPEN.search(raw, end, closing.start()):
-        return start, end
-    return tag, closing.end()
+def _html_replacement(raw: bytes, start: int, end: int, repl: Replacement, codec: str | None,
+                      where: _HtmlContext) -> tuple[int, int, bytes] | None:
+    """(start, end, bytes) replacing the marker at start..end, or None to leave it.
+
+    A link goes only where one belongs (SPEC 5): the whole href of an <a>, or
+    HTML text.  In any other attribute (img src, a style, a form action), inside
+    a longer URL, a comment or a script, the marker stays as it is, so the
+    personal link never reaches a third party.
+    """
+    r_start, r_end, kind = where.at(start)
+    if kind == "text":
+        if _in_longer_url(raw, start):
+            return None
+        return start, end, _html_bytes(repl.html_text, codec)
+    if kind != "tag" or not _LINK_OPEN.match(raw, r_start):
+        return None
+    before = _HREF_BEFORE.search(raw, r_start, start)
+    if before is None:
+        return None
+    quote = before.group(1)
+    following = raw[end:end + 1]
+    if quote and following != quote:
+        return None  # inside a longer value
+    if not quote and following not in (b" ", b"\t", b"\r", b"\n", b">", b"/"):
+        return None
+    if repl.html_attr is not None:
+        return start, end, _html_bytes(repl.html_attr, codec)
+    closing = where.closing_a(r_end - 1)  # a copy without a link: the whole element goes
+    nested = _LINK_OPEN.search(raw, r_end, closing) if closing is not None else None
+    if closing is None or nested is not None:
+        return start, end, _html_bytes("#", codec)
+    return r_start, closing, _html_bytes(repl.html_text, codec)
 
 
-def _replacement_at(raw: bytes, start: int, end: int, repl: Replacement, codec: str | None,
-                    *, html: bool, flowed: bool) -> bytes:
-    if html:
-        in_tag = raw.rfind(b"<", 0, start) > raw.rfind(b">", 0, start)
-        text = repl.html_attr if in_tag and repl.html_attr is not None else repl.html_text
-        return encode_text(text, codec, html=True) or text.encode("ascii", "xmlcharrefreplace")
-    # Text: the URL on a line of its own, so auto-linkers see all of it.  Inside
-    # base64 the text may use bare LF (Python's generator writes it so): keep its style.
-    nl = _newline(raw)
+def _html_bytes(text: str, codec: str | None) -> bytes:
+    return encode_text(text, codec, html=True) or text.encode("ascii", "xmlcharrefreplace")
+
+
+def _text_replacement(raw: bytes, start: int, end: int, repl: Replacement, codec: str | None,
+                      nl: bytes, *, flowed: bool) -> bytes | None:
+    """The URL on a line of its own, so auto-linkers see all of it; None inside a URL."""
+    if _in_longer_url(raw, start):
+        return None
     encoded = encode_text(repl.text, codec, html=False) or repl.text.encode("ascii", "replace")
     before = b"" if start == 0 or raw[start - 1:start] == b"\n" else nl
     if flowed and before == b"" and raw[max(0, start - len(nl) - 1):start] == b" " + nl:
@@ -199,7 +306,20 @@ def _replacement_at(raw: bytes, start: int, end: int, repl: Replacement, codec: 
     return before + encoded + after
 
 
+def _in_longer_url(raw: bytes, start: int) -> bool:
+    """True when the marker ends a word that is a URL (``https://t.example/?u=``): a
+    link there would reach that host (SPEC 5).  Looks back a bounded window only."""
+    window = raw[max(0, start - _GLUE_WINDOW):start]
+    cut = max(window.rfind(b" "), window.rfind(b"\n"), window.rfind(b"\t"),
+              window.rfind(b'"'), window.rfind(b"'"), window.rfind(b">"))
+    if cut < 0 and start > _GLUE_WINDOW:
+        return True  # a word longer than any real one: take it for a URL
+    word = window[cut + 1:].lower()
+    return b"://" in word or word.startswith(b"www.") or word.endswith((b"=", b"/", b"?", b"&"))
+
+
 def _newline(raw: bytes) -> bytes:
+    # Inside base64 the text may use bare LF (Python's generator writes it so): keep its style.
     return b"\r\n" if b"\r\n" in raw or b"\n" not in raw else b"\n"
 
 
@@ -228,7 +348,7 @@ def _as_utf8(header: bytes, raw: bytes, codec: str | None,
         return None
     try:
         text = raw.decode(codec)
-    except UnicodeDecodeError:
+    except UnicodeError:
         return None
     new_raw = change(text.encode("utf-8"))
     if new_raw is None:
@@ -236,25 +356,6 @@ def _as_utf8(header: bytes, raw: bytes, codec: str | None,
     header = _set_param(header, "charset", "utf-8")
     header = _set_field(header, "Content-Transfer-Encoding", "quoted-printable")
     return header + _encode_cte(new_raw, "quoted-printable", trailing=True)
-
-
-def _decoded(message: bytes, part: mime.Part) -> bytes:
-    """The part's body with its transfer encoding undone, decoded once per part (the
-    parts of one parse are those of one message, so the copies share the work)."""
-    if part.decoded is None:
-        part.decoded = _decode_cte(message[part.body_start:part.body_end], part.cte)
-    return part.decoded
-
-
-def _decode_cte(body: bytes, cte: str) -> bytes:
-    if cte == "base64":
-        try:
-            return base64.b64decode(body)
-        except binascii.Error as exc:
-            raise NotInjectable(f"broken base64: {exc}") from None
-    if cte == "quoted-printable":
-        return _crlf(quopri.decodestring(body))
-    return body
 
 
 def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:

@@ -282,24 +282,39 @@ def test_a_7bit_part_gaining_8bit_text_becomes_quoted_printable() -> None:
     assert "こちら: " + URL in text_of(part)
 
 
+INTERNAL = Replacement(text="(個人別リンク)", html_attr=None, html_text="(個人別リンク)",
+                       text_block="", html_block="")
+
+
 @pytest.mark.parametrize("html", [
     f'<a href="x">home</a><!-- {M} --><p>keep me</p><a href="y">y</a>',
     f'<img alt="{M}"><p>keep me</p><a href="y">y</a>',
 ])
-def test_internal_copy_removes_only_a_link_that_holds_the_marker(html: str) -> None:
-    internal = Replacement(text="(個人別リンク)", html_attr=None, html_text="(個人別リンク)",
-                           text_block="", html_block="")
+def test_a_marker_where_no_link_belongs_is_left_and_takes_no_link(html: str) -> None:
+    """SPEC 5: a comment or an attribute other than an <a>'s href is no place for a link."""
     msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{html}\n")
-    (part,) = parts(inject(msg, internal, append=False))
+    for repl in (INTERNAL, REPL):
+        with pytest.raises(NotInjectable):
+            inject(msg, repl, append=False)
+
+
+def test_internal_copy_removes_only_the_link_that_holds_the_marker() -> None:
+    html = f'<a href="x">home</a><p>keep me</p><a href="{M}">register</a><a href="y">y</a>'
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{html}\n")
+    (part,) = parts(inject(msg, INTERNAL, append=False))
     out = text_of(part)
-    assert "keep me" in out and '<a href="y">y</a>' in out and M not in out
-    assert "(個人別リンク)" in out
+    assert "keep me" in out and '<a href="y">y</a>' in out and '<a href="x">home</a>' in out
+    assert M not in out and "register" not in out and "(個人別リンク)" in out
 
 
-def test_broken_base64_is_not_a_marked_part() -> None:
+def test_broken_base64_with_a_marker_is_marked_but_not_changed() -> None:
+    """Readers repair the padding and show the marker; re-encoding a broken body could
+    show something else, so the message is not changed (and is counted)."""
     msg = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
            b"W1tDQVJFRVJfUkVMQVlfTElOS11d=x\r\n")
-    assert marked_parts(msg) == 0
+    assert marked_parts(msg) == 1
+    with pytest.raises(NotInjectable):
+        inject(msg, REPL, append=False)
 
 
 def test_internal_sentence_in_a_us_ascii_part_becomes_utf8_not_question_marks() -> None:

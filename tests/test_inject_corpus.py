@@ -96,6 +96,8 @@ def place_marker(data: bytes, part: mime.Part, where: str) -> bytes | None:
 
     None when Python cannot decode the part strictly or encode the result.
     """
+    if part.irregular:
+        return None  # readers split its header block differently: never changed
     if data[part.body_start - 4:part.body_start] != b"\r\n\r\n":
         return None  # no empty line after the header: Python's parser and ours disagree
     body = data[part.body_start:part.body_end]
@@ -115,6 +117,9 @@ def place_marker(data: bytes, part: mime.Part, where: str) -> bytes | None:
     else:
         at = text.find(" ", middle)
         at = text.rfind(" ", 0, middle) if at < 0 else at
+        if part.content_type == "text/html":  # HTML text, not inside a tag (SPEC 5)
+            while at >= 0 and text.rfind("<", 0, at) > text.rfind(">", 0, at):
+                at = text.find(" ", at + 1)
         if at < 0:
             return None
         new_text = text[:at] + " " + MARKER + text[at:]

@@ -94,14 +94,20 @@ def text_body(draw: st.DrawFn, charset: str, html: bool) -> tuple[list[str], boo
     markers = draw(st.integers(0, 2))
     if markers and not lines:
         lines = [""]
+    segmented = [[line] for line in lines]
     for _ in range(markers):
-        i = draw(st.integers(0, len(lines) - 1))
-        col = draw(st.integers(0, len(lines[i])))
+        segs = segmented[draw(st.integers(0, len(segmented) - 1))]
+        j = draw(st.integers(0, len(segs) - 1))
         style = draw(st.sampled_from(["text", "href", "encoded"] if html else ["text"]))
-        token = {"text": MARKER, "href": f'<a href="{MARKER}">link</a>',
-                 "encoded": '<a href="%5B%5BCAREER_RELAY_LINK%5D%5D">link</a>'}[style]
-        lines[i] = fit([lines[i][:col], token, lines[i][col:]], codec, LINE_LIMIT)
-    lines = [fit([line], codec, LINE_LIMIT) for line in lines]
+        # A word of its own (SPEC 5: a marker glued to a longer URL is left as it is).
+        token = {"text": f" {MARKER} ", "href": f' <a href="{MARKER}">link</a> ',
+                 "encoded": ' <a href="%5B%5BCAREER_RELAY_LINK%5D%5D">link</a> '}[style]
+        if MARKER in segs[j] or "%5B" in segs[j]:  # never inside an earlier token
+            segs.insert(j + 1, token)
+        else:
+            col = draw(st.integers(0, len(segs[j])))
+            segs[j:j + 1] = [segs[j][:col], token, segs[j][col:]]
+    lines = [fit(segs, codec, LINE_LIMIT) for segs in segmented]
     if html:
         wrap = draw(st.sampled_from(["full", "body-less"]))
         if wrap == "full":
