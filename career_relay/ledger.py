@@ -30,7 +30,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -86,6 +86,8 @@ class Rejection:
     channel: str | None = None
     stage: str | None = None
     created: dt.datetime | None = None  # when its links were signed (default: now)
+    # Counted once per message; a retried submission (its offers exist) counts nothing.
+    counters: tuple[CounterKind, ...] = ("rejections",)
 
 
 class Ledger:
@@ -192,14 +194,24 @@ class Ledger:
         rejection = Rejection(company, message_id, tuple(offers), job, channel, stage)
         return self.record_rejections([rejection])[0]
 
-    def record_rejections(self, rejections: Sequence[Rejection]) -> list[dict[str, str]]:
+    def record_rejections(self, rejections: Sequence[Rejection],
+                          counts: Mapping[tuple[str, CounterKind], int] | None = None,
+                          ) -> list[dict[str, str]]:
         """Several rejections in one transaction: the gateway calls this before its 250,
         and every commit waits for the disk, so concurrent messages share one commit
-        (``career_relay.ledger_writer``)."""
+        (``career_relay.ledger_writer``).  ``counts`` adds (company, counter) totals
+        in the same transaction (the classifier's tallies of ordinary mail)."""
         now = self._clock()
         day = now.astimezone(dt.UTC).date().isoformat()
         results: list[dict[str, str]] = []
         with self._write() as conn:
+            for (company, kind), n in (counts or {}).items():
+                if kind not in COUNTER_KINDS:
+                    raise ValueError(f"unknown counter {kind!r}")
+                conn.execute(
+                    f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
+                    f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
+                    (company, day, n))
             for r in rejections:
                 created = stamp(r.created or now)
                 before = conn.total_changes
@@ -212,11 +224,14 @@ class Ledger:
                 )
                 # A retried submission adds no offer and is not a second rejection.
                 if conn.total_changes > before or not r.offers:
-                    conn.execute(
-                        "INSERT INTO daily_counts (company, day, rejections) VALUES (?, ?, 1)"
-                        " ON CONFLICT (company, day) DO UPDATE SET rejections = rejections + 1",
-                        (r.company, day),
-                    )
+                    for kind in r.counters:  # column names from COUNTER_KINDS only
+                        if kind not in COUNTER_KINDS:
+                            raise ValueError(f"unknown counter {kind!r}")
+                        conn.execute(
+                            f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, 1)"
+                            f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + 1",
+                            (r.company, day),
+                        )
                 results.append({rcpt: str(conn.execute(
                     "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
                     (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})

@@ -8,6 +8,12 @@ commits everything queued at that moment, in its own thread.  Callers that
 arrive meanwhile wait, and one of them leads the next commit.  Each caller
 gets its own result or the shared error.
 
+Tallies that no reply waits for (the classifier's ``unmarked_rejections`` on
+ordinary mail) are only added up in memory by ``add_count``: the next batch
+commits them, or a flusher thread within ``FLUSH_INTERVAL``, so ordinary mail
+never waits for a commit of its own.  A crash can lose those last tallies,
+never an offer or a rejection's count.
+
 The leader commits itself, rather than handing its rejection to a writer
 thread: waking another thread costs a futex call made while holding the
 GIL, and on a busy machine the woken thread can take the CPU from the
@@ -17,17 +23,22 @@ wake no one.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from career_relay.ledger import Ledger, Rejection
+from career_relay.ledger import CounterKind, Ledger, Rejection
+
+log = logging.getLogger("career_relay.ledger")
 
 _MAX_BATCH = 200
 _WAIT = 60.0  # seconds a caller waits for its commit (SQLite's busy timeout is 30 s)
+FLUSH_INTERVAL = 0.5  # seconds a deferred tally may wait for a commit
 
 
 @dataclass
@@ -45,14 +56,42 @@ class LedgerWriter:
         self._queue: list[_Request] = []
         self._leading = False  # a caller is committing a batch
         self._closed = False
+        self._counts: collections.Counter[tuple[str, CounterKind]] = collections.Counter()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def add_count(self, company: str, kind: CounterKind) -> None:
+        """Add one to a tally without waiting: committed with the next batch, or by the
+        flusher within FLUSH_INTERVAL (module docstring)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._counts[(company, kind)] += 1
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                                 name="ledger-tallies")
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending tallies now (a batch in progress takes them instead)."""
+        with self._cond:
+            if not self._counts or self._leading:
+                return
+            self._leading = True
+        self._commit([])
 
     def record_rejection(self, company: str, message_id: str,
                          offers: Sequence[tuple[str, str]], job: str | None = None,
                          channel: str | None = None, stage: str | None = None,
-                         created: dt.datetime | None = None) -> dict[str, str]:
+                         created: dt.datetime | None = None,
+                         counters: tuple[CounterKind, ...] = ("rejections",)) -> dict[str, str]:
         """Blocking, like ``Ledger.record_rejection``; returns once the commit is done."""
         request = _Request(Rejection(company, message_id, tuple(offers), job, channel, stage,
-                                     created))
+                                     created, counters))
         with self._cond:
             if self._closed:
                 raise sqlite3.OperationalError("the ledger writer has stopped")
@@ -69,9 +108,13 @@ class LedgerWriter:
 
     def close(self) -> None:
         """Refuse new rejections; wait (a while) for the commits already asked for."""
+        self._stop.set()
         with self._cond:
             self._closed = True
             self._cond.wait_for(lambda: not self._leading and not self._queue, _WAIT)
+            pending, self._leading = bool(self._counts), bool(self._counts)
+        if pending:
+            self._commit([])
 
     def _wait_or_lead(self, request: _Request, deadline: float) -> list[_Request]:
         """Wait while another caller commits; then the batch to commit ([] once ours is done)."""
@@ -89,12 +132,19 @@ class LedgerWriter:
             return batch
 
     def _commit(self, batch: list[_Request]) -> None:
-        """One transaction for the batch; then every caller in it hears the outcome."""
+        """One transaction for the batch and the pending tallies; then every caller in
+        it hears the outcome.  Called by the leader only."""
+        with self._cond:
+            counts, self._counts = self._counts, collections.Counter()
         try:
-            results = self._ledger.record_rejections([r.rejection for r in batch])
+            results = self._ledger.record_rejections([r.rejection for r in batch], counts)
             for request, result in zip(batch, results, strict=True):
                 request.result = result
         except BaseException as exc:  # the transaction rolled back: every caller hears of it
+            with self._cond:
+                self._counts.update(counts)  # tallies wait for the next commit
+            if not batch:
+                log.warning("tallies not committed yet: %s", exc)
             for request in batch:
                 request.error = exc
         finally:

@@ -70,6 +70,11 @@ class GatewaySettings(_Section):
         'What to do when a rejection cannot be changed: "pass" relays the original '
         'unmodified, "tempfail" answers 451.',
     )
+    max_mime_parts: int = setting(
+        1000,
+        "A rejection with more MIME parts than this (or nesting deeper than 30) is relayed "
+        "unmodified and counted as not_injected; bounds the work one message can cause.",
+    )
     timeout: int = setting(300, "Seconds an idle SMTP client may wait between commands.")
     workers: int = setting(
         0,

@@ -112,6 +112,7 @@ def _positive(settings: Settings) -> list[str]:
     checks = {
         "gateway.max_message_size": settings.gateway.max_message_size,
         "gateway.timeout": settings.gateway.timeout,
+        "gateway.max_mime_parts": settings.gateway.max_mime_parts,
         "upstream.connections": settings.upstream.connections,
         "upstream.timeout": settings.upstream.timeout,
         "queue.max_age": settings.queue.max_age,

@@ -16,21 +16,25 @@ outweigh the override they contain.  docs/classifier.md has the measured figures
 
 from __future__ import annotations
 
-import email
-import email.policy
+import base64
+import binascii
 import html
 import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.header import decode_header
-from email.message import Message
+
+from gateway import mime
+from gateway.message import header_block
+from gateway.textparts import text_parts
 
 log = logging.getLogger("career_relay.detect")
 
 THRESHOLD = 3.0
 MAX_CHARS = 200_000  # enough for any real rejection; bounds the cost of the regexes
-_MAX_PARTS = 64
+# What the gateway reads of a message for the classifier: the first text parts, this
+# many decoded bytes in all.  A rejection says what it is in its first screen.
+CLASSIFY_BYTES = 16_384
 
 # Katakana→hiragana, so ｺﾞ縁 / ゴ縁 / ご縁 all match; 沿/添 and the tildes are one letter.
 _FOLD = {c: c - 0x60 for c in range(0x30A1, 0x30F7)} | {ord("沿"): "添", ord("〜"): "~"}
@@ -151,6 +155,11 @@ def _canon_pattern(pattern: str) -> re.Pattern[str]:
 
 _COMPILED = tuple((rule, _canon_pattern(rule.pattern)) for rule in RULES)
 _CONTEXT = _canon_pattern(CONTEXT)
+# Every rule that adds to the score, as one pattern: text that matches none of them
+# cannot reach THRESHOLD, and most mail is decided by this one pass.
+_POSITIVE = {where: re.compile("|".join(
+    f"(?:{regex.pattern})" for rule, regex in _COMPILED
+    if rule.weight > 0 and rule.where in (where, "any"))) for where in ("subject", "body")}
 _QUOTE_CUT = re.compile(
     r"^(-{3,} ?(original message|forwarded message|元のメッセージ)|on .{5,200} wrote:$)",
     re.IGNORECASE | re.MULTILINE,
@@ -162,8 +171,11 @@ _CJK_SPACE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, kana-folded, whitespace collapsed and removed around CJK."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_FOLD)
-    return _CJK_SPACE.sub("", " ".join(text.split()))
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if not text.isascii():
+        text = text.translate(_FOLD)
+        return _CJK_SPACE.sub("", " ".join(text.split()))
+    return " ".join(text.split())
 
 
 def _own_words(subject: str, text: str) -> tuple[str, str]:
@@ -184,6 +196,8 @@ def _own_words(subject: str, text: str) -> tuple[str, str]:
 def classify(subject: str, text: str) -> Verdict:
     """Score a mail's subject and text against ``RULES``; see the module docstring."""
     subject, text = (normalise(part) for part in _own_words(subject, text))
+    if not (_POSITIVE["subject"].search(subject) or _POSITIVE["body"].search(text)):
+        return Verdict(False, 0.0, ("no phrase of a rejection",))
     where = {"subject": subject, "body": text, "any": subject + "\n" + text}
     score, reasons = 0.0, []
     for rule, regex in _COMPILED:
@@ -251,59 +265,103 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     return _jis_to_cp932(data, "replace") if jis else data.decode("utf-8", errors="replace")
 
 
-def _decode_header(raw: str) -> str:
-    """RFC 2047 words with the same fallbacks as bodies; raw 8-bit headers too."""
-    raw = re.sub(r"\r?\n(?=[ \t])", "", raw)  # unfold (RFC 5322 2.2.3)
-    try:
-        pieces = decode_header(raw)
-    except Exception:  # a malformed encoded word: keep the raw text
-        pieces = [(raw, None)]
-    out = []
-    for value, charset in pieces:
-        if isinstance(value, str):  # not encoded; raw 8-bit bytes arrive as surrogates
-            value = value.encode("utf-8", "surrogateescape")
-        out.append(decode_bytes(value, charset))
-    return "".join(out)
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)[ \t]+(?==\?)")
 
 
-_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
-_BREAK = re.compile(r"<(br|/p|/div|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
+def decode_header_value(raw: bytes) -> str:
+    """A header field's value for reading: unfolded, RFC 2047 words decoded with the
+    same fallbacks as bodies, raw 8-bit text too.  Never raises; linear in the value."""
+    text = raw.decode("utf-8", "surrogateescape")
+    text = re.sub(r"\r\n(?=[ \t])", "", text)  # unfold (RFC 5322 2.2.3)
+    text = _BETWEEN_WORDS.sub("", text)  # space between two encoded words is not text
+
+    def word(m: re.Match[str]) -> str:
+        charset = m.group(1).partition("*")[0]  # RFC 2231 section 5: charset*lang
+        data = m.group(3).encode("ascii", "surrogateescape")
+        try:
+            if m.group(2) in "bB":
+                raw_bytes = base64.b64decode(data + b"=" * (-len(data) % 4))
+            else:
+                raw_bytes = binascii.a2b_qp(data, header=True)
+        except (binascii.Error, ValueError):
+            return m.group(0)
+        return decode_bytes(raw_bytes, charset)
+
+    text = _ENCODED_WORD.sub(word, text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def header_field(block: bytes, name: bytes) -> bytes | None:
+    """The raw value of the first ``name`` field in a header block (folds kept)."""
+    pattern = re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
+    found = pattern.search(block)
+    return None if found is None else found.group(1).strip()
+
+
+_RAW_BLOCK = re.compile(r"<(script|style)\b|<!--", re.IGNORECASE)
+_BREAK = re.compile(r"<(?:br|/p|/div|/tr|/li|/h[1-6])\b[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^<>]*>")
 
 
 def html_to_text(markup: str) -> str:
-    """Crude but enough for phrases: drop scripts, styles and comments, then tags."""
-    markup = _BREAK.sub("\n", _DROP.sub(" ", markup))
-    return html.unescape(_TAG.sub(" ", markup))
+    """Crude but enough for phrases: drop scripts, styles and comments, then tags.
+
+    Linear in the markup: a script, style or comment that never closes ends the
+    text (a flood of unclosed ``<script`` took seconds with a lazy ``.*?``).
+    """
+    kept, pos = [], 0
+    lower = markup.lower()
+    while True:
+        opened = _RAW_BLOCK.search(markup, pos)
+        if opened is None:
+            kept.append(markup[pos:])
+            break
+        kept.append(markup[pos:opened.start()])
+        closer = "-->" if opened.group(0) == "<!--" else f"</{opened.group(1).lower()}"
+        close = lower.find(closer, opened.end())
+        if close < 0:
+            break
+        gt = markup.find(">", close)
+        pos = len(markup) if gt < 0 else gt + 1
+        kept.append(" ")
+    text = _BREAK.sub("\n", "".join(kept))
+    return html.unescape(_TAG.sub(" ", text))
 
 
-def _text_parts(part: Message, found: list[str], depth: int = 0) -> None:
-    if depth > 20 or len(found) >= _MAX_PARTS:
-        return
-    if part.get_content_maintype() == "message":
-        return  # attached messages are not the company's words
-    if part.is_multipart():
-        for child in part.get_payload():
-            if isinstance(child, Message):
-                _text_parts(child, found, depth + 1)
-        return
-    ctype = part.get_content_type()
-    if ctype not in ("text/plain", "text/html") or part.get_content_disposition() == "attachment":
-        return
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        text = decode_bytes(payload, part.get_content_charset())
-        found.append(html_to_text(text) if ctype == "text/html" else text)
+def classifier_input(message: bytes, root: mime.Part,
+                     limit: int = CLASSIFY_BYTES) -> tuple[str, str]:
+    """(subject, text) the classifier reads: the plain-text parts, or failing those
+    the HTML ones, ``limit`` decoded bytes in all."""
+    subject = header_field(header_block(message), b"subject")
+    plain: list[str] = []
+    markup: list[str] = []
+    budget = limit
+    for tp in text_parts(message, root):
+        if budget <= 0:
+            break
+        if tp.html:
+            if not plain and not markup:
+                markup.append(html_to_text(decode_bytes(_head(tp.raw, limit), tp.charset)))
+            continue
+        raw = _head(tp.raw, budget)
+        budget -= len(raw)
+        plain.append(decode_bytes(raw, tp.charset))
+    return decode_header_value(subject or b""), "\n".join(plain or markup)
+
+
+def _head(raw: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes, cut after a line so that no character is split."""
+    if len(raw) <= limit:
+        return raw
+    cut = raw.rfind(b"\n", 0, limit)
+    return raw[:cut + 1] if cut > 0 else raw[:limit]
 
 
 def extract_text(message: bytes) -> tuple[str, str]:
-    """(subject, text of the text/plain and text/html parts); never raises."""
+    """(subject, text) of a whole message for tests and tools; never raises."""
     try:
-        msg = email.message_from_bytes(message, policy=email.policy.default)
-        subject = next((v for k, v in msg.raw_items() if k.lower() == "subject"), "")
-        found: list[str] = []
-        _text_parts(msg, found)
-        return _decode_header(str(subject)), "\n".join(found)
-    except Exception:  # malformed MIME must never stop the mail (SPEC 5 "On error")
-        log.debug("extract_text: unparseable message", exc_info=True)
+        return classifier_input(message, mime.parse(message), MAX_CHARS)
+    except mime.MimeError:
+        log.debug("extract_text: unmappable message", exc_info=True)
         return "", decode_bytes(message, None)

@@ -29,6 +29,15 @@ DEFERRED = Counter("career_relay_messages_deferred",
                    "connection): one per recipient per attempt.")
 BOUNCED = Counter("career_relay_messages_bounced",
                   "Recipients given up (5xx, or queue.max_age reached).")
+REJECTIONS = Counter(
+    "career_relay_rejections",
+    "Messages of a company the rejection step acted on, by outcome: rejection (copies "
+    "with links), not_injected (a rejection relayed unchanged), unmarked (taken for a "
+    "rejection by the classifier under detect = marker; relayed unchanged).",
+    ["outcome"])
+_OUTCOMES = {"Rejection": REJECTIONS.labels("rejection"),
+             "NotInjectable": REJECTIONS.labels("not_injected")}
+_UNMARKED = REJECTIONS.labels("unmarked")
 PROCESSING = Histogram(
     "career_relay_processing_seconds",
     "From the end of DATA to the 250: checks, rejection handling, spool fsync.",
@@ -52,6 +61,13 @@ def accepted(started: float) -> None:
     """One message answered 250; ``started`` is ``time.perf_counter()`` at the end of DATA."""
     ACCEPTED.inc()
     PROCESSING.observe(time.perf_counter() - started)
+
+
+def outcome(name: str, unmarked: bool) -> None:
+    """The rejection step's outcome for one message (ordinary mail is not counted here)."""
+    counter = _UNMARKED if unmarked else _OUTCOMES.get(name)
+    if counter is not None:
+        counter.inc()
 
 
 def delivered(arrival: float, recipients: int) -> None:

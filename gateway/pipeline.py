@@ -1,8 +1,10 @@
 """What happens to a message between DATA and the 250, as a table of contents.
 
 ``accept`` lists the steps in order; each refuses with an ``SmtpReplyError``
-that the handler turns into the reply.  Nothing is answered 250 before
-``Spool.store`` returns, and from then on the delivery worker owns the copy.
+that the handler turns into the reply.  The rejection step ends in one named
+outcome (``Ordinary``, ``Rejection``, ``NotInjectable``), and ``_report`` turns
+it into the log line and the metric in one place.  Nothing is answered 250
+before ``Spool.store`` returns, and from then on the delivery worker owns it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ from dataclasses import dataclass
 
 from career_relay.errors import PolicyRejection, TemporaryFailure
 from career_relay.settings import CompanySettings, Settings
+from gateway import metrics
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
 from gateway.message import header_block, received_header, strip_relay_headers
 from gateway.policy import foreign_from_domains
-from gateway.rejection import Copy, Rejections
+from gateway.rejection import (
+    Candidate,
+    Copy,
+    NotInjectable,
+    Ordinary,
+    Outcome,
+    Rejection,
+    Rejections,
+)
 from gateway.spool import Spool
 
 log = logging.getLogger("career_relay.pipeline")
+
+# Larger messages take their first look in a thread: decoding megabytes of base64
+# must not hold up every other session of this worker.
+INLINE_LOOK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,37 +71,64 @@ class Pipeline:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250."""
         _check_sender(sub)
         data, fields = strip_relay_headers(sub.data)
-        copies = await self._prepare(sub, data, fields) or [Copy(list(sub.rcpts), data)]
+        outcome = await self._rejection_step(sub, data, fields)
+        copies = outcome.copies if isinstance(outcome, Rejection) else [Copy(list(sub.rcpts),
+                                                                              data)]
         stored = await self._store(sub, copies)
-        for (env, out), copy in zip(stored, copies, strict=True):
-            if copy.note:
-                log.info("queue_id=%s %s", env.id, copy.note)
+        self._report(outcome, [env.id for env, _ in stored])
+        for env, out in stored:
             self._delivery.submit(env, out)
         return " ".join(env.id for env, _ in stored)
 
-    async def _prepare(self, sub: Submission, data: bytes,
-                       fields: dict[str, str]) -> list[Copy] | None:
-        """Rejections become one copy per recipient; ordinary mail stays as it is."""
+    async def _rejection_step(self, sub: Submission, data: bytes,
+                              fields: dict[str, str]) -> Outcome:
+        """First look (in the loop for ordinary sizes), then, for a rejection, the copies
+        in a thread.  Only the project's declared errors leave this step."""
         if self._rejections is None:
-            return None
+            return Ordinary("no rejection handling here")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(None, self._rejections.prepare, sub.company, data,
-                                              list(sub.rcpts), fields)
+            if len(data) <= INLINE_LOOK_BYTES:
+                found = self._rejections.first_look(sub.company, data, fields)
+            else:
+                found = await loop.run_in_executor(None, self._rejections.first_look,
+                                                   sub.company, data, fields)
+            if isinstance(found, Ordinary):
+                return found
+            return await loop.run_in_executor(None, self._prepare, found, data, sub.rcpts,
+                                              fields)
         except (sqlite3.Error, OSError):
             # The ledger or the disk failed: that is our failure, not the message's, and
             # relaying it would send candidates a bare marker (SPEC 4: 451 4.3.0).
             log.exception("rejection could not be recorded; answering 451")
             raise TemporaryFailure("Could not record the message; try again later") from None
-        except TemporaryFailure:
-            raise  # its own reply (a company removed by a reload while its session was open)
-        except Exception:
+
+    def _prepare(self, found: Candidate, data: bytes, rcpts: list[str],
+                 fields: dict[str, str]) -> Outcome:
+        assert self._rejections is not None
+        try:
+            return self._rejections.prepare(found, data, list(rcpts), fields)
+        except (sqlite3.Error, OSError, TemporaryFailure):
+            raise
+        except Exception as exc:  # a bug on a hostile message: never a bare marker
             if self._settings.gateway.on_error == "tempfail":
                 log.exception("rejection could not be prepared; answering 451")
                 raise TemporaryFailure("Could not prepare the message; try again later") \
                     from None
             log.exception("rejection could not be prepared; relaying it unchanged")
-            return None
+            return self._rejections.prepare(
+                Candidate(found.company, None, found.append, problem=type(exc).__name__),
+                data, list(rcpts), fields)
+
+    def _report(self, outcome: Outcome, queue_ids: list[str]) -> None:
+        """The log line and the metric of each outcome, from one place."""
+        metrics.outcome(type(outcome).__name__, getattr(outcome, "unmarked", False))
+        if isinstance(outcome, NotInjectable):
+            for queue_id in queue_ids:
+                log.info("queue_id=%s rejection from %s relayed without links: %s", queue_id,
+                         outcome.company, outcome.reason)
+        elif isinstance(outcome, Ordinary) and outcome.unmarked:
+            log.debug("queue_id=%s %s", queue_ids[0], outcome.why)
 
     async def _store(self, sub: Submission, copies: list[Copy]) -> list[tuple[Envelope, bytes]]:
         """All copies, or none: a 451 must not leave some of them to be delivered.

@@ -1,11 +1,15 @@
-"""Rejections: detect, then make one copy per recipient, each with its own link (SPEC 5).
+"""The rejection step: first look, detect, one copy per recipient (SPEC 5).
 
-``Rejections.prepare`` runs once per accepted message, before the 250, in a
-thread (it writes the ledger and signs).  It returns ``None`` for ordinary
-mail, which is relayed as it came, or the copies to spool instead of the
-original.  Every copy is final when it is spooled: retries and restarts send
-the same bytes, and a client that retries after a 451 gets the same offers
-(the ledger is idempotent on Message-ID and recipient; DESIGN decision 1).
+``Rejections.first_look`` runs for every message, in the event loop, and
+decides most of them without parsing more than their headers: mail of no
+company, or without the header and the marker and with nothing the
+classifier takes for a rejection, is ``Ordinary`` and goes out as it came.
+The rest goes to ``Rejections.prepare`` in a thread (it writes the ledger
+and signs): a ``Rejection`` with its copies, each final when it is spooled
+(retries and restarts send the same bytes; a client that retries after a
+451 gets the same offers: the ledger is idempotent on Message-ID and
+recipient, DESIGN decision 1), or ``NotInjectable`` with the reason, relayed
+as it came and counted.  The pipeline logs and counts each outcome in one place.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
-from email.header import decode_header, make_header
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
@@ -27,7 +30,8 @@ from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
 from gateway.dkim import Signer, remove_signatures
 from gateway.message import header_block
-from gateway.policy import domain_of, from_domains
+from gateway.policy import domain_of, single_from_domain
+from gateway.textparts import MARKER, UNTOUCHABLE, text_parts
 
 log = logging.getLogger("career_relay.rejection")
 
@@ -36,7 +40,46 @@ log = logging.getLogger("career_relay.rejection")
 class Copy:
     rcpts: list[str]
     data: bytes
-    note: str = ""  # logged with the copy's queue id once it has one
+
+
+@dataclass(frozen=True)
+class Ordinary:
+    """Not a rejection: relayed byte for byte.  ``unmarked``: the classifier took it
+    for one, under ``detect = "marker"`` (counted, nothing about the person kept)."""
+
+    why: str
+    unmarked: bool = False
+
+
+@dataclass(frozen=True)
+class NotInjectable:
+    """A rejection that cannot take the link safely: relayed as it came, counted."""
+
+    company: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The copies to send instead of the message, one per outside recipient."""
+
+    company: str
+    copies: list[Copy]
+
+
+Outcome = Ordinary | NotInjectable | Rejection
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the first look found: a rejection of ``company`` to prepare in a thread."""
+
+    company: CompanySettings
+    root: mime.Part | None  # None: the map could not be made (``problem`` says why)
+    append: bool  # only the header (or the classifier) marked it: append the block
+    problem: str = ""
+    fatal: bool = False  # the map failed outright: gateway.on_error decides
+    senders: list[str] = field(default_factory=list)
 
 
 class _Companies:
@@ -64,78 +107,86 @@ class Rejections:
         self._writer = LedgerWriter(ledger)
         self._links = LinkSigner.from_settings(settings)
         self._companies = _Companies(settings, template_dir)
+        self._max_parts = settings.gateway.max_mime_parts
 
     def reload(self, settings: Settings) -> None:
         """New companies, keys and templates (SIGHUP).  Everything is built before the one
         swap: a key or template that cannot be read raises and leaves the old ones."""
         self._companies = _Companies(settings, self._template_dir)
 
-    def prepare(self, company: CompanySettings | None, data: bytes, rcpts: list[str],
-                fields: dict[str, str]) -> list[Copy] | None:
-        """The copies to send instead of ``data``, or None to relay it unchanged."""
-        now = self._companies  # one message, one configuration, even across a reload
-        senders = from_domains(header_block(data))  # parsed once: it picks company and key
-        if company is not None:
-            # A session that authenticated before a reload: the company as configured now.
-            company = now.by_id.get(company.id)
-            if company is None:
-                raise TemporaryFailure("The sender's company is no longer configured")
-        else:
-            company = self._company_of(now, senders)
-        if company is None:
-            return None
-        by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
-        try:
-            root = mime.parse(data)
-        except mime.MimeError:
-            if by_header or inject.MARKER in data:
-                raise  # a rejection we cannot parse: gateway.on_error decides (SPEC 5)
-            return None  # ordinary mail we cannot map is relayed as it came
-        marked = inject.marked_parts(data, root) > 0
-        if not (by_header or marked):
-            if not self._classified(company, data):
-                return None
-            by_header = True  # detect = "auto": treated like the header
-        try:
-            return self._copies(now, company, data, root, rcpts, fields, senders,
-                                append=not marked)
-        except inject.NotInjectable as exc:
-            self._count_not_injected(company)
-            # The message as it came; the pipeline logs why with its queue id.
-            return [Copy(list(rcpts), data,
-                         note=f"rejection from {company.id} relayed without links: {exc}")]
-
-    def _count_not_injected(self, company: CompanySettings) -> None:
-        self._ledger.count(company.id, "rejections")
-        self._ledger.count(company.id, "not_injected")
-
     def close(self) -> None:
         self._writer.close()
 
-    def _company_of(self, now: _Companies, senders: list[str]) -> CompanySettings | None:
-        for domain in senders:
-            company = now.settings.company_for_domain(domain)
-            if company is not None:
-                return company
-        return None
+    # -- the first look: every message, in the event loop ------------------------------
 
-    def _classified(self, company: CompanySettings, data: bytes) -> bool:
-        """detect = "auto": the classifier decides. Otherwise a hit is only counted,
-        and nothing about the person is stored (SPEC 5)."""
-        subject, text = detect.extract_text(data)
-        if not detect.classify(subject, text).is_rejection:
-            return False
+    def first_look(self, company: CompanySettings | None, data: bytes,
+                   fields: dict[str, str]) -> Ordinary | Candidate:
+        """Ordinary, or a Candidate for ``prepare``.  Reads no more than it must:
+        the header, then the map, the marker in the text parts, then the classifier."""
+        now = self._companies
+        company = self._whose(now, company, data)
+        if company is None:
+            return Ordinary("not a configured company's mail")
+        by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
+        try:
+            root = mime.parse(data, max_parts=self._max_parts)
+        except mime.MimeError as exc:
+            if by_header or MARKER in data:  # a rejection we cannot map
+                return Candidate(company, None, by_header, problem=str(exc),
+                                 fatal=not isinstance(exc, (mime.TooComplex, mime.Ambiguous)))
+            return Ordinary("no map, no marker")
+        if any(tp.has_marker() for tp in text_parts(data, root)):
+            return Candidate(company, root, append=False)
+        if by_header:
+            return Candidate(company, root, append=True)
+        if not detect.classify(*detect.classifier_input(data, root)).is_rejection:
+            return Ordinary("no header, no marker, not classified")
         if company.detect == "auto":
-            return True
-        self._ledger.count(company.id, "unmarked_rejections")
-        return False
+            return Candidate(company, root, append=True)
+        self._writer.add_count(company.id, "unmarked_rejections")
+        return Ordinary("classified as a rejection without the marker", unmarked=True)
+
+    def _whose(self, now: _Companies, company: CompanySettings | None,
+               data: bytes) -> CompanySettings | None:
+        if company is not None:
+            # A session that authenticated before a reload: the company as configured now.
+            current = now.by_id.get(company.id)
+            if current is None:
+                raise TemporaryFailure("The sender's company is no longer configured")
+            return current
+        domain = single_from_domain(header_block(data))
+        return None if domain is None else now.settings.company_for_domain(domain)
+
+    # -- the rejection: in a thread (ledger, signatures) ----------------------------------
+
+    def prepare(self, found: Candidate, data: bytes, rcpts: list[str],
+                fields: dict[str, str]) -> Rejection | NotInjectable:
+        """One copy per recipient, each with its own link, signed; or NotInjectable."""
+        company = found.company
+        if found.root is None:
+            if found.fatal and self._settings.gateway.on_error == "tempfail":
+                raise TemporaryFailure("Could not prepare the message; try again later")
+            return self._not_injected(company, data, found.problem)
+        if found.root.content_type in UNTOUCHABLE:
+            return self._not_injected(company, data, f"{found.root.content_type} is never changed")
+        try:
+            return Rejection(company.id, self._copies(
+                self._companies, company, data, found.root, rcpts, fields, append=found.append))
+        except inject.NotInjectable as exc:
+            return self._not_injected(company, data, str(exc))
+
+    def _not_injected(self, company: CompanySettings, data: bytes,
+                      reason: str) -> NotInjectable:
+        self._writer.record_rejection(company.id, _message_id(data), (),
+                                      counters=("rejections", "not_injected"))
+        return NotInjectable(company.id, reason)
 
     def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
-                root: mime.Part, rcpts: list[str], fields: dict[str, str], senders: list[str],
+                root: mime.Part, rcpts: list[str], fields: dict[str, str],
                 *, append: bool) -> list[Copy]:
         """The copies, built first and recorded after, in one ledger transaction."""
         texts = now.texts[company.id]
-        signer = _signer(now, company, senders)  # the From header is the same in every copy
+        signer = _signer(now, company, data)  # the From header is the same in every copy
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
@@ -151,6 +202,8 @@ class Rejections:
         copies = {rcpt: copy_for(rcpt, oid, issued) for rcpt, oid in fresh.items()}
         internal_copy = (Copy(internal, _signed(signer, inject.inject(
             data, texts.for_internal(), append=append, root=root))) if internal else None)
+        if not copies and internal_copy is None:
+            raise inject.NotInjectable("no recipient")
         recorded = self._writer.record_rejection(
             company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
             channel=_field(fields, "channel"), stage=_field(fields, "stage"),
@@ -163,11 +216,12 @@ class Rejections:
         return list(copies.values()) + ([internal_copy] if internal_copy else [])
 
 
-def _signer(now: _Companies, company: CompanySettings, senders: list[str]) -> Signer | None:
+def _signer(now: _Companies, company: CompanySettings, data: bytes) -> Signer | None:
     """The company key, as the domain of the From address when that is one of the
     company's (DMARC alignment)."""
-    domains = [d for d in senders if d in company.domains]
-    return now.signers.get((company.id, domains[0] if domains else company.domains[0]))
+    domain = single_from_domain(header_block(data))
+    return now.signers.get(
+        (company.id, domain if domain in company.domains else company.domains[0]))
 
 
 def _signed(signer: Signer | None, data: bytes) -> bytes:
@@ -186,11 +240,9 @@ def _message_id(data: bytes) -> str:
 
 
 def _field(fields: dict[str, str], name: str) -> str | None:
-    """X-Career-Relay-Job/-Channel/-Stage, RFC 2047 encoded-words decoded."""
+    """X-Career-Relay-Job/-Channel/-Stage, RFC 2047 encoded-words decoded (never raises)."""
     raw = fields.get(f"x-career-relay-{name}")
     if not raw:
         return None
-    try:
-        return str(make_header(decode_header(raw)))[:200]
-    except (ValueError, LookupError):
-        return raw[:200]
+    text = detect.decode_header_value(raw.encode("utf-8", "surrogateescape"))
+    return "".join(ch for ch in text if ch.isprintable())[:200] or None

@@ -174,7 +174,7 @@ def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     writer = LedgerWriter(ledger)
 
-    def broken(rejections: object) -> list[dict[str, str]]:
+    def broken(rejections: object, counts: object = None) -> list[dict[str, str]]:
         time.sleep(0.05)  # long enough for the other callers to queue behind this commit
         raise sqlite3.OperationalError("disk I/O error")
 
