@@ -42,6 +42,42 @@ def test_imports_run_one_way() -> None:
     assert problems == []
 
 
+# Every module a message passes through between DATA and the 250 (issue: "the email
+# package is not used on the per-message path"; DESIGN decision 5).
+PER_MESSAGE = ("handler", "pipeline", "rejection", "detect", "inject", "mime", "textparts",
+               "charsets", "policy", "message", "dkim", "spool", "journal", "envelope")
+
+
+def test_the_per_message_path_never_parses_with_the_email_package() -> None:
+    """The first look must cost almost nothing: no email.parser, no message_from_bytes,
+    no header parser of the email package on any module the SMTP path runs."""
+    problems = []
+    for name in PER_MESSAGE:
+        path = REPO / "gateway" / f"{name}.py"
+        text = path.read_text(encoding="utf-8")
+        for mod in _imports(path):
+            if mod.startswith("email") and mod not in ("email.utils",):
+                problems.append(f"{name}.py imports {mod}")
+        for call in ("message_from_bytes", "BytesParser", "BytesHeaderParser",
+                     "getaddresses", "decode_header"):
+            if call + "(" in text:
+                problems.append(f"{name}.py calls {call}")
+    assert problems == []
+
+
+def test_the_rejection_step_reads_as_its_outcomes() -> None:
+    """pipeline.accept lists the steps; the step ends in one of three named outcomes."""
+    from gateway import rejection
+
+    assert {c.__name__ for c in rejection.Outcome.__args__} == {  # type: ignore[attr-defined]
+        "Ordinary", "NotInjectable", "Rejection"}
+    accept = (REPO / "gateway" / "pipeline.py").read_text(encoding="utf-8")
+    body = accept.split("async def accept", 1)[1].split("\n    async def ", 1)[0]
+    steps = ["_check_sender", "strip_relay_headers", "_rejection_step", "_store", "_report",
+             "submit"]
+    assert [body.index(step) for step in steps] == sorted(body.index(s) for s in steps)
+
+
 def test_frameworks_stay_on_their_side() -> None:
     problems = []
     for pkg in ("career_relay", "consent_site", "gateway"):
