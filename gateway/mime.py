@@ -176,6 +176,8 @@ def _params(text: str) -> dict[str, str]:
 
 
 def _segments(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(";")
     out: list[str] = []
     start, quoted, escaped = 0, False, False
     for i, ch in enumerate(text):

@@ -8,6 +8,7 @@ authenticated company may only send as its own domains (SPEC 4).
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from career_relay.passwords import verify_password
 from career_relay.settings import CompanySettings, Settings
@@ -103,13 +104,19 @@ def _fields(header_block: bytes) -> list[tuple[str, str]]:
     return out
 
 
+_PLAIN_MAILBOX = re.compile(r"[^()\\\",:;<>]*(?:<[^()\\\",:;<>]*>)?[ \t]*")
+
+
 def _mailboxes(value: str) -> list[str]:
     """Addresses of a mailbox-list, split at top-level commas; comments, quoted strings
     and angle brackets read with counters, never recursion."""
+    if _PLAIN_MAILBOX.fullmatch(value):  # the common "Name <a@b>" or "a@b": one mailbox
+        address = _address(value)
+        return [address] if address else []
     out: list[str] = []
     bare: list[str] = []  # the current mailbox's characters outside comments/quotes
     angle: list[str] | None = None
-    depth, quoted, escaped, group = 0, False, False, False
+    depth, quoted, escaped, group, bad = 0, False, False, False, False
     for ch in value:
         if escaped:
             escaped = False
@@ -134,24 +141,26 @@ def _mailboxes(value: str) -> list[str]:
             quoted = True
             (angle if angle is not None else bare).append(ch)
         elif ch == "<" and angle is None:
+            bad = bad or any(piece.startswith("<") for piece in bare)  # a second <addr>
             angle = []
         elif ch == ">" and angle is not None:
             bare, angle = ["<" + "".join(angle) + ">"], None
         elif angle is not None:
             angle.append(ch)
         elif ch in ",;":
-            out.append(_address("".join(bare)))
-            bare = []
+            out.append(" " if bad else _address("".join(bare)))
+            bare, bad = [], False
         elif ch == ":":
             group, bare = True, []
         else:
             bare.append(ch)
-    if angle is not None or quoted or depth:
-        out.append("")  # unbalanced: never a valid mailbox
+    if angle is not None or quoted or depth or bad:
+        out.append(" ")  # unbalanced, or two addresses in one: never a valid mailbox
     else:
         out.append(_address("".join(bare)))
     found = [a for a in out if a]
     return [*found, ":"] if group else found
+
 
 
 def _address(text: str) -> str:
