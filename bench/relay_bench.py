@@ -32,6 +32,35 @@ per message: 2N signed copies with a link each must reach the sink, the ledger
 must gain 2N offers, and a 5-message sample dumped by ``smtp-sink -d`` is
 checked first (links, tokens, DKIM). ``--profile`` attaches py-spy to it.
 
+``--paths`` (what ``make bench`` should run) measures every path a company's mail
+takes through the gateway, each next to Postfix relaying the same mail, in
+alternating pairs: for each workload one gateway of its own (workdir, config with
+the company acme and its DKIM key, spool, ledger), a warm-up of both, then
+Postfix, gateway, Postfix, gateway, ... (``--pairs``, default 3; ``--messages``,
+default 3000, over 20 sessions; ``--workloads a,b`` for a subset). One Postfix
+instance and one counting sink serve the whole run. The workloads (``PATHS``):
+
+- ``unconfigured``: an ordinary mail from sender@other.example, a domain no
+  company has (acme is configured); goal gateway >= 1.5 x Postfix;
+- ``marker-ordinary``: an interview invitation from hr@acme.example, acme with
+  ``detect = "marker"``: relayed unchanged; >= 1.5;
+- ``auto-ordinary``: the same, ``detect = "auto"`` (the classifier reads it); >= 1.2;
+- ``marker-unmarked-rejection``: an お祈りメール without marker or header, ``detect =
+  "marker"``: relayed unchanged, and the ledger's unmarked_rejections grows by
+  exactly N; >= 1.5;
+- ``rejection-1`` / ``rejection-2``: the marked rejection to one / two new outside
+  recipients per message (``-N``, a domain per run): 1 / 2 signed copies with a
+  link each, offers grow by N / 2N; >= 1.2 / >= 0.9.
+
+Before its pairs, each workload gets a sample check through a gateway of its own
+and ``smtp-sink -d``: the rejections' copies as for ``--rejection``, the others
+byte for byte (what smtp-source sent, directly to the same sink, against what the
+gateway delivered, less its one Received: field). The table gives per workload
+the medians of both systems' msgs/s, their ratio, the range of the pairs' own
+ratios, CPU ms per message of both, and the goal (met / NOT met); then the
+machine. The exit status is 1 only when a run or a check failed, not for a
+missed goal.
+
 Everything listens on and connects to 127.0.0.1 only, every wait has a
 timeout, and every process started here is stopped in ``finally`` blocks.
 """
@@ -42,11 +71,13 @@ import abc
 import argparse
 import collections
 import contextlib
+import datetime as dt
 import email
 import email.policy
 import itertools
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -59,17 +90,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))  # relay_messages, also when not run as a script
 
 import dkim  # noqa: E402
+from relay_messages import KINDS, MARKER, RECIPIENT, build_message  # noqa: E402
 
 from career_relay.dkimkeys import generate_key, public_record  # noqa: E402 - sys.path above
 from career_relay.ledger import open_ledger  # noqa: E402
@@ -83,12 +113,8 @@ from tests.peers.postfix import (  # noqa: E402
 LOOPBACK = "127.0.0.1"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
-SENDER = "sender@acme.example"
-RECIPIENT = "rcpt@candidate.example"
 HELO_NAME = "bench.test"
-# The --rejection run: company acme (domains acme.example), DKIM selector "bench".
-REJECTION_SENDER = "hr@acme.example"
-MARKER = "[[CAREER_RELAY_LINK]]"
+# The --rejection run and --paths: company acme (domains acme.example), DKIM selector "bench".
 PUBLIC_URL = "http://consent.bench.test"
 SIGNING_KEY = "bench-secret-0123456789abcdef"
 COMPANY_ID = "acme"
@@ -96,6 +122,7 @@ COMPANY_DOMAIN = "acme.example"
 DKIM_SELECTOR = "bench"
 REJECTION_RCPTS = 2  # outside recipients per rejection: two signed copies each
 REJECTION_GOAL = 0.5  # issue 3: rejections at >= 0.5 x Postfix's pass-through rate
+LEDGER_WAIT = 15.0  # seconds deferred ledger tallies may take to be committed after a run
 LINK = re.compile(re.escape(PUBLIC_URL) + r"/c/([A-Za-z0-9_.\-]+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -104,105 +131,25 @@ class BenchError(RuntimeError):
     """A run could not be completed or its result failed a check."""
 
 
-# -- the test message -------------------------------------------------------
-
-_PARAGRAPHS = [
-    "この度は、株式会社アクメの営業職（東京本社）にご応募いただき、誠にありがとうございました。"
-    "慎重に選考を進めました結果、誠に残念ながら、今回はご期待に沿えない結果となりました。",
-    "多数のご応募をいただいた中で、ご経歴やご経験を拝見し、社内で検討を重ねましたが、"
-    "現在の募集要件との兼ね合いにより、このような判断となりましたことをご了承ください。",
-    "なお、選考内容に関するお問い合わせにはお答えいたしかねますので、あらかじめご了承ください。"
-    "お預かりした応募書類は、当社の個人情報保護方針に基づき責任をもって破棄いたします。",
-    "Thank you for your interest in Acme Corporation. After careful consideration we have "
-    "decided not to proceed with your application at this time. We wish you every success.",
-    "末筆ながら、今後のご活躍を心よりお祈り申し上げます。何卒よろしくお願い申し上げます。",
-]
+# -- the test messages (bench/relay_messages.py) ------------------------------
 
 
-# The optional-referral block of templates/emails/rejection_ja.*, with the marker.
-_REFERRAL_PLAIN = (
-    "――――――――――――――――――――――――――――\n"
-    "【任意のご案内】提携人材紹介会社へのご登録について\n\n"
-    "弊社は、人材紹介会社 株式会社キャリアブリッジ（有料職業紹介事業 許可番号：13-ユ-000000）と"
-    "提携しております。ご希望の場合に限り、下記の山田様専用ページから、"
-    "同社への求職者登録をお申し込みいただけます。\n\n"
-    f"{MARKER}\n\n"
-    "・ご登録は任意です。ご利用にならなくても、今回の選考結果に影響することは一切ございません。\n"
-    "・ご希望でない場合は、何もしていただく必要はございません。本メールへのご返信も不要です。\n"
-    "――――――――――――――――――――――――――――"
-)
-_REFERRAL_HTML = (
-    "<hr>\n<h2>【任意のご案内】提携人材紹介会社へのご登録について</h2>\n"
-    "<p>弊社は、人材紹介会社 株式会社キャリアブリッジ（有料職業紹介事業 許可番号：13-ユ-000000）と"
-    "提携しております。ご希望の場合に限り、下記の山田様専用ページから、"
-    "同社への求職者登録をお申し込みいただけます。</p>\n"
-    f'<p><a href="{MARKER}">株式会社キャリアブリッジ へのご登録ページ（任意）</a></p>\n'
-    "<p>・ご登録は任意です。ご利用にならなくても、今回の選考結果に影響することは一切ございません。"
-    "</p>\n<p>・ご希望でない場合は、何もしていただく必要はございません。</p>\n<hr>"
-)
+def write_message_files(workdir: Path, target_size: int, kind: str) -> tuple[Path, Path, int]:
+    """Write the message of ``kind`` in wire form and in the form smtp-source needs.
 
-
-def _bodies(paragraph_count: int, referral: bool = False) -> tuple[str, str]:
-    paragraphs = [_PARAGRAPHS[i % len(_PARAGRAPHS)] for i in range(paragraph_count)]
-    html_paragraphs = "\n".join(f"<p>{p}</p>" for p in paragraphs)
-    if referral:  # the marker goes into both parts, as in the templates companies paste
-        paragraphs.append(_REFERRAL_PLAIN)
-        html_paragraphs += "\n" + _REFERRAL_HTML
-    plain = "山田 太郎 様\n\n" + "\n\n".join(paragraphs) + "\n\n株式会社アクメ 人事部 採用担当\n"
-    html = (
-        '<!DOCTYPE html>\n<html lang="ja">\n<head><meta charset="utf-8">'
-        "<title>選考結果のご連絡</title></head>\n"
-        f'<body style="font-family: sans-serif">\n<p>山田 太郎 様</p>\n{html_paragraphs}\n'
-        "<p>株式会社アクメ 人事部 採用担当</p>\n</body>\n</html>\n"
-    )
-    return plain, html
-
-
-def build_message(target_size: int, rejection: bool = False) -> bytes:
-    """A realistic rejection mail of at least ``target_size`` bytes, CRLF line endings.
-
-    multipart/alternative with text/plain and text/html, both UTF-8 and
-    quoted-printable, so the message is 7-bit clean: smtp-source speaks HELO,
-    not EHLO, and so cannot ask for 8BITMIME. With ``rejection`` it is what the
-    gateway must act on: From hr@acme.example (a configured company) and the
-    marker in both parts (the plain text on a line of its own, the HTML in an href).
-    """
-    paragraph_count = 1
-    while True:
-        plain, html = _bodies(paragraph_count, referral=rejection)
-        msg = EmailMessage(policy=SMTP)  # policy.SMTP serialises with CRLF
-        sender = REJECTION_SENDER if rejection else SENDER
-        msg["From"] = Address("株式会社アクメ 採用担当", addr_spec=sender)
-        msg["To"] = Address("山田 太郎", addr_spec=RECIPIENT)
-        msg["Subject"] = "【選考結果のご連絡】営業職（東京本社）へのご応募について"
-        msg["Date"] = "Thu, 26 Nov 2026 10:00:00 +0900"
-        msg["Message-ID"] = f"<bench-rejection-000{2 if rejection else 1}@acme.example>"
-        msg.set_content(plain, charset="utf-8", cte="quoted-printable")
-        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-        data = msg.as_bytes()
-        if len(data) >= target_size:
-            return data
-        paragraph_count += 1
-
-
-def write_message_files(
-    workdir: Path, target_size: int, rejection: bool = False
-) -> tuple[Path, Path, int]:
-    """Write the message in wire form and in the form smtp-source needs.
-
-    ``message.eml`` is the message as it goes over the wire (CRLF). smtp-source
+    ``<kind>.eml`` is the message as it goes over the wire (CRLF). smtp-source
     ``-F`` strips only the LF of each line and then appends CRLF, so a CRLF file
     would go out as CR CR LF (checked against a raw socket with Postfix 3.7's
-    smtp-source); it therefore gets ``message.lf``, the same bytes with LF
+    smtp-source); it therefore gets ``<kind>.lf``, the same bytes with LF
     endings, and puts the CRLF back on the wire.
     """
-    wire = build_message(target_size, rejection)
+    eml, lf = workdir / f"{kind}.eml", workdir / f"{kind}.lf"
+    if eml.exists():  # one file per kind, shared by the workloads that send it
+        return eml, lf, eml.stat().st_size
+    wire = build_message(target_size, kind)
     if b"\n" in wire.replace(b"\r\n", b"") or b"\r" in wire.replace(b"\r\n", b""):
         raise BenchError("generated message has a bare CR or LF")
-    stem = "rejection" if rejection else "message"
-    eml = workdir / f"{stem}.eml"
     eml.write_bytes(wire)
-    lf = workdir / f"{stem}.lf"
     lf.write_bytes(wire.replace(b"\r\n", b"\n"))
     return eml, lf, len(wire)
 
@@ -466,8 +413,8 @@ class SystemUnderTest(abc.ABC):
     def before_run(self) -> None:  # noqa: B027 - a hook: most systems need nothing here
         """Remember whatever check_after_run compares against."""
 
-    def check_after_run(self, messages: int) -> None:  # noqa: B027 - an optional hook
-        """Extra consistency checks once all messages reached the sink."""
+    def check_after_run(self, messages: int, workload: Workload) -> None:  # noqa: B027
+        """Extra consistency checks once all messages reached the sink (an optional hook)."""
 
     def profile_pid(self) -> int | None:
         """The process py-spy attaches to (with --subprocesses), if any."""
@@ -495,10 +442,25 @@ class PostfixSystem(SystemUnderTest):
     def before_run(self) -> None:
         self._sent_before = self.instance.sent_count()
 
-    def check_after_run(self, messages: int) -> None:
+    def check_after_run(self, messages: int, workload: Workload) -> None:
+        # One status=sent line per recipient (each message's recipients share one
+        # transaction to the sink: one relayhost, one domain).
         sent = self.instance.sent_count() - self._sent_before
-        if sent != messages:
-            raise BenchError(f"Postfix log has {sent} new status=sent lines, expected {messages}")
+        expected = messages * workload.rcpts_per_message
+        if sent != expected:
+            raise BenchError(f"Postfix log has {sent} new status=sent lines, expected {expected}")
+
+
+@dataclass(frozen=True)
+class LedgerDelta:
+    """What each message must add to the company's figures in the gateway's ledger."""
+
+    offers: int = 0  # rows in offers: one per outside recipient of a rejection
+    rejections: int = 0  # daily_counts.rejections
+    unmarked: int = 0  # daily_counts.unmarked_rejections: classifier hits, no marker
+
+    def times(self, messages: int) -> tuple[int, int, int]:
+        return messages * self.offers, messages * self.rejections, messages * self.unmarked
 
 
 class GatewaySystem(SystemUnderTest):
@@ -510,14 +472,14 @@ class GatewaySystem(SystemUnderTest):
         port: int,
         spool_queue: Path,
         ledger: Path | None = None,
-        offers_per_message: int = 0,
+        expect: LedgerDelta | None = None,
     ) -> None:
         self.process = process
         self.port = port
         self.spool_queue = spool_queue
         self.ledger = ledger
-        self.offers_per_message = offers_per_message
-        self._ledger_before = (0, 0)
+        self.expect = expect
+        self._ledger_before = (0, 0, 0)
 
     def pending(self) -> int:
         if self.process.poll() is not None:
@@ -532,32 +494,47 @@ class GatewaySystem(SystemUnderTest):
     def profile_pid(self) -> int | None:
         return self.process.pid
 
-    def ledger_counts(self) -> tuple[int, int]:
-        """(offers, rejections counted) in the gateway's ledger; (0, 0) before it exists."""
+    def ledger_counts(self) -> tuple[int, int, int]:
+        """(offers, rejections, unmarked rejections) of acme in the gateway's ledger;
+        zeros before it exists."""
         if self.ledger is None or not self.ledger.exists():
-            return 0, 0
+            return 0, 0, 0
         with contextlib.closing(sqlite3.connect(self.ledger, timeout=30.0)) as conn:
-            (offers,) = conn.execute("SELECT count(*) FROM offers").fetchone()
-            (rejections,) = conn.execute(
-                "SELECT coalesce(sum(rejections), 0) FROM daily_counts WHERE company = ?",
+            (offers,) = conn.execute(
+                "SELECT count(*) FROM offers WHERE company = ?", (COMPANY_ID,)
+            ).fetchone()
+            rejections, unmarked = conn.execute(
+                "SELECT coalesce(sum(rejections), 0), coalesce(sum(unmarked_rejections), 0)"
+                " FROM daily_counts WHERE company = ?",
                 (COMPANY_ID,),
             ).fetchone()
-        return int(offers), int(rejections)
+        return int(offers), int(rejections), int(unmarked)
 
     def before_run(self) -> None:
         self._ledger_before = self.ledger_counts()
 
-    def check_after_run(self, messages: int) -> None:
-        """With a company configured: N rejections counted, one new offer per copy."""
-        if self.ledger is None:
+    def check_after_run(self, messages: int, workload: Workload) -> None:
+        """With a company configured: exactly the offers and counts ``expect`` says.
+
+        Offers and rejections are committed before the 250; the gateway may commit other
+        tallies (unmarked_rejections) a little later, in batches: wait for them, bounded.
+        """
+        if self.ledger is None or self.expect is None:
             return
-        offers, rejections = self.ledger_counts()
-        new_offers = offers - self._ledger_before[0]
-        new_rejections = rejections - self._ledger_before[1]
-        if new_offers != messages * self.offers_per_message or new_rejections != messages:
+        expected = self.expect.times(messages)
+        grown: tuple[int, ...] = ()
+
+        def arrived() -> bool:
+            nonlocal grown
+            after = self.ledger_counts()
+            grown = tuple(now - was for now, was in zip(after, self._ledger_before, strict=True))
+            return grown == expected or any(g > e for g, e in zip(grown, expected, strict=True))
+
+        wait_until(arrived, LEDGER_WAIT, poll=0.1)
+        if grown != expected:
             raise BenchError(
-                f"ledger: {new_offers} new offers and {new_rejections} rejections counted, "
-                f"expected {messages * self.offers_per_message} and {messages}"
+                "ledger: {} new offers, {} rejections and {} unmarked rejections counted, "
+                "expected {}, {} and {}".format(*grown, *expected)
             )
 
 
@@ -614,7 +591,7 @@ def run_once(
             f"{system.name}: the sink got {sink.count - sink_before} messages, "
             f"expected {deliveries}"
         )
-    system.check_after_run(messages)
+    system.check_after_run(messages, workload)
     elapsed = finished - started
     return RunResult(
         system=system.name,
@@ -669,13 +646,19 @@ def postfix_system(workdir: Path, port: int, sink_port: int) -> Iterator[Postfix
 
 
 def write_gateway_config(
-    workdir: Path, port: int, sink_port: int, workers: int | None, company_key: Path | None = None
+    workdir: Path,
+    port: int,
+    sink_port: int,
+    workers: int | None,
+    company_key: Path | None = None,
+    detect: str = "marker",
 ) -> Path:
     """The gateway configuration (SPEC keys); 127.0.0.1 relays without AUTH via allow_ips.
 
     With ``company_key`` the company acme (acme.example) is configured with that
-    DKIM key (selector "bench"), so mail from hr@acme.example with the marker
-    is a rejection; without it every message is relayed unchanged.
+    DKIM key (selector "bench") and ``detect``, so mail from hr@acme.example with
+    the marker is a rejection (with "auto", also mail the classifier calls one);
+    without it no company is configured and every message is relayed unchanged.
     """
 
     def toml_str(value: str) -> str:
@@ -710,6 +693,7 @@ def write_gateway_config(
             f"domains = [{toml_str(COMPANY_DOMAIN)}]\n"
             f"dkim_selector = {toml_str(DKIM_SELECTOR)}\n"
             f"dkim_key_file = {toml_str(str(company_key))}\n"
+            f"detect = {toml_str(detect)}\n"
         )
     path = workdir / "career-relay.toml"
     path.write_text(config, encoding="utf-8")
@@ -724,13 +708,15 @@ def gateway_system(
     sink_port: int,
     workers: int | None,
     company_key: Path | None = None,
-    offers_per_message: int = 0,
+    expect: LedgerDelta | None = None,
+    detect: str = "marker",
 ) -> Iterator[GatewaySystem]:
-    """The gateway with its config, spool, ledger and log in ``workdir``."""
+    """The gateway with its config, spool, ledger and log in ``workdir``; with
+    ``company_key`` (acme configured) every run is checked against ``expect``."""
     if not os.access(executable, os.X_OK):
         raise BenchError(f"{executable} is not there yet (pip install -e . in the venv?)")
     workdir.mkdir(mode=0o755, exist_ok=True)
-    config = write_gateway_config(workdir, port, sink_port, workers, company_key)
+    config = write_gateway_config(workdir, port, sink_port, workers, company_key, detect)
     # CAREER_RELAY_* variables would override the file (and unknown ones are
     # rejected), so the gateway gets an environment without them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
@@ -747,9 +733,7 @@ def gateway_system(
         try:
             wait_for_smtp(port, 30.0, process)
             ledger = workdir / "ledger.db" if company_key is not None else None
-            yield GatewaySystem(
-                process, port, workdir / "spool" / "queue", ledger, offers_per_message
-            )
+            yield GatewaySystem(process, port, workdir / "spool" / "queue", ledger, expect)
         except BenchError as exc:  # the gateway's own log usually says why
             raise BenchError(f"{exc}\n--- {log_path} ---\n{tail(log_path)}") from None
         finally:
@@ -763,7 +747,7 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-# -- the rejection run's sample check ------------------------------------------
+# -- sample checks (smtp-sink -d) ----------------------------------------------
 
 # Headers smtp-sink -d puts in front of each dumped message (its envelope record).
 _SINK_HEADERS = (b"X-Client-Addr:", b"X-Client-Proto:", b"X-Helo-Args:", b"X-Mail-Args:",
@@ -820,16 +804,25 @@ def check_copy(data: bytes, rcpts: list[str], public: bytes) -> tuple[str, str]:
     return rcpts[0], tokens.pop()
 
 
-def check_rejection_sample(
-    workdir: Path, args: argparse.Namespace, workload: Workload, count: int = 5
-) -> str:
-    """Send ``count`` rejections through a gateway of their own to ``smtp-sink -d`` and
-    check every copy: one per outside recipient, each with its own link in text/plain
-    and text/html (a token that opens the offer for that very recipient), no marker
-    left, and a DKIM-Signature by acme's key that dkimpy verifies. Returns a summary.
+def sample_run(
+    workdir: Path,
+    args: argparse.Namespace,
+    workload: Workload,
+    count: int,
+    detect: str,
+    expect: LedgerDelta,
+    reference: bool = False,
+) -> tuple[list[tuple[list[str], bytes]], bytes, bytes | None]:
+    """Send ``count`` messages of ``workload`` through a gateway of their own (acme
+    configured with ``detect`` and a fresh DKIM key, the ledger checked against
+    ``expect``) to ``smtp-sink -d``, which writes every delivery to a file.
 
-    The measured runs use ``smtp-sink -c`` (a counter only): dumping every message
-    to a file would make the sink the bottleneck.
+    Returns what the sink got, each delivery as (envelope recipients, message in CRLF
+    form), the DKIM key's TXT record, and with ``reference`` what the same sink wrote
+    for one message smtp-source sent it directly, before the gateway's run (smtp-source
+    and smtp-sink both add to what is in the file; the reference has the same). The
+    measured runs use ``smtp-sink -c`` (a counter only): dumping every message to a
+    file would make the sink the bottleneck.
     """
     workdir.mkdir(mode=0o755)
     dump = workdir / "dump"
@@ -845,16 +838,42 @@ def check_rejection_sample(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    direct: bytes | None = None
     try:
         wait_for_smtp(sink_port, 10.0, sink)
+        if reference:
+            direct_load = replace(workload, copies_per_message=1)
+            run_once(DirectToSink(sink_port), NullSink(dump), direct_load, 1, 1, args.timeout)
+            files = list(dump.iterdir())
+            if len(files) != 1:
+                raise BenchError(f"sample: smtp-sink wrote {len(files)} files for 1 message")
+            direct = split_dump(files[0].read_bytes())[1]
+            files[0].rename(workdir / "reference.dump")
         with gateway_system(
             workdir, args.career_relay, port, sink_port, args.gateway_workers, key_path,
-            workload.copies_per_message,
+            expect, detect,
         ) as gateway:  # fmt: skip
             run_once(gateway, NullSink(dump), workload, count, 1, args.timeout)
     finally:
         stop_process_group(sink)
-    copies = [split_dump(path.read_bytes()) for path in sorted(dump.iterdir())]
+    deliveries = [split_dump(path.read_bytes()) for path in sorted(dump.iterdir())]
+    return deliveries, public, direct
+
+
+def check_rejection_sample(
+    workdir: Path,
+    args: argparse.Namespace,
+    workload: Workload,
+    count: int = 5,
+    detect: str = "marker",
+) -> str:
+    """Send ``count`` rejections through a gateway of their own to ``smtp-sink -d`` and
+    check every copy: one per outside recipient, each with its own link in text/plain
+    and text/html (a token that opens the offer for that very recipient), no marker
+    left, and a DKIM-Signature by acme's key that dkimpy verifies. Returns a summary.
+    """
+    expect = LedgerDelta(offers=workload.copies_per_message, rejections=1)
+    copies, public, _ = sample_run(workdir, args, workload, count, detect, expect)
     checked = [check_copy(data, rcpts, public) for rcpts, data in copies]
     recipients = {rcpt for rcpt, _ in checked}
     tokens = {token for _, token in checked}
@@ -878,6 +897,81 @@ def check_rejection_sample(
         f"(a=rsa-sha256, c=relaxed/relaxed, d={COMPANY_DOMAIN}, s={DKIM_SELECTOR}) that "
         f"dkimpy verifies; e.g. {PUBLIC_URL}/c/{checked[0][1]}"
     )
+
+
+_RECEIVED = re.compile(rb"Received:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
+
+
+def check_unchanged_sample(
+    workdir: Path,
+    args: argparse.Namespace,
+    workload: Workload,
+    original: bytes,
+    detect: str,
+    expect: LedgerDelta,
+    count: int = 5,
+) -> str:
+    """Send ``count`` messages through a gateway of their own to ``smtp-sink -d`` and check
+    that each arrived once, to its envelope recipients, as exactly ``original`` behind
+    the one Received: field the gateway adds (and the one smtp-sink adds on top), and
+    that the sample gateway's ledger grew by ``expect`` per message. Returns a summary."""
+    deliveries, _, direct = sample_run(workdir, args, workload, count, detect, expect, True)
+    # The direct delivery: smtp-sink's Received: field, then what smtp-source sent.
+    assert direct is not None
+    sink_received = _RECEIVED.match(direct)
+    if sink_received is None or b"(smtp-sink)" not in sink_received.group():
+        raise BenchError("sample: smtp-sink's dump does not start with its Received: field")
+    sent = direct[sink_received.end() :]
+    if not sent.startswith(original):
+        raise BenchError("sample: smtp-source did not send the message file as it is")
+    if len(deliveries) != count:
+        raise BenchError(f"sample: {count} messages arrived as {len(deliveries)} deliveries")
+    expected_rcpts = [RECIPIENT] * workload.rcpts_per_message  # no -N here: fixed recipients
+    for rcpts, data in deliveries:
+        if workload.unique_rcpts or rcpts != expected_rcpts:
+            raise BenchError(f"sample: a delivery went to {rcpts}, expected {expected_rcpts}")
+        # smtp-sink -d puts its own Received: field on top; then must come the gateway's.
+        fields = []
+        for _ in range(2):
+            received = _RECEIVED.match(data)
+            if received is None:
+                raise BenchError("sample: a delivery lacks the sink's or the gateway's Received:")
+            fields.append(received.group())
+            data = data[received.end() :]
+        if b"(smtp-sink)" not in fields[0] or b"(career-relay)" not in fields[1]:
+            raise BenchError(f"sample: unexpected Received: fields {fields}")
+        if data != sent:
+            same = next(
+                (i for i, (a, b) in enumerate(zip(data, sent, strict=False)) if a != b),
+                min(len(data), len(sent)),
+            )
+            raise BenchError(
+                f"sample: the message arrived changed ({len(data)} bytes after the Received: "
+                f"field, {len(sent)} sent; the first {same} bytes are the same)"
+            )
+    offers, rejections, unmarked = expect.times(count)
+    return (
+        f"sample: {count} messages relayed unchanged: each delivered once to <{RECIPIENT}>, "
+        f"byte for byte what smtp-source sent ({len(sent)} bytes as smtp-sink writes them "
+        "directly), behind one Received: field of the gateway's; "
+        f"its ledger: {offers} offers, {rejections} rejections, {unmarked} unmarked "
+        "rejections more"
+    )
+
+
+class DirectToSink(SystemUnderTest):
+    """No relay: smtp-source talks to the sink itself (the sample check's reference)."""
+
+    name = "smtp-sink"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def pending(self) -> int:
+        return 0
+
+    def cpu_seconds(self) -> float:
+        return 0.0
 
 
 class NullSink(CountingSink):
@@ -1075,16 +1169,327 @@ def print_report(
     return summary
 
 
+# -- --paths: every path a company's mail takes, next to Postfix, in alternating pairs ----
+
+
+@dataclass(frozen=True)
+class MailPath:
+    """One workload of --paths: a kind of mail, how acme is configured, and the goal."""
+
+    name: str
+    description: str
+    kind: str  # the message (relay_messages.KINDS)
+    detect: str  # acme's `detect` in the gateway's configuration
+    goal: float  # gateway msgs/s >= goal x Postfix msgs/s (medians, same run)
+    rcpts: int = 1  # envelope recipients per message
+    copies: int = 1  # deliveries per message out of the gateway (Postfix: always one)
+    expect: LedgerDelta = LedgerDelta()  # per message, in the gateway's ledger
+    unique_rcpts: bool = False  # -N and a new domain per run: new offers every run
+    rejection: bool = False  # the sample check: links and DKIM instead of "unchanged"
+
+
+PATHS: tuple[MailPath, ...] = (
+    MailPath("unconfigured", "ordinary mail from sender@other.example, a domain no company "
+             "has (acme configured, detect = marker)", "unconfigured", "marker", 1.5),
+    MailPath("marker-ordinary", "interview invitation from hr@acme.example, detect = marker: "
+             "relayed unchanged", "interview", "marker", 1.5),
+    MailPath("auto-ordinary", "the same invitation, detect = auto: classified, relayed "
+             "unchanged", "interview", "auto", 1.2),
+    MailPath("marker-unmarked-rejection", "お祈りメール without marker or header, detect = "
+             "marker: relayed unchanged, counted as unmarked", "unmarked", "marker", 1.5,
+             expect=LedgerDelta(unmarked=1)),
+    MailPath("rejection-1", "marked rejection, 1 outside recipient: 1 signed copy with a "
+             "link", "rejection", "marker", 1.2, expect=LedgerDelta(offers=1, rejections=1),
+             unique_rcpts=True, rejection=True),
+    MailPath("rejection-2", "marked rejection, 2 outside recipients: 2 signed copies with "
+             "links", "rejection", "marker", 0.9, rcpts=2, copies=2,
+             expect=LedgerDelta(offers=2, rejections=1), unique_rcpts=True, rejection=True),
+)  # fmt: skip
+PATH_NAMES = tuple(path.name for path in PATHS)
+
+
+@dataclass
+class PathResult:
+    path: MailPath
+    size: int = 0
+    sample: str = ""
+    postfix: list[RunResult] = field(default_factory=list)
+    gateway: list[RunResult] = field(default_factory=list)
+    error: str | None = None
+
+    def pair_ratios(self) -> list[float]:
+        return [
+            round(gw.msgs_per_s / pf.msgs_per_s, 3)
+            for pf, gw in zip(self.postfix, self.gateway, strict=False)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        pf_rate = median(self.postfix, "msgs_per_s")
+        gw_rate = median(self.gateway, "msgs_per_s")
+        ratio = round(gw_rate / pf_rate, 3) if pf_rate and gw_rate else None
+        pairs = self.pair_ratios()
+        return {
+            "workload": self.path.name,
+            "description": self.path.description,
+            "message_bytes": self.size,
+            "recipients_per_message": self.path.rcpts,
+            "gateway_copies_per_message": self.path.copies,
+            "detect": self.path.detect,
+            "pairs": len(pairs),
+            "postfix_msgs_per_s": pf_rate,
+            "gateway_msgs_per_s": gw_rate,
+            "ratio": ratio,
+            "pair_ratios": pairs,
+            "pair_ratio_min": min(pairs) if pairs else None,
+            "pair_ratio_max": max(pairs) if pairs else None,
+            "postfix_cpu_ms_per_msg": median(self.postfix, "cpu_ms_per_msg"),
+            "gateway_cpu_ms_per_msg": median(self.gateway, "cpu_ms_per_msg"),
+            "postfix_intake_msgs_per_s": median(self.postfix, "intake_msgs_per_s"),
+            "gateway_intake_msgs_per_s": median(self.gateway, "intake_msgs_per_s"),
+            "goal_ratio": self.path.goal,
+            "goal_met": None if self.error or ratio is None else ratio >= self.path.goal,
+            "sample_check": self.sample,
+            "error": self.error,
+            "runs": [asdict(run) for run in self.postfix + self.gateway],
+        }
+
+
+def run_path(
+    path: MailPath,
+    postfix: PostfixSystem,
+    sink: CountingSink,
+    sink_port: int,
+    workdir: Path,
+    args: argparse.Namespace,
+    result: PathResult,
+) -> None:
+    """The sample check, then one gateway (its own directory: config, DKIM key, spool,
+    ledger, log) for a warm-up of each side and ``--pairs`` pairs: Postfix, then it."""
+    eml, message_lf, result.size = write_message_files(workdir, args.size, path.kind)
+    gw_load = Workload(
+        path.name, message_lf, KINDS[path.kind].sender, rcpts_per_message=path.rcpts,
+        copies_per_message=path.copies, unique_rcpts=path.unique_rcpts,
+    )  # fmt: skip
+    # Postfix relays each message once: its recipients share one transaction to the sink.
+    pf_load = replace(gw_load, copies_per_message=1)
+    directory = workdir / path.name
+    directory.mkdir(mode=0o755)
+    log(f"[{path.name}] {path.description}; message {result.size} bytes")
+    if path.rejection:
+        result.sample = check_rejection_sample(directory / "sample", args, gw_load, 5, path.detect)
+    else:
+        result.sample = check_unchanged_sample(
+            directory / "sample", args, gw_load, eml.read_bytes(), path.detect, path.expect
+        )
+    log(f"  {result.sample}")
+    key_path, _public = new_company_key(directory)
+    port = free_port()
+    with gateway_system(
+        directory / "gateway", args.career_relay, port, sink_port, args.gateway_workers,
+        key_path, path.expect, path.detect,
+    ) as gateway:  # fmt: skip
+        log(f"  gateway on {LOOPBACK}:{port}")
+        if args.warmup > 0:
+            for system, load in ((postfix, pf_load), (gateway, gw_load)):
+                warm = run_once(system, sink, load, args.warmup, args.sessions, args.timeout)
+                log(f"  warm-up {system.name:<12} {warm.messages:>6} msgs "
+                    f"{warm.msgs_per_s:>8.1f} msgs/s")  # fmt: skip
+        for index in range(args.pairs):
+            pf = run_once(postfix, sink, pf_load, args.messages, args.sessions, args.timeout)
+            result.postfix.append(pf)
+            gw = run_once(gateway, sink, gw_load, args.messages, args.sessions, args.timeout)
+            result.gateway.append(gw)
+            log(
+                f"  pair {index + 1}/{args.pairs}  Postfix {pf.msgs_per_s:8.1f} msgs/s "
+                f"({pf.cpu_ms_per_msg:.2f} ms CPU/msg)  gateway {gw.msgs_per_s:8.1f} msgs/s "
+                f"({gw.cpu_ms_per_msg:.2f} ms CPU/msg, {gw.deliveries} delivered)  "
+                f"ratio {gw.msgs_per_s / pf.msgs_per_s:.3f}"
+            )
+
+
+def run_paths(
+    workdir: Path, sink: CountingSink, sink_port: int, args: argparse.Namespace
+) -> list[PathResult]:
+    """Every selected workload in turn, against one Postfix instance and the shared sink.
+    A workload that fails is reported and the next one still runs."""
+    results = [PathResult(path) for path in PATHS if path.name in args.workloads]
+    postfix_port = free_port()
+    log(f"Postfix on {LOOPBACK}:{postfix_port}")
+    with postfix_system(workdir, postfix_port, sink_port) as postfix:
+        for result in results:
+            try:
+                run_path(result.path, postfix, sink, sink_port, workdir, args, result)
+            except Exception as exc:  # report it, then go on with the next workload
+                result.error = str(exc) or type(exc).__name__
+                log(f"[{result.path.name}] FAILED: {result.error}")
+    return results
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    # The gateway's own interpreter (the career-relay script's #! line).
+    python = platform.python_version()
+    with contextlib.suppress(OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        shebang = args.career_relay.read_text().splitlines()[0]
+        if shebang.startswith("#!"):
+            out = subprocess.run(
+                [shebang[2:].strip(), "-c", "import platform; print(platform.python_version())"],
+                capture_output=True, text=True, timeout=30, check=True,
+            )  # fmt: skip
+            python = out.stdout.strip() or python
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": python,
+        "postfix": postfix_version(),
+        "kernel": platform.release(),
+    }
+
+
+def print_paths_report(
+    args: argparse.Namespace,
+    results: list[PathResult],
+    machine: dict[str, Any],
+    started: dt.datetime,
+    elapsed_s: float,
+    out: IO[str],
+) -> dict[str, Any]:
+    def cell(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    summaries = [result.summary() for result in results]
+    header = ("workload", "Postfix msgs/s", "gateway msgs/s", "ratio", "pair ratios",
+              "Postfix ms CPU/msg", "gateway ms CPU/msg", "goal", "met")  # fmt: skip
+    rows = [header]
+    for s in summaries:
+        pairs = (
+            f"{s['pair_ratio_min']:.2f}..{s['pair_ratio_max']:.2f}" if s["pair_ratios"] else "n/a"
+        )
+        met = "FAILED" if s["error"] else "n/a" if s["goal_met"] is None else (
+            "met" if s["goal_met"] else "NOT met")  # fmt: skip
+        rows.append((
+            s["workload"], cell(s["postfix_msgs_per_s"], ".1f"),
+            cell(s["gateway_msgs_per_s"], ".1f"), cell(s["ratio"], ".3f"), pairs,
+            cell(s["postfix_cpu_ms_per_msg"], ".2f"), cell(s["gateway_cpu_ms_per_msg"], ".2f"),
+            f">= {s['goal_ratio']}", met,
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [text.rjust(width) for text, width in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join([row[0].ljust(widths[0]), *cells])
+
+    rule = "-" * len(line(header))
+    print(rule, file=out)
+    print(line(header), file=out)
+    print(rule, file=out)
+    for row in rows[1:]:
+        print(line(row), file=out)
+    print(rule, file=out)
+    print(
+        f"{args.pairs} alternating pairs (Postfix, then the gateway) of {args.messages} "
+        f"messages, {args.sessions} sessions, warm-up {args.warmup}; medians; ratio = "
+        "gateway / Postfix",
+        file=out,
+    )
+    print(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}; Python "
+        f"{machine['python']}, Postfix {machine['postfix']}, Linux {machine['kernel']}; "
+        f"{started:%Y-%m-%d %H:%M} UTC, {elapsed_s / 60:.1f} min",
+        file=out,
+    )
+    for s in summaries:
+        if s["error"]:
+            print(f"{s['workload']} FAILED: {s['error'].splitlines()[0]}", file=out)
+    summary = {
+        "mode": "paths",
+        "messages": args.messages,
+        "pairs": args.pairs,
+        "sessions": args.sessions,
+        "warmup": args.warmup,
+        "size": args.size,
+        "gateway_workers": args.gateway_workers,
+        "machine": machine,
+        "started": started.isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed_s, 1),
+        "workloads": summaries,
+    }
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False), file=out)
+    return summary
+
+
+def main_paths(args: argparse.Namespace) -> int:
+    """--paths: returns 1 if a run or a check failed (a missed goal is not a failure)."""
+    started, clock = dt.datetime.now(dt.UTC), time.monotonic()
+    machine = machine_info(args)
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-", dir="/tmp"))
+    workdir.chmod(0o755)  # the Postfix daemons (user postfix) must reach their directories
+    sink_port = free_port()
+    results: list[PathResult] = []
+    failed = False
+    sink: CountingSink | None = None
+    try:
+        log(f"work directory {workdir}; sink on {LOOPBACK}:{sink_port}; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        sink = CountingSink(sink_port, workdir / "smtp-sink.log")
+        sink.start()
+        try:
+            results = run_paths(workdir, sink, sink_port, args)
+        except Exception as exc:  # Postfix did not start or stop
+            failed = True
+            log(f"--paths failed: {exc}")
+        failed = failed or any(result.error for result in results)
+        log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print_paths_report(args, results, machine, started, time.monotonic() - clock, sys.stdout)
+    finally:
+        if sink is not None:
+            sink.stop()
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
 # -- main -------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=5000, help="messages per measured run")
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="every path a company's mail takes, each next to Postfix in alternating pairs "
+        f"(workloads: {', '.join(PATH_NAMES)})",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=None,
+        metavar="A,B,...",
+        help="with --paths (implied): run only these workloads, in the order above",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="with --paths: measured Postfix/gateway pairs"
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="messages per measured run (default 5000; 3000 with --paths)",
+    )
     parser.add_argument("--sessions", type=int, default=20, help="parallel smtp-source sessions")
     parser.add_argument("--size", type=int, default=10240, help="approximate message size")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up messages (0: none)")
-    parser.add_argument("--repeat", type=int, default=1, help="measured runs; medians shown")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="measured runs (default 1); medians shown"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per run")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary line")
     parser.add_argument("--skip-postfix", action="store_true")
@@ -1115,7 +1520,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    for name in ("messages", "sessions", "size", "repeat"):
+    if args.workloads is not None:
+        args.paths = True
+        args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+        unknown = [name for name in args.workloads if name not in PATH_NAMES]
+        if unknown or not args.workloads:
+            parser.error(f"--workloads: unknown {unknown}; choose from {', '.join(PATH_NAMES)}")
+    elif args.paths:
+        args.workloads = list(PATH_NAMES)
+    if args.paths:
+        legacy = [option for option, given in (
+            ("--repeat", args.repeat is not None), ("--skip-postfix", args.skip_postfix),
+            ("--skip-gateway", args.skip_gateway), ("--rejection", args.rejection),
+            ("--profile", args.profile is not None),
+        ) if given]  # fmt: skip
+        if legacy:
+            parser.error(f"{', '.join(legacy)} cannot be used with --paths (use --pairs)")
+        args.repeat = 1
+    if args.messages is None:
+        args.messages = 3000 if args.paths else 5000
+    if args.repeat is None:
+        args.repeat = 1
+    for name in ("messages", "sessions", "size", "repeat", "pairs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.warmup < 0:
@@ -1134,9 +1560,9 @@ def run_rejection(
     log) with the company acme configured, fed the rejection message with two outside
     recipients per message; the shared counting sink must get two copies per message.
     """
-    _eml, rejection_lf, size = write_message_files(workdir, args.size, rejection=True)
+    _eml, rejection_lf, size = write_message_files(workdir, args.size, "rejection")
     workload = Workload(
-        "rejection", rejection_lf, REJECTION_SENDER, rcpts_per_message=REJECTION_RCPTS,
+        "rejection", rejection_lf, KINDS["rejection"].sender, rcpts_per_message=REJECTION_RCPTS,
         copies_per_message=REJECTION_RCPTS, unique_rcpts=True,
     )  # fmt: skip
     log(f"rejection message {size} bytes; checking a sample first")
@@ -1148,7 +1574,7 @@ def run_rejection(
     log(f"career-relay gateway (rejections) on {LOOPBACK}:{port}")
     with gateway_system(
         directory, args.career_relay, port, sink_port, args.gateway_workers, key_path,
-        REJECTION_RCPTS,
+        LedgerDelta(offers=REJECTION_RCPTS, rejections=1),
     ) as gateway:  # fmt: skip
         runs = measure(gateway, sink, workload, args, args.profile)
     if args.profile is not None:
@@ -1167,6 +1593,8 @@ def main(argv: list[str] | None = None) -> int:
         if not os.access(tool, os.X_OK):
             log(f"{tool} not found (it comes with the postfix package)")
             return 2
+    if args.paths:
+        return main_paths(args)
 
     # The Postfix daemons (user postfix) must reach their directories in here.
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-", dir="/tmp"))
@@ -1179,8 +1607,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     sink: CountingSink | None = None
     try:
-        _eml, message_lf, size = write_message_files(workdir, args.size)
-        passthrough = Workload("pass-through", message_lf, SENDER)
+        _eml, message_lf, size = write_message_files(workdir, args.size, "pass-through")
+        passthrough = Workload("pass-through", message_lf, KINDS["pass-through"].sender)
         log(f"work directory {workdir}; message {size} bytes; sink on {LOOPBACK}:{sink_port}")
         sink = CountingSink(sink_port, workdir / "smtp-sink.log")
         sink.start()
