@@ -19,6 +19,7 @@ only, so the token is one path segment that never needs percent-encoding.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -120,9 +121,14 @@ class LinkSigner:
         """
         if not OFFER_ID.fullmatch(offer_id):
             raise ValueError("a token carries only an opaque offer id (URL-safe, 8-64 chars)")
-        serializer = (self._serializer if issued_at is None
-                      else self._serializer_at(lambda: issued_at))
+        serializer = self._serializer if issued_at is None else self._at(issued_at)
         return str(serializer.dumps(offer_id))
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one signer object, a few seconds
+    def _at(self, issued_at: float) -> URLSafeTimedSerializer:
+        """The serializer for tokens issued at ``issued_at``: every copy of one rejection
+        shares one second, so it is built once per message, not once per copy."""
+        return self._serializer_at(lambda: issued_at)
 
     def offer_id(self, token: str) -> str:
         """The offer id inside ``token``; ``TokenInvalid`` or ``TokenExpired`` otherwise."""
