@@ -25,7 +25,7 @@ from dkim.canonicalization import CanonicalizationPolicy
 
 from career_relay.errors import CareerRelayError, ConfigError
 
-__all__ = ["SIGNED_HEADERS", "Signer", "SigningError", "remove_signatures"]
+__all__ = ["OVERSIGNED", "SIGNED_HEADERS", "Signer", "SigningError", "remove_signatures"]
 
 # The header fields signed when present (RFC 6376 section 5.4.1 lists these as
 # the ones a signer SHOULD cover). Each occurrence is listed in h=.
@@ -33,6 +33,12 @@ SIGNED_HEADERS = frozenset({
     b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id", b"mime-version",
     b"content-type", b"content-transfer-encoding", b"reply-to", b"in-reply-to", b"references",
 })
+
+# Each listed once more in h= than it occurs (SPEC 5, RFC 6376 section 8.15): a verifier
+# then hashes an empty field for the extra one, so none can be added after signing.
+OVERSIGNED = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
+              b"in-reply-to", b"references", b"mime-version", b"content-type",
+              b"content-transfer-encoding", b"sender")
 
 # relaxed/relaxed: survives the re-folding and whitespace changes of relays.
 _POLICY = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
@@ -50,7 +56,7 @@ class SigningError(CareerRelayError):
 
 
 class Signer:
-    """Signs messages for one company key: rsa-sha256, relaxed/relaxed, From oversigned, no l=.
+    """Signs messages for one company key: rsa-sha256, relaxed/relaxed, oversigned, no l=.
 
     Create once per (domain, selector, key) and reuse; ``sign`` is thread-safe.
     """
@@ -194,17 +200,18 @@ def _header_end(message: bytes) -> int:
 
 
 def _header_list(headers: list[list[bytes]]) -> list[bytes]:
-    """The h= list: every signed field present, in order, then ``from`` once more.
+    """The h= list: every signed field present, in order, then each of OVERSIGNED once more.
 
     Section 5.4.2: a name listed more often than the field occurs makes the
-    verifier hash an empty field for the extra one, so a From added later
-    (above or below) breaks the signature (section 8.15, oversigning).
+    verifier hash an empty field for the extra one, so a From, Subject, To or
+    Reply-To added later (above or below) breaks the signature (section 8.15,
+    oversigning).
     """
     include = [name.lower() for name, _ in headers if name.lower() in SIGNED_HEADERS]
     if b"from" not in include:
         # Section 5.4: the From header field MUST be signed.
         raise SigningError("cannot sign: the message has no From header field")
-    return [*include, b"from"]
+    return [*include, *OVERSIGNED]
 
 
 def _h_tag(include: list[bytes]) -> list[tuple[bytes, bytes]]:
