@@ -70,6 +70,9 @@ class GatewaySettings(_Section):
         'What to do when a rejection cannot be changed: "pass" relays the original '
         'unmodified, "tempfail" answers 451.',
     )
+    max_recipients: int = setting(
+        1000, "Most RCPT per message; more get 452 4.5.3 (RFC 5321 4.5.3.1.8, 4.5.3.1.10)."
+    )
     max_mime_parts: int = setting(
         1000,
         "A rejection with more MIME parts than this (or nesting deeper than 30) is relayed "

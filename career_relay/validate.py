@@ -113,6 +113,7 @@ def _positive(settings: Settings) -> list[str]:
         "gateway.max_message_size": settings.gateway.max_message_size,
         "gateway.timeout": settings.gateway.timeout,
         "gateway.max_mime_parts": settings.gateway.max_mime_parts,
+        "gateway.max_recipients": settings.gateway.max_recipients,
         "upstream.connections": settings.upstream.connections,
         "upstream.timeout": settings.upstream.timeout,
         "queue.max_age": settings.queue.max_age,

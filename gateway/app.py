@@ -45,7 +45,7 @@ class Gateway:
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,
                                         rejections=self.rejections, worker=worker,
                                         workers=workers),
-                               self.policy)
+                               self.policy, settings.gateway.max_recipients)
         self.sessions = Sessions()
         self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
         self._server: asyncio.base_events.Server | None = None

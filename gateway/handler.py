@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
 from typing import Any, ClassVar
 
@@ -21,7 +22,6 @@ from gateway.policy import RelayPolicy, domain_of
 
 log = logging.getLogger("career_relay.smtp")
 
-MAX_RECIPIENTS = 1000  # RFC 5321 section 4.5.3.1.8 asks for at least 100
 TEMPFAIL = "451 4.3.0 Temporary failure; please try again later"
 
 
@@ -33,9 +33,11 @@ class RelayHandler:
     def __dir__(self) -> list[str]:
         return self._HOOK_NAMES
 
-    def __init__(self, pipeline: Pipeline, policy: RelayPolicy):
+    def __init__(self, pipeline: Pipeline, policy: RelayPolicy, max_recipients: int = 1000):
         self._pipeline = pipeline
         self._policy = policy
+        # gateway.max_recipients; RFC 5321 section 4.5.3.1.8 asks for at least 100.
+        self._max_recipients = max_recipients
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -68,8 +70,8 @@ class RelayHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return "452 4.5.3 Too many recipients"
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return "452 4.5.3 Too many recipients"  # RFC 5321 4.5.3.1.10: the client may retry
         problem = _address_problem(address, envelope.smtp_utf8)
         if problem:
             return problem
@@ -125,6 +127,12 @@ def peer_ip(session: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: none
+# belongs in a mailbox (RFC 5321 4.1.2, RFC 6531 3.3), and each would be written into
+# the Received: field and logs, where CR, LF or U+2028 can forge lines.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _address_problem(address: str, smtputf8: bool) -> str | None:
     """Non-ASCII addresses need SMTPUTF8 (RFC 6531 section 3.4); they could not be
     relayed otherwise, and would wait in the queue for ever."""
@@ -132,6 +140,8 @@ def _address_problem(address: str, smtputf8: bool) -> str | None:
         address.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes from the client
         return "553 5.1.3 Malformed address"
+    if _CONTROLS.search(address):
+        return "501 5.1.3 Control characters are not allowed in an address"
     if not smtputf8 and not address.isascii():
         return "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter"
     return None

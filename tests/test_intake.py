@@ -361,3 +361,45 @@ def test_relay_fields_are_read_with_their_continuations() -> None:
     assert stripped == crlf("Subject: s\nTo: a@example.net\n\nbody\n")
     assert fields == {"x-career-relay-job": "platform engineer",
                       "x-career-relay-stage": "first"}
+
+
+# -- envelope hygiene (SPEC 4) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["a\x01b@example.net", "a\x7fb@example.net",
+                                     "a\x85b@example.net", "a\u2028b@example.net",
+                                     "a\u2029b@example.net"])
+def test_control_characters_in_an_envelope_address_get_501(gateway: GatewayThread,
+                                                           sink: Sink, address: str) -> None:
+    """They would be written into Received: and the logs, where a line separator forges
+    lines; 501 5.1.3 names the problem (and no 500 with internals)."""
+    raw = Raw(gateway.port)
+    try:
+        assert raw.cmd("EHLO client.example").startswith("250")
+        smtputf8 = " SMTPUTF8" if not address.isascii() else ""
+        assert raw.cmd(f"MAIL FROM:<hr@acme.example>{smtputf8}".encode()).startswith("250")
+        reply = raw.cmd(f"RCPT TO:<{address}>".encode())
+        assert reply.startswith("501 5.1.3"), reply
+        assert raw.cmd(f"MAIL FROM:<{address}>".encode()).startswith("503")  # one MAIL only
+        raw.cmd("RSET")
+        reply = raw.cmd(f"MAIL FROM:<{address}>{smtputf8}".encode())
+        assert reply.startswith("501 5.1.3"), reply
+    finally:
+        raw.close()
+    assert sink.messages == []
+
+
+def test_recipients_beyond_max_recipients_get_452(make_config: ConfigMaker, sink: Sink) -> None:
+    gw = start(make_config, sink, gateway={"max_recipients": 3})
+    try:
+        with smtplib.SMTP("127.0.0.1", gw.port) as c:
+            c.ehlo()
+            assert c.mail("hr@acme.example")[0] == 250
+            assert [c.rcpt(f"r{i}@example.net")[0] for i in range(3)] == [250] * 3
+            code, text = c.rcpt("r4@example.net")
+            assert (code, text[:5]) == (452, b"4.5.3")
+            assert c.data(MSG)[0] == 250  # the first three still get the message
+        wait_until(lambda: len(sink.messages) == 1, what="the message")
+        assert sorted(sink.messages[0].rcpts) == [f"r{i}@example.net" for i in range(3)]
+    finally:
+        gw.stop()
