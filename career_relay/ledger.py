@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import secrets
 import sqlite3
 import threading
@@ -288,6 +289,23 @@ def _offer(row: Any) -> Offer:
     return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)
 
 
+def _private_files(path: Path) -> None:
+    """The ledger (and its WAL and shared memory) readable by its owner only (SPEC 8).
+
+    SQLite creates files 0644 and gives -wal and -shm the database file's mode, so
+    the database is created 0600 first; files an older version left open are narrowed.
+    """
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = name.stat().st_mode & 0o777
+            if mode & 0o077:
+                name.chmod(mode & 0o700)
+
+
 def open_ledger(
     path: str | Path,
     *,
@@ -306,6 +324,7 @@ def open_ledger(
     ``on_migrate`` is told the names of the pending migrations before they run
     (``serve`` prints a progress line: a migration may rewrite large tables).
     """
+    _private_files(Path(path))
     conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     try:
         db = Database(conn, recursive_triggers=False, execute_plugins=False)

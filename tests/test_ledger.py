@@ -393,3 +393,21 @@ def test_companies_never_share_an_offer(ledger: Ledger) -> None:
     assert acme != globex
     offer = ledger.offer(globex["c@example.net"])
     assert offer is not None and offer.company == "globex"
+
+
+def test_the_ledger_files_are_private(tmp_path: Path) -> None:
+    """SPEC 8: the database, its WAL and its shared memory are created 0600, and an older
+    ledger left readable by others is narrowed when it is opened."""
+    path = tmp_path / "fresh.db"
+    ledger = open_ledger(path)
+    try:
+        ledger.count("acme", "rejections")  # a write: the WAL and -shm exist now
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert name.exists() and name.stat().st_mode & 0o777 == 0o600, name
+    finally:
+        ledger.close()
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    open_ledger(old).close()
+    assert old.stat().st_mode & 0o777 == 0o600
