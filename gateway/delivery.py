@@ -193,9 +193,10 @@ class Delivery:
                 try:
                     await self._attempt(upstream, entry)
                 except Exception:
-                    # A bug must not lose the message or stop the worker: retry later.
+                    # A bug must not lose the message or stop the worker: retry later,
+                    # and like any other retry, not beyond queue.max_age.
                     log.exception("queue_id=%s delivery attempt failed", queue_id)
-                    self._retry_later(entry, "4.3.0 internal error during delivery")
+                    await self._retry_or_expire(entry, "4.3.0 internal error during delivery")
                 finally:
                     entry.busy = False
         finally:
@@ -316,6 +317,25 @@ class Delivery:
         state.next_attempt = state.last_attempt + schedule[min(state.attempts - 1,
                                                                len(schedule) - 1)]
         state.last_error = reason
+
+    async def _retry_or_expire(self, entry: _Entry, reason: str) -> None:
+        """After an attempt that failed inside the gateway: the next attempt by the
+        schedule, or, once ``queue.max_age`` has passed, a bounce (4.4.7) like every
+        other path (``_settle``), so no message is retried for ever."""
+        env, state = entry.env, entry.state
+        if time.time() - env.arrival < self._queue.max_age:
+            self._retry_later(entry, reason)
+            return
+        pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
+        try:
+            data = entry.data
+            if data is None:
+                _, data = await asyncio.get_running_loop().run_in_executor(
+                    None, self.spool.read, env.id)
+            await self._settle(entry, data, {r: Reply(451, reason) for r in pending})
+        except Exception:  # the expiry itself failed: keep the message, try again later
+            log.exception("queue_id=%s could not be expired; kept", env.id)
+            self._retry_later(entry, reason)
 
     def _retry_later(self, entry: _Entry, reason: str) -> None:
         state = entry.state

@@ -331,3 +331,32 @@ def test_a_deferral_logged_at_info_names_no_address(
     assert deferred and "4.2.1 <address>: mailbox busy" in deferred[0]
     assert not any("taro@" in r.getMessage() for r in caplog.records
                    if r.levelno >= logging.INFO)
+
+
+def test_an_internal_error_on_every_attempt_still_expires_at_max_age(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The internal-error retry path applies queue.max_age like the others: a message
+    whose attempts always fail inside the gateway is bounced (4.4.7), not kept for ever."""
+    config = make_config(upstream_port=sink.port, queue={"retry_schedule": [1], "max_age": 2})
+    gw = GatewayThread(config).start()
+    try:
+        delivery = gw.gateway.delivery
+        real = delivery._attempt
+        broken: set[str] = set()
+
+        async def attempt(upstream: Any, entry: Any) -> None:
+            if entry.env.mail_from:  # the message itself; its DSN (null sender) goes out
+                broken.add(entry.env.id)
+                raise RuntimeError("a bug in the delivery path")
+            await real(upstream, entry)
+
+        monkeypatch.setattr(delivery, "_attempt", attempt)
+        queue_id = send(gw.port, ["stuck@example.net"])
+        wait_until(lambda: len(dsns(sink)) == 1, timeout=20, what="a DSN after max_age")
+        report = dsns(sink)[0].as_string()
+        assert "Status: 4.4.7" in report and "internal error" in report
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        assert queue_id in broken
+        assert [m for m in sink.messages if m.rcpts == ["stuck@example.net"]] == []
+    finally:
+        gw.stop()
