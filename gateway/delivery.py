@@ -332,6 +332,7 @@ class Delivery:
             if data is None:
                 _, data = await asyncio.get_running_loop().run_in_executor(
                     None, self.spool.read, env.id)
+            assert data is not None
             await self._settle(entry, data, {r: Reply(451, reason) for r in pending})
         except Exception:  # the expiry itself failed: keep the message, try again later
             log.exception("queue_id=%s could not be expired; kept", env.id)
