@@ -325,3 +325,59 @@ def test_internal_sentence_in_a_us_ascii_part_becomes_utf8_not_question_marks() 
     assert part.get_content_charset() == "utf-8"
     assert "Sorry.\n(社外の応募者様には個人別のリンクが入ります)\nBye." in text_of(part).replace(
         "\r\n", "\n")
+
+
+# -- the link only where a link belongs (SPEC 5) ------------------------------------------
+
+ELSEWHERE = [
+    f'<img src="{M}">',
+    f'<img src="https://tracker.example/p?u={M}" width="1">',
+    f'<form action="{M}"><input type="submit"></form>',
+    f'<p style="background:url({M})">x</p>',
+    f'<img srcset="{M} 2x">',
+    '<a href="https://tracker.example/r?to=%5B%5BCAREER_RELAY_LINK%5D%5D">t</a>',
+    f'<a href="https://tracker.example/r?to={M}">t</a>',
+    f"<script>var u = '{M}';</script>",
+    f"<style>a::after {{ content: '{M}' }}</style>",
+    f"<!-- {M} -->",
+]
+
+
+@pytest.mark.parametrize("html", ELSEWHERE)
+def test_a_marker_where_no_link_belongs_never_gets_the_personal_link(html: str) -> None:
+    """An image host, a form target, a stylesheet or a tracker must never learn the
+    token; the marker stays as it is there, and the proper href still gets the link."""
+    body = f'<p>{html}</p><p><a href="{M}">register</a></p>\n'
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{body}")
+    (part,) = parts(inject(msg, REPL, append=False))
+    out = text_of(part)
+    assert out.count(URL) == 1 and f'<a href="{URL}">register</a>' in out
+    assert html in out  # left byte for byte
+
+
+@pytest.mark.parametrize("html", ELSEWHERE)
+def test_only_a_misplaced_marker_is_not_injectable(html: str) -> None:
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n<p>{html}</p>\n")
+    with pytest.raises(NotInjectable):
+        inject(msg, REPL, append=False)
+
+
+def test_a_plain_text_marker_glued_to_a_url_is_left() -> None:
+    msg = crlf(f"Content-Type: text/plain; charset=utf-8\n\n"
+               f"track: https://t.example/c?u={M}\nyours:\n{M}\n")
+    (part,) = parts(inject(msg, REPL, append=False))
+    out = text_of(part)
+    assert out.count(URL) == 1 and f"https://t.example/c?u={M}" in out
+
+
+def test_a_marker_split_by_a_soft_break_inside_an_img_src_is_left() -> None:
+    """Quoted-printable may cut the marker anywhere, an attribute included: it is found
+    after decoding, and still only the href takes the link."""
+    html = f'<img src=3D"{M}"><a href=3D"{M}">x</a>'.encode()
+    cut = html.index(b"CAREER") + 3  # inside the img's marker
+    body = html[:cut] + b"=\r\n" + html[cut:] + b"\r\n"
+    msg = (b"Content-Type: text/html; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)
+    (part,) = parts(inject(msg, REPL, append=False))
+    out = text_of(part)
+    assert f'<img src="{M}">' in out and f'<a href="{URL}">x</a>' in out
