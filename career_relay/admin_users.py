@@ -102,6 +102,30 @@ class AdminUsers:
             raise UserError(f"an admin login for {address} exists already") from None
         return AdminUser(int(cursor.lastrowid or 0), address, company)
 
+    def remove(self, email: str) -> bool:
+        """Delete a login and every session it has; False when there is none."""
+        address = normal_email(email)
+        with self.ledger.write() as conn:
+            found = conn.execute("SELECT id FROM admin_users WHERE email = ?",
+                                 (address,)).fetchone()
+            if found is None:
+                return False
+            conn.execute("DELETE FROM admin_sessions WHERE user_id = ?", (found[0],))
+            conn.execute("DELETE FROM admin_users WHERE id = ?", (found[0],))
+        return True
+
+    def revoke_sessions(self, email: str | None = None) -> int:
+        """End every session of ``email``'s login (of every login when None): they must
+        log in again.  The number of sessions ended."""
+        with self.ledger.write() as conn:
+            if email is None:
+                cursor = conn.execute("DELETE FROM admin_sessions")
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM admin_sessions WHERE user_id IN"
+                    " (SELECT id FROM admin_users WHERE email = ?)", (normal_email(email),))
+        return int(cursor.rowcount)
+
     def users(self) -> list[AdminUser]:
         with self.ledger.read() as conn:
             rows = conn.execute(f"SELECT {_USER_COLUMNS} FROM admin_users u ORDER BY u.id")

@@ -36,6 +36,9 @@ SHUTDOWN_TIMEOUT = 30.0
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    usage = getattr(args, "usage_problem", None)
+    if usage is not None and usage(args):
+        parser.error(usage(args))  # exit 2, as for any other bad usage
     try:
         code: int = args.func(args)
         return code
@@ -540,6 +543,17 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from career_relay.ledger import open_ledger
 
     settings = _load(args)
+    if args.action == "remove-user":
+        with open_ledger(settings.ledger.path) as ledger:
+            if not AdminUsers(ledger).remove(args.email):
+                raise CareerRelayError(f"no admin login for {args.email}")
+        print(f"admin login {args.email} removed, with its sessions")
+        return 0
+    if args.action == "revoke-sessions":
+        with open_ledger(settings.ledger.path) as ledger:
+            ended = AdminUsers(ledger).revoke_sessions(None if args.all else args.email)
+        print(f"{ended} admin session(s) ended")
+        return 0
     company = None if args.operator else args.company
     if company is not None and company not in [c.id for c in settings.companies]:
         raise CareerRelayError(f"no company {company!r} in the configuration")
@@ -548,6 +562,18 @@ def cmd_admin(args: argparse.Namespace) -> int:
         user = AdminUsers(ledger).add(args.email, password, company)
     print(f"admin login {user.email} created ({'operator' if user.operator else company})")
     return 0
+
+
+def _admin_usage(args: argparse.Namespace) -> str:
+    """What is missing from an ``admin`` command line ("" when nothing is)."""
+    if args.action == "revoke-sessions":
+        return "" if bool(args.email) != bool(args.all) else \
+            "admin revoke-sessions needs --email E or --all"
+    if not args.email:
+        return f"admin {args.action} needs --email"
+    if args.action == "add-user" and not (args.operator or args.company):
+        return "admin add-user needs --operator or --company ID"
+    return ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -606,13 +632,16 @@ def _parser() -> argparse.ArgumentParser:
                 "whose time is up")
     p.add_argument("--dry-run", action="store_true", help="print what would be erased; change "
                    "nothing")
-    p = command("admin", cmd_admin, "create a login for the admin pages")
-    p.add_argument("action", choices=["add-user"])
-    p.add_argument("--email", required=True)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--operator", action="store_true", help="sees every company")
-    who.add_argument("--company", metavar="ID", help="sees this company only")
+    p = command("admin", cmd_admin, "logins for the admin pages: add-user, remove-user, "
+                "revoke-sessions")
+    p.add_argument("action", choices=["add-user", "remove-user", "revoke-sessions"])
+    p.add_argument("--email")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--operator", action="store_true", help="add-user: sees every company")
+    who.add_argument("--company", metavar="ID", help="add-user: sees this company only")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--all", action="store_true", help="revoke-sessions: every login's sessions")
+    p.set_defaults(usage_problem=_admin_usage)
     return parser
 
 

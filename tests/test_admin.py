@@ -65,6 +65,7 @@ class Admin:
     """A site on a real ledger, with helpers to write its history and to log in."""
 
     def __init__(self, config: Path) -> None:
+        self.config = config
         self.settings = settings_mod.load(config)
         self.db = Path(self.settings.ledger.path)
         self.rules = Rules.from_settings(self.settings)
@@ -297,6 +298,35 @@ def test_logout_ends_the_session_for_good(admin: Admin) -> None:
     assert "ログアウトしました" in admin.get("/admin/login?bye=1").text
     # The old cookie, replayed, opens nothing.
     assert admin.get("/admin/", cookies={"cr_admin": value or ""}).status == 303
+
+
+def test_revoke_sessions_and_remove_user_from_the_cli(admin: Admin) -> None:
+    """An operator ends a lost laptop's session, or a leaver's login, from the CLI: the
+    cookie the browser still holds opens nothing afterwards."""
+    admin.login("hr@acme.example")
+    acme = admin.cookie() or ""
+    admin.login("hr@kumo.example")
+    kumo = admin.cookie() or ""
+    assert admin.get("/admin/", cookies={"cr_admin": acme}).status == 200
+    config = str(admin.config)
+    ended = run_cli("admin", "revoke-sessions", "--email", "hr@acme.example", "--config", config)
+    assert ended.returncode == 0 and ended.stdout.startswith("1 admin session(s) ended")
+    assert admin.get("/admin/", cookies={"cr_admin": acme}).status == 303
+    assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 200  # not everyone's
+    assert admin.login("hr@acme.example").status == 303  # may log in again
+
+    gone = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
+    assert gone.returncode == 0, gone.stderr
+    assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 303
+    assert "hr@kumo.example" not in [u.email for u in AdminUsers(open_ledger(admin.db)).users()]
+    again = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
+    assert again.returncode == 1 and "no admin login" in again.stderr
+    assert again.stderr.count("\n") == 1  # one line, no traceback
+
+    everyone = run_cli("admin", "revoke-sessions", "--all", "--config", config)
+    assert everyone.returncode == 0 and admin.rows("admin_sessions") == []
+    usage = run_cli("admin", "revoke-sessions", "--config", config)
+    assert usage.returncode == 2 and "--email E or --all" in usage.stderr
 
 
 def test_an_expired_session_opens_nothing(admin: Admin) -> None:
