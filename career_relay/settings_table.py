@@ -147,7 +147,9 @@ class AgencySettings(_Section):
     license_no: str = setting("13-ユ-000000", "Recruitment licence number shown to candidates.")
     privacy_url: str = setting("https://agency.example/privacy", "The agency's privacy policy.")
     deliver: str = setting("webhook", "webhook | email: how forwards reach the agency.")
-    webhook_url: str = setting("", "Where forwards are POSTed as JSON.")
+    webhook_url: str = setting(
+        "", "Where forwards are POSTed as JSON: https:// (http:// only to this machine's loopback)."
+    )
     webhook_secret: str = setting("", "HMAC key for X-Career-Relay-Signature.", secret=True)
     email: str = setting("", "Where forwards are mailed when deliver = email.")
     retention_months: int = setting(

@@ -9,6 +9,7 @@ every problem, including the files the configuration points to, for
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,16 @@ def value_problems(settings: Settings) -> list[str]:
     return out
 
 
+def _loopback(url: str) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _agency_problems(settings: Settings) -> list[str]:
     """What the consent page and the forwarding worker need (SPEC 6, 7).
 
@@ -92,6 +103,9 @@ def _agency_problems(settings: Settings) -> list[str]:
         url = getattr(getattr(settings, section), key)
         if url and not url.startswith(("http://", "https://")):
             out.append(f"{name} must be an http:// or https:// URL, not {url!r}")
+    if agency.webhook_url.startswith("http://") and not _loopback(agency.webhook_url):
+        out.append("agency.webhook_url must be https:// (http:// only to this machine's "
+                   "loopback): forwards carry candidates' personal data")
     if agency.webhook_url and not agency.webhook_secret:
         out.append("agency.webhook_secret is required with agency.webhook_url: the agency "
                    "checks every forward's signature with it")

@@ -164,6 +164,22 @@ def test_check_config_prints_every_problem(make_config: ConfigMaker, tmp_path: P
     assert len(lines) == 4
 
 
+@pytest.mark.parametrize(("url", "refused"), [
+    ("http://agency.example/hook", True), ("http://10.0.0.5:8080/hook", True),
+    ("HTTP://agency.example/hook", False),  # not http:// at all: the scheme check names it
+    ("https://agency.example/hook", False), ("http://127.0.0.1:9000/hook", False),
+    ("http://localhost/hook", False), ("http://[::1]:9000/hook", False)])
+def test_check_config_refuses_a_plain_http_webhook_off_this_machine(
+        make_config: ConfigMaker, url: str, refused: bool) -> None:
+    """Forwards carry candidates' personal data: in clear text only to loopback."""
+    config = make_config(agency={"webhook_url": url, "webhook_secret": "s" * 32})
+    result = run_cli("check-config", "--config", str(config))
+    said = "agency.webhook_url must be https://" in result.stderr
+    assert said == refused, result.stderr
+    if refused:
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
 def test_check_config_key_file_that_is_not_a_pem_key(make_config: ConfigMaker,
                                                      tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
