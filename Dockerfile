@@ -41,12 +41,14 @@ RUN pip install --no-cache-dir -e . \
 ENV CAREER_RELAY_CONFIG=/etc/career-relay/career-relay.toml \
     CAREER_RELAY_GATEWAY_LISTEN=0.0.0.0:2525 \
     CAREER_RELAY_SITE_LISTEN=0.0.0.0:8080 \
+    CAREER_RELAY_SITE_METRICS_LISTEN=0.0.0.0:9464 \
     CAREER_RELAY_QUEUE_DIR=/var/lib/career-relay/spool \
     CAREER_RELAY_LEDGER_PATH=/var/lib/career-relay/ledger.db
 VOLUME ["/var/lib/career-relay"]
 
 USER career-relay:career-relay
-EXPOSE 2525 8080
+# 9464: /metrics (publish it to the monitoring network only, never with the site)
+EXPOSE 2525 8080 9464
 
 # Liveness of the consent site (`serve` and `site`). slim has no curl: Python's urllib,
 # which raises (exit 1) on a refused connection or a non-2xx answer. For `gateway` alone,

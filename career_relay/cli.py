@@ -277,6 +277,8 @@ def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None
         lines.append(f"  consent site: {settings.site.public_url}  (health: /healthz)")
         lines.append(f"  admin pages:  {settings.site.public_url.rstrip('/')}/admin/  (logins: "
                      "printed by `career-relay init`; more with `career-relay admin add-user`)")
+        if settings.site.metrics_listen:
+            lines.append(f"  metrics:      http://{settings.site.metrics_listen}/metrics")
     if site and settings.demo.agency_dir:
         lines.append(f"  demo agency:  {settings.agency.webhook_url} writes every forward it "
                      f"receives to {settings.demo.agency_dir}/<forward_id>.json")

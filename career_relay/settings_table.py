@@ -115,6 +115,11 @@ class QueueSettings(_Section):
 @dataclass(frozen=True, repr=False)
 class SiteSettings(_Section):
     listen: str = setting("127.0.0.1:8080", "Address the consent site listens on, HOST:PORT.")
+    metrics_listen: str = setting(
+        "127.0.0.1:9464",
+        "Address of GET /metrics (Prometheus), HOST:PORT; never the candidates' listener. "
+        'Empty: no metrics endpoint.',
+    )
     public_url: str = setting("http://127.0.0.1:8080", "Base of every consent link.")
     link_max_age_days: int = setting(90, "Days a consent link stays valid.")
     review_window: int = setting(

@@ -49,8 +49,10 @@ def value_problems(settings: Settings) -> list[str]:
         value = getattr(getattr(settings, section), key)
         if value not in allowed:
             out.append(f"{section}.{key} must be one of {', '.join(allowed)}, not {value!r}")
-    for name in ("gateway.listen", "site.listen"):
+    for name in ("gateway.listen", "site.listen", "site.metrics_listen"):
         section, key = name.split(".")
+        if name == "site.metrics_listen" and not settings.site.metrics_listen:
+            continue  # no metrics endpoint
         try:
             parse_hostport(name, getattr(getattr(settings, section), key))
         except ConfigError as exc:
@@ -70,6 +72,9 @@ def value_problems(settings: Settings) -> list[str]:
                    f"not {hostname!r}")
     if not 0 < settings.upstream.port < 65536:
         out.append(f"upstream.port must be between 1 and 65535, not {settings.upstream.port}")
+    if settings.site.metrics_listen and settings.site.metrics_listen == settings.site.listen:
+        out.append("site.metrics_listen must differ from site.listen: metrics are not for "
+                   "candidates' eyes")
     if settings.site.review_window < 0:
         out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):

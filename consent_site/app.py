@@ -108,7 +108,6 @@ def create_app(settings: Settings) -> web.Application:
     site = Site(settings, env)
     app[SITE] = site
     app.router.add_get("/healthz", healthz)
-    metrics.add_routes(app, settings)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
     app[ADMIN_APP] = admin.create_admin_app(settings)
@@ -132,9 +131,11 @@ class RunningSite:
     """The site on site.listen with its forwarding worker (``start_site``)."""
 
     def __init__(self, app: web.Application, runner: web.AppRunner, forwarder: Forwarder,
-                 stop_forwarder: Callable[[], Awaitable[None]], ledger: Ledger) -> None:
+                 stop_forwarder: Callable[[], Awaitable[None]], ledger: Ledger,
+                 metrics_runner: web.AppRunner | None = None) -> None:
         self.app = app
         self._runner = runner
+        self._metrics_runner = metrics_runner
         self._forwarder = forwarder
         self._stop_forwarder = stop_forwarder
         self._ledger = ledger
@@ -152,6 +153,8 @@ class RunningSite:
             return
         self._stopped = True
         await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self._stop_forwarder()
         self._ledger.close()
 
@@ -169,4 +172,10 @@ async def start_site(settings: Settings) -> RunningSite:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    return RunningSite(app, runner, forwarder, stop_forwarder, ledger)
+    metrics_runner = None
+    if settings.site.metrics_listen:
+        m_host, m_port = parse_hostport("site.metrics_listen", settings.site.metrics_listen)
+        metrics_runner = web.AppRunner(metrics.create_metrics_app(settings), access_log=None)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, m_host, m_port).start()
+    return RunningSite(app, runner, forwarder, stop_forwarder, ledger, metrics_runner)

@@ -134,7 +134,10 @@ async def metrics(request: web.Request) -> web.Response:
                                             "Cache-Control": "no-store"})
 
 
-def add_routes(app: web.Application, settings: Settings) -> None:
+def create_metrics_app(settings: Settings) -> web.Application:
+    """GET /metrics alone, served on ``site.metrics_listen`` (SPEC 6): the candidates'
+    listener never shows queue depths or per-company counts."""
+    app = web.Application(client_max_size=1024)
     source = Metrics(settings)
     app[METRICS] = source
 
@@ -143,3 +146,4 @@ def add_routes(app: web.Application, settings: Settings) -> None:
 
     app.on_cleanup.append(close)
     app.router.add_get("/metrics", metrics)
+    return app

@@ -177,6 +177,8 @@ def make_config(tmp_path: Path) -> ConfigMaker:
             "queue": {"dir": "spool", "retry_schedule": [1, 1]},
             "ledger": {"path": "ledger.db"},
             "secrets": {"signing_keys": ["test-secret-0123456789"]},
+            # Never the default port: sites of several tests may run at once.
+            "site": {"metrics_listen": f"127.0.0.1:{free_port()}"},
         }
         for name, values in sections.items():
             if name != "companies":

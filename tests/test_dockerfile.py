@@ -176,11 +176,13 @@ def _port(listen: str) -> int:
 
 def test_the_exposed_ports_are_the_default_ports(parsed: list[tuple[str, str]]) -> None:
     exposed = {int(p.split("/")[0]) for args in only(parsed, "EXPOSE") for p in args.split()}
-    defaults = {_port(GatewaySettings().listen), _port(SiteSettings().listen)}
-    assert exposed == defaults == {2525, 8080}
+    defaults = {_port(GatewaySettings().listen), _port(SiteSettings().listen),
+                _port(SiteSettings().metrics_listen)}
+    assert exposed == defaults == {2525, 8080, 9464}
     env = env_values(parsed)
     assert _port(env["CAREER_RELAY_GATEWAY_LISTEN"]) == _port(GatewaySettings().listen)
     assert _port(env["CAREER_RELAY_SITE_LISTEN"]) == _port(SiteSettings().listen)
+    assert _port(env["CAREER_RELAY_SITE_METRICS_LISTEN"]) == _port(SiteSettings().metrics_listen)
 
 
 def test_the_environment_names_real_settings_and_the_mounts(

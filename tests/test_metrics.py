@@ -17,6 +17,7 @@ import re
 import signal
 import smtplib
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -50,10 +51,11 @@ ADDRESSES = ("hr@acme.example", "pass@example.net", "slow@example.net", "gone@ex
 class Serve:
     """`career-relay serve` as a child process, with its site's port."""
 
-    def __init__(self, config: Path, site_port: int, smtp_port: int) -> None:
+    def __init__(self, config: Path, site_port: int, smtp_port: int, metrics_port: int) -> None:
         self.config = config
         self.site_port = site_port
         self.smtp_port = smtp_port
+        self.metrics_port = metrics_port
         self.log = config.parent / "serve.log"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([*CLI, "serve", "--config", str(config)],
@@ -61,15 +63,19 @@ class Serve:
                                          env=_env_without_ours())
         wait_for_port(smtp_port)
         wait_for_port(site_port)
+        wait_for_port(metrics_port)
 
-    def get(self, path: str) -> tuple[int, str, str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.site_port}{path}",
-                                    timeout=10) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    def get(self, path: str, port: int | None = None) -> tuple[int, str, str]:
+        url = f"http://127.0.0.1:{port or self.site_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), ""
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of a scrape: (name, sorted labels) -> value."""
-        status, content_type, text = self.get("/metrics")
+        status, content_type, text = self.get("/metrics", self.metrics_port)
         assert status == 200 and content_type.startswith("text/plain")
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
@@ -94,12 +100,12 @@ def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 def serve(tmp_path: Path, make_config: ConfigMaker, sink: Sink) -> Iterator[Serve]:
     key = tmp_path / "keys" / "acme.pem"
     generate_key(key)
-    site_port, agency_port = free_port(), free_port()
+    site_port, agency_port, metrics_port = free_port(), free_port(), free_port()
     config = make_config(
         upstream_port=sink.port,
         gateway={"workers": 2},
         queue={"dir": "spool", "retry_schedule": [3600]},  # retried when the test says
-        site={"listen": f"127.0.0.1:{site_port}",
+        site={"listen": f"127.0.0.1:{site_port}", "metrics_listen": f"127.0.0.1:{metrics_port}",
               "public_url": f"http://127.0.0.1:{site_port}", "review_window": 0},
         agency={"webhook_url": f"http://127.0.0.1:{agency_port}/forwards",
                 "webhook_secret": "agency-secret-0123456789"},
@@ -110,7 +116,7 @@ def serve(tmp_path: Path, make_config: ConfigMaker, sink: Sink) -> Iterator[Serv
                     "dkim_selector": "cr1", "dkim_key_file": str(key),
                     "smtp_username": "acme", "smtp_password_hash": _PASSWORD_HASH}])
     smtp_port = int(config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
-    running = Serve(config, site_port, smtp_port)
+    running = Serve(config, site_port, smtp_port, metrics_port)
     try:
         yield running
     finally:
@@ -123,6 +129,14 @@ def send(port: int, rcpts: list[str], extra: str = "", body: str = "Hello\n") ->
                 f"Content-Type: text/plain; charset=utf-8\n{extra}\n{body}")
     with smtplib.SMTP("127.0.0.1", port) as c:
         c.sendmail("hr@acme.example", rcpts, data)  # raises unless every step got a 2xx
+
+
+def test_metrics_are_served_on_their_own_listener_only(serve: Serve) -> None:
+    """SPEC 6: /metrics on site.metrics_listen; the candidates' listener answers 404."""
+    assert serve.get("/metrics")[0] == 404
+    status, _, text = serve.get("/metrics", serve.metrics_port)
+    assert status == 200 and "career_relay_messages_accepted_total" in text
+    assert serve.get("/healthz")[0] == 200
 
 
 @pytest.mark.slow
