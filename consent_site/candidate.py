@@ -62,15 +62,25 @@ class Visit:
         return Client(request.headers.get("User-Agent", "")[:500], request.remote)
 
 
-def _visit(request: web.Request, locale_field: str | None = None) -> Visit:
+def _visit(request: web.Request, locale_field: str | None = None, *,
+           rights: bool = False) -> Visit:
+    """The offer behind the token, or the page that says why not.
+
+    ``rights``: manage, export, withdraw and erase.  For a candidate who decided,
+    they outlive the link (SPEC 6): ``link_max_age_days`` limits the offer, not the
+    right to withdraw at any time that the notice promised (APPI 30, GDPR 7(3)).
+    """
     site = request.app[SITE]
     token = request.match_info["token"]
     query = locale_field or request.query.get("lang")
     try:
         offer_id, expires = site.signer.open(token)
-    except TokenExpired:
-        raise PageError(410, "410", i18n.choose(query, request.headers.get("Accept-Language"),
-                                                "ja")) from None
+    except TokenExpired as exc:
+        decided = _decided_offer(site, exc.offer_id) if rights else None
+        if decided is None:
+            raise PageError(410, "410", i18n.choose(
+                query, request.headers.get("Accept-Language"), "ja")) from None
+        offer_id, expires = decided, 0.0
     except TokenInvalid:
         raise PageError(404, "404", i18n.choose(query, request.headers.get("Accept-Language"),
                                                 "ja")) from None
@@ -82,6 +92,14 @@ def _visit(request: web.Request, locale_field: str | None = None) -> Visit:
     default = company.locale if company is not None else "ja"
     locale = i18n.choose(query, request.headers.get("Accept-Language"), default)
     return Visit(site, token, offer, locale, expires)
+
+
+def _decided_offer(site: Site, offer_id: str | None) -> str | None:
+    """``offer_id`` when its candidate has decided (a receipt exists), else None."""
+    offer = site.offer(offer_id) if offer_id else None
+    if offer is None or site.reader.state(offer).decision is None:
+        return None
+    return offer.id
 
 
 def _html(visit: Visit, template: str, **context: Any) -> str:
@@ -233,7 +251,7 @@ async def done(request: web.Request) -> web.StreamResponse:
 
 
 async def manage(request: web.Request) -> web.StreamResponse:
-    visit = _visit(request)
+    visit = _visit(request, rights=True)
     site = visit.site
     state = site.reader.state(visit.offer)
     return _render(visit, "manage.html", state=_state_name(visit, state),
@@ -252,7 +270,7 @@ async def erase(request: web.Request) -> web.StreamResponse:
 async def _retract(request: web.Request, how: str) -> web.StreamResponse:
     """Withdraw or erase (the manage page's two forms): checked like a decision."""
     form = await request.post()
-    visit = _visit(request, _lang_field(form.get("lang")))
+    visit = _visit(request, _lang_field(form.get("lang")), rights=True)
     _nonce(request, visit, str(form.get("csrf", "")))
     writer = visit.site.writer
     act = writer.withdraw if how == "withdraw" else writer.erase
@@ -262,7 +280,7 @@ async def _retract(request: web.Request, how: str) -> web.StreamResponse:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    visit = _visit(request)
+    visit = _visit(request, rights=True)
     body = json.dumps(visit.site.reader.export(visit.offer), ensure_ascii=False, indent=2)
     return web.Response(
         text=body, content_type="application/json", charset="utf-8",

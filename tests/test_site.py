@@ -245,6 +245,35 @@ def test_an_expired_token_gets_410_and_records_nothing(site: Harness) -> None:
     assert site.rows("offer_views") == [] and site.rows("receipts") == []
 
 
+def test_a_candidate_who_decided_keeps_every_right_after_the_link_expires(
+        site: Harness) -> None:
+    """SPEC 6: link_max_age_days limits the offer, not the right to withdraw, export or
+    erase that the notice promised at any time.  Undecided offers still get 410."""
+    offer = site.offer(age=89 * 86400)
+    issued = offer.created.timestamp()
+    fresh = f"/c/{site.signer.token(offer.id, issued_at=issued)}"
+    assert site.accept(fresh).status == 303
+    # The same offer's link, now past its 90 days.
+    old = f"/c/{site.signer.token(offer.id, issued_at=issued - 2 * 86400)}"
+    assert site.get(old).status == 410  # the offer itself has lapsed
+    manage = site.get(old + "/manage")
+    assert manage.status == 200 and 'action="' in manage.text
+    exported = site.get(old + "/export")
+    assert exported.status == 200 and "cand@example.net" in exported.text
+    withdrawn = site.post(old + "/withdraw", {"csrf": manage.csrf(), "lang": "ja"})
+    assert withdrawn.status == 303
+    assert [r["decision"] for r in site.rows("receipts")] == ["accept", "withdraw"]
+    erased = site.post(old + "/erase", {"csrf": site.get(old + "/manage").csrf(), "lang": "ja"})
+    assert erased.status == 303
+    assert site.rows("receipts")[-1]["decision"] == "erase"
+
+    undecided = site.offer("other@example.net", age=91 * 86400, message_id="<r2@acme.example>")
+    lapsed = f"/c/{site.signer.token(undecided.id, issued_at=undecided.created.timestamp())}"
+    for path in ("/manage", "/export"):
+        assert site.get(lapsed + path).status == 410
+    assert site.post(lapsed + "/withdraw", {"csrf": "x"}).status == 410
+
+
 def test_a_token_whose_offer_is_gone_gets_410(site: Harness) -> None:
     assert site.get(f"/c/{site.signer.token('NoSuchOffer123')}").status == 410
 
