@@ -2,8 +2,10 @@
 
 A consent forward **qualifies** when, at the moment the agency took it:
 the decision was an accept; it is the company's first qualified forward for
-that candidate (by a keyed hash of their address, so erasure leaves the
-count intact); the address is not in the company's own domains; and the
+that candidate (by a keyed hash of the address the offer was made to, never
+the one typed on the form, so erasure leaves the count intact and typed
+addresses cannot multiply one person); neither address is in the company's
+own domains; and the
 decision was not held as automated, or an admin approved it.  Every
 ``credit_every``-th qualified forward of a company mints a credit that
 names the forwards it counts.  A later withdrawal takes nothing back.
@@ -93,15 +95,18 @@ def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
     found = conn.execute(
         "SELECT f.kind, f.company, f.receipt_id, f.offer_id, r.decision, r.review, r.data_items,"
         " r.agency, (SELECT decision FROM reviews v WHERE v.receipt_id = r.id),"
-        " (SELECT data FROM profiles p WHERE p.receipt_id = r.id), o.recipient"
+        " (SELECT data FROM profiles p WHERE p.receipt_id = r.id), o.recipient, o.candidate"
         " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
         " JOIN offers o ON o.id = f.offer_id WHERE f.id = ?", (forward_id,)).fetchone()
     if found is None:
         return
     (kind, company, receipt_id, offer_id, decision, review, items, agency, verdict, profile,
-     recipient) = found
-    address = json.loads(profile).get("email", recipient) if profile else recipient
-    candidate = rules.candidate(address)
+     recipient, erased_as) = found
+    typed = json.loads(profile).get("email", recipient) if profile else recipient
+    # The candidate is the address the offer was made to (SPEC 8), never the one typed on
+    # the form: ten rejections to one mailbox, accepted with ten typed addresses, are one
+    # candidate and qualify once.  Retention keeps its keyed hash once the address goes.
+    candidate = erased_as or rules.candidate(recipient)
     if kind != "consent":
         ledger_chain.append(conn, now, company, "notice_sent", forward_id,
                             {"kind": kind, "receipt": receipt_id, "candidate": candidate})
@@ -111,7 +116,8 @@ def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
         "receipt": receipt_id, "offer": offer_id, "agency": agency, "candidate": candidate,
         "items": json.loads(items)})
     automated = review is not None and verdict != "approve"
-    if decision != "accept" or automated or rules.own(company, address):
+    if decision != "accept" or automated or rules.own(company, recipient) or \
+            rules.own(company, typed):  # a company address on either side earns nothing
         return
     if conn.execute(  # withdrawn while it was being sent: delivered, but never a credit
             "SELECT 1 FROM receipts later, receipts r WHERE r.id = ?"

@@ -161,6 +161,21 @@ def test_what_does_not_qualify(world: World) -> None:
     assert r["progress_to_next_credit"] == 4 and r["credits_earned"] == 0
 
 
+def test_one_mailbox_qualifies_once_however_many_addresses_it_types(world: World) -> None:
+    """SPEC 8: the candidate is the address the offer was made to.  Ten rejections to one
+    mailbox, accepted with ten different typed addresses, are one qualified forward, not
+    a free referral."""
+    for i in range(10):
+        world.accept(world.offer("farm@example.net"), email=f"alias{i}@example.org")
+    assert world.deliver() == 10  # the agency still gets what each consent gave
+    r = world.report()
+    assert (r["forwards_delivered"], r["qualified_forwards"], r["credits_earned"]) == (10, 1, 0)
+    # And one real person typing the farm's address on their own offer is still counted.
+    world.accept(world.offer("real@example.net"), email="farm@example.net")
+    world.deliver()
+    assert world.report()["qualified_forwards"] == 2
+
+
 def test_a_withdrawal_after_qualifying_takes_nothing_back(world: World) -> None:
     offers = [world.offer(f"c{i}@example.net") for i in range(10)]
     for offer in offers:
