@@ -107,7 +107,12 @@ class RelayHandler:
             log.info("queue_id=%s accepted from %s: %d bytes, %d recipient(s)%s", one,
                      sub.peer_ip, len(sub.data), len(sub.rcpts),
                      f", copy {i} of {len(ids)}" if len(ids) > 1 else "")
-        return f"250 2.0.0 OK: queued as {queue_id}"
+        # One line well under 512 octets whatever the fan-out (RFC 5321 4.5.3.1.5): a
+        # reply listing 1,000 copies' ids is more than smtplib reads, and a client that
+        # cannot read its 250 sends the message again.  The log names every copy.
+        more = f" and {len(ids) - 1} more cop{'y' if len(ids) == 2 else 'ies'}" \
+            if len(ids) > 1 else ""
+        return f"250 2.0.0 OK: queued as {ids[0]}{more}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)

@@ -272,3 +272,16 @@ def test_the_copies_are_journaled_together(rejecting: GatewayThread, sink: Sink,
                                                                  "b@example.net"])
     assert len([p for p in synced if p.endswith(".jnl")]) == 1
     assert len(sink.wait_for(2)) == 2
+
+
+def test_the_250_is_one_short_line_whatever_the_fan_out(rejecting: GatewayThread,
+                                                        sink: Sink) -> None:
+    """RFC 5321 4.5.3.1.5: a reply line is at most 512 octets.  One id per copy made the
+    250 of a 1,000-recipient rejection 22 KB, which smtplib cannot read, so the client
+    took its accepted message for a failure and sent it again."""
+    rcpts = [f"c{i:04d}@example.net" for i in range(1000)]
+    text = send(rejecting.port, rejection("<fanout@acme.example>"), rcpts)  # smtplib read it
+    assert "\n" not in text and len(f"250 {text}\r\n".encode()) < 512
+    assert text.startswith("2.0.0 OK: queued as ") and text.endswith(" and 999 more copies")
+    got = sink.wait_for(1000, timeout=120)
+    assert sorted(r for m in got for r in m.rcpts) == rcpts
