@@ -33,7 +33,7 @@ class Gateway:
             self.spool, settings.upstream, settings.queue,
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
             worker=worker, workers=workers)
-        self.policy = RelayPolicy(settings)
+        self.policy = RelayPolicy(settings, workers)
         self.ledger = (open_ledger(settings.ledger.path, sync_wal_elsewhere=True)
                        if settings.companies else None)
         if self.ledger is not None:

@@ -12,10 +12,12 @@ import re
 
 from career_relay.passwords import verify_password
 from career_relay.settings import CompanySettings, Settings
+from gateway.throttle import AuthThrottle
 
 
 class RelayPolicy:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, workers: int = 1):
+        self.throttle = AuthThrottle(workers)
         self._networks = [ipaddress.ip_network(n, strict=False)
                           for n in settings.gateway.allow_ips]
         self._require_auth = settings.gateway.require_auth

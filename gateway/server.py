@@ -32,6 +32,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
+from gateway import throttle
 from gateway.handler import RelayHandler, peer_ip
 from gateway.message import has_bare_newline
 from gateway.policy import RelayPolicy
@@ -120,6 +121,11 @@ class RelaySMTP(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         if not self._policy.auth_offered:
             await self.push("502 5.5.1 AUTH not available")
+            return
+        if self._policy.throttle.blocked(peer_ip(self.session)):
+            # Before any password is checked: a flood must not keep argon2 busy (SPEC 4).
+            await self.push("454 4.7.0 Too many failed authentication attempts from this "
+                            "address; try again later")
             return
         await super().smtp_AUTH(arg)
 
@@ -235,7 +241,11 @@ class RelaySMTP(SMTP):
         company = await self.loop.run_in_executor(
             _AUTH_POOL, self._policy.authenticate, creds.login, creds.password)
         if company is None:
-            log.info("AUTH failed from %s", peer_ip(self.session))
+            ip = peer_ip(self.session)
+            log.info("AUTH failed from %s", ip)
+            if self._policy.throttle.failed(ip):
+                log.warning("AUTH from %s blocked for %d s after %d failures", ip,
+                            int(throttle.BLOCK), self._policy.throttle.limit)
             return AuthResult(success=False, handled=False,
                               message="535 5.7.8 Authentication credentials invalid")
         return AuthResult(success=True, auth_data=company)

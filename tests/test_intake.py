@@ -403,3 +403,28 @@ def test_recipients_beyond_max_recipients_get_452(make_config: ConfigMaker, sink
         assert sorted(sink.messages[0].rcpts) == [f"r{i}@example.net" for i in range(3)]
     finally:
         gw.stop()
+
+
+def test_auth_failures_are_counted_per_address_across_connections(no_allow: GatewayThread
+                                                                  ) -> None:
+    """SPEC 4: after 10 failures in 10 minutes an address gets 454 4.7.0 for AUTH, even
+    with the right password and on a new connection; another address is not affected."""
+    failures = 0
+    while failures < 10:  # a guesser reconnects when a connection's AUTH limit is spent
+        with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+            c.ehlo()
+            for _ in range(min(2, (10 - failures) // 2)):  # PLAIN, then LOGIN: two AUTH each
+                with pytest.raises(smtplib.SMTPAuthenticationError) as wrong:
+                    c.login("acme", "not the password")
+                assert wrong.value.smtp_code == 535
+                failures += 2
+    with smtplib.SMTP("127.0.0.1", no_allow.port) as c:
+        c.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as blocked:
+            c.login("acme", COMPANY_PASSWORD)
+        assert blocked.value.smtp_code == 454
+        assert blocked.value.smtp_error.startswith(b"4.7.0")
+    # The company's own server, elsewhere on the network, still logs in.
+    with smtplib.SMTP("127.0.0.1", no_allow.port, source_address=("127.0.0.2", 0)) as c:
+        c.ehlo()
+        assert c.login("acme", COMPANY_PASSWORD)[0] == 235
