@@ -1,4 +1,4 @@
-"""Logins for the admin pages (issue 5): users, sessions, failed logins and lock-outs.
+"""Logins for the admin pages (issue 5): users and sessions.
 
 SQL only, plus the login rule; ``consent_site.admin_auth`` turns HTTP into
 these calls.  The tables (migration ``0005_admin``) are operational, not
@@ -8,11 +8,11 @@ ledger entries.
 - A session is a random value in a cookie; the table keeps its SHA-256 and an
   expiry, so logging out or expiring revokes it, and a copy of the file opens
   nothing.
-- ``LOCK_AFTER`` failed logins for one email within ``WINDOW`` lock that email
-  out for ``LOCK_FOR``.  Failures and lock-outs are keyed by the email typed,
-  known or not, and a login for an unknown email verifies the password against
-  a dummy argon2 hash: neither the answer nor its time tells whether an
-  address has a login (OWASP Authentication Cheat Sheet).
+- A login for an unknown email verifies the password against a dummy argon2
+  hash: neither the answer nor its time tells whether an address has a login
+  (OWASP Authentication Cheat Sheet).  Throttling failed logins is the site's
+  (``consent_site.login_throttle``: growing delays, never a lock-out); the
+  password check runs off the ledger's thread (``check_password``).
 """
 
 from __future__ import annotations
@@ -23,18 +23,12 @@ import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass
-from typing import Literal
 
 from career_relay.errors import UserError
 from career_relay.ledger import Ledger, parse_stamp, stamp
 from career_relay.passwords import hash_password, verify_password
 
-LOCK_AFTER = 5
-WINDOW = dt.timedelta(minutes=15)
-LOCK_FOR = dt.timedelta(minutes=15)
 SESSION_LIFETIME = dt.timedelta(hours=12)
-
-Refusal = Literal["wrong", "locked"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +46,17 @@ class AdminUser:
 
 
 @dataclass(frozen=True)
-class Login:
-    """The outcome of a login: a user and a fresh session token, or why not."""
+class Candidate:
+    """A login's account as found by its email, and the hash to check (dummy if none)."""
 
-    user: AdminUser | None = None
-    token: str = ""
-    refused: Refusal | None = None
+    user: AdminUser | None
+    password_hash: str
+
+
+def check_password(found: Candidate, password: str) -> AdminUser | None:
+    """argon2, about 0.1 s: run it on a thread of its own, never the ledger's."""
+    right = verify_password(found.password_hash, password)
+    return found.user if right and found.user is not None else None
 
 
 def normal_email(email: str) -> str:
@@ -133,55 +132,21 @@ class AdminUsers:
 
     # -- logging in -----------------------------------------------------------------------
 
-    def login(self, email: str, password: str) -> Login:
-        """Check a login and open a session; the same answer for unknown emails."""
-        address = normal_email(email)
+    def find(self, email: str) -> Candidate:
+        """The account for ``email``, or a dummy to check against (the same cost)."""
         with self.ledger.read() as conn:
             found = conn.execute(f"SELECT {_USER_COLUMNS}, u.password_hash FROM admin_users u"
-                                 " WHERE u.email = ?", (address,)).fetchone()
-        locked = self.locked(address)
-        # Always one argon2 verification, whatever happens next.
-        right = verify_password(found[3] if found else _dummy_hash(), password)
-        if locked:
-            return Login(refused="locked")
-        if found is None or not right:
-            return Login(refused="locked" if self._failed(address) else "wrong")
-        user = AdminUser(int(found[0]), str(found[1]), found[2])
-        return Login(user, self._start_session(user))
-
-    def locked(self, email: str) -> bool:
-        now = stamp(self.ledger.now())
-        with self.ledger.read() as conn:
-            row = conn.execute("SELECT 1 FROM admin_lockouts WHERE email = ? AND until > ?",
-                               (normal_email(email), now)).fetchone()
-        return row is not None
-
-    def _failed(self, address: str) -> bool:
-        """Count a failure; True when it locks the email out."""
-        now = self.ledger.now()
-        with self.ledger.write() as conn:
-            conn.execute("DELETE FROM admin_login_failures WHERE email = ? AND created <= ?",
-                         (address, stamp(now - WINDOW)))
-            conn.execute("INSERT INTO admin_login_failures (email, created) VALUES (?, ?)",
-                         (address, stamp(now)))
-            (count,) = conn.execute("SELECT COUNT(*) FROM admin_login_failures WHERE email = ?",
-                                    (address,)).fetchone()
-            if count < LOCK_AFTER:
-                return False
-            conn.execute("DELETE FROM admin_login_failures WHERE email = ?", (address,))
-            conn.execute("INSERT INTO admin_lockouts (email, until) VALUES (?, ?)"
-                         " ON CONFLICT (email) DO UPDATE SET until = excluded.until",
-                         (address, stamp(now + LOCK_FOR)))
-        return True
+                                 " WHERE u.email = ?", (normal_email(email),)).fetchone()
+        if found is None:
+            return Candidate(None, _dummy_hash())
+        return Candidate(AdminUser(int(found[0]), str(found[1]), found[2]), str(found[3]))
 
     # -- sessions -------------------------------------------------------------------------
 
-    def _start_session(self, user: AdminUser) -> str:
+    def start_session(self, user: AdminUser) -> str:
         token = secrets.token_urlsafe(32)
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            # A good login forgets the email's failures, and expired sessions go.
-            conn.execute("DELETE FROM admin_login_failures WHERE email = ?", (user.email,))
             conn.execute("DELETE FROM admin_sessions WHERE expires <= ?", (stamp(now),))
             conn.execute("INSERT INTO admin_sessions (id, user_id, created, expires)"
                          " VALUES (?, ?, ?, ?)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from career_relay.ledger import Ledger, open_ledger
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 from career_relay.settings import CompanySettings, Settings
-from consent_site.security import Csrf
+from consent_site.login_throttle import LoginThrottle, UsedNonces
+from consent_site.security import NONCE_MAX_AGE, Csrf
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -60,6 +62,11 @@ class Admin:
         self.templates.filters["jst"] = _jst
         self._ledger: Ledger | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="admin-ledger")
+        # Password checks on a thread of their own: a login flood never queues the
+        # ledger's reads and writes (nor the candidate pages, which have their own).
+        self.argon2 = ThreadPoolExecutor(1, thread_name_prefix="admin-argon2")
+        self.throttle = LoginThrottle()
+        self.login_nonces = UsedNonces(NONCE_MAX_AGE + 60)
 
     def reload(self, settings: Settings) -> None:
         """SIGHUP: the companies of ``settings`` (ids, names, domains); templates read again."""
@@ -73,6 +80,7 @@ class Admin:
 
     async def close(self, _: web.Application) -> None:
         self._pool.shutdown(wait=True)
+        self.argon2.shutdown(wait=True)
         if self._ledger is not None:
             self._ledger.close()
 
@@ -179,8 +187,11 @@ def render(request: web.Request, template: str, *, status: int = 200,
     binding = AdminUsers.session_key(token) if user is not None else "admin-login"
     companies = [c for c in admin.settings.companies
                  if user is not None and user.may_see(c.id)]
+    # A login form's nonce is good for one POST (``login_nonces``): a random part makes
+    # two forms minted in the same second differ.
+    salt = "" if user is not None else secrets.token_urlsafe(9)
     body = admin.templates.get_template(template).render(
-        user=user, companies=companies, csrf=admin.csrf.nonce(cookie, binding), **context)
+        user=user, companies=companies, csrf=admin.csrf.nonce(cookie, binding, salt), **context)
     response = web.Response(text=body, status=status, content_type="text/html",
                             charset="utf-8", headers=NO_STORE)
     if fresh:

@@ -15,12 +15,14 @@ server ends it after ``SESSION_LIFETIME`` or at logout whatever the browser keep
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from career_relay.admin_users import LOCK_FOR, AdminUsers
+from career_relay.admin_users import AdminUsers, check_password
 from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
 from consent_site.security import CsrfError
 
@@ -30,9 +32,7 @@ LOGIN = "/admin/login"
 _PUBLIC = {"/admin/login"}
 MESSAGES = {
     "wrong": "メールアドレスまたはパスワードが正しくありません。",
-    "locked": (f"ログインの失敗が続いたため、このメールアドレスでのログインを"
-               f"{int(LOCK_FOR.total_seconds() // 60)}分間停止しています。"
-               "時間をおいてもう一度お試しください。"),
+    "wait": "ログインの失敗が続いたため、{seconds}秒後にもう一度お試しください。",
     "bye": "ログアウトしました。",
 }
 
@@ -68,10 +68,13 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     if request.method == "POST":
         form = await request.post()
         binding = AdminUsers.session_key(token) if user is not None else "admin-login"
+        nonce = str(form.get("csrf", ""))
         try:
-            admin.csrf.check(request, str(form.get("csrf", "")), binding)
+            admin.csrf.check(request, nonce, binding)
         except CsrfError:
             raise web.HTTPForbidden() from None
+        if public and not admin.login_nonces.use(nonce):
+            raise web.HTTPForbidden()  # a login form's nonce serves one POST
     return await handler(request)
 
 
@@ -94,22 +97,40 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
+    """Throttle, then the password on its own thread, then the session on the ledger's."""
     admin = request.app[ADMIN]
     form = await request.post()
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
-    result = await admin.run(admin.users.login, email, password)
-    if result.user is None:
-        log.info("admin login refused (%s)", result.refused)
-        error = MESSAGES[result.refused or "wrong"]
-        return render(request, "login.html", status=403, error=error, email=email,
-                      message=None)
-    log.info("admin login: user %d", result.user.id)
+    address = request.remote or ""
+    wait = admin.throttle.wait(email, address)
+    if wait > 0:  # no argon2, nothing counted: the same answer for every email
+        log.info("admin login refused: throttled for %d s", math.ceil(wait))
+        return _refused(request, email, "wait", math.ceil(wait))
+    found = await admin.run(admin.users.find, email)
+    user = await asyncio.get_running_loop().run_in_executor(
+        admin.argon2, check_password, found, password)
+    if user is None:
+        admin.throttle.failed(email, address)
+        log.info("admin login refused (wrong)")
+        return _refused(request, email, "wrong")
+    admin.throttle.succeeded(email, address)
+    token = await admin.run(admin.users.start_session, user)
+    log.info("admin login: user %d", user.id)
     response = see_other("/admin/")
     if request.get(TOKEN):  # a second login from a logged-in browser ends the first session
         await admin.run(admin.users.end_session, request[TOKEN])
-    response.set_cookie(admin.cookie, result.token, path="/", secure=admin.https,
+    response.set_cookie(admin.cookie, token, path="/", secure=admin.https,
                         httponly=True, samesite="Strict")
+    return response
+
+
+def _refused(request: web.Request, email: str, why: str, seconds: int = 0) -> web.Response:
+    status = 429 if why == "wait" else 403
+    response = render(request, "login.html", status=status, email=email, message=None,
+                      error=MESSAGES[why].format(seconds=seconds))
+    if seconds:
+        response.headers["Retry-After"] = str(seconds)  # RFC 9110 10.2.3
     return response
 
 

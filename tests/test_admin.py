@@ -20,18 +20,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import reports
 from career_relay import settings as settings_mod
-from career_relay.admin_users import LOCK_AFTER, AdminUsers
+from career_relay.admin_users import AdminUsers
 from career_relay.consent import Client, Consents, Notice
 from career_relay.ledger import Offer, open_ledger
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 from consent_site.app import create_app
+from consent_site.login_throttle import FREE_PER_ADDRESS
 from tests.conftest import ConfigMaker, run_cli
 
 PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
@@ -115,6 +117,21 @@ class Admin:
 
     def nonce(self, path: str = "/admin/") -> str:
         return self.get(path).csrf()
+
+    def login_from(self, address: str, email: str, password: str = PASSWORD) -> Reply:
+        """A login from another client address on this machine (127.0.0.2, ...)."""
+        async def go() -> Reply:
+            url = self.client.make_url("/admin/login")
+            connector = aiohttp.TCPConnector(local_addr=(address, 0))
+            jar = aiohttp.CookieJar(unsafe=True)  # cookies from an IP-address host
+            async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
+                async with session.get(url) as page:
+                    form = Reply(page.status, page.headers, await page.read())
+                async with session.post(url, allow_redirects=False, data={
+                        "csrf": form.csrf(), "email": email, "password": password}) as r:
+                    return Reply(r.status, r.headers, await r.read())
+
+        return self.loop.run_until_complete(go())
 
     # -- the ledger's history ---------------------------------------------------------------
 
@@ -264,29 +281,48 @@ def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(admin: Admin)
 
 
 @pytest.mark.parametrize("email", ["hr@acme.example", "nobody@acme.example"])
-def test_repeated_failures_lock_the_email_out(admin: Admin, email: str) -> None:
-    replies = [admin.login(email, f"guess {i}") for i in range(LOCK_AFTER)]
-    assert all(r.status == 403 for r in replies)
-    assert "15分間" not in _login_error(replies[LOCK_AFTER - 2])
-    assert "15分間" in _login_error(replies[-1])  # the failure that locks says so
-    # Locked: even the right password is refused, with the same words, known email or not.
-    locked = admin.login(email, PASSWORD)
-    assert locked.status == 403 and _login_error(locked) == _login_error(replies[-1])
+def test_a_flood_from_one_address_is_slowed_and_never_locks_the_owner_out(
+        admin: Admin, email: str) -> None:
+    """SPEC 6: per-address throttling with growing delays, no lock-out.  After five
+    failures this address waits (429, Retry-After) before any password is checked, with
+    the same words for known and unknown emails; the owner elsewhere logs in at once."""
+    replies = [admin.login(email, f"guess {i}") for i in range(FREE_PER_ADDRESS)]
+    assert [r.status for r in replies] == [403] * FREE_PER_ADDRESS
+    slowed = admin.login(email, PASSWORD)  # even the right password waits its turn
+    assert slowed.status == 429 and int(slowed.headers["Retry-After"]) >= 1
+    assert "秒後にもう一度お試しください" in _login_error(slowed)
     assert admin.rows("admin_sessions") == []
-    # Another account is not affected.
-    assert admin.login("ops@relay.example").status == 303
-    # The lock-out ends (moved into the past here, rather than waited for).
-    admin.execute("UPDATE admin_lockouts SET until = '2000-01-01T00:00:00Z'")
-    after = admin.login(email, PASSWORD)
-    assert after.status == (303 if email == "hr@acme.example" else 403)
+    assert admin.login_from("127.0.0.2", "hr@acme.example").status == 303  # the owner
+    assert admin.rows("admin_login_failures") == []  # a flood writes nothing to the ledger
 
 
-def test_a_good_login_forgets_earlier_failures(admin: Admin) -> None:
-    for i in range(LOCK_AFTER - 1):
+def test_the_wait_is_the_same_for_known_and_unknown_emails(admin: Admin) -> None:
+    for i in range(FREE_PER_ADDRESS):
         admin.login("hr@acme.example", f"guess {i}")
+    known = admin.login("hr@acme.example", "x")
+    unknown = admin.login("nobody@acme.example", "x")
+    assert known.status == unknown.status == 429
+    assert _login_error(known) == _login_error(unknown)
+
+
+def test_a_login_form_nonce_serves_one_post(admin: Admin) -> None:
+    """A script cannot fetch one form and replay its nonce for a thousand guesses."""
+    page = admin.get("/admin/login")
+    first = admin.post("/admin/login", {"csrf": page.csrf(), "email": "hr@acme.example",
+                                        "password": "guess"})
+    assert first.status == 403 and _login_error(first)
+    again = admin.post("/admin/login", {"csrf": page.csrf(), "email": "hr@acme.example",
+                                        "password": PASSWORD})
+    assert again.status == 403 and not _login_error(again)  # the guard's 403, no check
+    assert admin.login("hr@acme.example").status == 303  # a fresh form works
+
+
+def test_a_good_login_forgets_the_accounts_failures(admin: Admin) -> None:
+    for i in range(3):
+        admin.login_from("127.0.0.3", "hr@acme.example", f"guess {i}")
     assert admin.login("hr@acme.example").status == 303
-    assert admin.login("hr@acme.example", "one more guess").status == 403
-    assert admin.login("hr@acme.example").status == 303  # one failure since: not locked
+    page = admin.get("/admin/")
+    assert page.status == 200
 
 
 def test_logout_ends_the_session_for_good(admin: Admin) -> None:
