@@ -210,6 +210,7 @@ def prepare(workdir: Path, offers: int) -> Prepared:
         f"dir = {toml_str(str(workdir / 'spool'))}\n"
         "\n[site]\n"
         f"listen = {toml_str(f'{LOOPBACK}:{site_port}')}\n"
+        f"metrics_listen = {toml_str(f'{LOOPBACK}:{free_port()}')}\n"
         f"public_url = {toml_str(public_url)}\n"
         "review_window = 0\n"
         "\n[ledger]\n"

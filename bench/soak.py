@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     duration = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="soak-"))
-    ports = {k: free_port() for k in ("smtp", "upstream", "site", "agency")}
+    ports = {k: free_port() for k in ("smtp", "upstream", "site", "agency", "metrics")}
     made = subprocess.run([*CLI, "init", "--dir", str(work), "--demo"], cwd=REPO,
                           capture_output=True, text=True, check=True)
     del made
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "CAREER_RELAY_QUEUE_RETRY_SCHEDULE": "[5, 10, 20]",
         "CAREER_RELAY_SITE_LISTEN": f"127.0.0.1:{ports['site']}",
         "CAREER_RELAY_SITE_PUBLIC_URL": f"http://127.0.0.1:{ports['site']}",
+        "CAREER_RELAY_SITE_METRICS_LISTEN": f"127.0.0.1:{ports['metrics']}",
         "CAREER_RELAY_SITE_REVIEW_WINDOW": "0",
         "CAREER_RELAY_AGENCY_WEBHOOK_URL": f"http://127.0.0.1:{ports['agency']}/forwards",
         "CAREER_RELAY_AGENCY_RETRY_SCHEDULE": "[5]",

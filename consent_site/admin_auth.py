@@ -103,13 +103,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
     address = request.remote or ""
-    wait = admin.throttle.wait(email, address)
+    wait = admin.throttle.begin(email, address)
     if wait > 0:  # no argon2, nothing counted: the same answer for every email
         log.info("admin login refused: throttled for %d s", math.ceil(wait))
         return _refused(request, email, "wait", math.ceil(wait))
-    found = await admin.run(admin.users.find, email)
-    user = await asyncio.get_running_loop().run_in_executor(
-        admin.argon2, check_password, found, password)
+    try:
+        found = await admin.run(admin.users.find, email)
+        user = await asyncio.get_running_loop().run_in_executor(
+            admin.argon2, check_password, found, password)
+    except BaseException:
+        admin.throttle.failed(email, address)  # the slot is given back, counted
+        raise
     if user is None:
         admin.throttle.failed(email, address)
         log.info("admin login refused (wrong)")

@@ -22,6 +22,7 @@ keeps its own, and a restart forgets it.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import time
 from collections import OrderedDict
@@ -34,6 +35,7 @@ FREE_PER_ACCOUNT = 10
 MAX_ADDRESS_DELAY = 900.0
 MAX_ACCOUNT_DELAY = 60.0
 _MAX_KEYS = 100_000  # memory stays bounded whatever is typed
+IN_FLIGHT_PER_ADDRESS = 2  # password checks one address may have running at once
 
 
 @dataclass
@@ -47,6 +49,7 @@ class LoginThrottle:
         self._clock = clock
         self._addresses: OrderedDict[str, _Record] = OrderedDict()
         self._accounts: OrderedDict[str, _Record] = OrderedDict()
+        self._in_flight: collections.Counter[str] = collections.Counter()
 
     def wait(self, email: str, address: str) -> float:
         """Seconds until this address may try this account again; 0 when it may now."""
@@ -55,7 +58,32 @@ class LoginThrottle:
                                                    (self._accounts, _account(email)))]
         return max([0.0] + [r.not_before - now for r in found if r is not None])
 
+    def begin(self, email: str, address: str) -> float:
+        """Before a password check: 0 and a slot taken, or the seconds to wait.
+
+        Checks in flight count as failures to come: twenty parallel posts from one
+        address must not all pass the gate before the first failure is counted.
+        Every 0 must be followed by ``failed`` or ``succeeded``.
+        """
+        wait = self.wait(email, address)
+        key = _net(address)
+        record = self._addresses.get(key)
+        recent = len(record.failures) if record is not None else 0
+        if wait <= 0 and (self._in_flight[key] >= IN_FLIGHT_PER_ADDRESS
+                          or recent + self._in_flight[key] >= FREE_PER_ADDRESS):
+            wait = 1.0
+        if wait <= 0:
+            self._in_flight[key] += 1
+        return wait
+
+    def _end(self, address: str) -> None:
+        key = _net(address)
+        self._in_flight[key] -= 1
+        if self._in_flight[key] <= 0:
+            del self._in_flight[key]
+
     def failed(self, email: str, address: str) -> None:
+        self._end(address)
         now = self._clock()
         count = self._count(self._addresses, _net(address), FREE_PER_ADDRESS,
                             MAX_ADDRESS_DELAY, now)
@@ -81,6 +109,7 @@ class LoginThrottle:
     def succeeded(self, email: str, address: str) -> None:
         """The owner got in: the account's failures are forgotten (the address's stay:
         a guesser who knows one password must not buy more guesses at others)."""
+        self._end(address)
         self._accounts.pop(_account(email), None)
 
 

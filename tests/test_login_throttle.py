@@ -6,6 +6,7 @@ from __future__ import annotations
 from consent_site.login_throttle import (
     FREE_PER_ACCOUNT,
     FREE_PER_ADDRESS,
+    IN_FLIGHT_PER_ADDRESS,
     MAX_ACCOUNT_DELAY,
     MAX_ADDRESS_DELAY,
     WINDOW,
@@ -69,3 +70,18 @@ def test_a_nonce_is_good_once_and_forgotten_after_its_age() -> None:
     assert used.use("n1") and not used.use("n1") and used.use("n2")
     clock.now += 61
     assert used.use("n3") and used.use("n1")  # n1 is past its age: the Csrf check refuses it
+
+
+def test_parallel_posts_from_one_address_do_not_all_pass_the_gate() -> None:
+    """Twenty posts at once must not all reach argon2 before the first failure counts."""
+    t = LoginThrottle(Clock())
+    gates = [t.begin("hr@acme.example", "198.51.100.7") for _ in range(20)]
+    assert gates.count(0.0) == IN_FLIGHT_PER_ADDRESS and all(g > 0 for g in gates if g)
+    assert t.begin("hr@acme.example", "203.0.113.9") == 0.0  # the owner elsewhere
+    for _ in range(IN_FLIGHT_PER_ADDRESS):
+        t.failed("hr@acme.example", "198.51.100.7")
+    checked = IN_FLIGHT_PER_ADDRESS
+    while t.begin("hr@acme.example", "198.51.100.7") == 0.0:
+        t.failed("hr@acme.example", "198.51.100.7")
+        checked += 1
+    assert checked == FREE_PER_ADDRESS  # then the address waits
