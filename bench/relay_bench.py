@@ -694,6 +694,8 @@ def write_gateway_config(
             f"dkim_selector = {toml_str(DKIM_SELECTOR)}\n"
             f"dkim_key_file = {toml_str(str(company_key))}\n"
             f"detect = {toml_str(detect)}\n"
+            # smtp-source on this machine is acme's own sending host (SPEC 4).
+            f'allow_ips = ["{LOOPBACK}/32"]\n'
         )
     path = workdir / "career-relay.toml"
     path.write_text(config, encoding="utf-8")

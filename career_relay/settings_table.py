@@ -60,7 +60,9 @@ class GatewaySettings(_Section):
         "offered and only allow_ips may relay. Never an open relay either way.",
     )
     allow_ips: tuple[str, ...] = setting(
-        ["127.0.0.1/32"], "Networks whose clients may relay without AUTH (CIDR notation)."
+        ["127.0.0.1/32"],
+        "Networks whose clients may relay without AUTH (CIDR notation). Their mail is no "
+        "company's: relayed unchanged and unsigned (companies.allow_ips proves a company).",
     )
     tls_cert: str = setting("", "PEM certificate; STARTTLS is offered when cert and key are set.",
                             path=True)
@@ -207,6 +209,11 @@ class CompanySettings(_Section):
     smtp_username: str = setting("", "User name the company's systems authenticate with.")
     smtp_password_hash: str = setting(
         "", "argon2 hash of the SMTP password (career-relay hash-password).", secret=True
+    )
+    allow_ips: tuple[str, ...] = setting(
+        [],
+        "This company's own sending hosts (CIDR): their mail is the company's without AUTH. "
+        "Never a shared provider range (Microsoft 365, Google) without a second proof.",
     )
 
 

@@ -59,6 +59,7 @@ def write_starter(directory: Path, *, demo: bool) -> Started:
         demo_secrets=_DEMO_SECRETS.format(hash_key=json.dumps(EXAMPLE_HASH_KEY)) if demo
         else _SECRETS.format(hash_key=json.dumps(secrets.token_urlsafe(32))),
         demo_companies=_DEMO_COMPANIES if demo else "",
+        company_networks=_DEMO_NETWORKS if demo else _NETWORKS,
         review_window=_DEMO_REVIEW if demo else _REVIEW,
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds secrets
@@ -129,6 +130,16 @@ _DEMO_SECRETS = """\
 # that the demo's ledger, which starts as ledger.db.example, de-duplicates as it did.
 # Never in production: set a secret of your own there, once.
 hash_key = {hash_key}
+"""
+
+# Whose mail is it (SPEC 4): AUTH, or the company's own sending hosts. The demo's
+# one-liners send from this machine without a password, as acme.
+_DEMO_NETWORKS = """# This machine is acme's own sending host in the demo: its mail is acme's.
+allow_ips = ["127.0.0.1/32"]
+"""
+_NETWORKS = """# acme's own sending hosts (their mail is acme's without AUTH), e.g. ["192.0.2.10/32"].
+# Never a shared provider range (Microsoft 365, Google): see docs/integrations/.
+allow_ips = []
 """
 
 # The example ledger's other companies: they send no mail in the demo (no SMTP login,
@@ -203,4 +214,4 @@ dkim_selector = {selector}
 dkim_key_file = {key_file}
 smtp_username = "acme"
 smtp_password_hash = {password_hash}
-{demo_companies}"""
+{company_networks}{demo_companies}"""

@@ -178,6 +178,20 @@ def _company_problems(settings: Settings) -> list[str]:
             out.append(f"{where}.smtp_password_hash must be an argon2 hash")
         if bool(c.dkim_selector) != bool(c.dkim_key_file):
             out.append(f"{where}: dkim_selector and dkim_key_file must be set together")
+        out += _network_problems(f"{where}.allow_ips", c.allow_ips)
+    return out
+
+
+def _network_problems(name: str, networks: tuple[str, ...]) -> list[str]:
+    out = []
+    for net in networks:
+        try:
+            network = ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            out.append(f"{name}: {net!r} is not an address or network")
+            continue
+        if network.prefixlen == 0:
+            out.append(f"{name} must not contain {net}: every address would send as it")
     return out
 
 

@@ -61,8 +61,10 @@ class RelayHandler:
         problem = _address_problem(sender, envelope.smtp_utf8)
         if problem:
             return problem
-        if company is not None and sender and domain_of(sender) not in company.domains:
-            return f"550 5.7.1 Sender domain {domain_of(sender)} does not belong to {company.id}"
+        proven = (company,) if company is not None else self._policy.owners(ip)
+        if proven and sender and not any(domain_of(sender) in c.domains for c in proven):
+            names = ", ".join(c.id for c in proven)
+            return f"550 5.7.1 Sender domain {domain_of(sender)} does not belong to {names}"
         envelope.mail_from = address  # aiosmtpd needs it non-empty; "<>" is mapped in DATA
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -90,6 +92,7 @@ class RelayHandler:
             helo=session.host_name or "unknown",
             protocol=_protocol(session),
             company=session.auth_data if session.authenticated else None,
+            owners=() if session.authenticated else self._policy.owners(peer_ip(session)),
             smtputf8=bool(envelope.smtp_utf8) or "SMTPUTF8" in options,
             body="8BITMIME" if "BODY=8BITMIME" in options else "",
         )

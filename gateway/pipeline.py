@@ -21,7 +21,7 @@ from gateway import metrics
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
 from gateway.message import header_block, received_header, strip_relay_headers
-from gateway.policy import foreign_from_domains
+from gateway.policy import company_by_from, foreign_from_domains, from_domains
 from gateway.rejection import (
     Candidate,
     Copy,
@@ -53,6 +53,8 @@ class Submission:
     company: CompanySettings | None  # set when the client authenticated
     smtputf8: bool = False
     body: str = ""
+    # The companies whose own networks (companies.allow_ips) hold the client's address.
+    owners: tuple[CompanySettings, ...] = ()
 
 
 class Pipeline:
@@ -69,9 +71,9 @@ class Pipeline:
 
     async def accept(self, sub: Submission) -> str:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250."""
-        _check_sender(sub)
+        company = _whose(sub)
         data, fields = strip_relay_headers(sub.data)
-        outcome = await self._rejection_step(sub, data, fields)
+        outcome = await self._rejection_step(company, data, fields, sub.rcpts)
         copies = outcome.copies if isinstance(outcome, Rejection) else [Copy(list(sub.rcpts),
                                                                               data)]
         stored = await self._store(sub, copies)
@@ -80,8 +82,8 @@ class Pipeline:
             self._delivery.submit(env, out)
         return " ".join(env.id for env, _ in stored)
 
-    async def _rejection_step(self, sub: Submission, data: bytes,
-                              fields: dict[str, str]) -> Outcome:
+    async def _rejection_step(self, company: CompanySettings | None, data: bytes,
+                              fields: dict[str, str], rcpts: list[str]) -> Outcome:
         """First look (in the loop for ordinary sizes), then, for a rejection, the copies
         in a thread.  Only the project's declared errors leave this step."""
         if self._rejections is None:
@@ -89,13 +91,13 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         try:
             if len(data) <= INLINE_LOOK_BYTES:
-                found = self._rejections.first_look(sub.company, data, fields)
+                found = self._rejections.first_look(company, data, fields)
             else:
                 found = await loop.run_in_executor(None, self._rejections.first_look,
-                                                   sub.company, data, fields)
+                                                   company, data, fields)
             if isinstance(found, Ordinary):
                 return found
-            return await loop.run_in_executor(None, self._prepare, found, data, sub.rcpts,
+            return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
                                               fields)
         except (sqlite3.Error, OSError):
             # The ledger or the disk failed: that is our failure, not the message's, and
@@ -157,10 +159,24 @@ class Pipeline:
         return stored
 
 
-def _check_sender(sub: Submission) -> None:
-    if sub.company is None:
-        return
-    foreign = foreign_from_domains(header_block(sub.data), sub.company)
-    if foreign:
-        raise PolicyRejection(
-            f"From domain {', '.join(foreign)} does not belong to {sub.company.id}")
+def _whose(sub: Submission) -> CompanySettings | None:
+    """The company this message belongs to, proven, never read from the From header alone
+    (SPEC 4): the authenticated one, or the one of the client's own network whose domain
+    the From is.  Its From must be exactly one mailbox of that company's; mail of a client
+    allowed only by gateway.allow_ips is no company's."""
+    block = header_block(sub.data)
+    if sub.company is not None:
+        foreign = foreign_from_domains(block, sub.company)
+        if foreign:
+            raise PolicyRejection(
+                f"From domain {', '.join(foreign)} does not belong to {sub.company.id}")
+        return sub.company
+    if not sub.owners:
+        return None
+    company = company_by_from(sub.owners, block)
+    if company is None:
+        found = from_domains(block)
+        shown = found[0] if len(found) == 1 else "(not exactly one From mailbox)"
+        raise PolicyRejection(f"From domain {shown} does not belong to "
+                              f"{', '.join(c.id for c in sub.owners)}")
+    return company

@@ -1,8 +1,13 @@
-"""Who may relay, and with which sender: the gateway is never an open relay.
+"""Who may relay, whose mail it is, and with which sender (SPEC 4, DESIGN decision 4).
 
 A client relays when it authenticated as one of the configured companies
-(SMTP AUTH, RFC 4954) or when its address is in ``gateway.allow_ips``.  An
-authenticated company may only send as its own domains (SPEC 4).
+(SMTP AUTH, RFC 4954), when its address is in a company's own
+``companies.allow_ips``, or when it is in ``gateway.allow_ips``.  Only the
+first two make the mail a company's (links, its DKIM key, its ledger); the
+global list only lets a client relay, unchanged and unsigned, because a
+network such as a cloud provider's is shared by many tenants and proves
+nobody.  The From header never decides whose mail it is; it must then
+match the proven company.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ class RelayPolicy:
                           for n in settings.gateway.allow_ips]
         self._require_auth = settings.gateway.require_auth
         self._by_user: dict[str, CompanySettings] = {}
+        self._owned: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                CompanySettings]] = []
         self.auth_offered = False
         self.reload(settings)
 
@@ -32,16 +39,27 @@ class RelayPolicy:
         transactions; the next AUTH checks against the new table.
         """
         by_user = {c.smtp_username: c for c in settings.companies if c.smtp_username}
-        self._by_user, self.auth_offered = by_user, self._require_auth and bool(by_user)
+        owned = [(ipaddress.ip_network(n, strict=False), c)
+                 for c in settings.companies for n in c.allow_ips]
+        self._by_user, self._owned = by_user, owned
+        self.auth_offered = self._require_auth and bool(by_user)
 
     def client_allowed(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self._networks)
+        """May this address relay without AUTH (the global list, or a company's own)?"""
+        addr = _ip(ip)
+        return addr is not None and (any(addr in net for net in self._networks)
+                                     or any(addr in net for net, _ in self._owned))
+
+    def owners(self, ip: str) -> tuple[CompanySettings, ...]:
+        """The companies whose own networks hold this address (usually one)."""
+        addr = _ip(ip)
+        if addr is None:
+            return ()
+        found: list[CompanySettings] = []
+        for net, company in self._owned:
+            if addr in net and company not in found:
+                found.append(company)
+        return tuple(found)
 
     def authenticate(self, username: bytes, password: bytes) -> CompanySettings | None:
         """Blocking (argon2 is deliberately slow): call it from a thread."""
@@ -51,6 +69,24 @@ class RelayPolicy:
             verify_password(_DUMMY_HASH, password)
             return None
         return company if verify_password(company.smtp_password_hash, password) else None
+
+
+def _ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def company_by_from(owners: tuple[CompanySettings, ...], header_block: bytes
+                    ) -> CompanySettings | None:
+    """Among the proven ``owners`` of a client, the one whose domain is the From's; None
+    when the From is not exactly one mailbox of one of them (SPEC 4)."""
+    domain = single_from_domain(header_block)
+    return next((c for c in owners if domain in c.domains), None)
 
 
 def domain_of(address: str) -> str:

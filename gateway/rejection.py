@@ -126,7 +126,7 @@ class Rejections:
         now = self._companies
         company = self._whose(now, company, data)
         if company is None:
-            return Ordinary("not a configured company's mail")
+            return Ordinary("no company proved the mail is theirs")
         by_header = fields.get("x-career-relay", "").strip().lower() == "rejection"
         try:
             root = mime.parse(data, max_parts=self._max_parts)
@@ -148,14 +148,14 @@ class Rejections:
 
     def _whose(self, now: _Companies, company: CompanySettings | None,
                data: bytes) -> CompanySettings | None:
-        if company is not None:
-            # A session that authenticated before a reload: the company as configured now.
-            current = now.by_id.get(company.id)
-            if current is None:
-                raise TemporaryFailure("The sender's company is no longer configured")
-            return current
-        domain = single_from_domain(header_block(data))
-        return None if domain is None else now.settings.company_for_domain(domain)
+        """The proven company (the pipeline's ``_whose``) as configured now: a session
+        that authenticated before a reload takes the reloaded settings."""
+        if company is None:
+            return None  # no company proved it is theirs: relayed unchanged, unsigned
+        current = now.by_id.get(company.id)
+        if current is None:
+            raise TemporaryFailure("The sender's company is no longer configured")
+        return current
 
     # -- the rejection: in a thread (ledger, signatures) ----------------------------------
 

@@ -73,7 +73,7 @@ def test_the_rejection_step_reads_as_its_outcomes() -> None:
         "Ordinary", "NotInjectable", "Rejection"}
     accept = (REPO / "gateway" / "pipeline.py").read_text(encoding="utf-8")
     body = accept.split("async def accept", 1)[1].split("\n    async def ", 1)[0]
-    steps = ["_check_sender", "strip_relay_headers", "_rejection_step", "_store", "_report",
+    steps = ["_whose", "strip_relay_headers", "_rejection_step", "_store", "_report",
              "submit"]
     assert [body.index(step) for step in steps] == sorted(body.index(s) for s in steps)
 

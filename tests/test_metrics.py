@@ -114,7 +114,8 @@ def serve(tmp_path: Path, make_config: ConfigMaker, sink: Sink) -> Iterator[Serv
         log={"format": "json"},
         companies=[{"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"],
                     "dkim_selector": "cr1", "dkim_key_file": str(key),
-                    "smtp_username": "acme", "smtp_password_hash": _PASSWORD_HASH}])
+                    "smtp_username": "acme", "smtp_password_hash": _PASSWORD_HASH,
+                    "allow_ips": ["127.0.0.1/32"]}])  # this machine is acme's own host
     smtp_port = int(config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
     running = Serve(config, site_port, smtp_port, metrics_port)
     try:

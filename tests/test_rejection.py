@@ -48,7 +48,8 @@ def rejecting(make_config: ConfigMaker, sink: Sink,
                                      "domains": ["acme.example"], "dkim_selector": "cr1",
                                      "dkim_key_file": str(company_key[0]),
                                      "smtp_username": "acme",
-                                     "smtp_password_hash": _PASSWORD_HASH}])
+                                     "smtp_password_hash": _PASSWORD_HASH,
+                                     "allow_ips": ["127.0.0.1/32"]}])
     gw = GatewayThread(config).start()
     yield gw
     gw.stop()
@@ -190,7 +191,8 @@ def test_on_error(make_config: ConfigMaker, sink: Sink, company_key: tuple[Path,
     config = make_config(upstream_port=sink.port, gateway={"on_error": on_error},
                          companies=[{"id": "acme", "name": "Acme", "domains": ["acme.example"],
                                      "dkim_selector": "cr1",
-                                     "dkim_key_file": str(company_key[0])}])
+                                     "dkim_key_file": str(company_key[0]),
+                                     "allow_ips": ["127.0.0.1/32"]}])
     gw = GatewayThread(config).start()
     try:
         data = rejection("<broken@acme.example>")
@@ -215,7 +217,8 @@ def test_signed_as_the_from_domain(make_config: ConfigMaker, sink: Sink,
                                    company_key: tuple[Path, bytes]) -> None:
     config = make_config(upstream_port=sink.port, companies=[{
         "id": "acme", "name": "Acme", "domains": ["acme.example", "jobs.acme.example"],
-        "dkim_selector": "cr1", "dkim_key_file": str(company_key[0])}])
+        "dkim_selector": "cr1", "dkim_key_file": str(company_key[0]),
+        "allow_ips": ["127.0.0.1/32"]}])
     gw = GatewayThread(config).start()
     try:
         data = rejection("<jobs@acme.example>").replace(b"hr@acme.example", b"hr@jobs.acme.example")

@@ -157,7 +157,8 @@ def templated(make_config: ConfigMaker, sink: Sink, tmp_path: Path) -> Iterator[
     """One gateway process (one worker) whose email templates are a copy in tmp_path."""
     templates = tmp_path / "emails"
     shutil.copytree(REPO / "templates" / "emails", templates)
-    config = make_config(upstream_port=sink.port, gateway={"workers": 1}, companies=[ACME])
+    config = make_config(upstream_port=sink.port, gateway={"workers": 1},
+                         companies=[{**ACME, "allow_ips": ["127.0.0.1/32"]}])
     gw = GatewayProcess(config)
     with open(gw.log, "ab") as logf:
         gw.proc = subprocess.Popen([sys.executable, "-c", LAUNCH_WITH_TEMPLATES,
