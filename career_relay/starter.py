@@ -137,8 +137,9 @@ hash_key = {hash_key}
 _DEMO_NETWORKS = """# This machine is acme's own sending host in the demo: its mail is acme's.
 allow_ips = ["127.0.0.1/32"]
 """
-_NETWORKS = """# acme's own sending hosts (their mail is acme's without AUTH), e.g. ["192.0.2.10/32"].
-# Never a shared provider range (Microsoft 365, Google): see docs/integrations/.
+_NETWORKS = """# acme's own sending hosts: their mail is acme's without AUTH, e.g.
+# ["192.0.2.10/32"]. Never a shared provider range (Microsoft 365, Google): see
+# docs/integrations/.
 allow_ips = []
 """
 
