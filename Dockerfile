@@ -6,7 +6,20 @@
 #              -p 2525:2525 -p 8080:8080 career-relay            # serve
 #   docker run ... career-relay gateway                          # or: site, check-config, ...
 
-# Pinned: a rebuild gets the same Python and Debian release. Bump it deliberately.
+# Pinned by tag: a rebuild gets the same Python and Debian release. Bump it deliberately
+# (and pin a digest, @sha256:..., once you can resolve and check one; docs/deploy.md).
+FROM python:3.11-slim-bookworm AS build
+# The wheel, built from the locked setuptools and wheel (hashes checked): it carries the
+# packages, templates/emails/ and the site's templates and static files.
+WORKDIR /src
+COPY requirements-build.lock pyproject.toml README.md ./
+COPY career_relay/ career_relay/
+COPY gateway/ gateway/
+COPY consent_site/ consent_site/
+COPY templates/ templates/
+RUN pip install --no-cache-dir --require-hashes -r requirements-build.lock \
+    && pip wheel --no-cache-dir --no-deps --no-build-isolation -w /dist .
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,17 +34,15 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/career-relay \
     && chown career-relay:career-relay /var/lib/career-relay \
     && chmod 0750 /var/lib/career-relay
 
-WORKDIR /opt/career-relay
-COPY pyproject.toml README.md ./
-COPY career_relay/ career_relay/
-COPY gateway/ gateway/
-COPY consent_site/ consent_site/
-COPY templates/ templates/
-# Installed in place (-e): the code finds templates/emails/ and the consent site's
-# templates and static files next to its own source files (career_relay/paths.py), which
-# a built wheel does not carry. No dev extras. The source tree stays root-owned and
-# read-only for the service user.
-RUN pip install --no-cache-dir -e . \
+# The runtime dependencies at the locked versions and hashes (no dev extras), then the
+# wheel alone: nothing resolved at build time. Installed by root, read-only to the
+# service user, which runs everything below.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
+COPY --from=build /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
+    && rm -r /tmp/dist \
     && career-relay --version
 
 # The configuration file, DKIM keys and TLS files are mounted at /etc/career-relay

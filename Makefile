@@ -16,7 +16,7 @@ TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fo
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk
 
-.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report docs clean help
+.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report docs clean help lock
 
 help:
 	@echo "make run    start the demo (gateway, delivery, consent site, capture upstream)"
@@ -26,12 +26,27 @@ help:
 	@echo "make bench-site  consent site throughput against bare aiohttp (bench/site_bench.py)"
 	@echo "make bench-report  the ledger report on 1,000,000 offers (bench/report_bench.py)"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
+	@echo "make lock   regenerate requirements*.lock (versions and hashes) from pyproject.toml"
 
-$(STAMP): pyproject.toml
+# Every package at the version and with the hashes of requirements-dev.lock (pip refuses
+# anything else), then the project itself, editable, without resolving again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Regenerates the lock files from pyproject.toml (pip-tools in a throw-away venv).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q pip-tools
+	.lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	.lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
+	printf 'setuptools>=77\nwheel>=0.43\n' > .lock-venv/build.in
+	.lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements-build.lock .lock-venv/build.in
+	rm -rf .lock-venv
 
 $(DEMO_CONFIG): | $(STAMP)
 	$(VENV)/bin/career-relay init --dir var --demo

@@ -8,8 +8,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def email_templates_dir() -> Path:
-    """templates/emails/: the mail text operators restyle (rejection templates, DSN)."""
-    return PROJECT_ROOT / "templates" / "emails"
+    """templates/emails/: the mail text operators restyle (rejection templates, DSN).
+
+    In a source checkout, the folder itself; in an installed wheel, the copy the wheel
+    carries as ``career_relay/email_templates/`` (pyproject.toml's package-dir).
+    """
+    checkout = PROJECT_ROOT / "templates" / "emails"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "email_templates"
 
 
 def metrics_dir(queue_dir: str | Path) -> Path:

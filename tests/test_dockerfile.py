@@ -71,10 +71,14 @@ def test_the_parser_joins_continuations_and_drops_comments() -> None:
 
 
 def test_the_base_image_is_a_pinned_slim_python_3_11(parsed: list[tuple[str, str]]) -> None:
-    (base,) = only(parsed, "FROM")
-    image, _, tag = base.partition(":")
-    assert image == "python", base
-    assert re.fullmatch(r"3\.11(\.\d+)?-slim-[a-z]+", tag), f"pin the tag: {base}"
+    bases = only(parsed, "FROM")
+    assert len(bases) == 2  # the wheel is built in one stage, installed in the next
+    for base in bases:
+        image, _, tag = base.split()[0].partition(":")
+        assert image == "python", base
+        assert re.fullmatch(r"3\.11(\.\d+)?-slim-[a-z]+(@sha256:[0-9a-f]{64})?", tag), \
+            f"pin the tag: {base}"
+    assert len({b.split()[0] for b in bases}) == 1, bases  # one Python for both
 
 
 def test_it_runs_as_a_user_that_is_not_root(parsed: list[tuple[str, str]]) -> None:
@@ -105,14 +109,18 @@ def test_every_copy_source_exists_and_is_in_the_build_context(
     copies = only(parsed, "COPY") + only(parsed, "ADD")
     assert copies
     for args in copies:
+        if args.startswith("--from="):
+            continue  # from the build stage, not the repository
         words = [w for w in args.split() if not w.startswith("--")]
         *sources, _dest = words
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
             assert not _ignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
     copied = {w.rstrip("/") for args in copies for w in args.split()[:-1]}
-    # What the code needs at run time: the packages, the e-mail templates, the metadata.
-    assert {"career_relay", "gateway", "consent_site", "templates", "pyproject.toml"} <= copied
+    # What the wheel is built from: the packages, the e-mail templates, the metadata, and
+    # the locks the installs are checked against.
+    assert {"career_relay", "gateway", "consent_site", "templates", "pyproject.toml",
+            "requirements.lock", "requirements-build.lock"} <= copied
 
 
 def test_the_project_is_installed_with_pip_without_dev_extras(
@@ -120,6 +128,11 @@ def test_the_project_is_installed_with_pip_without_dev_extras(
     installs = [run for run in only(parsed, "RUN") if "pip install" in run]
     assert installs
     assert not any("dev" in run or "[" in run for run in installs), installs
+    # Every dependency comes from a lock file with hashes; the project only as the wheel.
+    for run in installs:
+        assert "--require-hashes -r requirements" in run or "--require-hashes -r /tmp/" in run \
+            or "--no-deps /tmp/dist/" in run, run
+    assert not any(" -e " in run for run in installs)
 
 
 def test_the_entrypoint_is_the_console_script(parsed: list[tuple[str, str]]) -> None:
