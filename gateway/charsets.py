@@ -27,6 +27,9 @@ _ALIASES = {
     "euc-jp": "euc_jp", "x-euc-jp": "euc_jp",
     "us-ascii": "ascii", "ascii": "ascii", "": "ascii",
 }
+# Python's own text codecs that no mail charset names: decoding mail with them means
+# nothing (unicode_escape turns "\\n" into a newline, and warns).
+_NOT_CHARSETS = {"unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"}
 _ESC_ASCII = (b"\x1b(B", b"\x1b(J")
 _ESC_MULTI = (b"\x1b$B", b"\x1b$@", b"\x1b(I", b"\x1b$(D", b"\x1b$(Q", b"\x1b$(O")
 
@@ -43,7 +46,7 @@ def codec_for(charset: str) -> str | None:
     name = _ALIASES.get(label, label)
     try:
         info = codecs.lookup(name)
-        if not getattr(info, "_is_text_encoding", True):
+        if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
             return None
         "a".encode(info.name).decode(info.name)
     except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
@@ -99,15 +102,35 @@ def ascii_positions(body: bytes, needle: bytes, codec: str | None) -> list[int]:
 
 
 def _positions_sjis(body: bytes, needle: bytes) -> list[int]:
+    """Step over double-byte characters as readers do: a lead byte whose pair is no
+    CP932 character is one character alone (U+FFFD), and the next byte starts anew."""
+    if needle not in body:
+        return []  # the common case: no scan at all
     found, i, n = [], 0, len(body)
+    valid = _cp932_pairs()
     while i < n:
         if body.startswith(needle, i):
             found.append(i)
             i += len(needle)
             continue
         b = body[i]
-        i += 2 if (0x81 <= b <= 0x9F or 0xE0 <= b <= 0xFC) else 1
+        i += 2 if (0x81 <= b <= 0x9F or 0xE0 <= b <= 0xFC) and body[i:i + 2] in valid else 1
     return found
+
+
+@functools.cache
+def _cp932_pairs() -> frozenset[bytes]:
+    """Every two-byte sequence that CP932 decodes as one character."""
+    pairs = []
+    for lead in (*range(0x81, 0xA0), *range(0xE0, 0xFD)):
+        for trail in (*range(0x40, 0x7F), *range(0x80, 0xFD)):
+            pair = bytes((lead, trail))
+            try:
+                pair.decode("cp932")
+            except UnicodeDecodeError:
+                continue
+            pairs.append(pair)
+    return frozenset(pairs)
 
 
 def _positions_iso2022(body: bytes, needle: bytes) -> list[int]:

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import mime
-from gateway.charsets import ascii_view, encode_text, ends_in_ascii
+from gateway.charsets import ascii_view, encode_text, ends_in_ascii, scannable
+from gateway.textparts import (
+    ENCODED_MARKER as _ENCODED_MARKER,
+)
 from gateway.textparts import (
     MARKER,
     UNTOUCHABLE,
@@ -30,7 +33,6 @@ from gateway.textparts import (
     text_parts,
 )
 
-_ENCODED_MARKER = re.compile(rb"%5B%5BCAREER_RELAY_LINK%5D%5D", re.IGNORECASE)
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 _MAX_LINE = 998  # octets, without CRLF (RFC 5322 section 2.1.1)
 _GLUE_WINDOW = 2048  # bytes looked back for the word a marker is glued to
@@ -79,9 +81,12 @@ def inject(message: bytes, repl: Replacement, *, append: bool,
     if root.content_type in UNTOUCHABLE:
         raise NotInjectable(f"{root.content_type} is never changed")
     edits: list[tuple[int, int, bytes]] = []
+    boundaries = [p.params["boundary"].encode("latin-1") for p in root.walk()
+                  if p.is_multipart and p.params.get("boundary")]
     for tp in text_parts(message, root, body_only=append):
         new = _edit_part(message, tp, repl, append=append)
         if new is not None:
+            new = _no_delimiters(new, boundaries)
             edits.append((tp.part.header_start, tp.part.body_end, new))
     if not edits:
         raise NotInjectable("no text part could take the link")
@@ -91,6 +96,26 @@ def inject(message: bytes, repl: Replacement, *, append: bool,
         last = end
     out.append(message[last:])
     return b"".join(out)
+
+
+def _no_delimiters(part: bytes, boundaries: list[bytes]) -> bytes:
+    """A changed part must not hold a line that delimits an enclosing multipart.
+
+    Decoded text may say "--alt--" harmlessly while encoded (=2D=2Dalt--, base64); a
+    part written back as quoted-printable would close the multipart early (RFC 2046
+    5.1.1), so such a line is written =2D-alt-- (RFC 2045 6.7).  Unencoded, it cannot
+    be escaped: the message is not changed.
+    """
+    if not boundaries or b"\r\n--" not in part:
+        return part
+    lines = part.split(b"\r\n")
+    quoted = b"quoted-printable" in part[:part.find(b"\r\n\r\n")].lower()
+    for i, line in enumerate(lines):
+        if line.startswith(b"--") and any(line[2:].startswith(b) for b in boundaries):
+            if not quoted:
+                raise NotInjectable("the new text would hold a multipart delimiter")
+            lines[i] = b"=2D" + line[1:]
+    return b"\r\n".join(lines)
 
 
 def _edit_part(message: bytes, tp: TextPart, repl: Replacement, *,
@@ -120,7 +145,9 @@ def _edit_part(message: bytes, tp: TextPart, repl: Replacement, *,
             raise NotInjectable(reason)
         return new
     if append:
-        new_raw = _append_block(raw, codec, repl, html=html)
+        # In UTF-16 and the like, line ends and the block are no ASCII bytes: the part
+        # becomes UTF-8, where they are.
+        new_raw = _append_block(raw, codec, repl, html=html) if scannable(codec) else None
         if new_raw is None:  # the charset cannot hold the block: UTF-8 it is
             new = _as_utf8(header, raw, codec, lambda utf8: _append_block(
                 utf8, "utf-8", repl, html=html))
@@ -131,8 +158,11 @@ def _edit_part(message: bytes, tp: TextPart, repl: Replacement, *,
         if not html and encode_text(repl.text, codec, html=False) is None:
             # The replacement (say, the Japanese sentence for colleagues) does not
             # fit this charset: the part becomes UTF-8 rather than show "????".
-            return _as_utf8(header, raw, codec, lambda utf8: _replace_markers(
+            new = _as_utf8(header, raw, codec, lambda utf8: _replace_markers(
                 utf8, "utf-8", _spans_in(utf8, html), repl, html=False, flowed=flowed))
+            if new is None:  # its bytes are not its charset: it cannot be re-encoded
+                raise NotInjectable(f"a marked part whose bytes are not {tp.charset[:40]!r}")
+            return new
         new_raw = _replace_markers(raw, codec, spans, repl, html=html, flowed=flowed)
         if new_raw is None:
             return None
@@ -221,10 +251,16 @@ class _HtmlContext:
         kind is "text", "tag", "comment" or "script"."""
         low, last = self.low, self.last
         for mark in last:
+            if mark == b"<":
+                continue
             # A landmark may straddle the previous boundary: look back its length.
             found = low.rfind(mark, max(0, self.done - len(mark)), offset)
             if found >= 0:
                 last[mark] = found
+        # A "<" opens a tag only before a letter, "/", "!" or "?" (HTML's tag open
+        # state): "Salary < 5M" and "<[[...]]" are text to every reader.
+        for opened in _TAG_OPEN.finditer(low, max(0, self.done - 1), offset):
+            last[b"<"] = opened.start()
         self.done = offset
         if last[b"<!--"] > last[b"-->"]:
             return last[b"<!--"], len(low), "comment"
@@ -244,6 +280,7 @@ class _HtmlContext:
         return self._closings[i] if i < len(self._closings) else None
 
 
+_TAG_OPEN = re.compile(rb"<[a-z/!?]")
 _LINK_OPEN = re.compile(rb"<a[\s>]", re.IGNORECASE)
 _LINK_CLOSE = re.compile(rb"</a\s*>", re.IGNORECASE)
 _HREF_BEFORE = re.compile(rb"\shref\s*=\s*([\"']?)$", re.IGNORECASE)
@@ -356,11 +393,14 @@ def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:
     if cte == "base64":
         return base64.encodebytes(raw).replace(b"\n", b"\r\n")
     if cte == "quoted-printable":
-        # quopri works on LF lines; hard line breaks stay CRLF on the wire.
-        encoded = quopri.encodestring(raw.replace(b"\r\n", b"\n"))
+        # quopri works on LF lines; hard line breaks stay CRLF on the wire.  It leaves a
+        # lone CR raw, a bare CR on the wire (RFC 5321 2.3.8): written =0D instead, as
+        # RFC 2045 6.7 allows for any octet.
+        encoded = quopri.encodestring(raw.replace(b"\r\n", b"\n")).replace(b"\r", b"=0D")
         encoded = _crlf(encoded)
         return encoded if encoded.endswith(b"\r\n") or not trailing else encoded + b"\r\n"
     return raw
+
 
 
 def _crlf(data: bytes) -> bytes:
@@ -384,12 +424,14 @@ def _set_field(header: bytes, name: str, value: str) -> bytes:
 
 
 def _set_param(header: bytes, param: str, value: str) -> bytes:
-    pattern = re.compile(rb"(?i)(;\s*" + param.encode() + rb"\s*=\s*)(\"[^\"]*\"|[^;\s]+)")
+    # charset*=utf-8''... (RFC 2231) is the same parameter: it is replaced, never doubled.
+    pattern = re.compile(rb"(?i)(;\s*" + param.encode() + rb")\*?(\s*=\s*)(\"[^\"]*\"|[^;\s]+)")
     ctype = re.compile(rb"(?im)^content-type[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*")
     m = ctype.search(header)
     if m is None:
         return _set_field(header, "Content-Type", f"text/plain; {param}={value}")
     field = m.group(0)
-    new_field = (pattern.sub(lambda mm: mm.group(1) + value.encode(), field, count=1)
+    new_field = (pattern.sub(lambda mm: mm.group(1) + mm.group(2) + value.encode(), field,
+                             count=1)
                  if pattern.search(field) else field + f"; {param}={value}".encode())
     return header[:m.start()] + new_field + header[m.end():]

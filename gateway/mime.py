@@ -125,8 +125,9 @@ def _fields(data: bytes, start: int, end: int) -> tuple[dict[bytes, bytes], bool
         if data[pos:pos + 1] in (b" ", b"\t"):
             if current is not None:
                 found[current] += b" " + data[pos:line_end].strip()
-        elif _FIELD.match(data, pos, line_end) is None and not (
-                pos == 0 and data.startswith(b"From ", 0)):  # an mbox "From " line
+        elif pos == 0 and data.startswith(b"From ", 0):
+            current = None  # an mbox "From " line: no field, and no reader takes it for one
+        elif _FIELD.match(data, pos, line_end) is None:
             irregular, current = True, None
         else:
             colon = data.index(b":", pos, line_end)

@@ -28,7 +28,7 @@ from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
-from gateway.dkim import Signer, remove_signatures
+from gateway.dkim import Signer, SigningError, remove_signatures
 from gateway.message import header_block
 from gateway.policy import domain_of, single_from_domain
 from gateway.textparts import MARKER, UNTOUCHABLE, text_parts
@@ -135,7 +135,7 @@ class Rejections:
                 return Candidate(company, None, by_header, problem=str(exc),
                                  fatal=not isinstance(exc, (mime.TooComplex, mime.Ambiguous)))
             return Ordinary("no map, no marker")
-        if any(tp.has_marker() for tp in text_parts(data, root)):
+        if any(tp.has_marker() for tp in text_parts(data, root, signed_too=True)):
             return Candidate(company, root, append=False)
         if by_header:
             return Candidate(company, root, append=True)
@@ -172,7 +172,9 @@ class Rejections:
         try:
             return Rejection(company.id, self._copies(
                 self._companies, company, data, found.root, rcpts, fields, append=found.append))
-        except inject.NotInjectable as exc:
+        except (inject.NotInjectable, SigningError) as exc:
+            # SigningError: a header section dkimpy cannot read (a folded first line,
+            # "From :"); a copy that cannot be signed as the company is not sent changed.
             return self._not_injected(company, data, str(exc))
 
     def _not_injected(self, company: CompanySettings, data: bytes,

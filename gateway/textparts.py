@@ -20,6 +20,8 @@ from gateway.charsets import ascii_positions, codec_for, scannable
 
 MARKER = b"[[CAREER_RELAY_LINK]]"
 MARKER_TEXT = MARKER.decode("ascii")
+# HTML editors write a pasted link URL-encoded: href="%5B%5BCAREER_RELAY_LINK%5D%5D".
+ENCODED_MARKER = re.compile(rb"%5B%5BCAREER_RELAY_LINK%5D%5D", re.IGNORECASE)
 UNTOUCHABLE = ("multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
                "application/x-pkcs7-mime")
 KNOWN_CTES = ("7bit", "8bit", "binary", "", "quoted-printable", "base64")
@@ -81,23 +83,28 @@ class TextPart:
 
     def has_marker(self) -> bool:
         try:
-            return bool(self.marker_spans())
+            return bool(self.marker_spans()) or (
+                self.html and ENCODED_MARKER.search(self.raw) is not None)
         except Undecodable:
             return True
 
 
-def text_parts(message: bytes, root: mime.Part, *, body_only: bool = False
-               ) -> Iterator[TextPart]:
+def text_parts(message: bytes, root: mime.Part, *, body_only: bool = False,
+               signed_too: bool = False) -> Iterator[TextPart]:
     """The inline text leaves, in order.
 
     With ``body_only`` (appending the consent block): the message body as a
     reader sees it: every alternative, the root of multipart/related and the
-    first part of multipart/mixed.
+    first part of multipart/mixed.  With ``signed_too`` (detection only): also
+    the text under ``multipart/signed``, which is never changed but may well be
+    a marked rejection to count as not injected.
     """
     stack = [root]
     while stack:
         part = stack.pop()
-        if part.content_type in UNTOUCHABLE or part.disposition == "attachment":
+        if part.disposition == "attachment" or (
+                part.content_type in UNTOUCHABLE
+                and not (signed_too and part.content_type == "multipart/signed")):
             continue
         if part.is_multipart:
             children = part.children
