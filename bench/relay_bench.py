@@ -664,6 +664,9 @@ def write_gateway_config(
     def toml_str(value: str) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
+    # "marker/no-host": smtp-source's address (loopback) is not acme's own sending host,
+    # only allowed to relay (gateway.allow_ips): its mail is nobody's (SPEC 4).
+    detect, _, host = detect.partition("/")
     workers_line = f"workers = {workers}\n" if workers is not None else ""
     config = (
         "[gateway]\n"
@@ -694,9 +697,9 @@ def write_gateway_config(
             f"dkim_selector = {toml_str(DKIM_SELECTOR)}\n"
             f"dkim_key_file = {toml_str(str(company_key))}\n"
             f"detect = {toml_str(detect)}\n"
-            # smtp-source on this machine is acme's own sending host (SPEC 4).
-            f'allow_ips = ["{LOOPBACK}/32"]\n'
         )
+        if host != "no-host":  # smtp-source on this machine is acme's own host (SPEC 4)
+            config += f'allow_ips = ["{LOOPBACK}/32"]\n'
     path = workdir / "career-relay.toml"
     path.write_text(config, encoding="utf-8")
     return path
@@ -1192,7 +1195,8 @@ class MailPath:
 
 PATHS: tuple[MailPath, ...] = (
     MailPath("unconfigured", "ordinary mail from sender@other.example, a domain no company "
-             "has (acme configured, detect = marker)", "unconfigured", "marker", 1.5),
+             "has (acme configured, detect = marker), from a client that only may relay",
+             "unconfigured", "marker/no-host", 1.5),
     MailPath("marker-ordinary", "interview invitation from hr@acme.example, detect = marker: "
              "relayed unchanged", "interview", "marker", 1.5),
     MailPath("auto-ordinary", "the same invitation, detect = auto: classified, relayed "

@@ -24,6 +24,7 @@ busy timeout instead of failing to upgrade a read lock).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import os
@@ -205,14 +206,8 @@ class Ledger:
         now = self._clock()
         day = now.astimezone(dt.UTC).date().isoformat()
         results: list[dict[str, str]] = []
+        tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
         with self._write() as conn:
-            for (company, kind), n in (counts or {}).items():
-                if kind not in COUNTER_KINDS:
-                    raise ValueError(f"unknown counter {kind!r}")
-                conn.execute(
-                    f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
-                    f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
-                    (company, day, n))
             for r in rejections:
                 created = stamp(r.created or now)
                 before = conn.total_changes
@@ -223,19 +218,24 @@ class Ledger:
                     [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
                      for rcpt, oid in r.offers],
                 )
+                added = conn.total_changes - before
                 # A retried submission adds no offer and is not a second rejection.
-                if conn.total_changes > before or not r.offers:
-                    for kind in r.counters:  # column names from COUNTER_KINDS only
-                        if kind not in COUNTER_KINDS:
-                            raise ValueError(f"unknown counter {kind!r}")
-                        conn.execute(
-                            f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, 1)"
-                            f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + 1",
-                            (r.company, day),
-                        )
+                if added or not r.offers:
+                    tallies.update((r.company, kind) for kind in r.counters)
+                if added == len(r.offers):  # every offer is new: its id is the one given
+                    results.append(dict(r.offers))
+                    continue
                 results.append({rcpt: str(conn.execute(
                     "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
                     (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})
+            # One upsert per company and counter for the whole batch.
+            for (company, kind), n in tallies.items():
+                if kind not in COUNTER_KINDS:  # column names from COUNTER_KINDS only
+                    raise ValueError(f"unknown counter {kind!r}")
+                conn.execute(
+                    f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
+                    f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
+                    (company, day, n))
         return results
 
     def offer(self, offer_id: str) -> Offer | None:
