@@ -180,6 +180,9 @@ _CONDITIONS = tuple(re.compile(p) for p in (
     r"if\b(?<!\wif)(?<!even if)", r"unless\b", r"in case\b", r"in the event\b", r"whether\b",
     r"should (?:you|your|we|the|this|it)\b", r"when (?:you|your \w+) (?:are|is|get|'re)\b",
     "場合", "の際",
+    # Japanese conditional forms: 過ぎますと / 過ぎると (if it passes), なければ, 〜たら.
+    # Not 申しますと / 申し上げますと ("to put it plainly"), which introduce the decision.
+    r"(?<!申し)(?<!申し上げ)(?:ますと|ぎると)、?", "なければ", "(?:れ|け)ば、", "たら、",
 ))
 # Where a clause ends: a sentence, a line, or a "but" (…, but if a role opens up …).
 _CLAUSE_END = re.compile(

@@ -119,7 +119,7 @@ RULES: tuple[Rule, ...] = (
          "(?:ること(?:が|は)(?:でき(?:ず|ませ|な)|叶わ|かなわ|難し)|(?:られ|でき)(?:ず|ませ|な))",
          STRONG, label="内定のご連絡を差し上げられず", cues=("でき", "叶", "かなわ", "難", "られ"),
          cancels=("内定", "合格", "次の選考/選考通過")),
-    Rule("採用(?:を|は|について(?:は)?)?(?:控えさせ|差し控え)", STRONG,
+    Rule("採用(?:を|は|について(?:は)?)?(?:控えさせ|差し控え|控える(?:こと|運び)|控えます)", STRONG,
          label="採用を控えさせて", cues=("控",)),
     Rule("内定(?:の|を)?(?:取り消|取消)", STRONG, label="内定取り消し", cues=("消",)),
     Rule("(?:選考|面接|すてっぷ|段階|ふぇーず)(?:へ|に|への|の|には|へは|を|は)?"
@@ -150,7 +150,9 @@ RULES: tuple[Rule, ...] = (
     Rule("ご了承(?:くだ|下|いただ|のほど|願)", WEAK, label="ご了承ください", cues=("了",)),
     Rule("略儀ながら", WEAK, cues=("儀",)),
     # ---- English decisions (strong)
-    Rule(r"regret to (?:inform|advise|let you know|tell you|say)|we regret that\b", STRONG,
+    # "We regret to inform you" opens bad news of any kind (an event cancelled, a date
+    # moved): a lead-in, not a decision.  The decision it introduces has a rule of its own.
+    Rule(r"regret to (?:inform|advise|let you know|tell you|say)|we regret that\b", MEDIUM,
          label="regret to inform", cues=("regret",)),
     # A negation before a verb of progression, with the applicant or the application as
     # its object: "we will not be progressing your application", "unable to take you
@@ -390,7 +392,7 @@ RULES: tuple[Rule, ...] = (
          "|配信(?:停止|解除)|メールマガジン|メルマガ|おすすめ求人|新着求人|スカウト",
          NOISE, label="newsletter/marketing"),
     Rule("unsubscribe|job alert", -1.0, label="unsubscribe link"),
-    Rule(r"rejection (?:emails?|letters?|templates?|messages?|notices?)|お祈りメール"
+    Rule(r"rejection[- ](?:e-?mails?|letters?|templates?|messages?|notices?)|お祈りメール"
          "|(?:不採用|お祈り|見送り)(?:通知|メール|連絡)?の(?:文面|文章|テンプレート|ひな形|雛形"
          "|例文)|例文|テンプレート", NOISE, label="talks about rejection mail"),
     Rule(r"\{[^{}\n]{1,30}\}|\[(?:first name|last name|name|candidate name|role|job title"

@@ -54,7 +54,6 @@ STRONG = [
     ("今回は採用を控えさせていただきます。", "採用を控えさせて"),
     ("誠に勝手ながら内定を取り消させていただきます。", "内定取り消し"),
     ("今回は書類選考NGとなりました。", "選考はNG"),
-    ("We regret to inform you of our decision.", "regret to inform"),
     ("We have decided not to move forward with your application.",
      "not to proceed with your application"),
     ("We will not be progressing your application any further.",
@@ -91,6 +90,8 @@ MEDIUM = [
     ("今後のご健勝をお祈りいたします。", "ご活躍をお祈り"),
     ("採用予定人数に達しました。", "募集枠が充足"),
     ("After careful consideration, we have made a decision.", "after careful consideration"),
+    # A lead-in to bad news of any kind (a session cancelled), not a decision by itself.
+    ("We regret to inform you that the information session is cancelled.", "regret to inform"),
     ("Thank you for your interest in the role.", "thank you for your interest"),
     ("We wish you the best of luck in your job search.", "wish you the best"),
     ("We encourage you to apply for future roles.", "keep your resume on file / apply again"),
@@ -245,8 +246,8 @@ VARIANTS = [
     "誠に　残念ながら",  # ideographic space
     "誠に残念\r\nながら",  # wrapped mid-phrase
     "ご期待に沿いかねる結果",  # 沿 for 添
-    "ＷＥ　ＲＥＧＲＥＴ　ＴＯ　ＩＮＦＯＲＭ　ＹＯＵ",  # full-width Latin
-    "We  Regret\n to   Inform you",  # case and whitespace
+    "ＹＯＵＲ　ＡＰＰＬＩＣＡＴＩＯＮ　ＷＡＳ　ＵＮＳＵＣＣＥＳＳＦＵＬ",  # full-width Latin
+    "We  Regret\n to   Inform you that you were\n  Not   Selected",  # case and whitespace
     "We won’t be moving forward.",  # a curly apostrophe
 ]
 
