@@ -57,15 +57,8 @@ def value_problems(settings: Settings) -> list[str]:
             parse_hostport(name, getattr(getattr(settings, section), key))
         except ConfigError as exc:
             out.append(str(exc))
-    for net in settings.gateway.allow_ips:
-        try:
-            network = ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            out.append(f"gateway.allow_ips: {net!r} is not an address or network")
-            continue
-        if network.prefixlen == 0:
-            out.append(f"gateway.allow_ips must not contain {net}: every address may relay "
-                       "(an open relay)")
+    out += _network_problems("gateway.allow_ips", settings.gateway.allow_ips,
+                             "every address may relay (an open relay)")
     hostname = settings.gateway.hostname
     if not hostname or any(not (ch.isascii() and (ch.isalnum() or ch in ".-")) for ch in hostname):
         out.append(f"gateway.hostname must be a host name (letters, digits, dots, hyphens), "
@@ -178,11 +171,13 @@ def _company_problems(settings: Settings) -> list[str]:
             out.append(f"{where}.smtp_password_hash must be an argon2 hash")
         if bool(c.dkim_selector) != bool(c.dkim_key_file):
             out.append(f"{where}: dkim_selector and dkim_key_file must be set together")
-        out += _network_problems(f"{where}.allow_ips", c.allow_ips)
+        out += _network_problems(f"{where}.allow_ips", c.allow_ips,
+                                 "every address would send as it")
     return out
 
 
-def _network_problems(name: str, networks: tuple[str, ...]) -> list[str]:
+def _network_problems(name: str, networks: tuple[str, ...], why: str) -> list[str]:
+    """Each entry a network, and none that holds every address (``why`` says the harm)."""
     out = []
     for net in networks:
         try:
@@ -191,7 +186,7 @@ def _network_problems(name: str, networks: tuple[str, ...]) -> list[str]:
             out.append(f"{name}: {net!r} is not an address or network")
             continue
         if network.prefixlen == 0:
-            out.append(f"{name} must not contain {net}: every address would send as it")
+            out.append(f"{name} must not contain {net}: {why}")
     return out
 
 
