@@ -10,8 +10,9 @@ passwords for her address.  Instead, failures slow down whoever fails:
 - **Per account** (the email typed, known or not, so the answers never tell
   which addresses have a login): after ``FREE_PER_ACCOUNT`` failures from
   anywhere, each further try waits a growing delay of at most
-  ``MAX_ACCOUNT_DELAY``: a distributed guesser is slowed, while the owner
-  waits seconds at worst, never a lock-out.  One address adds at most
+  ``MAX_ACCOUNT_DELAY``: a distributed guesser is slowed, while an address
+  that logged in to the account before is not held back by it at all, and a
+  new one waits seconds at worst, never a lock-out.  One address adds at most
   ``FREE_PER_ADDRESS`` failures to an account (then it is slowed on its own),
   so a flood from one address never slows the owner at all.
 
@@ -36,6 +37,7 @@ MAX_ADDRESS_DELAY = 900.0
 MAX_ACCOUNT_DELAY = 60.0
 _MAX_KEYS = 100_000  # memory stays bounded whatever is typed
 IN_FLIGHT_PER_ADDRESS = 2  # password checks one address may have running at once
+_KNOWN = 8  # addresses remembered per account that logged in to it
 
 
 @dataclass
@@ -50,12 +52,21 @@ class LoginThrottle:
         self._addresses: OrderedDict[str, _Record] = OrderedDict()
         self._accounts: OrderedDict[str, _Record] = OrderedDict()
         self._in_flight: collections.Counter[str] = collections.Counter()
+        # Per account, the addresses that logged in to it (the latest few).
+        self._known: OrderedDict[str, list[str]] = OrderedDict()
 
     def wait(self, email: str, address: str) -> float:
-        """Seconds until this address may try this account again; 0 when it may now."""
+        """Seconds until this address may try this account again; 0 when it may now.
+
+        The account's own delay does not hold back an address that logged in to that
+        account before: a guesser spread over many addresses slows strangers, never
+        the owner at her usual desk.
+        """
         now = self._clock()
-        found = [table.get(key) for table, key in ((self._addresses, _net(address)),
-                                                   (self._accounts, _account(email)))]
+        net, account = _net(address), _account(email)
+        found = [self._addresses.get(net)]
+        if net not in self._known.get(account, ()):
+            found.append(self._accounts.get(account))
         return max([0.0] + [r.not_before - now for r in found if r is not None])
 
     def begin(self, email: str, address: str) -> float:
@@ -110,7 +121,12 @@ class LoginThrottle:
         """The owner got in: the account's failures are forgotten (the address's stay:
         a guesser who knows one password must not buy more guesses at others)."""
         self._end(address)
-        self._accounts.pop(_account(email), None)
+        account, net = _account(email), _net(address)
+        self._accounts.pop(account, None)
+        known = [n for n in self._known.pop(account, []) if n != net][-(_KNOWN - 1):]
+        self._known[account] = [*known, net]
+        while len(self._known) > _MAX_KEYS:
+            self._known.popitem(last=False)
 
 
 def _account(email: str) -> str:

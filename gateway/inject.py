@@ -36,6 +36,10 @@ from gateway.textparts import (
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 _MAX_LINE = 998  # octets, without CRLF (RFC 5322 section 2.1.1)
 _GLUE_WINDOW = 2048  # bytes looked back for the word a marker is glued to
+# A template holds a marker or two per part; a million of them turned a 25 MB message
+# into 116 MB copies at 10 s of CPU each.  More than this: the message is not changed.
+MAX_MARKERS_PER_PART = 100
+_MAX_TRIES = 8  # </body> positions tried for the appended block
 
 
 class NotInjectable(Exception):
@@ -181,13 +185,15 @@ def _spans(tp: TextPart) -> list[tuple[int, int]]:
     spans = tp.marker_spans()
     if tp.html:
         spans += [(m.start(), m.end()) for m in _ENCODED_MARKER.finditer(tp.raw)]
+    if len(spans) > MAX_MARKERS_PER_PART:
+        raise NotInjectable(f"more than {MAX_MARKERS_PER_PART} markers in one part")
     return sorted(spans)
 
 
 def _spans_in(utf8: bytes, html: bool) -> list[tuple[int, int]]:
-    spans = []
+    spans: list[tuple[int, int]] = []
     at = utf8.find(MARKER)
-    while at >= 0:
+    while at >= 0 and len(spans) <= MAX_MARKERS_PER_PART:
         spans.append((at, at + len(MARKER)))
         at = utf8.find(MARKER, at + len(MARKER))
     if html:
@@ -242,8 +248,8 @@ class _HtmlContext:
         self.low = raw.lower()
         self.done = 0  # everything before this offset has been looked at
         # The last position seen of each landmark (-1: none yet).
-        self.last = dict.fromkeys((b"<", b">", b"<!--", b"-->", b"<script", b"</script",
-                                   b"<style", b"</style"), -1)
+        self.last = dict.fromkeys((b"<", b">", b"<!--", b"-->", *_RAW_TEXT), -1)
+        self.before_last = -1  # the tag opening before last["<"]: nesting shows there
         self._closings: list[int] | None = None
 
     def at(self, offset: int) -> tuple[int, int, str]:
@@ -260,14 +266,19 @@ class _HtmlContext:
         # A "<" opens a tag only before a letter, "/", "!" or "?" (HTML's tag open
         # state): "Salary < 5M" and "<[[...]]" are text to every reader.
         for opened in _TAG_OPEN.finditer(low, max(0, self.done - 1), offset):
-            last[b"<"] = opened.start()
+            self.before_last, last[b"<"] = last[b"<"], opened.start()
         self.done = offset
         if last[b"<!--"] > last[b"-->"]:
             return last[b"<!--"], len(low), "comment"
-        for open_, close in ((b"<script", b"</script"), (b"<style", b"</style")):
+        for i in range(0, len(_RAW_TEXT), 2):
+            open_, close = _RAW_TEXT[i], _RAW_TEXT[i + 1]
             if last[open_] > last[close]:
                 return last[open_], len(low), "script"
         if last[b"<"] > last[b">"]:
+            if self.before_last > last[b">"]:
+                # "<img src='x?<a href=[[...]]>'": a "<a" inside another tag's attribute
+                # value is no tag; the link would go wherever that attribute points.
+                return self.before_last, len(low), "nested"
             gt = low.find(b">", offset)
             return last[b"<"], len(low) if gt < 0 else gt + 1, "tag"
         return last[b">"] + 1, offset, "text"
@@ -281,6 +292,12 @@ class _HtmlContext:
 
 
 _TAG_OPEN = re.compile(rb"<[a-z/!?]")
+# Elements whose content is no HTML text: scripts and styles, and what a form submits or a
+# reader shows as literal text (textarea, title, option lists, xmp, noscript, iframe).
+# A marker inside them takes no link.  In open/close pairs.
+_RAW_TEXT = (b"<script", b"</script", b"<style", b"</style", b"<textarea", b"</textarea",
+             b"<title", b"</title", b"<select", b"</select", b"<xmp", b"</xmp",
+             b"<noscript", b"</noscript", b"<iframe", b"</iframe", b"<plaintext", b"</html")
 _LINK_OPEN = re.compile(rb"<a[\s>]", re.IGNORECASE)
 _LINK_CLOSE = re.compile(rb"</a\s*>", re.IGNORECASE)
 _HREF_BEFORE = re.compile(rb"\shref\s*=\s*([\"']?)$", re.IGNORECASE)
@@ -360,11 +377,15 @@ def _append_block(raw: bytes, codec: str | None, repl: Replacement, *,
     if block is None or not ends_in_ascii(raw, codec):
         return None
     if html:
-        ends = list(_BODY_END.finditer(raw))
-        if ends:  # just before the last </body>; Outlook's conditional comments stay as they are
-            at = ends[-1].start()
-            return raw[:at] + block + raw[at:]
-        return raw + block
+        # Just before the last </body> that is HTML text (not in a comment, a textarea or
+        # a script, whose "</body>" is no end), else at the very end if that is text;
+        # else nowhere: a block inside a form's textarea would be posted to its action.
+        view = ascii_view(raw, codec)
+        ends = [m.start() for m in _BODY_END.finditer(view)][-_MAX_TRIES:]
+        for at in [*reversed(ends), len(raw)]:
+            if _HtmlContext(view).at(at)[2] == "text":
+                return raw[:at] + block + raw[at:]
+        return None
     # The block brings its own blank line first (templates/emails/README.md).
     nl = _newline(raw)
     sep = b"" if raw.endswith(b"\n") or not raw else nl

@@ -21,7 +21,12 @@ from gateway import metrics
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
 from gateway.message import header_block, received_header, strip_relay_headers
-from gateway.policy import company_by_from, foreign_from_domains, from_domains
+from gateway.policy import (
+    company_by_from,
+    foreign_from_domains,
+    from_domains,
+    from_mailboxes,
+)
 from gateway.rejection import (
     Candidate,
     Copy,
@@ -169,14 +174,21 @@ def _whose(sub: Submission) -> CompanySettings | None:
         foreign = foreign_from_domains(block, sub.company)
         if foreign:
             raise PolicyRejection(
-                f"From domain {', '.join(foreign)} does not belong to {sub.company.id}")
+                f"From domain {_shown(', '.join(foreign))} does not belong to {sub.company.id}")
         return sub.company
     if not sub.owners:
         return None
     company = company_by_from(sub.owners, block)
     if company is None:
-        found = from_domains(block)
-        shown = found[0] if len(found) == 1 else "(not exactly one From mailbox)"
+        found = from_mailboxes(block)
+        shown = (_shown(from_domains(block)[0]) if len(found) == 1 and len(found[0]) == 1
+                 and "@" in found[0][0] else "(not exactly one From mailbox)")
         raise PolicyRejection(f"From domain {shown} does not belong to "
                               f"{', '.join(c.id for c in sub.owners)}")
     return company
+
+
+def _shown(text: str) -> str:
+    """Sender-controlled text in a reply: ASCII only, printable, short (RFC 5321 4.2)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:100].replace(
+        "\r", "").replace("\n", "")

@@ -196,14 +196,22 @@ class Rejections:
         # copy can be given exactly the link the first one had.
         issued = float(int(time.time()))
 
+        limit = max(self._settings.gateway.max_message_size, 2 * len(data))
+
+        def sized(copy: bytes) -> bytes:
+            # A copy is the message with a link or two more: never much larger.
+            if len(copy) > limit:
+                raise inject.NotInjectable("a copy would exceed gateway.max_message_size")
+            return copy
+
         def copy_for(rcpt: str, offer_id: str, issued_at: float) -> Copy:
             url = link(self._settings.site.public_url, self._links.token(offer_id, issued_at))
-            return Copy([rcpt], _signed(signer, inject.inject(
-                data, texts.for_candidate(url), append=append, root=root)))
+            return Copy([rcpt], _signed(signer, sized(inject.inject(
+                data, texts.for_candidate(url), append=append, root=root))))
 
         copies = {rcpt: copy_for(rcpt, oid, issued) for rcpt, oid in fresh.items()}
-        internal_copy = (Copy(internal, _signed(signer, inject.inject(
-            data, texts.for_internal(), append=append, root=root))) if internal else None)
+        internal_copy = (Copy(internal, _signed(signer, sized(inject.inject(
+            data, texts.for_internal(), append=append, root=root)))) if internal else None)
         if not copies and internal_copy is None:
             raise inject.NotInjectable("no recipient")
         recorded = self._writer.record_rejection(

@@ -381,3 +381,56 @@ def test_a_marker_split_by_a_soft_break_inside_an_img_src_is_left() -> None:
     (part,) = parts(inject(msg, REPL, append=False))
     out = text_of(part)
     assert f'<img src="{M}">' in out and f'<a href="{URL}">x</a>' in out
+
+
+# -- found by attacking the running build ---------------------------------------------------
+
+NESTED = [
+    f'<img src="https://evil.example/p.png?<a href={M}>">',
+    f"<img src='https://evil.example/p.png?<a href={M}>'>",
+    f'<iframe src="https://evil.example/?<a href={M}>"></iframe>',
+    f'<link rel="stylesheet" href="https://evil.example/?<a href={M}>">',
+    f"<p style=\"background:url('https://evil.example/?<a href={M}>')\">x</p>",
+    f"<textarea name=u>{M}</textarea>",
+    f"<select name=s><option>{M}</select>",
+    f"<title>{M}</title>",
+]
+
+
+@pytest.mark.parametrize("html", NESTED)
+def test_an_a_tag_written_inside_another_tags_attribute_takes_no_link(html: str) -> None:
+    """'<img src="https://evil/p.png?<a href=[[...]]>">' is one img whose src holds
+    '<a href=...': a link there would be fetched by every mail client that loads images.
+    A textarea, option list or title submits or shows its text as it is."""
+    body = f'<p>{html}</p><p><a href="{M}">register</a></p>\n'
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n{body}")
+    (part,) = parts(inject(msg, REPL, append=False))
+    out = text_of(part)
+    assert out.count(URL) == 1 and f'<a href="{URL}">register</a>' in out
+    assert html in out
+
+
+@pytest.mark.parametrize("html", [
+    '<form action="https://evil.example/f"><textarea name=u></body></textarea></form>',
+    "<p>x</p><!-- </body> -->",
+])
+def test_the_appended_block_never_lands_inside_a_textarea_or_a_comment(html: str) -> None:
+    msg = crlf(f"Content-Type: text/html; charset=utf-8\n\n<html><body>{html}\n")
+    try:
+        (part,) = parts(inject(msg, REPL, append=True))
+    except NotInjectable:
+        return
+    out = text_of(part)
+    block_at = out.index(REPL.html_block)
+    assert out.rfind("<textarea", 0, block_at) <= out.rfind("</textarea", 0, block_at)
+    assert out.rfind("<!--", 0, block_at) <= out.rfind("-->", 0, block_at)
+
+
+def test_a_flood_of_markers_is_not_injected() -> None:
+    """A million markers turned a 25 MB message into 116 MB copies at 10 s each."""
+    many = f"{M}\n" * (inj.MAX_MARKERS_PER_PART + 1)
+    msg = crlf("Content-Type: text/plain; charset=utf-8\n\n" + many)
+    with pytest.raises(NotInjectable, match="markers"):
+        inject(msg, REPL, append=False)
+    fine = crlf("Content-Type: text/plain; charset=utf-8\n\n" + f"{M}\n" * 3)
+    assert inject(fine, REPL, append=False).count(URL.encode()) == 3

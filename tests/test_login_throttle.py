@@ -85,3 +85,16 @@ def test_parallel_posts_from_one_address_do_not_all_pass_the_gate() -> None:
         t.failed("hr@acme.example", "198.51.100.7")
         checked += 1
     assert checked == FREE_PER_ADDRESS  # then the address waits
+
+
+def test_an_address_that_logged_in_before_is_not_held_back_by_the_account() -> None:
+    """Several addresses keeping the account's delay up must not keep its owner out."""
+    clock = Clock()
+    t = LoginThrottle(clock)
+    assert t.begin("hr@acme.example", "203.0.113.9") == 0.0
+    t.succeeded("hr@acme.example", "203.0.113.9")  # the owner's usual desk
+    for i in range(FREE_PER_ACCOUNT + 20):
+        clock.now += t.wait("hr@acme.example", f"198.51.100.{i}")
+        t.failed("hr@acme.example", f"198.51.100.{i}")
+    assert t.wait("hr@acme.example", "192.0.2.50") > 0  # a stranger waits
+    assert t.wait("hr@acme.example", "203.0.113.9") == 0.0  # the owner does not
