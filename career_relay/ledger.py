@@ -210,15 +210,16 @@ class Ledger:
         with self._write() as conn:
             for r in rejections:
                 created = stamp(r.created or now)
-                before = conn.total_changes
-                conn.executemany(
+                cursor = conn.executemany(
                     "INSERT INTO offers (id, company, message_id, recipient, created, job,"
                     " channel, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                     [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
                      for rcpt, oid in r.offers],
                 )
-                added = conn.total_changes - before
+                # Offers this statement inserted (sqlite3_changes: a trigger's rows, such
+                # as the per-day statistics, are not counted; total_changes would be).
+                added = cursor.rowcount
                 # A retried submission adds no offer and is not a second rejection.
                 if added or not r.offers:
                     tallies.update((r.company, kind) for kind in r.counters)

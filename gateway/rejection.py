@@ -35,6 +35,10 @@ from gateway.textparts import MARKER, UNTOUCHABLE, text_parts
 
 log = logging.getLogger("career_relay.rejection")
 
+# A copy is the message with a link or two: larger than max_message_size and than this
+# many times the message, it is an amplification, and the rejection is not changed.
+COPY_GROWTH = 2
+
 
 @dataclass(frozen=True)
 class Copy:
@@ -196,7 +200,7 @@ class Rejections:
         # copy can be given exactly the link the first one had.
         issued = float(int(time.time()))
 
-        limit = max(self._settings.gateway.max_message_size, 2 * len(data))
+        limit = max(self._settings.gateway.max_message_size, COPY_GROWTH * len(data))
 
         def sized(copy: bytes) -> bytes:
             # A copy is the message with a link or two more: never much larger.
