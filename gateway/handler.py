@@ -77,6 +77,12 @@ class RelayHandler:
         problem = _address_problem(address, envelope.smtp_utf8)
         if problem:
             return problem
+        local, at, domain = address.rpartition("@")
+        if not (at and local and domain) and address.lower() != "postmaster":
+            # RFC 5321 4.1.1.3: a forward-path is a mailbox with a domain (the bare
+            # "postmaster" excepted); the upstream could deliver nothing else, and a
+            # rejection would mint a personal link for it.
+            return "501 5.1.3 A recipient address needs a domain"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"

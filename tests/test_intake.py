@@ -428,3 +428,18 @@ def test_auth_failures_are_counted_per_address_across_connections(no_allow: Gate
     with smtplib.SMTP("127.0.0.1", no_allow.port, source_address=("127.0.0.2", 0)) as c:
         c.ehlo()
         assert c.login("acme", COMPANY_PASSWORD)[0] == 235
+
+
+@pytest.mark.parametrize("address", ["a", "a@", "@example.net"])
+def test_a_recipient_without_a_domain_gets_501(gateway: GatewayThread, sink: Sink,
+                                               address: str) -> None:
+    """RFC 5321 4.1.1.3 (found by the attack review: each got a personal link)."""
+    raw = Raw(gateway.port)
+    try:
+        assert raw.cmd("EHLO client.example").startswith("250")
+        assert raw.cmd("MAIL FROM:<hr@acme.example>").startswith("250")
+        reply = raw.cmd(f"RCPT TO:<{address}>")
+        assert reply.startswith(("501 5.1.3", "553 5.1.3")), reply
+        assert raw.cmd("RCPT TO:<postmaster>").startswith("250")  # the one exception
+    finally:
+        raw.close()
