@@ -446,7 +446,8 @@ def _set_field(header: bytes, name: str, value: str) -> bytes:
 
 def _set_param(header: bytes, param: str, value: str) -> bytes:
     # charset*=utf-8''... (RFC 2231) is the same parameter: it is replaced, never doubled.
-    pattern = re.compile(rb"(?i)(;\s*" + param.encode() + rb")\*?(\s*=\s*)(\"[^\"]*\"|[^;\s]+)")
+    # An empty value ("charset=") is the parameter too: replaced, never doubled.
+    pattern = re.compile(rb"(?i)(;\s*" + param.encode() + rb")\*?(\s*=[ \t]*)(\"[^\"]*\"|[^;\s]*)")
     ctype = re.compile(rb"(?im)^content-type[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*")
     m = ctype.search(header)
     if m is None:

@@ -514,6 +514,19 @@ def test_an_rfc2231_charset_when_the_part_becomes_utf8(rig: Rig) -> None:
     assert part.params["charset"].lower() == "utf-8"
 
 
+@pytest.mark.parametrize("param", [b"charset=", b'charset=""', b"charset= "])
+def test_an_empty_charset_when_the_part_becomes_utf8(rig: Rig, param: bytes) -> None:
+    """``charset=`` with no value (broken mailers write it; read as us-ascii): the
+    part made UTF-8 for the colleagues' sentence got ``charset=; charset=utf-8``,
+    which our own map calls ambiguous and Python's email reads as the empty one."""
+    head = b"Content-Type: text/plain; " + param + b"\r\n"
+    outcome = step(rig, message(b"Hello\r\n" + BMARKER + b"\r\n", head=head), (INSIDE,))
+    assert isinstance(outcome, Rejection), outcome
+    (copy,) = outcome.copies
+    part = mime.parse(copy.data).walk()[0]  # raised Ambiguous: charset given twice
+    assert part.params["charset"].lower() == "utf-8"
+
+
 @pytest.mark.parametrize("markup", [
     b"<p>Salary < 5M. Register: " + BMARKER + b"</p>",
     b"<p>a <" + BMARKER + b"</p>",
