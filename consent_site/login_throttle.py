@@ -24,11 +24,12 @@ keeps its own, and a restart forgets it.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from career_relay.clients import client_key
 
 WINDOW = 900.0  # failures older than this are forgotten
 FREE_PER_ADDRESS = 5
@@ -63,7 +64,7 @@ class LoginThrottle:
         the owner at her usual desk.
         """
         now = self._clock()
-        net, account = _net(address), _account(email)
+        net, account = client_key(address), _account(email)
         found = [self._addresses.get(net)]
         if net not in self._known.get(account, ()):
             found.append(self._accounts.get(account))
@@ -77,7 +78,7 @@ class LoginThrottle:
         Every 0 must be followed by ``failed`` or ``succeeded``.
         """
         wait = self.wait(email, address)
-        key = _net(address)
+        key = client_key(address)
         record = self._addresses.get(key)
         recent = len(record.failures) if record is not None else 0
         if wait <= 0 and (self._in_flight[key] >= IN_FLIGHT_PER_ADDRESS
@@ -88,7 +89,7 @@ class LoginThrottle:
         return wait
 
     def _end(self, address: str) -> None:
-        key = _net(address)
+        key = client_key(address)
         self._in_flight[key] -= 1
         if self._in_flight[key] <= 0:
             del self._in_flight[key]
@@ -96,7 +97,7 @@ class LoginThrottle:
     def failed(self, email: str, address: str) -> None:
         self._end(address)
         now = self._clock()
-        count = self._count(self._addresses, _net(address), FREE_PER_ADDRESS,
+        count = self._count(self._addresses, client_key(address), FREE_PER_ADDRESS,
                             MAX_ADDRESS_DELAY, now)
         if count <= FREE_PER_ADDRESS:
             # An address already slowed on its own adds nothing to the account: one
@@ -121,7 +122,7 @@ class LoginThrottle:
         """The owner got in: the account's failures are forgotten (the address's stay:
         a guesser who knows one password must not buy more guesses at others)."""
         self._end(address)
-        account, net = _account(email), _net(address)
+        account, net = _account(email), client_key(address)
         self._accounts.pop(account, None)
         known = [n for n in self._known.pop(account, []) if n != net][-(_KNOWN - 1):]
         self._known[account] = [*known, net]
@@ -131,18 +132,6 @@ class LoginThrottle:
 
 def _account(email: str) -> str:
     return email.strip().lower()[:254]
-
-
-def _net(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 class UsedNonces:

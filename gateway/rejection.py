@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
@@ -83,7 +83,6 @@ class Candidate:
     append: bool  # only the header (or the classifier) marked it: append the block
     problem: str = ""
     fatal: bool = False  # the map failed outright: gateway.on_error decides
-    senders: list[str] = field(default_factory=list)
 
 
 class _Companies:

@@ -46,16 +46,6 @@ class TextPart:
     def known_cte(self) -> bool:
         return self.part.cte in KNOWN_CTES
 
-    def text(self, limit: int | None = None) -> str:
-        """The characters, for reading only: undecodable bytes become U+FFFD."""
-        raw = self.raw if limit is None else self.raw[:limit]
-        if self.codec is None:
-            return raw.decode("utf-8", "replace")
-        try:
-            return raw.decode(self.codec, "replace")
-        except UnicodeError:
-            return raw.decode("utf-8", "replace")
-
     def marker_spans(self) -> list[tuple[int, int]]:
         """Byte spans of the marker in ``raw`` (charset-aware), [] if none.
 

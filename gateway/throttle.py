@@ -16,10 +16,11 @@ counted by their /64, which one host usually owns whole.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+
+from career_relay.clients import client_key
 
 LIMIT = 10  # failures ...
 WINDOW = 600.0  # ... in this many seconds ...
@@ -35,7 +36,7 @@ class AuthThrottle:
         self._blocked: dict[str, float] = {}
 
     def blocked(self, ip: str) -> bool:
-        key = _key(ip)
+        key = client_key(ip)
         until = self._blocked.get(key)
         if until is None:
             return False
@@ -46,7 +47,7 @@ class AuthThrottle:
 
     def failed(self, ip: str) -> bool:
         """Count one failure; True when it blocks the address."""
-        key, now = _key(ip), self._clock()
+        key, now = client_key(ip), self._clock()
         times = self._failures.pop(key, None) or deque()
         times.append(now)
         while times and times[0] <= now - WINDOW:
@@ -60,15 +61,3 @@ class AuthThrottle:
         if len(self._blocked) > _MAX_ADDRESSES:
             self._blocked = {k: t for k, t in self._blocked.items() if t > now}
         return False
-
-
-def _key(ip: str) -> str:
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr)
