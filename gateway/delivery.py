@@ -24,6 +24,7 @@ from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway import metrics
 from gateway.dsn import build_dsn
 from gateway.envelope import Envelope, State, new_id, owner
+from gateway.spliced import Body, materialised
 from gateway.spool import Spool
 from gateway.upstream import Reply, Upstream
 
@@ -37,7 +38,9 @@ _RESCAN = 1.0  # seconds between looks at the schedule and at retry requests
 class _Entry:
     env: Envelope
     state: State
-    data: bytes | None = None  # held in memory while the message has no queue file
+    # Held in memory while the message has no queue file; a rejection's copy as its
+    # pieces of the shared message, made whole only while it is sent (gateway/spliced.py).
+    data: Body | None = None
     in_journal: bool = False  # fresh mail: it leaves the journal once settled or filed
     busy: bool = False
     due: float = 0.0
@@ -105,7 +108,7 @@ class Delivery:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def submit(self, env: Envelope, data: bytes) -> None:
+    def submit(self, env: Envelope, data: Body) -> None:
         """Hand over a message that was just journaled."""
         self._messages[env.id] = _Entry(env, State(), data, in_journal=True)
         self._ready.put_nowait(env.id)
@@ -216,7 +219,8 @@ class Delivery:
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),
                                    ("SMTPUTF8", env.smtputf8)) if on]
-        replies = await upstream.send(env.mail_from, pending, data, options) if pending else {}
+        replies = (await upstream.send(env.mail_from, pending, materialised(data), options)
+                   if pending else {})
         state.delivered += [r for r, rep in replies.items() if rep.ok]
         metrics.delivered(env.arrival, sum(1 for rep in replies.values() if rep.ok))
         if entry.in_journal and all(r.ok for r in replies.values()):
@@ -226,7 +230,7 @@ class Delivery:
             return
         await self._settle(entry, data, replies)
 
-    async def _settle(self, entry: _Entry, data: bytes, replies: dict[str, Reply]) -> None:
+    async def _settle(self, entry: _Entry, data: Body, replies: dict[str, Reply]) -> None:
         env, state = entry.env, entry.state
         failed = {r: str(rep) for r, rep in replies.items() if rep.permanent}
         deferred = {r: rep for r, rep in replies.items() if not rep.ok and not rep.permanent}
@@ -270,7 +274,7 @@ class Delivery:
                  len(unsettled), state.attempts, state.next_attempt - time.time(),
                  without_addresses(state.last_error or ""))
 
-    def _record(self, entry: _Entry, data: bytes, failed: dict[str, str], deferred: bool,
+    def _record(self, entry: _Entry, data: Body, failed: dict[str, str], deferred: bool,
                 dsn_id: str | None) -> _Outcome:
         """The blocking part: bounce, file, save state. Never raises (runs in a thread)."""
         env = entry.env
@@ -297,9 +301,9 @@ class Delivery:
             return False
         return True
 
-    def _write_dsn(self, env: Envelope, data: bytes, failed: dict[str, str],
+    def _write_dsn(self, env: Envelope, data: Body, failed: dict[str, str],
                    dsn_id: str) -> Envelope:
-        dsn = build_dsn(env, data, failed, hostname=self._hostname,
+        dsn = build_dsn(env, materialised(data), failed, hostname=self._hostname,
                         remote_mta=self._upstream.host, template_dir=self._template_dir)
         dsn_env = Envelope(id=dsn_id, mail_from="", rcpts=[env.mail_from], arrival=time.time(),
                            dsn=True, smtputf8=env.smtputf8,

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from gateway import mime
 from gateway.charsets import ascii_view, encode_text, ends_in_ascii, scannable
 from gateway.html_context import HtmlContext
+from gateway.spliced import Base, Spliced
+from gateway.spliced import splice as spliced_edits
 from gateway.textparts import (
     ENCODED_MARKER as _ENCODED_MARKER,
 )
@@ -81,6 +83,14 @@ def inject(message: bytes, repl: Replacement, *, append: bool,
     base64): a copy never goes out with the link in one part and a bare marker
     in another.  ``root`` is ``mime.parse(message)`` when the caller has it.
     """
+    return bytes(splice(Base("", message), repl, append=append, root=root))
+
+
+def splice(base: Base, repl: Replacement, *, append: bool,
+           root: mime.Part | None = None) -> Spliced:
+    """``inject``, as the pieces that make the copy from ``base`` (``gateway.spliced``):
+    the copies of one rejection share the message and differ in a few bytes."""
+    message = base.data
     root = root or mime.parse(message)
     if root.content_type in UNTOUCHABLE:
         raise NotInjectable(f"{root.content_type} is never changed")
@@ -94,12 +104,7 @@ def inject(message: bytes, repl: Replacement, *, append: bool,
             edits.append((tp.part.header_start, tp.part.body_end, new))
     if not edits:
         raise NotInjectable("no text part could take the link")
-    out, last = [], 0
-    for start, end, new in edits:
-        out += [message[last:start], new]
-        last = end
-    out.append(message[last:])
-    return b"".join(out)
+    return spliced_edits(base, edits)
 
 
 def _no_delimiters(part: bytes, boundaries: list[bytes]) -> bytes:

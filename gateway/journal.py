@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.envelope import Envelope
+from gateway.spliced import Base, Body, Spliced
 
 _MAGIC = b"CRJ1 "
 SEGMENT_LIMIT = 64 * 1024 * 1024  # bytes; a segment rotates past this
@@ -38,7 +39,7 @@ _DONE_SYNC_DELAY = 0.05  # seconds; .done marks are fsynced in batches
 @dataclass
 class JournalRecord:
     env: Envelope
-    data: bytes
+    data: Body
 
 
 class _Segment:
@@ -79,9 +80,10 @@ class Journal:
         self._closed = False
         self.companions: list[Path] = []  # files fsynced with every group commit
 
-    async def append(self, messages: list[tuple[Envelope, bytes]]) -> None:
+    async def append(self, messages: list[tuple[Envelope, Body]]) -> None:
         """Durably append messages (one, or the copies of a rejection) with one write
-        and one group commit, all or none; returns once an fsync covered them."""
+        and one group commit, all or none; returns once an fsync covered them.  The
+        message the copies of a rejection share is written once, before them."""
         if self._closed:
             raise OSError("the spool is shutting down")
         if self._lock is None:
@@ -89,7 +91,7 @@ class Journal:
         seg = self._active
         if seg is None or seg.sealed or seg.size >= SEGMENT_LIMIT:
             seg = await self._rotate()
-        records = b"".join(_encode(env, data) for env, data in messages)
+        records = _encode_all(messages)
         offset = seg.size
         try:
             _write_all(seg.fd, records)
@@ -242,6 +244,7 @@ def read_segment(path: Path) -> Iterator[JournalRecord]:
         done = set(done_path.read_text(encoding="ascii", errors="replace").split())
     except FileNotFoundError:
         done = set()
+    bases: dict[str, Base] = {}  # the shared messages of rejections, by key
     with open(path, "rb") as f:
         while True:
             header = f.readline()
@@ -250,23 +253,43 @@ def read_segment(path: Path) -> Iterator[JournalRecord]:
             try:
                 meta = json.loads(header[len(_MAGIC):])
                 length, crc = int(meta.pop("len")), int(meta.pop("crc"))
-            except (ValueError, KeyError):
+                key, of = meta.pop("base", None), meta.pop("of", None)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 return
             data = f.read(length)
             if len(data) != length or f.read(1) != b"\n" or zlib.crc32(data) != crc:
                 return
+            if key is not None:  # a shared message, written before the copies made of it
+                bases[str(key)] = Base(str(key), data, _crc=crc)
+                continue
             try:
                 env = Envelope.from_meta(meta)
+                body: Body = data if of is None else Spliced.decode(bases[str(of)], data)
             except (KeyError, TypeError, ValueError, AttributeError):
                 return
             if env.id not in done:
-                yield JournalRecord(env, data)
+                yield JournalRecord(env, body)
 
 
-def _encode(env: Envelope, data: bytes) -> bytes:
-    meta = env.meta()
+def _encode_all(messages: list[tuple[Envelope, Body]]) -> bytes:
+    out: list[bytes] = []
+    written: set[str] = set()
+    for env, body in messages:
+        if isinstance(body, Spliced):
+            base = body.base
+            if base.key not in written:
+                written.add(base.key)
+                out.append(_record({"base": base.key}, base.data, base.crc))
+            encoded = body.encode()
+            out.append(_record({**env.meta(), "of": base.key}, encoded, zlib.crc32(encoded)))
+        else:
+            out.append(_record(env.meta(), body, zlib.crc32(body)))
+    return b"".join(out)
+
+
+def _record(meta: dict[str, object], data: bytes, crc: int) -> bytes:
     meta["len"] = len(data)
-    meta["crc"] = zlib.crc32(data)
+    meta["crc"] = crc
     return b"".join((_MAGIC, json.dumps(meta, separators=(",", ":")).encode(), b"\n", data,
                      b"\n"))
 

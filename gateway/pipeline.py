@@ -36,6 +36,7 @@ from gateway.rejection import (
     Rejection,
     Rejections,
 )
+from gateway.spliced import Body, Spliced
 from gateway.spool import Spool
 
 log = logging.getLogger("career_relay.pipeline")
@@ -137,21 +138,24 @@ class Pipeline:
         elif isinstance(outcome, Ordinary) and outcome.unmarked:
             log.debug("queue_id=%s %s", queue_ids[0], outcome.why)
 
-    async def _store(self, sub: Submission, copies: list[Copy]) -> list[tuple[Envelope, bytes]]:
+    async def _store(self, sub: Submission, copies: list[Copy]) -> list[tuple[Envelope, Body]]:
         """All copies, or none: a 451 must not leave some of them to be delivered.
 
         They go to the journal together: one write and one group commit, where one
-        each made a rejection wait for two fsyncs in a row.
+        each made a rejection wait for two fsyncs in a row.  A rejection's copies share
+        its message (``gateway.spliced``): the journal stores it once.
         """
-        stored: list[tuple[Envelope, bytes]] = []
+        stored: list[tuple[Envelope, Body]] = []
         for copy in copies:
             env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
                            rcpts=copy.rcpts, arrival=time.time(), smtputf8=sub.smtputf8,
                            body=sub.body)
-            out = received_header(helo=sub.helo, ip=sub.peer_ip,
-                                  hostname=self._settings.gateway.hostname,
-                                  protocol=sub.protocol, queue_id=env.id,
-                                  rcpts=env.rcpts) + copy.data
+            received = received_header(helo=sub.helo, ip=sub.peer_ip,
+                                       hostname=self._settings.gateway.hostname,
+                                       protocol=sub.protocol, queue_id=env.id,
+                                       rcpts=env.rcpts)
+            out = (copy.body.prepend(received) if isinstance(copy.body, Spliced)
+                   else received + copy.body)
             stored.append((env, out))
         try:
             await self._spool.store_all(stored)

@@ -36,7 +36,7 @@ def list_queue(spool: Spool) -> list[QueueRow]:
     for queue_id in sorted(spool.ids()):
         try:
             env = spool.read_envelope(queue_id)
-            size = (spool.queue / queue_id).stat().st_size
+            size = spool.message_size(queue_id)
         except (FileNotFoundError, ValueError):
             continue  # delivered or purged while we looked
         state = spool.load_state(queue_id)

@@ -31,6 +31,7 @@ from gateway import detect, email_templates, inject, mime
 from gateway.dkim import Signer, SigningError, remove_signatures
 from gateway.message import header_block
 from gateway.policy import domain_of, single_from_domain
+from gateway.spliced import Base, Body, Spliced, materialised
 from gateway.textparts import MARKER, UNTOUCHABLE, text_parts
 
 log = logging.getLogger("career_relay.rejection")
@@ -42,8 +43,16 @@ COPY_GROWTH = 2
 
 @dataclass(frozen=True)
 class Copy:
+    """What goes to ``rcpts``: the message as it came, or a rejection's copy as pieces of
+    the shared message (``gateway.spliced``)."""
+
     rcpts: list[str]
-    data: bytes
+    body: Body
+
+    @property
+    def data(self) -> bytes:
+        """The copy's bytes, made whole (for a look at them: the spool keeps ``body``)."""
+        return materialised(self.body)
 
 
 @dataclass(frozen=True)
@@ -189,9 +198,21 @@ class Rejections:
     def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
                 root: mime.Part, rcpts: list[str], fields: dict[str, str],
                 *, append: bool) -> list[Copy]:
-        """The copies, built first and recorded after, in one ledger transaction."""
+        """The copies, built first and recorded after, in one ledger transaction.
+
+        Each is made, signed and kept as its pieces of the shared message (``Spliced``),
+        one at a time: a thousand copies of a 3 MB rejection hold 3 MB, not 3 GB."""
         texts = now.texts[company.id]
         signer = _signer(now, company, data)  # the From header is the same in every copy
+        # The message's own signatures hold for no copy: gone from the shared base.
+        message_id = _message_id(data)
+        stripped = remove_signatures(data)
+        if stripped is not data:
+            try:
+                data, root = stripped, mime.parse(stripped, max_parts=self._max_parts)
+            except mime.MimeError as exc:
+                raise inject.NotInjectable(f"without its signatures: {exc}") from None
+        base = Base(new_offer_id(), data)
         internal = [r for r in rcpts if domain_of(r) in company.domains]
         outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
@@ -201,24 +222,23 @@ class Rejections:
 
         limit = max(self._settings.gateway.max_message_size, COPY_GROWTH * len(data))
 
-        def sized(copy: bytes) -> bytes:
+        def made(repl: inject.Replacement) -> Spliced:
+            copy = inject.splice(base, repl, append=append, root=root)
             # A copy is the message with a link or two more: never much larger.
             if len(copy) > limit:
                 raise inject.NotInjectable("a copy would exceed gateway.max_message_size")
-            return copy
+            return _signed(signer, copy)
 
         def copy_for(rcpt: str, offer_id: str, issued_at: float) -> Copy:
             url = link(self._settings.site.public_url, self._links.token(offer_id, issued_at))
-            return Copy([rcpt], _signed(signer, sized(inject.inject(
-                data, texts.for_candidate(url), append=append, root=root))))
+            return Copy([rcpt], made(texts.for_candidate(url)))
 
         copies = {rcpt: copy_for(rcpt, oid, issued) for rcpt, oid in fresh.items()}
-        internal_copy = (Copy(internal, _signed(signer, sized(inject.inject(
-            data, texts.for_internal(), append=append, root=root)))) if internal else None)
+        internal_copy = Copy(internal, made(texts.for_internal())) if internal else None
         if not copies and internal_copy is None:
             raise inject.NotInjectable("no recipient")
         recorded = self._writer.record_rejection(
-            company.id, _message_id(data), list(fresh.items()), job=_field(fields, "job"),
+            company.id, message_id, list(fresh.items()), job=_field(fields, "job"),
             channel=_field(fields, "channel"), stage=_field(fields, "stage"),
             created=dt.datetime.fromtimestamp(issued, dt.UTC))
         for rcpt, offer_id in recorded.items():
@@ -237,10 +257,10 @@ def _signer(now: _Companies, company: CompanySettings, data: bytes) -> Signer | 
         (company.id, domain if domain in company.domains else company.domains[0]))
 
 
-def _signed(signer: Signer | None, data: bytes) -> bytes:
-    """Signatures over the original no longer hold; sign the changed copy afresh."""
-    data = remove_signatures(data)
-    return data if signer is None else signer.sign(data) + data
+def _signed(signer: Signer | None, copy: Spliced) -> Spliced:
+    """Signatures over the original no longer hold (removed from the base); sign the
+    changed copy afresh.  Its bytes exist only while they are hashed."""
+    return copy if signer is None else copy.prepend(signer.sign(bytes(copy)))
 
 
 def _message_id(data: bytes) -> str:

@@ -5,7 +5,10 @@ Layout under ``queue.dir``::
     journal/NNN-*.jnl   fresh mail, appended and group-fsynced (gateway/journal.py)
     journal/NNN-*.done  ids that have left that segment
     tmp/<id>            a queue file being written; removed on start-up
-    queue/<id>          a message waiting for a retry: a header line, then its exact bytes
+    queue/<id>          a message waiting for a retry: a header line, then its exact bytes,
+                        or, for a copy of a rejection, the pieces that make it (gateway/spliced.py)
+    bases/<id>          the message a copy is made from: one file, hard-linked under the id
+                        of each copy that waits, so the spool holds it once (issue 12)
     state/<id>.json     its delivery state (attempts, next try, per-recipient results)
     retry-NNN           queue ids (or "*") that ``career-relay queue retry`` asks worker NNN
                         to try now; the worker changes the state itself
@@ -36,6 +39,7 @@ from gateway.journal import (
     segment_worker,
     segments,
 )
+from gateway.spliced import Base, Body, Spliced
 
 _MAGIC = b"CRQ1 "
 
@@ -47,13 +51,14 @@ class Spool:
         self.queue = self.root / "queue"
         self.state = self.root / "state"
         self.journal_dir = self.root / "journal"
+        self.bases = self.root / "bases"
         self.worker = worker
         self.workers = workers
         self.journal = Journal(self.journal_dir, worker)
         self._lock_fd: int | None = None
 
     def create_dirs(self) -> None:
-        for d in (self.tmp, self.queue, self.state, self.journal_dir):
+        for d in (self.tmp, self.queue, self.state, self.journal_dir, self.bases):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def try_lock(self, worker: int | None = None) -> int | None:
@@ -82,11 +87,11 @@ class Spool:
 
     # -- fresh mail -------------------------------------------------------------------
 
-    async def store(self, env: Envelope, data: bytes) -> None:
+    async def store(self, env: Envelope, data: Body) -> None:
         """Make a fresh message durable; returns only when a crash can no longer lose it."""
         await self.store_all([(env, data)])
 
-    async def store_all(self, messages: list[tuple[Envelope, bytes]]) -> None:
+    async def store_all(self, messages: list[tuple[Envelope, Body]]) -> None:
         """``store`` for several messages at once (one write, one fsync), all or none."""
         try:
             await self.journal.append(messages)
@@ -104,16 +109,24 @@ class Spool:
         for path in segments(self.journal_dir):
             if segment_worker(path) not in segments_of:
                 continue
-            for record in read_segment(path):
-                if not self.exists(record.env.id):
-                    self._write_file(record.env, record.data)
-                    moved += 1
+            records = [r for r in read_segment(path) if not self.exists(r.env.id)]
+            for record in records:  # the shared messages first, all durable at once
+                if isinstance(record.data, Spliced):
+                    self._link_base(record.env.id, record.data.base)
+            fsync_dir(self.bases)
+            for record in records:
+                self._write_file(record.env, record.data)
+                moved += 1
             fsync_dir(self.queue)
             path.unlink()
             path.with_suffix(".done").unlink(missing_ok=True)
         for entry in self.tmp.iterdir():
             if owner(entry.name.split(".", 1)[0], self.workers) in segments_of:
                 entry.unlink(missing_ok=True)  # never answered 250: the client still has it
+        for entry in self.bases.iterdir():
+            # A copy filed while the gateway crashed, or removed by `queue purge`.
+            if owner(entry.name, self.workers) in segments_of and not self.exists(entry.name):
+                entry.unlink(missing_ok=True)
         return moved
 
     def journal_workers(self) -> set[int]:
@@ -129,23 +142,48 @@ class Spool:
 
     # -- queue files --------------------------------------------------------------------
 
-    def store_file(self, env: Envelope, data: bytes) -> None:
+    def store_file(self, env: Envelope, data: Body) -> None:
         """Write a message to its own queue file, durably (blocking)."""
+        if isinstance(data, Spliced):
+            self._link_base(env.id, data.base)
+            fsync_dir(self.bases)  # the message a copy is made of, before the copy
         self._write_file(env, data)
         fsync_dir(self.queue)
 
-    def _write_file(self, env: Envelope, data: bytes) -> None:
-        tmp = self.tmp / env.id
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
+    def _link_base(self, queue_id: str, base: Base) -> None:
+        """``bases/<queue_id>``: the message a copy is made from, written once and
+        hard-linked for every other copy (the directory is fsynced by the caller)."""
+        target = self.bases / queue_id
+        if base.stored is not None:
             try:
-                with os.fdopen(fd, "wb", closefd=False) as f:
-                    f.write(_MAGIC + json.dumps(env.meta(), separators=(",", ":")).encode()
-                            + b"\n")
-                    f.write(data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                os.link(base.stored, target)
+                return
+            except FileExistsError:
+                if _same_base(target, base):
+                    return
+                target.unlink()
+            except FileNotFoundError:
+                pass  # the copy it was stored for is gone: write it afresh
+        tmp = self.tmp / f"{queue_id}.base"
+        try:
+            _write_synced(tmp, [base.data])
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        base.stored = str(target)
+
+    def _write_file(self, env: Envelope, data: Body) -> None:
+        meta = env.meta()
+        if isinstance(data, Spliced):
+            meta["of"] = {"len": len(data.base.data), "crc": data.base.crc, "size": len(data)}
+            payload = data.encode()
+        else:
+            payload = data
+        tmp = self.tmp / env.id
+        try:
+            _write_synced(tmp, [_MAGIC + json.dumps(meta, separators=(",", ":")).encode()
+                                + b"\n", payload])
             os.rename(tmp, self.queue / env.id)
         except BaseException:
             tmp.unlink(missing_ok=True)  # nothing half-written may stay behind
@@ -165,16 +203,36 @@ class Spool:
         """Forget a finished queue file: its bytes first, then its state."""
         (self.queue / queue_id).unlink(missing_ok=True)
         (self.state / f"{queue_id}.json").unlink(missing_ok=True)
+        (self.bases / queue_id).unlink(missing_ok=True)
 
-    def read(self, queue_id: str) -> tuple[Envelope, bytes]:
+    def read(self, queue_id: str) -> tuple[Envelope, Body]:
         try:
             with open(self.queue / queue_id, "rb") as f:
-                env = _parse_header(f.readline())
-                return env, f.read()
+                header = f.readline()
+                env = _parse_header(header)
+                payload = f.read()
+            of = json.loads(header[len(_MAGIC):]).get("of")
+            if of is None:
+                return env, payload
+            base = Base(queue_id, (self.bases / queue_id).read_bytes(),
+                        stored=str(self.bases / queue_id))
+            if len(base.data) != int(of["len"]) or base.crc != int(of["crc"]):
+                raise ValueError("its shared message does not match the copy")
+            return env, Spliced.decode(base, payload)
         except FileNotFoundError:
             raise UserError(f"no message {queue_id} in the queue") from None
-        except ValueError as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise SpoolError(f"spool file {queue_id} is damaged: {exc}") from exc
+
+    def message_size(self, queue_id: str) -> int:
+        """The size of the message as it will be sent (a copy's, not its pieces')."""
+        path = self.queue / queue_id
+        with open(path, "rb") as f:
+            header = f.readline()
+        of = json.loads(header[len(_MAGIC):]).get("of") if header.startswith(_MAGIC) else None
+        if isinstance(of, dict) and isinstance(of.get("size"), int):
+            return int(of["size"])
+        return path.stat().st_size - len(header)
 
     def read_envelope(self, queue_id: str) -> Envelope:
         with open(self.queue / queue_id, "rb") as f:
@@ -232,6 +290,24 @@ class Spool:
         ids = set(taken.read_text(encoding="ascii", errors="replace").split())
         taken.unlink()
         return ids
+
+
+def _write_synced(path: Path, chunks: list[bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_base(path: Path, base: Base) -> bool:
+    try:
+        return path.read_bytes() == base.data
+    except OSError:
+        return False
 
 
 def _parse_header(line: bytes) -> Envelope:

@@ -187,7 +187,7 @@ def test_on_error(make_config: ConfigMaker, sink: Sink, company_key: tuple[Path,
     def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("a template that fails")
 
-    monkeypatch.setattr(inject, "inject", broken)
+    monkeypatch.setattr(inject, "splice", broken)
     config = make_config(upstream_port=sink.port, gateway={"on_error": on_error},
                          companies=[{"id": "acme", "name": "Acme", "domains": ["acme.example"],
                                      "dkim_selector": "cr1",
