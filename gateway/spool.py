@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,9 @@ class Spool:
         self.workers = workers
         self.journal = Journal(self.journal_dir, worker)
         self._lock_fd: int | None = None
+        # Copies of one rejection are filed by several delivery threads at once: the
+        # first writes the shared message, the others wait and link to it.
+        self._bases_lock = threading.Lock()
 
     def create_dirs(self) -> None:
         for d in (self.tmp, self.queue, self.state, self.journal_dir, self.bases):
@@ -153,6 +157,10 @@ class Spool:
     def _link_base(self, queue_id: str, base: Base) -> None:
         """``bases/<queue_id>``: the message a copy is made from, written once and
         hard-linked for every other copy (the directory is fsynced by the caller)."""
+        with self._bases_lock:
+            self._link_base_locked(queue_id, base)
+
+    def _link_base_locked(self, queue_id: str, base: Base) -> None:
         target = self.bases / queue_id
         if base.stored is not None:
             try:
@@ -214,8 +222,11 @@ class Spool:
             of = json.loads(header[len(_MAGIC):]).get("of")
             if of is None:
                 return env, payload
-            base = Base(queue_id, (self.bases / queue_id).read_bytes(),
-                        stored=str(self.bases / queue_id))
+            try:
+                shared = (self.bases / queue_id).read_bytes()
+            except FileNotFoundError:
+                raise ValueError("the message it is a copy of is missing") from None
+            base = Base(queue_id, shared, stored=str(self.bases / queue_id))
             if len(base.data) != int(of["len"]) or base.crc != int(of["crc"]):
                 raise ValueError("its shared message does not match the copy")
             return env, Spliced.decode(base, payload)
