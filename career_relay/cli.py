@@ -409,6 +409,15 @@ def cmd_queue(args: argparse.Namespace) -> int:
 # -- the ledger ----------------------------------------------------------------------------
 
 
+def _head(text: str) -> object:
+    from career_relay import ledger_head
+
+    try:
+        return ledger_head.parse(text)
+    except ledger_head.BadHead as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _date(text: str) -> object:
     import datetime as dt
 
@@ -457,6 +466,8 @@ def cmd_credits(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    """``ledger verify``: the chain, the rows it vouches for, the head file, and ``--head``
+    (a head the agency received with a forward: the anchor a copy of our files cannot move)."""
     from career_relay.ledger import open_configured
     from career_relay.ledger_rules import Book, Rules
 
@@ -465,10 +476,11 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     with open_configured(settings) as ledger:
         book = Book(ledger, Rules.from_settings(settings))
-        count, problem = book.verify()
+        count, problem = book.verify(args.head)
         head = book.head()
     if problem is not None:
-        print(f"career-relay: ledger verify: FAILED at {problem}", file=sys.stderr)
+        where = " at" if problem.seq else ":"  # a problem of no one entry (the head file)
+        print(f"career-relay: ledger verify: FAILED{where} {problem}", file=sys.stderr)
         return 1
     print(f"ledger ok: {count} entries, chain head {head}")
     return 0
@@ -625,6 +637,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("ledger", cmd_ledger, "recompute the ledger's hash chain; name the first bad "
                 "entry")
     p.add_argument("action", choices=["verify"])
+    p.add_argument("--head", metavar="N:HASH", type=_head,
+                   help="also check that the chain still reaches this head (one the agency "
+                   "received in X-Career-Relay-Ledger-Head)")
     p = command("review", cmd_review,
                 "list, approve or reject consent decisions held as possibly automated")
     p.add_argument("action", choices=["list", "approve", "reject"])
