@@ -741,6 +741,24 @@ def test_the_python_verification_snippet_in_the_doc_works(make_world: WorldMaker
     assert check(SECRET, "garbage", request.body) is False
 
 
+def test_the_python_ledger_head_snippet_in_the_doc_works(make_world: WorldMaker) -> None:
+    request = _a_real_request(make_world)
+    namespace: dict[str, Any] = {}
+    exec(compile(_snippet("python-head"), str(DOC), "exec"), namespace)
+    keep = namespace["keep_ledger_head"]
+    header = request.headers["X-Career-Relay-Ledger-Head"]
+    n, digest = ledger_head.parse(header)
+    kept: dict[str, tuple[int, str]] = {}
+    assert keep(kept, "relay", header) is None and kept == {"relay": (n, digest)}
+    assert keep(kept, "relay", f"{n + 3}:{'a' * 64}") is None  # the ledger grew
+    assert keep(kept, "relay", header) is None  # an older head arriving late: kept stays
+    assert kept == {"relay": (n + 3, "a" * 64)}
+    assert "changed its hash" in keep(kept, "relay", f"{n + 3}:{'b' * 64}")
+    assert keep(kept, "relay", None) == "no ledger head, or a malformed one"
+    assert keep(kept, "relay", "12:xyz") == "no ledger head, or a malformed one"
+    assert kept == {"relay": (n + 3, "a" * 64)}
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_the_node_verification_snippet_in_the_doc_works(make_world: WorldMaker,
                                                         tmp_path: Path) -> None:
