@@ -67,8 +67,10 @@ def read(path: Path) -> tuple[int, str] | None:
     try:
         with _locked(path, fcntl.LOCK_SH):
             return _read(path)
-    except FileNotFoundError:  # no lock file either: the head was never written here
-        return None
+    except (FileNotFoundError, PermissionError):
+        # No lock file (a head file copied here by itself), or not ours to open: no
+        # writer of ours can be halfway through it.
+        return _read(path)
 
 
 def _read(path: Path) -> tuple[int, str] | None:

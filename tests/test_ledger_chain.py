@@ -271,3 +271,10 @@ def test_ledger_verify_names_a_missing_head_file(history: World, tmp_path: Path)
     assert result.stderr.startswith(f"career-relay: ledger verify: FAILED: the head file "
                                     f"{_head_file(history)} is missing")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_head_file_copied_without_its_lock_file_is_read(history: World) -> None:
+    head = _head_file(history)
+    Path(f"{head}.lock").unlink()
+    assert ledger_head.read(head) == history.ledger.head()
+    assert history.book.verify()[1] is None
