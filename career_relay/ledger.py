@@ -376,7 +376,8 @@ def _private_files(path: Path) -> None:
 
 
 def settings_hash_key(settings: Settings) -> bytes:
-    """``secrets.hash_key``, or when it is empty the newest signing key (as always before)."""
+    """``secrets.hash_key``, or when it is empty the oldest signing key (the last listed), as
+    ``Rules`` always did."""
     keys = settings.secrets.signing_keys
     key = settings.secrets.hash_key or (keys[-1] if keys else "")
     return key.encode("utf-8")
