@@ -50,12 +50,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from career_relay import reports  # noqa: E402
+from career_relay import ledger_head, reports  # noqa: E402
 from career_relay.ledger import open_ledger  # noqa: E402
-from career_relay.ledger_chain import GENESIS, canonical, entry_hash, row_digest  # noqa: E402
+from career_relay.ledger_chain import (  # noqa: E402
+    GENESIS,
+    canonical,
+    entry_hash,
+    keyed,
+    row_digest,
+)
 from career_relay.ledger_rules import Book, Rules  # noqa: E402
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: offers, forwards and profiles chained
 CACHE = REPO / "bench" / ".cache"
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 DAYS = 360
@@ -140,6 +146,9 @@ def build(path: Path, offers: int, seed: int = 1) -> None:
             conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
     conn.execute("PRAGMA journal_mode = WAL")  # no ANALYZE: a production ledger has none
     conn.close()
+    last = entries[-1]
+    Path(f"{path}.head").unlink(missing_ok=True)
+    ledger_head.write(Path(f"{path}.head"), last[0], last[7])  # as the writers leave it
     print(f"built {path.name}: {offers:,} offers, {len(b.chain.pending):,} entries in "
           f"{time.monotonic() - started:.0f} s", file=sys.stderr)
 
@@ -157,9 +166,11 @@ def _offers(b: _Build, count: int) -> list[tuple[str, int, str, str]]:
                    f"c{serial}.{rng.randrange(10**6)}@example.net")
         known.append(address)
         oid = b.id()
-        b.row("offers", oid, company, f"<{serial}@ats.{company}.example>", address,
-              _stamp(created), rng.choice(JOBS), rng.choice(CHANNELS), rng.choice(STAGES),
-              None, None)
+        fixed = (oid, company, f"<{serial}@ats.{company}.example>", _stamp(created),
+                 rng.choice(JOBS), rng.choice(CHANNELS), rng.choice(STAGES))
+        b.row("offers", *fixed[:3], address, *fixed[3:], None, None)
+        b.chain.add(fixed[3], company, "offer", oid, {
+            "digest": row_digest(fixed), "candidate": b.rules.candidate(address)})
         fate = rng.random()
         if fate >= 0.40:
             continue  # never opened
@@ -193,9 +204,11 @@ def _accept(b: _Build, oid: str, company: str, address: str,
     rng = b.rng
     review = "scanner" if rng.random() < 0.03 else None
     rid = _receipt(b, oid, company, "accept", when, ["name", "email"], review)
-    b.row("profiles", rid, json.dumps({"name": "候補者", "email": address}), None)
+    profile = json.dumps({"name": "候補者", "email": address})
+    b.row("profiles", rid, profile, None)
+    b.chain.add(_stamp(when), company, "profile", rid, {"data": keyed(HASH_KEY, profile)})
     fid = b.id("fw_")
-    b.row("forwards", fid, oid, rid, company, "consent", _stamp(when), '{"type": "consent"}')
+    _forward(b, (fid, oid, rid, company, "consent", _stamp(when)), '{"type": "consent"}')
     at = when + dt.timedelta(seconds=rng.randrange(1, 30))
     if review is not None:
         if rng.random() < 0.2:  # nobody has looked at it yet
@@ -219,9 +232,15 @@ def _accept(b: _Build, oid: str, company: str, address: str,
         kind, decision = ("erasure", "erase") if later < 0.01 else ("withdrawal", "withdraw")
         wid = _receipt(b, oid, company, decision, when)
         wfid = b.id("fw_")
-        b.row("forwards", wfid, oid, wid, company, kind, _stamp(when), '{"type": "delete"}')
+        _forward(b, (wfid, oid, wid, company, kind, _stamp(when)), '{"type": "delete"}')
         out.append((_stamp(when + dt.timedelta(seconds=5)), 1, wfid, address))
     return out
+
+
+def _forward(b: _Build, fixed: tuple[str, ...], payload: str) -> None:
+    b.row("forwards", *fixed, payload)
+    b.chain.add(fixed[5], fixed[3], "forward", fixed[0], {
+        "digest": row_digest(fixed), "payload": keyed(HASH_KEY, payload)})
 
 
 def _deliver(b: _Build, deliveries: list[tuple[str, int, str, str]]) -> None:
@@ -327,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rebuild or not path.exists():
         build(path, args.offers)
     if args.verify:
-        with open_ledger(path) as ledger:
+        with open_ledger(path, hash_key=HASH_KEY) as ledger:
             started = time.monotonic()
             count, problem = Book(ledger, Rules(hash_key=HASH_KEY)).verify()
         print(f"verify: {count:,} entries, {problem or 'ok'} "

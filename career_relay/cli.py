@@ -93,13 +93,13 @@ def _run(settings: Settings, *, smtp: bool, site: bool, worker: int,
 def _migrate_ledger(settings: Settings) -> None:
     """Apply pending ledger migrations before anything else opens the ledger, with a
     progress line: on a large ledger a migration may take minutes."""
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
 
     def progress(names: list[str]) -> None:
         print(f"career-relay: migrating the ledger {settings.ledger.path}: {len(names)} "
               f"pending ({', '.join(names)}) ...", file=sys.stderr, flush=True)
 
-    open_ledger(settings.ledger.path, on_migrate=progress).close()
+    open_configured(settings, on_migrate=progress).close()
 
 
 def _fresh_metrics_dir(settings: Settings) -> None:
@@ -409,6 +409,15 @@ def cmd_queue(args: argparse.Namespace) -> int:
 # -- the ledger ----------------------------------------------------------------------------
 
 
+def _head(text: str) -> object:
+    from career_relay import ledger_head
+
+    try:
+        return ledger_head.parse(text)
+    except ledger_head.BadHead as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _date(text: str) -> object:
     import datetime as dt
 
@@ -422,7 +431,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from career_relay import report_format, reports
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
 
     settings = _load(args)
     companies = [c.id for c in settings.companies]
@@ -435,7 +444,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         when = reports.period(args.since, args.until, dt.datetime.now(dt.UTC).date())
     except ValueError as exc:
         raise CareerRelayError(str(exc)) from None
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
                               details=args.format == "json")
     print(report_format.render(rows, args.format), end="")
@@ -443,13 +452,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_credits(args: argparse.Namespace) -> int:
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
     from career_relay.ledger_rules import Book, Rules
 
     settings = _load(args)
     if args.company not in [c.id for c in settings.companies]:
         raise CareerRelayError(f"no company {args.company!r} in the configuration")
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         credit = Book(ledger, Rules.from_settings(settings)).redeem(
             args.company, by=args.by, note=args.note)
     print(f"redeemed credit {credit} of {args.company}")
@@ -457,18 +466,21 @@ def cmd_credits(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from career_relay.ledger import open_ledger
+    """``ledger verify``: the chain, the rows it vouches for, the head file, and ``--head``
+    (a head the agency received with a forward: the anchor a copy of our files cannot move)."""
+    from career_relay.ledger import open_configured
     from career_relay.ledger_rules import Book, Rules
 
     settings = _load(args)
     if not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         book = Book(ledger, Rules.from_settings(settings))
-        count, problem = book.verify()
+        count, problem = book.verify(args.head)
         head = book.head()
     if problem is not None:
-        print(f"career-relay: ledger verify: FAILED at {problem}", file=sys.stderr)
+        where = " at" if problem.seq else ":"  # a problem of no one entry (the head file)
+        print(f"career-relay: ledger verify: FAILED{where} {problem}", file=sys.stderr)
         return 1
     print(f"ledger ok: {count} entries, chain head {head}")
     return 0
@@ -477,14 +489,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Retention (SPEC 9): erase the personal data whose time is up; print what, by kind."""
     from career_relay import retention
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
     from career_relay.ledger_rules import Rules
 
     settings = _load(args)
     if not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     policy = retention.Policy.from_settings(settings)
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         purged = retention.purge(ledger, Rules.from_settings(settings), policy,
                                  dry_run=args.dry_run)
     verb = "would erase" if args.dry_run else "erased"
@@ -506,11 +518,11 @@ def cmd_review(args: argparse.Namespace) -> int:
     """
     import sqlite3
 
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
     from career_relay.ledger_consent import ConsentLedger
 
     settings = _load(args)
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         store = ConsentLedger(ledger)
         if args.action == "list":
             held = store.held()
@@ -542,17 +554,17 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_admin(args: argparse.Namespace) -> int:
     """Logins for the admin pages: an operator sees every company, a company's user its own."""
     from career_relay.admin_users import AdminUsers
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_configured
 
     settings = _load(args)
     if args.action == "remove-user":
-        with open_ledger(settings.ledger.path) as ledger:
+        with open_configured(settings) as ledger:
             if not AdminUsers(ledger).remove(args.email):
                 raise CareerRelayError(f"no admin login for {args.email}")
         print(f"admin login {args.email} removed, with its sessions")
         return 0
     if args.action == "revoke-sessions":
-        with open_ledger(settings.ledger.path) as ledger:
+        with open_configured(settings) as ledger:
             ended = AdminUsers(ledger).revoke_sessions(None if args.all else args.email)
         print(f"{ended} admin session(s) ended")
         return 0
@@ -560,7 +572,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if company is not None and company not in [c.id for c in settings.companies]:
         raise CareerRelayError(f"no company {company!r} in the configuration")
     password = _read_password(args.password_stdin)
-    with open_ledger(settings.ledger.path) as ledger:
+    with open_configured(settings) as ledger:
         user = AdminUsers(ledger).add(args.email, password, company)
     print(f"admin login {user.email} created ({'operator' if user.operator else company})")
     return 0
@@ -625,6 +637,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("ledger", cmd_ledger, "recompute the ledger's hash chain; name the first bad "
                 "entry")
     p.add_argument("action", choices=["verify"])
+    p.add_argument("--head", metavar="N:HASH", type=_head,
+                   help="also check that the chain still reaches this head (one the agency "
+                   "received in X-Career-Relay-Ledger-Head)")
     p = command("review", cmd_review,
                 "list, approve or reject consent decisions held as possibly automated")
     p.add_argument("action", choices=["list", "approve", "reject"])

@@ -12,7 +12,7 @@ credits, and one redemption.  ``init --demo`` copies the file to
 ``var/ledger.db``, so ``make run`` opens on a populated dashboard.
 
 Seeded: the events, the fake clock and every id (offers, receipts, forwards,
-credits: ``open_ledger(new_id=...)``) come from one ``random.Random``, so the
+credits: ``open_configured(new_id=...)``) come from one ``random.Random``, so the
 same code always writes the same rows; ``tests/test_ledger.py`` regenerates
 the file and compares the schema and the rows with the committed one.  Every
 address is at a reserved example domain (RFC 2606, RFC 6761) and every
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, Rejection, open_ledger
+from career_relay.ledger import Ledger, Offer, Rejection, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 
@@ -267,7 +267,7 @@ def generate(out: Path, seed: int = SEED) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(Path(tmp))
         rules = Rules.from_settings(settings)
-        with open_ledger(settings.ledger.path, clock=clock,
+        with open_configured(settings, clock=clock,
                          new_id=lambda: _random_id(rng)) as ledger:
             consents = Consents(settings, ConsentLedger(ledger, rules))
             populate(_World(ledger, consents, Book(ledger, rules), rng, clock))

@@ -16,6 +16,12 @@ given because the consent page pre-fills it.  Retention (SPEC 9) will erase it
 from offers whose link expired undecided, keeping a keyed hash; nothing here
 may depend on it staying.
 
+Chained (SPEC 8): every offer inserted appends an ``offer`` entry in the same
+transaction, with a digest of the row and a keyed hash of the recipient
+(``hash_key``), so moving an offer to another company, changing its recipient
+or deleting it shows in ``ledger verify``.  After each commit that moved the
+chain's head, the head is written to the head file (``career_relay.ledger_head``).
+
 Concurrency: the gateway may run several processes on one ledger.  WAL lets
 readers run beside the writer; every write is one ``BEGIN IMMEDIATE``
 transaction (the write lock is taken up front, so two writers queue on the
@@ -27,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import logging
 import os
 import secrets
 import sqlite3
@@ -39,7 +46,13 @@ from typing import Any, Literal, get_args
 
 from sqlite_utils import Database
 
+from career_relay import ledger_chain, ledger_head
+from career_relay.ledger_chain import DEFAULT_HASH_KEY
+from career_relay.ledger_schema import CHAIN_MIGRATION
 from career_relay.ledger_schema import MIGRATIONS as MIGRATIONS
+from career_relay.settings_table import Settings
+
+log = logging.getLogger("career_relay.ledger")
 
 CounterKind = Literal["rejections", "not_injected", "unmarked_rejections"]
 COUNTER_KINDS: tuple[str, ...] = get_args(CounterKind)
@@ -101,11 +114,18 @@ class Ledger:
         *,
         clock: Clock = _utcnow,
         new_id: Callable[[], str] = new_offer_id,
+        hash_key: bytes = DEFAULT_HASH_KEY,
+        head_file: Path | None = None,
     ) -> None:
         self.db = db
         self._clock = clock
         self._new_id = new_id
         self._lock = threading.RLock()
+        #: The key of the hashes that stand for personal data in entries (``secrets.hash_key``).
+        self.hash_key = hash_key
+        #: Where the chain's head is kept outside the database (None: nowhere, ``:memory:``).
+        self.head_file = head_file
+        self._published: tuple[int, str] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -124,9 +144,35 @@ class Ledger:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        with self._lock, _immediate(self.db.conn) as conn:
-            yield conn
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error;
+        after the commit, the head file if the chain's head moved."""
+        with self._lock:
+            with _immediate(self.db.conn) as conn:
+                yield conn
+            self.publish_head()
+
+    def head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last entry; None while the chain is empty."""
+        with self._lock:
+            return ledger_chain.last(self.db.conn)
+
+    def publish_head(self) -> None:
+        """Write the head file if the head moved since this connection last wrote it (one
+        indexed read when it did not).  A failure is logged, not raised: the transaction
+        is committed, and a head file left behind only weakens the check, never fails it."""
+        if self.head_file is None:
+            return
+        with self._lock:
+            head = ledger_chain.last(self.db.conn)
+            if head is None or head == self._published:
+                return
+            try:
+                ledger_head.write(self.head_file, *head)
+            except OSError as exc:
+                log.warning("the chain head could not be written to %s: %s", self.head_file,
+                            exc)
+                return
+            self._published = head
 
     # The ledger's other modules (``ledger_consent``) share the connection through these.
     write = _write
@@ -165,12 +211,14 @@ class Ledger:
         created = stamp(self._clock())
         row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
         with self._write() as conn:
-            conn.execute(
+            added = conn.execute(
                 "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
                 " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                 row,
-            )
+            ).rowcount
+            if added:  # a retried submission finds its offer, and its entry, made already
+                ledger_chain.append_many(conn, [self._offer_entry(*row)])
             found = conn.execute(
                 f"SELECT {_OFFER_COLUMNS} FROM offers"
                 " WHERE company = ? AND message_id = ? AND recipient = ?",
@@ -207,6 +255,7 @@ class Ledger:
         day = now.astimezone(dt.UTC).date().isoformat()
         results: list[dict[str, str]] = []
         tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
+        entries: list[ledger_chain.NewEntry] = []  # the inserted offers', appended at the end
         with self._write() as conn:
             for r in rejections:
                 created = stamp(r.created or now)
@@ -225,10 +274,19 @@ class Ledger:
                     tallies.update((r.company, kind) for kind in r.counters)
                 if added == len(r.offers):  # every offer is new: its id is the one given
                     results.append(dict(r.offers))
+                    entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt,
+                                                     created, r.job, r.channel, r.stage)
+                                   for rcpt, oid in r.offers)
                     continue
-                results.append({rcpt: str(conn.execute(
+                found = {rcpt: str(conn.execute(
                     "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
-                    (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers})
+                    (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers}
+                results.append(found)
+                # Inserted now: the offers that kept the fresh id given (ids are random).
+                entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt, created,
+                                                 r.job, r.channel, r.stage)
+                               for rcpt, oid in r.offers if added and found[rcpt] == oid)
+            ledger_chain.append_many(conn, entries)
             # One upsert per company and counter for the whole batch.
             for (company, kind), n in tallies.items():
                 if kind not in COUNTER_KINDS:  # column names from COUNTER_KINDS only
@@ -238,6 +296,16 @@ class Ledger:
                     f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
                     (company, day, n))
         return results
+
+    def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,
+                     created: str, job: str | None, channel: str | None, stage: str | None,
+                     ) -> ledger_chain.NewEntry:
+        """The ``offer`` entry of a row just inserted: the row by digest, the recipient by
+        keyed hash (``ledger_rules._offers_agree`` checks both)."""
+        digest = ledger_chain.row_digest([oid, company, message_id, created, job, channel, stage])
+        return (created, company, "offer", oid,
+                {"digest": digest,
+                 "candidate": ledger_chain.candidate_hash(self.hash_key, recipient)})
 
     def offer(self, offer_id: str) -> Offer | None:
         with self._lock:
@@ -307,6 +375,31 @@ def _private_files(path: Path) -> None:
                 name.chmod(mode & 0o700)
 
 
+def settings_hash_key(settings: Settings) -> bytes:
+    """``secrets.hash_key``, or when it is empty the oldest signing key (the last listed), as
+    ``Rules`` always did."""
+    keys = settings.secrets.signing_keys
+    key = settings.secrets.hash_key or (keys[-1] if keys else "")
+    return key.encode("utf-8")
+
+
+def open_configured(
+    settings: Settings,
+    *,
+    clock: Clock = _utcnow,
+    new_id: Callable[[], str] = new_offer_id,
+    sync_wal_elsewhere: bool = False,
+    on_migrate: Callable[[list[str]], None] | None = None,
+) -> Ledger:
+    """``open_ledger`` on ``ledger.path`` with the configured hash key and head file: how
+    the gateway, the site and the CLI open it, so none of them hashes with another key or
+    keeps the head elsewhere."""
+    return open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
+                       sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
+                       hash_key=settings_hash_key(settings),
+                       head_file=settings.ledger.head_file or None)
+
+
 def open_ledger(
     path: str | Path,
     *,
@@ -314,6 +407,8 @@ def open_ledger(
     new_id: Callable[[], str] = new_offer_id,
     sync_wal_elsewhere: bool = False,
     on_migrate: Callable[[list[str]], None] | None = None,
+    hash_key: bytes = DEFAULT_HASH_KEY,
+    head_file: str | Path | None = None,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path`` and apply pending migrations.
 
@@ -324,6 +419,10 @@ def open_ledger(
 
     ``on_migrate`` is told the names of the pending migrations before they run
     (``serve`` prints a progress line: a migration may rewrite large tables).
+
+    ``hash_key``: the key of the keyed hashes in entries (``secrets.hash_key``; see
+    ``open_configured``).  ``head_file``: where the chain head is kept (default
+    ``<path>.head``); the migration that chains offers writes it, as every later commit.
     """
     _private_files(Path(path))
     conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
@@ -334,11 +433,15 @@ def open_ledger(
         _enable_wal(conn)
         if sync_wal_elsewhere:
             conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(db, on_migrate)
+        applied = _migrate(db, on_migrate)
     except BaseException:
         conn.close()
         raise
-    return Ledger(db, clock=clock, new_id=new_id)
+    head = Path(head_file) if head_file else ledger_head.default_path(path)
+    ledger = Ledger(db, clock=clock, new_id=new_id, hash_key=hash_key, head_file=head)
+    if CHAIN_MIGRATION in applied:  # an upgraded ledger starts with a head file
+        ledger.publish_head()
+    return ledger
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -364,18 +467,21 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def _migrate(db: Database, on_migrate: Callable[[list[str]], None] | None = None) -> None:
+def _migrate(db: Database, on_migrate: Callable[[list[str]], None] | None = None
+             ) -> list[str]:
     """Apply pending migrations under the write lock, so two processes starting together
-    on a new file do not both try to create the same tables."""
+    on a new file do not both try to create the same tables; the names of those applied."""
     pending = MIGRATIONS.pending(db)
     if not pending:
-        return
+        return []
     if on_migrate is not None:
         on_migrate([m.name for m in pending])
     with _immediate(db.conn):
         # Inside our transaction sqlite-utils nests each migration in a savepoint
         # and re-reads what is pending, now that no other writer can interleave.
+        applied = [m.name for m in MIGRATIONS.pending(db)]
         MIGRATIONS.apply(db)
+    return applied
 
 
 @contextlib.contextmanager

@@ -8,18 +8,26 @@ in ``seq``; swapping two changes the ``seq`` their hashes were made with.
 
 Appends happen inside the caller's ``BEGIN IMMEDIATE`` transaction, which
 holds SQLite's write lock: no two writers can read the same last hash.
+
+Entries never hold personal data: where one vouches for a row that does
+(an offer's recipient, a forward's payload, a profile), it holds a keyed
+hash of it (``keyed``, ``candidate_hash``), so retention can erase the row's
+data and leave the entry, and the chain, as they were.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+#: The key of ``candidate_hash`` and ``keyed`` when none is configured (tests, tools).
+DEFAULT_HASH_KEY = b"career-relay"
 
 
 @dataclass(frozen=True)
@@ -45,18 +53,53 @@ def entry_hash(seq: int, created: str, company: str, kind: str, ref: str, body: 
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+def candidate_hash(key: bytes, address: str) -> str:
+    """The keyed hash that stands for a candidate (SPEC 9: it outlives the address)."""
+    normal = address.strip().lower()
+    return hmac.new(key, normal.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def keyed(key: bytes, text: str) -> str:
+    """HMAC-SHA256 of personal data (a payload, a profile) for an entry to vouch for it: without
+    the key, the digest of a short, guessable text (an address, a name) gives nothing away."""
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def last(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    """(seq, hash) of the last entry; None while there is none."""
+    row = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+#: One entry to append: (created, company, kind, ref, body).
+NewEntry = tuple[str, str, str, str, dict[str, Any]]
+
+
 def append(conn: sqlite3.Connection, created: dt.datetime, company: str, kind: str,
            ref: str, body: dict[str, Any]) -> int:
     """Add one entry at the end of the chain; its ``seq``.  Call inside a write transaction."""
-    last = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
     stamp = created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = canonical(body)
-    digest = entry_hash(seq, stamp, company, kind, ref, text, prev)
-    conn.execute("INSERT INTO entries (seq, created, company, kind, ref, body, prev, hash)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (seq, stamp, company, kind, ref, text, prev, digest))
-    return seq
+    return append_many(conn, [(stamp, company, kind, ref, body)])[0]
+
+
+def append_many(conn: sqlite3.Connection, entries: list[NewEntry]) -> list[int]:
+    """Add entries at the end of the chain, in order; their ``seq``s.  The last hash is read
+    once and the rest chained in memory (the gateway's batches).  ``created`` is a stamp
+    (``YYYY-MM-DDTHH:MM:SSZ``).  Call inside a write transaction."""
+    if not entries:
+        return []
+    found = last(conn)
+    seq, prev = (0, GENESIS) if found is None else found
+    rows = []
+    for created, company, kind, ref, body in entries:
+        seq += 1
+        text = canonical(body)
+        digest = entry_hash(seq, created, company, kind, ref, text, prev)
+        rows.append((seq, created, company, kind, ref, text, prev, digest))
+        prev = digest
+    conn.executemany("INSERT INTO entries (seq, created, company, kind, ref, body, prev, hash)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return [row[0] for row in rows]
 
 
 def row_digest(row: Any) -> str:
@@ -69,8 +112,8 @@ class Problem:
     seq: int
     what: str
 
-    def __str__(self) -> str:
-        return f"entry {self.seq}: {self.what}"
+    def __str__(self) -> str:  # seq 0: no entry to name (a row without one, the head file)
+        return f"entry {self.seq}: {self.what}" if self.seq else self.what
 
 
 def verify_chain(conn: sqlite3.Connection) -> tuple[int, Problem | None]:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from career_relay import ledger_rules
+from career_relay import ledger_chain, ledger_rules
 from career_relay.ledger import Ledger, parse_stamp, stamp
 from career_relay.ledger_rules import Rules
 
@@ -187,8 +187,12 @@ class ConsentLedger:
                  receipt.review))
             ledger_rules.record_receipt(conn, receipt.id, now)
             if profile is not None:
+                data = json.dumps(profile, ensure_ascii=False)
                 conn.execute("INSERT INTO profiles (receipt_id, data) VALUES (?, ?)",
-                             (receipt.id, json.dumps(profile, ensure_ascii=False)))
+                             (receipt.id, data))
+                # Chained by keyed hash: erasure (data NULL) leaves the entry true.
+                ledger_chain.append(conn, now, receipt.company, "profile", receipt.id,
+                                    {"data": ledger_chain.keyed(self.ledger.hash_key, data)})
             cancelled = (self._cancel_pending_consent(conn, receipt.offer_id, now)
                          if cancel_pending_consent else [])
             if forward is not None and (forward.kind == "consent"
@@ -200,11 +204,15 @@ class ConsentLedger:
 
     def _add_forward(self, conn: sqlite3.Connection, forward: Forward, *, held: bool,
                      now: dt.datetime) -> None:
+        fixed = (forward.id, forward.offer_id, forward.receipt_id, forward.company, forward.kind,
+                 stamp(forward.created))
         conn.execute(
             "INSERT INTO forwards (id, offer_id, receipt_id, company, kind, created, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (forward.id, forward.offer_id, forward.receipt_id, forward.company, forward.kind,
-             stamp(forward.created), forward.payload))
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", (*fixed, forward.payload))
+        payload = (None if forward.payload is None
+                   else ledger_chain.keyed(self.ledger.hash_key, forward.payload))
+        ledger_chain.append(conn, now, forward.company, "forward", forward.id,
+                            {"digest": ledger_chain.row_digest(fixed), "payload": payload})
         conn.execute("INSERT INTO outbox (forward_id, next_attempt, held) VALUES (?, ?, ?)",
                      (forward.id, stamp(now), int(held)))
 

@@ -19,19 +19,17 @@ processes raced past every check.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from career_relay import ledger_chain
+from career_relay import ledger_chain, ledger_head
 from career_relay.errors import UserError
-from career_relay.ledger import Ledger
-from career_relay.ledger_chain import Problem
+from career_relay.ledger import Ledger, settings_hash_key
+from career_relay.ledger_chain import DEFAULT_HASH_KEY, Problem
 from career_relay.settings_table import Settings
 
 
@@ -43,20 +41,17 @@ class NoCreditAvailable(UserError):
 class Rules:
     credit_every: int = 10
     domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    hash_key: bytes = b"career-relay"
+    hash_key: bytes = DEFAULT_HASH_KEY
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
-        keys = settings.secrets.signing_keys
-        key = settings.secrets.hash_key or (keys[-1] if keys else "")
         return cls(settings.ledger.credit_every,
                    {c.id: frozenset(c.domains) for c in settings.companies},
-                   key.encode("utf-8"))
+                   settings_hash_key(settings))
 
     def candidate(self, address: str) -> str:
         """The keyed hash that stands for a candidate (SPEC 9: it outlives the address)."""
-        normal = address.strip().lower()
-        return hmac.new(self.hash_key, normal.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        return ledger_chain.candidate_hash(self.hash_key, address)
 
     def own(self, company: str, address: str) -> bool:
         domain = address.rpartition("@")[2].strip().lower()
@@ -173,8 +168,10 @@ def redeem(conn: sqlite3.Connection, company: str, by: str, note: str,
 # -- verification ---------------------------------------------------------------------------
 
 
-def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
-    """The chain, then every table row an entry vouches for (SPEC 8 ``ledger verify``)."""
+def verify(conn: sqlite3.Connection, hash_key: bytes = DEFAULT_HASH_KEY
+           ) -> tuple[int, Problem | None]:
+    """The chain, then every table row an entry vouches for (SPEC 8 ``ledger verify``);
+    ``hash_key`` checks the personal data the entries vouch for by keyed hash."""
     count, problem = ledger_chain.verify_chain(conn)
     if problem is not None:
         return count, problem
@@ -182,6 +179,10 @@ def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
               _redemptions_agree)
     for check in checks:
         problem = check(conn)
+        if problem is not None:
+            return count, problem
+    for keyed_check in (_offers_agree, _forwards_agree, _profiles_agree):
+        problem = keyed_check(conn, hash_key)
         if problem is not None:
             return count, problem
     return count, None
@@ -265,6 +266,108 @@ def _reviews_agree(conn: sqlite3.Connection) -> Problem | None:
     return None
 
 
+def _beside(conn: sqlite3.Connection, kind: str, sql: str
+            ) -> Iterator[tuple[str, Any, tuple[int, str, dict[str, Any]] | None]]:
+    """(id, row or None, its entry (seq, company, body) or None) for every row of ``sql``
+    (ordered by the id, its first column) and every entry of ``kind``: a merge of two
+    sorted reads, so memory stays flat however many offers the ledger holds."""
+    # Both orders are SQLite's BINARY collation: UTF-8 bytes, the order of Python's str.
+    rows = conn.execute(sql)
+    entries = conn.execute("SELECT ref, seq, company, body FROM entries WHERE kind = ?"
+                           " ORDER BY ref", (kind,))
+    row, entry = rows.fetchone(), entries.fetchone()
+    while row is not None or entry is not None:
+        if entry is None or (row is not None and str(row[0]) < entry[0]):
+            yield str(row[0]), row, None
+            row = rows.fetchone()
+        elif row is None or entry[0] < str(row[0]):
+            yield entry[0], None, (int(entry[1]), entry[2], json.loads(entry[3]))
+            entry = entries.fetchone()
+        else:
+            yield entry[0], row, (int(entry[1]), entry[2], json.loads(entry[3]))
+            row, entry = rows.fetchone(), entries.fetchone()
+
+
+def _unmatched(what: str, ref: str, found: tuple[int, str, dict[str, Any]] | None,
+               company: str, digest: str) -> Problem | None:
+    """The checks every chained row shares: it has its entry, of its company and digest."""
+    if found is None:
+        return Problem(0, f"{what} {ref} has no ledger entry (added outside the ledger)")
+    seq, e_company, body = found
+    if e_company != company:
+        return Problem(seq, f"{what} {ref} was moved from company {e_company} to {company}")
+    if body.get("digest") != digest:
+        return Problem(seq, f"{what} {ref} was altered after it was recorded")
+    return None
+
+
+def _offers_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
+    """Each offer against its entry; the recipient by its keyed hash while it is there, the
+    ``candidate`` retention left once erased (an entry of the migration that chained offers
+    has none: the key was unknown to it)."""
+    for ref, row, found in _beside(
+            conn, "offer", "SELECT id, company, message_id, created, job, channel, stage,"
+                           " recipient, candidate, erased FROM offers ORDER BY id"):
+        if row is None:
+            assert found is not None
+            return Problem(found[0], f"offer {ref} was deleted")
+        problem = _unmatched("offer", ref, found, row[1], ledger_chain.row_digest(row[:7]))
+        if problem is not None:
+            return problem
+        assert found is not None
+        seq, _, body = found
+        candidate, (recipient, erased_as, erased) = body.get("candidate"), row[7:]
+        if candidate is None:
+            continue
+        if erased is None and ledger_chain.candidate_hash(key, recipient) != candidate:
+            return Problem(seq, f"offer {ref}: its recipient was changed after it was recorded "
+                                "(or secrets.hash_key is not the key the ledger was written with)")
+        if erased is not None and erased_as != candidate:
+            return Problem(seq, f"offer {ref}: the candidate kept at its erasure is not the "
+                                "one recorded")
+    return None
+
+
+def _forwards_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
+    """Each forward against its entry; its payload by keyed hash, unless erased (NULL)."""
+    for ref, row, found in _beside(
+            conn, "forward", "SELECT id, offer_id, receipt_id, company, kind, created, payload"
+                             " FROM forwards ORDER BY id"):
+        if row is None:
+            assert found is not None
+            return Problem(found[0], f"forward {ref} was deleted")
+        problem = _unmatched("forward", ref, found, row[3], ledger_chain.row_digest(row[:6]))
+        if problem is not None:
+            return problem
+        assert found is not None
+        seq, _, body = found
+        payload, recorded = row[6], body.get("payload")
+        if payload is not None and recorded is not None and \
+                ledger_chain.keyed(key, payload) != recorded:
+            return Problem(seq, f"forward {ref}: its payload was changed after it was recorded")
+    return None
+
+
+def _profiles_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
+    """Each profile (by receipt id) against its entry; its data by keyed hash, unless erased."""
+    for ref, row, found in _beside(
+            conn, "profile", "SELECT p.receipt_id, r.company, p.data FROM profiles p"
+                             " LEFT JOIN receipts r ON r.id = p.receipt_id ORDER BY p.receipt_id"):
+        if row is None:
+            assert found is not None
+            return Problem(found[0], f"the profile of receipt {ref} was deleted")
+        if found is None:
+            return Problem(0, f"the profile of receipt {ref} has no ledger entry "
+                              "(added outside the ledger)")
+        seq, company, body = found
+        if company != row[1]:
+            return Problem(seq, f"the profile of receipt {ref} was moved to another receipt")
+        data, recorded = row[2], body.get("data")
+        if data is not None and recorded is not None and ledger_chain.keyed(key, data) != recorded:
+            return Problem(seq, f"the profile of receipt {ref} was changed after it was recorded")
+    return None
+
+
 class Book:
     """Credits and verification over one open ledger (the CLI's and admin pages' way in)."""
 
@@ -276,19 +379,29 @@ class Book:
         with self.ledger.write() as conn:
             return redeem(conn, company, by, note, self.ledger.now())
 
-    def verify(self) -> tuple[int, Problem | None]:
+    def verify(self, head: tuple[int, str] | None = None) -> tuple[int, Problem | None]:
+        """The chain and the rows it vouches for; then that it still reaches the head file's
+        entry and ``head`` (one the agency received: ``ledger verify --head``)."""
         with self.ledger.read() as conn:
+            # The file before the snapshot: it is written after each commit, so it never
+            # names an entry the snapshot cannot see (read after, it could).
+            filed = ledger_head.snapshot_file(self.ledger.head_file)
             conn.execute("BEGIN")  # one snapshot: a writer may append meanwhile
             try:
-                return verify(conn)
+                count, problem = verify(conn, self.rules.hash_key)
+                if problem is None:
+                    problem = ledger_head.check_file(conn, self.ledger.head_file, filed)
+                if problem is None and head is not None:
+                    problem = ledger_head.check(conn, head, "the head given")
+                return count, problem
             finally:
                 conn.execute("COMMIT")
 
     def head(self) -> str:
-        """The last entry's hash: record it elsewhere to anchor the chain."""
-        with self.ledger.read() as conn:
-            row = conn.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-        return ledger_chain.GENESIS if row is None else str(row[0])
+        """``<n>:<hash>`` of the last entry (``0:`` and 64 zeros while there is none): what the
+        head file holds and the agency receives."""
+        found = self.ledger.head()
+        return ledger_head.format_head(*(found or (0, ledger_chain.GENESIS)))
 
     def credits(self, company: str) -> list[dict[str, Any]]:
         with self.ledger.read() as conn:

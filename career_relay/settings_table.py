@@ -133,6 +133,14 @@ class SiteSettings(_Section):
 class LedgerSettings(_Section):
     path: str = setting("var/ledger.db", "The SQLite ledger.", path=True)
     credit_every: int = setting(10, "Qualified forwards per free referral credit.")
+    head_file: str = setting(
+        "",
+        "The chain head (`<n>:<hash>` of the last entry) kept outside the database, so "
+        "`ledger verify` notices the last entries removed; written after every commit that "
+        "adds entries, mode 0600. Empty: beside the ledger, `<path>.head`. Copy or move "
+        "it with the ledger.",
+        path=True,
+    )
 
 
 @dataclass(frozen=True, repr=False)

@@ -83,6 +83,7 @@ def _demo_admins(ledger_path: Path) -> tuple[tuple[str, str, str], ...]:
 
     made = []
     with open_ledger(ledger_path) as ledger:
+        ledger.publish_head()  # the copy's chain head, beside it (ledger.head_file's default)
         users = AdminUsers(ledger)
         for email, company, who in DEMO_ADMINS:
             password = secrets.token_urlsafe(9)

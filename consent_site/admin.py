@@ -31,7 +31,7 @@ from aiohttp import web
 
 from career_relay import reports
 from career_relay.admin_users import AdminUser, AdminUsers
-from career_relay.ledger import Ledger, open_ledger
+from career_relay.ledger import Ledger, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 from career_relay.settings import CompanySettings, Settings
@@ -76,7 +76,7 @@ class Admin:
         self.settings, self.rules = settings, rules
 
     async def start(self, _: web.Application) -> None:
-        self._ledger = open_ledger(self.settings.ledger.path)
+        self._ledger = open_configured(self.settings)
 
     async def close(self, _: web.Application) -> None:
         self._pool.shutdown(wait=True)

@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from career_relay.ledger import Ledger, open_ledger
+from career_relay.ledger import Ledger, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Rules
 from career_relay.settings import Settings
@@ -165,7 +165,7 @@ async def start_site(settings: Settings) -> RunningSite:
     app = create_app(settings)
     # The worker has its own connection: its claims and results never wait
     # behind a candidate's commit on the pages' writer thread.
-    ledger = open_ledger(settings.ledger.path)
+    ledger = open_configured(settings)
     forwarder = Forwarder(settings, ConsentLedger(ledger, Rules.from_settings(settings)))
     stop_forwarder = await forwarder.start()
     app[SITE].on_forward = forwarder.wake

@@ -11,6 +11,11 @@ makes one attempt at each, by ``agency.deliver``:
 - ``email``: a text/plain message to ``agency.email`` through the upstream,
   its Message-ID derived from the forward id (the agency de-duplicates on it).
 
+Either way the forward carries ``X-Career-Relay-Ledger-Head: <n>:<hash>``,
+the ledger's chain head when the round began (SPEC 8): the agency keeps the
+highest it has seen, and hands it back for ``ledger verify --head`` (the
+removal of the last entries shows against it; docs/agency-webhook.md).
+
 Nothing is ever dropped (the outbox is the truth): every failure, even a
 5xx or an exception of our own, is recorded and retried by
 ``agency.retry_schedule``.  A success whose record did not reach the disk is
@@ -38,7 +43,7 @@ from email.policy import SMTP as SMTP_POLICY
 import aiohttp
 import aiosmtplib
 
-from career_relay import __version__
+from career_relay import __version__, ledger_chain, ledger_head
 from career_relay.agency_signature import HEADER as SIGNATURE_HEADER
 from career_relay.agency_signature import sign
 from career_relay.ledger_consent import ConsentLedger, Forward
@@ -48,6 +53,7 @@ log = logging.getLogger("career_relay.forwarding")
 
 FORWARD_ID_HEADER = "X-Career-Relay-Forward-Id"
 TYPE_HEADER = "X-Career-Relay-Type"
+LEDGER_HEAD_HEADER = "X-Career-Relay-Ledger-Head"
 USER_AGENT = f"career-relay/{__version__}"
 CONTENT_TYPE = "application/json; charset=utf-8"
 
@@ -78,7 +84,8 @@ class Outcome:
     needs_attention: bool = False
 
 
-Sender = Callable[[Forward, bytes], Awaitable[Outcome]]
+#: Sends one forward's body with the ledger head of its round (``<n>:<hash>``).
+Sender = Callable[[Forward, bytes, str], Awaitable[Outcome]]
 
 
 class Forwarder:
@@ -174,8 +181,10 @@ class Forwarder:
         forwards = await asyncio.to_thread(self.store.claim_due, self.batch, claim)
         if not forwards:
             return 0
+        # Read after the claim: every forward of the round has its entry in this head.
+        head = await asyncio.to_thread(self._ledger_head)
         async with self._sender() as send:
-            results = await asyncio.gather(*(self._handle(f, send) for f in forwards),
+            results = await asyncio.gather(*(self._handle(f, send, head) for f in forwards),
                                            return_exceptions=True)
         for forward, result in zip(forwards, results, strict=True):
             if isinstance(result, BaseException):
@@ -204,7 +213,11 @@ class Forwarder:
 
     # -- one forward ----------------------------------------------------------------------
 
-    async def _handle(self, forward: Forward, send: Sender) -> None:
+    def _ledger_head(self) -> str:
+        found = self.store.ledger.head()
+        return ledger_head.format_head(*(found or (0, ledger_chain.GENESIS)))
+
+    async def _handle(self, forward: Forward, send: Sender, head: str) -> None:
         attempt = forward.attempts + 1
         if forward.payload is None:
             # Erased while it was in flight (ledger_consent._erase): the agency must
@@ -216,7 +229,7 @@ class Forwarder:
         try:
             # A backstop: the client's own timeouts normally end the attempt first.
             async with asyncio.timeout(self.attempt_timeout + ATTEMPT_MARGIN):
-                outcome = await send(forward, forward.payload.encode("utf-8"))
+                outcome = await send(forward, forward.payload.encode("utf-8"), head)
         except TimeoutError:
             outcome = Outcome(False, f"no answer within {self.attempt_timeout:g} s")
         except Exception as exc:  # a bug of ours must not lose the forward either
@@ -246,21 +259,22 @@ class Forwarder:
         async with aiohttp.ClientSession(timeout=timeout,
                                          headers={"User-Agent": USER_AGENT}) as session:
 
-            async def post(forward: Forward, body: bytes) -> Outcome:
-                return await self._post(session, forward, body)
+            async def post(forward: Forward, body: bytes, head: str) -> Outcome:
+                return await self._post(session, forward, body, head)
 
             yield post
 
     # -- webhook --------------------------------------------------------------------------
 
     async def _post(self, session: aiohttp.ClientSession, forward: Forward,
-                    body: bytes) -> Outcome:
+                    body: bytes, head: str) -> Outcome:
         agency = self.settings.agency
         headers = {
             "Content-Type": CONTENT_TYPE,
             SIGNATURE_HEADER: sign(agency.webhook_secret, body, int(self._clock())),
             FORWARD_ID_HEADER: forward.id,
             TYPE_HEADER: forward.kind,
+            LEDGER_HEAD_HEADER: head,
         }
         try:
             async with session.post(agency.webhook_url, data=body, headers=headers,
@@ -280,7 +294,7 @@ class Forwarder:
 
     # -- email ----------------------------------------------------------------------------
 
-    def message(self, forward: Forward, body: bytes) -> EmailMessage:
+    def message(self, forward: Forward, body: bytes, head: str | None = None) -> EmailMessage:
         """The mail sent for ``forward`` (docs/agency-webhook.md, "Email delivery")."""
         hostname = self.settings.gateway.hostname
         msg = EmailMessage(policy=SMTP_POLICY)
@@ -295,6 +309,8 @@ class Forwarder:
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
         msg[FORWARD_ID_HEADER] = forward.id
         msg[TYPE_HEADER] = forward.kind
+        if head is not None:
+            msg[LEDGER_HEAD_HEADER] = head
         # Pretty-printed for the person who reads it, still plain JSON for a script.
         text = json.dumps(json.loads(body), ensure_ascii=False, indent=2, sort_keys=True)
         # Quoted-printable: 7-bit safe through any relay (no 8BITMIME needed), and
@@ -302,14 +318,14 @@ class Forwarder:
         msg.set_content(text + "\n", charset="utf-8", cte="quoted-printable")
         return msg
 
-    async def _mail(self, forward: Forward, body: bytes) -> Outcome:
+    async def _mail(self, forward: Forward, body: bytes, head: str) -> Outcome:
         up = self.settings.upstream
         hostname = self.settings.gateway.hostname
         smtp = aiosmtplib.SMTP(hostname=up.host, port=up.port, local_hostname=hostname,
                                timeout=up.timeout, use_tls=up.tls == "tls",
                                start_tls=up.tls == "starttls", validate_certs=up.verify_tls,
                                username=up.username or None, password=up.password or None)
-        message = self.message(forward, body)
+        message = self.message(forward, body, head)
         try:
             async with smtp:
                 await smtp.send_message(message, sender=f"career-relay@{hostname}",

@@ -33,7 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from career_relay import ledger_metrics
-from career_relay.ledger import Ledger, open_ledger
+from career_relay.ledger import Ledger, open_configured
 from career_relay.paths import metrics_dir
 from career_relay.settings import Settings
 
@@ -96,7 +96,7 @@ class Metrics:
     """What ``/metrics`` serves; scraped in a thread (the ledger reads block)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._ledger_path = settings.ledger.path
+        self._settings = settings
         self._ledger: Ledger | None = None  # its own connection, opened at the first scrape
         self._dir = metrics_dir(settings.queue.dir)
         self._companies = [c.id for c in settings.companies]
@@ -109,7 +109,7 @@ class Metrics:
     def render(self) -> bytes:
         with self._lock:
             if self._ledger is None:
-                self._ledger = open_ledger(self._ledger_path)
+                self._ledger = open_configured(self._settings)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(GatewayCollector(_workers(self._dir)))
             registry.register(LedgerCollector(self._ledger, self._companies))

@@ -20,7 +20,7 @@ import jinja2
 from multidict import CIMultiDict
 
 from career_relay.consent import Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_ledger
+from career_relay.ledger import Ledger, Offer, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Rules
 from career_relay.settings import CompanySettings, Settings
@@ -42,8 +42,8 @@ class Site:
         self.signer = LinkSigner.from_settings(settings)
         self.csrf = Csrf(settings.secrets.signing_keys,
                          https=settings.site.public_url.startswith("https://"))
-        self._reader_ledger: Ledger = open_ledger(settings.ledger.path)
-        self._writer_ledger: Ledger = open_ledger(settings.ledger.path)
+        self._reader_ledger: Ledger = open_configured(settings)
+        self._writer_ledger: Ledger = open_configured(settings)
         rules = Rules.from_settings(settings)
         self.reader = Consents(settings, ConsentLedger(self._reader_ledger, rules))
         self.writer = Consents(settings, ConsentLedger(self._writer_ledger, rules))

@@ -7,7 +7,7 @@ import logging
 import socket
 
 from career_relay.errors import ConfigError, SpoolError
-from career_relay.ledger import open_ledger
+from career_relay.ledger import open_configured
 from career_relay.paths import email_templates_dir
 from career_relay.settings import Settings
 from gateway.delivery import Delivery
@@ -34,7 +34,7 @@ class Gateway:
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
             worker=worker, workers=workers)
         self.policy = RelayPolicy(settings, workers)
-        self.ledger = (open_ledger(settings.ledger.path, sync_wal_elsewhere=True)
+        self.ledger = (open_configured(settings, sync_wal_elsewhere=True)
                        if settings.companies else None)
         if self.ledger is not None:
             # Offers are committed before their copies are journaled; the journal's

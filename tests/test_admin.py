@@ -29,7 +29,7 @@ from career_relay import reports
 from career_relay import settings as settings_mod
 from career_relay.admin_users import AdminUsers
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Offer, open_ledger
+from career_relay.ledger import Offer, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 from consent_site.app import create_app
@@ -105,7 +105,7 @@ class Admin:
         return None
 
     def add_user(self, email: str, company: str | None, password: str = PASSWORD) -> None:
-        with open_ledger(self.db) as ledger:
+        with open_configured(self.settings) as ledger:
             AdminUsers(ledger).add(email, password, company)
 
     def login(self, email: str, password: str = PASSWORD, *, fresh: bool = True) -> Reply:
@@ -139,14 +139,14 @@ class Admin:
               channel: str | None = "自社サイト", recipient: str | None = None) -> Offer:
         self._n += 1
         created = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
-        with open_ledger(self.db, clock=lambda: created) as ledger:
+        with open_configured(self.settings, clock=lambda: created) as ledger:
             return ledger.record_offer(company, f"<m{self._n}@{company}.example>",
                                        recipient or f"cand{self._n}@example.net", job=job,
                                        channel=channel)
 
     def accept(self, offer: Offer, *, name: str = "山田 花子", ua: str = PHONE,
                email: str | None = None) -> str:
-        with open_ledger(self.db) as ledger:
+        with open_configured(self.settings) as ledger:
             consents = Consents(self.settings, ConsentLedger(ledger, self.rules))
             consents.shown(offer, self.notice)
             receipt = consents.accept(offer, self.notice,
@@ -155,12 +155,12 @@ class Admin:
         return receipt.id
 
     def erase(self, offer: Offer) -> None:
-        with open_ledger(self.db) as ledger:
+        with open_configured(self.settings) as ledger:
             Consents(self.settings, ConsentLedger(ledger, self.rules)).erase(
                 offer, "ja", Client(PHONE, "203.0.113.7"))
 
     def deliver_all(self) -> int:
-        with open_ledger(self.db) as ledger:
+        with open_configured(self.settings) as ledger:
             store = ConsentLedger(ledger, self.rules)
             due = store.claim_due(1000, 60)
             for f in due:
@@ -186,7 +186,7 @@ class Admin:
     def report(self, company: str = "acme", **period: dt.date | None) -> dict[str, Any]:
         when = reports.period(period.get("since"), period.get("until"),
                               dt.datetime.now(dt.UTC).date())
-        with open_ledger(self.db) as ledger:
+        with open_configured(self.settings) as ledger:
             return reports.report(ledger, [company], when, self.settings.ledger.credit_every,
                                   details=True)[0]
 
@@ -354,7 +354,8 @@ def test_revoke_sessions_and_remove_user_from_the_cli(admin: Admin) -> None:
     gone = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
     assert gone.returncode == 0, gone.stderr
     assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 303
-    assert "hr@kumo.example" not in [u.email for u in AdminUsers(open_ledger(admin.db)).users()]
+    with open_configured(admin.settings) as ledger:
+        assert "hr@kumo.example" not in [u.email for u in AdminUsers(ledger).users()]
     again = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
     assert again.returncode == 1 and "no admin login" in again.stderr
     assert again.stderr.count("\n") == 1  # one line, no traceback
@@ -453,7 +454,7 @@ def _build_history(admin: Admin) -> None:
     admin.qualify(12, job="経理", channel="求人媒体")
     admin.qualify(3, job="営業", channel="自社サイト")
     declined = admin.offer(job="営業")
-    with open_ledger(admin.db) as ledger:
+    with open_configured(admin.settings) as ledger:
         Consents(admin.settings, ConsentLedger(ledger, admin.rules)).decline(
             declined, admin.notice, Client(PHONE, "203.0.113.7"))
     admin.offer(job=None, channel=None)  # no decision
@@ -461,7 +462,7 @@ def _build_history(admin: Admin) -> None:
     admin.accept(own)
     admin.accept(admin.offer(age=1))  # held for review
     admin.deliver_all()
-    with open_ledger(admin.db) as ledger:
+    with open_configured(admin.settings) as ledger:
         ledger.count("acme", "not_injected")
         Book(ledger, admin.rules).redeem("acme", "test")
 
@@ -540,7 +541,7 @@ def test_redeeming_a_credit(admin: Admin) -> None:
     assert again.status == 409
     assert "利用できるクレジットがありません" in again.text
     assert len(admin.rows("redemptions")) == 1
-    with open_ledger(admin.db) as ledger:
+    with open_configured(admin.settings) as ledger:
         assert Book(ledger, admin.rules).verify()[1] is None
 
 
@@ -596,10 +597,11 @@ def test_the_report_csv(admin: Admin) -> None:
 
 
 def test_the_forwards_and_provision_record_csv(admin: Admin) -> None:
-    kept, erased, formula = admin.qualify(3)
-    admin.execute("UPDATE profiles SET data = json_set(data, '$.name', ?) WHERE receipt_id IN"
-                  " (SELECT id FROM receipts WHERE offer_id = ?)", "=HYPERLINK(\"x\")",
-                  formula.id)
+    kept, erased, formula = (admin.offer() for _ in range(3))
+    admin.accept(kept)
+    admin.accept(erased)
+    admin.accept(formula, name="=HYPERLINK(\"x\")")  # a name a spreadsheet would run
+    admin.deliver_all()
     admin.erase(erased)
     admin.deliver_all()  # the erasure notice
     admin.login("hr@acme.example")
@@ -633,7 +635,7 @@ def test_each_forward_shows_the_person_it_carried(admin: Admin) -> None:
     offer = admin.offer()
     admin.accept(offer, name="最初の名前", email="first@example.net")
     admin.deliver_all()
-    with open_ledger(admin.db) as ledger:
+    with open_configured(admin.settings) as ledger:
         Consents(admin.settings, ConsentLedger(ledger, admin.rules)).withdraw(
             offer, "ja", Client(PHONE, "203.0.113.7"))
     admin.deliver_all()

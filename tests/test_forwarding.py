@@ -27,11 +27,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from career_relay import ledger_head
 from career_relay import settings as settings_mod
 from career_relay.agency_signature import sign, verify
 from career_relay.consent import Client, Consents, Notice
 from career_relay.ledger import Ledger, Offer, open_ledger
 from career_relay.ledger_consent import ConsentLedger, ForwardStatus
+from career_relay.ledger_rules import Book, Rules
 from career_relay.settings import Settings
 from career_relay.starter import write_starter
 from consent_site.agency_receiver import start_agency_receiver
@@ -210,6 +212,40 @@ def test_a_consent_is_delivered_once_signed_with_its_stable_id(make_world: World
         (status,) = world.forwards(offer)
         assert status.delivered is not None and not status.pending
         assert world.events(forward_id) == [("delivered", "HTTP 200 OK")]
+
+    run(main())
+
+
+def test_every_forward_carries_the_ledger_head(make_world: WorldMaker) -> None:
+    """SPEC 8: the head at send time, which the agency keeps and can hand back for
+    ``ledger verify --head``; a later forward's head extends an earlier one's."""
+    async def main() -> None:
+        agency = await Agency().start()
+        world = make_world({"webhook_url": agency.url})
+        first = world.accepted()
+        forwarder = world.forwarder()
+        assert await forwarder.run_once() == 1
+        head_then = world.ledger.head()
+        world.accepted()
+        world.consents.withdraw(first, "ja", BROWSER)
+        assert await forwarder.run_once() == 2
+        await agency.stop()
+
+        heads = [ledger_head.parse(g.headers["X-Career-Relay-Ledger-Head"])
+                 for g in agency.requests]
+        assert len(heads) == 3
+        with world.ledger.read() as conn:
+            entries = dict(conn.execute("SELECT seq, hash FROM entries").fetchall())
+            (forward_entry,) = conn.execute(
+                "SELECT seq FROM entries WHERE kind = 'forward' AND ref = ?",
+                (agency.requests[0].json["forward_id"],)).fetchone()
+        for n, digest in heads:
+            assert entries[n] == digest  # the ledger's own entry n
+        assert forward_entry <= heads[0][0] < heads[1][0] == heads[2][0]
+        assert head_then is not None and head_then[0] > heads[0][0]  # the delivery's entries
+        book = Book(world.ledger, Rules())
+        for head in heads:
+            assert book.verify(head)[1] is None
 
     run(main())
 
@@ -553,6 +589,10 @@ def test_email_delivery_through_the_upstream(make_world: WorldMaker, sink: Sink,
         assert msg["Message-ID"] == f"<{forward_id}@relay.test>"
         assert msg["X-Career-Relay-Forward-Id"] == forward_id
         assert msg["X-Career-Relay-Type"] == "consent"
+        head = ledger_head.parse(msg["X-Career-Relay-Ledger-Head"])
+        with world.ledger.read() as conn:
+            assert conn.execute("SELECT seq, hash FROM entries WHERE seq = ?",
+                                (head[0],)).fetchone() == head
         assert forward_id in msg["Subject"] and "consent" in msg["Subject"]
         assert "山田" not in msg["Subject"]
         assert msg.get_content_type() == "text/plain"
@@ -699,6 +739,24 @@ def test_the_python_verification_snippet_in_the_doc_works(make_world: WorldMaker
     old = sign(SECRET, request.body, int(time.time()) - 3600)
     assert check(SECRET, old, request.body) is False
     assert check(SECRET, "garbage", request.body) is False
+
+
+def test_the_python_ledger_head_snippet_in_the_doc_works(make_world: WorldMaker) -> None:
+    request = _a_real_request(make_world)
+    namespace: dict[str, Any] = {}
+    exec(compile(_snippet("python-head"), str(DOC), "exec"), namespace)
+    keep = namespace["keep_ledger_head"]
+    header = request.headers["X-Career-Relay-Ledger-Head"]
+    n, digest = ledger_head.parse(header)
+    kept: dict[str, tuple[int, str]] = {}
+    assert keep(kept, "relay", header) is None and kept == {"relay": (n, digest)}
+    assert keep(kept, "relay", f"{n + 3}:{'a' * 64}") is None  # the ledger grew
+    assert keep(kept, "relay", header) is None  # an older head arriving late: kept stays
+    assert kept == {"relay": (n + 3, "a" * 64)}
+    assert "changed its hash" in keep(kept, "relay", f"{n + 3}:{'b' * 64}")
+    assert keep(kept, "relay", None) == "no ledger head, or a malformed one"
+    assert keep(kept, "relay", "12:xyz") == "no ledger head, or a malformed one"
+    assert kept == {"relay": (n + 3, "a" * 64)}
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from career_relay import reports
-from career_relay.example_ledger import generate
+from career_relay.example_ledger import HASH_KEY, generate
 from career_relay.ledger import MIGRATIONS, Ledger, new_offer_id, open_ledger
 from career_relay.ledger_rules import Book, Rules
 from career_relay.ledger_writer import LedgerWriter
@@ -59,7 +59,8 @@ def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
     with open_ledger(tmp_path / "l.db") as ledger:
         applied = [m.name for m in MIGRATIONS.applied(ledger.db)]
         assert applied == ["0001_offers", "0002_daily_counts", "0003_consent", "0004_entries",
-                           "0005_admin", "0006_retention", "0007_report_indexes"]
+                           "0005_admin", "0006_retention", "0007_report_indexes",
+                           "0008_chain_offers_forwards_profiles"]
         assert MIGRATIONS.pending(ledger.db) == []
         assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
@@ -332,9 +333,21 @@ def test_the_example_ledger_is_realistic_and_stands_alone() -> None:
 def test_the_example_ledger_verifies(tmp_path: Path) -> None:
     copy = tmp_path / "ledger.db"
     copy.write_bytes(EXAMPLE.read_bytes())
-    with open_ledger(copy) as ledger:
-        count, problem = Book(ledger, Rules()).verify()
+    key = HASH_KEY.encode()
+    with open_ledger(copy, hash_key=key) as ledger:
+        count, problem = Book(ledger, Rules(hash_key=key)).verify()
+        # A copy without its head file says so; init --demo writes it beside the copy.
+        assert problem is not None and "head file" in str(problem)
+        ledger.publish_head()
+        count, problem = Book(ledger, Rules(hash_key=key)).verify()
     assert problem is None and count > 100
+    kinds = {k for k, in ledger_rows(copy, "SELECT DISTINCT kind FROM entries")}
+    assert {"offer", "forward", "profile"} <= kinds
+
+
+def ledger_rows(path: Path, sql: str) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
 
 
 def test_init_demo_starts_from_the_example_ledger(tmp_path: Path) -> None:

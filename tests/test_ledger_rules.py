@@ -18,7 +18,7 @@ import pytest
 from career_relay import reports
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_ledger
+from career_relay.ledger import Ledger, Offer, open_configured
 from career_relay.ledger_consent import ConsentLedger, Receipt
 from career_relay.ledger_rules import Book, NoCreditAvailable, Rules
 from tests.conftest import run_cli
@@ -45,7 +45,7 @@ class World:
         self.settings = _settings(tmp_path, credit_every)
         self.path = Path(self.settings.ledger.path)
         self.now = T0
-        self.ledger: Ledger = open_ledger(self.path, clock=lambda: self.now)
+        self.ledger: Ledger = open_configured(self.settings, clock=lambda: self.now)
         self.store = ConsentLedger(self.ledger, Rules.from_settings(self.settings))
         self.consents = Consents(self.settings, self.store)
         self.book = Book(self.ledger, Rules.from_settings(self.settings))
@@ -265,7 +265,7 @@ def test_report_details_by_job_and_channel_and_time_to_decide(world: World) -> N
 
 def _deliver_half(path: str, config: dict[str, Any], receipts: list[str]) -> None:
     settings = settings_mod.from_mapping(config, base=Path(path).parent)
-    with open_ledger(path) as ledger:
+    with open_configured(settings) as ledger:
         store = ConsentLedger(ledger, Rules.from_settings(settings))
         for receipt in receipts:
             store.review(receipt, approve=True, by="ops")
@@ -296,8 +296,8 @@ def test_two_processes_approving_at_once_never_mint_a_credit_twice(tmp_path: Pat
         assert conn.execute("SELECT n FROM credits ORDER BY n").fetchall() == [
             (1,), (2,), (3,), (4,)]
         assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
-    with open_ledger(world.path) as ledger:
-        assert Book(ledger, Rules()).verify()[1] is None
+    with open_configured(world.settings) as ledger:
+        assert Book(ledger, Rules.from_settings(world.settings)).verify()[1] is None
 
 
 # -- tamper evidence ------------------------------------------------------------------------
@@ -312,8 +312,8 @@ def _tampered(world: World, *statements: str) -> str:
             conn.execute(f"DROP TRIGGER {name}")
         for statement in statements:
             conn.execute(statement)
-    with open_ledger(world.path) as ledger:
-        _, problem = Book(ledger, Rules()).verify()
+    with open_configured(world.settings) as ledger:
+        _, problem = Book(ledger, Rules.from_settings(world.settings)).verify()
     assert problem is not None, "the change went unnoticed"
     return str(problem)
 
@@ -374,7 +374,8 @@ def test_append_only_is_enforced_by_the_database(history: World) -> None:
 def test_ledger_verify_command_names_the_bad_entry(history: World, tmp_path: Path) -> None:
     config = tmp_path / "career-relay.toml"
     config.write_text(f'[ledger]\npath = "{history.path}"\n[secrets]\n'
-                      'signing_keys = ["test-key-0123456789"]\n', encoding="utf-8")
+                      'signing_keys = ["test-key-0123456789"]\nhash_key = "hash-key"\n',
+                      encoding="utf-8")
     ok = run_cli("ledger", "verify", "--config", str(config))
     assert ok.returncode == 0 and "ledger ok" in ok.stdout
     _tampered(history, "UPDATE entries SET ref = 'x' WHERE seq = 9")

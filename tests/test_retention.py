@@ -19,7 +19,7 @@ import pytest
 from career_relay import retention
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_ledger
+from career_relay.ledger import Ledger, Offer, open_configured
 from career_relay.ledger_consent import ConsentLedger
 from career_relay.ledger_rules import Book, Rules
 from career_relay.retention import Policy, Purged
@@ -53,7 +53,7 @@ class World:
         self.settings = settings_mod.load(self.config, env={})
         self.path = Path(self.settings.ledger.path)
         self.now = T0
-        self.ledger: Ledger = open_ledger(self.path, clock=lambda: self.now)
+        self.ledger: Ledger = open_configured(self.settings, clock=lambda: self.now)
         self.rules = Rules.from_settings(self.settings)
         self.store = ConsentLedger(self.ledger, self.rules)
         self.consents = Consents(self.settings, self.store)

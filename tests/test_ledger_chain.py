@@ -1,0 +1,280 @@
+"""A chain that shows removal too (issue 12 item 7, SPEC 8).
+
+Offers, forwards and profiles are chained (by digest and keyed hash), and the
+chain head is kept outside the database (the head file, the agency's copy):
+the tampering below, by someone who has the files and drops the triggers
+first, each goes unnoticed by a ledger that only chains its entries.
+Legitimate erasure (retention, a candidate's erasure) still verifies, as does
+a ledger upgraded from before the chain covered these tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from career_relay import ledger_chain, ledger_head, retention
+from career_relay.consent import Client
+from career_relay.ledger import open_configured
+from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger_schema import CHAIN_MIGRATION, MIGRATIONS
+from tests.conftest import run_cli
+from tests.test_ledger_rules import IPHONE, World, _tampered
+
+CLIENT = Client(IPHONE, "198.51.100.7")
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> World:
+    """Ten qualified forwards, a credit, an erased candidate, then three offers no one
+    opened yet: the last entries of the chain."""
+    world = World(tmp_path)
+    world.qualified_then_deliver(10)
+    world.book.redeem("acme", by="hr")
+    gone = world.offer("gone@example.net")
+    world.accept(gone)
+    world.deliver()
+    world.tick()
+    world.consents.erase(gone, "ja", CLIENT)
+    world.deliver()
+    for n in range(3):
+        world.offer(f"late{n}@example.net")
+    return world
+
+
+def _ids(world: World, sql: str) -> list[str]:
+    return [str(r[0]) for r in world.rows(sql)]
+
+
+def _head_file(world: World) -> Path:
+    return Path(f"{world.path}.head")
+
+
+def test_a_ledger_with_its_rows_and_head_verifies(history: World) -> None:
+    count, problem = history.book.verify()
+    assert problem is None
+    kinds = dict(history.rows("SELECT kind, COUNT(*) FROM entries GROUP BY kind"))
+    assert kinds["offer"] == 14 and kinds["profile"] == 11
+    assert kinds["forward"] == 12  # ten consents, one more, and its erasure notice
+    n, digest = ledger_head.parse(_head_file(history).read_text())
+    assert (n, digest) == history.ledger.head() and n == count
+    assert history.book.head() == f"{n}:{digest}"
+
+
+def test_removing_the_last_entries_is_caught_by_the_head_file(history: World) -> None:
+    (end,) = history.rows("SELECT MAX(seq) FROM entries")[0]
+    late = _ids(history, "SELECT id FROM offers WHERE recipient LIKE 'late%'")
+    # The three offers and their entries, all gone: what is left is a valid chain.
+    marks = ", ".join(f"'{i}'" for i in late)
+    problem = _tampered(history, f"DELETE FROM offers WHERE id IN ({marks})",
+                        f"DELETE FROM entries WHERE seq > {end - 3}")
+    assert problem == (f"entry {end}: the last entries were removed: the head file names "
+                       f"entry {end}, the ledger ends at {end - 3}")
+
+
+def test_a_missing_head_file_is_named(history: World) -> None:
+    history.ledger.close()
+    _head_file(history).unlink()
+    with open_configured(history.settings) as ledger:
+        _, problem = Book(ledger, Rules.from_settings(history.settings)).verify()
+    assert problem is not None
+    assert str(problem).startswith(f"the head file {_head_file(history)} is missing")
+
+
+@pytest.mark.parametrize(("statements", "named"), [
+    # Moved to another company: its credits would count there.
+    (["UPDATE offers SET company = 'kumo' WHERE recipient = 'cand3@example.net'"],
+     "was moved from company acme to kumo"),
+    # Another recipient: qualification keys on it, so credits could be farmed.
+    (["UPDATE offers SET recipient = 'someone-new@example.net'"
+      " WHERE recipient = 'cand4@example.net'"], "its recipient was changed"),
+    (["UPDATE offers SET job = '営業' WHERE recipient = 'cand5@example.net'"], "was altered"),
+    (["DELETE FROM offers WHERE recipient = 'late1@example.net'"], "was deleted"),
+    (["INSERT INTO offers (id, company, message_id, recipient, created)"
+      " VALUES ('made-up', 'acme', '<x@acme.example>', 'x@example.net', '2026-04-01T09:00:00Z')"],
+     "offer made-up has no ledger entry"),
+    (["UPDATE profiles SET data = json_set(data, '$.name', '別人') WHERE rowid = 2"],
+     "was changed after it was recorded"),
+    (["DELETE FROM profiles WHERE rowid = 3"], "was deleted"),
+    (["UPDATE forwards SET payload = replace(payload, '候補者', '別人') WHERE rowid = 4"],
+     "its payload was changed"),
+    (["UPDATE forwards SET kind = 'withdrawal' WHERE rowid = 5"], "was altered"),
+    (["DELETE FROM forwards WHERE rowid = 6"], "was deleted"),
+])
+def test_changed_or_removed_rows_are_caught_and_named(history: World, statements: list[str],
+                                                      named: str) -> None:
+    problem = _tampered(history, *statements)
+    assert named in problem
+    assert "@example.net" not in problem and "候補者" not in problem  # no personal data
+
+
+def test_the_database_refuses_what_no_code_does(history: World) -> None:
+    for statement in ("DELETE FROM offers WHERE rowid = 1",
+                      "UPDATE offers SET company = 'kumo' WHERE rowid = 1",
+                      "UPDATE offers SET recipient = 'x@example.net' WHERE rowid = 1",
+                      "UPDATE forwards SET payload = '{}' WHERE rowid = 1",
+                      "DELETE FROM forwards WHERE rowid = 1",
+                      "UPDATE profiles SET data = '{}' WHERE rowid = 1",
+                      "DELETE FROM profiles WHERE rowid = 1"):
+        with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
+                                                           match="append-only"):
+            conn.execute(statement)
+
+
+def test_retention_and_erasure_still_verify(history: World) -> None:
+    # The candidate's erasure (history) nulled a profile and a payload; retention now
+    # erases every address, profile and payload whose time is up.
+    history.tick(200 * 86400)
+    policy = retention.Policy(link_max_age_days=90, provision_years=0)
+    purged = retention.purge(history.ledger, Rules.from_settings(history.settings), policy)
+    assert purged.total > 20
+    assert history.rows("SELECT COUNT(*) FROM offers WHERE erased IS NULL") == [(0,)]
+    assert history.rows("SELECT COUNT(*) FROM profiles WHERE data IS NOT NULL") == [(0,)]
+    assert history.book.verify()[1] is None
+    # The candidate kept at erasure, swapped for another's (credits de-duplicate on it).
+    assert "the candidate kept at its erasure" in _tampered(
+        history, "UPDATE offers SET candidate = 'ffffffffffffffffffffffffffffffff'"
+                 " WHERE recipient = 'erased:' || id AND rowid = 2")
+
+
+def test_verify_with_another_hash_key_says_so(history: World) -> None:
+    _, problem = Book(history.ledger, Rules(hash_key=b"another key")).verify()
+    assert problem is not None and "secrets.hash_key" in str(problem)
+
+
+# -- the head file ----------------------------------------------------------------------------
+
+
+def test_the_head_file_is_private_and_follows_every_write(history: World) -> None:
+    head = _head_file(history)
+    assert stat.S_IMODE(head.stat().st_mode) == 0o600
+    before = head.read_text()
+    history.offer("one-more@example.net")
+    after = ledger_head.parse(head.read_text())
+    assert after == history.ledger.head() and after[0] == ledger_head.parse(before)[0] + 1
+    assert stat.S_IMODE(head.stat().st_mode) == 0o600
+
+
+def test_the_head_file_never_goes_back(history: World) -> None:
+    head = _head_file(history)
+    n, _ = ledger_head.parse(head.read_text())
+    later = f"{n + 5}:{'a' * 64}\n"  # what a process that committed later wrote
+    head.write_text(later)
+    history.offer("one-more@example.net")
+    assert head.read_text() == later
+    assert not ledger_head.write(head, n + 1, "b" * 64)
+    assert head.read_text() == later
+
+
+# -- an upgraded ledger -------------------------------------------------------------------------
+
+
+def test_a_ledger_from_before_the_chain_covered_offers_is_backfilled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows the earlier code wrote (an offer, one erased by retention, a receipt with its
+    entry, a profile, a forward), then the upgrade: it verifies and has a head file."""
+    world = World(tmp_path)
+    world.ledger.close()
+    world.path.unlink()
+    old = [m for m in MIGRATIONS._migrations if m.name < CHAIN_MIGRATION]
+    with monkeypatch.context() as patched:
+        patched.setattr(MIGRATIONS, "_migrations", old)
+        open_configured(world.settings).close()
+    stamp = "2026-03-01T10:00:00Z"
+    with sqlite3.connect(world.path) as conn:
+        conn.executemany(
+            "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
+            " stage, candidate, erased) VALUES (?, 'acme', ?, ?, ?, '経理', NULL, NULL, ?, ?)",
+            [("offer-kept", "<a@acme.example>", "kept@example.net", stamp, None, None),
+             ("offer-erased", "<b@acme.example>", "erased:offer-erased", stamp,
+              "0123456789abcdef0123456789abcdef", stamp)])
+        receipt = ("rc-1", "offer-kept", "acme", "Agency K.K.", "accept", stamp, None, None,
+                   "ja", '["registration"]', '["name","email"]', "UA", "198.51.100.0/24", None)
+        conn.execute(f"INSERT INTO receipts VALUES ({', '.join('?' * len(receipt))})", receipt)
+        ledger_chain.append(conn, dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC), "acme",
+                            "receipt", "rc-1", {"offer": "offer-kept", "decision": "accept",
+                                                "review": None,
+                                                "digest": ledger_chain.row_digest(receipt)})
+        conn.execute("INSERT INTO profiles (receipt_id, data) VALUES ('rc-1', ?)",
+                     (json.dumps({"name": "候補者"}),))
+        conn.execute("INSERT INTO forwards VALUES ('fw-1', 'offer-kept', 'rc-1', 'acme',"
+                     " 'consent', ?, '{}')", (stamp,))
+    assert not _head_file(world).exists()
+
+    with open_configured(world.settings) as ledger:
+        book = Book(ledger, Rules.from_settings(world.settings))
+        count, problem = book.verify()
+        assert problem is None and count == 5
+        assert _head_file(world).read_text() == f"{book.head()}\n"
+        assert stat.S_IMODE(_head_file(world).stat().st_mode) == 0o600
+        bodies = {ref: json.loads(body) for ref, body in ledger.db.conn.execute(
+            "SELECT ref, body FROM entries WHERE kind IN ('offer', 'forward', 'profile')")}
+    # The key was unknown to the migration: null, but an erased offer's hash is kept.
+    assert bodies["offer-kept"]["candidate"] is None
+    assert bodies["offer-erased"]["candidate"] == "0123456789abcdef0123456789abcdef"
+    assert bodies["fw-1"]["payload"] is None and bodies["rc-1"] == {"data": None}
+    # What the digest covers is checked from the upgrade on.
+    world.ledger = open_configured(world.settings)
+    assert "was moved" in _tampered(world, "UPDATE offers SET company = 'kumo'"
+                                           " WHERE id = 'offer-kept'")
+
+
+# -- ledger verify --head ---------------------------------------------------------------------
+
+
+def _config(world: World, tmp_path: Path) -> Path:
+    config = tmp_path / "career-relay.toml"
+    config.write_text(f'[ledger]\npath = "{world.path}"\n[secrets]\n'
+                      'signing_keys = ["test-key-0123456789"]\nhash_key = "hash-key"\n',
+                      encoding="utf-8")
+    return config
+
+
+def test_ledger_verify_head(history: World, tmp_path: Path) -> None:
+    config = _config(history, tmp_path)
+    head = history.book.head()
+    n, digest = ledger_head.parse(head)
+    hashes = dict(history.rows("SELECT seq, hash FROM entries"))
+    history.ledger.close()
+    ok = run_cli("ledger", "verify", "--config", str(config), "--head", head)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"ledger ok: {n} entries, chain head {head}\n"
+    earlier = f"{n - 4}:{hashes[n - 4]}"  # an older head the agency kept: the chain extends it
+    assert run_cli("ledger", "verify", "--config", str(config), "--head", earlier
+                   ).returncode == 0
+
+    wrong = run_cli("ledger", "verify", "--config", str(config), "--head", f"{n - 1}:{digest}")
+    assert wrong.returncode == 1
+    assert wrong.stderr == (f"career-relay: ledger verify: FAILED at entry {n - 1}: does not "
+                            f"match the head given (hash {hashes[n - 1][:16]}..., the head "
+                            f"given says {digest[:16]}...)\n")
+    beyond = run_cli("ledger", "verify", "--config", str(config), "--head", f"{n + 2}:{digest}")
+    assert beyond.returncode == 1
+    assert beyond.stderr == (f"career-relay: ledger verify: FAILED at entry {n + 2}: the last "
+                             f"entries were removed: the head given names entry {n + 2}, "
+                             f"the ledger ends at {n}\n")
+    bad = run_cli("ledger", "verify", "--config", str(config), "--head", "12:xyz")
+    assert bad.returncode == 2 and "--head: not a chain head" in bad.stderr
+
+
+def test_ledger_verify_names_a_missing_head_file(history: World, tmp_path: Path) -> None:
+    config = _config(history, tmp_path)
+    history.ledger.close()
+    _head_file(history).unlink()
+    result = run_cli("ledger", "verify", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"career-relay: ledger verify: FAILED: the head file "
+                                    f"{_head_file(history)} is missing")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_head_file_copied_without_its_lock_file_is_read(history: World) -> None:
+    head = _head_file(history)
+    Path(f"{head}.lock").unlink()
+    assert ledger_head.read(head) == history.ledger.head()
+    assert history.book.verify()[1] is None
