@@ -126,6 +126,7 @@ class Ledger:
         #: Where the chain's head is kept outside the database (None: nowhere, ``:memory:``).
         self.head_file = head_file
         self._published: tuple[int, str] | None = None
+        self._head_alarm: str | None = None  # the trouble last logged about the head file
 
     def close(self) -> None:
         self.db.close()
@@ -166,13 +167,24 @@ class Ledger:
             head = ledger_chain.last(self.db.conn)
             if head is None or head == self._published:
                 return
+            conn = self.db.conn
+
+            def holds(seq: int, digest: str) -> bool:
+                row = conn.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+                return row is not None and str(row[0]) == digest
+
             try:
-                ledger_head.write(self.head_file, *head)
-            except OSError as exc:
-                log.warning("the chain head could not be written to %s: %s", self.head_file,
-                            exc)
+                ledger_head.write(self.head_file, *head, holds=holds)
+            except (OSError, ledger_head.Diverged, ledger_head.BadHead) as exc:
+                # Once per kind of trouble, not once per commit: the gateway commits often.
+                alarm = f"{type(exc).__name__}: {exc}"
+                if alarm != self._head_alarm:
+                    self._head_alarm = alarm
+                    level = logging.WARNING if isinstance(exc, OSError) else logging.ERROR
+                    log.log(level, "the chain head is not written to %s: %s (run "
+                            "`career-relay ledger verify`)", self.head_file, exc)
                 return
-            self._published = head
+            self._published, self._head_alarm = head, None
 
     # The ledger's other modules (``ledger_consent``) share the connection through these.
     write = _write

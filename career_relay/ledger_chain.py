@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+# What an erased offer keeps for its address (``career_relay.retention``): this and its id.
+ERASED_PREFIX = "erased:"
 #: The key of ``candidate_hash`` and ``keyed`` when none is configured (tests, tools).
 DEFAULT_HASH_KEY = b"career-relay"
 

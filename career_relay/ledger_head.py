@@ -26,11 +26,13 @@ for a power cut alike (the block is allocated already).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from career_relay.ledger_chain import Problem
@@ -75,28 +77,57 @@ def read(path: Path) -> tuple[int, str] | None:
 
 def _read(path: Path) -> tuple[int, str] | None:
     try:
-        text = path.read_text(encoding="ascii", errors="replace")
+        fd = _open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        text = os.read(fd, 256).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
     return parse(text)
 
 
-def write(path: Path, seq: int, digest: str) -> bool:
+def _open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``path`` opened without following a symbolic link (O_NOFOLLOW) and without blocking
+    on a FIFO (O_NONBLOCK); OSError unless it is a regular file.  The head and its lock
+    sit where others may write (``ledger.head_file``): a link planted there must not make
+    the service truncate or chmod the file it points to."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
+
+
+class Diverged(Exception):
+    """The head file names an entry the ledger no longer holds as it was: the last entries
+    were removed or the chain rewritten.  The file is left as it is, for verify to show."""
+
+
+def write(path: Path, seq: int, digest: str,
+          holds: Callable[[int, str], bool] | None = None) -> bool:
     """Record (seq, digest) as the head unless the file names a later entry; whether it did.
+
+    ``holds(n, hash)``: whether the ledger still has entry n with that hash.  When the
+    file names one it does not, the file is not replaced (``Diverged``): otherwise the
+    next commits would overwrite the evidence of a truncated or rewritten chain with
+    the new chain's head, and verify would pass again.  A file that is not a head at all
+    is not replaced either (``BadHead``): it was not written by us.
 
     No fsync: the gateway commits many times a second, and a head lost in a
     power cut only leaves the file behind the ledger, which verify accepts
     (entry n still exists); the agency's copy is the anchor that counts.
     """
     with _locked(path, fcntl.LOCK_EX, create=True):
-        try:
-            current = _read(path)
-        except BadHead:
-            current = None  # overwritten below: a damaged or foreign file must not stop writes
-        if current is not None and current[0] >= seq:
-            return False
+        current = _read(path)
+        if current is not None:
+            if holds is not None and not holds(*current):
+                raise Diverged(f"the head file {path} names entry {current[0]}, which the "
+                               "ledger no longer holds as it was")
+            if current[0] >= seq:
+                return False
         line = f"{format_head(seq, digest)}\n".encode("ascii")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT)
         try:
             if os.fstat(fd).st_mode & 0o077:
                 os.fchmod(fd, 0o600)  # made by hand, or by an older version
@@ -114,7 +145,7 @@ def _locked(path: Path, operation: int, *, create: bool = False) -> Iterator[Non
     while another process waits on it locks nothing).  ``FileNotFoundError`` when it does
     not exist and ``create`` is false."""
     flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
-    fd = os.open(path.with_name(f"{path.name}.lock"), flags, 0o600)
+    fd = _open_regular(path.with_name(f"{path.name}.lock"), flags)
     try:
         fcntl.flock(fd, operation)
         yield

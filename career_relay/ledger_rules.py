@@ -317,6 +317,10 @@ def _offers_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
         assert found is not None
         seq, _, body = found
         candidate, (recipient, erased_as, erased) = body.get("candidate"), row[7:]
+        if erased is not None and recipient != f"{ledger_chain.ERASED_PREFIX}{ref}":
+            # Erasure leaves the placeholder, nothing else: an address put back under an
+            # erased mark would be a provision record that no hash can check.
+            return Problem(seq, f"offer {ref}: marked erased, yet it holds an address")
         if candidate is None:
             continue
         if erased is None and ledger_chain.candidate_hash(key, recipient) != candidate:

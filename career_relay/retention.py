@@ -35,12 +35,13 @@ import datetime as dt
 import sqlite3
 from dataclasses import dataclass, fields
 
+from career_relay import ledger_chain
 from career_relay.ledger import Ledger, stamp
 from career_relay.ledger_rules import Rules
 from career_relay.settings_table import Settings
 
 PROVISION_YEARS = 3
-ERASED_PREFIX = "erased:"
+ERASED_PREFIX = ledger_chain.ERASED_PREFIX
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,12 @@ def test_a_missing_head_file_is_named(history: World) -> None:
     # Another recipient: qualification keys on it, so credits could be farmed.
     (["UPDATE offers SET recipient = 'someone-new@example.net'"
       " WHERE recipient = 'cand4@example.net'"], "its recipient was changed"),
+    # Another recipient under an erased mark, with the entry's keyed hash copied in (found
+    # by the attack review): the provision record would name someone else.
+    (["UPDATE offers SET erased = '2026-05-01T00:00:00Z', recipient = 'attacker@example.org',"
+      " candidate = (SELECT json_extract(body, '$.candidate') FROM entries"
+      "              WHERE kind = 'offer' AND ref = offers.id)"
+      " WHERE recipient = 'cand6@example.net'"], "marked erased, yet it holds an address"),
     (["UPDATE offers SET job = '営業' WHERE recipient = 'cand5@example.net'"], "was altered"),
     (["DELETE FROM offers WHERE recipient = 'late1@example.net'"], "was deleted"),
     (["INSERT INTO offers (id, company, message_id, recipient, created)"
@@ -278,3 +284,39 @@ def test_a_head_file_copied_without_its_lock_file_is_read(history: World) -> Non
     Path(f"{head}.lock").unlink()
     assert ledger_head.read(head) == history.ledger.head()
     assert history.book.verify()[1] is None
+
+
+def test_later_commits_do_not_overwrite_the_evidence_of_removed_entries(
+        history: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The attack review: the last entries deleted, then ordinary commits wrote the new
+    chain's head over the old one, and verify passed again after four of them."""
+    (end,) = history.rows("SELECT MAX(seq) FROM entries")[0]
+    late = _ids(history, "SELECT id FROM offers WHERE recipient LIKE 'late%'")
+    marks = ", ".join(f"'{i}'" for i in late)
+    _tampered(history, f"DELETE FROM offers WHERE id IN ({marks})",
+              f"DELETE FROM entries WHERE seq > {end - 3}")
+    before = _head_file(history).read_text()
+    with open_configured(history.settings) as ledger:
+        for n in range(5):  # the gateway goes on: the chain grows past the old head
+            ledger.record_offer("acme", f"<after-{n}@acme.example>", f"after{n}@example.net")
+        assert ledger.head() is not None and ledger.head()[0] > end  # type: ignore[index]
+        _, problem = Book(ledger, Rules.from_settings(history.settings)).verify()
+    assert _head_file(history).read_text() == before
+    assert problem is not None and f"entry {end}" in str(problem)
+    alarms = [r for r in caplog.records if "no longer holds" in r.getMessage()]
+    assert len(alarms) == 1 and alarms[0].levelname == "ERROR"  # once, not per commit
+
+
+@pytest.mark.parametrize("which", ["head", "lock"])
+def test_a_link_planted_as_the_head_file_is_not_followed(history: World, which: str) -> None:
+    victim = history.path.parent / "victim.txt"
+    victim.write_text("someone else's file, mode 0644\n")
+    victim.chmod(0o644)
+    planted = _head_file(history) if which == "head" else Path(f"{_head_file(history)}.lock")
+    planted.unlink()
+    planted.symlink_to(victim)
+    history.offer("one-more@example.net")  # a commit: the head moves
+    assert victim.read_text() == "someone else's file, mode 0644\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    _, problem = history.book.verify()
+    assert problem is not None and "head file" in str(problem)
