@@ -57,3 +57,8 @@ class PolicyRejection(SmtpReplyError):
 
 class SpoolError(TemporaryFailure):
     """The spool could not store or read a message."""
+
+
+class DamagedSpoolFile(SpoolError):
+    """A queue file, or the shared message a copy is made from, is not what was written
+    (truncated, swapped, replaced): it is set aside in ``corrupt/``, never sent."""

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from career_relay.errors import UserError
+from career_relay.errors import DamagedSpoolFile, UserError
 from career_relay.logs import without_addresses
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway import metrics
@@ -214,6 +214,12 @@ class Delivery:
                 _, data = await loop.run_in_executor(None, self.spool.read, env.id)
             except UserError:  # purged with `career-relay queue purge`
                 self._messages.pop(env.id, None)
+                return
+            except DamagedSpoolFile as exc:
+                # Retrying cannot mend it, and sending it could send something else.
+                where = await loop.run_in_executor(None, self.spool.quarantine, env.id)
+                self._messages.pop(env.id, None)
+                log.error("queue_id=%s %s: set aside in %s, not sent", env.id, exc, where)
                 return
         assert data is not None
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]

@@ -10,6 +10,7 @@ Layout under ``queue.dir``::
     bases/<id>          the message a copy is made from: one file, hard-linked under the id
                         of each copy that waits, so the spool holds it once (issue 12)
     state/<id>.json     its delivery state (attempts, next try, per-recipient results)
+    corrupt/<id>        a queue file found damaged (and its state and base): set aside, never sent
     retry-NNN           queue ids (or "*") that ``career-relay queue retry`` asks worker NNN
                         to try now; the worker changes the state itself
 
@@ -23,14 +24,17 @@ a crash.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from career_relay.errors import SpoolError, UserError
+from career_relay.errors import DamagedSpoolFile, SpoolError, UserError
 from gateway.envelope import Envelope, State, owner
 from gateway.journal import (
     Journal,
@@ -43,6 +47,8 @@ from gateway.journal import (
 from gateway.spliced import Base, Body, Spliced
 
 _MAGIC = b"CRQ1 "
+
+log = logging.getLogger("career_relay.spool")
 
 
 class Spool:
@@ -126,11 +132,11 @@ class Spool:
             path.with_suffix(".done").unlink(missing_ok=True)
         for entry in self.tmp.iterdir():
             if owner(entry.name.split(".", 1)[0], self.workers) in segments_of:
-                entry.unlink(missing_ok=True)  # never answered 250: the client still has it
+                _remove_ours(entry)  # never answered 250: the client still has it
         for entry in self.bases.iterdir():
             # A copy filed while the gateway crashed, or removed by `queue purge`.
             if owner(entry.name, self.workers) in segments_of and not self.exists(entry.name):
-                entry.unlink(missing_ok=True)
+                _remove_ours(entry)
         return moved
 
     def journal_workers(self) -> set[int]:
@@ -223,17 +229,31 @@ class Spool:
             if of is None:
                 return env, payload
             try:
-                shared = (self.bases / queue_id).read_bytes()
+                shared = _read_regular(self.bases / queue_id, int(of["len"]))
             except FileNotFoundError:
                 raise ValueError("the message it is a copy of is missing") from None
+            except OSError as exc:
+                raise ValueError(f"the message it is a copy of cannot be read: {exc}") from None
             base = Base(queue_id, shared, stored=str(self.bases / queue_id))
-            if len(base.data) != int(of["len"]) or base.crc != int(of["crc"]):
+            if base.crc != int(of["crc"]):
                 raise ValueError("its shared message does not match the copy")
             return env, Spliced.decode(base, payload)
         except FileNotFoundError:
             raise UserError(f"no message {queue_id} in the queue") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise SpoolError(f"spool file {queue_id} is damaged: {exc}") from exc
+            raise DamagedSpoolFile(f"spool file {queue_id} is damaged: {exc}") from exc
+
+    def quarantine(self, queue_id: str) -> Path:
+        """Set a damaged message aside in ``corrupt/`` (as Postfix does): never sent, never
+        retried, kept for the operator to look at.  Its files keep their names."""
+        corrupt = self.root / "corrupt"
+        corrupt.mkdir(mode=0o700, exist_ok=True)
+        for path, name in ((self.queue / queue_id, queue_id),
+                           (self.state / f"{queue_id}.json", f"{queue_id}.json"),
+                           (self.bases / queue_id, f"{queue_id}.base")):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, corrupt / name)
+        return corrupt
 
     def message_size(self, queue_id: str) -> int:
         """The size of the message as it will be sent (a copy's, not its pieces')."""
@@ -316,9 +336,38 @@ def _write_synced(path: Path, chunks: list[bytes]) -> None:
 
 def _same_base(path: Path, base: Base) -> bool:
     try:
-        return path.read_bytes() == base.data
-    except OSError:
+        return _read_regular(path, len(base.data)) == base.data
+    except (OSError, ValueError):
         return False
+
+
+def _read_regular(path: Path, size: int) -> bytes:
+    """Exactly ``size`` bytes of the regular file ``path``; ValueError when it has another
+    size.  Never through a symbolic link, never blocking on a FIFO, never more than asked:
+    a link to /dev/zero planted in the spool must not fill the memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size != size:
+            raise ValueError(f"{st.st_size} bytes where {size} were written")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(size)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise ValueError("cut short")
+    return data
+
+
+def _remove_ours(entry: Path) -> None:
+    """Remove a leftover of ours; anything that is not a file (a directory someone made)
+    is left, with a warning, rather than stop the start-up."""
+    try:
+        entry.unlink(missing_ok=True)
+    except (IsADirectoryError, PermissionError) as exc:
+        log.warning("spool: left %s in place: %s", entry, exc.strerror or exc)
 
 
 def _parse_header(line: bytes) -> Envelope:

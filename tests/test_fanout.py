@@ -71,7 +71,7 @@ def test_only_what_an_edit_changes_becomes_a_new_piece() -> None:
 def _copies(base: Base, count: int) -> list[tuple[Envelope, Spliced]]:
     out = []
     cut = len(base.data) // 2
-    for i in range(count):
+    for i in range(count):  # a link each, in the middle of a line
         env = Envelope(id=new_id(), mail_from="hr@acme.example", rcpts=[f"c{i}@example.net"],
                        arrival=time.time())
         pieces = (f"Received: copy {i}\r\n".encode(), (0, cut), f"link-{i}".encode(),
@@ -230,3 +230,60 @@ def test_copies_rebuilt_after_kill_9_are_the_bytes_first_made(
     finally:
         gw.kill()
         sink.stop()
+
+
+@pytest.mark.parametrize("planted", ["dev-zero", "fifo", "other-size"])
+def test_a_shared_message_is_read_only_as_the_file_written(tmp_path: Path,
+                                                         planted: str) -> None:
+    """The attack review: a link to /dev/zero in bases/ filled 8 GB of memory, a FIFO held a
+    delivery thread for good.  Only a regular file of the size written is read."""
+    base = Base("planted", b"z" * 10_000)
+    spool = Spool(tmp_path / "spool")
+    spool.create_dirs()
+    (env, copy), = _copies(base, 1)
+    spool.store_file(env, copy)
+    path = spool.bases / env.id
+    path.unlink()
+    if planted == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif planted == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b"z" * 20_000)
+    with pytest.raises(SpoolError, match="damaged"):
+        spool.read(env.id)
+
+
+def test_a_directory_left_in_the_spool_does_not_stop_the_start(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create_dirs()
+    (spool.tmp / new_id()).mkdir()
+    (spool.bases / new_id()).mkdir()
+    spool.recover([0])  # raised IsADirectoryError: the gateway did not start
+
+
+def test_a_damaged_copy_is_set_aside_not_sent_nor_retried_for_ever(
+        make_config: ConfigMaker, sink: Sink, tmp_path: Path) -> None:
+    from tests.conftest import GatewayThread
+
+    config = make_config(upstream_port=sink.port, gateway={"workers": 1})
+    spool = Spool(tmp_path / "spool")
+    spool.create_dirs()
+    good_base, bad_base = Base("good", b"Subject: a\r\n\r\n" + (b"g" * 70 + b"\r\n") * 100), \
+        Base("bad", b"Subject: b\r\n\r\n" + (b"b" * 70 + b"\r\n") * 100)
+    (good, good_copy), = _copies(good_base, 1)
+    (bad, bad_copy), = _copies(bad_base, 1)
+    spool.store_file(good, good_copy)
+    spool.store_file(bad, bad_copy)
+    (spool.bases / bad.id).write_bytes(bad_base.data.replace(b"b", b"X"))  # the same size
+    gw = GatewayThread(config).start()
+    try:
+        (got,) = sink.wait_for(1)
+        assert got.data == bytes(good_copy), got.data[:2000]
+        corrupt = tmp_path / "spool" / "corrupt"
+        wait_until(lambda: (corrupt / bad.id).exists(), what="the damaged copy set aside")
+        assert (corrupt / f"{bad.id}.base").exists()
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        assert len(sink.messages) == 1
+    finally:
+        gw.stop()
