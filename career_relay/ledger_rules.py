@@ -185,7 +185,55 @@ def verify(conn: sqlite3.Connection, hash_key: bytes = DEFAULT_HASH_KEY
         problem = keyed_check(conn, hash_key)
         if problem is not None:
             return count, problem
-    return count, None
+    return count, _credits_follow_the_rules(conn)
+
+
+def _credits_follow_the_rules(conn: sqlite3.Connection) -> Problem | None:
+    """Each row agrees with its entry; this checks the rows agree with the rules that made
+    them.  The chain is a hash chain, not a keyed one: whoever can write the file can append
+    well-formed entries, and a credit that re-counts forwards another credit counted, or
+    counts forwards that never qualified, would pass every check above (the attack review
+    forged one).  A qualified forward is a consent of an accepted receipt that was
+    delivered, numbered 1, 2, 3 ... per company; a credit counts qualified forwards of its
+    company that no other credit counts, and credits are numbered the same way.  (A forger
+    who also invents the forwards, receipts and deliveries is caught by the agency, which
+    never received those forwards: docs/agency-webhook.md.)"""
+    expected: dict[str, int] = {}
+    for forward_id, company, n, entry, kind, decision, delivered in conn.execute(
+            "SELECT q.forward_id, q.company, q.n, q.entry, f.kind, r.decision,"
+            " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = q.forward_id"
+            "         AND e.event = 'delivered')"
+            " FROM qualified q LEFT JOIN forwards f ON f.id = q.forward_id"
+            " LEFT JOIN receipts r ON r.id = f.receipt_id ORDER BY q.company, q.n"):
+        expected[company] = expected.get(company, 0) + 1
+        if n != expected[company]:
+            return Problem(entry, f"qualified forward {forward_id} is number {n} of {company}, "
+                                  f"where {expected[company]} comes next")
+        if kind != "consent" or decision != "accept" or not delivered:
+            return Problem(entry, f"qualified forward {forward_id} is not an accepted consent "
+                                  "the agency received")
+    qualified = {str(fid): company for fid, company in conn.execute(
+        "SELECT forward_id, company FROM qualified")}
+    counted: dict[str, str] = {}
+    numbers: dict[str, int] = {}
+    for credit_id, company, n, entry, forwards in conn.execute(
+            "SELECT id, company, n, entry, forwards FROM credits ORDER BY company, n"):
+        numbers[company] = numbers.get(company, 0) + 1
+        if n != numbers[company]:
+            return Problem(entry, f"credit {credit_id} is number {n} of {company}, where "
+                                  f"{numbers[company]} comes next")
+        listed = [str(f) for f in json.loads(forwards)]
+        if not listed:
+            return Problem(entry, f"credit {credit_id} counts no forward")
+        for forward_id in listed:
+            if qualified.get(forward_id) != company:
+                return Problem(entry, f"credit {credit_id} counts forward {forward_id}, which "
+                                      f"is no qualified forward of {company}")
+            if forward_id in counted:
+                return Problem(entry, f"credit {credit_id} counts forward {forward_id} again "
+                                      f"(credit {counted[forward_id]} counted it)")
+            counted[forward_id] = credit_id
+    return None
 
 
 def _entries(conn: sqlite3.Connection, kind: str

@@ -320,3 +320,25 @@ def test_a_link_planted_as_the_head_file_is_not_followed(history: World, which: 
     assert stat.S_IMODE(victim.stat().st_mode) == 0o644
     _, problem = history.book.verify()
     assert problem is not None and "head file" in str(problem)
+
+
+def test_a_credit_forged_with_a_well_formed_entry_is_caught(history: World) -> None:
+    """The attack review appended a credit entry with a correct hash (the chain is not
+    keyed) and its row, re-counting the forwards credit 1 counted: verify said ok."""
+    history.ledger.close()
+    with sqlite3.connect(history.path) as conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                    ).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        (forwards,) = conn.execute("SELECT forwards FROM credits WHERE n = 1").fetchone()
+        counted = json.loads(forwards)
+        now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+        seq = ledger_chain.append(conn, now, "acme", "credit", "cr_forged",
+                                  {"n": 2, "forwards": counted})
+        conn.execute("INSERT INTO credits (id, company, n, created, forwards, entry)"
+                     " VALUES ('cr_forged', 'acme', 2, '2026-06-01T00:00:00Z', ?, ?)",
+                     (json.dumps(counted), seq))
+    with open_configured(history.settings) as ledger:
+        _, problem = Book(ledger, Rules.from_settings(history.settings)).verify()
+    assert problem is not None
+    assert "credit cr_forged counts forward" in str(problem) and "again" in str(problem)
