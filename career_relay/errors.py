@@ -55,6 +55,15 @@ class PolicyRejection(SmtpReplyError):
     status = "5.7.1"
 
 
+class TooManyCopies(SmtpReplyError):
+    """A rejection whose copies would cost more than ``gateway.max_fanout_bytes`` to make:
+    the sender splits it (RFC 3463 5.3.4, too big for the system); never relayed with its
+    marker bare, never hours of signing for one message."""
+
+    code = 552
+    status = "5.3.4"
+
+
 class SpoolError(TemporaryFailure):
     """The spool could not store or read a message."""
 

@@ -75,6 +75,12 @@ class GatewaySettings(_Section):
     max_recipients: int = setting(
         1000, "Most RCPT per message; more get 452 4.5.3 (RFC 5321 4.5.3.1.8, 4.5.3.1.10)."
     )
+    max_fanout_bytes: int = setting(
+        4 * 1024**3,
+        "Most bytes of copies one rejection may make (its size times its copies, one per "
+        "outside recipient): each is signed whole, about 5 ms of CPU per MB. Beyond, 552 "
+        "5.3.4 asks the sender to use fewer recipients per message.",
+    )
     max_mime_parts: int = setting(
         1000,
         "A rejection with more MIME parts than this (or nesting deeper than 30) is relayed "

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from career_relay.errors import PolicyRejection, TemporaryFailure
+from career_relay.errors import PolicyRejection, SmtpReplyError, TemporaryFailure
 from career_relay.settings import CompanySettings, Settings
 from gateway import metrics
 from gateway.delivery import Delivery
@@ -116,7 +116,7 @@ class Pipeline:
         assert self._rejections is not None
         try:
             return self._rejections.prepare(found, data, list(rcpts), fields)
-        except (sqlite3.Error, OSError, TemporaryFailure):
+        except (sqlite3.Error, OSError, SmtpReplyError):
             raise
         except Exception as exc:  # a bug on a hostile message: never a bare marker
             if self._settings.gateway.on_error == "tempfail":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
-from career_relay.errors import TemporaryFailure
+from career_relay.errors import TemporaryFailure, TooManyCopies
 from career_relay.ledger import Ledger, new_offer_id
 from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
@@ -181,6 +181,14 @@ class Rejections:
             return self._not_injected(company, data, found.problem)
         if found.root.content_type in UNTOUCHABLE:
             return self._not_injected(company, data, f"{found.root.content_type} is never changed")
+        copies = len({r for r in rcpts if domain_of(r) not in company.domains}) + \
+            any(domain_of(r) in company.domains for r in rcpts)
+        if len(data) * copies > self._settings.gateway.max_fanout_bytes:
+            # Every copy is signed whole: 24 MB to 1,000 recipients was ten minutes of CPU
+            # and a session timed out before its reply (attack review).
+            raise TooManyCopies(
+                f"A rejection of {len(data) // 1024} KB to {copies} recipients is more than "
+                "this relay makes at once; send it to fewer recipients per message")
         try:
             return Rejection(company.id, self._copies(
                 self._companies, company, data, found.root, rcpts, fields, append=found.append))

@@ -287,3 +287,43 @@ def test_a_damaged_copy_is_set_aside_not_sent_nor_retried_for_ever(
         assert len(sink.messages) == 1
     finally:
         gw.stop()
+
+
+def test_a_rejection_too_big_for_its_recipients_gets_552_and_costs_nothing(
+        make_config: ConfigMaker, sink: Sink, tmp_path: Path) -> None:
+    """The attack review: 24 MB to 1,000 recipients was ten minutes of signing, the session
+    timed out without a reply and the client sent it again.  Beyond gateway.max_fanout_bytes
+    the sender hears at once, and nothing is recorded or sent."""
+    from career_relay.ledger import open_configured
+    from career_relay.settings import load
+    from tests.conftest import GatewayThread
+
+    key_path = tmp_path / "keys" / "acme.pem"
+    generate_key(key_path)
+    message = _rejection(100_000)
+    config = make_config(
+        upstream_port=sink.port, site={"public_url": "http://consent.test"},
+        gateway={"max_fanout_bytes": 10 * len(message)},
+        companies=[{"id": "acme", "name": "Acme", "domains": ["acme.example"],
+                    "dkim_selector": "cr1", "dkim_key_file": str(key_path),
+                    "allow_ips": ["127.0.0.1/32"]}])
+    gw = GatewayThread(config).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=60) as client:
+            client.ehlo("hr.acme.example")
+            client.mail("hr@acme.example", ["BODY=8BITMIME"])
+            for i in range(11):
+                assert client.rcpt(f"candidate{i}@example.net")[0] == 250
+            code, reply = client.data(message)
+            assert (code, reply[:5]) == (552, b"5.3.4"), reply
+            # Ten copies are within the budget: the same message, one recipient fewer.
+            client.mail("hr@acme.example", ["BODY=8BITMIME"])
+            for i in range(10):
+                client.rcpt(f"candidate{i}@example.net")
+            assert client.data(message)[0] == 250
+        assert len(sink.wait_for(10)) == 10
+        with open_configured(load(config)) as ledger:
+            (offers,) = ledger.db.conn.execute("SELECT COUNT(*) FROM offers").fetchone()
+        assert offers == 10  # none for the refused one
+    finally:
+        gw.stop()
