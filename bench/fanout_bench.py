@@ -239,6 +239,7 @@ def run_gateway(workdir: Path, message: bytes, rcpts: list[str]) -> dict[str, fl
                 result = {
                     "accepted_s": accepted, "delivered_s": delivered,
                     "memory_growth_mb": (max(s.memory) - before) / 2**20,
+                    "memory_before_mb": before / 2**20, "memory_peak_mb": max(s.memory) / 2**20,
                     "spool_peak_mb": max(s.spool) / 2**20,
                     "health_max_s": max(s.health), "health_polls": len(s.health),
                     "health_over_1s": sum(1 for h in s.health if h > 1.0),
@@ -306,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'accepted (DATA to 250), s':28}{gateway['accepted_s']:14.1f}"
           f"{postfix['accepted_s']:10.1f}")
     print(f"{'all delivered, s':28}{gateway['delivered_s']:14.1f}{postfix['delivered_s']:10.1f}")
-    print(f"{'peak memory growth, MB':28}{gateway['memory_growth_mb']:14.0f}{'':>10}"
+    print(f"{'peak memory growth, MB':28}{gateway['memory_growth_mb']:14.1f}{'':>10}"
           f"{'< 300':>12}")
+    print(f"{'  (RSS before, peak; MB)':28}{gateway['memory_before_mb']:8.0f}"
+          f"{gateway['memory_peak_mb']:6.0f}")
     print(f"{'peak spool, MB':28}{gateway['spool_peak_mb']:14.1f}"
           f"{postfix['spool_peak_mb']:10.1f}{f'< {spool_goal:.1f}':>12}")
     print(f"{'/healthz slowest, s':28}{gateway['health_max_s']:14.2f}{'':>10}{'< 1':>12}")

@@ -28,7 +28,7 @@ from career_relay.ledger_writer import LedgerWriter
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
-from gateway.dkim import Signer, SigningError, remove_signatures
+from gateway.dkim import Signer, SigningError, pieces_facts, remove_signatures
 from gateway.message import header_block
 from gateway.policy import domain_of, single_from_domain
 from gateway.spliced import Base, Body, Spliced, materialised
@@ -268,7 +268,11 @@ def _signer(now: _Companies, company: CompanySettings, data: bytes) -> Signer | 
 def _signed(signer: Signer | None, copy: Spliced) -> Spliced:
     """Signatures over the original no longer hold (removed from the base); sign the
     changed copy afresh.  Its bytes exist only while they are hashed."""
-    return copy if signer is None else copy.prepend(signer.sign(bytes(copy)))
+    if signer is None:
+        return copy
+    message = bytes(copy)
+    facts = pieces_facts(message, copy.base.data, copy.pieces, copy.base.facts)
+    return copy.prepend(signer.sign(message, facts))
 
 
 def _message_id(data: bytes) -> str:

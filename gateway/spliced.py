@@ -39,6 +39,9 @@ class Base:
     data: bytes
     stored: str | None = field(default=None, repr=False)
     _crc: int | None = field(default=None, repr=False)
+    #: What signing needs to know of each range the copies take from it (gateway.dkim).
+    facts: dict[tuple[int, int], tuple[int, bool, bool]] = field(default_factory=dict,
+                                                                 repr=False)
 
     @property
     def crc(self) -> int:

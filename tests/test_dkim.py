@@ -373,3 +373,44 @@ def test_remove_signatures_undoes_sign(signer: Signer, message: bytes) -> None:
         head, sep = message[:-2], b"\r\n"
     middle = head + b"\r\n" + signer.sign(message) + b"X-After: 1" + sep + body
     assert remove_signatures(middle) == head + b"\r\nX-After: 1" + sep + body
+
+
+def test_facts_from_the_pieces_are_the_facts_of_the_whole(key: rsa.RSAPrivateKey) -> None:
+    """A copy of a rejection is signed with what its pieces say of it (``pieces_facts``),
+    cached per range of the shared message: the signature must be the one a scan of the
+    whole copy gives.  Random messages and cuts, with CR, LF, spaces and tabs crowded at
+    the seams and the header's end falling inside a piece or on a seam."""
+    from gateway.dkim import BodyFacts, pieces_facts
+
+    rng = random.Random(20261203)
+    signer = Signer("acme.example", "cr1", key, clock=lambda: 1_700_000_000)
+    alphabet = [b"a", b"b", b" ", b"\t", b"\r\n", b"\r\n", b"\n", b"\r", b"  ", b"x" * 5]
+    for _ in range(400):
+        head = b"From: hr@acme.example\r\nSubject: s\r\n" + (
+            b"X-Folded: a\r\n\tb\r\n" if rng.random() < 0.5 else b"") + b"\r\n"
+        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
+        base = head + body
+        cache: dict[tuple[int, int], tuple[int, bool, bool]] = {}
+        for _copy in range(3):  # the second and third use the cache
+            cuts = sorted(rng.sample(range(1, len(base)), k=min(len(base) - 1, 4)))
+            pieces: list[bytes | tuple[int, int]] = []
+            last = 0
+            for cut in cuts:
+                pieces.append((last, cut))
+                if cut >= len(head):  # new bytes in the body only, as a copy has them
+                    pieces.append(b"".join(rng.choice(alphabet)
+                                           for _ in range(rng.randrange(3))))
+                last = cut
+            pieces.append((last, len(base)))
+            pieces = [p for p in pieces if p != b""]
+            message = b"".join(base[p[0]:p[1]] if isinstance(p, tuple) else p for p in pieces)
+            facts = pieces_facts(message, base, pieces, cache)
+            end = message.find(b"\r\n\r\n")
+            whole = message[end + 4:] if end >= 0 else b""
+            expected = BodyFacts(message.count(b"\n") == message.count(b"\r\n"),
+                                 b" \r\n" in whole or b"\t\r\n" in whole,
+                                 b"\t" in whole or b"  " in whole)
+            assert facts.crlf_only == expected.crlf_only, (pieces, message)
+            if facts.crlf_only:
+                assert facts == expected, (pieces, message)
+                assert signer.sign(message, facts) == signer.sign(message)
