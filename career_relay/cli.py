@@ -395,6 +395,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
     spool = Spool(_load(args).queue.dir)
     if args.action == "list":
         print(queue_admin.format_rows(queue_admin.list_queue(spool)))
+        note = queue_admin.corrupt_note(spool)
+        if note:
+            print(note)
     elif args.action == "retry":
         count = queue_admin.retry(spool, args.id)
         print(f"{count} deferred message(s) scheduled for immediate retry")

@@ -61,6 +61,16 @@ def format_rows(rows: list[QueueRow], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def corrupt_note(spool: Spool) -> str:
+    """A line for ``queue list`` when damaged messages were set aside (empty otherwise)."""
+    ids = spool.corrupt_ids()
+    if not ids:
+        return ""
+    return (f"{len(ids)} damaged message(s) set aside in {spool.root / 'corrupt'}, never sent "
+            f"(see the gateway's log for each): {', '.join(ids[:5])}"
+            + (" ..." if len(ids) > 5 else ""))
+
+
 def _span(seconds: float) -> str:
     s = int(max(0, seconds))
     if s >= 86400:

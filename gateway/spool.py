@@ -255,6 +255,14 @@ class Spool:
                 os.replace(path, corrupt / name)
         return corrupt
 
+    def corrupt_ids(self) -> list[str]:
+        """The messages ``quarantine`` set aside."""
+        try:
+            return sorted(p.name for p in (self.root / "corrupt").iterdir()
+                          if "." not in p.name)
+        except FileNotFoundError:
+            return []
+
     def message_size(self, queue_id: str) -> int:
         """The size of the message as it will be sent (a copy's, not its pieces')."""
         path = self.queue / queue_id

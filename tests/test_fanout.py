@@ -285,6 +285,9 @@ def test_a_damaged_copy_is_set_aside_not_sent_nor_retried_for_ever(
         assert (corrupt / f"{bad.id}.base").exists()
         wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
         assert len(sink.messages) == 1
+        listing = queue_listing(config)  # the operator hears of it
+        assert f"1 damaged message(s) set aside in {corrupt}" in listing
+        assert bad.id in listing
     finally:
         gw.stop()
 
