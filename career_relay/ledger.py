@@ -33,6 +33,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -47,6 +49,7 @@ from typing import Any, Literal, get_args
 from sqlite_utils import Database
 
 from career_relay import ledger_chain, ledger_head
+from career_relay.errors import ConfigError
 from career_relay.ledger_chain import DEFAULT_HASH_KEY
 from career_relay.ledger_schema import CHAIN_MIGRATION
 from career_relay.ledger_schema import MIGRATIONS as MIGRATIONS
@@ -406,10 +409,36 @@ def open_configured(
     """``open_ledger`` on ``ledger.path`` with the configured hash key and head file: how
     the gateway, the site and the CLI open it, so none of them hashes with another key or
     keeps the head elsewhere."""
-    return open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
-                       sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
-                       hash_key=settings_hash_key(settings),
-                       head_file=settings.ledger.head_file or None)
+    ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
+                         sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
+                         hash_key=settings_hash_key(settings),
+                         head_file=settings.ledger.head_file or None)
+    try:
+        _check_hash_key(ledger)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
+def _check_hash_key(ledger: Ledger) -> None:
+    """Refuse a key other than the one the ledger's keyed hashes were made with (the first
+    open with a key records its fingerprint).  With ``secrets.hash_key`` empty the key is
+    the oldest signing key, so dropping that key in a rotation would change it silently."""
+    mark = hmac.new(ledger.hash_key, b"career-relay ledger hash key", hashlib.sha256
+                    ).hexdigest()[:16]
+    with ledger.read() as conn:
+        found = conn.execute("SELECT value FROM meta WHERE name = 'hash_key'").fetchone()
+    if found is None:
+        with ledger.write() as conn:
+            conn.execute("INSERT INTO meta (name, value) VALUES ('hash_key', ?)"
+                         " ON CONFLICT (name) DO NOTHING", (mark,))
+            found = conn.execute("SELECT value FROM meta WHERE name = 'hash_key'").fetchone()
+    if str(found[0]) != mark:
+        raise ConfigError(
+            "secrets.hash_key is not the key this ledger was written with (when it is empty, "
+            "the oldest of secrets.signing_keys is used: was it removed?); set "
+            "secrets.hash_key to the key the ledger was written with")
 
 
 def open_ledger(

@@ -464,3 +464,19 @@ def _refuse(db: Database, table: str, fixed: str, personal: str, personal_change
     db.execute(f"CREATE TRIGGER {table}_{personal}_erased_only BEFORE UPDATE OF {personal}"
                f" ON {table} WHEN {personal_change}"
                f" BEGIN SELECT RAISE(ABORT, '{message}: {personal} is only erased'); END")
+
+
+@MIGRATIONS(name="0009_meta")
+def _meta(db: Database) -> None:
+    """Facts about the ledger itself.  ``hash_key``: a fingerprint of the key its keyed
+    hashes were made with (``career_relay.ledger.open_configured`` checks it): a ledger
+    opened with another key would hash the same candidate differently, so qualification
+    would count a person twice and verify would take every address for changed."""
+    db.execute(
+        """
+        CREATE TABLE meta (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+        """
+    )

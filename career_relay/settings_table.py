@@ -157,7 +157,8 @@ class SecretsSettings(_Section):
     hash_key: str = setting(
         "",
         "Key of the hash that stands for a candidate in the ledger (de-duplication after "
-        "erasure). Set it once and never change it; empty: the oldest signing key.",
+        "erasure). Set it once and never change it: the ledger keeps its fingerprint and "
+        "refuses another; empty: the oldest signing key.",
         secret=True,
     )
 

@@ -20,7 +20,7 @@ import pytest
 
 from career_relay import ledger_chain, ledger_head, retention
 from career_relay.consent import Client
-from career_relay.ledger import open_configured
+from career_relay.ledger import open_configured, open_ledger
 from career_relay.ledger_rules import Book, Rules
 from career_relay.ledger_schema import CHAIN_MIGRATION, MIGRATIONS
 from tests.conftest import run_cli
@@ -190,7 +190,7 @@ def test_a_ledger_from_before_the_chain_covered_offers_is_backfilled(
     old = [m for m in MIGRATIONS._migrations if m.name < CHAIN_MIGRATION]
     with monkeypatch.context() as patched:
         patched.setattr(MIGRATIONS, "_migrations", old)
-        open_configured(world.settings).close()
+        open_ledger(world.path).close()  # the schema as it was, before its key was recorded
     stamp = "2026-03-01T10:00:00Z"
     with sqlite3.connect(world.path) as conn:
         conn.executemany(
@@ -342,3 +342,18 @@ def test_a_credit_forged_with_a_well_formed_entry_is_caught(history: World) -> N
         _, problem = Book(ledger, Rules.from_settings(history.settings)).verify()
     assert problem is not None
     assert "credit cr_forged counts forward" in str(problem) and "again" in str(problem)
+
+
+def test_a_ledger_refuses_a_hash_key_other_than_its_own(history: World, tmp_path: Path) -> None:
+    """With secrets.hash_key empty the key is the oldest signing key: dropping it in a
+    rotation changed every candidate's hash in silence (a person could qualify twice, and
+    verify took every address for changed).  The ledger keeps the key's fingerprint."""
+    config = _config(history, tmp_path)
+    history.ledger.close()
+    assert run_cli("ledger", "verify", "--config", str(config)).returncode == 0
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'hash_key = "hash-key"', 'hash_key = "another-key"'), encoding="utf-8")
+    refused = run_cli("report", "--config", str(config))
+    assert refused.returncode != 0
+    assert "secrets.hash_key is not the key this ledger was written with" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
