@@ -39,6 +39,7 @@ log = logging.getLogger("career_relay.rejection")
 # A copy is the message with a link or two: larger than max_message_size and than this
 # many times the message, it is an amplification, and the rejection is not changed.
 COPY_GROWTH = 2
+_FACTS_FROM_PIECES = 64 * 1024  # bytes of a copy above which signing reads its pieces
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,10 @@ def _signed(signer: Signer | None, copy: Spliced) -> Spliced:
     if signer is None:
         return copy
     message = bytes(copy)
-    facts = pieces_facts(message, copy.base.data, copy.pieces, copy.base.facts)
+    # Scanning a copy costs about 4 us per KB; taking the facts from its pieces, a fixed
+    # 50-100 us: worth it only for large copies (3 MB: 11 ms against 0.1 ms).
+    facts = (pieces_facts(message, copy.base.data, copy.pieces, copy.base.facts)
+             if len(message) > _FACTS_FROM_PIECES else None)
     return copy.prepend(signer.sign(message, facts))
 
 
