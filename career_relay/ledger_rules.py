@@ -336,15 +336,20 @@ def _beside(conn: sqlite3.Connection, kind: str, sql: str
             row, entry = rows.fetchone(), entries.fetchone()
 
 
-def _unmatched(what: str, ref: str, found: tuple[int, str, dict[str, Any]] | None,
-               company: str, digest: str) -> Problem | None:
-    """The checks every chained row shares: it has its entry, of its company and digest."""
+def _unmatched(what: str, ref: str, row: Any, found: tuple[int, str, dict[str, Any]] | None,
+               company_at: int, fixed: int) -> Problem | None:
+    """The checks every chained row shares: it was not deleted, it has its entry, of its
+    company (column ``company_at``) and of the digest of its first ``fixed`` columns."""
+    if row is None:
+        assert found is not None
+        return Problem(found[0], f"{what} {ref} was deleted")
     if found is None:
         return Problem(0, f"{what} {ref} has no ledger entry (added outside the ledger)")
     seq, e_company, body = found
-    if e_company != company:
-        return Problem(seq, f"{what} {ref} was moved from company {e_company} to {company}")
-    if body.get("digest") != digest:
+    if e_company != row[company_at]:
+        return Problem(seq, f"{what} {ref} was moved from company {e_company} to "
+                            f"{row[company_at]}")
+    if body.get("digest") != ledger_chain.row_digest(row[:fixed]):
         return Problem(seq, f"{what} {ref} was altered after it was recorded")
     return None
 
@@ -356,10 +361,7 @@ def _offers_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
     for ref, row, found in _beside(
             conn, "offer", "SELECT id, company, message_id, created, job, channel, stage,"
                            " recipient, candidate, erased FROM offers ORDER BY id"):
-        if row is None:
-            assert found is not None
-            return Problem(found[0], f"offer {ref} was deleted")
-        problem = _unmatched("offer", ref, found, row[1], ledger_chain.row_digest(row[:7]))
+        problem = _unmatched("offer", ref, row, found, company_at=1, fixed=7)
         if problem is not None:
             return problem
         assert found is not None
@@ -385,10 +387,7 @@ def _forwards_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
     for ref, row, found in _beside(
             conn, "forward", "SELECT id, offer_id, receipt_id, company, kind, created, payload"
                              " FROM forwards ORDER BY id"):
-        if row is None:
-            assert found is not None
-            return Problem(found[0], f"forward {ref} was deleted")
-        problem = _unmatched("forward", ref, found, row[3], ledger_chain.row_digest(row[:6]))
+        problem = _unmatched("forward", ref, row, found, company_at=3, fixed=6)
         if problem is not None:
             return problem
         assert found is not None
