@@ -33,6 +33,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from career_relay.errors import DamagedSpoolFile, SpoolError, UserError
 from gateway.envelope import Envelope, State, owner
@@ -59,6 +60,7 @@ class Spool:
         self.state = self.root / "state"
         self.journal_dir = self.root / "journal"
         self.bases = self.root / "bases"
+        self.corrupt = self.root / "corrupt"  # made by the first ``quarantine``
         self.worker = worker
         self.workers = workers
         self.journal = Journal(self.journal_dir, worker)
@@ -222,10 +224,9 @@ class Spool:
     def read(self, queue_id: str) -> tuple[Envelope, Body]:
         try:
             with open(self.queue / queue_id, "rb") as f:
-                header = f.readline()
-                env = _parse_header(header)
+                env, meta = _parse_header(f.readline())
                 payload = f.read()
-            of = json.loads(header[len(_MAGIC):]).get("of")
+            of = meta.get("of")
             if of is None:
                 return env, payload
             try:
@@ -246,19 +247,18 @@ class Spool:
     def quarantine(self, queue_id: str) -> Path:
         """Set a damaged message aside in ``corrupt/`` (as Postfix does): never sent, never
         retried, kept for the operator to look at.  Its files keep their names."""
-        corrupt = self.root / "corrupt"
-        corrupt.mkdir(mode=0o700, exist_ok=True)
+        self.corrupt.mkdir(mode=0o700, exist_ok=True)
         for path, name in ((self.queue / queue_id, queue_id),
                            (self.state / f"{queue_id}.json", f"{queue_id}.json"),
                            (self.bases / queue_id, f"{queue_id}.base")):
             with contextlib.suppress(FileNotFoundError):
-                os.replace(path, corrupt / name)
-        return corrupt
+                os.replace(path, self.corrupt / name)
+        return self.corrupt
 
     def corrupt_ids(self) -> list[str]:
         """The messages ``quarantine`` set aside."""
         try:
-            return sorted(p.name for p in (self.root / "corrupt").iterdir()
+            return sorted(p.name for p in self.corrupt.iterdir()
                           if "." not in p.name)
         except FileNotFoundError:
             return []
@@ -268,14 +268,14 @@ class Spool:
         path = self.queue / queue_id
         with open(path, "rb") as f:
             header = f.readline()
-        of = json.loads(header[len(_MAGIC):]).get("of") if header.startswith(_MAGIC) else None
+        of = _parse_meta(header).get("of") if header.startswith(_MAGIC) else None
         if isinstance(of, dict) and isinstance(of.get("size"), int):
             return int(of["size"])
         return path.stat().st_size - len(header)
 
     def read_envelope(self, queue_id: str) -> Envelope:
         with open(self.queue / queue_id, "rb") as f:
-            return _parse_header(f.readline())
+            return _parse_header(f.readline())[0]
 
     def load_state(self, queue_id: str) -> State:
         try:
@@ -378,11 +378,20 @@ def _remove_ours(entry: Path) -> None:
         log.warning("spool: left %s in place: %s", entry, exc.strerror or exc)
 
 
-def _parse_header(line: bytes) -> Envelope:
-    """The envelope of a queue file; ValueError for anything that is not one."""
+def _parse_meta(line: bytes) -> dict[str, Any]:
+    """The JSON header line of a queue file; ValueError for anything that is not one."""
     if not line.startswith(_MAGIC):
         raise ValueError("not a spool file")
+    meta = json.loads(line[len(_MAGIC):])
+    if not isinstance(meta, dict):
+        raise ValueError("damaged spool header: not an object")
+    return meta
+
+
+def _parse_header(line: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """The envelope of a queue file and the rest of its header; ValueError if not one."""
+    meta = _parse_meta(line)
     try:
-        return Envelope.from_meta(json.loads(line[len(_MAGIC):]))
+        return Envelope.from_meta(meta), meta
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"damaged spool header: {exc!r}") from None
