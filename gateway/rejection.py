@@ -182,14 +182,6 @@ class Rejections:
             return self._not_injected(company, data, found.problem)
         if found.root.content_type in UNTOUCHABLE:
             return self._not_injected(company, data, f"{found.root.content_type} is never changed")
-        copies = len({r for r in rcpts if domain_of(r) not in company.domains}) + \
-            any(domain_of(r) in company.domains for r in rcpts)
-        if len(data) * copies > self._settings.gateway.max_fanout_bytes:
-            # Every copy is signed whole: 24 MB to 1,000 recipients was ten minutes of CPU
-            # and a session timed out before its reply (attack review).
-            raise TooManyCopies(
-                f"A rejection of {len(data) // 1024} KB to {copies} recipients is more than "
-                "this relay makes at once; send it to fewer recipients per message")
         try:
             return Rejection(company.id, self._copies(
                 self._companies, company, data, found.root, rcpts, fields, append=found.append))
@@ -211,6 +203,17 @@ class Rejections:
 
         Each is made, signed and kept as its pieces of the shared message (``Spliced``),
         one at a time: a thousand copies of a 3 MB rejection hold 3 MB, not 3 GB."""
+        internal: list[str] = []
+        outside: list[str] = []
+        for rcpt in rcpts:
+            (internal if domain_of(rcpt) in company.domains else outside).append(rcpt)
+        count = len(set(outside)) + bool(internal)
+        if len(data) * count > self._settings.gateway.max_fanout_bytes:
+            # Every copy is signed whole: 24 MB to 1,000 recipients was ten minutes of CPU
+            # and a session timed out before its reply (attack review).
+            raise TooManyCopies(
+                f"A rejection of {len(data) // 1024} KB to {count} recipients is more than "
+                "this relay makes at once; send it to fewer recipients per message")
         texts = now.texts[company.id]
         signer = _signer(now, company, data)  # the From header is the same in every copy
         # The message's own signatures hold for no copy: gone from the shared base.
@@ -222,8 +225,6 @@ class Rejections:
             except mime.MimeError as exc:
                 raise inject.NotInjectable(f"without its signatures: {exc}") from None
         base = Base(new_offer_id(), data)
-        internal = [r for r in rcpts if domain_of(r) in company.domains]
-        outside = [r for r in rcpts if r not in internal]
         fresh = {rcpt: new_offer_id() for rcpt in outside}
         # Links carry whole seconds; the offers record the same second, so a resent
         # copy can be given exactly the link the first one had.
