@@ -53,8 +53,8 @@ from bench.site_bench import (  # noqa: E402 - sys.path above
     prepare,
     started,
 )
-from career_relay.admin_users import AdminUsers  # noqa: E402
 from career_relay.ledger import open_ledger  # noqa: E402
+from career_relay.ledger.admin_users import AdminUsers  # noqa: E402
 
 ADMIN = "hr@acme.example"
 PASSWORD = "the right password, long enough"

@@ -19,7 +19,7 @@ Run as::
    verify`` passes on it (``--verify`` checks).  The file is kept in
    ``bench/.cache/`` under the generator's version; ``--rebuild`` makes it
    again.
-2. **Time**: ``career_relay.reports.report(..., details=True)`` (what
+2. **Time**: ``career_relay.ledger.reports.report(..., details=True)`` (what
    ``report --format json`` prints) for the big company and for all 20,
    the median of ``--repeat`` runs after a warm-up, on a fresh connection;
    then ``career-relay report --format json`` end to end (a process per run).
@@ -50,16 +50,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from career_relay import ledger_head, reports  # noqa: E402
-from career_relay.ledger import open_ledger  # noqa: E402
-from career_relay.ledger_chain import (  # noqa: E402
+from career_relay.ledger import Book, Rules, open_ledger, reports  # noqa: E402
+from career_relay.ledger import head as ledger_head  # noqa: E402
+from career_relay.ledger.chain import (  # noqa: E402
     GENESIS,
     canonical,
     entry_hash,
     keyed,
     row_digest,
 )
-from career_relay.ledger_rules import Book, Rules  # noqa: E402
 
 GENERATOR_VERSION = 4  # 4: offers, forwards and profiles chained
 CACHE = REPO / "bench" / ".cache"

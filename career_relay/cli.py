@@ -413,11 +413,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _head(text: str) -> object:
-    from career_relay import ledger_head
+    from career_relay.ledger import BadHead, parse_head
 
     try:
-        return ledger_head.parse(text)
-    except ledger_head.BadHead as exc:
+        return parse_head(text)
+    except BadHead as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -433,8 +433,8 @@ def _date(text: str) -> object:
 def cmd_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from career_relay import report_format, reports
-    from career_relay.ledger import open_configured
+    from career_relay import report_format
+    from career_relay.ledger import open_configured, reports
 
     settings = _load(args)
     companies = [c.id for c in settings.companies]
@@ -455,8 +455,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_credits(args: argparse.Namespace) -> int:
-    from career_relay.ledger import open_configured
-    from career_relay.ledger_rules import Book, Rules
+    from career_relay.ledger import Book, Rules, open_configured
 
     settings = _load(args)
     if args.company not in [c.id for c in settings.companies]:
@@ -471,8 +470,7 @@ def cmd_credits(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     """``ledger verify``: the chain, the rows it vouches for, the head file, and ``--head``
     (a head the agency received with a forward: the anchor a copy of our files cannot move)."""
-    from career_relay.ledger import open_configured
-    from career_relay.ledger_rules import Book, Rules
+    from career_relay.ledger import Book, Rules, open_configured
 
     settings = _load(args)
     if not Path(settings.ledger.path).exists():
@@ -491,9 +489,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Retention (SPEC 9): erase the personal data whose time is up; print what, by kind."""
-    from career_relay import retention
-    from career_relay.ledger import open_configured
-    from career_relay.ledger_rules import Rules
+    from career_relay.ledger import Rules, open_configured, retention
 
     settings = _load(args)
     if not Path(settings.ledger.path).exists():
@@ -521,8 +517,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     """
     import sqlite3
 
-    from career_relay.ledger import open_configured
-    from career_relay.ledger_consent import ConsentLedger
+    from career_relay.ledger import ConsentLedger, open_configured
 
     settings = _load(args)
     with open_configured(settings) as ledger:
@@ -556,8 +551,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     """Logins for the admin pages: an operator sees every company, a company's user its own."""
-    from career_relay.admin_users import AdminUsers
-    from career_relay.ledger import open_configured
+    from career_relay.ledger import AdminUsers, open_configured
 
     settings = _load(args)
     if args.action == "remove-user":

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from career_relay.errors import UserError
-from career_relay.ledger import Offer
-from career_relay.ledger_consent import ConsentLedger, Decision, Forward, ForwardKind, Receipt
+from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
 from career_relay.settings_table import Settings
+from career_relay.timestamps import stamp
 
 #: The profile a candidate may give (SPEC 6), in the order the form shows them.
 FIELDS = ("name", "email", "phone", "desired_job", "desired_location", "note")
@@ -253,7 +253,7 @@ class Consents:
         payload = json.dumps({
             "forward_id": forward_id,
             "type": kind,
-            "created": _iso(now),
+            "created": stamp(now),
             "subject_id": subject_id(offer.id),
             "company": self._company(offer),
             "refers_to": consent_ids,
@@ -277,19 +277,19 @@ class Consents:
             "offer": {
                 "company": self._company(offer),
                 "sent_to": offer.recipient,
-                "sent": _iso(offer.created),
+                "sent": stamp(offer.created),
                 "job": offer.job,
                 "stage": offer.stage,
-                "first_viewed": None if viewed is None else _iso(viewed),
+                "first_viewed": None if viewed is None else stamp(viewed),
             },
             "decision": state.decision,
             "receipts": [self._receipt_json(r) for r in state.receipts],
             "forwards": [{
                 "forward_id": f.forward.id,
                 "type": f.forward.kind,
-                "created": _iso(f.forward.created),
+                "created": stamp(f.forward.created),
                 "recipient": self.settings.agency.name,
-                "delivered": None if f.delivered is None else _iso(f.delivered),
+                "delivered": None if f.delivered is None else stamp(f.delivered),
                 "status": ("delivered" if f.delivered else "cancelled" if f.cancelled
                            else "held" if f.held else "pending"),
             } for f in forwards],
@@ -301,7 +301,7 @@ class Consents:
     def _receipt_json(self, r: Receipt) -> dict[str, Any]:
         return {
             "receipt_id": r.id,
-            "time": _iso(r.created),
+            "time": stamp(r.created),
             "decision": r.decision,
             "company": r.company,
             "agency": r.agency,
@@ -331,9 +331,8 @@ class Consents:
         return f"{prefix}_{self.store.ledger.new_id()}"
 
     def _company(self, offer: Offer) -> dict[str, str]:
-        name = next((c.name for c in self.settings.companies if c.id == offer.company),
-                    offer.company)
-        return {"id": offer.company, "name": name}
+        found = self.settings.company(offer.company)
+        return {"id": offer.company, "name": found.name if found else offer.company}
 
     def _consent_payload(self, forward_id: str, offer: Offer, receipt: Receipt,
                          profile: dict[str, str], share_application: bool) -> str:
@@ -343,7 +342,7 @@ class Consents:
         return json.dumps({
             "forward_id": forward_id,
             "type": "consent",
-            "created": _iso(receipt.created),
+            "created": stamp(receipt.created),
             "subject_id": subject_id(offer.id),
             "company": company,
             "candidate": profile,
@@ -358,7 +357,7 @@ class Consents:
             },
             "consent": {
                 "receipt_id": receipt.id,
-                "time": _iso(receipt.created),
+                "time": stamp(receipt.created),
                 "notice_version": receipt.notice_version,
                 "notice_hash": receipt.notice_hash,
                 "locale": receipt.locale,
@@ -368,5 +367,3 @@ class Consents:
         }, ensure_ascii=False, sort_keys=True)
 
 
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

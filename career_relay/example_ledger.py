@@ -34,9 +34,15 @@ from pathlib import Path
 
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, Rejection, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger import (
+    Book,
+    ConsentLedger,
+    Ledger,
+    Offer,
+    Rejection,
+    Rules,
+    open_configured,
+)
 
 SEED = 2026
 START = dt.datetime(2026, 6, 1, 0, 0, tzinfo=dt.UTC)
@@ -179,7 +185,9 @@ def _candidate(w: _World, offer: Offer, bias: float) -> None:
 
 
 def _notice(w: _World, offer: Offer) -> Notice:
-    name = next(c.name for c in w.consents.settings.companies if c.id == offer.company)
+    found = w.consents.settings.company(offer.company)
+    assert found is not None
+    name = found.name
     locale = "en" if offer.job == "Product Designer" else "ja"
     return Notice.of(NOTICE[locale].format(name=name, agency=w.consents.settings.agency.name),
                      locale)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from career_relay.reports import FIELDS
+from career_relay.ledger import reports
 
 
 def render(rows: Sequence[dict[str, Any]], fmt: str) -> str:
@@ -17,9 +17,9 @@ def render(rows: Sequence[dict[str, Any]], fmt: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(FIELDS)
+        writer.writerow(reports.FIELDS)
         for row in rows:
-            writer.writerow([row[f] for f in FIELDS])
+            writer.writerow([row[f] for f in reports.FIELDS])
         return out.getvalue()
     return _table(rows)
 
@@ -29,11 +29,11 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no companies configured\n"
     names = [str(r["company"]) for r in rows]
-    width = max(len(f) for f in FIELDS)
-    cols = [max(len(n), *(len(str(r[f])) for f in FIELDS)) for n, r in zip(names, rows,
+    width = max(len(f) for f in reports.FIELDS)
+    cols = [max(len(n), *(len(str(r[f])) for f in reports.FIELDS)) for n, r in zip(names, rows,
                                                                            strict=True)]
     lines = []
-    for f in FIELDS:
+    for f in reports.FIELDS:
         cells = [str(r[f]).rjust(w) for r, w in zip(rows, cols, strict=True)]
         lines.append(f"{f.ljust(width)}  {'  '.join(cells)}")
     return "\n".join(lines) + "\n"

@@ -259,6 +259,14 @@ class Settings:
     companies: tuple[CompanySettings, ...]
     source: Path | None = None
 
+    def company(self, company_id: str) -> CompanySettings | None:
+        """The company with this id (``companies.id``); None when none has it (any more:
+        a reload may remove one whose offers the ledger still holds)."""
+        for company in self.companies:
+            if company.id == company_id:
+                return company
+        return None
+
     def company_for_domain(self, domain: str) -> CompanySettings | None:
         domain = domain.lower()
         for company in self.companies:

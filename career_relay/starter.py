@@ -78,8 +78,7 @@ DEMO_ADMINS = (("operator@relay.demo.test", None, "operator: every company"),
 
 def _demo_admins(ledger_path: Path) -> tuple[tuple[str, str, str], ...]:
     """Logins for the demo's admin pages, each with a fresh password (only its hash is kept)."""
-    from career_relay.admin_users import AdminUsers
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import AdminUsers, open_ledger
 
     made = []
     with open_ledger(ledger_path) as ledger:

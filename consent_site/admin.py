@@ -29,11 +29,14 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from career_relay import reports
-from career_relay.admin_users import AdminUser, AdminUsers
-from career_relay.ledger import Ledger, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger import (
+    AdminUser,
+    AdminUsers,
+    Book,
+    ConsentLedger,
+    Ledger,
+    reports,
+)
 from career_relay.settings import CompanySettings, Settings
 from consent_site.login_throttle import LoginThrottle, UsedNonces
 from consent_site.security import NONCE_MAX_AGE, Csrf
@@ -48,19 +51,18 @@ JST = dt.timezone(dt.timedelta(hours=9), "JST")
 class Admin:
     """What the admin views share; the ledger opens when the app starts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.https = settings.site.public_url.startswith("https://")
         self.csrf = Csrf(settings.secrets.signing_keys, https=self.https)
         # "__Host-": the browser takes it only Secure, from this host, for path / (RFC 6265bis).
         self.cookie = "__Host-cr_admin" if self.https else "cr_admin"
-        self.rules = Rules.from_settings(settings)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates" / "admin"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True,
             undefined=jinja2.StrictUndefined)
         self.templates.filters["jst"] = _jst
-        self._ledger: Ledger | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="admin-ledger")
         # Password checks on a thread of their own: a login flood never queues the
         # ledger's reads and writes (nor the candidate pages, which have their own).
@@ -70,24 +72,13 @@ class Admin:
 
     def reload(self, settings: Settings) -> None:
         """SIGHUP: the companies of ``settings`` (ids, names, domains); templates read again."""
-        rules = Rules.from_settings(settings)
         if self.templates.cache is not None:
             self.templates.cache.clear()
-        self.settings, self.rules = settings, rules
-
-    async def start(self, _: web.Application) -> None:
-        self._ledger = open_configured(self.settings)
+        self.settings = settings
 
     async def close(self, _: web.Application) -> None:
         self._pool.shutdown(wait=True)
         self.argon2.shutdown(wait=True)
-        if self._ledger is not None:
-            self._ledger.close()
-
-    @property
-    def ledger(self) -> Ledger:
-        assert self._ledger is not None, "the admin app has not started"
-        return self._ledger
 
     @property
     def users(self) -> AdminUsers:
@@ -95,11 +86,11 @@ class Admin:
 
     @property
     def book(self) -> Book:
-        return Book(self.ledger, self.rules)
+        return Book(self.ledger)
 
     @property
     def store(self) -> ConsentLedger:
-        return ConsentLedger(self.ledger, self.rules)
+        return ConsentLedger(self.ledger)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` on the admin's ledger thread."""
@@ -107,7 +98,7 @@ class Admin:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     def company(self, company_id: str) -> CompanySettings | None:
-        return next((c for c in self.settings.companies if c.id == company_id), None)
+        return self.settings.company(company_id)
 
     def report(self, company: str, when: reports.Period) -> dict[str, Any]:
         rows = reports.report(self.ledger, [company], when, self.settings.ledger.credit_every,
@@ -205,14 +196,13 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **NO_STORE})
 
 
-def create_admin_app(settings: Settings) -> web.Application:
-    """The admin pages, to mount with ``app.add_subapp("/admin", ...)``."""
+def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
+    """The admin pages over the site's ledger, to mount with ``app.add_subapp("/admin", ...)``."""
     from consent_site import admin_auth, admin_charts, admin_exports, admin_views
 
-    admin = Admin(settings)
+    admin = Admin(settings, ledger)
     app = web.Application(middlewares=[admin_auth.guard])
     app[ADMIN] = admin
-    app.on_startup.append(admin.start)
     app.on_cleanup.append(admin.close)
     admin_auth.add_routes(app)
     admin_views.add_routes(app)

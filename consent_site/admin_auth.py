@@ -7,7 +7,7 @@ nonce and cookie pattern of ``consent_site.security``, bound to the session
 once there is one, so a nonce dies with its session); mark every answer
 ``no-store``; and answer errors with the admin's own page.
 
-The session cookie: a random value (``career_relay.admin_users``), HttpOnly,
+The session cookie: a random value (``career_relay.ledger.admin_users``), HttpOnly,
 SameSite=Strict, and Secure with the ``__Host-`` prefix when the site is
 served over HTTPS; no Max-Age, so it ends with the browser too, and the
 server ends it after ``SESSION_LIFETIME`` or at logout whatever the browser keeps.
@@ -22,7 +22,7 @@ import math
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from career_relay.admin_users import AdminUsers, check_password
+from career_relay.ledger import AdminUsers, check_password
 from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
 from consent_site.security import CsrfError
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from career_relay import ledger_records
-from career_relay.reports import FIELDS
+from career_relay.ledger import records, reports
+from career_relay.timestamps import stamp
 from consent_site.admin import ADMIN, NO_STORE, Scope, scope
 from consent_site.admin_views import ITEM_LABELS, KIND_LABELS, STATUS_LABELS
 
@@ -41,7 +41,7 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return stamp(value)
     text = str(value)
     return "'" + text if text.startswith(_FORMULA) else text
 
@@ -71,13 +71,13 @@ async def report_csv(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
     r = await admin.run(admin.report, s.company.id, s.period)
-    return _attachment(to_csv(FIELDS, [[r[f] for f in FIELDS]]), s, "report")
+    return _attachment(to_csv(reports.FIELDS, [[r[f] for f in reports.FIELDS]]), s, "report")
 
 
 async def forwards_csv(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(ledger_records.forwards, admin.ledger, s.company.id, s.period)
+    rows = await admin.run(records.forwards, admin.ledger, s.company.id, s.period)
     body = to_csv(FORWARD_COLUMNS, (
         [f.created, KIND_LABELS.get(f.kind, f.kind), STATUS_LABELS.get(f.status, f.status),
          f.delivered, f.name, f.email, _items(f.items), f.receipt_id, f.notice_version, f.id]
@@ -89,7 +89,7 @@ async def provisions_csv(request: web.Request) -> web.StreamResponse:
     """The record of each provision to a third party (APPI art. 29; SPEC 8)."""
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(ledger_records.provisions, admin.ledger, s.company.id, s.period)
+    rows = await admin.run(records.provisions, admin.ledger, s.company.id, s.period)
     body = to_csv(PROVISION_COLUMNS, (
         [p.delivered, p.recipient, p.name if p.name is not None else "（消去済み）",
          p.email if p.email is not None else "（消去済み）", p.sent_to, _items(p.items),

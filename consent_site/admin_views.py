@@ -2,8 +2,8 @@
 
 Thin: each view finds its ``Scope`` (which refuses a company the user may not
 see), calls the core on the admin's ledger thread, and renders.  The
-numbers are ``career_relay.reports``'s, the very ones ``career-relay report``
-prints; the lists are ``career_relay.ledger_records``'s.
+numbers are ``career_relay.ledger.reports``'s, the very ones ``career-relay report``
+prints; the lists are ``career_relay.ledger.records``'s.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from career_relay import ledger_records, reports
-from career_relay.ledger_rules import NoCreditAvailable
+from career_relay.ledger import NoCreditAvailable, records, reports
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
 from consent_site.candidate import SITE
 
@@ -65,7 +64,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 async def forwards(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(ledger_records.forwards, admin.ledger, s.company.id, s.period,
+    rows = await admin.run(records.forwards, admin.ledger, s.company.id, s.period,
                            LIST_LIMIT + 1)
     return render(request, "forwards.html", page="forwards", rows=rows[:LIST_LIMIT],
                   more=len(rows) > LIST_LIMIT, kinds=KIND_LABELS, statuses=STATUS_LABELS,
@@ -100,7 +99,7 @@ async def redeem(request: web.Request) -> web.StreamResponse:
 async def reviews(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(ledger_records.held, admin.ledger, s.company.id)
+    rows = await admin.run(records.held, admin.ledger, s.company.id)
     done = {"approve": "承認しました。紹介会社へ送信します。",
             "reject": "却下しました。紹介会社へは送信しません。"}.get(request.query.get("done", ""))
     return render(request, "reviews.html", page="reviews", rows=rows, reasons=REASON_LABELS,
@@ -113,7 +112,7 @@ async def review(request: web.Request) -> web.StreamResponse:
     user = user_of(request)
     form = await request.post()
     receipt_id = request.match_info["receipt"]
-    company = await admin.run(ledger_records.receipt_company, admin.ledger, receipt_id)
+    company = await admin.run(records.receipt_company, admin.ledger, receipt_id)
     if company is None or not user.may_see(company):
         raise web.HTTPNotFound()
     if not user.operator:

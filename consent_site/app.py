@@ -15,9 +15,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from career_relay.ledger import Ledger, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Rules
+from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
 from consent_site import admin, candidate, i18n, metrics
@@ -99,22 +97,28 @@ def _error_page(env: jinja2.Environment, status: int, key: str, locale: str, age
     return response
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, ledger: Ledger | None = None) -> web.Application:
+    """The site over ``ledger``, the process's one ledger; without one, the app opens its
+    own and closes it at cleanup."""
+    own = ledger is None
+    shared = open_configured(settings) if ledger is None else ledger
     env = templates()
     https = settings.site.public_url.startswith("https://")
     app = web.Application(middlewares=[_middleware(env, https)],
                           client_max_size=64 * 1024)  # a consent form is a few KB
     app[SETTINGS_KEY] = settings
-    site = Site(settings, env)
+    site = Site(settings, env, shared)
     app[SITE] = site
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
-    app[ADMIN_APP] = admin.create_admin_app(settings)
+    app[ADMIN_APP] = admin.create_admin_app(settings, shared)
     app.add_subapp("/admin", app[ADMIN_APP])
 
     async def close(_: web.Application) -> None:
         site.close()
+        if own:
+            shared.close()
 
     app.on_cleanup.append(close)
     return app
@@ -123,7 +127,11 @@ def create_app(settings: Settings) -> web.Application:
 def reload_app(app: web.Application, settings: Settings) -> None:
     """SIGHUP: the candidate's pages and the admin pages take the companies of
     ``settings`` and read their templates again; connections stay open."""
-    app[SITE].reload(settings)
+    site = app[SITE]
+    # The credit rules (the companies' domains) of the one ledger the site, the admin
+    # pages and the forwarding worker share.
+    site.ledger.rules = Rules.from_settings(settings)
+    site.reload(settings)
     app[ADMIN_APP][admin.ADMIN].reload(settings)
 
 
@@ -143,8 +151,6 @@ class RunningSite:
 
     def reload(self, settings: Settings) -> None:
         reload_app(self.app, settings)
-        # The forwarder's credit rules know the companies' domains.
-        self._forwarder.store = ConsentLedger(self._ledger, Rules.from_settings(settings))
 
     async def stop(self) -> None:
         """Stop listening, let the requests in flight finish (up to ``SHUTDOWN_TIMEOUT``),
@@ -162,11 +168,10 @@ class RunningSite:
 async def start_site(settings: Settings) -> RunningSite:
     """Serve the app on site.listen with its forwarding worker."""
     host, port = parse_hostport("site.listen", settings.site.listen)
-    app = create_app(settings)
-    # The worker has its own connection: its claims and results never wait
-    # behind a candidate's commit on the pages' writer thread.
+    # One ledger for the process: pages, admin pages, the forwarding worker, the metrics.
     ledger = open_configured(settings)
-    forwarder = Forwarder(settings, ConsentLedger(ledger, Rules.from_settings(settings)))
+    app = create_app(settings, ledger)
+    forwarder = Forwarder(settings, ConsentLedger(ledger))
     stop_forwarder = await forwarder.start()
     app[SITE].on_forward = forwarder.wake
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -175,7 +180,8 @@ async def start_site(settings: Settings) -> RunningSite:
     metrics_runner = None
     if settings.site.metrics_listen:
         m_host, m_port = parse_hostport("site.metrics_listen", settings.site.metrics_listen)
-        metrics_runner = web.AppRunner(metrics.create_metrics_app(settings), access_log=None)
+        metrics_runner = web.AppRunner(metrics.create_metrics_app(settings, ledger),
+                                       access_log=None)
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, m_host, m_port).start()
     return RunningSite(app, runner, forwarder, stop_forwarder, ledger, metrics_runner)

@@ -97,7 +97,7 @@ def _visit(request: web.Request, locale_field: str | None = None, *,
 def _decided_offer(site: Site, offer_id: str | None) -> str | None:
     """``offer_id`` when its candidate has decided (a receipt exists), else None."""
     offer = site.offer(offer_id) if offer_id else None
-    if offer is None or site.reader.state(offer).decision is None:
+    if offer is None or site.consents.state(offer).decision is None:
         return None
     return offer.id
 
@@ -121,7 +121,7 @@ def _state_name(visit: Visit, state: State) -> str | None:
     if state.decision == "accept":
         current = state.current
         if current is not None and current.review is not None:
-            verdict = visit.site.reader.store.review_verdict(current.id)
+            verdict = visit.site.consents.store.review_verdict(current.id)
             if verdict is None:
                 return "under_review"
             if verdict == "reject":
@@ -151,7 +151,7 @@ async def offer_page(request: web.Request) -> web.StreamResponse:
     # The ledger's version before reading what the page shows: a commit landing in
     # between then retires the page at once, instead of leaving it stale.
     generation = site.generation()
-    state = site.reader.state(visit.offer)
+    state = site.consents.state(visit.offer)
     shown = _state_name(visit, state)
     if shown in ("accepted", "under_review", "erased"):
         page = Page(_html(visit, "state.html", state=shown,
@@ -197,7 +197,7 @@ async def decide(request: web.Request) -> web.StreamResponse:
     decision = form.get("decision")
     try:
         if decision == "decline":
-            await site.write(site.writer.decline, visit.offer, notice, client)
+            await site.write(site.consents.decline, visit.offer, notice, client)
         elif decision == "accept":
             values = {f: str(form.get(f, "")) for f in FIELDS}
             profile, errors = validate_profile(values)
@@ -205,11 +205,11 @@ async def decide(request: web.Request) -> web.StreamResponse:
             if form.get("agree") != "yes":
                 errors["agree"] = "agree"
             if errors:
-                state = site.reader.state(visit.offer)
+                state = site.consents.state(visit.offer)
                 page = await _form_page(visit, state, values=values, errors=errors,
                                         share=share, status=400)
                 return _serve(request, site, page)
-            await site.write(site.writer.accept, visit.offer, notice, profile, share, client)
+            await site.write(site.consents.accept, visit.offer, notice, profile, share, client)
             site.on_forward()
         else:
             raise PageError(400, "generic", visit.locale)
@@ -240,7 +240,7 @@ def _nonce(request: web.Request, visit: Visit, nonce: str) -> Any:
 
 async def done(request: web.Request) -> web.StreamResponse:
     visit = _visit(request)
-    state = visit.site.reader.state(visit.offer)
+    state = visit.site.consents.state(visit.offer)
     if state.decision is None:
         return _see_other(f"{visit.base}?lang={visit.locale}")
     return _render(visit, "state.html", state=_state_name(visit, state), receipt=state.current,
@@ -253,7 +253,7 @@ async def done(request: web.Request) -> web.StreamResponse:
 async def manage(request: web.Request) -> web.StreamResponse:
     visit = _visit(request, rights=True)
     site = visit.site
-    state = site.reader.state(visit.offer)
+    state = site.consents.state(visit.offer)
     return _render(visit, "manage.html", state=_state_name(visit, state),
                    receipts=state.receipts, csrf=site.csrf.nonce("", visit.offer.id),
                    switch_path="/manage")
@@ -272,7 +272,7 @@ async def _retract(request: web.Request, how: str) -> web.StreamResponse:
     form = await request.post()
     visit = _visit(request, _lang_field(form.get("lang")), rights=True)
     _nonce(request, visit, str(form.get("csrf", "")))
-    writer = visit.site.writer
+    writer = visit.site.consents
     act = writer.withdraw if how == "withdraw" else writer.erase
     await visit.site.write(act, visit.offer, visit.locale, visit.client(request))
     visit.site.on_forward()
@@ -281,7 +281,7 @@ async def _retract(request: web.Request, how: str) -> web.StreamResponse:
 
 async def export(request: web.Request) -> web.StreamResponse:
     visit = _visit(request, rights=True)
-    body = json.dumps(visit.site.reader.export(visit.offer), ensure_ascii=False, indent=2)
+    body = json.dumps(visit.site.consents.export(visit.offer), ensure_ascii=False, indent=2)
     return web.Response(
         text=body, content_type="application/json", charset="utf-8",
         headers={**_NO_STORE,

@@ -43,10 +43,10 @@ from email.policy import SMTP as SMTP_POLICY
 import aiohttp
 import aiosmtplib
 
-from career_relay import __version__, ledger_chain, ledger_head
+from career_relay import __version__
 from career_relay.agency_signature import HEADER as SIGNATURE_HEADER
 from career_relay.agency_signature import sign
-from career_relay.ledger_consent import ConsentLedger, Forward
+from career_relay.ledger import ConsentLedger, Forward
 from career_relay.settings import Settings
 
 log = logging.getLogger("career_relay.forwarding")
@@ -214,8 +214,7 @@ class Forwarder:
     # -- one forward ----------------------------------------------------------------------
 
     def _ledger_head(self) -> str:
-        found = self.store.ledger.head()
-        return ledger_head.format_head(*(found or (0, ledger_chain.GENESIS)))
+        return self.store.ledger.head_text()
 
     async def _handle(self, forward: Forward, send: Sender, head: str) -> None:
         attempt = forward.attempts + 1

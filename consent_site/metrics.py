@@ -8,7 +8,7 @@ Two sources, each the simplest that stays correct:
   the oldest message's arrival becomes an age here, at scrape time;
 * the ledger's figures (rejections, offers, views, decisions, forwards,
   credits) are counted in the ledger at scrape time
-  (``career_relay.ledger_metrics``): exact, shared by every process, and
+  (``career_relay.ledger.totals``): exact, shared by every process, and
   unchanged by a restart.
 
 Aggregates only (counts per company): no address, name or token.  The page
@@ -32,8 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from career_relay import ledger_metrics
-from career_relay.ledger import Ledger, open_configured
+from career_relay.ledger import Ledger, totals
 from career_relay.paths import metrics_dir
 from career_relay.settings import Settings
 
@@ -63,8 +62,8 @@ class LedgerCollector(Collector):
         self._companies = companies
 
     def collect(self) -> Iterator[Metric]:
-        found = ledger_metrics.totals(self._ledger).values
-        for name, labels in ledger_metrics.LABELS.items():
+        found = totals.totals(self._ledger).values
+        for name, labels in totals.LABELS.items():
             family = CounterMetricFamily(f"career_relay_{name}", _HELP[name], labels=labels)
             values = {(c, *rest): 0 for c in self._companies
                       for rest in _KNOWN.get(name, ((),))}
@@ -95,21 +94,15 @@ class GatewayCollector(Collector):
 class Metrics:
     """What ``/metrics`` serves; scraped in a thread (the ledger reads block)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
         self._settings = settings
-        self._ledger: Ledger | None = None  # its own connection, opened at the first scrape
+        self._ledger = ledger  # the site's
         self._dir = metrics_dir(settings.queue.dir)
         self._companies = [c.id for c in settings.companies]
         self._lock = threading.Lock()  # two scrapes at once share the connection in turn
 
-    def close(self) -> None:
-        if self._ledger is not None:
-            self._ledger.close()
-
     def render(self) -> bytes:
         with self._lock:
-            if self._ledger is None:
-                self._ledger = open_configured(self._settings)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(GatewayCollector(_workers(self._dir)))
             registry.register(LedgerCollector(self._ledger, self._companies))
@@ -134,16 +127,10 @@ async def metrics(request: web.Request) -> web.Response:
                                             "Cache-Control": "no-store"})
 
 
-def create_metrics_app(settings: Settings) -> web.Application:
+def create_metrics_app(settings: Settings, ledger: Ledger) -> web.Application:
     """GET /metrics alone, served on ``site.metrics_listen`` (SPEC 6): the candidates'
     listener never shows queue depths or per-company counts."""
     app = web.Application(client_max_size=1024)
-    source = Metrics(settings)
-    app[METRICS] = source
-
-    async def close(_: web.Application) -> None:
-        source.close()
-
-    app.on_cleanup.append(close)
+    app[METRICS] = Metrics(settings, ledger)
     app.router.add_get("/metrics", metrics)
     return app

@@ -1,9 +1,11 @@
 """What the candidate's views share: the ledger, the signer, the nonce, the notices.
 
-Reads run on the event loop through their own connection (WAL readers never
-wait for the writer); every write runs on one writer thread with its own
-connection, because a commit waits for the disk (``synchronous = FULL``:
-a recorded consent survives a power cut) and the loop must not.
+The site holds one ledger, shared with the admin pages, the forwarding
+worker and the metrics (``consent_site.app``).  Reads run on the event loop
+(the ledger gives each thread its own reading connection, so they never
+wait for a commit); every write runs on one writer thread, because a commit
+waits for the disk (``synchronous = FULL``: a recorded consent survives a
+power cut) and the loop must not.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ import jinja2
 from multidict import CIMultiDict
 
 from career_relay.consent import Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Rules
+from career_relay.ledger import ConsentLedger, Ledger, Offer
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner
 from consent_site import i18n
@@ -36,17 +36,15 @@ GENERATION_CHECK = 0.1
 
 
 class Site:
-    def __init__(self, settings: Settings, templates: jinja2.Environment) -> None:
+    def __init__(self, settings: Settings, templates: jinja2.Environment, ledger: Ledger
+                 ) -> None:
         self.settings = settings
         self.templates = templates
         self.signer = LinkSigner.from_settings(settings)
         self.csrf = Csrf(settings.secrets.signing_keys,
                          https=settings.site.public_url.startswith("https://"))
-        self._reader_ledger: Ledger = open_configured(settings)
-        self._writer_ledger: Ledger = open_configured(settings)
-        rules = Rules.from_settings(settings)
-        self.reader = Consents(settings, ConsentLedger(self._reader_ledger, rules))
-        self.writer = Consents(settings, ConsentLedger(self._writer_ledger, rules))
+        self.ledger = ledger
+        self.consents = Consents(settings, ConsentLedger(ledger))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="consent-writer")
         self._notices: dict[tuple[str, str], tuple[Notice, str]] = {}
         self._recorded: set[str] = set()
@@ -70,19 +68,15 @@ class Site:
         go with the old names; the next visit renders them afresh (a changed
         notice text is a new notice version, recorded when first shown).
         """
-        rules = Rules.from_settings(settings)
-        reader = Consents(settings, ConsentLedger(self._reader_ledger, rules))
-        writer = Consents(settings, ConsentLedger(self._writer_ledger, rules))
+        consents = Consents(settings, ConsentLedger(self.ledger))
         if self.templates.cache is not None:
             self.templates.cache.clear()  # the next get_template reads the file again
-        self.settings, self.reader, self.writer = settings, reader, writer
+        self.settings, self.consents = settings, consents
         self._notices = {}
         self.pages = PageCache()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._reader_ledger.close()
-        self._writer_ledger.close()
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -93,7 +87,7 @@ class Site:
 
 
     def generation(self) -> int:
-        """The ledger's ``data_version`` as this process's reader sees it: it changes when
+        """The ledger's ``data_version`` as the event loop's thread sees it: it changes when
         any other connection commits (``page_cache``).
 
         Read at most every ``GENERATION_CHECK`` seconds, and always right after
@@ -102,17 +96,15 @@ class Site:
         """
         now = time.monotonic()
         if now - self._generation_read >= self.generation_check:
-            # The event loop's own connection, which no other thread uses: no lock needed.
-            (version,) = self._reader_ledger.db.conn.execute("PRAGMA data_version").fetchone()
-            self._generation = int(version)
+            self._generation = self.ledger.data_version()
             self._generation_read = now
         return self._generation
 
     def offer(self, offer_id: str) -> Offer | None:
-        return self._reader_ledger.offer(offer_id)
+        return self.ledger.offer(offer_id)
 
     def company(self, company_id: str) -> CompanySettings | None:
-        return next((c for c in self.settings.companies if c.id == company_id), None)
+        return self.settings.company(company_id)
 
     def names(self, offer: Offer) -> dict[str, str]:
         company = self.company(offer.company)
@@ -142,7 +134,7 @@ class Site:
     async def record_notice(self, offer: Offer, notice: Notice) -> None:
         """Keep the notice's text before any form citing it goes out (once per process)."""
         if notice.digest not in self._recorded:
-            await self.write(self.writer.shown, offer, notice)
+            await self.write(self.consents.shown, offer, notice)
             self._recorded.add(notice.digest)
 
     def viewed(self, offer_id: str) -> bool:
@@ -151,12 +143,12 @@ class Site:
     async def record_view(self, offer_id: str) -> None:
         """The first view of an offer's page; later views cost no write (nor a thread hop)."""
         if offer_id not in self._viewed:
-            await self.write(self.writer.store.record_view, offer_id)
+            await self.write(self.consents.store.record_view, offer_id)
             self._viewed.add(offer_id)
 
     def notice_by_digest(self, digest: str) -> Notice | None:
         for notice, _ in self._notices.values():
             if notice.digest == digest:
                 return notice
-        found = self.reader.store.notice(digest)
+        found = self.consents.store.notice(digest)
         return None if found is None else Notice.of(*found)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from career_relay.dkimkeys import load_key
 from career_relay.errors import TemporaryFailure, TooManyCopies
-from career_relay.ledger import Ledger, new_offer_id
-from career_relay.ledger_writer import LedgerWriter
+from career_relay.ledger import Ledger, LedgerWriter, new_offer_id
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime

@@ -25,13 +25,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from career_relay import reports
 from career_relay import settings as settings_mod
-from career_relay.admin_users import AdminUsers
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Offer, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger import (
+    AdminUsers,
+    Book,
+    ConsentLedger,
+    Offer,
+    Rules,
+    open_configured,
+    reports,
+)
 from consent_site.app import create_app
 from consent_site.login_throttle import FREE_PER_ADDRESS
 from tests.conftest import ConfigMaker, run_cli

@@ -25,11 +25,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from career_relay import settings as settings_mod
-from career_relay.admin_users import AdminUsers
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import new_offer_id, open_ledger
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Rules
+from career_relay.ledger import AdminUsers, ConsentLedger, Rules, new_offer_id, open_ledger
 from tests.conftest import ConfigMaker, free_port, wait_until
 from tests.peers.browser import (
     CHROMEDRIVER,

@@ -27,13 +27,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from career_relay import ledger_head
 from career_relay import settings as settings_mod
 from career_relay.agency_signature import sign, verify
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_ledger
-from career_relay.ledger_consent import ConsentLedger, ForwardStatus
-from career_relay.ledger_rules import Book, Rules
+from career_relay.ledger import (
+    Book,
+    ConsentLedger,
+    ForwardStatus,
+    Ledger,
+    Offer,
+    Rules,
+    open_ledger,
+)
+from career_relay.ledger import head as ledger_head
 from career_relay.settings import Settings
 from career_relay.starter import write_starter
 from consent_site.agency_receiver import start_agency_receiver

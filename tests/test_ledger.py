@@ -16,11 +16,17 @@ from typing import Any
 
 import pytest
 
-from career_relay import reports
 from career_relay.example_ledger import HASH_KEY, generate
-from career_relay.ledger import MIGRATIONS, Ledger, new_offer_id, open_ledger
-from career_relay.ledger_rules import Book, Rules
-from career_relay.ledger_writer import LedgerWriter
+from career_relay.ledger import (
+    MIGRATIONS,
+    Book,
+    Ledger,
+    LedgerWriter,
+    Rules,
+    new_offer_id,
+    open_ledger,
+    reports,
+)
 from career_relay.tokens import OFFER_ID
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from career_relay import ledger_chain, ledger_head, retention
 from career_relay.consent import Client
-from career_relay.ledger import open_configured, open_ledger
-from career_relay.ledger_rules import Book, Rules
-from career_relay.ledger_schema import CHAIN_MIGRATION, MIGRATIONS
+from career_relay.ledger import MIGRATIONS, Book, Rules, open_configured, open_ledger, retention
+from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger import head as ledger_head
+from career_relay.ledger.migrations import CHAIN_MIGRATION
 from tests.conftest import run_cli
 from tests.test_ledger_rules import IPHONE, World, _tampered
 

@@ -15,12 +15,19 @@ from typing import Any
 
 import pytest
 
-from career_relay import reports
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_configured
-from career_relay.ledger_consent import ConsentLedger, Receipt
-from career_relay.ledger_rules import Book, NoCreditAvailable, Rules
+from career_relay.ledger import (
+    Book,
+    ConsentLedger,
+    Ledger,
+    NoCreditAvailable,
+    Offer,
+    Receipt,
+    Rules,
+    open_configured,
+    reports,
+)
 from tests.conftest import run_cli
 
 T0 = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)

@@ -16,13 +16,18 @@ from typing import Any
 
 import pytest
 
-from career_relay import retention
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
-from career_relay.ledger import Ledger, Offer, open_configured
-from career_relay.ledger_consent import ConsentLedger
-from career_relay.ledger_rules import Book, Rules
-from career_relay.retention import Policy, Purged
+from career_relay.ledger import (
+    Book,
+    ConsentLedger,
+    Ledger,
+    Offer,
+    Rules,
+    open_configured,
+    retention,
+)
+from career_relay.ledger.retention import Policy, Purged
 from tests.conftest import run_cli
 
 T0 = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)

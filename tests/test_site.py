@@ -21,8 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import settings as settings_mod
-from career_relay.ledger import Offer, open_ledger
-from career_relay.ledger_consent import ConsentLedger
+from career_relay.ledger import ConsentLedger, Offer, open_ledger
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
 from consent_site.candidate import SITE
@@ -622,7 +621,7 @@ def test_a_cached_page_never_outlives_a_change_made_elsewhere(site: Harness) -> 
     assert site.get(link).state() == "under_review"
     assert site.get(link).state() == "under_review"  # now from the cache
     with open_ledger(site.db_path) as other:  # another process's connection, as the CLI's
-        from career_relay.ledger_rules import Rules
+        from career_relay.ledger import Rules
 
         receipt = site.rows("receipts")[0]["id"]
         ConsentLedger(other, Rules()).review(receipt, approve=True, by="ops")
@@ -677,7 +676,7 @@ def test_a_commit_while_a_page_renders_never_leaves_the_old_state_cached(
     app_site = site.client.app[SITE]  # type: ignore[union-attr]
     link = site.link(site.offer())
     site.get(link + "?lang=en")  # the notice and the view are recorded: no writes below
-    real_state = app_site.reader.state
+    real_state = app_site.consents.state
     fired: list[int] = []
 
     def state_then_commit(offer: Offer) -> Any:
@@ -685,13 +684,13 @@ def test_a_commit_while_a_page_renders_never_leaves_the_old_state_cached(
         if not fired:
             fired.append(1)
             notice, _ = app_site.notice(offer, "ja")
-            app_site.writer.accept(offer, notice, {"name": "x", "email": "cand@example.net"},
+            app_site.consents.accept(offer, notice, {"name": "x", "email": "cand@example.net"},
                                    False, Client(IPHONE, "198.51.100.1"))
         return found
 
-    app_site.reader.state = state_then_commit  # type: ignore[method-assign]
+    app_site.consents.state = state_then_commit  # type: ignore[method-assign]
     assert site.get(link).state() == "open"  # rendered from what it read
-    app_site.reader.state = real_state  # type: ignore[method-assign]
+    app_site.consents.state = real_state  # type: ignore[method-assign]
     assert site.get(link).state() == "accepted"
 
 
@@ -703,7 +702,7 @@ def test_an_accept_rejected_on_review_can_be_made_again(site: Harness) -> None:
                      "name": "x", "email": "cand@example.net"}, ua=scanner)  # held
     (held,) = site.rows("receipts")
     with open_ledger(site.db_path) as other:
-        from career_relay.ledger_rules import Rules
+        from career_relay.ledger import Rules
 
         ConsentLedger(other, Rules()).review(held["id"], approve=False, by="ops")
     page = site.get(link)

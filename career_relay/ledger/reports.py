@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from career_relay.ledger import Ledger
+from career_relay.ledger.offers import Ledger
 
 #: SPEC 8's fields, in the order the table and CSV show them.
 FIELDS = ("company", "since", "until", "rejections", "offers", "not_injected",

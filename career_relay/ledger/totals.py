@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from career_relay.ledger import Ledger
+from career_relay.ledger.offers import Ledger
 
 # name -> (SQL returning label values then a count, label names)
 _QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {

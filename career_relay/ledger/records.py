@@ -21,8 +21,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from career_relay.ledger import Ledger, parse_stamp
-from career_relay.reports import Period
+from career_relay.ledger.offers import Ledger
+from career_relay.ledger.reports import Period
+from career_relay.timestamps import parse_stamp
 
 
 def _profile(data: str | None) -> dict[str, Any]:

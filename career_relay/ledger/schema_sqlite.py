@@ -1,24 +1,15 @@
-"""The ledger's schema as named migrations (sqlite-utils ``Migrations``).
+"""The ledger's first seven migrations in SQLite's dialect: tables, indexes, triggers.
 
-A migration that has landed is never edited: changes are new migrations
-appended here.  ``career_relay.ledger`` applies them when it opens a file.
+A migration that has landed is never edited; ``career_relay.ledger.migrations``
+lists them in order and applies them.
 """
 
 from __future__ import annotations
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
-from career_relay import ledger_chain
-
-MIGRATIONS = Migrations("career_relay.ledger")
-#: The migration that chains offers, forwards and profiles (``open_ledger`` writes the
-#: head file after it: an upgraded ledger has one from the start).
-CHAIN_MIGRATION = "0008_chain_offers_forwards_profiles"
 
 
-@MIGRATIONS(name="0001_offers")
-def _offers(db: Database) -> None:
+def offers(db: Database) -> None:
     db.execute(
         """
         CREATE TABLE offers (
@@ -38,8 +29,7 @@ def _offers(db: Database) -> None:
     db.execute("CREATE INDEX offers_company_created ON offers (company, created)")
 
 
-@MIGRATIONS(name="0002_daily_counts")
-def _daily_counts(db: Database) -> None:
+def daily_counts(db: Database) -> None:
     db.execute(
         """
         CREATE TABLE daily_counts (
@@ -54,8 +44,7 @@ def _daily_counts(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0003_consent")
-def _consent(db: Database) -> None:
+def consent(db: Database) -> None:
     """What the consent site records (SPEC 6, 7): views, notices, receipts, forwards.
 
     Receipts, notices and forwards are written once and never changed; the
@@ -168,8 +157,7 @@ def _consent(db: Database) -> None:
     # Forwards of one offer go out in the order they were made (forwards.rowid).
 
 
-@MIGRATIONS(name="0004_entries")
-def _entries(db: Database) -> None:
+def entries(db: Database) -> None:
     """The ledger proper (SPEC 8): an append-only, hash-chained list of entries.
 
     Every event that counts (a decision, a review, a provision to the agency,
@@ -252,8 +240,7 @@ def _entries(db: Database) -> None:
     db.execute("CREATE INDEX offer_views_first ON offer_views (first_viewed)")
 
 
-@MIGRATIONS(name="0005_admin")
-def _admin(db: Database) -> None:
+def admin(db: Database) -> None:
     """The admin pages' logins (issue 5): users, sessions, failed logins, lock-outs.
 
     Operational tables, not ledger entries: nothing here is hash-chained, and
@@ -306,9 +293,8 @@ def _admin(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0006_retention")
-def _retention(db: Database) -> None:
-    """Retention (SPEC 9, ``career_relay.retention``): an offer's address can be erased.
+def retention(db: Database) -> None:
+    """Retention (SPEC 9, ``career_relay.ledger.retention``): an offer's address can be erased.
 
     ``candidate`` keeps the keyed hash of the erased address (de-duplication
     outlives the address); ``erased`` says when.  The partial index lets a
@@ -320,8 +306,7 @@ def _retention(db: Database) -> None:
 
 
 
-@MIGRATIONS(name="0007_report_indexes")
-def _report_indexes(db: Database) -> None:
+def report_indexes(db: Database) -> None:
     """The report at a million offers (docs/performance.md, "Ledger report").
 
     A company's report must cost what that company has, and at 300,000 offers
@@ -409,74 +394,3 @@ def _report_indexes(db: Database) -> None:
     db.execute("CREATE INDEX receipts_company_decision ON receipts (company, decision, created)")
     db.execute("CREATE INDEX receipts_review ON receipts (company, decision, created)"
                " WHERE review IS NOT NULL")
-
-
-@MIGRATIONS(name=CHAIN_MIGRATION)
-def _chain_offers_forwards_profiles(db: Database) -> None:
-    """Offers, forwards and profiles in the chain (SPEC 8: "a chain that shows removal too").
-
-    From now on each is written with an entry (``offer``, ``forward``, ``profile``)
-    that vouches for it by digest: the row's fixed columns by ``row_digest``, its
-    personal data (the recipient, the payload, the profile) by a keyed hash,
-    so retention may still erase that data (verify accepts NULL, never a change).
-    This migration gives the rows already there their entries; it does not know
-    the hash key, so those carry null for the personal data (verify skips that
-    one check for them), except an erased offer's candidate, a keyed hash already.
-
-    Triggers refuse what no code does: deleting these rows, changing their fixed
-    columns, and any change of the personal data other than erasing it.
-    """
-    conn = db.conn
-    entries: list[ledger_chain.NewEntry] = []
-    for oid, company, message_id, created, job, channel, stage, candidate, erased in conn.execute(
-            "SELECT id, company, message_id, created, job, channel, stage, candidate, erased"
-            " FROM offers ORDER BY rowid"):
-        digest = ledger_chain.row_digest([oid, company, message_id, created, job, channel, stage])
-        entries.append((created, company, "offer", oid, {
-            "digest": digest, "candidate": candidate if erased is not None else None}))
-    for row in conn.execute("SELECT id, offer_id, receipt_id, company, kind, created"
-                            " FROM forwards ORDER BY rowid"):
-        entries.append((row[5], row[3], "forward", row[0],
-                        {"digest": ledger_chain.row_digest(row), "payload": None}))
-    for receipt_id, company, created in conn.execute(
-            "SELECT p.receipt_id, r.company, r.created FROM profiles p"
-            " JOIN receipts r ON r.id = p.receipt_id ORDER BY p.rowid"):
-        entries.append((created, company, "profile", receipt_id, {"data": None}))
-    ledger_chain.append_many(conn, entries)
-    # Retention's placeholder for an erased address (career_relay.retention.ERASED_PREFIX).
-    _refuse(db, "offers", "id, company, message_id, created, job, channel, stage",
-            "recipient", "NEW.recipient IS NOT OLD.recipient"
-            " AND NEW.recipient IS NOT 'erased:' || OLD.id")
-    _refuse(db, "forwards", "id, offer_id, receipt_id, company, kind, created",
-            "payload", "NEW.payload IS NOT NULL AND NEW.payload IS NOT OLD.payload")
-    _refuse(db, "profiles", "receipt_id",
-            "data", "NEW.data IS NOT NULL AND NEW.data IS NOT OLD.data")
-
-
-def _refuse(db: Database, table: str, fixed: str, personal: str, personal_change: str) -> None:
-    """Triggers: no DELETE, no UPDATE of the ``fixed`` columns, and the ``personal`` column
-    changed only when ``personal_change`` is false (its erasure)."""
-    message = f"the ledger is append-only: {table} rows are never changed"
-    db.execute(f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}"
-               f" BEGIN SELECT RAISE(ABORT, '{message}'); END")
-    db.execute(f"CREATE TRIGGER {table}_no_update BEFORE UPDATE OF {fixed} ON {table}"
-               f" BEGIN SELECT RAISE(ABORT, '{message}'); END")
-    db.execute(f"CREATE TRIGGER {table}_{personal}_erased_only BEFORE UPDATE OF {personal}"
-               f" ON {table} WHEN {personal_change}"
-               f" BEGIN SELECT RAISE(ABORT, '{message}: {personal} is only erased'); END")
-
-
-@MIGRATIONS(name="0009_meta")
-def _meta(db: Database) -> None:
-    """Facts about the ledger itself.  ``hash_key``: a fingerprint of the key its keyed
-    hashes were made with (``career_relay.ledger.open_configured`` checks it): a ledger
-    opened with another key would hash the same candidate differently, so qualification
-    would count a person twice and verify would take every address for changed."""
-    db.execute(
-        """
-        CREATE TABLE meta (
-            name TEXT PRIMARY KEY,
-            value TEXT NOT NULL
-        )
-        """
-    )

@@ -35,7 +35,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from career_relay.ledger_chain import Problem
+from career_relay.ledger.chain import Problem
 
 _HEAD = re.compile(r"([1-9][0-9]{0,17}):([0-9a-f]{64})")
 

@@ -25,8 +25,9 @@ import sqlite3
 from dataclasses import dataclass
 
 from career_relay.errors import UserError
-from career_relay.ledger import Ledger, parse_stamp, stamp
+from career_relay.ledger.offers import Ledger
 from career_relay.passwords import hash_password, verify_password
+from career_relay.timestamps import parse_stamp, stamp
 
 SESSION_LIFETIME = dt.timedelta(hours=12)
 

@@ -25,8 +25,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from career_relay.timestamps import stamp
+
 GENESIS = "0" * 64
-# What an erased offer keeps for its address (``career_relay.retention``): this and its id.
+# What an erased offer keeps for its address (``career_relay.ledger.retention``): this and its id.
 ERASED_PREFIX = "erased:"
 #: The key of ``candidate_hash`` and ``keyed`` when none is configured (tests, tools).
 DEFAULT_HASH_KEY = b"career-relay"
@@ -80,8 +82,7 @@ NewEntry = tuple[str, str, str, str, dict[str, Any]]
 def append(conn: sqlite3.Connection, created: dt.datetime, company: str, kind: str,
            ref: str, body: dict[str, Any]) -> int:
     """Add one entry at the end of the chain; its ``seq``.  Call inside a write transaction."""
-    stamp = created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return append_many(conn, [(stamp, company, kind, ref, body)])[0]
+    return append_many(conn, [(stamp(created), company, kind, ref, body)])[0]
 
 
 def append_many(conn: sqlite3.Connection, entries: list[NewEntry]) -> list[int]:

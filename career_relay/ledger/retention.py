@@ -35,10 +35,11 @@ import datetime as dt
 import sqlite3
 from dataclasses import dataclass, fields
 
-from career_relay import ledger_chain
-from career_relay.ledger import Ledger, stamp
-from career_relay.ledger_rules import Rules
+from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger.offers import Ledger
+from career_relay.ledger.rules import Rules
 from career_relay.settings_table import Settings
+from career_relay.timestamps import stamp
 
 PROVISION_YEARS = 3
 ERASED_PREFIX = ledger_chain.ERASED_PREFIX

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from career_relay.ledger import CounterKind, Ledger, Rejection
+from career_relay.ledger.offers import CounterKind, Ledger, Rejection
 
 log = logging.getLogger("career_relay.ledger")
 

@@ -1,0 +1,222 @@
+"""Offers and the daily counters: what the gateway writes (SPEC 8).
+
+``offers`` holds one row per outside recipient of a rejection, and
+``daily_counts`` the per-company daily counters the report needs.  An offer
+row is written once and never updated (retention may erase its address);
+what happens to it later (views, decisions, forwards) are rows of their own.
+The counters are aggregates (how many, never who), incremented in place.
+
+Chained: every offer inserted appends an ``offer`` entry in the same
+transaction, with a digest of the row and a keyed hash of the recipient, so
+moving an offer to another company, changing its recipient or deleting it
+shows in ``ledger verify``.
+
+Idempotent: ``UNIQUE (company, message_id, recipient)`` makes a retried
+submission find the offer the first made, whichever process or host races.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger.store import Store
+from career_relay.timestamps import parse_stamp, stamp
+
+CounterKind = Literal["rejections", "not_injected", "unmarked_rejections"]
+COUNTER_KINDS: tuple[str, ...] = get_args(CounterKind)
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    company: str
+    message_id: str
+    recipient: str
+    created: dt.datetime
+    job: str | None = None
+    channel: str | None = None
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """What the ledger records for one accepted rejection."""
+
+    company: str
+    message_id: str
+    offers: tuple[tuple[str, str], ...]  # (recipient, fresh offer id)
+    job: str | None = None
+    channel: str | None = None
+    stage: str | None = None
+    created: dt.datetime | None = None  # when its links were signed (default: now)
+    # Counted once per message; a retried submission (its offers exist) counts nothing.
+    counters: tuple[CounterKind, ...] = ("rejections",)
+
+
+class Ledger(Store):
+    """The ledger's public face: the store, and the offers and counters the gateway writes.
+    The consent side, the outbox, the credits and the admin users are views over it
+    (``career_relay.ledger.ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``)."""
+
+    def record_offer(
+        self,
+        company: str,
+        message_id: str,
+        recipient: str,
+        job: str | None = None,
+        channel: str | None = None,
+        stage: str | None = None,
+    ) -> Offer:
+        """The offer for (``message_id``, ``recipient``), created on the first call only.
+
+        A retried submission (same Message-ID, same recipient) gets the offer
+        made the first time, with its id, so its link is the same and no second
+        offer exists, even when two processes race.
+        """
+        if not (company and message_id and recipient):
+            raise ValueError("an offer needs a company, a Message-ID and a recipient")
+        created = stamp(self._clock())
+        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
+        with self.write() as conn:
+            added = conn.execute(
+                "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
+                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (company, message_id, recipient) DO NOTHING",
+                row,
+            ).rowcount
+            if added:  # a retried submission finds its offer, and its entry, made already
+                ledger_chain.append_many(conn, [self._offer_entry(*row)])
+            found = conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers"
+                " WHERE company = ? AND message_id = ? AND recipient = ?",
+                (company, message_id, recipient),
+            ).fetchone()
+        return _offer(found)
+
+    def record_rejection(
+        self,
+        company: str,
+        message_id: str,
+        offers: Sequence[tuple[str, str]],
+        job: str | None = None,
+        channel: str | None = None,
+        stage: str | None = None,
+    ) -> dict[str, str]:
+        """One accepted rejection: its counter and an offer per outside recipient.
+
+        ``offers`` pairs each recipient with a fresh id; a recipient that already
+        has an offer for this Message-ID (a retried submission) keeps the one it
+        had.  Returns recipient -> offer id.
+        """
+        rejection = Rejection(company, message_id, tuple(offers), job, channel, stage)
+        return self.record_rejections([rejection])[0]
+
+    def record_rejections(self, rejections: Sequence[Rejection],
+                          counts: Mapping[tuple[str, CounterKind], int] | None = None,
+                          ) -> list[dict[str, str]]:
+        """Several rejections in one transaction: the gateway calls this before its 250,
+        and every commit waits for the disk, so concurrent messages share one commit
+        (``career_relay.ledger.writer``).  ``counts`` adds (company, counter) totals
+        in the same transaction (the classifier's tallies of ordinary mail)."""
+        now = self._clock()
+        day = now.astimezone(dt.UTC).date().isoformat()
+        results: list[dict[str, str]] = []
+        tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
+        entries: list[ledger_chain.NewEntry] = []  # the inserted offers', appended at the end
+        with self.write() as conn:
+            for r in rejections:
+                created = stamp(r.created or now)
+                cursor = conn.executemany(
+                    "INSERT INTO offers (id, company, message_id, recipient, created, job,"
+                    " channel, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (company, message_id, recipient) DO NOTHING",
+                    [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
+                     for rcpt, oid in r.offers],
+                )
+                # Offers this statement inserted (sqlite3_changes: a trigger's rows, such
+                # as the per-day statistics, are not counted; total_changes would be).
+                added = cursor.rowcount
+                # A retried submission adds no offer and is not a second rejection.
+                if added or not r.offers:
+                    tallies.update((r.company, kind) for kind in r.counters)
+                if added == len(r.offers):  # every offer is new: its id is the one given
+                    results.append(dict(r.offers))
+                    entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt,
+                                                     created, r.job, r.channel, r.stage)
+                                   for rcpt, oid in r.offers)
+                    continue
+                found = {rcpt: str(conn.execute(
+                    "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
+                    (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers}
+                results.append(found)
+                # Inserted now: the offers that kept the fresh id given (ids are random).
+                entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt, created,
+                                                 r.job, r.channel, r.stage)
+                               for rcpt, oid in r.offers if added and found[rcpt] == oid)
+            ledger_chain.append_many(conn, entries)
+            # One upsert per company and counter for the whole batch.
+            for (company, kind), n in tallies.items():
+                if kind not in COUNTER_KINDS:  # column names from COUNTER_KINDS only
+                    raise ValueError(f"unknown counter {kind!r}")
+                conn.execute(
+                    f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
+                    f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
+                    (company, day, n))
+        return results
+
+    def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,
+                     created: str, job: str | None, channel: str | None, stage: str | None,
+                     ) -> ledger_chain.NewEntry:
+        """The ``offer`` entry of a row just inserted: the row by digest, the recipient by
+        keyed hash (``ledger_rules._offers_agree`` checks both)."""
+        digest = ledger_chain.row_digest([oid, company, message_id, created, job, channel, stage])
+        return (created, company, "offer", oid,
+                {"digest": digest,
+                 "candidate": ledger_chain.candidate_hash(self.hash_key, recipient)})
+
+    def offer(self, offer_id: str) -> Offer | None:
+        with self.read() as conn:
+            found = conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE id = ?", (offer_id,)
+            ).fetchone()
+        return None if found is None else _offer(found)
+
+    def count(self, company: str, kind: CounterKind, day: dt.date | None = None) -> int:
+        """Add one to ``kind`` for ``company`` on ``day`` (UTC today by default); the new total."""
+        if kind not in COUNTER_KINDS:
+            raise ValueError(f"unknown counter {kind!r}; one of {', '.join(COUNTER_KINDS)}")
+        if isinstance(day, dt.datetime):  # a moment, not a day: take its UTC date
+            day = day.astimezone(dt.UTC).date()
+        when = (day or self._clock().astimezone(dt.UTC).date()).isoformat()
+        # ``kind`` is one of the column names above, never caller text.
+        with self.write() as conn:
+            (total,) = conn.execute(
+                f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, 1)"
+                f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + 1"
+                f" RETURNING {kind}",
+                (company, when),
+            ).fetchone()
+        return int(total)
+
+    def counts(self, company: str, day: dt.date) -> dict[str, int]:
+        """Every counter of ``company`` on ``day`` (zeros when nothing was counted)."""
+        with self.read() as conn:
+            found = conn.execute(
+                f"SELECT {', '.join(COUNTER_KINDS)} FROM daily_counts"
+                " WHERE company = ? AND day = ?",
+                (company, day.isoformat()),
+            ).fetchone()
+        return dict(zip(COUNTER_KINDS, found or (0,) * len(COUNTER_KINDS), strict=True))
+
+
+_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage"
+
+
+def _offer(row: Any) -> Offer:
+    oid, company, message_id, recipient, created, job, channel, stage = row
+    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)

@@ -1,0 +1,44 @@
+"""The rules a ledger applies, from the settings: how many qualified forwards make a
+credit, each company's own domains, the key of the hashes that stand for candidates.
+
+Built once per process by ``open_configured`` (``Ledger.rules``) and again on reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger.chain import DEFAULT_HASH_KEY
+from career_relay.settings_table import Settings
+
+
+def settings_hash_key(settings: Settings) -> bytes:
+    """``secrets.hash_key``, or when it is empty the oldest signing key (the last listed), as
+    ``Rules`` always did."""
+    keys = settings.secrets.signing_keys
+    key = settings.secrets.hash_key or (keys[-1] if keys else "")
+    return key.encode("utf-8")
+
+
+
+@dataclass(frozen=True)
+class Rules:
+    credit_every: int = 10
+    domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    hash_key: bytes = DEFAULT_HASH_KEY
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        return cls(settings.ledger.credit_every,
+                   {c.id: frozenset(c.domains) for c in settings.companies},
+                   settings_hash_key(settings))
+
+    def candidate(self, address: str) -> str:
+        """The keyed hash that stands for a candidate (SPEC 9: it outlives the address)."""
+        return ledger_chain.candidate_hash(self.hash_key, address)
+
+    def own(self, company: str, address: str) -> bool:
+        domain = address.rpartition("@")[2].strip().lower()
+        return domain in self.domains.get(company, frozenset())

@@ -1,0 +1,209 @@
+"""The ledger's connections and transactions (SQLite, the embedded backend).
+
+One ``Store`` per process and ledger: every part of the ledger (offers,
+consent, forwards, credits, admin users, reports) runs its SQL through
+``write()`` and ``read()`` here, never through a connection of its own.
+
+Writes: one connection, serialised by a lock, each write one ``BEGIN
+IMMEDIATE`` transaction (the write lock is taken up front, so two processes'
+writers queue on the busy timeout instead of failing to upgrade a read
+lock).  After each commit that moved the chain's head, the head file is
+written (``career_relay.ledger.head``).
+
+Reads: a connection per reading thread, so the site's event loop never
+waits behind a commit that waits for the disk (WAL readers never wait for
+the writer).  Inside a write, a read uses the writer's connection and sees
+the transaction's own rows.  ``data_version()`` says whether any other
+connection committed since (the site's page cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Self
+
+from sqlite_utils import Database
+
+from career_relay.ledger import chain, head
+from career_relay.ledger.chain import DEFAULT_HASH_KEY
+from career_relay.ledger.rules import Rules
+from career_relay.timestamps import utcnow
+
+log = logging.getLogger("career_relay.ledger")
+
+Clock = Callable[[], dt.datetime]
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def new_offer_id() -> str:
+    """96 random bits, URL-safe (16 characters): unguessable, and short enough for a link."""
+    return secrets.token_urlsafe(12)
+
+
+class Store:
+    """The connections of one open ledger.  Safe to share between threads."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = utcnow,
+        new_id: Callable[[], str] = new_offer_id,
+        hash_key: bytes = DEFAULT_HASH_KEY,
+        head_file: Path | None = None,
+        path: Path | None = None,
+        rules: Rules | None = None,
+    ) -> None:
+        #: The writer's connection (sqlite-utils, for the migrations).
+        self.db = db
+        self._clock = clock
+        self._new_id = new_id
+        self._lock = threading.RLock()
+        #: The key of the hashes that stand for personal data in entries (``secrets.hash_key``).
+        self.hash_key = hash_key
+        #: Where the chain's head is kept outside the database (None: nowhere, ``:memory:``).
+        self.head_file = head_file
+        #: The rules of credits and candidates (``open_configured``: from the settings).
+        self.rules = rules or Rules(hash_key=hash_key)
+        #: The file readers open beside the writer (None: ``:memory:``, one connection).
+        self._path = path
+        self._local = threading.local()  # .reader, .writing: per thread
+        self._readers: list[sqlite3.Connection] = []
+        self._published: tuple[int, str] | None = None
+        self._head_alarm: str | None = None  # the trouble last logged about the head file
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+            self.db.close()
+
+    @property
+    def wal_path(self) -> Path:
+        """SQLite's write-ahead log beside the ledger (it exists while connections are open)."""
+        filename = self.db.conn.execute("PRAGMA database_list").fetchone()[2]
+        return Path(f"{filename}-wal")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error;
+        after the commit, the head file if the chain's head moved."""
+        with self._lock:
+            self._local.writing = True
+            try:
+                with immediate(self.db.conn) as conn:
+                    yield conn
+            finally:
+                self._local.writing = False
+            self.publish_head()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads: this thread's own, or the writer's inside a write."""
+        if self._path is None or getattr(self._local, "writing", False):
+            with self._lock:
+                yield self.db.conn
+            return
+        yield self._reader()
+
+    def _reader(self) -> sqlite3.Connection:
+        reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if reader is None:
+            # Used by this thread only; ``close`` may run on another, hence no same-thread check.
+            reader = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_SECONDS,
+                                     check_same_thread=False)
+            self._local.reader = reader
+            with self._lock:
+                self._readers.append(reader)
+        return reader
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process, or this
+        process's writer) has committed since this thread last asked (SQLite's
+        ``PRAGMA data_version``)."""
+        with self.read() as conn:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last entry; None while the chain is empty."""
+        with self._lock:
+            return chain.last(self.db.conn)
+
+    def head_text(self) -> str:
+        """``<n>:<hash>`` of the last entry (``0:`` and 64 zeros while there is none): what the
+        head file holds and the agency receives."""
+        return head.format_head(*(self.head() or (0, chain.GENESIS)))
+
+    def publish_head(self) -> None:
+        """Write the head file if the head moved since this connection last wrote it (one
+        indexed read when it did not).  A failure is logged, not raised: the transaction
+        is committed, and a head file left behind only weakens the check, never fails it."""
+        if self.head_file is None:
+            return
+        with self._lock:
+            found = chain.last(self.db.conn)
+            if found is None or found == self._published:
+                return
+            conn = self.db.conn
+
+            def holds(seq: int, digest: str) -> bool:
+                row = conn.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+                return row is not None and str(row[0]) == digest
+
+            try:
+                head.write(self.head_file, *found, holds=holds)
+            except (OSError, head.Diverged, head.BadHead) as exc:
+                # Once per kind of trouble, not once per commit: the gateway commits often.
+                alarm = f"{type(exc).__name__}: {exc}"
+                if alarm != self._head_alarm:
+                    self._head_alarm = alarm
+                    level = logging.WARNING if isinstance(exc, OSError) else logging.ERROR
+                    log.log(level, "the chain head is not written to %s: %s (run "
+                            "`career-relay ledger verify`)", self.head_file, exc)
+                return
+            self._published, self._head_alarm = found, None
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    def new_id(self) -> str:
+        """A fresh random id from the ledger's generator (offers, receipts, forwards, credits):
+        one place to seed them all, as ``career_relay.example_ledger`` does."""
+        return self._new_id()
+
+    def save_copy(self, out: str | Path) -> None:
+        """Write a compact, self-contained copy to ``out`` (which must not exist): one file in
+        rollback-journal mode, with no ``-wal`` beside it, fit to commit or send."""
+        with self._lock:
+            self.db.conn.execute("VACUUM INTO ?", (str(out),))
+        with contextlib.closing(sqlite3.connect(str(out))) as copy:
+            copy.execute("PRAGMA journal_mode = DELETE")
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (if the error left a
+    transaction to roll back: some, such as a full disk, end it themselves)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
