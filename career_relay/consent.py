@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from career_relay import consent_export
 from career_relay.errors import UserError
 from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
 from career_relay.settings_table import Settings
@@ -255,7 +256,7 @@ class Consents:
             "type": kind,
             "created": stamp(now),
             "subject_id": subject_id(offer.id),
-            "company": self._company(offer),
+            "company": self.company(offer),
             "refers_to": consent_ids,
             "receipt_id": receipt.id,
             "instruction": "delete",
@@ -268,53 +269,8 @@ class Consents:
     # -- what the candidate may see of themselves (SPEC 6 export) -------------------------
 
     def export(self, offer: Offer) -> dict[str, Any]:
-        """Everything held about the candidate of this offer, and every receipt (GDPR art. 15
-        and 20; APPI art. 33 including the provision records)."""
-        state = self.state(offer)
-        forwards = self.store.forwards(offer.id)
-        viewed = self.store.first_viewed(offer.id)
-        return {
-            "offer": {
-                "company": self._company(offer),
-                "sent_to": offer.recipient,
-                "sent": stamp(offer.created),
-                "job": offer.job,
-                "stage": offer.stage,
-                "first_viewed": None if viewed is None else stamp(viewed),
-            },
-            "decision": state.decision,
-            "receipts": [self._receipt_json(r) for r in state.receipts],
-            "forwards": [{
-                "forward_id": f.forward.id,
-                "type": f.forward.kind,
-                "created": stamp(f.forward.created),
-                "recipient": self.settings.agency.name,
-                "delivered": None if f.delivered is None else stamp(f.delivered),
-                "status": ("delivered" if f.delivered else "cancelled" if f.cancelled
-                           else "held" if f.held else "pending"),
-            } for f in forwards],
-            "agency": {"name": self.settings.agency.name,
-                       "license_no": self.settings.agency.license_no,
-                       "privacy_url": self.settings.agency.privacy_url},
-        }
-
-    def _receipt_json(self, r: Receipt) -> dict[str, Any]:
-        return {
-            "receipt_id": r.id,
-            "time": stamp(r.created),
-            "decision": r.decision,
-            "company": r.company,
-            "agency": r.agency,
-            "notice_version": r.notice_version,
-            "notice_hash": r.notice_hash,
-            "locale": r.locale,
-            "purposes": list(r.purposes),
-            "data_items": list(r.data_items),
-            "profile": self.store.profile(r.id),
-            "user_agent": r.user_agent,
-            "network": r.network,
-            "under_review": r.review is not None,
-        }
+        """Everything held about the candidate of this offer (``consent_export``)."""
+        return consent_export.export(self, offer)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -330,7 +286,7 @@ class Consents:
         """96 random bits from the ledger's generator (seeded in the example ledger)."""
         return f"{prefix}_{self.store.ledger.new_id()}"
 
-    def _company(self, offer: Offer) -> dict[str, str]:
+    def company(self, offer: Offer) -> dict[str, str]:
         found = self.settings.company(offer.company)
         return {"id": offer.company, "name": found.name if found else offer.company}
 
@@ -338,7 +294,7 @@ class Consents:
                          profile: dict[str, str], share_application: bool) -> str:
         application = ({"job": offer.job, "stage": offer.stage, "channel": offer.channel}
                        if share_application else None)
-        company = self._company(offer)
+        company = self.company(offer)
         return json.dumps({
             "forward_id": forward_id,
             "type": "consent",

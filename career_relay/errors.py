@@ -64,6 +64,21 @@ class TooManyCopies(SmtpReplyError):
     status = "5.3.4"
 
 
+class LedgerError(CareerRelayError):
+    """The ledger refused or failed a read or a write; the driver's error is its cause."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger's database cannot be read or written now (locked past the busy timeout, a
+    disk error, a full disk, a server that is away): temporary, so the gateway answers 451
+    (SPEC 4) and the site 503; nothing accepted is lost."""
+
+
+class LedgerConflict(LedgerError):
+    """A write the ledger's constraints refuse: a second verdict on one review, a row
+    that already exists, a change to an append-only table."""
+
+
 class SpoolError(TemporaryFailure):
     """The spool could not store or read a message."""
 

@@ -9,11 +9,11 @@ prints; the lists are ``career_relay.ledger.records``'s.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from typing import Any
 
 from aiohttp import web
 
+from career_relay.errors import LedgerConflict
 from career_relay.ledger import NoCreditAvailable, records, reports
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
 from consent_site.candidate import SITE
@@ -128,7 +128,7 @@ async def review(request: web.Request) -> web.StreamResponse:
                         "until": form.get("until", "")})
     try:
         await admin.run(admin.store.review, receipt_id, verdict == "approve", user.email)
-    except sqlite3.IntegrityError:
+    except LedgerConflict:
         raise web.HTTPConflict() from None
     site = request.config_dict.get(SITE)
     if site is not None and verdict == "approve":

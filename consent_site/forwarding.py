@@ -341,14 +341,5 @@ class Forwarder:
         return Outcome(True, f"SMTP 250 via {up.host}:{up.port}")
 
 
-async def start_forwarder(settings: Settings, store: ConsentLedger) -> Stop:
-    """Start a ``Forwarder``; returns the coroutine function that stops it.
-
-    A site that also wants to ``wake`` it builds the ``Forwarder`` itself and
-    calls ``start``.
-    """
-    return await Forwarder(settings, store).start()
-
-
 def _short(text: str) -> str:
     return " ".join(text.split())[:300]

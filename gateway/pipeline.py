@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 
-from career_relay.errors import PolicyRejection, SmtpReplyError, TemporaryFailure
+from career_relay.errors import LedgerError, PolicyRejection, SmtpReplyError, TemporaryFailure
 from career_relay.settings import CompanySettings, Settings
 from gateway import metrics
 from gateway.delivery import Delivery
@@ -105,7 +104,7 @@ class Pipeline:
                 return found
             return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
                                               fields)
-        except (sqlite3.Error, OSError):
+        except (LedgerError, OSError):
             # The ledger or the disk failed: that is our failure, not the message's, and
             # relaying it would send candidates a bare marker (SPEC 4: 451 4.3.0).
             log.exception("rejection could not be recorded; answering 451")
@@ -116,7 +115,7 @@ class Pipeline:
         assert self._rejections is not None
         try:
             return self._rejections.prepare(found, data, list(rcpts), fields)
-        except (sqlite3.Error, OSError, SmtpReplyError):
+        except (LedgerError, OSError, SmtpReplyError):
             raise
         except Exception as exc:  # a bug on a hostile message: never a bare marker
             if self._settings.gateway.on_error == "tempfail":

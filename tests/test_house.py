@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from career_relay import settings_doc
@@ -29,7 +30,7 @@ def _package_files(name: str) -> list[Path]:
 def test_imports_run_one_way() -> None:
     problems = []
     for path in _package_files("career_relay"):
-        if path.name == "cli.py":
+        if path.name == "serve.py":
             continue  # the composition root wires both sides
         for mod in _imports(path):
             if mod.split(".")[0] in ("gateway", "consent_site"):
@@ -132,3 +133,62 @@ def test_every_route_of_the_site_is_documented(make_config: object) -> None:
     from consent_site.candidate import SITE
 
     app[SITE].close()
+
+
+_DRIVERS = ("sqlite3", "sqlite_utils", "psycopg", "psycopg_pool")
+# SQL as the ledger writes it: a statement's verb and what it acts on.
+_SQL = re.compile(r"\b(SELECT\b[^\"']*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM"
+                  r"|CREATE\s+(TABLE|INDEX|TRIGGER)|PRAGMA)\s", re.IGNORECASE)
+
+
+def _outside_the_ledger() -> list[Path]:
+    ledger = REPO / "career_relay" / "ledger"
+    return [p for pkg in ("career_relay", "consent_site", "gateway") for p in _package_files(pkg)
+            if ledger not in p.parents]
+
+
+def test_the_ledger_is_entered_by_its_face_only() -> None:
+    """Outside career_relay/ledger/, code imports names the package's __init__ exports
+    (``__all__``), never a module inside it (DESIGN: one public face)."""
+    import career_relay.ledger
+
+    face = set(career_relay.ledger.__all__)
+    problems = []
+    for path in _outside_the_ledger():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                problems += [f"{path.relative_to(REPO)} imports {a.name}" for a in node.names
+                             if a.name.startswith("career_relay.ledger")]
+            elif isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.startswith("career_relay.ledger"):
+                if node.module != "career_relay.ledger":
+                    problems.append(f"{path.relative_to(REPO)} imports {node.module}")
+                problems += [f"{path.relative_to(REPO)} imports {a.name} (not in __all__)"
+                             for a in node.names if a.name not in face]
+    assert problems == []
+
+
+def test_sql_and_the_database_drivers_live_in_the_ledger() -> None:
+    """No SQL and no database driver outside career_relay/ledger/: the second backend
+    (PostgreSQL) then needs nothing outside the package."""
+    problems = []
+    for path in _outside_the_ledger():
+        text = path.read_text(encoding="utf-8")
+        problems += [f"{path.relative_to(REPO)} imports {mod}" for mod in _imports(path)
+                     if mod.split(".")[0] in _DRIVERS]
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    _SQL.search(node.value) and not _docstring_like(node.value):
+                problems.append(f"{path.relative_to(REPO)}:{node.lineno} holds SQL")
+    assert problems == []
+
+
+def _docstring_like(text: str) -> bool:
+    return "\n" in text and not text.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE"))
+
+
+def test_no_module_of_the_core_is_over_350_lines() -> None:
+    """Small modules, one concept each (DESIGN, house style 9; issue 13's done-when)."""
+    long = {str(p.relative_to(REPO)): n for p in _package_files("career_relay")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 350}
+    assert long == {}

@@ -290,7 +290,7 @@ def test_json_lines_give_the_queue_id_its_own_field() -> None:
 def test_serve_says_when_it_migrates_the_ledger(make_config: ConfigMaker,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from career_relay import settings as settings_mod
-    from career_relay.cli import _migrate_ledger
+    from career_relay.serve import _migrate_ledger
 
     settings = settings_mod.load(make_config())
     _migrate_ledger(settings)

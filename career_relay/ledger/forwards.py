@@ -151,14 +151,6 @@ class Outbox:
                                (forward_id,)).fetchone()
         return None if row is None else forward_of(row)
 
-    def outbox_size(self) -> tuple[int, int]:
-        """(forwards waiting to be sent, of which held for review)."""
-        with self.ledger.read() as conn:
-            total, held = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(held), 0) FROM outbox").fetchone()
-        return int(total), int(held)
-
-
 
 def add_event(conn: sqlite3.Connection, forward_id: str, event: str, detail: str,
            now: dt.datetime) -> None:

@@ -10,7 +10,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from career_relay.ledger import chain as ledger_chain
-from career_relay.ledger import schema_sqlite
+from career_relay.ledger import schema_sqlite, schema_sqlite_later
 
 MIGRATIONS = Migrations("career_relay.ledger")
 #: The migration that chains offers, forwards and profiles (``open_ledger`` writes the
@@ -18,14 +18,15 @@ MIGRATIONS = Migrations("career_relay.ledger")
 CHAIN_MIGRATION = "0008_chain_offers_forwards_profiles"
 
 
-# The tables, in the order they landed (``schema_sqlite``: each one's docstring says why).
+# The tables, in the order they landed (``schema_sqlite``, ``schema_sqlite_later``: each one's
+# docstring says why).
 MIGRATIONS(name="0001_offers")(schema_sqlite.offers)
 MIGRATIONS(name="0002_daily_counts")(schema_sqlite.daily_counts)
 MIGRATIONS(name="0003_consent")(schema_sqlite.consent)
 MIGRATIONS(name="0004_entries")(schema_sqlite.entries)
-MIGRATIONS(name="0005_admin")(schema_sqlite.admin)
-MIGRATIONS(name="0006_retention")(schema_sqlite.retention)
-MIGRATIONS(name="0007_report_indexes")(schema_sqlite.report_indexes)
+MIGRATIONS(name="0005_admin")(schema_sqlite_later.admin)
+MIGRATIONS(name="0006_retention")(schema_sqlite_later.retention)
+MIGRATIONS(name="0007_report_indexes")(schema_sqlite_later.report_indexes)
 
 
 @MIGRATIONS(name=CHAIN_MIGRATION)

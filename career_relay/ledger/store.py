@@ -31,6 +31,7 @@ from typing import Self
 
 from sqlite_utils import Database
 
+from career_relay.errors import LedgerConflict, LedgerUnavailable
 from career_relay.ledger import chain, head
 from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.ledger.rules import Rules
@@ -105,7 +106,7 @@ class Store:
         with self._lock:
             self._local.writing = True
             try:
-                with immediate(self.db.conn) as conn:
+                with translated(), immediate(self.db.conn) as conn:
                     yield conn
             finally:
                 self._local.writing = False
@@ -115,10 +116,11 @@ class Store:
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads: this thread's own, or the writer's inside a write."""
         if self._path is None or getattr(self._local, "writing", False):
-            with self._lock:
+            with self._lock, translated():
                 yield self.db.conn
             return
-        yield self._reader()
+        with translated():
+            yield self._reader()
 
     def _reader(self) -> sqlite3.Connection:
         reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
@@ -193,6 +195,21 @@ class Store:
             self.db.conn.execute("VACUUM INTO ?", (str(out),))
         with contextlib.closing(sqlite3.connect(str(out))) as copy:
             copy.execute("PRAGMA journal_mode = DELETE")
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """The driver's errors as the project's (``career_relay.errors``): callers outside the
+    ledger never see sqlite3 (or psycopg) errors.  Misuse (``ProgrammingError``) stays
+    what it is: a bug, not a condition to answer."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise LedgerConflict(str(exc)) from exc
+    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, sqlite3.ProgrammingError):
+            raise
+        raise LedgerUnavailable(f"the ledger cannot be used now: {exc}") from exc
 
 
 @contextlib.contextmanager

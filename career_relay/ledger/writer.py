@@ -26,12 +26,12 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger.offers import CounterKind, Ledger, Rejection
 
 log = logging.getLogger("career_relay.ledger")
@@ -94,7 +94,7 @@ class LedgerWriter:
                                      created, counters))
         with self._cond:
             if self._closed:
-                raise sqlite3.OperationalError("the ledger writer has stopped")
+                raise LedgerUnavailable("the ledger writer has stopped")
             self._queue.append(request)
         deadline = time.monotonic() + _WAIT
         while not request.done:
@@ -124,7 +124,7 @@ class LedgerWriter:
                     if request in self._queue:  # never committed: the caller may try again
                         self._queue.remove(request)
                         self._cond.notify_all()
-                    raise sqlite3.OperationalError("timed out waiting for the ledger's commit")
+                    raise LedgerUnavailable("timed out waiting for the ledger's commit")
             if request.done:
                 return []
             self._leading = True

@@ -1,0 +1,165 @@
+"""The ledger's migrations 0005 to 0007 in SQLite's dialect: tables, indexes, triggers.
+
+A migration that has landed is never edited; ``career_relay.ledger.migrations``
+lists them in order and applies them.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+
+def admin(db: Database) -> None:
+    """The admin pages' logins (issue 5): users, sessions, failed logins, lock-outs.
+
+    Operational tables, not ledger entries: nothing here is hash-chained, and
+    sessions, failures and lock-outs are deleted when they expire.  A session
+    row holds the SHA-256 of the cookie's random value, never the value itself,
+    so a copy of the file opens no session.  Emails are stored lower-cased;
+    failures and lock-outs are keyed by the email typed, whether or not a user
+    has it, so a lock-out reveals nothing about which addresses exist.
+    """
+    db.execute(
+        """
+        CREATE TABLE admin_users (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,     -- lower-cased
+            role TEXT NOT NULL CHECK (role IN ('operator', 'company')),
+            company TEXT,                   -- companies.id for role 'company'; NULL: operator
+            password_hash TEXT NOT NULL,    -- argon2id (career_relay.passwords)
+            created TEXT NOT NULL,          -- UTC
+            CHECK ((role = 'operator') = (company IS NULL))
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE admin_sessions (
+            id TEXT PRIMARY KEY,            -- sha256 hex of the session cookie's value
+            user_id INTEGER NOT NULL REFERENCES admin_users (id),
+            created TEXT NOT NULL,          -- UTC
+            expires TEXT NOT NULL           -- UTC; logout deletes the row sooner
+        )
+        """
+    )
+    db.execute("CREATE INDEX admin_sessions_expires ON admin_sessions (expires)")
+    db.execute(
+        """
+        CREATE TABLE admin_login_failures (
+            email TEXT NOT NULL,            -- as typed, lower-cased (known or not)
+            created TEXT NOT NULL           -- UTC
+        )
+        """
+    )
+    db.execute("CREATE INDEX admin_login_failures_email ON admin_login_failures (email, created)")
+    db.execute(
+        """
+        CREATE TABLE admin_lockouts (
+            email TEXT PRIMARY KEY,         -- lower-cased (known or not)
+            until TEXT NOT NULL             -- UTC: no login for this email before then
+        )
+        """
+    )
+
+
+def retention(db: Database) -> None:
+    """Retention (SPEC 9, ``career_relay.ledger.retention``): an offer's address can be erased.
+
+    ``candidate`` keeps the keyed hash of the erased address (de-duplication
+    outlives the address); ``erased`` says when.  The partial index lets a
+    purge visit only the offers it has not erased yet.
+    """
+    db.execute("ALTER TABLE offers ADD COLUMN candidate TEXT")  # keyed hash, once erased
+    db.execute("ALTER TABLE offers ADD COLUMN erased TEXT")     # UTC, when it was erased
+    db.execute("CREATE INDEX offers_unerased ON offers (created) WHERE erased IS NULL")
+
+
+
+def report_indexes(db: Database) -> None:
+    """The report at a million offers (docs/performance.md, "Ledger report").
+
+    A company's report must cost what that company has, and at 300,000 offers
+    a year even reading each of its offers once is too slow.  So:
+
+    - ``offer_views`` gains the offer's company, so a company's views are one
+      range of ``offer_views_company``, not every view of the period;
+    - ``offer_stats`` counts offers, and offers accepted at least once, per
+      company, day, job and channel: the offers, opt-in and monthly figures
+      read a few hundred rows instead of every offer;
+    - ``first_decisions`` keeps, per offer, the hours from the rejection to
+      its first accept or decline (the median time to decide).
+
+    Triggers keep the three right whoever writes (the gateway, the site, a
+    bulk load); this migration fills them for the rows already there.  They
+    are derived data: rebuilt from offers and receipts, never a record.
+    """
+    db.execute("ALTER TABLE offer_views ADD COLUMN company TEXT")
+    db.execute("UPDATE offer_views SET company ="
+               " (SELECT company FROM offers o WHERE o.id = offer_views.offer_id)")
+    db.execute("CREATE TRIGGER offer_views_company AFTER INSERT ON offer_views"
+               " WHEN NEW.company IS NULL BEGIN"
+               " UPDATE offer_views SET company = (SELECT company FROM offers o"
+               "  WHERE o.id = NEW.offer_id) WHERE offer_id = NEW.offer_id; END")
+    db.execute("CREATE INDEX offer_views_company ON offer_views (company, first_viewed)")
+    db.execute(
+        """
+        CREATE TABLE offer_stats (
+            company TEXT NOT NULL,
+            day TEXT NOT NULL,                      -- UTC date the offers were made
+            job TEXT NOT NULL,                      -- '' when the mail named none
+            channel TEXT NOT NULL,
+            offers INTEGER NOT NULL DEFAULT 0,
+            accepted INTEGER NOT NULL DEFAULT 0,    -- of those, accepted at least once
+            PRIMARY KEY (company, day, job, channel)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE first_decisions (
+            offer_id TEXT PRIMARY KEY REFERENCES offers (id),
+            company TEXT NOT NULL,
+            offer_created TEXT NOT NULL,            -- UTC, the offer's
+            hours REAL NOT NULL                     -- to its first accept or decline
+        )
+        """
+    )
+    db.execute("CREATE INDEX first_decisions_company"
+               " ON first_decisions (company, offer_created, hours)")
+    db.execute(
+        "CREATE TRIGGER offer_stats_offer AFTER INSERT ON offers BEGIN"
+        " INSERT INTO offer_stats (company, day, job, channel, offers) VALUES (NEW.company,"
+        "  substr(NEW.created, 1, 10), COALESCE(NEW.job, ''), COALESCE(NEW.channel, ''), 1)"
+        "  ON CONFLICT DO UPDATE SET offers = offers + 1; END")
+    db.execute(
+        "CREATE TRIGGER offer_stats_accept AFTER INSERT ON receipts"
+        " WHEN NEW.decision = 'accept' AND NOT EXISTS (SELECT 1 FROM receipts r"
+        "  WHERE r.offer_id = NEW.offer_id AND r.decision = 'accept' AND r.rowid <> NEW.rowid)"
+        " BEGIN UPDATE offer_stats SET accepted = accepted + 1 WHERE (company, day, job, channel)"
+        "  = (SELECT company, substr(created, 1, 10), COALESCE(job, ''), COALESCE(channel, '')"
+        "     FROM offers WHERE id = NEW.offer_id); END")
+    db.execute(
+        "CREATE TRIGGER first_decision AFTER INSERT ON receipts"
+        " WHEN NEW.decision IN ('accept', 'decline') BEGIN"
+        " INSERT INTO first_decisions (offer_id, company, offer_created, hours)"
+        "  SELECT o.id, NEW.company, o.created,"
+        "   (julianday(NEW.created) - julianday(o.created)) * 24 FROM offers o"
+        "  WHERE o.id = NEW.offer_id"
+        "  ON CONFLICT (offer_id) DO UPDATE SET hours = excluded.hours"
+        "   WHERE excluded.hours < hours; END")
+    db.execute(
+        "INSERT INTO offer_stats (company, day, job, channel, offers, accepted)"
+        " SELECT o.company, substr(o.created, 1, 10), COALESCE(o.job, ''),"
+        "  COALESCE(o.channel, ''), COUNT(*), COUNT(a.offer_id) FROM offers o"
+        " LEFT JOIN (SELECT DISTINCT offer_id FROM receipts WHERE decision = 'accept') a"
+        "  ON a.offer_id = o.id GROUP BY 1, 2, 3, 4")
+    db.execute(
+        "INSERT INTO first_decisions (offer_id, company, offer_created, hours)"
+        " SELECT o.id, r.company, o.created,"
+        "  (julianday(MIN(r.created)) - julianday(o.created)) * 24"
+        " FROM receipts r JOIN offers o ON o.id = r.offer_id"
+        " WHERE r.decision IN ('accept', 'decline') GROUP BY r.offer_id")
+    # A company's decisions by kind, and its accepts held for review, from the index alone.
+    db.execute("CREATE INDEX receipts_company_decision ON receipts (company, decision, created)")
+    db.execute("CREATE INDEX receipts_review ON receipts (company, decision, created)"
+               " WHERE review IS NOT NULL")
