@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
@@ -30,6 +31,8 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
 #: The longest a stop waits for the requests in flight (aiohttp's shutdown_timeout).
 SHUTDOWN_TIMEOUT = 30.0
+#: Seconds a 503 asks the browser to wait while the ledger is unavailable.
+RETRY_AFTER_UNAVAILABLE = 30
 HERE = Path(__file__).parent
 
 
@@ -61,6 +64,14 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
             response = await handler(request)
         except PageError as exc:
             response = _error_page(env, exc.status, exc.key, exc.locale, agency(request))
+        except LedgerUnavailable as exc:
+            # The database is away (SPEC 12): a page that says so, and when to come back
+            # (RFC 9110 15.6.4, 10.2.3); nothing was recorded, so the POST can be resent.
+            log.warning("the ledger is unavailable serving %s: %s", request.method, exc)
+            locale = i18n.choose(request.query.get("lang"),
+                                 request.headers.get("Accept-Language"), "ja")
+            response = _error_page(env, 503, "503", locale, agency(request))
+            response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect raised by a view
                 secure(exc, https)

@@ -159,6 +159,9 @@ JA: dict[str, str] = {
     "error_500_title": "一時的なエラーが発生しました",
     "error_500_text": "お手数ですが、しばらくしてからもう一度お試しください。"
                       "ご入力の内容は保存されていません。",
+    "error_503_title": "ただいまメンテナンス中です",
+    "error_503_text": "数分後にもう一度お試しください。リンクはそのまま使えます。"
+                      "ご入力の内容は保存されていません。",
 }
 
 EN: dict[str, str] = {
@@ -269,6 +272,9 @@ EN: dict[str, str] = {
     "error_generic_text": "Please check the address.",
     "error_500_title": "Something went wrong on our side",
     "error_500_text": "Please try again in a little while. Nothing you entered was saved.",
+    "error_503_title": "Back in a few minutes",
+    "error_503_text": "Please try again in a few minutes; your link still works. Nothing you "
+                      "entered was saved.",
 }
 
 class Words:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from career_relay.errors import LedgerConflict, LedgerUnavailable
 from career_relay.example_ledger import HASH_KEY, generate
 from career_relay.ledger import (
     MIGRATIONS,
@@ -123,7 +124,7 @@ def test_a_failed_write_leaves_no_transaction_open(tmp_path: Path) -> None:
     ids = iter(["same-id-twice-00", "same-id-twice-00", "a-third-id-00000"])
     with open_ledger(tmp_path / "l.db", new_id=lambda: next(ids)) as ledger:
         ledger.record_offer("acme", "<m1@a>", "x@example.jp")
-        with pytest.raises(sqlite3.IntegrityError):  # an id collision is never silent
+        with pytest.raises(LedgerConflict):  # an id collision is never silent
             ledger.record_offer("acme", "<m2@a>", "x@example.jp")
         assert not ledger.db.conn.in_transaction
         assert ledger.record_offer("acme", "<m2@a>", "x@example.jp").id == "a-third-id-00000"
@@ -173,7 +174,7 @@ def test_the_writer_gives_every_thread_its_own_offers(ledger: Ledger) -> None:
             found = ledger.offer(offer_id)
             assert found is not None and found.recipient == rcpt
     assert ledger.counts("acme", NOON.date())["rejections"] == 120
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(LedgerUnavailable):
         writer.record_rejection("acme", "<late@a>", [("x@example.jp", new_offer_id())])
 
 
@@ -430,3 +431,17 @@ def test_the_ledger_files_are_private(tmp_path: Path) -> None:
     old.chmod(0o644)
     open_ledger(old).close()
     assert old.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_drivers_errors_reach_callers_as_the_projects(tmp_path: Path) -> None:
+    """Callers outside the package never see sqlite3: a refused write is a LedgerConflict,
+    a database that cannot be used a LedgerUnavailable (the gateway's 451, the site's 503),
+    each with the driver's error as its cause."""
+    with open_ledger(tmp_path / "l.db") as ledger:
+        ledger.record_offer("acme", "<m@a>", "x@example.jp")  # its entry
+        with pytest.raises(LedgerConflict) as refused, ledger.write() as conn:
+            conn.execute("DELETE FROM entries")  # append-only: a trigger refuses
+        assert isinstance(refused.value.__cause__, sqlite3.IntegrityError)
+        with pytest.raises(LedgerUnavailable) as away, ledger.read() as conn:
+            conn.execute("SELECT * FROM no_such_table")
+        assert isinstance(away.value.__cause__, sqlite3.OperationalError)

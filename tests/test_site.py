@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import settings as settings_mod
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Offer, open_ledger
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
@@ -711,3 +712,26 @@ def test_an_accept_rejected_on_review_can_be_made_again(site: Harness) -> None:
     assert site.accept(link).status == 303
     assert [r["decision"] for r in site.rows("receipts")] == ["accept", "accept"]
     assert site.get(f"{link}/done").state() == "accepted"  # a phone this time: not held
+
+
+def test_a_ledger_that_is_away_gets_a_503_page_and_recovers_by_itself(
+        site: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC 12: the site answers 503 with a page while the ledger is away (the store turns
+    the driver's errors into LedgerUnavailable: test_ledger), and serves again when it is
+    back, with no operator."""
+    offer = site.offer()
+    link = site.link(offer)
+    ledger = site.client.app[SITE].ledger
+    real = ledger.offer
+
+    def away(offer_id: str) -> None:
+        raise LedgerUnavailable("the ledger cannot be used now: connection refused")
+
+    monkeypatch.setattr(ledger, "offer", away)
+    page = site.get(link, headers={"Accept-Language": "ja"})
+    assert page.status == 503
+    assert page.headers["Retry-After"] == "30"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "メンテナンス" in page.text and offer.id not in page.text
+    monkeypatch.setattr(ledger, "offer", real)
+    assert site.get(link).status == 200

@@ -21,10 +21,9 @@ import datetime as dt
 import functools
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
-from career_relay.errors import UserError
+from career_relay.errors import LedgerConflict, UserError
 from career_relay.ledger.offers import Ledger
 from career_relay.passwords import hash_password, verify_password
 from career_relay.timestamps import parse_stamp, stamp
@@ -94,13 +93,13 @@ class AdminUsers:
         role = "operator" if company is None else "company"
         try:
             with self.ledger.write() as conn:
-                cursor = conn.execute(
+                (user_id,) = conn.execute(
                     "INSERT INTO admin_users (email, role, company, password_hash, created)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (address, role, company, password_hash, stamp(self.ledger.now())))
-        except sqlite3.IntegrityError:
+                    " VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (address, role, company, password_hash, stamp(self.ledger.now()))).fetchone()
+        except LedgerConflict:
             raise UserError(f"an admin login for {address} exists already") from None
-        return AdminUser(int(cursor.lastrowid or 0), address, company)
+        return AdminUser(int(user_id), address, company)
 
     def remove(self, email: str) -> bool:
         """Delete a login and every session it has; False when there is none."""
