@@ -30,6 +30,9 @@ from career_relay.timestamps import stamp
 GENESIS = "0" * 64
 # What an erased offer keeps for its address (``career_relay.ledger.retention``): this and its id.
 ERASED_PREFIX = "erased:"
+#: The receipt's columns in their order: what its entry's digest covers.
+RECEIPT_COLUMNS = ("id, offer_id, company, agency, decision, created, notice_hash, "
+                    "notice_version, locale, purposes, data_items, user_agent, network, review")
 #: The key of ``candidate_hash`` and ``keyed`` when none is configured (tests, tools).
 DEFAULT_HASH_KEY = b"career-relay"
 

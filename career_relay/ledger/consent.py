@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import credits as ledger_credits
+from career_relay.ledger.chain import RECEIPT_COLUMNS
 from career_relay.ledger.forwards import Forward, Outbox, settle
 from career_relay.ledger.offers import Ledger
 from career_relay.ledger.rules import Rules
@@ -45,9 +46,6 @@ class Receipt:
     network: str
     review: str | None = None
 
-
-_RECEIPT_COLUMNS = ("id, offer_id, company, agency, decision, created, notice_hash, "
-                    "notice_version, locale, purposes, data_items, user_agent, network, review")
 
 class ConsentLedger(Outbox):
     """The consent tables of one open ``Ledger`` (sharing its connections), and its outbox."""
@@ -99,13 +97,13 @@ class ConsentLedger(Outbox):
     def receipts(self, offer_id: str) -> list[Receipt]:
         """Every receipt of an offer, oldest first."""
         with self.ledger.read() as conn:
-            rows = conn.execute(f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE offer_id = ?"
+            rows = conn.execute(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE offer_id = ?"
                                 " ORDER BY rowid", (offer_id,)).fetchall()
         return [_receipt(r) for r in rows]
 
     def receipt(self, receipt_id: str) -> Receipt | None:
         with self.ledger.read() as conn:
-            row = conn.execute(f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE id = ?",
+            row = conn.execute(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = ?",
                                (receipt_id,)).fetchone()
         return None if row is None else _receipt(row)
 
@@ -148,7 +146,7 @@ class ConsentLedger(Outbox):
                     (receipt.notice_hash, receipt.notice_version, receipt.locale,
                      receipt.company, notice_text, stamp(now)))
             conn.execute(
-                f"INSERT INTO receipts ({_RECEIPT_COLUMNS}) VALUES"
+                f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (receipt.id, receipt.offer_id, receipt.company, receipt.agency,
                  receipt.decision, stamp(receipt.created), receipt.notice_hash,
@@ -250,7 +248,7 @@ class ConsentLedger(Outbox):
         """Receipts held for review with no verdict yet, oldest first."""
         with self.ledger.read() as conn:
             rows = conn.execute(
-                f"SELECT {_RECEIPT_COLUMNS} FROM receipts r WHERE r.review IS NOT NULL"
+                f"SELECT {RECEIPT_COLUMNS} FROM receipts r WHERE r.review IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.receipt_id = r.id)"
                 " ORDER BY r.rowid").fetchall()
         return [_receipt(r) for r in rows]

@@ -28,7 +28,7 @@ from typing import Any
 
 from career_relay.errors import UserError
 from career_relay.ledger import chain as ledger_chain
-from career_relay.ledger.chain import Problem
+from career_relay.ledger.chain import RECEIPT_COLUMNS, Problem
 from career_relay.ledger.offers import Ledger
 from career_relay.ledger.rules import Rules
 from career_relay.ledger.verify import verify_ledger
@@ -47,9 +47,9 @@ def _random_id() -> str:
 
 
 def record_receipt(conn: sqlite3.Connection, receipt_id: str, now: dt.datetime) -> None:
-    cursor = conn.execute("SELECT * FROM receipts WHERE id = ?", (receipt_id,))
-    row = cursor.fetchone()
-    r = dict(zip([d[0] for d in cursor.description], row, strict=True))
+    row = conn.execute(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = ?",
+                       (receipt_id,)).fetchone()
+    r = dict(zip(RECEIPT_COLUMNS.split(", "), row, strict=True))
     ledger_chain.append(conn, now, r["company"], "receipt", receipt_id, {
         "offer": r["offer_id"], "decision": r["decision"], "review": r["review"],
         "digest": ledger_chain.row_digest(row)})

@@ -93,7 +93,10 @@ class Outbox:
     def next_due(self) -> dt.datetime | None:
         """When the earliest unheld forward falls due (None: the outbox holds nothing to send)."""
         with self.ledger.read() as conn:
-            row = conn.execute("SELECT MIN(MAX(next_attempt, COALESCE(claimed_until, '')))"
+            # The later of its next attempt and its claim's end (a CASE, where SQLite would
+            # take MAX(a, b) and PostgreSQL GREATEST: one spelling for both).
+            row = conn.execute("SELECT MIN(CASE WHEN claimed_until > next_attempt"
+                               " THEN claimed_until ELSE next_attempt END)"
                                " FROM outbox WHERE held = 0").fetchone()
         return None if row is None or row[0] is None else parse_stamp(row[0])
 

@@ -165,7 +165,9 @@ class Ledger(Store):
                     raise ValueError(f"unknown counter {kind!r}")
                 conn.execute(
                     f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
-                    f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + excluded.{kind}",
+                    # The column qualified: PostgreSQL finds a bare name ambiguous here.
+                    f" ON CONFLICT (company, day) DO UPDATE"
+                    f" SET {kind} = daily_counts.{kind} + excluded.{kind}",
                     (company, day, n))
         return results
 
@@ -197,7 +199,7 @@ class Ledger(Store):
         with self.write() as conn:
             (total,) = conn.execute(
                 f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, 1)"
-                f" ON CONFLICT (company, day) DO UPDATE SET {kind} = {kind} + 1"
+                f" ON CONFLICT (company, day) DO UPDATE SET {kind} = daily_counts.{kind} + 1"
                 f" RETURNING {kind}",
                 (company, when),
             ).fetchone()

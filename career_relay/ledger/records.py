@@ -62,14 +62,14 @@ _FORWARDS = (
     " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
     " LEFT JOIN outbox o ON o.forward_id = f.id"
     " WHERE f.company = :company AND f.created >= :start AND f.created < :end"
-    " ORDER BY f.created DESC, f.rowid DESC LIMIT :limit")
+    " ORDER BY f.created DESC, f.rowid DESC")
 
 
 def forwards(ledger: Ledger, company: str, when: Period, limit: int = -1) -> list[ForwardRow]:
     """The company's forwards of the period, newest first (``limit`` -1: all)."""
     with ledger.read() as conn:
-        rows = conn.execute(_FORWARDS, {"company": company, "limit": limit,
-                                        **when.params}).fetchall()
+        cursor = conn.execute(_FORWARDS, {"company": company, **when.params})
+        rows = cursor.fetchall() if limit < 0 else cursor.fetchmany(limit)
     out = []
     for (fid, created, kind, receipt_id, items, version, delivered, cancelled, queued, held,
          attempts, data) in rows:

@@ -121,10 +121,12 @@ _PROFILES = ("SELECT COUNT(*) FROM profiles p JOIN receipts r ON r.id = p.receip
 _PAYLOADS = ("SELECT COUNT(*) FROM forwards WHERE payload IS NOT NULL"
              " AND offer_id IN (SELECT offer_id FROM retention_due)")
 
+_DUE_ADDRESSES = ("SELECT o.id, o.recipient FROM offers o JOIN retention_due d"
+                  " ON d.offer_id = o.id WHERE o.erased IS NULL")
+# The keyed hash is made here, in Python, and written by id: the same statements in both
+# backends' dialects (no function registered in the database).
+_ERASE_ADDRESS = "UPDATE offers SET candidate = ?, recipient = ?, erased = ? WHERE id = ?"
 _ERASE = (
-    "UPDATE offers SET candidate = retention_candidate(recipient),"
-    f" recipient = '{ERASED_PREFIX}' || id, erased = :now"
-    " WHERE erased IS NULL AND id IN (SELECT offer_id FROM retention_due)",
     "UPDATE profiles SET data = NULL, erased = :now WHERE data IS NOT NULL AND receipt_id IN"
     " (SELECT r.id FROM receipts r JOIN retention_due d ON d.offer_id = r.offer_id)",
     "UPDATE forwards SET payload = NULL WHERE payload IS NOT NULL"
@@ -145,16 +147,18 @@ def purge(ledger: Ledger, rules: Rules, policy: Policy, *, dry_run: bool = False
             finally:
                 conn.execute("ROLLBACK")
     with ledger.write() as conn:
-        conn.create_function("retention_candidate", 1, rules.candidate, deterministic=True)
         purged = _count(conn, params)
+        conn.executemany(_ERASE_ADDRESS, [
+            (rules.candidate(recipient), f"{ERASED_PREFIX}{oid}", params["now"], oid)
+            for oid, recipient in conn.execute(_DUE_ADDRESSES).fetchall()])
         for sql in _ERASE:
             conn.execute(sql, params)
-        conn.execute("DROP TABLE temp.retention_due")
+        conn.execute("DROP TABLE retention_due")
     return purged
 
 
 def _count(conn: sqlite3.Connection, params: dict[str, str]) -> Purged:
-    conn.execute("DROP TABLE IF EXISTS temp.retention_due")
+    conn.execute("DROP TABLE IF EXISTS retention_due")  # the temporary one (searched first)
     conn.execute(_DUE, params)
     addresses = dict(conn.execute(_ADDRESSES).fetchall())
     (profiles,) = conn.execute(_PROFILES).fetchone()

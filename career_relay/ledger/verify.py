@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import head as ledger_head
-from career_relay.ledger.chain import DEFAULT_HASH_KEY, Problem
+from career_relay.ledger.chain import DEFAULT_HASH_KEY, RECEIPT_COLUMNS, Problem
 from career_relay.ledger.offers import Ledger
 
 
@@ -99,7 +99,7 @@ def _entries(conn: sqlite3.Connection, kind: str
 
 def _receipts_agree(conn: sqlite3.Connection) -> Problem | None:
     entries = _entries(conn, "receipt")
-    for row in conn.execute("SELECT * FROM receipts ORDER BY rowid"):
+    for row in conn.execute(f"SELECT {RECEIPT_COLUMNS} FROM receipts ORDER BY rowid"):
         rid = str(row[0])
         if rid not in entries:
             return Problem(0, f"receipt {rid} has no ledger entry (added outside the ledger)")
@@ -111,11 +111,14 @@ def _receipts_agree(conn: sqlite3.Connection) -> Problem | None:
     return None
 
 
-def _agree(conn: sqlite3.Connection, kind: str, what: str, sql: str) -> Problem | None:
-    """Each row of ``sql`` -- (ref, company, created, entry seq, body as its entry has it) --
-    against its entry: same seq, company, time and body; and no entry without its row."""
+def _agree(conn: sqlite3.Connection, kind: str, what: str, sql: str,
+           body_of: Callable[[Any, Any], dict[str, Any]]) -> Problem | None:
+    """Each row of ``sql`` -- (ref, company, created, entry seq, a, b) -- against its entry:
+    same seq, company, time and body (``body_of(a, b)``: the body as its entry has it); and
+    no entry without its row.  The body is built here, not in SQL, so that the query reads
+    the same in every backend's dialect."""
     entries = _entries(conn, kind)
-    for ref, company, created, entry, body in _rows(conn, sql):
+    for ref, company, created, entry, body in _rows(conn, sql, body_of):
         found = entries.pop(ref, None)
         if found is None:
             return Problem(entry, f"{what} {ref} has no ledger entry")
@@ -126,28 +129,28 @@ def _agree(conn: sqlite3.Connection, kind: str, what: str, sql: str) -> Problem 
     return None
 
 
-def _rows(conn: sqlite3.Connection, sql: str
+def _rows(conn: sqlite3.Connection, sql: str, body_of: Callable[[Any, Any], dict[str, Any]]
           ) -> list[tuple[str, str, str, int, dict[str, Any]]]:
-    return [(str(ref), company, created, int(entry), json.loads(body))
-            for ref, company, created, entry, body in conn.execute(sql)]
+    return [(str(ref), company, created, int(entry), body_of(a, b))
+            for ref, company, created, entry, a, b in conn.execute(sql)]
 
 
 def _qualified_agree(conn: sqlite3.Connection) -> Problem | None:
     return _agree(conn, "qualified", "qualified forward",
-                  "SELECT forward_id, company, created, entry,"
-                  " json_object('candidate', candidate, 'n', n) FROM qualified")
+                  "SELECT forward_id, company, created, entry, candidate, n FROM qualified",
+                  lambda candidate, n: {"candidate": candidate, "n": n})
 
 
 def _credits_agree(conn: sqlite3.Connection) -> Problem | None:
     return _agree(conn, "credit", "credit",
-                  "SELECT id, company, created, entry,"
-                  " json_object('forwards', json(forwards), 'n', n) FROM credits")
+                  "SELECT id, company, created, entry, forwards, n FROM credits",
+                  lambda forwards, n: {"forwards": json.loads(forwards), "n": n})
 
 
 def _redemptions_agree(conn: sqlite3.Connection) -> Problem | None:
     return _agree(conn, "redemption", "redemption of credit",
-                  "SELECT credit_id, company, created, entry,"
-                  " json_object('by', by, 'note', note) FROM redemptions")
+                  "SELECT credit_id, company, created, entry, by, note FROM redemptions",
+                  lambda by, note: {"by": by, "note": note})
 
 
 def _reviews_agree(conn: sqlite3.Connection) -> Problem | None:
