@@ -36,10 +36,11 @@ class Gateway:
         self.policy = RelayPolicy(settings, workers)
         self.ledger = (open_configured(settings, sync_wal_elsewhere=True)
                        if settings.companies else None)
-        if self.ledger is not None:
+        wal = self.ledger.wal_path if self.ledger is not None else None
+        if wal is not None:
             # Offers are committed before their copies are journaled; the journal's
             # group commit fsyncs the ledger's WAL too, so both are durable at the 250.
-            self.spool.journal.companions.append(self.ledger.wal_path)
+            self.spool.journal.companions.append(wal)
         self.rejections = (Rejections(settings, self.ledger, email_templates_dir())
                            if self.ledger is not None else None)
         handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,

@@ -24,7 +24,13 @@ from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.ledger.migrations import CHAIN_MIGRATION, MIGRATIONS
 from career_relay.ledger.offers import Ledger
 from career_relay.ledger.rules import Rules, settings_hash_key
-from career_relay.ledger.store import BUSY_TIMEOUT_SECONDS, Clock, immediate, new_offer_id
+from career_relay.ledger.store import (
+    BUSY_TIMEOUT_SECONDS,
+    Clock,
+    SqliteBackend,
+    immediate,
+    new_offer_id,
+)
 from career_relay.settings_table import Settings
 from career_relay.timestamps import utcnow
 
@@ -129,8 +135,8 @@ def open_ledger(
         raise
     head = Path(head_file) if head_file else ledger_head.default_path(path)
     memory = str(path) == ":memory:" or str(path).startswith("file:")
-    ledger = Ledger(db, clock=clock, new_id=new_id, hash_key=hash_key, head_file=head,
-                    path=None if memory else Path(path))
+    backend = SqliteBackend(db, None if memory else Path(path))
+    ledger = Ledger(backend, clock=clock, new_id=new_id, hash_key=hash_key, head_file=head)
     if CHAIN_MIGRATION in applied:  # an upgraded ledger starts with a head file
         ledger.publish_head()
     return ledger

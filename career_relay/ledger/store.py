@@ -4,6 +4,9 @@ One ``Store`` per process and ledger: every part of the ledger (offers,
 consent, forwards, credits, admin users, reports) runs its SQL through
 ``write()`` and ``read()`` here, never through a connection of its own.
 
+Two backends take the same SQL: SQLite (``SqliteBackend``, the embedded
+default) and PostgreSQL (``career_relay.ledger.postgres``).  In SQLite:
+
 Writes: one connection, serialised by a lock, each write one ``BEGIN
 IMMEDIATE`` transaction (the write lock is taken up front, so two processes'
 writers queue on the busy timeout instead of failing to upgrade a read
@@ -27,7 +30,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Protocol, Self
 
 from sqlite_utils import Database
 
@@ -48,75 +51,49 @@ def new_offer_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-class Store:
-    """The connections of one open ledger.  Safe to share between threads."""
+class Backend(Protocol):
+    """Where the rows live: SQLite (``SqliteBackend``, here) or PostgreSQL
+    (``career_relay.ledger.postgres.PostgresBackend``).  Connections it yields take the
+    same SQL: ``?`` and ``:name`` parameters, the statements both dialects share."""
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        clock: Clock = utcnow,
-        new_id: Callable[[], str] = new_offer_id,
-        hash_key: bytes = DEFAULT_HASH_KEY,
-        head_file: Path | None = None,
-        path: Path | None = None,
-        rules: Rules | None = None,
-    ) -> None:
+    def write(self) -> contextlib.AbstractContextManager[Any]: ...
+    def read(self) -> contextlib.AbstractContextManager[Any]: ...
+    def data_version(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteBackend:
+    """One writer connection under a lock, a reading connection per thread."""
+
+    def __init__(self, db: Database, path: Path | None) -> None:
         #: The writer's connection (sqlite-utils, for the migrations).
         self.db = db
-        self._clock = clock
-        self._new_id = new_id
-        self._lock = threading.RLock()
-        #: The key of the hashes that stand for personal data in entries (``secrets.hash_key``).
-        self.hash_key = hash_key
-        #: Where the chain's head is kept outside the database (None: nowhere, ``:memory:``).
-        self.head_file = head_file
-        #: The rules of credits and candidates (``open_configured``: from the settings).
-        self.rules = rules or Rules(hash_key=hash_key)
-        #: The file readers open beside the writer (None: ``:memory:``, one connection).
-        self._path = path
+        self.lock = threading.RLock()
+        self._path = path  # None: ``:memory:``, where a second connection is another database
         self._local = threading.local()  # .reader, .writing: per thread
         self._readers: list[sqlite3.Connection] = []
-        self._published: tuple[int, str] | None = None
-        self._head_alarm: str | None = None  # the trouble last logged about the head file
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
             self.db.close()
 
-    @property
-    def wal_path(self) -> Path:
-        """SQLite's write-ahead log beside the ledger (it exists while connections are open)."""
-        filename = self.db.conn.execute("PRAGMA database_list").fetchone()[2]
-        return Path(f"{filename}-wal")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error;
-        after the commit, the head file if the chain's head moved."""
-        with self._lock:
+        with self.lock:
             self._local.writing = True
             try:
                 with translated(), immediate(self.db.conn) as conn:
                     yield conn
             finally:
                 self._local.writing = False
-            self.publish_head()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reads: this thread's own, or the writer's inside a write."""
         if self._path is None or getattr(self._local, "writing", False):
-            with self._lock, translated():
+            with self.lock, translated():
                 yield self.db.conn
             return
         with translated():
@@ -129,22 +106,89 @@ class Store:
             reader = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_SECONDS,
                                      check_same_thread=False)
             self._local.reader = reader
-            with self._lock:
+            with self.lock:
                 self._readers.append(reader)
         return reader
 
     def data_version(self) -> int:
-        """A number that changes whenever another connection (another process, or this
-        process's writer) has committed since this thread last asked (SQLite's
-        ``PRAGMA data_version``)."""
         with self.read() as conn:
             (version,) = conn.execute("PRAGMA data_version").fetchone()
         return int(version)
 
+
+class Store:
+    """One open ledger over its backend.  Safe to share between threads."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock = utcnow,
+        new_id: Callable[[], str] = new_offer_id,
+        hash_key: bytes = DEFAULT_HASH_KEY,
+        head_file: Path | None = None,
+        rules: Rules | None = None,
+    ) -> None:
+        self.backend = backend
+        self._clock = clock
+        self._new_id = new_id
+        #: The key of the hashes that stand for personal data in entries (``secrets.hash_key``).
+        self.hash_key = hash_key
+        #: Where the chain's head is kept outside the database (None: nowhere).
+        self.head_file = head_file
+        #: The rules of credits and candidates (``open_configured``: from the settings).
+        self.rules = rules or Rules(hash_key=hash_key)
+        self._head_lock = threading.Lock()
+        self._published: tuple[int, str] | None = None
+        self._head_alarm: str | None = None  # the trouble last logged about the head file
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> Database:
+        """The SQLite writer's connection (sqlite-utils): tools and tests of that backend."""
+        if not isinstance(self.backend, SqliteBackend):
+            raise TypeError("the ledger is not in SQLite")
+        return self.backend.db
+
+    @property
+    def wal_path(self) -> Path | None:
+        """SQLite's write-ahead log beside the ledger, which the gateway fsyncs in its group
+        commit (None: a backend whose commits are durable by themselves)."""
+        if not isinstance(self.backend, SqliteBackend):
+            return None
+        filename = self.backend.db.conn.execute("PRAGMA database_list").fetchone()[2]
+        return Path(f"{filename}-wal")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        """One transaction that holds the ledger's write lock (every writer of every process
+        queues on it, so the chain never forks): committed on success, rolled back on
+        error; after the commit, the head file if the chain's head moved."""
+        with self.backend.write() as conn:
+            yield conn
+        self.publish_head()
+
+    def read(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection for reads: this thread's own, or the writer's inside a write."""
+        return self.backend.read()
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process, or this
+        process's writer) has committed since this thread last asked."""
+        return self.backend.data_version()
+
     def head(self) -> tuple[int, str] | None:
         """(seq, hash) of the last entry; None while the chain is empty."""
-        with self._lock:
-            return chain.last(self.db.conn)
+        with self.read() as conn:
+            return chain.last(conn)
 
     def head_text(self) -> str:
         """``<n>:<hash>`` of the last entry (``0:`` and 64 zeros while there is none): what the
@@ -152,16 +196,15 @@ class Store:
         return head.format_head(*(self.head() or (0, chain.GENESIS)))
 
     def publish_head(self) -> None:
-        """Write the head file if the head moved since this connection last wrote it (one
+        """Write the head file if the head moved since this process last wrote it (one
         indexed read when it did not).  A failure is logged, not raised: the transaction
         is committed, and a head file left behind only weakens the check, never fails it."""
         if self.head_file is None:
             return
-        with self._lock:
-            found = chain.last(self.db.conn)
+        with self._head_lock, self.read() as conn:
+            found = chain.last(conn)
             if found is None or found == self._published:
                 return
-            conn = self.db.conn
 
             def holds(seq: int, digest: str) -> bool:
                 row = conn.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -191,8 +234,8 @@ class Store:
     def save_copy(self, out: str | Path) -> None:
         """Write a compact, self-contained copy to ``out`` (which must not exist): one file in
         rollback-journal mode, with no ``-wal`` beside it, fit to commit or send."""
-        with self._lock:
-            self.db.conn.execute("VACUUM INTO ?", (str(out),))
+        with self.backend.read() as conn:
+            conn.execute("VACUUM INTO ?", (str(out),))
         with contextlib.closing(sqlite3.connect(str(out))) as copy:
             copy.execute("PRAGMA journal_mode = DELETE")
 
