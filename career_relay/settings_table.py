@@ -138,6 +138,13 @@ class SiteSettings(_Section):
 @dataclass(frozen=True, repr=False)
 class LedgerSettings(_Section):
     path: str = setting("var/ledger.db", "The SQLite ledger.", path=True)
+    url: str = setting(
+        "",
+        "A shared ledger for several gateways and sites: `postgresql://user:password@host/db` "
+        "(PostgreSQL 14 or later; SPEC 12). Empty: the SQLite file `path`. Secret (it may "
+        "hold a password): masked wherever settings are shown.",
+        secret=True,
+    )
     credit_every: int = setting(10, "Qualified forwards per free referral credit.")
     head_file: str = setting(
         "",

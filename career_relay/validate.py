@@ -68,6 +68,10 @@ def value_problems(settings: Settings) -> list[str]:
     if settings.site.metrics_listen and settings.site.metrics_listen == settings.site.listen:
         out.append("site.metrics_listen must differ from site.listen: metrics are not for "
                    "candidates' eyes")
+    url = settings.ledger.url
+    if url and urllib.parse.urlsplit(url).scheme not in ("postgresql", "postgres"):
+        out.append("ledger.url must be a PostgreSQL URL (postgresql://user:password@host/db) "
+                   "or empty for the SQLite file ledger.path")
     if settings.site.review_window < 0:
         out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):

@@ -60,13 +60,18 @@ def open_configured(
     sync_wal_elsewhere: bool = False,
     on_migrate: Callable[[list[str]], None] | None = None,
 ) -> Ledger:
-    """``open_ledger`` on ``ledger.path`` with the configured hash key and head file: how
-    the gateway, the site and the CLI open it, so none of them hashes with another key or
-    keeps the head elsewhere."""
-    ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
-                         sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
-                         hash_key=settings_hash_key(settings),
-                         head_file=settings.ledger.head_file or None)
+    """``open_ledger`` on ``ledger.path`` (or ``open_shared`` on ``ledger.url``) with the
+    configured hash key and head file: how the gateway, the site and the CLI open it, so
+    none of them hashes with another key or keeps the head elsewhere."""
+    if settings.ledger.url:
+        ledger = open_shared(settings.ledger.url, clock=clock, new_id=new_id,
+                             on_migrate=on_migrate, hash_key=settings_hash_key(settings),
+                             head_file=settings.ledger.head_file or None)
+    else:
+        ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
+                             sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
+                             hash_key=settings_hash_key(settings),
+                             head_file=settings.ledger.head_file or None)
     ledger.rules = Rules.from_settings(settings)
     try:
         _check_hash_key(ledger)
@@ -94,6 +99,24 @@ def _check_hash_key(ledger: Ledger) -> None:
             "secrets.hash_key is not the key this ledger was written with (when it is empty, "
             "the oldest of secrets.signing_keys is used: was it removed?); set "
             "secrets.hash_key to the key the ledger was written with")
+
+
+def open_shared(
+    url: str,
+    *,
+    clock: Clock = utcnow,
+    new_id: Callable[[], str] = new_offer_id,
+    on_migrate: Callable[[list[str]], None] | None = None,
+    hash_key: bytes = DEFAULT_HASH_KEY,
+    head_file: str | Path | None = None,
+) -> Ledger:
+    """The ledger in the PostgreSQL database at ``url`` (SPEC 12), migrated.  The head
+    file is kept only when ``head_file`` names one: on several hosts, each keeps its own."""
+    from career_relay.ledger import postgres  # psycopg is loaded only when it is used
+
+    backend, _ = postgres.open_backend(url, on_migrate)
+    return Ledger(backend, clock=clock, new_id=new_id, hash_key=hash_key,
+                  head_file=Path(head_file) if head_file else None)
 
 
 def open_ledger(

@@ -1,0 +1,172 @@
+"""The PostgreSQL backend (SPEC 12): several gateways and sites on one ledger.
+
+The ledger's modules write one SQL for both backends, with SQLite's
+parameter styles (``?`` and ``:name``); ``_Connection`` turns them into
+psycopg's (``%s``, ``%(name)s``) once per statement text.
+
+Writes: every write transaction first takes one transaction-level advisory
+lock, so writers queue as they do on SQLite's write lock and two hosts never
+read the same last entry of the chain (a fork is impossible, not merely
+detected).  ``UNIQUE`` constraints carry idempotency across hosts (offers per
+Message-ID and recipient, credits per company and number), and the claims of
+the outbox run under the same lock, so each forward goes to one worker.
+
+Reads: a connection from the pool per read, in autocommit (each statement
+sees the last commit).  ``data_version`` counts ``NOTIFY career_relay_ledger``,
+sent by every write transaction at its commit, so a site's page cache hears
+of a change made on any host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from career_relay.errors import LedgerConflict, LedgerUnavailable
+
+log = logging.getLogger("career_relay.ledger")
+
+#: The advisory lock every write holds (an arbitrary 64-bit key: "career-relay ledger").
+WRITE_LOCK = 0x6C6564676572
+CHANNEL = "career_relay_ledger"
+#: Seconds a caller waits for a pooled connection before the ledger counts as unavailable.
+POOL_TIMEOUT = 10.0
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=512)
+def to_psycopg(sql: str) -> str:
+    """``?`` -> ``%s``, ``:name`` -> ``%(name)s``, a literal ``%`` doubled.  The ledger's SQL
+    holds no ``?`` or ``:word`` inside string literals (its literals are short words)."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    return _NAMED.sub(r"%(\1)s", sql)
+
+
+class _Connection:
+    """A psycopg connection that takes the ledger's SQL (``execute``, ``executemany``)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+                ) -> psycopg.Cursor[Any]:
+        return self.raw.execute(to_psycopg(sql), params or None)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cursor = self.raw.cursor()
+        if rows:
+            cursor.executemany(to_psycopg(sql), rows)
+        return cursor
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """psycopg's errors as the project's (``career_relay.ledger.store.translated``)."""
+    try:
+        yield
+    except psycopg.IntegrityError as exc:
+        raise LedgerConflict(str(exc).strip()) from exc
+    except psycopg_pool.PoolTimeout as exc:
+        raise LedgerUnavailable("the ledger cannot be used now: no connection to "
+                                "PostgreSQL") from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise LedgerUnavailable(f"the ledger cannot be used now: {exc}".strip()) from exc
+    except psycopg.errors.RaiseException as exc:  # an append-only trigger refused
+        raise LedgerConflict(str(exc).strip()) from exc
+
+
+class PostgresBackend:
+    """A pool of connections to one PostgreSQL database."""
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        self.url = url
+        self.pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
+            kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
+            name="career-relay-ledger")
+        self._version = 0
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._listening = threading.Lock()
+        self._local = threading.local()  # .writing: this thread's write transaction
+
+    def close(self) -> None:
+        self._closed.set()
+        self.pool.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[_Connection]:
+        with translated(), self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            self._local.writing = wrapped = _Connection(conn)
+            try:
+                yield wrapped
+            finally:
+                self._local.writing = None
+            conn.execute(f"NOTIFY {CHANNEL}")  # delivered at the commit, to every host
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_Connection]:
+        """A pooled connection; inside a write, the write's own (it sees its rows)."""
+        writing: _Connection | None = getattr(self._local, "writing", None)
+        if writing is not None:
+            yield writing
+            return
+        with translated(), self.pool.connection() as conn:
+            yield _Connection(conn)
+
+    def data_version(self) -> int:
+        """How many changes this process has heard of (any host's commits)."""
+        with self._listening:
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, daemon=True,
+                                                  name="ledger-listen")
+                self._listener.start()
+        return self._version
+
+    def _listen(self) -> None:
+        """Count the notifications; after a lost connection, count one more (changes may
+        have been missed) and listen again."""
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._version += 1
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self._version += 1
+            except psycopg.Error as exc:
+                log.warning("ledger notifications interrupted: %s", exc)
+                self._version += 1
+                self._closed.wait(1.0)
+
+
+def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
+                 ) -> tuple[PostgresBackend, list[str]]:
+    """Connect to ``url`` and apply the pending migrations (``schema_postgres``): the
+    backend, and the names applied.  An unreachable server is ``LedgerUnavailable``."""
+    from career_relay.ledger import schema_postgres
+
+    try:
+        backend = PostgresBackend(url)
+    except psycopg_pool.PoolTimeout as exc:
+        raise LedgerUnavailable(f"the ledger's PostgreSQL cannot be reached: {exc}") from exc
+    try:
+        with translated(), backend.pool.connection() as conn:
+            done = set(schema_postgres.applied(conn))
+            pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
+            if pending and on_migrate is not None:
+                on_migrate(pending)
+            applied = schema_postgres.apply(conn) if pending else []
+    except BaseException:
+        backend.close()
+        raise
+    return backend, applied
