@@ -7,6 +7,8 @@
   its own event loop, listening on a free loopback port.
 * ``gateway_process``: the ``career-relay gateway`` command as a subprocess,
   for tests that kill it.
+* ``pg_server``, ``postgres_url``, ``fresh_postgres_url``: a private PostgreSQL for the
+  session, and a database of the session or of one test (tests/pg.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aiosmtpd.controller import Controller
 from career_relay import settings as settings_mod
 from career_relay.passwords import hash_password
 from gateway.app import Gateway
+from tests.pg import fresh_postgres_url, pg_server, postgres_url  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "career_relay"]
