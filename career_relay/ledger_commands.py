@@ -68,7 +68,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from career_relay.ledger import Book, Rules, open_configured
 
     settings = load(args)
-    if not Path(settings.ledger.path).exists():
+    if not settings.ledger.url and not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     with open_configured(settings) as ledger:
         book = Book(ledger, Rules.from_settings(settings))
@@ -87,7 +87,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from career_relay.ledger import Rules, open_configured, retention
 
     settings = load(args)
-    if not Path(settings.ledger.path).exists():
+    if not settings.ledger.url and not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     policy = retention.Policy.from_settings(settings)
     with open_configured(settings) as ledger:

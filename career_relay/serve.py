@@ -54,8 +54,11 @@ def _migrate_ledger(settings: Settings) -> None:
     progress line: on a large ledger a migration may take minutes."""
     from career_relay.ledger import open_configured
 
+    # Never the URL: it may hold a password.
+    where = "in PostgreSQL" if settings.ledger.url else settings.ledger.path
+
     def progress(names: list[str]) -> None:
-        print(f"career-relay: migrating the ledger {settings.ledger.path}: {len(names)} "
+        print(f"career-relay: migrating the ledger {where}: {len(names)} "
               f"pending ({', '.join(names)}) ...", file=sys.stderr, flush=True)
 
     open_configured(settings, on_migrate=progress).close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
+from career_relay.errors import LedgerConflict
 from career_relay.ledger import (
     Book,
     ConsentLedger,
@@ -35,9 +37,10 @@ IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Safari/604.1"
 NOTICE = Notice.of("notice shown to the candidate", "ja")
 
 
-def _settings(tmp_path: Path, credit_every: int = 10) -> settings_mod.Settings:
+def _settings(tmp_path: Path, credit_every: int = 10, url: str = "") -> settings_mod.Settings:
     return settings_mod.from_mapping({
-        "ledger": {"path": str(tmp_path / "ledger.db"), "credit_every": credit_every},
+        "ledger": {"path": str(tmp_path / "ledger.db"), "credit_every": credit_every,
+                   "url": url},
         "site": {"review_window": 30},
         "secrets": {"signing_keys": ["test-key-0123456789"], "hash_key": "hash-key"},
         "companies": [{"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"]},
@@ -48,8 +51,8 @@ def _settings(tmp_path: Path, credit_every: int = 10) -> settings_mod.Settings:
 class World:
     """A ledger, a clock that only moves when told, and the consent rules over them."""
 
-    def __init__(self, tmp_path: Path, credit_every: int = 10) -> None:
-        self.settings = _settings(tmp_path, credit_every)
+    def __init__(self, tmp_path: Path, credit_every: int = 10, url: str = "") -> None:
+        self.settings = _settings(tmp_path, credit_every, url)
         self.path = Path(self.settings.ledger.path)
         self.now = T0
         self.ledger: Ledger = open_configured(self.settings, clock=lambda: self.now)
@@ -107,9 +110,21 @@ class World:
             return conn.execute(sql, args).fetchall()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Each test of the rules runs on both backends: "" is the SQLite file, else a fresh
+    database on the private PostgreSQL the suite starts (tests/pg.py)."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def world(tmp_path: Path, backend_url: str) -> Iterator[World]:
+    opened = World(tmp_path, url=backend_url)
+    yield opened
+    opened.ledger.close()
 
 
 def test_the_tenth_qualified_forward_mints_one_credit_the_twentieth_a_second(
@@ -325,12 +340,24 @@ def _tampered(world: World, *statements: str) -> str:
     return str(problem)
 
 
-@pytest.fixture
-def history(tmp_path: Path) -> World:
-    world = World(tmp_path)
+def _history(tmp_path: Path, url: str = "") -> World:
+    world = World(tmp_path, url=url)
     world.qualified_then_deliver(10)
     world.book.redeem("acme", by="hr")
     return world
+
+
+@pytest.fixture
+def history(tmp_path: Path, backend_url: str) -> Iterator[World]:
+    world = _history(tmp_path, backend_url)
+    yield world
+    world.ledger.close()
+
+
+@pytest.fixture
+def sqlite_history(tmp_path: Path) -> World:
+    """Tampering with the file itself (triggers dropped, rows edited): SQLite's case."""
+    return _history(tmp_path)
 
 
 def test_an_untouched_ledger_verifies(history: World) -> None:
@@ -355,9 +382,9 @@ def test_an_untouched_ledger_verifies(history: World) -> None:
     (["UPDATE qualified SET company = 'kumo' WHERE n = 3"], "does not match"),
     (["UPDATE credits SET created = '2020-01-01T00:00:00Z'"], "does not match"),
 ])
-def test_any_change_is_caught_and_named(history: World, statements: list[str],
+def test_any_change_is_caught_and_named(sqlite_history: World, statements: list[str],
                                         named: str) -> None:
-    assert named in _tampered(history, *statements)
+    assert named in _tampered(sqlite_history, *statements)
 
 
 def test_a_changed_or_deleted_review_is_caught(tmp_path: Path) -> None:
@@ -370,15 +397,17 @@ def test_a_changed_or_deleted_review_is_caught(tmp_path: Path) -> None:
 
 
 def test_append_only_is_enforced_by_the_database(history: World) -> None:
-    with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
-                                                       match="append-only"):
-        conn.execute("UPDATE entries SET body = '{}' WHERE seq = 1")
-    with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
-                                                       match="append-only"):
-        conn.execute("DELETE FROM credits")
+    for statement in ("UPDATE entries SET body = '{}' WHERE seq = 1", "DELETE FROM credits"):
+        with pytest.raises(LedgerConflict, match="append-only"), \
+                history.ledger.write() as conn:
+            conn.execute(statement)
+    count, problem = history.book.verify()
+    assert problem is None and count > 30
 
 
-def test_ledger_verify_command_names_the_bad_entry(history: World, tmp_path: Path) -> None:
+def test_ledger_verify_command_names_the_bad_entry(sqlite_history: World,
+                                                   tmp_path: Path) -> None:
+    history = sqlite_history
     config = tmp_path / "career-relay.toml"
     config.write_text(f'[ledger]\npath = "{history.path}"\n[secrets]\n'
                       'signing_keys = ["test-key-0123456789"]\nhash_key = "hash-key"\n',

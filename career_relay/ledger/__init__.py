@@ -24,7 +24,7 @@ from __future__ import annotations
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
-from career_relay.ledger.connect import open_configured, open_ledger
+from career_relay.ledger.connect import open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
 from career_relay.ledger.credits import Book, NoCreditAvailable
 from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Outbox
@@ -42,7 +42,7 @@ __all__ = [
     "AdminUsers", "BadHead", "Book", "Clock", "ConsentLedger", "CounterKind", "Decision",
     "Forward", "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable",
     "Offer", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",
-    "format_head", "new_offer_id", "normal_email", "open_configured", "open_ledger",
+    "format_head", "new_offer_id", "normal_email", "open_configured", "open_ledger", "open_shared",
     "parse_head", "parse_stamp", "records", "reports", "retention", "settings_hash_key", "stamp",
     "totals",
 ]

@@ -103,7 +103,10 @@ QUERIES: tuple[Query, ...] = (
           " AND offer_created >= :start AND offer_created < :end"),
     Query("monthly", "Monthly trend",
           "Per month of the period: offers, accepts, qualified forwards.",
-          "SELECT month, SUM(offers), SUM(accepted), SUM(qualified) FROM ("
+          # Integers and an alias in both dialects (PostgreSQL sums a sum as numeric and
+          # names every subquery).
+          "SELECT month, CAST(SUM(offers) AS INTEGER), CAST(SUM(accepted) AS INTEGER),"
+          " CAST(SUM(qualified) AS INTEGER) FROM ("
           " SELECT substr(day, 1, 7) AS month, SUM(offers) AS offers, 0 AS accepted,"
           "  0 AS qualified FROM offer_stats WHERE company = :company"
           "  AND day BETWEEN :start_day AND :end_day GROUP BY 1"
@@ -112,7 +115,7 @@ QUERIES: tuple[Query, ...] = (
           "  AND created < :end GROUP BY 1"
           " UNION ALL SELECT substr(created, 1, 7), 0, 0, COUNT(*) FROM qualified"
           "  WHERE company = :company AND created >= :start AND created < :end GROUP BY 1)"
-          " GROUP BY month ORDER BY month"),
+          " AS monthly GROUP BY month ORDER BY month"),
 )
 
 _BY_NAME = {q.name: q for q in QUERIES}

@@ -1,0 +1,108 @@
+"""The ledger on PostgreSQL (SPEC 12): several processes on one database.
+
+The rules' suite (tests/test_ledger_rules.py) runs on both backends; these are
+what only a shared database has: two hosts racing on the same offer, a change
+heard by another host, a server that goes away and comes back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from career_relay.errors import LedgerUnavailable
+from career_relay.ledger import AdminUsers, Book, Ledger, Rejection, open_shared, retention
+from career_relay.ledger.retention import Policy
+from tests.pg import PostgresServer
+
+
+@pytest.fixture
+def two_hosts(fresh_postgres_url: str) -> Iterator[tuple[Ledger, Ledger]]:
+    a, b = open_shared(fresh_postgres_url), open_shared(fresh_postgres_url)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_two_hosts_racing_on_one_rejection_make_one_offer_each_recipient(
+        two_hosts: tuple[Ledger, Ledger]) -> None:
+    """Two gateways take the same retried submission at once: UNIQUE (company, message_id,
+    recipient) leaves one offer per recipient, both hosts get its id, one chain."""
+    results: list[dict[str, str]] = []
+    start = threading.Barrier(8)
+
+    def submit(ledger: Ledger, n: int) -> None:
+        start.wait()
+        rejection = Rejection("acme", "<same@acme.example>",
+                              tuple((f"c{i}@example.net", f"id-{n}-{i}-{'x' * 8}")
+                                    for i in range(5)))
+        results.extend(ledger.record_rejections([rejection]))
+
+    threads = [threading.Thread(target=submit, args=(two_hosts[n % 2], n)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(r == results[0] for r in results)
+    a, _ = two_hosts
+    with a.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 5
+        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 5
+    assert a.counts("acme", a.now().date())["rejections"] == 1
+    count, problem = Book(a).verify()
+    assert problem is None and count == 5
+
+
+def test_a_change_on_one_host_is_heard_on_the_other(two_hosts: tuple[Ledger, Ledger]) -> None:
+    """The site's page cache: data_version moves when any host commits (LISTEN/NOTIFY)."""
+    a, b = two_hosts
+    before = b.data_version()
+    deadline = time.monotonic() + 5
+    while b.data_version() == before and time.monotonic() < deadline:  # listening
+        time.sleep(0.01)
+    listening = b.data_version()
+    a.record_offer("acme", "<m@acme.example>", "c@example.net")
+    while b.data_version() == listening and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.data_version() != listening
+
+
+def test_retention_and_admin_logins_on_postgresql(fresh_postgres_url: str) -> None:
+    with open_shared(fresh_postgres_url) as ledger:
+        offer = ledger.record_offer("acme", "<m@acme.example>", "c@example.net")
+        would = retention.purge(ledger, ledger.rules, Policy(0, 0), dry_run=True)
+        assert retention.purge(ledger, ledger.rules, Policy(0, 0)) == would
+        users = AdminUsers(ledger)
+        user = users.add("Boss@Acme.example", "a long enough password", "acme")
+        assert user.id > 0 and users.find("boss@acme.example").user == user
+        assert ledger.offer(offer.id) == offer
+        count, problem = Book(ledger).verify()
+        assert problem is None and count == 1
+
+
+def test_a_server_away_is_unavailable_and_back_without_an_operator(tmp_path: Path) -> None:
+    """SPEC 12: while PostgreSQL is down the ledger says LedgerUnavailable (the gateway's
+    451, the site's 503); when it is back the same Ledger works again."""
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        with open_shared(url) as ledger:
+            ledger.record_offer("acme", "<m1@acme.example>", "c@example.net")
+            pg.stop("immediate")
+            with pytest.raises(LedgerUnavailable):
+                ledger.record_offer("acme", "<m2@acme.example>", "c@example.net")
+            pg.start()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    ledger.record_offer("acme", "<m2@acme.example>", "c@example.net")
+                    break
+                except LedgerUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            with ledger.read() as conn:
+                assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 2
