@@ -301,7 +301,8 @@ def apply(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def applied(conn: psycopg.Connection[Any]) -> list[str]:
-    """The names of the migrations applied, in order (none on a database without any)."""
+    """The names of the migrations applied, in order (none on a database without any).
+    Unless ``conn`` is autocommit, the read begins a transaction the caller ends."""
     with conn.cursor(row_factory=tuple_row) as cur:
         found = cur.execute("SELECT to_regclass('career_relay_migrations')").fetchone()
         if found is None or found[0] is None:

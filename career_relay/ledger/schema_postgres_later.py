@@ -97,7 +97,9 @@ CREATE INDEX first_decisions_company ON first_decisions (company, offer_created,
 # FOR KEY SHARE of the receipt's foreign key check) before it looks for another accept:
 # SQLite has one writer at a time, PostgreSQL does not, and two first accepts of one offer
 # in concurrent transactions would each see none and count the offer twice.  Under READ
-# COMMITTED the look after the lock sees the accept that held it.
+# COMMITTED the look after the lock sees the accept that held it.  (first_decision, fired
+# before it by name, happens to wait on the same offer in its ON CONFLICT; the lock makes
+# this trigger right on its own.)
 _DERIVED_TRIGGERS = """
 CREATE FUNCTION career_relay_offer_stats_offer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
