@@ -43,10 +43,12 @@ class Gateway:
             self.spool.journal.companions.append(wal)
         self.rejections = (Rejections(settings, self.ledger, email_templates_dir())
                            if self.ledger is not None else None)
-        handler = RelayHandler(Pipeline(settings, self.spool, self.delivery,
-                                        rejections=self.rejections, worker=worker,
-                                        workers=workers),
-                               self.policy, settings.gateway.max_recipients)
+        pipeline = Pipeline(settings, self.spool, self.delivery, rejections=self.rejections,
+                            worker=worker, workers=workers)
+        # A rejection held while the ledger was away is made into its copies by the
+        # pipeline, when delivery finds the ledger back (SPEC 12).
+        self.delivery.release = pipeline.release
+        handler = RelayHandler(pipeline, self.policy, settings.gateway.max_recipients)
         self.sessions = Sessions()
         self._factory = protocol_factory(settings, handler, self.policy, self.sessions)
         self._server: asyncio.base_events.Server | None = None

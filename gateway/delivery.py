@@ -15,10 +15,11 @@ import asyncio
 import heapq
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from career_relay.errors import DamagedSpoolFile, UserError
+from career_relay.errors import DamagedSpoolFile, LedgerUnavailable, TemporaryFailure, UserError
 from career_relay.logs import without_addresses
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway import metrics
@@ -32,6 +33,8 @@ log = logging.getLogger("career_relay.delivery")
 
 _IDLE_CLOSE = 30.0  # seconds an unused upstream connection is kept open
 _RESCAN = 1.0  # seconds between looks at the schedule and at retry requests
+#: Seconds between two looks at whether the ledger is back, for a held rejection.
+HELD_RETRY = 30.0
 
 
 @dataclass
@@ -80,6 +83,8 @@ class Delivery:
         self._messages: dict[str, _Entry] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._gauged = -_RESCAN  # when the queue gauges were last set (monotonic)
+        #: Makes a held rejection's copies once the ledger is back (``Pipeline.release``).
+        self.release: Callable[[Envelope, bytes], Awaitable[list[str]]] | None = None
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -222,6 +227,9 @@ class Delivery:
                 log.error("queue_id=%s %s: set aside in %s, not sent", env.id, exc, where)
                 return
         assert data is not None
+        if env.held is not None:
+            await self._release(entry, data)
+            return
         pending = [r for r in env.rcpts if r not in state.delivered and r not in state.bounced]
         options = [o for o, on in (("BODY=8BITMIME", env.body == "8BITMIME"),
                                    ("SMTPUTF8", env.smtputf8)) if on]
@@ -355,6 +363,39 @@ class Delivery:
         self._advance(entry.state, reason)
         entry.due = entry.state.next_attempt
         heapq.heappush(self._schedule, (entry.due, entry.env.id))
+
+    async def _release(self, entry: _Entry, data: Body) -> None:
+        """A held rejection (SPEC 12): its copies, made now that the ledger is back, take its
+        place in the queue; while the ledger is still away it waits ``HELD_RETRY`` seconds,
+        and once ``queue.max_age`` has passed its sender gets a bounce, as for any message
+        that could not be sent (never the message with its marker bare)."""
+        env = entry.env
+        try:
+            if self.release is None:
+                raise LedgerUnavailable("no ledger in this process")
+            ids = await self.release(env, materialised(data))
+        except (LedgerUnavailable, UserError, TemporaryFailure, OSError) as exc:
+            # As a deferral: a queue file and its state, or past max_age the bounce.
+            reason = f"4.3.0 held: {exc}"
+            await self._settle(entry, data, {r: Reply(451, reason) for r in env.rcpts})
+            if env.id in self._messages:  # still held: look again soon, not by the schedule
+                entry.due = entry.state.next_attempt = time.time() + HELD_RETRY
+                heapq.heappush(self._schedule, (entry.due, env.id))
+            return
+        if not entry.in_journal:
+            await asyncio.get_running_loop().run_in_executor(None, self.spool.remove, env.id)
+        self._finish(entry)
+        log.info("queue_id=%s released: the ledger is back; its copies are %s", env.id,
+                 " ".join(ids))
+        self._wake_held()
+
+    def _wake_held(self) -> None:
+        """The ledger is back: every other held rejection is due now."""
+        now = time.time()
+        for entry in self._messages.values():
+            if entry.env.held is not None and not entry.busy and entry.due > now:
+                entry.due = now
+                heapq.heappush(self._schedule, (now, entry.env.id))
 
     def _finish(self, entry: _Entry) -> None:
         if entry.in_journal:

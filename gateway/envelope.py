@@ -18,18 +18,26 @@ class Envelope:
     smtputf8: bool = False
     body: str = ""  # "8BITMIME" when the client declared BODY=8BITMIME (RFC 6152)
     dsn: bool = False  # this message is itself a bounce: never bounce it
+    #: A rejection taken while the ledger was unavailable (SPEC 12): never sent as it is;
+    #: its copies are made when the ledger is back (``Pipeline.release``).  What making
+    #: them needs besides the bytes: company, X-Career-Relay fields, helo, ip, protocol.
+    held: dict[str, Any] | None = None
 
     def meta(self) -> dict[str, Any]:
-        return {"id": self.id, "from": self.mail_from, "rcpts": self.rcpts,
+        meta = {"id": self.id, "from": self.mail_from, "rcpts": self.rcpts,
                 "arrival": self.arrival, "smtputf8": self.smtputf8, "body": self.body,
                 "dsn": self.dsn}
+        if self.held is not None:
+            meta["held"] = self.held
+        return meta
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Envelope:
         return cls(id=str(meta["id"]), mail_from=str(meta["from"]),
                    rcpts=[str(r) for r in meta["rcpts"]], arrival=float(meta["arrival"]),
                    smtputf8=bool(meta.get("smtputf8")), body=str(meta.get("body", "")),
-                   dsn=bool(meta.get("dsn")))
+                   dsn=bool(meta.get("dsn")),
+                   held=dict(meta["held"]) if isinstance(meta.get("held"), dict) else None)
 
 
 @dataclass

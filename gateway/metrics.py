@@ -33,10 +33,12 @@ REJECTIONS = Counter(
     "career_relay_rejections",
     "Messages of a company the rejection step acted on, by outcome: rejection (copies "
     "with links), not_injected (a rejection relayed unchanged), unmarked (taken for a "
-    "rejection by the classifier under detect = marker; relayed unchanged).",
+    "rejection by the classifier under detect = marker; relayed unchanged), held (spooled "
+    "while the ledger was unavailable; its copies follow when it is back).",
     ["outcome"])
 _OUTCOMES = {"Rejection": REJECTIONS.labels("rejection"),
-             "NotInjectable": REJECTIONS.labels("not_injected")}
+             "NotInjectable": REJECTIONS.labels("not_injected"),
+             "Held": REJECTIONS.labels("held")}
 _UNMARKED = REJECTIONS.labels("unmarked")
 PROCESSING = Histogram(
     "career_relay_processing_seconds",

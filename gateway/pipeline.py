@@ -5,6 +5,12 @@ that the handler turns into the reply.  The rejection step ends in one named
 outcome (``Ordinary``, ``Rejection``, ``NotInjectable``), and ``_report`` turns
 it into the log line and the metric in one place.  Nothing is answered 250
 before ``Spool.store`` returns, and from then on the delivery worker owns it.
+
+While the ledger is unavailable (SPEC 12: a database that is away), a
+rejection is not refused: it is spooled whole and held (``Envelope.held``),
+never sent as it is, and its copies are made when the ledger is back
+(``release``, called by the delivery worker), so candidates get their links
+and the company's mail is not lost or bounced back to its HR system.
 """
 
 from __future__ import annotations
@@ -14,7 +20,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from career_relay.errors import LedgerError, PolicyRejection, SmtpReplyError, TemporaryFailure
+from career_relay.errors import (
+    LedgerError,
+    LedgerUnavailable,
+    PolicyRejection,
+    SmtpReplyError,
+    TemporaryFailure,
+    UserError,
+)
 from career_relay.settings import CompanySettings, Settings
 from gateway import metrics
 from gateway.delivery import Delivery
@@ -43,6 +56,9 @@ log = logging.getLogger("career_relay.pipeline")
 # Larger messages take their first look in a thread: decoding megabytes of base64
 # must not hold up every other session of this worker.
 INLINE_LOOK_BYTES = 256 * 1024
+#: Seconds after the ledger was found unavailable during which rejections are held at
+#: once, without waiting on it again (a database that is away can take seconds to say so).
+LEDGER_AWAY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +89,21 @@ class Pipeline:
         self._rejections = rejections
         self._worker = worker
         self._workers = workers
+        self._ledger_away_until = 0.0  # time.monotonic()
 
     async def accept(self, sub: Submission) -> str:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250."""
         company = _whose(sub)
         data, fields = strip_relay_headers(sub.data)
-        outcome = await self._rejection_step(company, data, fields, sub.rcpts)
+        try:
+            outcome = await self._rejection_step(company, data, fields, sub.rcpts)
+        except LedgerUnavailable as exc:
+            assert company is not None  # only a company's rejection reaches the ledger
+            return await self._hold(sub, company, data, fields, exc)
+        return await self._send_on(sub, outcome, data)
+
+    async def _send_on(self, sub: Submission, outcome: Outcome, data: bytes) -> str:
+        """Store the outcome's copies (or the message as it came), hand them to delivery."""
         copies = outcome.copies if isinstance(outcome, Rejection) else [Copy(list(sub.rcpts),
                                                                               data)]
         stored = await self._store(sub, copies)
@@ -102,8 +127,16 @@ class Pipeline:
                                                    company, data, fields)
             if isinstance(found, Ordinary):
                 return found
-            return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
-                                              fields)
+            if time.monotonic() < self._ledger_away_until:
+                raise LedgerUnavailable("the ledger was unavailable moments ago")
+            try:
+                return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
+                                                  fields)
+            except LedgerUnavailable:
+                self._ledger_away_until = time.monotonic() + LEDGER_AWAY_SECONDS
+                raise
+        except LedgerUnavailable:
+            raise  # held (``accept``) or tried again later (``release``)
         except (LedgerError, OSError):
             # The ledger or the disk failed: that is our failure, not the message's, and
             # relaying it would send candidates a bare marker (SPEC 4: 451 4.3.0).
@@ -126,6 +159,41 @@ class Pipeline:
             return self._rejections.prepare(
                 Candidate(found.company, None, found.append, problem=type(exc).__name__),
                 data, list(rcpts), fields)
+
+    async def _hold(self, sub: Submission, company: CompanySettings, data: bytes,
+                    fields: dict[str, str], why: LedgerUnavailable) -> str:
+        """Spool the rejection whole, held until the ledger is back (``release``)."""
+        env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
+                       rcpts=list(sub.rcpts), arrival=time.time(), smtputf8=sub.smtputf8,
+                       body=sub.body,
+                       held={"company": company.id, "fields": fields, "helo": sub.helo,
+                             "ip": sub.peer_ip, "protocol": sub.protocol})
+        try:
+            await self._spool.store_all([(env, data)])
+        except BaseException:
+            self._spool.journal.done(env.id)
+            raise
+        metrics.outcome("Held", False)
+        log.warning("queue_id=%s rejection from %s held: %s; its links are added and it is "
+                    "sent when the ledger is back", env.id, company.id, why)
+        self._delivery.submit(env, data)
+        return env.id
+
+    async def release(self, env: Envelope, data: bytes) -> list[str]:
+        """A held rejection, now that the ledger may be back: its copies made, stored and
+        handed to delivery, as at its arrival; their queue ids.  ``LedgerUnavailable``
+        while it is still away; ``UserError`` when its company is no longer configured."""
+        held = env.held or {}
+        company = self._settings.company(str(held.get("company", "")))
+        if company is None:
+            raise UserError(f"company {held.get('company')!r} is no longer configured")
+        fields = {str(k): str(v) for k, v in dict(held.get("fields", {})).items()}
+        outcome = await self._rejection_step(company, data, fields, list(env.rcpts))
+        sub = Submission(mail_from=env.mail_from, rcpts=list(env.rcpts), data=data,
+                         peer_ip=str(held.get("ip", "")), helo=str(held.get("helo", "")),
+                         protocol=str(held.get("protocol", "ESMTP")), company=company,
+                         smtputf8=env.smtputf8, body=env.body)
+        return (await self._send_on(sub, outcome, data)).split()
 
     def _report(self, outcome: Outcome, queue_ids: list[str]) -> None:
         """The log line and the metric of each outcome, from one place."""

@@ -1,0 +1,128 @@
+"""A ledger that is away (SPEC 12): the gateway keeps taking rejections, holds them in
+its spool, and sends them with their links when the ledger is back; no operator needed.
+
+On SQLite the ledger's commit is made to fail as a locked or broken database does
+(LedgerUnavailable, as the store raises it); on PostgreSQL the real server is stopped
+and started again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from career_relay.errors import LedgerUnavailable
+from career_relay.ledger import open_shared
+from gateway import delivery, pipeline
+from tests.conftest import ConfigMaker, GatewayThread, Sink, wait_until
+from tests.pg import PostgresServer
+from tests.test_rejection import rejection
+from tests.test_rejection import send as _send
+
+LINK = re.compile(rb"http://consent\.test/c/[A-Za-z0-9._-]+")
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look for the ledger every 0.2 s, not every 30 s (the production values)."""
+    monkeypatch.setattr(delivery, "HELD_RETRY", 0.2)
+    monkeypatch.setattr(pipeline, "LEDGER_AWAY_SECONDS", 0.3)
+
+
+def _config(make_config: ConfigMaker, sink: Sink, **ledger: str) -> Path:
+    return make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                       ledger=ledger or {"path": "ledger.db"},
+                       companies=[{"id": "acme", "name": "株式会社アクメ",
+                                   "domains": ["acme.example"],
+                                   "allow_ips": ["127.0.0.1/32"]}])
+
+
+def send(port: int, data: bytes, rcpts: list[str]) -> str:
+    """The queue id of the 250 ("2.0.0 OK: queued as <id>")."""
+    return _send(port, data, rcpts).rsplit(" ", 1)[-1]
+
+
+def _held(gw: GatewayThread) -> list[str]:
+    spool = gw.gateway.spool
+    held = [r.env.id for r in spool.journal_records() if r.env.held is not None]
+    return held + [i for i in spool.ids() if spool.read_envelope(i).held is not None]
+
+
+def test_a_rejection_while_the_ledger_is_away_is_held_then_sent_with_its_link(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        writer = rejections._writer
+        real = writer.record_rejection
+        calls: list[str] = []
+
+        def away(*args: object, **kwargs: object) -> dict[str, str]:
+            calls.append("tried")
+            raise LedgerUnavailable("the ledger cannot be used now: database is locked")
+
+        monkeypatch.setattr(writer, "record_rejection", away)
+        queue_id = send(gw.port, rejection("<away@acme.example>"), ["a@example.net",
+                                                                    "b@example.net"])
+        assert _held(gw) == [queue_id]  # accepted (250), kept whole, not sent
+        wait_until(lambda: len(calls) >= 3, what="the ledger looked for again")
+        assert sink.messages == [] and _held(gw) == [queue_id]
+        monkeypatch.setattr(writer, "record_rejection", real)  # the ledger is back
+        got = sink.wait_for(2)
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+    finally:
+        gw.stop()
+    links = {LINK.search(m.data).group(0) for m in got if LINK.search(m.data)}  # type: ignore[union-attr]
+    assert len(links) == 2  # one personal link per candidate
+    assert all(b"[[CAREER_RELAY_LINK]]" not in m.data for m in got)  # never the bare marker
+    assert sorted(r for m in got for r in m.rcpts) == ["a@example.net", "b@example.net"]
+
+
+def test_a_held_rejection_survives_a_restart(make_config: ConfigMaker, sink: Sink,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(make_config, sink)
+    gw = GatewayThread(config).start()
+    try:
+        assert gw.gateway.rejections is not None
+        monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection",
+                            lambda *a, **k: (_ for _ in ()).throw(
+                                LedgerUnavailable("disk I/O error")))
+        queue_id = send(gw.port, rejection("<restart@acme.example>"), ["c@example.net"])
+        assert _held(gw) == [queue_id]
+    finally:
+        gw.stop()
+    monkeypatch.undo()
+    monkeypatch.setattr(delivery, "HELD_RETRY", 0.2)
+    again = GatewayThread(config).start()  # the ledger works in this process
+    try:
+        (got,) = sink.wait_for(1)
+        wait_until(lambda: again.queue_ids() == [], what="an empty queue")
+    finally:
+        again.stop()
+    assert LINK.search(got.data) and got.rcpts == ["c@example.net"]
+
+
+def test_postgresql_stopped_and_started_loses_nothing(make_config: ConfigMaker,
+                                                      sink: Sink) -> None:
+    """The real thing: the shared ledger's server goes away under a running gateway."""
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        gw = GatewayThread(_config(make_config, sink, url=url)).start()
+        try:
+            before = send(gw.port, rejection("<before@acme.example>"), ["d@example.net"])
+            sink.wait_for(1)
+            pg.stop("immediate")
+            during = send(gw.port, rejection("<during@acme.example>"), ["e@example.net"])
+            assert _held(gw) == [during] and before != during
+            pg.start()
+            got = sink.wait_for(2, timeout=60)
+            wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        finally:
+            gw.stop()
+        with open_shared(url) as ledger, ledger.read() as conn:
+            offers = conn.execute("SELECT recipient FROM offers ORDER BY recipient").fetchall()
+        assert [r[0] for r in offers] == ["d@example.net", "e@example.net"]
+    assert all(LINK.search(m.data) for m in got)
