@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.errors import ConfigError, LedgerConflict, LedgerUnavailable
 
 log = logging.getLogger("career_relay.ledger")
 
@@ -38,7 +38,7 @@ log = logging.getLogger("career_relay.ledger")
 WRITE_LOCK = 0x6C6564676572
 CHANNEL = "career_relay_ledger"
 #: Seconds a caller waits for a pooled connection before the ledger counts as unavailable.
-POOL_TIMEOUT = 10.0
+POOL_TIMEOUT = 5.0
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -84,10 +84,20 @@ def translated() -> Iterator[None]:
 
 
 class PostgresBackend:
-    """A pool of connections to one PostgreSQL database."""
+    """A pool of connections to one PostgreSQL database.
 
-    def __init__(self, url: str, *, max_size: int = 8) -> None:
+    Ready once its migrations are applied and ``on_ready`` (the hash key's check) has
+    passed: at the first read or write that reaches the server, so a gateway or a site
+    may start while the database is away and work as soon as it is back."""
+
+    def __init__(self, url: str, *, max_size: int = 8,
+                 on_migrate: Callable[[list[str]], None] | None = None) -> None:
         self.url = url
+        self._on_migrate = on_migrate
+        #: Run once when the database is first reached, after the migrations.
+        self.on_ready: Callable[[], None] = lambda: None
+        self._ready = False
+        self._readying = threading.Lock()
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
@@ -102,8 +112,33 @@ class PostgresBackend:
         self._closed.set()
         self.pool.close()
 
+    def ready(self) -> list[str]:
+        """Apply the pending migrations and run ``on_ready``, once; the names applied.
+        ``LedgerUnavailable`` while the server cannot be reached."""
+        if self._ready:
+            return []
+        with self._readying:
+            if self._ready:
+                return []
+            from career_relay.ledger import schema_postgres
+
+            with translated(), self.pool.connection() as conn:
+                done = set(schema_postgres.applied(conn))
+                pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
+                if pending and self._on_migrate is not None:
+                    self._on_migrate(pending)
+                applied = schema_postgres.apply(conn) if pending else []
+            self._ready = True
+            try:
+                self.on_ready()
+            except BaseException:
+                self._ready = False
+                raise
+            return applied
+
     @contextlib.contextmanager
     def write(self) -> Iterator[_Connection]:
+        self.ready()
         with translated(), self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.writing = wrapped = _Connection(conn)
@@ -120,6 +155,7 @@ class PostgresBackend:
         if writing is not None:
             yield writing
             return
+        self.ready()
         with translated(), self.pool.connection() as conn:
             yield _Connection(conn)
 
@@ -150,23 +186,9 @@ class PostgresBackend:
 
 
 def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
-                 ) -> tuple[PostgresBackend, list[str]]:
-    """Connect to ``url`` and apply the pending migrations (``schema_postgres``): the
-    backend, and the names applied.  An unreachable server is ``LedgerUnavailable``."""
-    from career_relay.ledger import schema_postgres
-
+                 ) -> PostgresBackend:
+    """A backend for ``url``; it connects, and migrates, at its first use (``ready``)."""
     try:
-        backend = PostgresBackend(url)
-    except psycopg_pool.PoolTimeout as exc:
-        raise LedgerUnavailable(f"the ledger's PostgreSQL cannot be reached: {exc}") from exc
-    try:
-        with translated(), backend.pool.connection() as conn:
-            done = set(schema_postgres.applied(conn))
-            pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
-            if pending and on_migrate is not None:
-                on_migrate(pending)
-            applied = schema_postgres.apply(conn) if pending else []
-    except BaseException:
-        backend.close()
-        raise
-    return backend, applied
+        return PostgresBackend(url, on_migrate=on_migrate)
+    except psycopg.Error as exc:  # a URL psycopg cannot parse: the setting, not the server
+        raise ConfigError(f"ledger.url cannot be used: {type(exc).__name__}") from None
