@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -158,6 +159,19 @@ def _admin_usage(args: argparse.Namespace) -> str:
     return ""
 
 
+def _ledger_usage(args: argparse.Namespace) -> str:
+    """What is wrong with a ``ledger`` command line ("" when nothing is)."""
+    if args.action == "verify":
+        return "ledger verify takes no --to (ledger migrate does)" if args.to else ""
+    if args.head:
+        return "ledger migrate takes no --head (ledger verify does)"
+    if not args.to:
+        return "ledger migrate needs --to URL (postgresql://user:password@host/db)"
+    if urllib.parse.urlsplit(args.to).scheme not in ("postgresql", "postgres"):
+        return "ledger migrate --to needs a PostgreSQL URL (postgresql://user:password@host/db)"
+    return ""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="career-relay", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"career-relay {__version__}")
@@ -205,12 +219,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="what it was used for")
     p.add_argument("--by", default="operator", help="who redeemed it (default: operator)")
     p = command("ledger", ledger_commands.cmd_ledger,
-                "recompute the ledger's hash chain; name the first bad "
-                "entry")
-    p.add_argument("action", choices=["verify"])
+                "verify: recompute the ledger's hash chain, name the first bad entry; "
+                "migrate: copy the SQLite ledger to PostgreSQL")
+    p.add_argument("action", choices=["verify", "migrate"])
     p.add_argument("--head", metavar="N:HASH", type=_head,
-                   help="also check that the chain still reaches this head (one the agency "
-                   "received in X-Career-Relay-Ledger-Head)")
+                   help="verify: also check that the chain still reaches this head (one the "
+                   "agency received in X-Career-Relay-Ledger-Head)")
+    p.add_argument("--to", metavar="URL", help="migrate: the empty PostgreSQL database to "
+                   "copy into, postgresql://user:password@host/db (the password may be left "
+                   "to PGPASSWORD or ~/.pgpass)")
+    p.set_defaults(usage_problem=_ledger_usage)
     p = command("review", ledger_commands.cmd_review,
                 "list, approve or reject consent decisions held as possibly automated")
     p.add_argument("action", choices=["list", "approve", "reject"])

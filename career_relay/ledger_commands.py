@@ -64,9 +64,14 @@ def cmd_credits(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     """``ledger verify``: the chain, the rows it vouches for, the head file, and ``--head``
-    (a head the agency received with a forward: the anchor a copy of our files cannot move)."""
+    (a head the agency received with a forward: the anchor a copy of our files cannot move).
+    ``ledger migrate --to URL``: ``career_relay.ledger_migrate``."""
     from career_relay.ledger import Book, open_configured
 
+    if args.action == "migrate":
+        from career_relay import ledger_migrate
+
+        return ledger_migrate.run(load(args), args.to)
     settings = load(args)
     if not settings.ledger.url and not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")

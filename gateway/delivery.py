@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from career_relay.errors import DamagedSpoolFile, LedgerUnavailable, TemporaryFailure, UserError
+from career_relay.errors import DamagedSpoolFile, LedgerUnavailable, SmtpReplyError, UserError
 from career_relay.logs import without_addresses
 from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway import metrics
@@ -374,10 +374,13 @@ class Delivery:
             if self.release is None:
                 raise LedgerUnavailable("no ledger in this process")
             ids = await self.release(env, materialised(data))
-        except (LedgerUnavailable, UserError, TemporaryFailure, OSError) as exc:
-            # As a deferral: a queue file and its state, or past max_age the bounce.
-            reason = f"4.3.0 held: {exc}"
-            await self._settle(entry, data, {r: Reply(451, reason) for r in env.rcpts})
+        except (LedgerUnavailable, UserError, SmtpReplyError, OSError) as exc:
+            # As a deferral: a queue file and its state, or past max_age the bounce; a
+            # permanent refusal (its From no longer the company's) bounces now.
+            code = exc.code if isinstance(exc, SmtpReplyError) else 451
+            status = exc.status if isinstance(exc, SmtpReplyError) else "4.3.0"
+            reason = f"{status} held: {exc}"
+            await self._settle(entry, data, {r: Reply(code, reason) for r in env.rcpts})
             if env.id in self._messages:  # still held: look again soon, not by the schedule
                 entry.due = entry.state.next_attempt = time.time() + HELD_RETRY
                 heapq.heappush(self._schedule, (entry.due, env.id))

@@ -91,19 +91,18 @@ class Pipeline:
         self._workers = workers
         self._ledger_away_until = 0.0  # time.monotonic()
 
-    async def accept(self, sub: Submission) -> str:
-        """Check, prepare, spool durably, hand to delivery; returns the ids for the 250."""
+    async def accept(self, sub: Submission, *, hold: bool = True) -> str:
+        """Check, prepare, spool durably, hand to delivery; returns the ids for the 250.
+        ``hold``: while the ledger is unavailable, keep a rejection to make its copies
+        later (``release``) rather than raise ``LedgerUnavailable``."""
         company = _whose(sub)
         data, fields = strip_relay_headers(sub.data)
         try:
             outcome = await self._rejection_step(company, data, fields, sub.rcpts)
         except LedgerUnavailable as exc:
-            assert company is not None  # only a company's rejection reaches the ledger
-            return await self._hold(sub, company, data, fields, exc)
-        return await self._send_on(sub, outcome, data)
-
-    async def _send_on(self, sub: Submission, outcome: Outcome, data: bytes) -> str:
-        """Store the outcome's copies (or the message as it came), hand them to delivery."""
+            if not hold or company is None:
+                raise
+            return await self._hold(sub, company, exc)
         copies = outcome.copies if isinstance(outcome, Rejection) else [Copy(list(sub.rcpts),
                                                                               data)]
         stored = await self._store(sub, copies)
@@ -160,23 +159,23 @@ class Pipeline:
                 Candidate(found.company, None, found.append, problem=type(exc).__name__),
                 data, list(rcpts), fields)
 
-    async def _hold(self, sub: Submission, company: CompanySettings, data: bytes,
-                    fields: dict[str, str], why: LedgerUnavailable) -> str:
-        """Spool the rejection whole, held until the ledger is back (``release``)."""
+    async def _hold(self, sub: Submission, company: CompanySettings,
+                    why: LedgerUnavailable) -> str:
+        """Spool the rejection as it came, held until the ledger is back (``release``)."""
         env = Envelope(id=new_id(self._worker, self._workers), mail_from=sub.mail_from,
                        rcpts=list(sub.rcpts), arrival=time.time(), smtputf8=sub.smtputf8,
                        body=sub.body,
-                       held={"company": company.id, "fields": fields, "helo": sub.helo,
-                             "ip": sub.peer_ip, "protocol": sub.protocol})
+                       held={"company": company.id, "helo": sub.helo, "ip": sub.peer_ip,
+                             "protocol": sub.protocol})
         try:
-            await self._spool.store_all([(env, data)])
+            await self._spool.store_all([(env, sub.data)])
         except BaseException:
             self._spool.journal.done(env.id)
             raise
         metrics.outcome("Held", False)
         log.warning("queue_id=%s rejection from %s held: %s; its links are added and it is "
                     "sent when the ledger is back", env.id, company.id, why)
-        self._delivery.submit(env, data)
+        self._delivery.submit(env, sub.data)
         return env.id
 
     async def release(self, env: Envelope, data: bytes) -> list[str]:
@@ -187,13 +186,13 @@ class Pipeline:
         company = self._settings.company(str(held.get("company", "")))
         if company is None:
             raise UserError(f"company {held.get('company')!r} is no longer configured")
-        fields = {str(k): str(v) for k, v in dict(held.get("fields", {})).items()}
-        outcome = await self._rejection_step(company, data, fields, list(env.rcpts))
+        # The message as it came, taken again as at its arrival, by the company it was
+        # proven to be (its From is checked again against that company's domains).
         sub = Submission(mail_from=env.mail_from, rcpts=list(env.rcpts), data=data,
                          peer_ip=str(held.get("ip", "")), helo=str(held.get("helo", "")),
                          protocol=str(held.get("protocol", "ESMTP")), company=company,
                          smtputf8=env.smtputf8, body=env.body)
-        return (await self._send_on(sub, outcome, data)).split()
+        return (await self.accept(sub, hold=False)).split()
 
     def _report(self, outcome: Outcome, queue_ids: list[str]) -> None:
         """The log line and the metric of each outcome, from one place."""

@@ -53,8 +53,8 @@ def send(port: int, data: bytes, rcpts: list[str]) -> str:
 
 def _held(gw: GatewayThread) -> list[str]:
     spool = gw.gateway.spool
-    held = [r.env.id for r in spool.journal_records() if r.env.held is not None]
-    return held + [i for i in spool.ids() if spool.read_envelope(i).held is not None]
+    held = {r.env.id for r in spool.journal_records() if r.env.held is not None}
+    return sorted(held | {i for i in spool.ids() if spool.read_envelope(i).held is not None})
 
 
 def test_a_rejection_while_the_ledger_is_away_is_held_then_sent_with_its_link(

@@ -16,7 +16,8 @@ Modules by concept: ``store`` (connections, transactions), ``connect``
 (opening, migrating), ``migrations`` and ``schema_sqlite``, ``offers``,
 ``consent``, ``forwards``, ``credits`` (``mint_credit``), ``chain``, ``head``,
 ``verify``, ``reports``, ``records``, ``retention``, ``totals``,
-``admin_users``, ``writer`` (the gateway's group commit).
+``admin_users``, ``writer`` (the gateway's group commit), ``copy`` (``ledger migrate``:
+a SQLite ledger copied to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_passwor
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
+from career_relay.ledger.copy import CopyRefused, CopyResult, copy_to
 from career_relay.ledger.credits import Book, NoCreditAvailable
 from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Outbox
 from career_relay.ledger.head import BadHead, format_head
@@ -39,10 +41,10 @@ from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
     "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "AdminUser",
-    "AdminUsers", "BadHead", "Book", "Clock", "ConsentLedger", "CounterKind", "Decision",
-    "Forward", "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable",
-    "Offer", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",
-    "format_head", "new_offer_id", "normal_email", "open_configured", "open_ledger", "open_shared",
-    "parse_head", "parse_stamp", "records", "reports", "retention", "settings_hash_key", "stamp",
-    "totals",
+    "AdminUsers", "BadHead", "Book", "Clock", "ConsentLedger", "CopyRefused", "CopyResult",
+    "CounterKind", "Decision", "Forward", "ForwardKind", "ForwardStatus", "Ledger",
+    "LedgerWriter", "NoCreditAvailable", "Offer", "Outbox", "Problem", "Receipt", "Rejection",
+    "Rules", "check_password", "copy_to", "format_head", "new_offer_id", "normal_email",
+    "open_configured", "open_ledger", "open_shared", "parse_head", "parse_stamp", "records",
+    "reports", "retention", "settings_hash_key", "stamp", "totals",
 ]
