@@ -115,17 +115,20 @@ def open_shared(
     hash_key: bytes = DEFAULT_HASH_KEY,
     head_file: str | Path | None = None,
     wait: bool = True,
+    check_key: bool = True,
 ) -> Ledger:
     """The ledger in the PostgreSQL database at ``url`` (SPEC 12), migrated and its hash
     key checked at the first use; with ``wait``, now (``LedgerUnavailable`` if the server
     cannot be reached).  The head file is kept only when ``head_file`` names one: on
-    several hosts, each keeps its own."""
+    several hosts, each keeps its own.  ``check_key=False``: ``ledger migrate``, which
+    compares the fingerprint itself and names the table that holds it."""
     from career_relay.ledger import postgres  # psycopg is loaded only when it is used
 
     backend = postgres.open_backend(url, on_migrate)
     ledger = Ledger(backend, clock=clock, new_id=new_id, hash_key=hash_key,
                     head_file=Path(head_file) if head_file else None)
-    backend.on_ready = lambda: _check_hash_key(ledger)
+    if check_key:
+        backend.on_ready = lambda: _check_hash_key(ledger)
     if wait:
         try:
             backend.ready()
