@@ -30,6 +30,7 @@ import pytest
 from psycopg import sql
 
 from career_relay.consent import Client
+from career_relay.errors import ConfigError, LedgerUnavailable
 from career_relay.ledger import (
     COUNTER_KINDS,
     AdminUsers,
@@ -44,7 +45,7 @@ from career_relay.ledger import (
     totals,
 )
 from career_relay.ledger import schema_postgres_later as later
-from tests.conftest import REPO, ConfigMaker, run_cli, wait_until
+from tests.conftest import REPO, ConfigMaker, GatewayThread, Sink, run_cli, wait_until
 from tests.pg import PostgresServer, find_bindir
 from tests.test_ledger_rules import IPHONE, World
 
@@ -167,6 +168,15 @@ def test_the_roles_own_and_may_what_the_file_says(roles: Roles) -> None:
 
 
 # -- the application role at work ------------------------------------------------------------
+
+
+def test_the_app_role_cannot_migrate_and_says_so(roles: Roles) -> None:
+    """A database nobody migrated: the application role is told to let the owner do it,
+    and nothing is created."""
+    with pytest.raises(ConfigError, match=r"9 migration\(s\) to apply \(0001_offers, .*"
+                       r"may not apply them .*as the database's owner"):
+        open_shared(roles.app)
+    assert _tables(roles) == []
 
 
 def test_the_app_role_does_the_ledgers_work(roles: Roles, make_config: ConfigMaker,
@@ -321,6 +331,53 @@ def test_the_app_role_is_refused_by_privileges_with_the_triggers_gone(
         rows = {t: conn.execute(sql.SQL("SELECT COUNT(*) FROM {}").format(
             sql.Identifier(t))).fetchone() for t in (*APPEND_ONLY, *CHAINED)}
     assert all(n != (0,) for n in rows.values()), rows  # every table still has its rows
+
+
+def test_a_missing_grant_is_unavailable_not_a_bug(roles: Roles, make_config: ConfigMaker,
+                                                  tmp_path: Path) -> None:
+    """A statement the role may not run (grants.sql not applied after an upgrade) is
+    ``LedgerUnavailable``: the site's 503, the gateway's held rejection."""
+    migrate_as_owner(roles, make_config)
+    with open_shared(roles.app) as ledger:
+        offer = ledger.record_offer("acme", "<m@acme.example>", "c@example.net")
+        with roles.connect(roles.owner) as conn:
+            conn.execute(f"REVOKE SELECT ON offers FROM {APP}")
+        with pytest.raises(LedgerUnavailable, match=r"permission denied for table offers.*"
+                           r"apply deploy/postgres/grants\.sql as the owner"):
+            ledger.offer(offer.id)
+        psql(roles.owner, GRANTS_SQL)
+        assert ledger.offer(offer.id) == offer
+
+
+def test_the_gateway_holds_a_rejection_until_the_grant_is_there(
+        roles: Roles, make_config: ConfigMaker, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the translation a permission error would be taken for a bug on a hostile
+    message and the rejection relayed without its links (``gateway.on_error = "pass"``)."""
+    from gateway import delivery, pipeline
+    from tests.test_ledger_away import LINK, _held, send
+    from tests.test_rejection import rejection
+
+    monkeypatch.setattr(delivery, "HELD_RETRY", 0.2)
+    monkeypatch.setattr(pipeline, "LEDGER_AWAY_SECONDS", 0.3)
+    migrate_as_owner(roles, make_config)
+    with roles.connect(roles.owner) as conn:
+        conn.execute(f"REVOKE INSERT ON offers FROM {APP}")
+    config = make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                         ledger={"url": roles.app}, secrets=SECRETS,
+                         companies=[{"id": "acme", "name": "株式会社アクメ",
+                                     "domains": ["acme.example"],
+                                     "allow_ips": ["127.0.0.1/32"]}])
+    gw = GatewayThread(config).start()
+    try:
+        queue_id = send(gw.port, rejection("<grant@acme.example>"), ["g@example.net"])
+        assert _held(gw) == [queue_id] and sink.messages == []
+        psql(roles.owner, GRANTS_SQL)
+        (got,) = sink.wait_for(1)
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+    finally:
+        gw.stop()
+    assert LINK.search(got.data) and got.rcpts == ["g@example.net"]
 
 
 # -- the grants against the code ----------------------------------------------------------------

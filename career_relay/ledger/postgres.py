@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.errors import ConfigError, LedgerConflict, LedgerUnavailable
 
 log = logging.getLogger("career_relay.ledger")
 
@@ -74,6 +74,13 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.IntegrityError as exc:
         raise LedgerConflict(str(exc).strip()) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # A role without the grant a statement needs (deploy/postgres/grants.sql not applied
+        # after a migration): unavailable until the owner grants it, so the gateway holds
+        # the rejection and the site answers 503, never a bug's "relay it unchanged".
+        raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
+                                "role of ledger.url lacks a grant: apply "
+                                "deploy/postgres/grants.sql as the owner)") from exc
     except psycopg_pool.PoolTimeout as exc:
         raise LedgerUnavailable("the ledger cannot be used now: no connection to "
                                 "PostgreSQL") from exc
@@ -81,6 +88,10 @@ def translated() -> Iterator[None]:
         raise LedgerUnavailable(f"the ledger cannot be used now: {exc}".strip()) from exc
     except psycopg.errors.RaiseException as exc:  # an append-only trigger refused
         raise LedgerConflict(str(exc).strip()) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class PostgresBackend:
@@ -152,7 +163,9 @@ class PostgresBackend:
 def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
                  ) -> tuple[PostgresBackend, list[str]]:
     """Connect to ``url`` and apply the pending migrations (``schema_postgres``): the
-    backend, and the names applied.  An unreachable server is ``LedgerUnavailable``."""
+    backend, and the names applied.  An unreachable server is ``LedgerUnavailable``; a
+    role that may not apply what is pending (the application's, deploy/postgres/) is
+    ``ConfigError``: the database's owner migrates."""
     from career_relay.ledger import schema_postgres
 
     try:
@@ -165,7 +178,15 @@ def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
             pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
             if pending and on_migrate is not None:
                 on_migrate(pending)
-            applied = schema_postgres.apply(conn) if pending else []
+            try:
+                applied = schema_postgres.apply(conn) if pending else []
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # The application's role (deploy/postgres/roles.sql) may not create tables.
+                raise ConfigError(
+                    f"the ledger's database has {len(pending)} migration(s) to apply "
+                    f"({', '.join(pending)}) and the role of ledger.url may not apply them "
+                    f"({_first_line(exc)}): apply them as the database's owner, then "
+                    "deploy/postgres/grants.sql (docs/deploy.md)") from exc
     except BaseException:
         backend.close()
         raise
