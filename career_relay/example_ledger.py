@@ -40,7 +40,6 @@ from career_relay.ledger import (
     Ledger,
     Offer,
     Rejection,
-    Rules,
     open_configured,
 )
 
@@ -274,11 +273,10 @@ def generate(out: Path, seed: int = SEED) -> None:
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(Path(tmp))
-        rules = Rules.from_settings(settings)
         with open_configured(settings, clock=clock,
-                         new_id=lambda: _random_id(rng)) as ledger:
-            consents = Consents(settings, ConsentLedger(ledger, rules))
-            populate(_World(ledger, consents, Book(ledger, rules), rng, clock))
+                             new_id=lambda: _random_id(rng)) as ledger:
+            consents = Consents(settings, ConsentLedger(ledger))
+            populate(_World(ledger, consents, Book(ledger), rng, clock))
             ledger.save_copy(out)
 
 

@@ -50,13 +50,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_credits(args: argparse.Namespace) -> int:
-    from career_relay.ledger import Book, Rules, open_configured
+    from career_relay.ledger import Book, open_configured
 
     settings = load(args)
     if args.company not in [c.id for c in settings.companies]:
         raise CareerRelayError(f"no company {args.company!r} in the configuration")
     with open_configured(settings) as ledger:
-        credit = Book(ledger, Rules.from_settings(settings)).redeem(
+        credit = Book(ledger).redeem(
             args.company, by=args.by, note=args.note)
     print(f"redeemed credit {credit} of {args.company}")
     return 0
@@ -65,13 +65,13 @@ def cmd_credits(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     """``ledger verify``: the chain, the rows it vouches for, the head file, and ``--head``
     (a head the agency received with a forward: the anchor a copy of our files cannot move)."""
-    from career_relay.ledger import Book, Rules, open_configured
+    from career_relay.ledger import Book, open_configured
 
     settings = load(args)
     if not settings.ledger.url and not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     with open_configured(settings) as ledger:
-        book = Book(ledger, Rules.from_settings(settings))
+        book = Book(ledger)
         count, problem = book.verify(args.head)
         head = book.head()
     if problem is not None:
@@ -84,14 +84,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Retention (SPEC 9): erase the personal data whose time is up; print what, by kind."""
-    from career_relay.ledger import Rules, open_configured, retention
+    from career_relay.ledger import open_configured, retention
 
     settings = load(args)
     if not settings.ledger.url and not Path(settings.ledger.path).exists():
         raise CareerRelayError(f"no ledger at {settings.ledger.path}")
     policy = retention.Policy.from_settings(settings)
     with open_configured(settings) as ledger:
-        purged = retention.purge(ledger, Rules.from_settings(settings), policy,
+        purged = retention.purge(ledger, ledger.rules, policy,
                                  dry_run=args.dry_run)
     verb = "would erase" if args.dry_run else "erased"
     for label, count in purged.lines(policy):

@@ -231,12 +231,14 @@ def test_signed_as_the_from_domain(make_config: ConfigMaker, sink: Sink,
         gw.stop()
 
 
-def test_a_ledger_failure_is_451_whatever_on_error_says(
+def test_a_ledger_refusal_is_451_whatever_on_error_says(
         rejecting: GatewayThread, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlite3
+    """A write the ledger refuses (an id that collided) is tried again by the client; a
+    ledger that is away holds the message instead (tests/test_ledger_away.py)."""
+    from career_relay.errors import LedgerConflict
 
     def failing(*args: object, **kwargs: object) -> dict[str, str]:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise LedgerConflict("UNIQUE constraint failed: offers.id")
 
     assert rejecting.gateway.rejections is not None
     monkeypatch.setattr(rejecting.gateway.rejections._writer, "record_rejection", failing)

@@ -29,7 +29,7 @@ from typing import Any
 from career_relay.errors import UserError
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger.chain import RECEIPT_COLUMNS, Problem
-from career_relay.ledger.offers import Ledger
+from career_relay.ledger.offers import View
 from career_relay.ledger.rules import Rules
 from career_relay.ledger.verify import verify_ledger
 from career_relay.timestamps import stamp
@@ -152,17 +152,8 @@ def redeem(conn: sqlite3.Connection, company: str, by: str, note: str,
     return credit_id
 
 
-class Book:
+class Book(View):
     """Credits and verification over one open ledger (the CLI's and admin pages' way in)."""
-
-    def __init__(self, ledger: Ledger, rules: Rules | None = None) -> None:
-        self.ledger = ledger
-        self._rules = rules
-
-    @property
-    def rules(self) -> Rules:
-        """The rules given, else the ledger's (which a reload replaces)."""
-        return self._rules or self.ledger.rules
 
     def redeem(self, company: str, by: str, note: str = "") -> str:
         with self.ledger.write() as conn:

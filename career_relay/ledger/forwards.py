@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from career_relay.ledger import credits as ledger_credits
-from career_relay.ledger.offers import Ledger
-from career_relay.ledger.rules import Rules
+from career_relay.ledger.offers import View
 from career_relay.timestamps import parse_stamp, stamp
 
 ForwardKind = Literal["consent", "withdrawal", "erasure"]
@@ -55,17 +54,8 @@ _FORWARD_COLUMNS = "f.id, f.offer_id, f.receipt_id, f.company, f.kind, f.created
 
 
 
-class Outbox:
+class Outbox(View):
     """The outbox of one open ``Ledger`` (sharing its connections)."""
-
-    def __init__(self, ledger: Ledger, rules: Rules | None = None) -> None:
-        self.ledger = ledger
-        self._rules = rules
-
-    @property
-    def rules(self) -> Rules:
-        """The rules given, else the ledger's (which a reload replaces)."""
-        return self._rules or self.ledger.rules
 
     def claim_due(self, limit: int, claim_seconds: float) -> list[Forward]:
         """Claim up to ``limit`` forwards that are due, oldest first, for ``claim_seconds``.

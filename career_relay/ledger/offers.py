@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger.rules import Rules
 from career_relay.ledger.store import Store
 from career_relay.timestamps import parse_stamp, stamp
 
@@ -222,3 +223,17 @@ _OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, sta
 def _offer(row: Any) -> Offer:
     oid, company, message_id, recipient, created, job, channel, stage = row
     return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)
+
+
+class View:
+    """A part of the ledger over one open ``Ledger`` (``Outbox``, ``ConsentLedger``,
+    ``Book``): the rules given, else the ledger's."""
+
+    def __init__(self, ledger: Ledger, rules: Rules | None = None) -> None:
+        self.ledger = ledger
+        self._rules = rules
+
+    @property
+    def rules(self) -> Rules:
+        """The rules given, else the ledger's (which a reload replaces)."""
+        return self._rules or self.ledger.rules
