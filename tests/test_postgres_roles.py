@@ -51,6 +51,7 @@ from tests.test_ledger_rules import IPHONE, World
 
 ROLES_SQL = REPO / "deploy" / "postgres" / "roles.sql"
 GRANTS_SQL = REPO / "deploy" / "postgres" / "grants.sql"
+PASSWORDS_PSQL = REPO / "deploy" / "postgres" / "passwords.psql"  # deploy/compose.yaml's
 OWNER, APP = "career_relay_owner", "career_relay_app"
 #: The append-only tables (the triggers of 0004 and 0008): never an UPDATE or a DELETE,
 #: except the erasure columns of offers, forwards and profiles.
@@ -71,15 +72,17 @@ class Roles:
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
 
-def psql(url: str, script: Path, password: str | None = None) -> None:
+def psql(url: str, script: Path, env: dict[str, str] | None = None, *, check: bool = True
+         ) -> subprocess.CompletedProcess[str]:
     """``psql -v ON_ERROR_STOP=1 -f script``, as an operator runs it (the server's psql)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    if password is not None:
-        env["PGPASSWORD"] = password
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    full_env.update(env or {})
     done = subprocess.run([str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                            "-d", url, "-f", str(script)],
-                          capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 0, done.stderr
+                          capture_output=True, text=True, env=full_env, timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
 
 
 def _role_url(server: PostgresServer, role: str, password: str, database: str) -> str:
@@ -165,6 +168,24 @@ def test_the_roles_own_and_may_what_the_file_says(roles: Roles) -> None:
         # PUBLIC (any other role of the cluster) may not even connect.
         assert conn.execute("SELECT has_database_privilege('public', current_database(),"
                             " 'CONNECT')").fetchone() == (False,)
+
+
+def test_the_compose_init_sets_the_passwords_from_the_environment(roles: Roles) -> None:
+    """passwords.psql, as the postgres image runs it after roles.sql (deploy/compose.yaml):
+    the passwords from the environment; one missing stops it."""
+    database = roles.server.url(roles.database)
+    given = {"OWNER_DB_PASSWORD": secrets.token_urlsafe(18),
+             "APP_DB_PASSWORD": secrets.token_urlsafe(18)}
+    psql(database, PASSWORDS_PSQL, given)
+    for role, variable in ((OWNER, "OWNER_DB_PASSWORD"), (APP, "APP_DB_PASSWORD")):
+        url = _role_url(roles.server, role, given[variable], roles.database)
+        with roles.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+    missing = psql(database, PASSWORDS_PSQL, {"OWNER_DB_PASSWORD": "x"}, check=False)
+    assert missing.returncode != 0 and "syntax error" in missing.stderr
+    with roles.connect(_role_url(roles.server, OWNER, given["OWNER_DB_PASSWORD"],
+                                 roles.database)):
+        pass  # the failed run changed neither password (one transaction)
 
 
 # -- the application role at work ------------------------------------------------------------
