@@ -284,6 +284,44 @@ def test_the_app_role_does_the_ledgers_work(roles: Roles, make_config: ConfigMak
     assert f"ledger ok: {count} entries" in verified.stdout
 
 
+def test_a_dump_restores_and_the_agencys_head_tells_what_it_lost(
+        roles: Roles, make_config: ConfigMaker, tmp_path: Path) -> None:
+    """docs/deploy.md, "Backups": ``pg_dump -Fc`` as the owner while the hosts write;
+    ``pg_restore --no-owner --no-privileges`` as the owner into a database roles.sql made,
+    then grants.sql; ``ledger verify --head`` with the highest head the agency received
+    names the entries an older dump lacks."""
+    migrate_as_owner(roles, make_config)
+    world = World(tmp_path, credit_every=2, url=roles.app)
+    try:
+        world.qualified_then_deliver(3)
+        dumped = world.book.head()
+        dump = tmp_path / "career-relay.dump"
+        done = subprocess.run([str(find_bindir() / "pg_dump"), "-Fc", "-d", roles.owner,
+                               "-f", str(dump)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        world.qualified_then_deliver(2, start=3)  # after the dump: the agency has these
+        later = world.book.head()
+    finally:
+        world.ledger.close()
+    target = roles.server.create_database()
+    try:
+        psql(roles.server.url(target), ROLES_SQL)
+        owner = roles.owner.rsplit("/", 1)[0] + f"/{target}"
+        done = subprocess.run([str(find_bindir() / "pg_restore"), "--no-owner",
+                               "--no-privileges", "--exit-on-error", "-d", owner, str(dump)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        psql(owner, GRANTS_SQL)
+        config = make_config(secrets=SECRETS)
+        app = {"CAREER_RELAY_LEDGER_URL": roles.app.rsplit("/", 1)[0] + f"/{target}"}
+        ok = run_cli("ledger", "verify", "--head", dumped, "--config", str(config), env=app)
+        assert ok.returncode == 0 and f"chain head {dumped}" in ok.stdout, ok.stderr
+        lost = run_cli("ledger", "verify", "--head", later, "--config", str(config), env=app)
+        assert lost.returncode == 1 and "the last entries were removed" in lost.stderr
+    finally:
+        roles.server.drop_database(target)
+
+
 # -- what the application role may not do -----------------------------------------------------
 
 REFUSED = [
