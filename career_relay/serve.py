@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from career_relay import ledger_commands, logs
-from career_relay.errors import CareerRelayError, ConfigError
+from career_relay.errors import CareerRelayError, ConfigError, LedgerUnavailable
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
 
@@ -61,7 +61,15 @@ def _migrate_ledger(settings: Settings) -> None:
         print(f"career-relay: migrating the ledger {where}: {len(names)} "
               f"pending ({', '.join(names)}) ...", file=sys.stderr, flush=True)
 
-    open_configured(settings, on_migrate=progress).close()
+    try:
+        open_configured(settings, on_migrate=progress).close()
+    except LedgerUnavailable as exc:
+        if not settings.ledger.url:
+            raise
+        # The processes start all the same: the site answers 503 and the gateway holds
+        # rejections until the database is back; the first to reach it migrates it.
+        print(f"career-relay: the ledger is unavailable ({exc}); starting all the same",
+              file=sys.stderr, flush=True)
 
 
 def _fresh_metrics_dir(settings: Settings) -> None:

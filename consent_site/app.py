@@ -112,7 +112,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> web.Applicat
     """The site over ``ledger``, the process's one ledger; without one, the app opens its
     own and closes it at cleanup."""
     own = ledger is None
-    shared = open_configured(settings) if ledger is None else ledger
+    shared = open_configured(settings, wait=False) if ledger is None else ledger
     env = templates()
     https = settings.site.public_url.startswith("https://")
     app = web.Application(middlewares=[_middleware(env, https)],
@@ -180,7 +180,7 @@ async def start_site(settings: Settings) -> RunningSite:
     """Serve the app on site.listen with its forwarding worker."""
     host, port = parse_hostport("site.listen", settings.site.listen)
     # One ledger for the process: pages, admin pages, the forwarding worker, the metrics.
-    ledger = open_configured(settings)
+    ledger = open_configured(settings, wait=False)  # away: 503 pages until it is back
     app = create_app(settings, ledger)
     forwarder = Forwarder(settings, ConsentLedger(ledger))
     stop_forwarder = await forwarder.start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import threading
 import time
@@ -32,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import Ledger, totals
 from career_relay.paths import metrics_dir
 from career_relay.settings import Settings
@@ -56,13 +58,27 @@ _KNOWN: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+log = logging.getLogger("career_relay.metrics")
+
+
 class LedgerCollector(Collector):
     def __init__(self, ledger: Ledger, companies: list[str]) -> None:
         self._ledger = ledger
         self._companies = companies
 
     def collect(self) -> Iterator[Metric]:
-        found = totals.totals(self._ledger).values
+        try:
+            found = totals.totals(self._ledger).values
+        except LedgerUnavailable as exc:
+            log.warning("the ledger cannot be read for /metrics: %s", exc)
+            # Say so, rather than fail the scrape: the gateway's figures still matter then.
+            yield GaugeMetricFamily("career_relay_ledger_up",
+                                    "1 when the ledger could be read at this scrape, else 0.",
+                                    value=0)
+            return
+        yield GaugeMetricFamily("career_relay_ledger_up",
+                                "1 when the ledger could be read at this scrape, else 0.",
+                                value=1)
         for name, labels in totals.LABELS.items():
             family = CounterMetricFamily(f"career_relay_{name}", _HELP[name], labels=labels)
             values = {(c, *rest): 0 for c in self._companies

@@ -34,7 +34,9 @@ class Gateway:
             hostname=settings.gateway.hostname, template_dir=email_templates_dir(),
             worker=worker, workers=workers)
         self.policy = RelayPolicy(settings, workers)
-        self.ledger = (open_configured(settings, sync_wal_elsewhere=True)
+        # wait=False: a shared ledger that is away holds rejections (SPEC 12), it does not
+        # keep the gateway from starting.
+        self.ledger = (open_configured(settings, sync_wal_elsewhere=True, wait=False)
                        if settings.companies else None)
         wal = self.ledger.wal_path if self.ledger is not None else None
         if wal is not None:

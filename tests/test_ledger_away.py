@@ -8,13 +8,20 @@ and started again.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from career_relay import settings as settings_mod
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import open_shared
+from career_relay.ledger import open_configured
+from career_relay.tokens import LinkSigner
+from consent_site.app import create_app
+from consent_site.metrics import Metrics
 from gateway import delivery, pipeline
 from tests.conftest import ConfigMaker, GatewayThread, Sink, wait_until
 from tests.pg import PostgresServer
@@ -110,7 +117,8 @@ def test_postgresql_stopped_and_started_loses_nothing(make_config: ConfigMaker,
     """The real thing: the shared ledger's server goes away under a running gateway."""
     with PostgresServer() as pg:
         url = pg.url(pg.create_database())
-        gw = GatewayThread(_config(make_config, sink, url=url)).start()
+        config = _config(make_config, sink, url=url)
+        gw = GatewayThread(config).start()
         try:
             before = send(gw.port, rejection("<before@acme.example>"), ["d@example.net"])
             sink.wait_for(1)
@@ -122,7 +130,47 @@ def test_postgresql_stopped_and_started_loses_nothing(make_config: ConfigMaker,
             wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
         finally:
             gw.stop()
-        with open_shared(url) as ledger, ledger.read() as conn:
+        with open_configured(settings_mod.load(config)) as ledger, ledger.read() as conn:
             offers = conn.execute("SELECT recipient FROM offers ORDER BY recipient").fetchall()
         assert [r[0] for r in offers] == ["d@example.net", "e@example.net"]
     assert all(LINK.search(m.data) for m in got)
+
+
+def test_a_gateway_and_a_site_started_while_postgresql_is_away(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    """A restart during the outage: the gateway starts and holds, the site starts and
+    answers 503 (its metrics say the ledger is down); both work once the server is back,
+    and the first to reach it migrates the empty database."""
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        pg.stop("fast")
+        config = _config(make_config, sink, url=url)
+        settings = settings_mod.load(config)
+        gw = GatewayThread(config).start()
+        try:
+            held = send(gw.port, rejection("<cold@acme.example>"), ["f@example.net"])
+            assert _held(gw) == [held]
+            ledger = open_configured(settings, wait=False)  # as the site opens it
+            app = create_app(settings, ledger)
+            link = f"/c/{LinkSigner.from_settings(settings).token('AAAAAAAAAAAAAAAA')}"
+
+            async def visit() -> tuple[int, int]:
+                async with TestClient(TestServer(app)) as client:
+                    away = (await client.get(link)).status
+                    await asyncio.get_running_loop().run_in_executor(None, pg.start)
+                    deadline = time.monotonic() + 30
+                    while (back := (await client.get(link)).status) == 503 \
+                            and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)
+                    return away, back
+
+            assert "career_relay_ledger_up 0.0" in Metrics(settings, ledger).render().decode()
+            away, back = asyncio.run(visit())
+            assert (away, back) == (503, 410)  # away; then back (no such offer: gone)
+            assert "career_relay_ledger_up 1.0" in Metrics(settings, ledger).render().decode()
+            (got,) = sink.wait_for(1, timeout=60)
+            wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+        finally:
+            gw.stop()
+            ledger.close()
+    assert LINK.search(got.data) and got.rcpts == ["f@example.net"]

@@ -59,19 +59,24 @@ def open_configured(
     new_id: Callable[[], str] = new_offer_id,
     sync_wal_elsewhere: bool = False,
     on_migrate: Callable[[list[str]], None] | None = None,
+    wait: bool = True,
 ) -> Ledger:
     """``open_ledger`` on ``ledger.path`` (or ``open_shared`` on ``ledger.url``) with the
     configured hash key and head file: how the gateway, the site and the CLI open it, so
-    none of them hashes with another key or keeps the head elsewhere."""
+    none of them hashes with another key or keeps the head elsewhere.
+
+    ``wait=False`` (the gateway and the site): a shared ledger whose server is away opens
+    all the same, and reads and writes say ``LedgerUnavailable`` until it is back."""
     if settings.ledger.url:
         ledger = open_shared(settings.ledger.url, clock=clock, new_id=new_id,
                              on_migrate=on_migrate, hash_key=settings_hash_key(settings),
-                             head_file=settings.ledger.head_file or None)
-    else:
-        ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
-                             sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
-                             hash_key=settings_hash_key(settings),
-                             head_file=settings.ledger.head_file or None)
+                             head_file=settings.ledger.head_file or None, wait=wait)
+        ledger.rules = Rules.from_settings(settings)
+        return ledger
+    ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
+                         sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
+                         hash_key=settings_hash_key(settings),
+                         head_file=settings.ledger.head_file or None)
     ledger.rules = Rules.from_settings(settings)
     try:
         _check_hash_key(ledger)
@@ -109,14 +114,25 @@ def open_shared(
     on_migrate: Callable[[list[str]], None] | None = None,
     hash_key: bytes = DEFAULT_HASH_KEY,
     head_file: str | Path | None = None,
+    wait: bool = True,
 ) -> Ledger:
-    """The ledger in the PostgreSQL database at ``url`` (SPEC 12), migrated.  The head
-    file is kept only when ``head_file`` names one: on several hosts, each keeps its own."""
+    """The ledger in the PostgreSQL database at ``url`` (SPEC 12), migrated and its hash
+    key checked at the first use; with ``wait``, now (``LedgerUnavailable`` if the server
+    cannot be reached).  The head file is kept only when ``head_file`` names one: on
+    several hosts, each keeps its own."""
     from career_relay.ledger import postgres  # psycopg is loaded only when it is used
 
-    backend, _ = postgres.open_backend(url, on_migrate)
-    return Ledger(backend, clock=clock, new_id=new_id, hash_key=hash_key,
-                  head_file=Path(head_file) if head_file else None)
+    backend = postgres.open_backend(url, on_migrate)
+    ledger = Ledger(backend, clock=clock, new_id=new_id, hash_key=hash_key,
+                    head_file=Path(head_file) if head_file else None)
+    backend.on_ready = lambda: _check_hash_key(ledger)
+    if wait:
+        try:
+            backend.ready()
+        except BaseException:
+            ledger.close()
+            raise
+    return ledger
 
 
 def open_ledger(

@@ -38,7 +38,7 @@ log = logging.getLogger("career_relay.ledger")
 WRITE_LOCK = 0x6C6564676572
 CHANNEL = "career_relay_ledger"
 #: Seconds a caller waits for a pooled connection before the ledger counts as unavailable.
-POOL_TIMEOUT = 10.0
+POOL_TIMEOUT = 5.0
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -95,10 +95,20 @@ def _first_line(exc: Exception) -> str:
 
 
 class PostgresBackend:
-    """A pool of connections to one PostgreSQL database."""
+    """A pool of connections to one PostgreSQL database.
 
-    def __init__(self, url: str, *, max_size: int = 8) -> None:
+    Ready once its migrations are applied and ``on_ready`` (the hash key's check) has
+    passed: at the first read or write that reaches the server, so a gateway or a site
+    may start while the database is away and work as soon as it is back."""
+
+    def __init__(self, url: str, *, max_size: int = 8,
+                 on_migrate: Callable[[list[str]], None] | None = None) -> None:
         self.url = url
+        self._on_migrate = on_migrate
+        #: Run once when the database is first reached, after the migrations.
+        self.on_ready: Callable[[], None] = lambda: None
+        self._ready = False
+        self._readying = threading.Lock()
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
@@ -113,8 +123,44 @@ class PostgresBackend:
         self._closed.set()
         self.pool.close()
 
+    def ready(self) -> list[str]:
+        """Apply the pending migrations and run ``on_ready``, once; the names applied.
+        ``LedgerUnavailable`` while the server cannot be reached, or while migrations are
+        pending that the role may not apply (the application's: the owner migrates)."""
+        if self._ready:
+            return []
+        with self._readying:
+            if self._ready:
+                return []
+            from career_relay.ledger import schema_postgres
+
+            with translated(), self.pool.connection() as conn:
+                done = set(schema_postgres.applied(conn))
+                pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
+                if pending and self._on_migrate is not None:
+                    self._on_migrate(pending)
+                try:
+                    applied = schema_postgres.apply(conn) if pending else []
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    # The application's role (deploy/postgres/roles.sql) may not create
+                    # tables: unavailable, as a database that is away, until the owner
+                    # has migrated (and granted); then the next use finds nothing pending.
+                    raise LedgerUnavailable(
+                        f"the ledger's database has {len(pending)} migration(s) to apply "
+                        f"({', '.join(pending)}) and the role of ledger.url may not apply "
+                        f"them ({_first_line(exc)}): apply them as the database's owner, "
+                        "then deploy/postgres/grants.sql (docs/deploy.md)") from exc
+            self._ready = True
+            try:
+                self.on_ready()
+            except BaseException:
+                self._ready = False
+                raise
+            return applied
+
     @contextlib.contextmanager
     def write(self) -> Iterator[_Connection]:
+        self.ready()
         with translated(), self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.writing = wrapped = _Connection(conn)
@@ -131,6 +177,7 @@ class PostgresBackend:
         if writing is not None:
             yield writing
             return
+        self.ready()
         with translated(), self.pool.connection() as conn:
             yield _Connection(conn)
 
@@ -161,33 +208,9 @@ class PostgresBackend:
 
 
 def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
-                 ) -> tuple[PostgresBackend, list[str]]:
-    """Connect to ``url`` and apply the pending migrations (``schema_postgres``): the
-    backend, and the names applied.  An unreachable server is ``LedgerUnavailable``; a
-    role that may not apply what is pending (the application's, deploy/postgres/) is
-    ``ConfigError``: the database's owner migrates."""
-    from career_relay.ledger import schema_postgres
-
+                 ) -> PostgresBackend:
+    """A backend for ``url``; it connects, and migrates, at its first use (``ready``)."""
     try:
-        backend = PostgresBackend(url)
-    except psycopg_pool.PoolTimeout as exc:
-        raise LedgerUnavailable(f"the ledger's PostgreSQL cannot be reached: {exc}") from exc
-    try:
-        with translated(), backend.pool.connection() as conn:
-            done = set(schema_postgres.applied(conn))
-            pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
-            if pending and on_migrate is not None:
-                on_migrate(pending)
-            try:
-                applied = schema_postgres.apply(conn) if pending else []
-            except psycopg.errors.InsufficientPrivilege as exc:
-                # The application's role (deploy/postgres/roles.sql) may not create tables.
-                raise ConfigError(
-                    f"the ledger's database has {len(pending)} migration(s) to apply "
-                    f"({', '.join(pending)}) and the role of ledger.url may not apply them "
-                    f"({_first_line(exc)}): apply them as the database's owner, then "
-                    "deploy/postgres/grants.sql (docs/deploy.md)") from exc
-    except BaseException:
-        backend.close()
-        raise
-    return backend, applied
+        return PostgresBackend(url, on_migrate=on_migrate)
+    except psycopg.Error as exc:  # a URL psycopg cannot parse: the setting, not the server
+        raise ConfigError(f"ledger.url cannot be used: {type(exc).__name__}") from None
