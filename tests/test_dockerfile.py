@@ -211,3 +211,21 @@ def test_the_environment_names_real_settings_and_the_mounts(
     assert str(settings.queue.dir).startswith("/var/lib/career-relay/")
     assert str(settings.ledger.path).startswith("/var/lib/career-relay/")
     assert only(parsed, "VOLUME") and "/var/lib/career-relay" in only(parsed, "VOLUME")[0]
+
+
+def test_the_image_serves_either_ledger(parsed: list[tuple[str, str]], tmp_path: Path) -> None:
+    """SQLite (``ledger.path``, the standard library's) or PostgreSQL (``ledger.url``):
+    psycopg, its binary wheel (libpq inside it: the slim image has none) and the pool are
+    in the lock the image installs, and the image leaves ledger.url to the deployment
+    (deploy/compose.yaml sets it)."""
+    lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
+    for package in ("psycopg", "psycopg-binary", "psycopg-pool"):
+        assert re.search(rf"^{package}==\S+ \\$", lock, re.M), package
+    assert any("--require-hashes -r /tmp/requirements.lock" in run for run in only(parsed, "RUN"))
+    env = {k: v for k, v in env_values(parsed).items() if k.startswith("CAREER_RELAY_")}
+    assert "CAREER_RELAY_LEDGER_URL" not in env
+    config = tmp_path / "career-relay.toml"
+    config.write_text('[secrets]\nsigning_keys = ["a-test-key-0123456789abcdef"]\n')
+    url = "postgresql://career_relay_app:pw@db.example/career_relay?sslmode=verify-full"
+    settings = settings_mod.load(config, env={**env, "CAREER_RELAY_LEDGER_URL": url})
+    assert settings.ledger.url == url

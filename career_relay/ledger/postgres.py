@@ -74,6 +74,13 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.IntegrityError as exc:
         raise LedgerConflict(str(exc).strip()) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # A role without the grant a statement needs (deploy/postgres/grants.sql not applied
+        # after a migration): unavailable until the owner grants it, so the gateway holds
+        # the rejection and the site answers 503, never a bug's "relay it unchanged".
+        raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
+                                "role of ledger.url lacks a grant: apply "
+                                "deploy/postgres/grants.sql as the owner)") from exc
     except psycopg_pool.PoolTimeout as exc:
         raise LedgerUnavailable("the ledger cannot be used now: no connection to "
                                 "PostgreSQL") from exc
@@ -81,6 +88,10 @@ def translated() -> Iterator[None]:
         raise LedgerUnavailable(f"the ledger cannot be used now: {exc}".strip()) from exc
     except psycopg.errors.RaiseException as exc:  # an append-only trigger refused
         raise LedgerConflict(str(exc).strip()) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class PostgresBackend:
@@ -114,7 +125,8 @@ class PostgresBackend:
 
     def ready(self) -> list[str]:
         """Apply the pending migrations and run ``on_ready``, once; the names applied.
-        ``LedgerUnavailable`` while the server cannot be reached."""
+        ``LedgerUnavailable`` while the server cannot be reached, or while migrations are
+        pending that the role may not apply (the application's: the owner migrates)."""
         if self._ready:
             return []
         with self._readying:
@@ -127,7 +139,17 @@ class PostgresBackend:
                 pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
                 if pending and self._on_migrate is not None:
                     self._on_migrate(pending)
-                applied = schema_postgres.apply(conn) if pending else []
+                try:
+                    applied = schema_postgres.apply(conn) if pending else []
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    # The application's role (deploy/postgres/roles.sql) may not create
+                    # tables: unavailable, as a database that is away, until the owner
+                    # has migrated (and granted); then the next use finds nothing pending.
+                    raise LedgerUnavailable(
+                        f"the ledger's database has {len(pending)} migration(s) to apply "
+                        f"({', '.join(pending)}) and the role of ledger.url may not apply "
+                        f"them ({_first_line(exc)}): apply them as the database's owner, "
+                        "then deploy/postgres/grants.sql (docs/deploy.md)") from exc
             self._ready = True
             try:
                 self.on_ready()
