@@ -187,6 +187,16 @@ def test_record_offer_is_idempotent_per_message_id_and_recipient(ledger: Ledger)
     assert _all(ledger, "SELECT count(*) FROM offers") == [(3,)]
 
 
+def test_a_percent_sign_in_the_sql_is_itself(ledger: Ledger) -> None:
+    """PostgreSQL's driver takes ``%`` for a placeholder: the ledger's SQL means its own."""
+    ledger.record_offer("acme", "<m@a>", "50%off@example.jp")
+    assert _all(ledger, "SELECT 'a%b', COUNT(*) FROM offers WHERE recipient LIKE '50\\%%'"
+                        " ESCAPE '\\'") == [("a%b", 1)]
+    with ledger.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM offers WHERE recipient LIKE ?",
+                            ("%off%",)).fetchone()[0] == 1
+
+
 def test_an_offer_needs_its_keys(ledger: Ledger) -> None:
     for args in (("", "<m@a>", "x@y"), ("acme", "", "x@y"), ("acme", "<m@a>", "")):
         with pytest.raises(ValueError):
