@@ -345,8 +345,14 @@ class LedgerDatabase:
                 "SELECT quote_ident(sequencename) FROM pg_sequences"
                 " WHERE schemaname = 'public' ORDER BY 1")]
             self._fingerprint = _fingerprint(conn)
-        self._empty = ";".join([*(f"DELETE FROM {t}" for t in tables),
-                                *(f"ALTER SEQUENCE {s} RESTART" for s in sequences)])
+            self._empty = ";".join([*(f"DELETE FROM {t}" for t in tables),
+                                    *(f"ALTER SEQUENCE {s} RESTART" for s in sequences)])
+            self._empty_it(conn)  # opening may have written (the hash key's mark, say)
+
+    def _empty_it(self, conn: psycopg.Connection[TupleRow]) -> None:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(self._empty)
 
     def reset(self) -> str:
         """Empty it (make it, the first time); its URL."""
@@ -360,9 +366,7 @@ class LedgerDatabase:
                          " WHERE datname = current_database() AND pid <> pg_backend_pid()")
             changed = _fingerprint(conn) != self._fingerprint
             if not changed:
-                with conn.transaction():
-                    conn.execute("SET LOCAL session_replication_role = replica")
-                    conn.execute(self._empty)
+                self._empty_it(conn)
         if changed:
             self.server.drop_database(self.name)
             self._create()
