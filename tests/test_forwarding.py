@@ -779,6 +779,7 @@ def test_the_forwarder_and_the_demo_agency_end_to_end(make_sqlite_world: WorldMa
 
 
 def test_init_demo_configures_the_demo_agency(tmp_path: Path) -> None:
+    """SQLite-only: init --demo writes a SQLite ledger (the example's copy)."""
     write_starter(tmp_path, demo=True)
     settings = settings_mod.load(tmp_path / "career-relay.toml", env={})
     assert settings.agency.webhook_url == "http://127.0.0.1:8081/forwards"
@@ -905,7 +906,8 @@ def test_the_example_payloads_in_the_doc_have_the_real_shape(make_sqlite_world: 
 
 
 def test_site_runs_the_demo_agency(tmp_path: Path) -> None:
-    """`career-relay site` with demo.agency_dir starts the stand-in agency on webhook_url."""
+    """`career-relay site` with demo.agency_dir starts the stand-in agency on webhook_url.
+    SQLite-only: init --demo writes a SQLite ledger (the example's copy)."""
     write_starter(tmp_path, demo=True)
     config = tmp_path / "career-relay.toml"
     agency_port, site_port = free_port(), free_port()
