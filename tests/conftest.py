@@ -7,8 +7,10 @@
   its own event loop, listening on a free loopback port.
 * ``gateway_process``: the ``career-relay gateway`` command as a subprocess,
   for tests that kill it.
-* ``pg_server``, ``postgres_url``, ``fresh_postgres_url``: a private PostgreSQL for the
-  session, and a database of the session or of one test (tests/pg.py).
+* ``pg_server``, ``postgres_url``, ``fresh_postgres_url``, ``ledger_postgres_url``: a
+  private PostgreSQL for the session, and a database of the session or of one test
+  (tests/pg.py).
+* ``backend_url``: the ledger's tests that take it run on both backends.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from aiosmtpd.controller import Controller
 from career_relay import settings as settings_mod
 from career_relay.passwords import hash_password
 from gateway.app import Gateway
-from tests.pg import fresh_postgres_url, pg_server, postgres_url  # noqa: F401 (fixtures)
+from tests.pg import (  # noqa: F401 (fixtures)
+    _ledger_database,
+    fresh_postgres_url,
+    ledger_postgres_url,
+    pg_server,
+    postgres_url,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "career_relay"]
@@ -163,6 +171,17 @@ def sink() -> Iterator[Sink]:
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """``ledger.url`` for a test of the ledger on each backend: "" (the SQLite file at
+    ``ledger.path``), then a migrated, empty database on the private PostgreSQL the suite
+    starts (``ledger_postgres_url``, tests/pg.py)."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("ledger_postgres_url")
+    return url
 
 
 ConfigMaker = Callable[..., Path]

@@ -15,6 +15,10 @@ Fixtures (registered in tests/conftest.py):
   a database that lives as long as the session.
 * ``fresh_postgres_url`` (function): the URL of a new, empty database of its own,
   dropped after the test.
+* ``ledger_postgres_url`` (function): the URL of a migrated ledger database with no rows,
+  for the ledger's tests on PostgreSQL (``backend_url`` in tests/conftest.py).  One
+  database serves the whole session, emptied before each test (:class:`LedgerDatabase`):
+  about 15 ms, where a new database and its migrations cost about half a second.
 
 Things that matter:
 
@@ -305,6 +309,94 @@ def postgres_url(pg_server: PostgresServer) -> str:
     """The URL of a database that lives as long as the test session."""
     pg_server.create_database(SESSION_DATABASE)
     return pg_server.url(SESSION_DATABASE)
+
+
+class LedgerDatabase:
+    """One migrated ledger database, emptied for each test that asks for it (``reset``).
+
+    Emptied as the superuser with ``session_replication_role = replica``, so neither the
+    append-only triggers nor the foreign keys fire: every table but the migrations' loses
+    its rows and every identity starts again at 1 (``rowid`` as in a new database).
+    Whoever is still connected is disconnected first (a ledger a failed test left open).
+    A test that changed the schema (dropped or disabled a trigger, say) leaves a
+    different fingerprint: the database is then dropped and made again.
+    """
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self.name = ""
+        self._fingerprint = ""
+        self._empty = ""  # the statements that empty it
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def _create(self) -> None:
+        from career_relay.ledger import open_shared  # the ledger's own migrations
+
+        self.name = self.server.create_database()
+        open_shared(self.url).close()
+        with self.server.connect(self.name) as conn:
+            tables = [str(t) for (t,) in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'career_relay_migrations' ORDER BY 1")]
+            sequences = [str(s) for (s,) in conn.execute(
+                "SELECT quote_ident(sequencename) FROM pg_sequences"
+                " WHERE schemaname = 'public' ORDER BY 1")]
+            self._fingerprint = _fingerprint(conn)
+            self._empty = ";".join([*(f"DELETE FROM {t}" for t in tables),
+                                    *(f"ALTER SEQUENCE {s} RESTART" for s in sequences)])
+            self._empty_it(conn)  # opening may have written (the hash key's mark, say)
+
+    def _empty_it(self, conn: psycopg.Connection[TupleRow]) -> None:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(self._empty)
+
+    def reset(self) -> str:
+        """Empty it (make it, the first time); its URL."""
+        if not self.server.running:  # a test that stopped the server and failed
+            self.server.start()
+        if not self.name:
+            self._create()
+            return self.url
+        with self.server.connect(self.name) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            changed = _fingerprint(conn) != self._fingerprint
+            if not changed:
+                self._empty_it(conn)
+        if changed:
+            self.server.drop_database(self.name)
+            self._create()
+        return self.url
+
+
+def _fingerprint(conn: psycopg.Connection[TupleRow]) -> str:
+    """The columns, triggers (and whether each is enabled) and functions of the schema."""
+    row = conn.execute(
+        "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM ("
+        " SELECT c.relname || '.' || t.tgname || ':' || t.tgenabled::text AS x"
+        " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " UNION ALL SELECT c.relname || '.' || a.attname || ':' || a.atttypid::text"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0"
+        " AND NOT a.attisdropped"
+        " UNION ALL SELECT p.proname || ':' || md5(p.prosrc) FROM pg_proc p"
+        " WHERE p.pronamespace = 'public'::regnamespace) AS schema").fetchone()
+    return str(row[0]) if row else ""
+
+
+@pytest.fixture(scope="session")
+def _ledger_database(pg_server: PostgresServer) -> LedgerDatabase:
+    return LedgerDatabase(pg_server)
+
+
+@pytest.fixture
+def ledger_postgres_url(_ledger_database: LedgerDatabase) -> str:
+    """The URL of a migrated ledger database with no rows (shared, emptied for this test)."""
+    return _ledger_database.reset()
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
 """The admin pages through aiohttp's test client (issue 5): login, roles, pages, POSTs, CSV.
 
-The site runs over a real ledger file.  Its history is written the way the
+The site runs over a real ledger.  Its history is written the way the
 product writes it: offers through the ledger, decisions through
 ``career_relay.consent.Consents``, deliveries through ``ConsentLedger``
 (``claim_due`` + ``delivered``), so qualified forwards and credits are minted
 by the real rules.  Times that must pass (a session's expiry, a lock-out's
 end) are moved in the tables, never waited for.
+
+What rests on the ledger (admin logins and sessions, the admin commands, the records
+the reviews and CSV exports read) runs on both backends (``admin``: ``backend_url``);
+what is the site's alone (HTTP, CSRF, throttling, who sees what, rendering) runs on
+SQLite (``sqlite_admin``), each such test saying so.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import csv
 import datetime as dt
 import io
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +77,6 @@ class Admin:
     def __init__(self, config: Path) -> None:
         self.config = config
         self.settings = settings_mod.load(config)
-        self.db = Path(self.settings.ledger.path)
         self.rules = Rules.from_settings(self.settings)
         self.loop = asyncio.new_event_loop()
         self.client: TestClient[web.Request, web.Application] = TestClient(
@@ -81,10 +84,15 @@ class Admin:
         self.loop.run_until_complete(self.client.start_server())
         self.notice = Notice.of("通知文 notice text", "ja")
         self._n = 0
+        # The history's writer: a ledger of its own beside the site's (another process).
+        self._at: dt.datetime | None = None
+        self.ledger = open_configured(self.settings,
+                                      clock=lambda: self._at or dt.datetime.now(dt.UTC))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.close())
         self.loop.close()
+        self.ledger.close()
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -109,8 +117,7 @@ class Admin:
         return None
 
     def add_user(self, email: str, company: str | None, password: str = PASSWORD) -> None:
-        with open_configured(self.settings) as ledger:
-            AdminUsers(ledger).add(email, password, company)
+        AdminUsers(self.ledger).add(email, password, company)
 
     def login(self, email: str, password: str = PASSWORD, *, fresh: bool = True) -> Reply:
         if fresh:
@@ -142,33 +149,34 @@ class Admin:
     def offer(self, company: str = "acme", *, age: float = 86400, job: str | None = "経理",
               channel: str | None = "自社サイト", recipient: str | None = None) -> Offer:
         self._n += 1
-        created = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
-        with open_configured(self.settings, clock=lambda: created) as ledger:
-            return ledger.record_offer(company, f"<m{self._n}@{company}.example>",
-                                       recipient or f"cand{self._n}@example.net", job=job,
-                                       channel=channel)
+        self._at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+        try:
+            return self.ledger.record_offer(company, f"<m{self._n}@{company}.example>",
+                                            recipient or f"cand{self._n}@example.net",
+                                            job=job, channel=channel)
+        finally:
+            self._at = None
+
+    def consents(self) -> Consents:
+        return Consents(self.settings, ConsentLedger(self.ledger, self.rules))
 
     def accept(self, offer: Offer, *, name: str = "山田 花子", ua: str = PHONE,
                email: str | None = None) -> str:
-        with open_configured(self.settings) as ledger:
-            consents = Consents(self.settings, ConsentLedger(ledger, self.rules))
-            consents.shown(offer, self.notice)
-            receipt = consents.accept(offer, self.notice,
-                                      {"name": name, "email": email or offer.recipient},
-                                      False, Client(ua, "203.0.113.7"))
+        consents = self.consents()
+        consents.shown(offer, self.notice)
+        receipt = consents.accept(offer, self.notice,
+                                  {"name": name, "email": email or offer.recipient},
+                                  False, Client(ua, "203.0.113.7"))
         return receipt.id
 
     def erase(self, offer: Offer) -> None:
-        with open_configured(self.settings) as ledger:
-            Consents(self.settings, ConsentLedger(ledger, self.rules)).erase(
-                offer, "ja", Client(PHONE, "203.0.113.7"))
+        self.consents().erase(offer, "ja", Client(PHONE, "203.0.113.7"))
 
     def deliver_all(self) -> int:
-        with open_configured(self.settings) as ledger:
-            store = ConsentLedger(ledger, self.rules)
-            due = store.claim_due(1000, 60)
-            for f in due:
-                store.delivered(f.id)
+        store = ConsentLedger(self.ledger, self.rules)
+        due = store.claim_due(1000, 60)
+        for f in due:
+            store.delivered(f.id)
         return len(due)
 
     def qualify(self, count: int, company: str = "acme", **offer: Any) -> list[Offer]:
@@ -178,31 +186,43 @@ class Admin:
         self.deliver_all()
         return offers
 
-    def rows(self, table: str, where: str = "1", *args: Any) -> list[sqlite3.Row]:
-        with sqlite3.connect(self.db) as conn:
-            conn.row_factory = sqlite3.Row
-            return conn.execute(f"SELECT * FROM {table} WHERE {where}", args).fetchall()
+    def rows(self, table: str, where: str = "TRUE", *args: Any) -> list[dict[str, Any]]:
+        with self.ledger.read() as conn:
+            cursor = conn.execute(f"SELECT * FROM {table} WHERE {where}", args)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def execute(self, sql: str, *args: Any) -> None:
-        with sqlite3.connect(self.db) as conn:
+        with self.ledger.write() as conn:
             conn.execute(sql, args)
 
     def report(self, company: str = "acme", **period: dt.date | None) -> dict[str, Any]:
         when = reports.period(period.get("since"), period.get("until"),
                               dt.datetime.now(dt.UTC).date())
-        with open_configured(self.settings) as ledger:
-            return reports.report(ledger, [company], when, self.settings.ledger.credit_every,
-                                  details=True)[0]
+        return reports.report(self.ledger, [company], when, self.settings.ledger.credit_every,
+                              details=True)[0]
 
 
-@pytest.fixture
-def admin(make_config: ConfigMaker) -> Iterator[Admin]:
-    harness = Admin(make_config(site={"review_window": 30}, companies=COMPANIES))
+def _harness(make_config: ConfigMaker, url: str) -> Iterator[Admin]:
+    harness = Admin(make_config(site={"review_window": 30}, ledger={"url": url},
+                                companies=COMPANIES))
     harness.add_user("ops@relay.example", None)
     harness.add_user("hr@acme.example", "acme")
     harness.add_user("hr@kumo.example", "kumo")
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def admin(make_config: ConfigMaker, backend_url: str) -> Iterator[Admin]:
+    """The site and its users on each backend in turn."""
+    yield from _harness(make_config, backend_url)
+
+
+@pytest.fixture
+def sqlite_admin(make_config: ConfigMaker) -> Iterator[Admin]:
+    """The site and its users on a SQLite ledger, for what is the site's alone."""
+    yield from _harness(make_config, "")
 
 
 def _login_error(reply: Reply) -> str:
@@ -220,7 +240,9 @@ def _csv(reply: Reply) -> list[list[str]]:
 # -- logging in -----------------------------------------------------------------------------
 
 
-def test_every_page_needs_a_login(admin: Admin) -> None:
+def test_every_page_needs_a_login(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's HTTP answers."""
+    admin = sqlite_admin
     for path in GET_PAGES:
         reply = admin.get(path)
         assert reply.status == 303 and reply.headers["Location"] == "/admin/login", path
@@ -252,6 +274,7 @@ def test_login_opens_a_server_side_session(admin: Admin) -> None:
 
 def test_the_session_cookie_is_host_bound_and_secure_over_https(
         make_config: ConfigMaker) -> None:
+    """SQLite-only: the site's cookies."""
     harness = Admin(make_config(site={"public_url": "https://consent.example"},
                                 companies=COMPANIES))
     try:
@@ -275,7 +298,9 @@ def test_the_session_cookie_is_host_bound_and_secure_over_https(
         harness.close()
 
 
-def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(admin: Admin) -> None:
+def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(sqlite_admin: Admin) -> None:
+    """SQLite-only: the login page's answers."""
+    admin = sqlite_admin
     wrong = admin.login("hr@acme.example", "not the password")
     unknown = admin.login("nobody@acme.example", "not the password")
     assert wrong.status == unknown.status == 403
@@ -286,10 +311,12 @@ def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(admin: Admin)
 
 @pytest.mark.parametrize("email", ["hr@acme.example", "nobody@acme.example"])
 def test_a_flood_from_one_address_is_slowed_and_never_locks_the_owner_out(
-        admin: Admin, email: str) -> None:
+        sqlite_admin: Admin, email: str) -> None:
     """SPEC 6: per-address throttling with growing delays, no lock-out.  After five
     failures this address waits (429, Retry-After) before any password is checked, with
-    the same words for known and unknown emails; the owner elsewhere logs in at once."""
+    the same words for known and unknown emails; the owner elsewhere logs in at once.
+    SQLite-only: the site's throttle (in memory)."""
+    admin = sqlite_admin
     replies = [admin.login(email, f"guess {i}") for i in range(FREE_PER_ADDRESS)]
     assert [r.status for r in replies] == [403] * FREE_PER_ADDRESS
     slowed = admin.login(email, PASSWORD)  # even the right password waits its turn
@@ -300,7 +327,9 @@ def test_a_flood_from_one_address_is_slowed_and_never_locks_the_owner_out(
     assert admin.rows("admin_login_failures") == []  # a flood writes nothing to the ledger
 
 
-def test_the_wait_is_the_same_for_known_and_unknown_emails(admin: Admin) -> None:
+def test_the_wait_is_the_same_for_known_and_unknown_emails(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's throttle (in memory)."""
+    admin = sqlite_admin
     for i in range(FREE_PER_ADDRESS):
         admin.login("hr@acme.example", f"guess {i}")
     known = admin.login("hr@acme.example", "x")
@@ -309,8 +338,10 @@ def test_the_wait_is_the_same_for_known_and_unknown_emails(admin: Admin) -> None
     assert _login_error(known) == _login_error(unknown)
 
 
-def test_a_login_form_nonce_serves_one_post(admin: Admin) -> None:
-    """A script cannot fetch one form and replay its nonce for a thousand guesses."""
+def test_a_login_form_nonce_serves_one_post(sqlite_admin: Admin) -> None:
+    """A script cannot fetch one form and replay its nonce for a thousand guesses.
+    SQLite-only: the site's CSRF guard."""
+    admin = sqlite_admin
     page = admin.get("/admin/login")
     first = admin.post("/admin/login", {"csrf": page.csrf(), "email": "hr@acme.example",
                                         "password": "guess"})
@@ -321,7 +352,9 @@ def test_a_login_form_nonce_serves_one_post(admin: Admin) -> None:
     assert admin.login("hr@acme.example").status == 303  # a fresh form works
 
 
-def test_a_good_login_forgets_the_accounts_failures(admin: Admin) -> None:
+def test_a_good_login_forgets_the_accounts_failures(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's throttle (in memory)."""
+    admin = sqlite_admin
     for i in range(3):
         admin.login_from("127.0.0.3", "hr@acme.example", f"guess {i}")
     assert admin.login("hr@acme.example").status == 303
@@ -358,8 +391,7 @@ def test_revoke_sessions_and_remove_user_from_the_cli(admin: Admin) -> None:
     gone = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
     assert gone.returncode == 0, gone.stderr
     assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 303
-    with open_configured(admin.settings) as ledger:
-        assert "hr@kumo.example" not in [u.email for u in AdminUsers(ledger).users()]
+    assert "hr@kumo.example" not in [u.email for u in AdminUsers(admin.ledger).users()]
     again = run_cli("admin", "remove-user", "--email", "hr@kumo.example", "--config", config)
     assert again.returncode == 1 and "no admin login" in again.stderr
     assert again.stderr.count("\n") == 1  # one line, no traceback
@@ -385,7 +417,9 @@ def test_an_expired_session_opens_nothing(admin: Admin) -> None:
 # -- CSRF -----------------------------------------------------------------------------------
 
 
-def test_every_post_needs_the_csrf_nonce(admin: Admin) -> None:
+def test_every_post_needs_the_csrf_nonce(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's CSRF guard."""
+    admin = sqlite_admin
     admin.qualify(10)
     held = admin.accept(admin.offer(age=1))
     page = admin.get("/admin/login")
@@ -411,7 +445,9 @@ def test_every_post_needs_the_csrf_nonce(admin: Admin) -> None:
 # -- who sees what --------------------------------------------------------------------------
 
 
-def test_a_company_user_sees_only_its_own_company(admin: Admin) -> None:
+def test_a_company_user_sees_only_its_own_company(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's access rules."""
+    admin = sqlite_admin
     admin.qualify(10, "kumo", job="秘密の職種")
     kumo_held = admin.accept(admin.offer("kumo", age=1), name="雲の候補者")
     acme_held = admin.accept(admin.offer("acme", age=1), name="アクメの候補者")
@@ -437,7 +473,9 @@ def test_a_company_user_sees_only_its_own_company(admin: Admin) -> None:
     assert "approve-" not in admin.get("/admin/reviews").text
 
 
-def test_an_operator_sees_every_company(admin: Admin) -> None:
+def test_an_operator_sees_every_company(sqlite_admin: Admin) -> None:
+    """SQLite-only: the site's access rules."""
+    admin = sqlite_admin
     admin.qualify(10, "kumo")
     admin.login("ops@relay.example")
     page = admin.get("/admin/")
@@ -458,20 +496,19 @@ def _build_history(admin: Admin) -> None:
     admin.qualify(12, job="経理", channel="求人媒体")
     admin.qualify(3, job="営業", channel="自社サイト")
     declined = admin.offer(job="営業")
-    with open_configured(admin.settings) as ledger:
-        Consents(admin.settings, ConsentLedger(ledger, admin.rules)).decline(
-            declined, admin.notice, Client(PHONE, "203.0.113.7"))
+    admin.consents().decline(declined, admin.notice, Client(PHONE, "203.0.113.7"))
     admin.offer(job=None, channel=None)  # no decision
     own = admin.offer(recipient="staff@acme.example")
     admin.accept(own)
     admin.accept(admin.offer(age=1))  # held for review
     admin.deliver_all()
-    with open_configured(admin.settings) as ledger:
-        ledger.count("acme", "not_injected")
-        Book(ledger, admin.rules).redeem("acme", "test")
+    admin.ledger.count("acme", "not_injected")
+    Book(admin.ledger, admin.rules).redeem("acme", "test")
 
 
-def test_the_dashboard_shows_the_report_s_numbers(admin: Admin) -> None:
+def test_the_dashboard_shows_the_report_s_numbers(sqlite_admin: Admin) -> None:
+    """SQLite-only: the page (the report's queries: test_ledger_rules, on both)."""
+    admin = sqlite_admin
     _build_history(admin)
     expected = admin.report()
     assert expected["qualified_forwards"] == 15 and expected["under_review"] == 1
@@ -505,7 +542,9 @@ def test_the_dashboard_shows_the_report_s_numbers(admin: Admin) -> None:
                      r'</th><td class="num">0</td>', later.text)
 
 
-def test_the_charts_are_svg_without_script(admin: Admin) -> None:
+def test_the_charts_are_svg_without_script(sqlite_admin: Admin) -> None:
+    """SQLite-only: the charts' rendering."""
+    admin = sqlite_admin
     _build_history(admin)
     admin.login("hr@acme.example")
     for name in ("funnel", "monthly", "jobs", "channels"):
@@ -524,7 +563,9 @@ def test_the_charts_are_svg_without_script(admin: Admin) -> None:
 # -- credits and reviews --------------------------------------------------------------------
 
 
-def test_redeeming_a_credit(admin: Admin) -> None:
+def test_redeeming_a_credit(sqlite_admin: Admin) -> None:
+    """SQLite-only: the page (redemption: test_ledger_rules, on both)."""
+    admin = sqlite_admin
     admin.qualify(10)
     admin.login("hr@acme.example")
     page = admin.get("/admin/credits")
@@ -545,8 +586,7 @@ def test_redeeming_a_credit(admin: Admin) -> None:
     assert again.status == 409
     assert "利用できるクレジットがありません" in again.text
     assert len(admin.rows("redemptions")) == 1
-    with open_configured(admin.settings) as ledger:
-        assert Book(ledger, admin.rules).verify()[1] is None
+    assert Book(admin.ledger, admin.rules).verify()[1] is None
 
 
 def test_an_operator_approves_and_rejects_held_decisions(admin: Admin) -> None:
@@ -585,7 +625,9 @@ def test_an_operator_approves_and_rejects_held_decisions(admin: Admin) -> None:
 # -- CSV ------------------------------------------------------------------------------------
 
 
-def test_the_report_csv(admin: Admin) -> None:
+def test_the_report_csv(sqlite_admin: Admin) -> None:
+    """SQLite-only: the CSV (the report: test_ledger_rules, on both)."""
+    admin = sqlite_admin
     _build_history(admin)
     admin.login("hr@acme.example")
     reply = admin.get("/admin/export/report.csv")
@@ -639,9 +681,7 @@ def test_each_forward_shows_the_person_it_carried(admin: Admin) -> None:
     offer = admin.offer()
     admin.accept(offer, name="最初の名前", email="first@example.net")
     admin.deliver_all()
-    with open_configured(admin.settings) as ledger:
-        Consents(admin.settings, ConsentLedger(ledger, admin.rules)).withdraw(
-            offer, "ja", Client(PHONE, "203.0.113.7"))
+    admin.consents().withdraw(offer, "ja", Client(PHONE, "203.0.113.7"))
     admin.deliver_all()
     admin.accept(offer, name="次の名前", email="second@example.net")
     admin.deliver_all()
@@ -657,7 +697,9 @@ def test_each_forward_shows_the_person_it_carried(admin: Admin) -> None:
 # -- escaping -------------------------------------------------------------------------------
 
 
-def test_candidate_values_are_escaped_everywhere(admin: Admin) -> None:
+def test_candidate_values_are_escaped_everywhere(sqlite_admin: Admin) -> None:
+    """SQLite-only: the pages' escaping."""
+    admin = sqlite_admin
     evil = admin.offer(job=XSS, channel="<img src=x onerror=alert(1)>")
     admin.accept(evil, name=XSS, email='"><img src=x onerror=alert(1)>@example.net')
     held = admin.offer(age=1, job=XSS)
@@ -679,8 +721,8 @@ def test_candidate_values_are_escaped_everywhere(admin: Admin) -> None:
 # -- the command ----------------------------------------------------------------------------
 
 
-def test_admin_add_user_command(make_config: ConfigMaker) -> None:
-    config = make_config(companies=COMPANIES)
+def test_admin_add_user_command(make_config: ConfigMaker, backend_url: str) -> None:
+    config = make_config(ledger={"url": backend_url}, companies=COMPANIES)
     made = run_cli("admin", "add-user", "--email", "Boss@Acme.example", "--company", "acme",
                    "--password-stdin", "--config", str(config), stdin="s3cret pass\n")
     assert made.returncode == 0, made.stderr

@@ -1,8 +1,14 @@
 """Forwarding to the agency (SPEC 7): the worker against real servers on loopback.
 
 The agency is a real aiohttp server on a free port (``Agency``), the SMTP
-upstream a real aiosmtpd sink, the ledger a real SQLite file.  Time passes
-by moving the ledger's clock, never by sleeping; waits poll with a deadline.
+upstream a real aiosmtpd sink, the ledger a real SQLite file or a PostgreSQL
+database.  Time passes by moving the ledger's clock, never by sleeping; waits
+poll with a deadline.
+
+What the ledger decides (claims, retries, ordering, cancellation, delivery recorded
+once) runs on both backends (``make_world``: ``backend_url``); what only the worker,
+its transports, the demo agency or the documentation decide runs once, on SQLite
+(``make_sqlite_world``), each such test saying so.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from career_relay.ledger import (
     Offer,
     Rules,
     open_ledger,
+    open_shared,
 )
 from career_relay.ledger import head as ledger_head
 from career_relay.settings import Settings
@@ -136,6 +144,8 @@ class World:
     ledger: Ledger
     store: ConsentLedger
     consents: Consents
+    #: Another Ledger on the same store and clock: another process, or another host.
+    open_host: Callable[[], Ledger]
     mails: int = 0
 
     def offer(self, recipient: str = "taro@example.net") -> Offer:
@@ -156,9 +166,12 @@ class World:
         return self.store.forwards(offer.id)
 
     def events(self, forward_id: str) -> list[tuple[str, str]]:
+        """In the order they happened: by time, and within a second a failed attempt before
+        the outcome it led to (forward_events has no rowid on PostgreSQL)."""
         with self.ledger.read() as conn:
             rows = conn.execute("SELECT event, detail FROM forward_events WHERE forward_id = ?"
-                                " ORDER BY rowid", (forward_id,)).fetchall()
+                                " ORDER BY created, CASE WHEN event = 'failed' THEN 0 ELSE 1 END",
+                                (forward_id,)).fetchall()
         return [(str(e), str(d)) for e, d in rows]
 
     def forwarder(self, **kwargs: Any) -> Forwarder:
@@ -168,23 +181,40 @@ class World:
 WorldMaker = Callable[..., World]
 
 
-@pytest.fixture
-def make_world(make_config: ConfigMaker, tmp_path: Path) -> Iterator[WorldMaker]:
+def _worlds(make_config: ConfigMaker, tmp_path: Path, url: str) -> Iterator[WorldMaker]:
     opened: list[Ledger] = []
+
+    def open_(clock: Clock) -> Ledger:
+        ledger = (open_shared(url, clock=clock) if url
+                  else open_ledger(tmp_path / "ledger.db", clock=clock))
+        opened.append(ledger)
+        return ledger
 
     def make(agency: dict[str, Any] | None = None, **sections: dict[str, Any]) -> World:
         values = {"webhook_secret": SECRET, "retry_schedule": [10, 30], "timeout": 5,
                   **(agency or {})}
         settings = settings_mod.load(make_config(agency=values, **sections), env={})
         clock = Clock()
-        ledger = open_ledger(tmp_path / "ledger.db", clock=clock)
-        opened.append(ledger)
-        store = ConsentLedger(ledger)
-        return World(settings, clock, ledger, store, Consents(settings, store))
+        store = ConsentLedger(open_(clock))
+        return World(settings, clock, store.ledger, store, Consents(settings, store),
+                     lambda: open_(clock))
 
     yield make
     for ledger in opened:
         ledger.close()
+
+
+@pytest.fixture
+def make_world(make_config: ConfigMaker, tmp_path: Path, backend_url: str
+               ) -> Iterator[WorldMaker]:
+    """Worlds whose ledger is on each backend in turn."""
+    yield from _worlds(make_config, tmp_path, backend_url)
+
+
+@pytest.fixture
+def make_sqlite_world(make_config: ConfigMaker, tmp_path: Path) -> Iterator[WorldMaker]:
+    """Worlds on a SQLite ledger, for what does not depend on the ledger's backend."""
+    yield from _worlds(make_config, tmp_path, "")
 
 
 def assert_signed(got: Got) -> None:
@@ -310,7 +340,8 @@ def test_500_then_200_is_one_forward_with_its_failed_attempt_recorded(
     run(main())
 
 
-def test_an_agency_that_does_not_answer_in_time_is_retried(make_world: WorldMaker) -> None:
+def test_an_agency_that_does_not_answer_in_time_is_retried(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the worker's HTTP timeout (a failed attempt's record: 500 then 200)."""
     async def main() -> None:
         never = asyncio.Event()
 
@@ -318,7 +349,7 @@ def test_an_agency_that_does_not_answer_in_time_is_retried(make_world: WorldMake
             await never.wait()
 
         agency = await Agency(during=hang).start()
-        world = make_world({"webhook_url": agency.url, "timeout": 1})
+        world = make_sqlite_world({"webhook_url": agency.url, "timeout": 1})
         offer = world.accepted()
         assert await world.forwarder().run_once() == 1
         (status,) = world.forwards(offer)
@@ -330,10 +361,11 @@ def test_an_agency_that_does_not_answer_in_time_is_retried(make_world: WorldMake
     run(main())
 
 
-def test_redirects_are_not_followed(make_world: WorldMaker) -> None:
+def test_redirects_are_not_followed(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the worker's HTTP client."""
     async def main() -> None:
         agency = await Agency(statuses=[307]).start()
-        world = make_world({"webhook_url": agency.url})
+        world = make_sqlite_world({"webhook_url": agency.url})
         offer = world.accepted()
         assert await world.forwarder().run_once() == 1
         await agency.stop()
@@ -491,9 +523,10 @@ def test_a_held_forward_waits_for_review(make_world: WorldMaker) -> None:
 
 
 def test_no_destination_keeps_forwards_and_warns_once(
-        make_world: WorldMaker, caplog: pytest.LogCaptureFixture) -> None:
+        make_sqlite_world: WorldMaker, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite-only: the worker's configuration and its warning."""
     async def main() -> None:
-        world = make_world({"webhook_url": ""})
+        world = make_sqlite_world({"webhook_url": ""})
         offer = world.accepted()
         forwarder = world.forwarder()
         assert await forwarder.run_once() == 0
@@ -507,6 +540,55 @@ def test_no_destination_keeps_forwards_and_warns_once(
         run(main())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
+
+
+# -- several hosts on one outbox ----------------------------------------------------------------
+
+
+def test_hosts_claiming_at_once_deliver_each_forward_once(make_world: WorldMaker) -> None:
+    """Three Ledger objects on one store (three processes on one SQLite file, or three
+    hosts on one PostgreSQL database), two threads each, claiming and delivering at once:
+    no forward is claimed twice while its claim holds, each is delivered once (a second
+    send after an expired claim records nothing), and each credit is minted once."""
+    world = make_world({"webhook_url": "http://127.0.0.1:9/unused"})
+    for i in range(30):
+        offer = world.offer(f"cand{i}@example.net")
+        world.consents.shown(offer, NOTICE)
+        world.consents.accept(offer, NOTICE, {**PROFILE, "email": f"cand{i}@example.net"},
+                              True, BROWSER)
+    hosts = [ConsentLedger(world.open_host()) for _ in range(3)]
+    claimed: list[str] = []
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def work(store: ConsentLedger) -> None:
+        try:
+            start.wait()
+            while due := store.claim_due(2, 60):
+                claimed.extend(f.id for f in due)
+                for forward in due:
+                    store.delivered(forward.id, "HTTP 200 OK")
+                    store.delivered(forward.id, "HTTP 200 OK")  # sent again: nothing more
+        except BaseException as exc:  # a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(hosts[n % 3],)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(claimed) == len(set(claimed)) == 30
+    with world.ledger.read() as conn:
+        delivered = conn.execute("SELECT forward_id, COUNT(*) FROM forward_events"
+                                 " WHERE event = 'delivered' GROUP BY forward_id").fetchall()
+        credits = conn.execute("SELECT n FROM credits ORDER BY n").fetchall()
+        (left,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    assert sorted(fid for fid, _ in delivered) == sorted(claimed)
+    assert {count for _, count in delivered} == {1} and left == 0
+    assert [tuple(c) for c in credits] == [(1,), (2,), (3,)]
+    count, problem = Book(world.ledger).verify()
+    assert problem is None and count > 90
 
 
 # -- the running worker -------------------------------------------------------------------------
@@ -572,10 +654,11 @@ def test_stopping_lets_the_attempt_in_flight_finish(make_world: WorldMaker) -> N
 # -- email ----------------------------------------------------------------------------------
 
 
-def test_email_delivery_through_the_upstream(make_world: WorldMaker, sink: Sink,
+def test_email_delivery_through_the_upstream(make_sqlite_world: WorldMaker, sink: Sink,
                                              caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite-only: the email transport (the ledger's part: the webhook tests)."""
     async def main() -> None:
-        world = make_world({"deliver": "email", "email": "intake@agency.example"},
+        world = make_sqlite_world({"deliver": "email", "email": "intake@agency.example"},
                            upstream={"port": sink.port})
         offer = world.accepted()
         (pending,) = world.forwards(offer)
@@ -619,9 +702,10 @@ def test_email_delivery_through_the_upstream(make_world: WorldMaker, sink: Sink,
     assert "山田" not in caplog.text and "taro@example.net" not in caplog.text
 
 
-def test_email_upstream_down_is_retried(make_world: WorldMaker) -> None:
+def test_email_upstream_down_is_retried(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the email transport."""
     async def main() -> None:
-        world = make_world({"deliver": "email", "email": "intake@agency.example"},
+        world = make_sqlite_world({"deliver": "email", "email": "intake@agency.example"},
                            upstream={"port": free_port(), "timeout": 5})
         offer = world.accepted()
         assert await world.forwarder().run_once() == 1
@@ -636,7 +720,8 @@ def test_email_upstream_down_is_retried(make_world: WorldMaker) -> None:
 
 
 def test_the_demo_agency_checks_signatures_and_keeps_each_forward_once(
-        make_world: WorldMaker, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
+    """The demo agency alone: no ledger."""
     async def main() -> None:
         directory = tmp_path / "agency"
         receiver = await start_agency_receiver(directory, SECRET, "127.0.0.1", 0, "/forwards")
@@ -674,11 +759,12 @@ def test_the_demo_agency_checks_signatures_and_keeps_each_forward_once(
     run(main())
 
 
-def test_the_forwarder_and_the_demo_agency_end_to_end(make_world: WorldMaker,
+def test_the_forwarder_and_the_demo_agency_end_to_end(make_sqlite_world: WorldMaker,
                                                       tmp_path: Path) -> None:
+    """SQLite-only: the demo agency's side."""
     async def main() -> None:
         port = free_port()
-        world = make_world({"webhook_url": f"http://127.0.0.1:{port}/forwards"})
+        world = make_sqlite_world({"webhook_url": f"http://127.0.0.1:{port}/forwards"})
         receiver = await start_agency_receiver(tmp_path / "agency", SECRET, "127.0.0.1", port,
                                                "/forwards")
         offer = world.accepted()
@@ -693,6 +779,7 @@ def test_the_forwarder_and_the_demo_agency_end_to_end(make_world: WorldMaker,
 
 
 def test_init_demo_configures_the_demo_agency(tmp_path: Path) -> None:
+    """SQLite-only: init --demo writes a SQLite ledger (the example's copy)."""
     write_starter(tmp_path, demo=True)
     settings = settings_mod.load(tmp_path / "career-relay.toml", env={})
     assert settings.agency.webhook_url == "http://127.0.0.1:8081/forwards"
@@ -733,8 +820,9 @@ def _a_real_request(make_world: WorldMaker) -> Got:
     return got[0]
 
 
-def test_the_python_verification_snippet_in_the_doc_works(make_world: WorldMaker) -> None:
-    request = _a_real_request(make_world)
+def test_the_python_verification_snippet_in_the_doc_works(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the documentation's snippet."""
+    request = _a_real_request(make_sqlite_world)
     namespace: dict[str, Any] = {}
     exec(compile(_snippet("python"), str(DOC), "exec"), namespace)
     check = namespace["verify_career_relay"]
@@ -747,8 +835,9 @@ def test_the_python_verification_snippet_in_the_doc_works(make_world: WorldMaker
     assert check(SECRET, "garbage", request.body) is False
 
 
-def test_the_python_ledger_head_snippet_in_the_doc_works(make_world: WorldMaker) -> None:
-    request = _a_real_request(make_world)
+def test_the_python_ledger_head_snippet_in_the_doc_works(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the documentation's snippet."""
+    request = _a_real_request(make_sqlite_world)
     namespace: dict[str, Any] = {}
     exec(compile(_snippet("python-head"), str(DOC), "exec"), namespace)
     keep = namespace["keep_ledger_head"]
@@ -766,9 +855,10 @@ def test_the_python_ledger_head_snippet_in_the_doc_works(make_world: WorldMaker)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-def test_the_node_verification_snippet_in_the_doc_works(make_world: WorldMaker,
+def test_the_node_verification_snippet_in_the_doc_works(make_sqlite_world: WorldMaker,
                                                         tmp_path: Path) -> None:
-    request = _a_real_request(make_world)
+    """SQLite-only: the documentation's snippet."""
+    request = _a_real_request(make_sqlite_world)
     script = tmp_path / "check.js"
     header = request.headers["X-Career-Relay-Signature"]
     cases = [(SECRET, header, request.body, True), (SECRET, header, request.body + b" ", False),
@@ -792,11 +882,12 @@ def _shape(value: Any) -> Any:
     return type(value).__name__
 
 
-def test_the_example_payloads_in_the_doc_have_the_real_shape(make_world: WorldMaker) -> None:
+def test_the_example_payloads_in_the_doc_have_the_real_shape(make_sqlite_world: WorldMaker) -> None:
+    """SQLite-only: the documentation's examples."""
     text = DOC.read_text(encoding="utf-8")
     examples = dict(re.findall(r"<!-- example: (\w+) -->\s*```json\n(.*?)```", text, re.DOTALL))
     assert sorted(examples) == ["consent", "erasure", "withdrawal"]
-    world = make_world({"webhook_url": "http://127.0.0.1:9/unused"})
+    world = make_sqlite_world({"webhook_url": "http://127.0.0.1:9/unused"})
     full = {**PROFILE, "desired_location": "東京都", "note": "平日18時以降"}
     withdrawn, erased = world.accepted(profile=full), world.accepted(profile=full)
     consent = world.forwards(withdrawn)[0].forward.payload
@@ -815,7 +906,8 @@ def test_the_example_payloads_in_the_doc_have_the_real_shape(make_world: WorldMa
 
 
 def test_site_runs_the_demo_agency(tmp_path: Path) -> None:
-    """`career-relay site` with demo.agency_dir starts the stand-in agency on webhook_url."""
+    """`career-relay site` with demo.agency_dir starts the stand-in agency on webhook_url.
+    SQLite-only: init --demo writes a SQLite ledger (the example's copy)."""
     write_starter(tmp_path, demo=True)
     config = tmp_path / "career-relay.toml"
     agency_port, site_port = free_port(), free_port()

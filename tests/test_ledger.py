@@ -1,4 +1,8 @@
-"""The ledger's first tables (issue 3): migrations, idempotent offers, counters, the example."""
+"""The ledger's first tables (issue 3): migrations, idempotent offers, counters, the example.
+
+Tests that take ``ledger`` or ``opener`` run on both backends (``backend_url``: the SQLite
+file, then PostgreSQL); the rest are SQLite's own (the file, its PRAGMAs, the example).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from career_relay.errors import LedgerConflict, LedgerUnavailable
@@ -26,8 +31,10 @@ from career_relay.ledger import (
     Rules,
     new_offer_id,
     open_ledger,
+    open_shared,
     reports,
 )
+from career_relay.ledger.postgres import PostgresBackend
 from career_relay.tokens import OFFER_ID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,10 +42,64 @@ EXAMPLE = REPO / "ledger.db.example"
 NOON = dt.datetime(2026, 4, 1, 3, 0, 0, tzinfo=dt.UTC)
 
 
+Opener = Callable[..., Ledger]
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with open_ledger(tmp_path / "ledger.db", clock=lambda: NOON) as opened:
-        yield opened
+def opener(tmp_path: Path, backend_url: str) -> Iterator[Opener]:
+    """Opens this test's ledger on its backend (keywords as ``open_ledger``'s), as often
+    as asked; whatever is still open is closed at the end."""
+    opened: list[Ledger] = []
+
+    def open_(**kwargs: Any) -> Ledger:
+        ledger = (open_shared(backend_url, **kwargs) if backend_url
+                  else open_ledger(tmp_path / "ledger.db", **kwargs))
+        opened.append(ledger)
+        return ledger
+
+    yield open_
+    for ledger in opened:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(opener: Opener) -> Ledger:
+    return opener(clock=lambda: NOON)
+
+
+def _all(ledger: Ledger, sql: str) -> list[Any]:
+    with ledger.read() as conn:
+        return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+
+def _in_transaction(ledger: Ledger) -> bool:
+    """Whether the ledger left a transaction open: SQLite's writer connection, or any
+    connection to the PostgreSQL database (its pool's or another's)."""
+    if not isinstance(ledger.backend, PostgresBackend):
+        return ledger.db.conn.in_transaction
+    return _all(ledger, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
+                        " current_database() AND state LIKE 'idle in transaction%'") != [(0,)]
+
+
+def _applied(ledger: Ledger) -> list[Any]:
+    """The migrations applied, with when (unchanged by an open that migrates nothing)."""
+    if isinstance(ledger.backend, PostgresBackend):
+        return _all(ledger, "SELECT name, applied FROM career_relay_migrations ORDER BY name")
+    return _all(ledger, "SELECT migration_set, name, applied_at FROM _sqlite_migrations"
+                        " ORDER BY name")
+
+
+def _schema_of(ledger: Ledger) -> list[Any]:
+    """Tables and their columns, indexes and triggers, in each backend's catalogue."""
+    if isinstance(ledger.backend, PostgresBackend):
+        return _all(ledger, "SELECT table_name, column_name, data_type, ordinal_position"
+                            " FROM information_schema.columns WHERE table_schema = 'public'"
+                            " UNION ALL SELECT tablename, indexname, indexdef, 0 FROM pg_indexes"
+                            " WHERE schemaname = 'public' UNION ALL SELECT c.relname, t.tgname,"
+                            " pg_get_triggerdef(t.oid), 0 FROM pg_trigger t JOIN pg_class c"
+                            " ON c.oid = t.tgrelid WHERE NOT t.tgisinternal ORDER BY 1, 2, 4")
+    return _all(ledger, "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                        " ORDER BY type, name")
 
 
 def _schema(path: Path) -> list[tuple[Any, ...]]:
@@ -63,6 +124,7 @@ def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
+    """SQLite-only: sqlite-utils' migrations and the file's PRAGMAs (PostgreSQL: below)."""
     with open_ledger(tmp_path / "l.db") as ledger:
         applied = [m.name for m in MIGRATIONS.applied(ledger.db)]
         assert applied == ["0001_offers", "0002_daily_counts", "0003_consent", "0004_entries",
@@ -73,17 +135,29 @@ def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
         assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
 
 
-def test_reopening_migrates_nothing_and_keeps_the_rows(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    with open_ledger(path) as ledger:
-        offer = ledger.record_offer("acme", "<m@acme.example>", "taro@example.jp")
-        first = MIGRATIONS.applied(ledger.db)
-    schema = _schema(path)
+def test_a_new_postgresql_ledger_has_every_migration(fresh_postgres_url: str) -> None:
+    """The PostgreSQL counterpart of the test above: an empty database gets every
+    migration, by SQLite's names, and a second open applies none."""
+    told: list[list[str]] = []
+    with open_shared(fresh_postgres_url, on_migrate=told.append) as ledger:
+        assert told == [[m.name for m in MIGRATIONS._migrations]]
+        assert [name for name, _ in _applied(ledger)] == told[0]
+    open_shared(fresh_postgres_url, on_migrate=told.append).close()
+    assert len(told) == 1
+
+
+def test_reopening_migrates_nothing_and_keeps_the_rows(opener: Opener) -> None:
+    ledger = opener()
+    offer = ledger.record_offer("acme", "<m@acme.example>", "taro@example.jp")
+    first, schema = _applied(ledger), _schema_of(ledger)
+    ledger.close()
     for _ in range(3):
-        with open_ledger(path) as ledger:
-            assert MIGRATIONS.applied(ledger.db) == first
-            assert ledger.offer(offer.id) == offer
-    assert _schema(path) == schema
+        told: list[list[str]] = []
+        again = opener(on_migrate=told.append)
+        assert told == [] and _applied(again) == first
+        assert again.offer(offer.id) == offer
+        assert _schema_of(again) == schema
+        again.close()
 
 
 # Offers
@@ -110,8 +184,17 @@ def test_record_offer_is_idempotent_per_message_id_and_recipient(ledger: Ledger)
     other_recipient = ledger.record_offer("acme", "<r1@acme.example>", "hanako@example.jp")
     other_message = ledger.record_offer("acme", "<r2@acme.example>", "taro@example.jp")
     assert len({first.id, other_recipient.id, other_message.id}) == 3
-    (total,) = ledger.db.conn.execute("SELECT count(*) FROM offers").fetchone()
-    assert total == 3
+    assert _all(ledger, "SELECT count(*) FROM offers") == [(3,)]
+
+
+def test_a_percent_sign_in_the_sql_is_itself(ledger: Ledger) -> None:
+    """PostgreSQL's driver takes ``%`` for a placeholder: the ledger's SQL means its own."""
+    ledger.record_offer("acme", "<m@a>", "50%off@example.jp")
+    assert _all(ledger, "SELECT 'a%b', COUNT(*) FROM offers WHERE recipient LIKE '50\\%%'"
+                        " ESCAPE '\\'") == [("a%b", 1)]
+    with ledger.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM offers WHERE recipient LIKE ?",
+                            ("%off%",)).fetchone()[0] == 1
 
 
 def test_an_offer_needs_its_keys(ledger: Ledger) -> None:
@@ -120,14 +203,14 @@ def test_an_offer_needs_its_keys(ledger: Ledger) -> None:
             ledger.record_offer(*args)
 
 
-def test_a_failed_write_leaves_no_transaction_open(tmp_path: Path) -> None:
+def test_a_failed_write_leaves_no_transaction_open(opener: Opener) -> None:
     ids = iter(["same-id-twice-00", "same-id-twice-00", "a-third-id-00000"])
-    with open_ledger(tmp_path / "l.db", new_id=lambda: next(ids)) as ledger:
-        ledger.record_offer("acme", "<m1@a>", "x@example.jp")
-        with pytest.raises(LedgerConflict):  # an id collision is never silent
-            ledger.record_offer("acme", "<m2@a>", "x@example.jp")
-        assert not ledger.db.conn.in_transaction
-        assert ledger.record_offer("acme", "<m2@a>", "x@example.jp").id == "a-third-id-00000"
+    ledger = opener(new_id=lambda: next(ids))
+    ledger.record_offer("acme", "<m1@a>", "x@example.jp")
+    with pytest.raises(LedgerConflict):  # an id collision is never silent
+        ledger.record_offer("acme", "<m2@a>", "x@example.jp")
+    assert not _in_transaction(ledger)
+    assert ledger.record_offer("acme", "<m2@a>", "x@example.jp").id == "a-third-id-00000"
 
 
 def test_threads_sharing_one_ledger(ledger: Ledger) -> None:
@@ -184,7 +267,7 @@ def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
 
     def broken(rejections: object, counts: object = None) -> list[dict[str, str]]:
         time.sleep(0.05)  # long enough for the other callers to queue behind this commit
-        raise sqlite3.OperationalError("disk I/O error")
+        raise LedgerUnavailable("the ledger cannot be used now: disk I/O error")
 
     monkeypatch.setattr(ledger, "record_rejections", broken)
     errors: list[Exception] = []
@@ -192,7 +275,7 @@ def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
     def work(n: int) -> None:
         try:
             writer.record_rejection("acme", f"<f{n}@a>", [(f"{n}@example.jp", new_offer_id())])
-        except sqlite3.OperationalError as exc:
+        except LedgerUnavailable as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(5)]
@@ -208,13 +291,15 @@ _CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from career_relay.ledger import open_ledger
+    from career_relay.ledger import open_ledger, open_shared
 
-    path, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    where, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.001)
-    with open_ledger(path) as ledger:  # a new file: the processes race on the migrations too
+    # A new file, or an empty database: the processes race on the migrations too.
+    opened = open_shared(where) if where.startswith("postgresql:") else open_ledger(where)
+    with opened as ledger:
         ids = []
         for i in range(n):
             ids.append(ledger.record_offer("acme", f"<m{i}@acme.example>", "taro@example.jp").id)
@@ -224,11 +309,14 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_processes_racing_on_one_recipient_make_one_offer(tmp_path: Path) -> None:
+def test_processes_racing_on_one_recipient_make_one_offer(
+        tmp_path: Path, backend_url: str, request: pytest.FixtureRequest) -> None:
+    """Six processes on one new SQLite file, or six hosts on one empty PostgreSQL database."""
     path, go, n, workers = tmp_path / "ledger.db", tmp_path / "go", 25, 6
+    where = request.getfixturevalue("fresh_postgres_url") if backend_url else str(path)
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(path), str(go), str(n)],
+            [sys.executable, "-c", _CHILD, where, str(go), str(n)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(workers)
@@ -248,11 +336,10 @@ def test_processes_racing_on_one_recipient_make_one_offer(tmp_path: Path) -> Non
     lists = [json.loads(out) for out, _ in outputs]
     assert all(ids == lists[0] for ids in lists)
     assert len(set(lists[0])) == n
-    with open_ledger(path) as ledger:
-        (total,) = ledger.db.conn.execute("SELECT count(*) FROM offers").fetchone()
-        assert total == n
-        (counted,) = ledger.db.conn.execute("SELECT sum(rejections) FROM daily_counts").fetchone()
-        assert counted == n * workers
+    with open_shared(where) if backend_url else open_ledger(path) as ledger:
+        assert _all(ledger, "SELECT count(*) FROM offers") == [(n,)]
+        assert _all(ledger, "SELECT sum(rejections) FROM daily_counts") == [(n * workers,)]
+        assert Book(ledger).verify()[1] is None
 
 
 # Counters
@@ -275,11 +362,11 @@ def test_counters_per_company_kind_and_day(ledger: Ledger) -> None:
     }
 
 
-def test_the_day_is_the_utc_day(tmp_path: Path) -> None:
+def test_the_day_is_the_utc_day(opener: Opener) -> None:
     late_in_tokyo = dt.datetime(2026, 4, 2, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))
-    with open_ledger(tmp_path / "l.db", clock=lambda: late_in_tokyo) as ledger:
-        ledger.count("acme", "rejections")
-        assert ledger.counts("acme", dt.date(2026, 4, 1))["rejections"] == 1
+    ledger = opener(clock=lambda: late_in_tokyo)
+    ledger.count("acme", "rejections")
+    assert ledger.counts("acme", dt.date(2026, 4, 1))["rejections"] == 1
 
 
 def test_an_unknown_counter_is_refused(ledger: Ledger) -> None:
@@ -293,6 +380,7 @@ def test_an_unknown_counter_is_refused(ledger: Ledger) -> None:
 
 
 def test_the_example_ledger_is_generated_from_the_migrations(tmp_path: Path) -> None:
+    """SQLite-only: ledger.db.example is a SQLite file, compared table by table."""
     fresh = tmp_path / "ledger.db.example"
     generate(fresh)
     assert _schema(EXAMPLE) == _schema(fresh), (
@@ -302,6 +390,7 @@ def test_the_example_ledger_is_generated_from_the_migrations(tmp_path: Path) -> 
 
 
 def test_the_example_ledger_is_realistic_and_stands_alone() -> None:
+    """SQLite-only: reads the example file with sqlite3."""
     assert not EXAMPLE.with_name(EXAMPLE.name + "-wal").exists()
     with sqlite3.connect(EXAMPLE) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
@@ -338,6 +427,7 @@ def test_the_example_ledger_is_realistic_and_stands_alone() -> None:
 
 
 def test_the_example_ledger_verifies(tmp_path: Path) -> None:
+    """SQLite-only: a copy of the example file."""
     copy = tmp_path / "ledger.db"
     copy.write_bytes(EXAMPLE.read_bytes())
     key = HASH_KEY.encode()
@@ -358,6 +448,7 @@ def ledger_rows(path: Path, sql: str) -> list[Any]:
 
 
 def test_init_demo_starts_from_the_example_ledger(tmp_path: Path) -> None:
+    """SQLite-only: init --demo copies the example file."""
     from tests.conftest import run_cli
 
     made = run_cli("init", "--dir", str(tmp_path), "--demo")
@@ -380,6 +471,7 @@ def test_init_demo_starts_from_the_example_ledger(tmp_path: Path) -> None:
 
 
 def test_the_example_generator_is_a_command(tmp_path: Path) -> None:
+    """SQLite-only: the generator writes a SQLite file."""
     out = tmp_path / "x.db"
     started = time.monotonic()
     done = subprocess.run(
@@ -417,7 +509,7 @@ def test_companies_never_share_an_offer(ledger: Ledger) -> None:
 
 def test_the_ledger_files_are_private(tmp_path: Path) -> None:
     """SPEC 8: the database, its WAL and its shared memory are created 0600, and an older
-    ledger left readable by others is narrowed when it is opened."""
+    ledger left readable by others is narrowed when it is opened.  SQLite-only: its files."""
     path = tmp_path / "fresh.db"
     ledger = open_ledger(path)
     try:
@@ -436,7 +528,8 @@ def test_the_ledger_files_are_private(tmp_path: Path) -> None:
 def test_the_drivers_errors_reach_callers_as_the_projects(tmp_path: Path) -> None:
     """Callers outside the package never see sqlite3: a refused write is a LedgerConflict,
     a database that cannot be used a LedgerUnavailable (the gateway's 451, the site's 503),
-    each with the driver's error as its cause."""
+    each with the driver's error as its cause.  SQLite-only: sqlite3's errors (PostgreSQL's:
+    below)."""
     with open_ledger(tmp_path / "l.db") as ledger:
         ledger.record_offer("acme", "<m@a>", "x@example.jp")  # its entry
         with pytest.raises(LedgerConflict) as refused, ledger.write() as conn:
@@ -445,3 +538,19 @@ def test_the_drivers_errors_reach_callers_as_the_projects(tmp_path: Path) -> Non
         with pytest.raises(LedgerUnavailable) as away, ledger.read() as conn:
             conn.execute("SELECT * FROM no_such_table")
         assert isinstance(away.value.__cause__, sqlite3.OperationalError)
+
+
+def test_psycopgs_errors_reach_callers_as_the_projects(ledger_postgres_url: str) -> None:
+    """The PostgreSQL counterpart of the test above: a refused write (an append-only
+    trigger) is a LedgerConflict, a connection the server ended a LedgerUnavailable, each
+    with psycopg's error as its cause; and the pool's next connection works."""
+    with open_shared(ledger_postgres_url) as ledger:
+        ledger.record_offer("acme", "<m@a>", "x@example.jp")  # its entry
+        with pytest.raises(LedgerConflict, match="append-only") as refused, \
+                ledger.write() as conn:
+            conn.execute("DELETE FROM entries")
+        assert isinstance(refused.value.__cause__, psycopg.IntegrityError)
+        with pytest.raises(LedgerUnavailable) as away, ledger.read() as conn:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        assert isinstance(away.value.__cause__, psycopg.OperationalError)
+        assert _all(ledger, "SELECT COUNT(*) FROM entries") == [(1,)]

@@ -6,6 +6,10 @@ the tampering below, by someone who has the files and drops the triggers
 first, each goes unnoticed by a ledger that only chains its entries.
 Legitimate erasure (retention, a candidate's erasure) still verifies, as does
 a ledger upgraded from before the chain covered these tables.
+
+Each test runs on both backends (``backend_url``; on PostgreSQL the head file is
+configured where SQLite keeps it, and the tampering is the superuser's with every
+trigger disabled), except the upgrade, which only a SQLite ledger can need.
 """
 
 from __future__ import annotations
@@ -14,26 +18,34 @@ import datetime as dt
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from career_relay.consent import Client
+from career_relay.errors import LedgerConflict
 from career_relay.ledger import MIGRATIONS, Book, Rules, open_configured, open_ledger, retention
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import head as ledger_head
 from career_relay.ledger.migrations import CHAIN_MIGRATION
 from tests.conftest import run_cli
-from tests.test_ledger_rules import IPHONE, World, _tampered
+from tests.test_ledger_rules import (
+    IPHONE,
+    World,
+    _tampered,
+    behind_the_ledgers_back,
+    config_toml,
+)
 
 CLIENT = Client(IPHONE, "198.51.100.7")
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> World:
+def history(tmp_path: Path, backend_url: str) -> Iterator[World]:
     """Ten qualified forwards, a credit, an erased candidate, then three offers no one
     opened yet: the last entries of the chain."""
-    world = World(tmp_path)
+    world = World(tmp_path, url=backend_url)
     world.qualified_then_deliver(10)
     world.book.redeem("acme", by="hr")
     gone = world.offer("gone@example.net")
@@ -44,7 +56,8 @@ def history(tmp_path: Path) -> World:
     world.deliver()
     for n in range(3):
         world.offer(f"late{n}@example.net")
-    return world
+    yield world
+    world.ledger.close()
 
 
 def _ids(world: World, sql: str) -> list[str]:
@@ -86,6 +99,11 @@ def test_a_missing_head_file_is_named(history: World) -> None:
     assert str(problem).startswith(f"the head file {_head_file(history)} is missing")
 
 
+_STEAL = ("UPDATE offers SET erased = '2026-05-01T00:00:00Z', recipient = 'attacker@example.org',"
+          " candidate = (SELECT {candidate} FROM entries WHERE kind = 'offer' AND ref = offers.id)"
+          " WHERE recipient = 'cand6@example.net'")
+
+
 @pytest.mark.parametrize(("statements", "named"), [
     # Moved to another company: its credits would count there.
     (["UPDATE offers SET company = 'kumo' WHERE recipient = 'cand3@example.net'"],
@@ -95,25 +113,25 @@ def test_a_missing_head_file_is_named(history: World) -> None:
       " WHERE recipient = 'cand4@example.net'"], "its recipient was changed"),
     # Another recipient under an erased mark, with the entry's keyed hash copied in (found
     # by the attack review): the provision record would name someone else.
-    (["UPDATE offers SET erased = '2026-05-01T00:00:00Z', recipient = 'attacker@example.org',"
-      " candidate = (SELECT json_extract(body, '$.candidate') FROM entries"
-      "              WHERE kind = 'offer' AND ref = offers.id)"
-      " WHERE recipient = 'cand6@example.net'"], "marked erased, yet it holds an address"),
+    ([{"sqlite": _STEAL.format(candidate="json_extract(body, '$.candidate')"),
+       "postgresql": _STEAL.format(candidate="body::json ->> 'candidate'")}],
+     "marked erased, yet it holds an address"),
     (["UPDATE offers SET job = '営業' WHERE recipient = 'cand5@example.net'"], "was altered"),
     (["DELETE FROM offers WHERE recipient = 'late1@example.net'"], "was deleted"),
     (["INSERT INTO offers (id, company, message_id, recipient, created)"
       " VALUES ('made-up', 'acme', '<x@acme.example>', 'x@example.net', '2026-04-01T09:00:00Z')"],
      "offer made-up has no ledger entry"),
-    (["UPDATE profiles SET data = json_set(data, '$.name', '別人') WHERE rowid = 2"],
-     "was changed after it was recorded"),
+    ([{"sqlite": "UPDATE profiles SET data = json_set(data, '$.name', '別人') WHERE rowid = 2",
+       "postgresql": "UPDATE profiles SET data = jsonb_set(data::jsonb, '{name}', '\"別人\"')"
+                     "::text WHERE rowid = 2"}], "was changed after it was recorded"),
     (["DELETE FROM profiles WHERE rowid = 3"], "was deleted"),
     (["UPDATE forwards SET payload = replace(payload, '候補者', '別人') WHERE rowid = 4"],
      "its payload was changed"),
     (["UPDATE forwards SET kind = 'withdrawal' WHERE rowid = 5"], "was altered"),
     (["DELETE FROM forwards WHERE rowid = 6"], "was deleted"),
 ])
-def test_changed_or_removed_rows_are_caught_and_named(history: World, statements: list[str],
-                                                      named: str) -> None:
+def test_changed_or_removed_rows_are_caught_and_named(
+        history: World, statements: list[str | dict[str, str]], named: str) -> None:
     problem = _tampered(history, *statements)
     assert named in problem
     assert "@example.net" not in problem and "候補者" not in problem  # no personal data
@@ -127,8 +145,8 @@ def test_the_database_refuses_what_no_code_does(history: World) -> None:
                       "DELETE FROM forwards WHERE rowid = 1",
                       "UPDATE profiles SET data = '{}' WHERE rowid = 1",
                       "DELETE FROM profiles WHERE rowid = 1"):
-        with history.ledger.write() as conn, pytest.raises(sqlite3.IntegrityError,
-                                                           match="append-only"):
+        with pytest.raises(LedgerConflict, match="append-only"), \
+                history.ledger.write() as conn:
             conn.execute(statement)
 
 
@@ -183,7 +201,8 @@ def test_the_head_file_never_goes_back(history: World) -> None:
 def test_a_ledger_from_before_the_chain_covered_offers_is_backfilled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rows the earlier code wrote (an offer, one erased by retention, a receipt with its
-    entry, a profile, a forward), then the upgrade: it verifies and has a head file."""
+    entry, a profile, a forward), then the upgrade: it verifies and has a head file.
+    SQLite-only: no PostgreSQL ledger predates 0008 (schema_postgres: all land together)."""
     world = World(tmp_path)
     world.ledger.close()
     world.path.unlink()
@@ -228,6 +247,7 @@ def test_a_ledger_from_before_the_chain_covered_offers_is_backfilled(
     world.ledger = open_configured(world.settings)
     assert "was moved" in _tampered(world, "UPDATE offers SET company = 'kumo'"
                                            " WHERE id = 'offer-kept'")
+    world.ledger.close()
 
 
 # -- ledger verify --head ---------------------------------------------------------------------
@@ -235,9 +255,7 @@ def test_a_ledger_from_before_the_chain_covered_offers_is_backfilled(
 
 def _config(world: World, tmp_path: Path) -> Path:
     config = tmp_path / "career-relay.toml"
-    config.write_text(f'[ledger]\npath = "{world.path}"\n[secrets]\n'
-                      'signing_keys = ["test-key-0123456789"]\nhash_key = "hash-key"\n',
-                      encoding="utf-8")
+    config.write_text(config_toml(world.config), encoding="utf-8")
     return config
 
 
@@ -325,11 +343,7 @@ def test_a_link_planted_as_the_head_file_is_not_followed(history: World, which: 
 def test_a_credit_forged_with_a_well_formed_entry_is_caught(history: World) -> None:
     """The attack review appended a credit entry with a correct hash (the chain is not
     keyed) and its row, re-counting the forwards credit 1 counted: verify said ok."""
-    history.ledger.close()
-    with sqlite3.connect(history.path) as conn:
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                                    ).fetchall():
-            conn.execute(f"DROP TRIGGER {name}")
+    with behind_the_ledgers_back(history) as conn:
         (forwards,) = conn.execute("SELECT forwards FROM credits WHERE n = 1").fetchone()
         counted = json.loads(forwards)
         now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

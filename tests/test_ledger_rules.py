@@ -1,19 +1,23 @@
 """The ledger's rules (SPEC 8): exact counting, credits, redemption, concurrency, tampering.
 
 Scripted histories run through the real code (offers, ``Consents``, the
-outbox and its deliveries) on a real SQLite file with a frozen clock; the
-report's every field is compared with what the history must give.
+outbox and its deliveries) with a frozen clock, on each backend (``backend_url``: a
+real SQLite file, then a database on a private PostgreSQL); the report's every field
+is compared with what the history must give.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import multiprocessing
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from career_relay import settings as settings_mod
@@ -30,6 +34,7 @@ from career_relay.ledger import (
     open_configured,
     reports,
 )
+from career_relay.ledger.postgres import _Connection as PostgresConnection
 from tests.conftest import run_cli
 
 T0 = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
@@ -37,23 +42,45 @@ IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Safari/604.1"
 NOTICE = Notice.of("notice shown to the candidate", "ja")
 
 
-def _settings(tmp_path: Path, credit_every: int = 10, url: str = "") -> settings_mod.Settings:
-    return settings_mod.from_mapping({
-        "ledger": {"path": str(tmp_path / "ledger.db"), "credit_every": credit_every,
-                   "url": url},
+def _config(tmp_path: Path, credit_every: int = 10, url: str = "") -> dict[str, Any]:
+    """The settings of a test ledger: the file ``ledger.db``, or PostgreSQL at ``url`` with
+    the head file where SQLite keeps it (``<path>.head``), so tests of it read one path."""
+    path = str(tmp_path / "ledger.db")
+    return {
+        "ledger": {"path": path, "credit_every": credit_every, "url": url,
+                   "head_file": f"{path}.head" if url else ""},
         "site": {"review_window": 30},
         "secrets": {"signing_keys": ["test-key-0123456789"], "hash_key": "hash-key"},
         "companies": [{"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"]},
                       {"id": "kumo", "name": "株式会社クモ", "domains": ["kumo.example"]}],
-    }, base=tmp_path)
+    }
+
+
+def _settings(tmp_path: Path, credit_every: int = 10, url: str = "") -> settings_mod.Settings:
+    return settings_mod.from_mapping(_config(tmp_path, credit_every, url), base=tmp_path)
+
+
+def config_toml(config: Mapping[str, Any]) -> str:
+    """``config``'s ledger and secrets as a career-relay.toml, for the CLI."""
+    lines = []
+    for section in ("ledger", "secrets"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in config[section].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 class World:
     """A ledger, a clock that only moves when told, and the consent rules over them."""
 
     def __init__(self, tmp_path: Path, credit_every: int = 10, url: str = "") -> None:
-        self.settings = _settings(tmp_path, credit_every, url)
+        self.config = _config(tmp_path, credit_every, url)
+        self.settings = settings_mod.from_mapping(self.config, base=tmp_path)
         self.path = Path(self.settings.ledger.path)
+        self.url = url  # "" for SQLite
         self.now = T0
         self.ledger: Ledger = open_configured(self.settings, clock=lambda: self.now)
         self.store = ConsentLedger(self.ledger, Rules.from_settings(self.settings))
@@ -108,16 +135,6 @@ class World:
     def rows(self, sql: str, *args: Any) -> list[Any]:
         with self.ledger.read() as conn:
             return conn.execute(sql, args).fetchall()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest) -> str:
-    """Each test of the rules runs on both backends: "" is the SQLite file, else a fresh
-    database on the private PostgreSQL the suite starts (tests/pg.py)."""
-    if request.param == "sqlite":
-        return ""
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    return url
 
 
 @pytest.fixture
@@ -285,8 +302,8 @@ def test_report_details_by_job_and_channel_and_time_to_decide(world: World) -> N
 # -- concurrency ----------------------------------------------------------------------------
 
 
-def _deliver_half(path: str, config: dict[str, Any], receipts: list[str]) -> None:
-    settings = settings_mod.from_mapping(config, base=Path(path).parent)
+def _deliver_half(config: dict[str, Any], receipts: list[str]) -> None:
+    settings = settings_mod.from_mapping(config, base=Path(config["ledger"]["path"]).parent)
     with open_configured(settings) as ledger:
         store = ConsentLedger(ledger, Rules.from_settings(settings))
         for receipt in receipts:
@@ -298,42 +315,63 @@ def _deliver_half(path: str, config: dict[str, Any], receipts: list[str]) -> Non
                 store.delivered(forward.id)
 
 
-def test_two_processes_approving_at_once_never_mint_a_credit_twice(tmp_path: Path) -> None:
-    world = World(tmp_path)
+def test_two_processes_approving_at_once_never_mint_a_credit_twice(world: World) -> None:
+    """Two processes on one SQLite file, or two hosts on one PostgreSQL database."""
     held = [world.accept(world.offer(f"h{i}@example.net"), wait=1).id for i in range(40)]
     world.ledger.close()
-    config = {"ledger": {"path": str(world.path)},
-              "secrets": {"signing_keys": ["test-key-0123456789"], "hash_key": "hash-key"},
-              "companies": [{"id": "acme", "name": "A", "domains": ["acme.example"]}]}
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_deliver_half, args=(str(world.path), config, held[i::2]))
+    workers = [ctx.Process(target=_deliver_half, args=(world.config, held[i::2]))
                for i in range(2)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(120)
         assert w.exitcode == 0
-    with sqlite3.connect(world.path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM qualified").fetchone() == (40,)
-        assert conn.execute("SELECT n FROM credits ORDER BY n").fetchall() == [
-            (1,), (2,), (3,), (4,)]
-        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
-    with open_configured(world.settings) as ledger:
-        assert Book(ledger, Rules.from_settings(world.settings)).verify()[1] is None
+    world.ledger = open_configured(world.settings)
+    assert world.rows("SELECT COUNT(*) FROM qualified") == [(40,)]
+    assert world.rows("SELECT n FROM credits ORDER BY n") == [(1,), (2,), (3,), (4,)]
+    assert world.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+    assert world.rows("SELECT COUNT(*) FROM forward_events WHERE event = 'delivered'") == [
+        (40,)]
+    assert Book(world.ledger, Rules.from_settings(world.settings)).verify()[1] is None
 
 
 # -- tamper evidence ------------------------------------------------------------------------
 
+#: A statement for both backends, or its spelling in each ({"sqlite": ..., "postgresql": ...}).
+Statement = str | Mapping[str, str]
 
-def _tampered(world: World, *statements: str) -> str:
+
+@contextlib.contextmanager
+def behind_the_ledgers_back(world: World) -> Iterator[Any]:
+    """A connection (taking the ledger's SQL) past the append-only rules, as someone with
+    the database can have one: SQLite's file with its triggers dropped, or PostgreSQL's
+    superuser with every trigger disabled (foreign keys too; enabled again afterwards).
+    The world's ledger is closed first; what is done is committed at the end."""
     world.ledger.close()
-    with sqlite3.connect(world.path) as conn:
-        # What someone with the file can do: drop the append-only triggers, then edit.
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                                    ).fetchall():
-            conn.execute(f"DROP TRIGGER {name}")
+    if not world.url:
+        with contextlib.closing(sqlite3.connect(world.path)) as conn, conn:
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                        ).fetchall():
+                conn.execute(f"DROP TRIGGER {name}")
+            yield conn
+        return
+    with psycopg.connect(world.url) as raw:  # one transaction, committed at the end
+        tables = [str(t) for (t,) in raw.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'")]
+        for table in tables:
+            raw.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
+        yield PostgresConnection(raw)
+        for table in tables:
+            raw.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+
+
+def _tampered(world: World, *statements: Statement) -> str:
+    """Run ``statements`` behind the ledger's back; what verify says (it must say something)."""
+    backend = "postgresql" if world.url else "sqlite"
+    with behind_the_ledgers_back(world) as conn:
         for statement in statements:
-            conn.execute(statement)
+            conn.execute(statement if isinstance(statement, str) else statement[backend])
     with open_configured(world.settings) as ledger:
         _, problem = Book(ledger, Rules.from_settings(world.settings)).verify()
     assert problem is not None, "the change went unnoticed"
@@ -352,12 +390,6 @@ def history(tmp_path: Path, backend_url: str) -> Iterator[World]:
     world = _history(tmp_path, backend_url)
     yield world
     world.ledger.close()
-
-
-@pytest.fixture
-def sqlite_history(tmp_path: Path) -> World:
-    """Tampering with the file itself (triggers dropped, rows edited): SQLite's case."""
-    return _history(tmp_path)
 
 
 def test_an_untouched_ledger_verifies(history: World) -> None:
@@ -382,18 +414,17 @@ def test_an_untouched_ledger_verifies(history: World) -> None:
     (["UPDATE qualified SET company = 'kumo' WHERE n = 3"], "does not match"),
     (["UPDATE credits SET created = '2020-01-01T00:00:00Z'"], "does not match"),
 ])
-def test_any_change_is_caught_and_named(sqlite_history: World, statements: list[str],
+def test_any_change_is_caught_and_named(history: World, statements: list[str],
                                         named: str) -> None:
-    assert named in _tampered(sqlite_history, *statements)
+    assert named in _tampered(history, *statements)
 
 
-def test_a_changed_or_deleted_review_is_caught(tmp_path: Path) -> None:
-    for statement in ("UPDATE reviews SET decision = 'approve'", "DELETE FROM reviews"):
-        (tmp_path / statement.split()[0]).mkdir()
-        world = World(tmp_path / statement.split()[0])
-        held = world.accept(world.offer("scan@example.net"), ua="python-requests/2.31")
-        world.store.review(held.id, approve=False, by="ops")
-        assert "review" in _tampered(world, statement)
+@pytest.mark.parametrize("statement", ["UPDATE reviews SET decision = 'approve'",
+                                       "DELETE FROM reviews"])
+def test_a_changed_or_deleted_review_is_caught(world: World, statement: str) -> None:
+    held = world.accept(world.offer("scan@example.net"), ua="python-requests/2.31")
+    world.store.review(held.id, approve=False, by="ops")
+    assert "review" in _tampered(world, statement)
 
 
 def test_append_only_is_enforced_by_the_database(history: World) -> None:
@@ -405,13 +436,9 @@ def test_append_only_is_enforced_by_the_database(history: World) -> None:
     assert problem is None and count > 30
 
 
-def test_ledger_verify_command_names_the_bad_entry(sqlite_history: World,
-                                                   tmp_path: Path) -> None:
-    history = sqlite_history
+def test_ledger_verify_command_names_the_bad_entry(history: World, tmp_path: Path) -> None:
     config = tmp_path / "career-relay.toml"
-    config.write_text(f'[ledger]\npath = "{history.path}"\n[secrets]\n'
-                      'signing_keys = ["test-key-0123456789"]\nhash_key = "hash-key"\n',
-                      encoding="utf-8")
+    config.write_text(config_toml(history.config), encoding="utf-8")
     ok = run_cli("ledger", "verify", "--config", str(config))
     assert ok.returncode == 0 and "ledger ok" in ok.stdout
     _tampered(history, "UPDATE entries SET ref = 'x' WHERE seq = 9")

@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from tests.pg import PostgresServer
+from career_relay.errors import LedgerConflict
+from career_relay.ledger import open_shared
+from tests.pg import LedgerDatabase, PostgresServer
 
 
 def test_a_table_written_and_read_back(fresh_postgres_url: str) -> None:
@@ -52,6 +54,31 @@ def test_each_test_gets_an_empty_database_of_its_own(fresh_postgres_url: str,
     with pg_server.connect() as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                             (other,)).fetchone() is None
+
+
+def test_the_ledger_database_is_migrated_and_emptied_each_time(
+        pg_server: PostgresServer) -> None:
+    """``ledger_postgres_url``: rows gone and identities back at 1 after each reset; a
+    schema a test changed (a trigger disabled) is made again, refusals and all."""
+    database = LedgerDatabase(pg_server)
+    url = database.reset()
+    for tamper in (False, True):
+        with open_shared(url) as ledger:
+            ledger.record_offer("acme", "<m@acme.example>", "c@example.net")
+            with ledger.read() as conn:
+                assert conn.execute("SELECT rowid FROM offers").fetchall() == [(1,)]
+                assert conn.execute("SELECT seq FROM entries").fetchall() == [(1,)]
+        if tamper:
+            with pg_server.connect(database.name) as conn:
+                conn.execute("ALTER TABLE entries DISABLE TRIGGER ALL")
+        again = database.reset()
+        assert (again != url) is tamper  # emptied in place, or made again
+        url = again
+    with open_shared(url) as ledger, pytest.raises(LedgerConflict, match="append-only"):
+        ledger.record_offer("acme", "<m@acme.example>", "c@example.net")
+        with ledger.write() as conn:
+            conn.execute("DELETE FROM entries")
+    pg_server.drop_database(database.name)
 
 
 def test_a_connection_pool(fresh_postgres_url: str) -> None:

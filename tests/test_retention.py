@@ -1,5 +1,6 @@
-"""Retention (SPEC 9): `career-relay purge` on real ledger files with a clock that only moves
-when told (no sleeping).
+"""Retention (SPEC 9): `career-relay purge` on real ledgers with a clock that only moves
+when told (no sleeping), on both backends (``backend_url``: the SQLite file, then
+PostgreSQL).
 
 Histories run through the real code (offers, ``Consents``, the outbox and its
 deliveries); the purge is then run at chosen moments: just before and just
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,11 @@ domains = ["acme.example"]
 
 
 class World:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, url: str = "") -> None:
         self.config = tmp_path / "career-relay.toml"
-        self.config.write_text(CONFIG, encoding="utf-8")
+        self.config.write_text(CONFIG.replace('path = "ledger.db"\n', f'path = "ledger.db"\n'
+                                              f'url = "{url}"\n'), encoding="utf-8")
+        self.url = url
         self.settings = settings_mod.load(self.config, env={})
         self.path = Path(self.settings.ledger.path)
         self.now = T0
@@ -97,8 +100,10 @@ class World:
 
     def everything(self) -> dict[str, list[Any]]:
         tables = [r[0] for r in self._all(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'" if self.url else
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        return {t: sorted(self._all(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
+        return {t: sorted((tuple(r) for r in self._all(f'SELECT * FROM "{t}"')), key=repr)
+                for t in tables}
 
     def verify(self) -> None:
         count, problem = Book(self.ledger, self.rules).verify()
@@ -114,8 +119,16 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def world(tmp_path: Path, backend_url: str) -> Iterator[World]:
+    opened = World(tmp_path, backend_url)
+    yield opened
+    opened.ledger.close()
+
+
+def _offers(world: World) -> list[Any]:
+    """Every offer row, read through a ledger of its own (the world's may be closed)."""
+    with open_configured(world.settings) as ledger, ledger.read() as conn:
+        return [tuple(r) for r in conn.execute("SELECT * FROM offers ORDER BY id")]
 
 
 def _history(world: World) -> dict[str, Offer]:
@@ -219,13 +232,12 @@ def test_the_ledger_verifies_after_a_purge_and_a_second_purge_does_nothing(
 def test_the_command_prints_what_it_did_and_the_ledger_still_verifies(world: World) -> None:
     _history(world)  # in April 2026: every link has expired by the time the tests run
     world.ledger.close()
-    before = sqlite3.connect(world.path).execute("SELECT * FROM offers ORDER BY id").fetchall()
+    before = _offers(world)
 
     dry = run_cli("purge", "--dry-run", "--config", str(world.config))
     assert dry.returncode == 0, dry.stderr
     assert "would erase" in dry.stdout and "nothing changed" in dry.stdout
-    with sqlite3.connect(world.path) as conn:
-        assert conn.execute("SELECT * FROM offers ORDER BY id").fetchall() == before
+    assert _offers(world) == before
 
     done = run_cli("purge", "--config", str(world.config))
     assert done.returncode == 0, done.stderr
@@ -244,6 +256,7 @@ def test_the_command_prints_what_it_did_and_the_ledger_still_verifies(world: Wor
 
 
 def test_purge_without_a_ledger_is_a_user_error(tmp_path: Path) -> None:
+    """SQLite-only: a ledger file that does not exist (a database is made by its operator)."""
     config = tmp_path / "career-relay.toml"
     config.write_text(CONFIG, encoding="utf-8")
     done = run_cli("purge", "--config", str(config))
@@ -255,4 +268,5 @@ def test_purge_without_a_ledger_is_a_user_error(tmp_path: Path) -> None:
     (dt.datetime(2028, 2, 29, 12, tzinfo=dt.UTC), "2025-02-28T12:00:00Z"),
 ])
 def test_three_years_are_calendar_years(now: dt.datetime, cutoff: str) -> None:
+    """The policy's arithmetic alone: no ledger, no backend."""
     assert Policy().provision_cutoff(now) == cutoff

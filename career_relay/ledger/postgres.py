@@ -58,7 +58,9 @@ class _Connection:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
                 ) -> psycopg.Cursor[Any]:
-        return self.raw.execute(to_psycopg(sql), params or None)
+        # The parameters as given, even none: psycopg reads placeholders (and turns the
+        # doubled ``%%`` back into ``%``) only when it is given parameters.
+        return self.raw.execute(to_psycopg(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.raw.cursor()

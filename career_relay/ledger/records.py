@@ -98,10 +98,13 @@ class ProvisionRow:
     consented: dt.datetime
 
 
+# The entry's body is read here, in Python: json_extract is SQLite's, and PostgreSQL's
+# JSON operators need a json column (entries.body is text).  Its receipt is reached
+# through its forward (the entry's ref), whose receipt_id it was written from in the same
+# transaction and which no UPDATE may change (0008's triggers): the same receipt.
 _PROVISIONS = (
-    "SELECT e.created, e.ref, json_extract(e.body, '$.agency'), json_extract(e.body, '$.items'),"
-    " r.id, r.notice_version, r.created, o.recipient, p.data"
-    " FROM entries e JOIN receipts r ON r.id = json_extract(e.body, '$.receipt')"
+    "SELECT e.created, e.ref, e.body, r.id, r.notice_version, r.created, o.recipient, p.data"
+    " FROM entries e JOIN forwards f ON f.id = e.ref JOIN receipts r ON r.id = f.receipt_id"
     " JOIN offers o ON o.id = r.offer_id LEFT JOIN profiles p ON p.receipt_id = r.id"
     " WHERE e.company = :company AND e.kind = 'provision'"
     " AND e.created >= :start AND e.created < :end ORDER BY e.seq")
@@ -112,11 +115,11 @@ def provisions(ledger: Ledger, company: str, when: Period) -> list[ProvisionRow]
     with ledger.read() as conn:
         rows = conn.execute(_PROVISIONS, {"company": company, **when.params}).fetchall()
     out = []
-    for created, ref, agency, items, rid, version, consented, recipient, data in rows:
-        profile = _profile(data)
-        out.append(ProvisionRow(parse_stamp(created), ref, agency, recipient,
+    for created, ref, body, rid, version, consented, recipient, data in rows:
+        profile, entry = _profile(data), json.loads(body)
+        out.append(ProvisionRow(parse_stamp(created), ref, entry.get("agency"), recipient,
                                 profile.get("name"), profile.get("email"),
-                                tuple(json.loads(items or "[]")), rid, version,
+                                tuple(entry.get("items") or ()), rid, version,
                                 parse_stamp(consented)))
     return out
 
