@@ -106,3 +106,38 @@ def test_a_server_away_is_unavailable_and_back_without_an_operator(tmp_path: Pat
                     time.sleep(0.2)
             with ledger.read() as conn:
                 assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 2
+
+
+@pytest.mark.slow
+def test_a_server_back_after_a_long_outage_is_used_again_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg_pool looks for a lost server again after 1, 2, 4, 8 ... s; with its default
+    reconnect_timeout (5 min) a server away for a minute was used again only up to a
+    minute after it came back.  Time scaled down tenfold here: backoff from 0.1 s, the
+    pool's timeout 1 s; away about 7 s (its attempts then at 6.3 and 12.7 s)."""
+    from psycopg_pool.base import AttemptWithBackoff
+
+    from career_relay.ledger import postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT", 1.0)
+    monkeypatch.setattr(AttemptWithBackoff, "INITIAL_DELAY", 0.1)
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        with open_shared(url) as ledger:
+            offer = ledger.record_offer("acme", "<m1@acme.example>", "c@example.net")
+            pg.stop("immediate")
+            away = time.monotonic()
+            while time.monotonic() - away < 6.5:  # used meanwhile, as the site and gateway do
+                with pytest.raises(LedgerUnavailable):
+                    ledger.offer(offer.id)
+            pg.start()
+            back = time.monotonic()
+            while True:
+                try:
+                    assert ledger.offer(offer.id) == offer
+                    break
+                except LedgerUnavailable:
+                    assert time.monotonic() - back < 10
+            # About one of the pool's timeouts at most (a caller that was already waiting);
+            # the pool's default took 6 s here.
+            assert time.monotonic() - back < 3.0, time.monotonic() - back

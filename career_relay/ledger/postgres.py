@@ -88,8 +88,14 @@ class PostgresBackend:
 
     def __init__(self, url: str, *, max_size: int = 8) -> None:
         self.url = url
+        # reconnect_timeout: a lost server is looked for again with a backoff that doubles
+        # (1, 2, 4, 8 ... s) for as long as this; psycopg_pool's 5 minutes meant a server
+        # away for a minute was used again only up to a minute after it was back (every
+        # page a 503, every rejection held meanwhile).  Given up after POOL_TIMEOUT, when
+        # no caller still waits for it, the next caller's attempt is made at once.
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
+            reconnect_timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
             name="career-relay-ledger")
         self._version = 0
