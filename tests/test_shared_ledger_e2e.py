@@ -27,9 +27,11 @@ commands and the ledger's tables.
 
 Production waits that no process can shorten: the ledger's pool waits
 ``postgres.POOL_TIMEOUT`` (10 s) for a connection before it calls the ledger unavailable,
-so the first rejection and page during the outage take that long; a held rejection is
-looked at again every 30 s (``delivery.HELD_RETRY``), so the test asks with
-``career-relay queue retry``, which makes held messages due now too.
+so the first rejection on each gateway and the first page on each site during the outage
+take that long (the rest of the rejections are then held at once); a site reads the
+ledger on its event loop, so its second request waits for its first (20 s in all).  A held
+rejection is looked at again every 30 s (``delivery.HELD_RETRY``), so the test asks with
+``career-relay queue retry``, which makes held messages due now too.  About 30 s in all.
 """
 
 from __future__ import annotations
