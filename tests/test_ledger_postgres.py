@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,78 @@ def test_a_server_away_is_unavailable_and_back_without_an_operator(tmp_path: Pat
                     time.sleep(0.2)
             with ledger.read() as conn:
                 assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 2
+
+
+@pytest.mark.slow
+def test_a_server_back_after_a_long_outage_is_used_again_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg_pool looks for a lost server again after 1, 2, 4, 8 ... s; with its default
+    reconnect_timeout (5 min) a server away for a minute was used again only up to a
+    minute after it came back.  Time scaled down tenfold here: backoff from 0.1 s, the
+    pool's timeout 1 s; away about 7 s (its attempts then at 6.3 and 12.7 s)."""
+    from psycopg_pool.base import AttemptWithBackoff
+
+    from career_relay.ledger import postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT", 1.0)
+    monkeypatch.setattr(AttemptWithBackoff, "INITIAL_DELAY", 0.1)
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        with open_shared(url) as ledger:
+            offer = ledger.record_offer("acme", "<m1@acme.example>", "c@example.net")
+            pg.stop("immediate")
+            away = time.monotonic()
+            while time.monotonic() - away < 6.5:  # used meanwhile, as the site and gateway do
+                with pytest.raises(LedgerUnavailable):
+                    ledger.offer(offer.id)
+            pg.start()
+            back = time.monotonic()
+            while True:
+                try:
+                    assert ledger.offer(offer.id) == offer
+                    break
+                except LedgerUnavailable:
+                    assert time.monotonic() - back < 10
+            # About one of the pool's timeouts at most (a caller that was already waiting);
+            # the pool's default took 6 s here.
+            assert time.monotonic() - back < 3.0, time.monotonic() - back
+
+
+def test_once_the_server_is_found_away_callers_wait_briefly_until_it_is_back() -> None:
+    """A site reads on its event loop: while the server is away, only the first caller may
+    wait the pool's full timeout; the next ones are told at once (AWAY_TIMEOUT), and once
+    a caller gets a connection again, the full timeout applies again."""
+    from career_relay.ledger import postgres
+
+    with PostgresServer() as pg:
+        url = pg.url(pg.create_database())
+        with open_shared(url) as ledger:
+            backend = ledger.backend
+            assert isinstance(backend, postgres.PostgresBackend)
+            waits: list[float] = []
+            real = backend.pool.connection
+
+            def connection(timeout: float | None = None) -> Any:
+                waits.append(timeout or 0)
+                return real(timeout)
+
+            backend.pool.connection = connection  # type: ignore[method-assign]
+            ledger.offer("nothing")
+            pg.stop("immediate")
+            for _ in range(3):
+                with pytest.raises(LedgerUnavailable):
+                    ledger.offer("nothing")
+            pg.start()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    ledger.offer("nothing")
+                    break
+                except LedgerUnavailable:
+                    assert time.monotonic() < deadline, "the ledger never came back"
+                    time.sleep(0.1)
+            ledger.offer("nothing")
+    assert waits[0] == postgres.POOL_TIMEOUT  # the server was up
+    assert waits[1] == postgres.POOL_TIMEOUT  # not yet known to be away
+    assert set(waits[2:4]) == {postgres.AWAY_TIMEOUT}  # known away: told at once
+    assert waits[-1] == postgres.POOL_TIMEOUT  # back: the full wait again

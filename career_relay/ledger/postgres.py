@@ -39,6 +39,11 @@ WRITE_LOCK = 0x6C6564676572
 CHANNEL = "career_relay_ledger"
 #: Seconds a caller waits for a pooled connection before the ledger counts as unavailable.
 POOL_TIMEOUT = 5.0
+#: The same wait once a caller found the server away, until one gets a connection again:
+#: a site's pages, read on its event loop, answer 503 at once instead of each waiting
+#: POOL_TIMEOUT in turn, and queued rejections are held at once (the pool keeps
+#: reconnecting meanwhile).
+AWAY_TIMEOUT = 0.2
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -111,8 +116,14 @@ class PostgresBackend:
         self.on_ready: Callable[[], None] = lambda: None
         self._ready = False
         self._readying = threading.Lock()
+        # reconnect_timeout: a lost server is looked for again with a backoff that doubles
+        # (1, 2, 4, 8 ... s) for as long as this; psycopg_pool's 5 minutes meant a server
+        # away for a minute was used again only up to a minute after it was back (every
+        # page a 503, every rejection held meanwhile).  Given up after POOL_TIMEOUT, when
+        # no caller still waits for it, the next caller's attempt is made at once.
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
+            reconnect_timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
             name="career-relay-ledger")
         self._version = 0
@@ -120,6 +131,21 @@ class PostgresBackend:
         self._closed = threading.Event()
         self._listening = threading.Lock()
         self._local = threading.local()  # .writing: this thread's write transaction
+        self._away = False  # the last caller found the server away
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, translated errors; ``AWAY_TIMEOUT`` while the server is
+        known to be away."""
+        with translated():
+            try:
+                with self.pool.connection(AWAY_TIMEOUT if self._away else POOL_TIMEOUT
+                                          ) as conn:
+                    self._away = False
+                    yield conn
+            except (psycopg_pool.PoolTimeout, psycopg.OperationalError):
+                self._away = True
+                raise
 
     def close(self) -> None:
         self._closed.set()
@@ -136,7 +162,7 @@ class PostgresBackend:
                 return []
             from career_relay.ledger import schema_postgres
 
-            with translated(), self.pool.connection() as conn:
+            with self._connection() as conn:
                 done = set(schema_postgres.applied(conn))
                 pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
                 if pending and self._on_migrate is not None:
@@ -163,7 +189,7 @@ class PostgresBackend:
     @contextlib.contextmanager
     def write(self) -> Iterator[_Connection]:
         self.ready()
-        with translated(), self.pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.writing = wrapped = _Connection(conn)
             try:
@@ -180,7 +206,7 @@ class PostgresBackend:
             yield writing
             return
         self.ready()
-        with translated(), self.pool.connection() as conn:
+        with self._connection() as conn:
             yield _Connection(conn)
 
     def data_version(self) -> int:
