@@ -284,7 +284,11 @@ def _message_id(data: bytes) -> str:
     for line in header_block(data).split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"message-id" and value.strip():
-            return value.strip().decode("utf-8", "replace")
+            # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
+            # one message must be recordable on either backend.
+            found = value.strip().decode("utf-8", "replace").replace("\x00", "")
+            if found:
+                return found
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -7,6 +7,7 @@ heard by another host, a server that goes away and comes back.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +16,21 @@ from typing import Any
 
 import pytest
 
-from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import AdminUsers, Book, Ledger, Rejection, open_shared, retention
+from career_relay import settings as settings_mod
+from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.ledger import (
+    AdminUsers,
+    Book,
+    Ledger,
+    Rejection,
+    open_configured,
+    open_shared,
+    retention,
+)
 from career_relay.ledger.retention import Policy
+from tests.conftest import ConfigMaker, GatewayThread, Sink
 from tests.pg import PostgresServer
+from tests.test_rejection import rejection, send
 
 
 @pytest.fixture
@@ -182,3 +194,42 @@ def test_once_the_server_is_found_away_callers_wait_briefly_until_it_is_back() -
     assert waits[1] == postgres.POOL_TIMEOUT  # not yet known to be away
     assert set(waits[2:4]) == {postgres.AWAY_TIMEOUT}  # known away: told at once
     assert waits[-1] == postgres.POOL_TIMEOUT  # back: the full wait again
+
+
+def test_a_value_postgresql_cannot_store_is_the_ledgers_conflict(
+        ledger_postgres_url: str) -> None:
+    """A NUL in a text (SQLite stores it, PostgreSQL cannot): LedgerConflict, never the
+    driver's DataError, which the gateway took for a bug and relayed the rejection, and
+    every other one committed in the same batch, with the marker bare (attack review)."""
+    with open_shared(ledger_postgres_url) as ledger:
+        with pytest.raises(LedgerConflict, match="NUL"):
+            ledger.record_offer("acme", "<a\x00b@acme.example>", "c@example.net")
+        assert ledger.record_offer("acme", "<ab@acme.example>", "c@example.net").company == "acme"
+
+
+def test_a_rejection_whose_message_id_holds_a_nul_gets_its_links_on_postgresql(
+        make_config: ConfigMaker, sink: Sink, ledger_postgres_url: str) -> None:
+    """Sent together with ordinary rejections, which once shared its failed batch: every
+    copy has its link and its signature's place, none the bare marker."""
+    config = make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                         ledger={"url": ledger_postgres_url},
+                         companies=[{"id": "acme", "name": "Acme", "domains": ["acme.example"],
+                                     "allow_ips": ["127.0.0.1/32"]}])
+    gw = GatewayThread(config).start()
+    try:
+        messages = [rejection("<nul\x00@acme.example>" if n % 3 == 0 else f"<ok{n}@acme.example>")
+                    for n in range(9)]
+        threads = [threading.Thread(target=send, args=(gw.port, data, [f"c{n}@example.net"]))
+                   for n, data in enumerate(messages)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = sink.wait_for(9)
+    finally:
+        gw.stop()
+    assert all(b"[[CAREER_RELAY_LINK]]" not in m.data for m in got)
+    assert all(re.search(rb"http://consent\.test/c/", m.data) for m in got)
+    with open_configured(settings_mod.load(config)) as ledger, ledger.read() as conn:
+        ids = {r[0] for r in conn.execute("SELECT message_id FROM offers").fetchall()}
+    assert "<nul@acme.example>" in ids and len(ids) == 7

@@ -95,6 +95,11 @@ def translated() -> Iterator[None]:
         raise LedgerUnavailable(f"the ledger cannot be used now: {exc}".strip()) from exc
     except psycopg.errors.RaiseException as exc:  # an append-only trigger refused
         raise LedgerConflict(str(exc).strip()) from exc
+    except psycopg.DataError as exc:
+        # A value PostgreSQL cannot store (a NUL in a text, which SQLite takes): refused
+        # like a constraint, never the driver's error, which the gateway would take for a
+        # bug and relay the rejection with its marker bare (attack review).
+        raise LedgerConflict(f"the ledger refused a value: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: Exception) -> str:
