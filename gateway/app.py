@@ -45,8 +45,9 @@ class Gateway:
             self.spool.journal.companions.append(wal)
         self.rejections = (Rejections(settings, self.ledger, email_templates_dir())
                            if self.ledger is not None else None)
-        pipeline = Pipeline(settings, self.spool, self.delivery, rejections=self.rejections,
-                            worker=worker, workers=workers)
+        self.pipeline = pipeline = Pipeline(settings, self.spool, self.delivery,
+                                            rejections=self.rejections, worker=worker,
+                                            workers=workers)
         # A rejection held while the ledger was away is made into its copies by the
         # pipeline, when delivery finds the ledger back (SPEC 12).
         self.delivery.release = pipeline.release
@@ -119,6 +120,7 @@ class Gateway:
             raise ConfigError(f"email templates: {exc.strerror or exc}: "
                               f"{exc.filename or email_templates_dir()}") from None
         self.policy.reload(settings)
+        self.pipeline.reload(settings)
         self.settings = settings
 
     async def stop(self, timeout: float = 30.0) -> None:

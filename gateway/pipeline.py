@@ -91,6 +91,11 @@ class Pipeline:
         self._workers = workers
         self._ledger_away_until = 0.0  # time.monotonic()
 
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies of ``settings`` (``release`` finds a held rejection's
+        company among them: one added since the start, or its domains as they are now)."""
+        self._settings = settings
+
     async def accept(self, sub: Submission, *, hold: bool = True) -> str:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250.
         ``hold``: while the ledger is unavailable, keep a rejection to make its copies

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import smtplib
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from career_relay import settings as settings_mod
 from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import open_configured
+from career_relay.reload import reread
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
 from consent_site.metrics import Metrics
@@ -174,3 +176,41 @@ def test_a_gateway_and_a_site_started_while_postgresql_is_away(
             gw.stop()
             ledger.close()
     assert LINK.search(got.data) and got.rcpts == ["f@example.net"]
+
+
+def test_a_held_rejection_of_a_company_added_by_a_reload_is_released(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline takes the reloaded companies too: release found a held rejection's
+    company among those of the start only, so a company added by SIGHUP had its mail held
+    through an outage retried as "no longer configured" until queue.max_age bounced it
+    (attack review)."""
+    config = _config(make_config, sink)
+    gw = GatewayThread(config).start()
+    try:
+        first = settings_mod.load(config)
+        make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                    gateway={"listen": first.gateway.listen},
+                    companies=[
+                        {"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"],
+                         "allow_ips": ["127.0.0.1/32"]},
+                        {"id": "neo", "name": "Neo", "domains": ["neo.example"],
+                         "allow_ips": ["127.0.0.1/32"]}])
+        new = reread(first)
+        assert new is not None and new.company("neo") is not None
+        gw.loop.call_soon_threadsafe(gw.gateway.reload, new)
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        writer = rejections._writer
+        real = writer.record_rejection
+        monkeypatch.setattr(writer, "record_rejection", lambda *a, **k: (_ for _ in ()).throw(
+            LedgerUnavailable("the ledger cannot be used now: database is locked")))
+        data = rejection("<neo@neo.example>").replace(b"hr@acme.example", b"hr@neo.example")
+        with smtplib.SMTP("127.0.0.1", gw.port) as client:
+            client.sendmail("hr@neo.example", ["n@example.net"], data)
+        wait_until(lambda: len(_held(gw)) == 1, what="the rejection held")
+        monkeypatch.setattr(writer, "record_rejection", real)  # the ledger is back
+        (got,) = sink.wait_for(1)
+        wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
+    finally:
+        gw.stop()
+    assert LINK.search(got.data) and b"[[CAREER_RELAY_LINK]]" not in got.data
