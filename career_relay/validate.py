@@ -68,10 +68,7 @@ def value_problems(settings: Settings) -> list[str]:
     if settings.site.metrics_listen and settings.site.metrics_listen == settings.site.listen:
         out.append("site.metrics_listen must differ from site.listen: metrics are not for "
                    "candidates' eyes")
-    url = settings.ledger.url
-    if url and urllib.parse.urlsplit(url).scheme not in ("postgresql", "postgres"):
-        out.append("ledger.url must be a PostgreSQL URL (postgresql://user:password@host/db) "
-                   "or empty for the SQLite file ledger.path")
+    out += _ledger_url_problems(settings.ledger.url)
     if settings.site.review_window < 0:
         out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):
@@ -80,6 +77,26 @@ def value_problems(settings: Settings) -> list[str]:
     out += _agency_problems(settings)
     out += _company_problems(settings)
     return out
+
+
+def _ledger_url_problems(url: str) -> list[str]:
+    """Never the URL in the message: it holds a password."""
+    if not url:
+        return []
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError:  # "Invalid IPv6 URL": a traceback before
+        scheme = ""
+    if scheme not in ("postgresql", "postgres"):
+        return ["ledger.url must be a PostgreSQL URL (postgresql://user:password@host/db) "
+                "or empty for the SQLite file ledger.path"]
+    from career_relay.ledger import check_url
+
+    try:
+        check_url(url)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def _loopback(url: str) -> bool:

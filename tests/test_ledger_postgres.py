@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from career_relay import settings as settings_mod
-from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.errors import ConfigError, LedgerConflict, LedgerUnavailable
 from career_relay.ledger import (
     AdminUsers,
     Book,
@@ -28,7 +28,7 @@ from career_relay.ledger import (
     retention,
 )
 from career_relay.ledger.retention import Policy
-from tests.conftest import ConfigMaker, GatewayThread, Sink
+from tests.conftest import ConfigMaker, GatewayThread, Sink, run_cli
 from tests.pg import PostgresServer
 from tests.test_rejection import rejection, send
 
@@ -233,3 +233,24 @@ def test_a_rejection_whose_message_id_holds_a_nul_gets_its_links_on_postgresql(
     with open_configured(settings_mod.load(config)) as ledger, ledger.read() as conn:
         ids = {r[0] for r in conn.execute("SELECT message_id FROM offers").fetchall()}
     assert "<nul@acme.example>" in ids and len(ids) == 7
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app:s3cr3t pw@127.0.0.1:1/ledger",    # a space
+    "postgresql://app:s3cr3t%zz@127.0.0.1:1/ledger",    # a stray %
+    "postgresql://app:s3cr3t%00x@127.0.0.1:1/ledger",   # a NUL
+    "postgresql://app:s3cr3t@[::1/ledger",              # urllib: "Invalid IPv6 URL"
+])
+def test_a_ledger_url_libpq_cannot_read_is_named_without_its_password(
+        url: str, make_config: ConfigMaker, caplog: pytest.LogCaptureFixture) -> None:
+    """libpq's words quote the part they choke on, often the password; the pool's threads
+    logged them at WARNING at every try, and check-config said ok (or, for a broken IPv6
+    host, printed a traceback) (attack review)."""
+    config = make_config(ledger={"url": url})
+    done = run_cli("check-config", "--config", str(config))
+    assert done.returncode == 1 and "ledger.url" in done.stdout + done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(ConfigError, match=r"ledger\.url") as raised:
+        open_shared(url, wait=False)
+    time.sleep(0.3)  # what a pool's thread would have logged meanwhile
+    assert "s3cr3t" not in str(raised.value) and "s3cr3t" not in caplog.text

@@ -25,7 +25,7 @@ from __future__ import annotations
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
-from career_relay.ledger.connect import open_configured, open_ledger, open_shared
+from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
 from career_relay.ledger.copy import CopyRefused, CopyResult, copy_to
 from career_relay.ledger.credits import Book, NoCreditAvailable
@@ -44,7 +44,7 @@ __all__ = [
     "AdminUsers", "BadHead", "Book", "Clock", "ConsentLedger", "CopyRefused", "CopyResult",
     "CounterKind", "Decision", "Forward", "ForwardKind", "ForwardStatus", "Ledger",
     "LedgerWriter", "NoCreditAvailable", "Offer", "Outbox", "Problem", "Receipt", "Rejection",
-    "Rules", "check_password", "copy_to", "format_head", "new_offer_id", "normal_email",
-    "open_configured", "open_ledger", "open_shared", "parse_head", "parse_stamp", "records",
-    "reports", "retention", "settings_hash_key", "stamp", "totals",
+    "Rules", "check_password", "check_url", "copy_to", "format_head", "new_offer_id",
+    "normal_email", "open_configured", "open_ledger", "open_shared", "parse_head",
+    "parse_stamp", "records", "reports", "retention", "settings_hash_key", "stamp", "totals",
 ]

@@ -106,6 +106,14 @@ def _check_hash_key(ledger: Ledger) -> None:
             "secrets.hash_key to the key the ledger was written with")
 
 
+def check_url(url: str) -> None:
+    """``ConfigError`` (never quoting it: it holds a password) for a ``ledger.url`` that
+    libpq cannot parse (``check-config``; ``open_shared`` checks it too)."""
+    from career_relay.ledger import postgres  # psycopg is loaded only when it is used
+
+    postgres.check_url(url)
+
+
 def open_shared(
     url: str,
     *,

@@ -240,9 +240,23 @@ class PostgresBackend:
                 self._closed.wait(1.0)
 
 
+def check_url(url: str) -> None:
+    """``ConfigError`` for a URL libpq cannot parse, without libpq's words: they quote the
+    part they choke on, often the password (a space, a stray ``%``), and the pool's and
+    the listener's threads would log them at every try (attack review)."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ConfigError(
+            "ledger.url cannot be read as a PostgreSQL URL (postgresql://user:password@host"
+            "/db): percent-encode the password's special characters (a space is %20, a % "
+            "is %25) or leave it out of the URL (PGPASSWORD, ~/.pgpass)") from None
+
+
 def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None
                  ) -> PostgresBackend:
     """A backend for ``url``; it connects, and migrates, at its first use (``ready``)."""
+    check_url(url)
     try:
         return PostgresBackend(url, on_migrate=on_migrate)
     except psycopg.Error as exc:  # a URL psycopg cannot parse: the setting, not the server
