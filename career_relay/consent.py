@@ -22,17 +22,18 @@ when it takes the mail, a few milliseconds before it delivers it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from career_relay import consent_export
-from career_relay.errors import UserError
+from career_relay.errors import DecisionRaced, UserError
 from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
 from career_relay.settings_table import Settings
 from career_relay.timestamps import stamp
@@ -47,12 +48,15 @@ APPLICATION = "application"
 
 PURPOSE_REGISTRATION = "agency_registration"
 PURPOSE_APPLICATION = "share_application"
+#: Decisions made again when another site recorded one on the same offer meanwhile.
+DECISION_TRIES = 3
 
 # Deliberately loose (RFC 5322 allows far more than any form should police):
 # one @, no spaces, a dot in the domain.  The agency confirms the address itself.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"[0-9０-９+()（）\-‐－ 　]{6,30}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+T = TypeVar("T")
 
 #: User agents of link scanners and previewers (research/consent_domain.md 5.1).
 #: A decision from one of them is held for review, never forwarded on its own.
@@ -111,6 +115,11 @@ class State:
     @property
     def erased(self) -> bool:
         return self.decision == "erase"
+
+
+def _newest(state: State) -> str | None:
+    """The receipt a decision on ``state`` follows (``record_decision``'s ``after``)."""
+    return None if state.current is None else state.current.id
 
 
 def network_of(address: str | None) -> str:
@@ -192,7 +201,11 @@ class Consents:
 
     def accept(self, offer: Offer, notice: Notice, profile: dict[str, str],
                share_application: bool, client: Client) -> Receipt:
-        state = self.state(offer)
+        return self._decided(offer, lambda state: self._accept(
+            state, offer, notice, profile, share_application, client))
+
+    def _accept(self, state: State, offer: Offer, notice: Notice, profile: dict[str, str],
+                share_application: bool, client: Client) -> Receipt:
         if state.erased:
             raise ConsentError("this candidate's data was erased; the link no longer accepts")
         if state.accepted and state.current is not None and not self._rejected(state.current):
@@ -209,8 +222,17 @@ class Consents:
         forward = Forward(forward_id, offer.id, receipt.id, offer.company, "consent", now,
                           payload)
         self.store.record_decision(receipt, profile=profile, forward=forward,
-                                   notice_text=notice.text)
+                                   notice_text=notice.text, after=_newest(state))
         return receipt
+
+    def _decided(self, offer: Offer, decide: Callable[[State], T]) -> T:
+        """``decide`` on the offer's state, decided again if another site recorded a decision
+        meanwhile (``after``): two sites taking one form at once forwarded the candidate's
+        data to the agency twice (attack review)."""
+        for _ in range(DECISION_TRIES - 1):
+            with contextlib.suppress(DecisionRaced):
+                return decide(self.state(offer))
+        return decide(self.state(offer))
 
     def _rejected(self, receipt: Receipt) -> bool:
         """An accept held for review that an admin rejected: never sent, so the candidate
@@ -218,30 +240,28 @@ class Consents:
         return receipt.review is not None and self.store.review_verdict(receipt.id) == "reject"
 
     def decline(self, offer: Offer, notice: Notice, client: Client) -> Receipt:
-        state = self.state(offer)
+        return self._decided(offer, lambda state: self._decline(state, offer, notice, client))
+
+    def _decline(self, state: State, offer: Offer, notice: Notice, client: Client) -> Receipt:
         if state.erased:
             raise ConsentError("this candidate's data was erased; the link no longer accepts")
         if state.decision in ("decline", "accept") and state.current is not None:
             return state.current  # declining while registered: withdrawing is the way out
         now = self.store.ledger.now()
         receipt = self._receipt(offer, "decline", now, client, notice, [], [], review=None)
-        self.store.record_decision(receipt, notice_text=notice.text)
+        self.store.record_decision(receipt, notice_text=notice.text, after=_newest(state))
         return receipt
 
     def withdraw(self, offer: Offer, locale: str, client: Client) -> Receipt | None:
         """None when there is nothing to withdraw (the offer is not accepted)."""
-        state = self.state(offer)
-        if not state.accepted:
-            return None
-        return self._retract(offer, "withdraw", locale, client)
+        return self._decided(offer, lambda state: self._retract(
+            state, offer, "withdraw", locale, client) if state.accepted else None)
 
     def erase(self, offer: Offer, locale: str, client: Client) -> Receipt:
-        state = self.state(offer)
-        if state.erased and state.current is not None:
-            return state.current
-        return self._retract(offer, "erase", locale, client)
+        return self._decided(offer, lambda state: state.current if state.erased and (
+            state.current is not None) else self._retract(state, offer, "erase", locale, client))
 
-    def _retract(self, offer: Offer, decision: Decision, locale: str,
+    def _retract(self, state: State, offer: Offer, decision: Decision, locale: str,
                  client: Client) -> Receipt:
         now = self.store.ledger.now()
         receipt = Receipt(self._new_id("rc"), offer.id, offer.company, self.settings.agency.name,
@@ -263,7 +283,7 @@ class Consents:
         }, ensure_ascii=False, sort_keys=True)
         forward = Forward(forward_id, offer.id, receipt.id, offer.company, kind, now, payload)
         self.store.record_decision(receipt, forward=forward, cancel_pending_consent=True,
-                                   erase=decision == "erase")
+                                   erase=decision == "erase", after=_newest(state))
         return receipt
 
     # -- what the candidate may see of themselves (SPEC 6 export) -------------------------

@@ -79,6 +79,11 @@ class LedgerConflict(LedgerError):
     that already exists, a change to an append-only table."""
 
 
+class DecisionRaced(LedgerConflict):
+    """Another decision on the offer was recorded after the one a new decision was made on
+    (two sites took the same form at once): decide again on what is recorded now."""
+
+
 class SpoolError(TemporaryFailure):
     """The spool could not store or read a message."""
 

@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 
 from career_relay import settings as settings_mod
+from career_relay.consent import Client, Consents
 from career_relay.errors import ConfigError, LedgerConflict, LedgerUnavailable
 from career_relay.ledger import (
     AdminUsers,
     Book,
+    ConsentLedger,
     Ledger,
     Rejection,
+    Rules,
     open_configured,
     open_shared,
     retention,
@@ -30,6 +33,7 @@ from career_relay.ledger import (
 from career_relay.ledger.retention import Policy
 from tests.conftest import ConfigMaker, GatewayThread, Sink, run_cli
 from tests.pg import PostgresServer
+from tests.test_ledger_rules import IPHONE, NOTICE, World
 from tests.test_rejection import rejection, send
 
 
@@ -254,3 +258,45 @@ def test_a_ledger_url_libpq_cannot_read_is_named_without_its_password(
         open_shared(url, wait=False)
     time.sleep(0.3)  # what a pool's thread would have logged meanwhile
     assert "s3cr3t" not in str(raised.value) and "s3cr3t" not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["accept", "withdraw"])
+def test_one_form_taken_by_two_sites_at_once_is_one_decision(
+        how: str, tmp_path: Path, backend_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sites (a double click spread by the load balancer) decide on the state each read
+    before the other's commit: the second is decided again on what is recorded, so one
+    receipt and one forward, where the agency used to get the candidate's data twice
+    (attack review)."""
+    world = World(tmp_path, url=backend_url)
+    other_ledger = open_configured(world.settings, clock=lambda: world.now)
+    other = Consents(world.settings, ConsentLedger(other_ledger,
+                                                   Rules.from_settings(world.settings)))
+    client = Client(IPHONE, "198.51.100.7")
+    offer = world.offer("race@example.net")
+    try:
+        if how == "withdraw":
+            world.accept(offer)
+        before = world.consents.state(offer)  # what this site read, before the other's commit
+        world.tick(300)
+        if how == "accept":
+            theirs = other.accept(offer, NOTICE, {"name": "候補者", "email": offer.recipient},
+                                  False, client)
+        else:
+            theirs = other.withdraw(offer, "ja", client)
+        real = world.consents.state
+        stale = [before]
+        monkeypatch.setattr(world.consents, "state",
+                            lambda o: stale.pop() if stale else real(o))
+        if how == "accept":
+            ours = world.consents.accept(offer, NOTICE, {"name": "候補者",
+                                                        "email": offer.recipient}, False, client)
+        else:
+            ours = world.consents.withdraw(offer, "ja", client)
+    finally:
+        other_ledger.close()
+    assert theirs is not None
+    # The same consent in force; a withdrawal finds nothing left to withdraw.
+    assert (ours.id == theirs.id) if how == "accept" else ours is None
+    decisions = [r[0] for r in world.rows("SELECT decision FROM receipts ORDER BY rowid")]
+    assert decisions == (["accept"] if how == "accept" else ["accept", "withdraw"])
+    assert [r[0] for r in world.rows("SELECT kind FROM forwards")] == ["consent"]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from career_relay.errors import DecisionRaced
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import credits as ledger_credits
 from career_relay.ledger.chain import RECEIPT_COLUMNS
@@ -25,6 +26,9 @@ from career_relay.ledger.forwards import Forward, Outbox, settle
 from career_relay.ledger.offers import Ledger
 from career_relay.ledger.rules import Rules
 from career_relay.timestamps import parse_stamp, stamp
+
+#: ``record_decision(after=...)`` not given: no check of the decision it was made on.
+UNCHECKED = object()
 
 Decision = Literal["accept", "decline", "withdraw", "erase"]
 
@@ -126,6 +130,7 @@ class ConsentLedger(Outbox):
         cancel_pending_consent: bool = False,
         erase: bool = False,
         notice_text: str | None = None,
+        after: object = UNCHECKED,
     ) -> list[str]:
         """One decision in one transaction: the receipt, its profile, its forward.
 
@@ -135,10 +140,19 @@ class ConsentLedger(Outbox):
         written only if ``forward_needed`` still holds inside the transaction
         (it is built beforehand, outside the lock).  Returns the ids of the
         forwards cancelled.  ``notice_text``: the text the receipt's notice hash stands for,
-        kept with it if the page did not record it already.
+        kept with it if the page did not record it already.  ``after``: the id of the
+        offer's newest receipt when the decision was made (None: it had none); if another
+        has been recorded since (a second site took the same form at once), nothing is
+        written and ``DecisionRaced`` is raised, for the caller to decide again.
         """
         now = self.ledger.now()
         with self.ledger.write() as conn:
+            if after is not UNCHECKED:
+                newest = conn.execute("SELECT id FROM receipts WHERE offer_id = ?"
+                                      " ORDER BY rowid DESC LIMIT 1",
+                                      (receipt.offer_id,)).fetchone()
+                if (None if newest is None else str(newest[0])) != after:
+                    raise DecisionRaced(f"offer {receipt.offer_id} was decided meanwhile")
             if notice_text is not None and receipt.notice_hash is not None:
                 conn.execute(
                     "INSERT INTO notices (hash, version, locale, company, text, first_shown)"
