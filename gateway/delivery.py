@@ -134,7 +134,10 @@ class Delivery:
                 log.error("queue_id=%s cannot be read, left in place: %s", queue_id, exc)
                 continue
             state = self.spool.load_state(queue_id)
-            found.append(_Entry(env, state, due=state.next_attempt))
+            # A held rejection is looked at again at once: its state's next attempt is the
+            # retry schedule's (hours, after a long outage), not HELD_RETRY's (``_release``).
+            due = 0.0 if env.held is not None else state.next_attempt
+            found.append(_Entry(env, state, due=due))
         return found
 
     def _add(self, entry: _Entry) -> None:

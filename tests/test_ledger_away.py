@@ -214,3 +214,35 @@ def test_a_held_rejection_of_a_company_added_by_a_reload_is_released(
     finally:
         gw.stop()
     assert LINK.search(got.data) and b"[[CAREER_RELAY_LINK]]" not in got.data
+
+
+def test_a_held_rejection_filed_before_a_restart_is_looked_at_once_after_it(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its queue file's next attempt is the retry schedule's (up to hours after a long
+    outage), not HELD_RETRY's: after a restart it waited that long with the ledger back
+    (attack review)."""
+    config = make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                         queue={"retry_schedule": [3600]},
+                         companies=[{"id": "acme", "name": "株式会社アクメ",
+                                     "domains": ["acme.example"],
+                                     "allow_ips": ["127.0.0.1/32"]}])
+    gw = GatewayThread(config).start()
+    try:
+        assert gw.gateway.rejections is not None
+        monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection",
+                            lambda *a, **k: (_ for _ in ()).throw(
+                                LedgerUnavailable("disk I/O error")))
+        queue_id = send(gw.port, rejection("<filed@acme.example>"), ["g@example.net"])
+        spool = gw.gateway.spool
+        wait_until(lambda: queue_id in spool.ids(), what="the held rejection filed")
+        assert spool.load_state(queue_id).next_attempt > time.time() + 3000
+    finally:
+        gw.stop()
+    monkeypatch.undo()
+    again = GatewayThread(config).start()  # the ledger works in this process
+    try:
+        (got,) = sink.wait_for(1, timeout=15)
+        wait_until(lambda: again.queue_ids() == [], what="an empty queue")
+    finally:
+        again.stop()
+    assert LINK.search(got.data) and got.rcpts == ["g@example.net"]
