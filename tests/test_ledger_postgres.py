@@ -30,6 +30,7 @@ from career_relay.ledger import (
     open_shared,
     retention,
 )
+from career_relay.ledger.postgres import PostgresBackend
 from career_relay.ledger.retention import Policy
 from tests.conftest import ConfigMaker, GatewayThread, Sink, run_cli
 from tests.pg import PostgresServer
@@ -300,3 +301,16 @@ def test_one_form_taken_by_two_sites_at_once_is_one_decision(
     decisions = [r[0] for r in world.rows("SELECT decision FROM receipts ORDER BY rowid")]
     assert decisions == (["accept"] if how == "accept" else ["accept", "withdraw"])
     assert [r[0] for r in world.rows("SELECT kind FROM forwards")] == ["consent"]
+
+
+def test_a_change_made_here_counts_at_its_commit(ledger_postgres_url: str) -> None:
+    """data_version moves when this process commits, not only when its notification comes
+    back through the listener: a site's page right after a decision showed the old state
+    (the form again) until it did (attack review)."""
+    with open_shared(ledger_postgres_url) as ledger:
+        backend = ledger.backend
+        assert isinstance(backend, PostgresBackend)
+        backend._listener = threading.Thread()  # no notification will ever come
+        before = ledger.data_version()
+        ledger.record_offer("acme", "<here@acme.example>", "c@example.net")
+        assert ledger.data_version() != before

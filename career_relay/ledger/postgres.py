@@ -132,6 +132,7 @@ class PostgresBackend:
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
             name="career-relay-ledger")
         self._version = 0
+        self._counting = threading.Lock()
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self._listening = threading.Lock()
@@ -202,6 +203,9 @@ class PostgresBackend:
             finally:
                 self._local.writing = None
             conn.execute(f"NOTIFY {CHANNEL}")  # delivered at the commit, to every host
+        # Committed: this process's own change counts now, not when its notification comes
+        # back through the listener (a site's page right after a decision was the old one).
+        self._changed()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Connection]:
@@ -223,6 +227,10 @@ class PostgresBackend:
                 self._listener.start()
         return self._version
 
+    def _changed(self) -> None:
+        with self._counting:
+            self._version += 1
+
     def _listen(self) -> None:
         """Count the notifications; after a lost connection, count one more (changes may
         have been missed) and listen again."""
@@ -230,13 +238,13 @@ class PostgresBackend:
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self._version += 1
+                    self._changed()
                     while not self._closed.is_set():
                         for _ in conn.notifies(timeout=1.0):
-                            self._version += 1
+                            self._changed()
             except psycopg.Error as exc:
                 log.warning("ledger notifications interrupted: %s", exc)
-                self._version += 1
+                self._changed()
                 self._closed.wait(1.0)
 
 
