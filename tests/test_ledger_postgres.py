@@ -314,3 +314,46 @@ def test_a_change_made_here_counts_at_its_commit(ledger_postgres_url: str) -> No
         before = ledger.data_version()
         ledger.record_offer("acme", "<here@acme.example>", "c@example.net")
         assert ledger.data_version() != before
+
+
+def test_no_write_slips_in_while_the_hash_key_is_being_checked(
+        fresh_postgres_url: str) -> None:
+    """The backend was ready before its hash key's check had passed: a write of another
+    thread in that moment (a gateway started while the database was away, many sessions
+    when it is back) went in under the wrong key, for ever in an append-only chain
+    (attack review).  Now every thread waits for the check, and fails with it."""
+    open_shared(fresh_postgres_url).close()  # migrated; the default key's fingerprint kept
+    ledger = open_shared(fresh_postgres_url, hash_key=b"not the ledger's key", wait=False)
+    backend = ledger.backend
+    assert isinstance(backend, PostgresBackend)
+    check = backend.on_ready
+    checking = threading.Event()
+
+    def slow_check() -> None:
+        checking.set()
+        time.sleep(0.5)
+        check()
+
+    backend.on_ready = slow_check
+    outcomes: list[str] = []
+
+    def write(n: int) -> None:
+        if n:
+            checking.wait(5)
+        try:
+            ledger.record_offer("acme", f"<m{n}@acme.example>", f"c{n}@example.net")
+            outcomes.append("written")
+        except ConfigError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        ledger.close()
+    assert outcomes == ["refused"] * 3
+    with open_shared(fresh_postgres_url) as right, right.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 0

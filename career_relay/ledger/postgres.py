@@ -161,8 +161,8 @@ class PostgresBackend:
         """Apply the pending migrations and run ``on_ready``, once; the names applied.
         ``LedgerUnavailable`` while the server cannot be reached, or while migrations are
         pending that the role may not apply (the application's: the owner migrates)."""
-        if self._ready:
-            return []
+        if self._ready or getattr(self._local, "readying", False):
+            return []  # ready; or ``on_ready``'s own reads and writes, in this thread
         with self._readying:
             if self._ready:
                 return []
@@ -184,12 +184,15 @@ class PostgresBackend:
                         f"({', '.join(pending)}) and the role of ledger.url may not apply "
                         f"them ({_first_line(exc)}): apply them as the database's owner, "
                         "then deploy/postgres/grants.sql (docs/deploy.md)") from exc
-            self._ready = True
+            # Ready only once ``on_ready`` (the hash key's check) has passed: other threads
+            # wait on the lock meanwhile.  Set before it, a write of another thread could
+            # slip in under the wrong key, and the append-only chain keeps it for ever.
+            self._local.readying = True
             try:
                 self.on_ready()
-            except BaseException:
-                self._ready = False
-                raise
+            finally:
+                self._local.readying = False
+            self._ready = True
             return applied
 
     @contextlib.contextmanager
