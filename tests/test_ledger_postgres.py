@@ -26,6 +26,7 @@ from career_relay.ledger import (
     Ledger,
     Rejection,
     Rules,
+    check_password,
     open_configured,
     open_shared,
     retention,
@@ -357,3 +358,14 @@ def test_no_write_slips_in_while_the_hash_key_is_being_checked(
     assert outcomes == ["refused"] * 3
     with open_shared(fresh_postgres_url) as right, right.read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 0
+
+
+def test_an_admin_login_with_a_nul_in_its_email_is_refused_not_a_500(
+        ledger_postgres_url: str) -> None:
+    """Before any password check, unthrottled: PostgreSQL's error was a 500 and a traceback
+    in the log for every such try (attack review)."""
+    with open_shared(ledger_postgres_url) as ledger:
+        users = AdminUsers(ledger)
+        users.add("boss@acme.example", "a long enough password", "acme")
+        found = users.find("boss@acme.example\x00")
+        assert found.user is None and check_password(found, "a long enough password") is None
