@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from career_relay import settings as settings_mod
@@ -369,3 +370,16 @@ def test_an_admin_login_with_a_nul_in_its_email_is_refused_not_a_500(
         users.add("boss@acme.example", "a long enough password", "acme")
         found = users.find("boss@acme.example\x00")
         assert found.user is None and check_password(found, "a long enough password") is None
+
+
+def test_a_read_only_server_is_unavailable(fresh_postgres_url: str) -> None:
+    """A standby during a failover refuses writes: LedgerUnavailable (the gateway holds
+    the rejection, the site answers 503), not the driver's InternalError, which the
+    gateway answered with an internal error's 451 and a traceback (attack review)."""
+    open_shared(fresh_postgres_url).close()  # migrated, the key's fingerprint kept
+    database = fresh_postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    with open_shared(fresh_postgres_url) as ledger, \
+            pytest.raises(LedgerUnavailable, match="read-only"):
+        ledger.record_offer("acme", "<ro@acme.example>", "c@example.net")

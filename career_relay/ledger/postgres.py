@@ -88,6 +88,11 @@ def translated() -> Iterator[None]:
         raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
                                 "role of ledger.url lacks a grant: apply "
                                 "deploy/postgres/grants.sql as the owner)") from exc
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        # A server that takes no writes (a standby, during a failover): away for writing,
+        # so the gateway holds the rejection and the site answers 503, never a bug's 451.
+        raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
+                                "server of ledger.url is read-only: a standby?)") from exc
     except psycopg_pool.PoolTimeout as exc:
         raise LedgerUnavailable("the ledger cannot be used now: no connection to "
                                 "PostgreSQL") from exc
