@@ -22,6 +22,7 @@ import math
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import AdminUsers, check_password
 from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
 from consent_site.security import CsrfError
@@ -37,6 +38,10 @@ MESSAGES = {
 }
 
 
+#: Seconds a 503 asks the browser to wait while the ledger is away (as consent_site.app).
+RETRY_AFTER_UNAVAILABLE = 30
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -46,6 +51,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             exc.headers.update(NO_STORE)
             raise
         response = _error(request, exc.status)
+    except LedgerUnavailable as exc:
+        # The database is away (SPEC 12), as on the candidate's pages: a 503 and when to
+        # come back, not an unexpected error's 500 and traceback per request.
+        log.warning("the ledger is unavailable serving %s %s: %s", request.method,
+                    request.path, exc)
+        response = _error(request, 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = _error(request, 500)
@@ -81,9 +93,11 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 def _error(request: web.Request, status: int) -> web.Response:
     titles = {400: "リクエストが正しくありません", 403: "この操作はできません",
               404: "ページが見つかりません", 405: "この方法では使えません",
-              409: "処理できませんでした"}
+              409: "処理できませんでした", 503: "ただいま台帳に接続できません"}
     return render(request, "error.html", status=status,
-                  title=titles.get(status, "エラーが発生しました"))
+                  title=titles.get(status, "エラーが発生しました"),
+                  text=("数分後にもう一度お試しください。" if status == 503 else
+                        "ページが存在しないか、このアカウントでは表示・操作できません。"))
 
 
 # -- the views ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import settings as settings_mod
 from career_relay.consent import Client, Consents, Notice
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import (
     AdminUsers,
     Book,
@@ -744,3 +745,25 @@ def test_admin_add_user_command(make_config: ConfigMaker, backend_url: str) -> N
         assert user["password_hash"].startswith("$argon2id$")
     finally:
         harness.close()
+
+
+def test_the_admin_pages_answer_503_while_the_ledger_is_away(
+        sqlite_admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the candidate's pages (SPEC 12): a 503 and when to come back, where they answered
+    an unexpected error's 500, with a traceback in the log for every request (attack
+    review)."""
+    assert sqlite_admin.login("ops@relay.example").status == 303
+
+    def away(*args: object) -> None:
+        raise LedgerUnavailable("the ledger cannot be used now: no connection to PostgreSQL")
+
+    monkeypatch.setattr(AdminUsers, "session", away)
+    monkeypatch.setattr(AdminUsers, "find", away)
+    dashboard = sqlite_admin.get("/admin/")  # the session is looked up in the ledger
+    sqlite_admin.client.session.cookie_jar.clear()
+    page = sqlite_admin.get("/admin/login")
+    login = sqlite_admin.post("/admin/login", {"csrf": page.csrf(), "email": "ops@relay.example",
+                                               "password": PASSWORD})
+    for reply in (dashboard, login):
+        assert reply.status == 503 and reply.headers["Retry-After"] == "30"
+        assert "PostgreSQL" not in reply.text and "数分後" in reply.text
