@@ -30,7 +30,7 @@ DEFERRED = Counter("career_relay_messages_deferred",
 BOUNCED = Counter("career_relay_messages_bounced",
                   "Recipients given up (5xx, or queue.max_age reached).")
 REJECTIONS = Counter(
-    "career_relay_rejections",
+    "career_relay_rejection_outcomes",
     "Messages of a company the rejection step acted on, by outcome: rejection (copies "
     "with links), not_injected (a rejection relayed unchanged), unmarked (taken for a "
     "rejection by the classifier under detect = marker; relayed unchanged), held (spooled "

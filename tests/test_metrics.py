@@ -201,6 +201,13 @@ def test_every_metric_moves_by_what_happened(serve: Serve, sink: Sink) -> None:
     assert value(after, "career_relay_messages_bounced_total") == 1
     assert value(after, "career_relay_queue_oldest_age_seconds") == 0
     assert value(after, "career_relay_rejections_total", company="acme") == 1
+    assert value(after, "career_relay_rejection_outcomes_total", outcome="rejection") == 1
+    # One family per name: a name declared twice makes strict parsers (promtool) refuse the
+    # whole page (the gateway's outcome counter was career_relay_rejections too).
+    _, _, text = serve.get("/metrics", serve.metrics_port)
+    declared = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(declared) == len(set(declared)), sorted(declared)
+    assert "career_relay_ledger_up 1.0" in text
     assert value(after, "career_relay_offers_total", company="acme") == 1
     assert value(after, "career_relay_views_total", company="acme") == 1
     assert value(after, "career_relay_decisions_total", company="acme", decision="accept") == 1
