@@ -36,12 +36,18 @@ printing one table with a row per backend:
 4. ``ceiling``: offers recorded per second by ``--writers`` processes on PostgreSQL, each
    with a Ledger of its own (``open_shared``) as each gateway worker has, for
    ``--ceiling-seconds`` after a second of warm-up: (i) one writer, one rejection per
-   commit (the commit's own latency); (ii) all writers, one rejection per commit; (iii)
-   all writers through ``LedgerWriter`` (the gateway's group commit) with ``--threads``
-   threads each calling it, as the gateway's executor threads do: the ceiling.  Each
-   rejection has one outside recipient and a company of 20.  The ratio printed is the
-   ceiling over the offers per second one gateway host recorded in part 1 (its fastest
-   row on PostgreSQL), against the goal of 20.  Then the same (iii) on SQLite, for
+   commit (a commit's own cost); (ii) all writers, one rejection per commit; (iii) all
+   writers through ``LedgerWriter`` (the gateway's group commit) with ``--threads``
+   threads each calling it, as the gateway's executor threads do (min(32, CPUs + 4)): the
+   ceiling; (iv) the same with 32 threads each (the executor of a host with 28 CPUs or
+   more: more in flight, bigger batches).  Each rejection has one outside recipient and
+   a company of 20.  Per row: offers and commits per second, offers per commit, the time
+   between commits (the lock is never free), the time each commit held the write lock
+   (from taken to committed and its connection back in the pool) and of that the
+   commit's end (NOTIFY, COMMIT, the WAL flush), CPU per offer of the writer processes
+   and of the server; then a round trip and a one-row commit on an idle connection.  The
+   ratio printed is (iii) over the offers per second one gateway host recorded in part
+   1 (its fastest row on PostgreSQL), against the goal of 20.  Then (iii) on SQLite, for
    comparison (one file, one host).
 
 The machine is shared by everything here (the load generators, Postfix, the gateways,
@@ -475,13 +481,16 @@ def part_report(args: argparse.Namespace, pg: Postgres | None, run: Run) -> str 
 # -- 4. the ceiling of the shared ledger ------------------------------------------------
 
 CEILING_COMPANIES = report_bench.COMPANIES
+EXECUTOR_CAP = 32  # asyncio's default executor: min(32, CPUs + 4) threads
 
 
 @dataclass
 class WriterResult:
-    rejections: int
-    commits: int
-    seconds: float
+    rejections: int  # completed inside the window
+    commits: int  # committed inside the window
+    held_ms: list[float]  # per commit inside the window: from the lock taken to committed
+    commit_ms: list[float]  # of which the end: NOTIFY, COMMIT and its WAL flush
+    cpu_s: float  # this process's CPU seconds over the window
 
 
 def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
@@ -489,19 +498,26 @@ def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
     """One writer process: a Ledger of its own; ``threads`` threads submit rejections (one
     outside recipient each) back to back, through a LedgerWriter if ``batched`` (as the
     gateway's executor threads do) or each in a commit of its own.  Counts what completed
-    inside ``window`` (seconds after ``go``), and the commits that did."""
+    inside ``window`` (seconds after ``go``), the commits that did, how long each held the
+    ledger's write lock, and the process's CPU time."""
     ledger = (open_shared(where, hash_key=report_bench.HASH_KEY)
               if where.startswith("postgresql") else open_ledger(where))
     writer = LedgerWriter(ledger)
-    commits: list[float] = []
-    plain = ledger.record_rejections
+    commits: list[tuple[float, float, float]] = []  # (committed at, held ms, commit ms)
+    plain_write = ledger.backend.write
 
-    def counted(batch: Sequence[Rejection], counts: Any = None) -> list[dict[str, str]]:
-        result = plain(batch, counts)
-        commits.append(time.monotonic())
-        return result
+    @contextlib.contextmanager
+    def timed_write() -> Iterator[Any]:
+        # The backend's write yields once it holds the lock (PostgreSQL's advisory lock,
+        # SQLite's BEGIN IMMEDIATE) and commits when the block ends.
+        with plain_write() as conn:
+            locked = time.monotonic()
+            yield conn
+            body = time.monotonic()
+        done = time.monotonic()
+        commits.append((done, 1000 * (done - locked), 1000 * (done - body)))
 
-    ledger.record_rejections = counted  # type: ignore[method-assign]
+    ledger.backend.write = timed_write  # type: ignore[method-assign]
     done: list[float] = []
     lock = threading.Lock()
     rng = random.Random(os.getpid())
@@ -519,8 +535,8 @@ def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
                 writer.record_rejection(company, message_id, offers, job="経理",
                                         channel="求人媒体", stage="一次面接")
             else:
-                counted([Rejection(company, message_id, offers, "経理", "求人媒体",
-                                   "一次面接")])
+                ledger.record_rejections([Rejection(company, message_id, offers, "経理",
+                                                    "求人媒体", "一次面接")])
             mine.append(time.monotonic())  # when it completed
         with lock:
             done.extend(mine)
@@ -530,19 +546,26 @@ def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
     workers = [threading.Thread(target=submit) for _ in range(threads)]
     for t in workers:
         t.start()
+    while time.monotonic() < begin:  # the warm-up; CPU is counted from here
+        time.sleep(0.001)
+    cpu = time.process_time()  # every thread of the process
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    cpu = time.process_time() - cpu
     for t in workers:
         t.join()
     writer.close()
     ledger.close()
-    inside = [t for t in done if begin <= t < end]
-    out.put(WriterResult(len(inside), sum(1 for t in commits if begin <= t < end),
-                         window[1] - window[0]))
+    inside = [c for c in commits if begin <= c[0] < end]
+    out.put(WriterResult(sum(1 for t in done if begin <= t < end), len(inside),
+                         [c[1] for c in inside], [c[2] for c in inside], cpu))
 
 
-def ceiling_run(where: str, writers: int, threads: int, batched: bool,
-                seconds: float) -> dict[str, Any]:
+def ceiling_run(where: str, writers: int, threads: int, batched: bool, seconds: float,
+                server_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
     """``writers`` processes started, each ready with its ledger open, then all released at
-    once; offers and commits per second over the same window of ``seconds``."""
+    once; offers and commits per second over the same window of ``seconds``, the lock
+    held per commit, and CPU per offer of the writers and (``server_cpu``) the server."""
     ctx = multiprocessing.get_context("spawn")  # nothing of this process's state shared
     ready, go, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
     window = (1.0, 1.0 + seconds)  # a second of warm-up
@@ -556,6 +579,14 @@ def ceiling_run(where: str, writers: int, threads: int, batched: bool,
         start = time.monotonic() + 0.5
         for _ in procs:
             go.put(start)
+        server = 0.0
+        if server_cpu is not None:  # the same window, from this process
+            while time.monotonic() < start + window[0]:
+                time.sleep(0.001)
+            server = server_cpu()
+            while time.monotonic() < start + window[1]:
+                time.sleep(0.005)
+            server = server_cpu() - server
         results = [out.get(timeout=seconds + 180) for _ in procs]
     finally:
         for p in procs:
@@ -564,10 +595,18 @@ def ceiling_run(where: str, writers: int, threads: int, batched: bool,
                 p.kill()
     offers = sum(r.rejections for r in results)  # one outside recipient each
     commits = sum(r.commits for r in results)
+    held = [h for r in results for h in r.held_ms]
+    ends = [c for r in results for c in r.commit_ms]
     return {"writers": writers, "threads": threads, "batched": batched,
             "offers_per_s": offers / seconds, "commits_per_s": commits / seconds,
             "mean_batch": offers / commits if commits else 0.0,
-            "ms_per_commit": 1000 * seconds / commits if commits else None}
+            "ms_per_commit": 1000 * seconds / commits if commits else None,
+            "lock_held_ms": statistics.mean(held) if held else None,
+            "commit_end_ms": statistics.mean(ends) if ends else None,
+            "writers_cpu_ms_per_offer": 1000 * sum(r.cpu_s for r in results) / offers
+            if offers else None,
+            "server_cpu_ms_per_offer": 1000 * server / offers
+            if offers and server_cpu is not None else None}
 
 
 def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
@@ -580,6 +619,8 @@ def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
         open_shared(where, hash_key=report_bench.HASH_KEY).close()
     configs = [("postgresql", 1, 1, False), ("postgresql", args.writers, 1, False),
                ("postgresql", args.writers, args.threads, True)]
+    if args.threads < EXECUTOR_CAP:  # a bigger host's executor: more in flight, bigger batches
+        configs.append(("postgresql", args.writers, EXECUTOR_CAP, True))
     if "sqlite" in run.backends:
         sqlite_path = workdir / "ceiling.db"
         open_ledger(sqlite_path).close()
@@ -588,34 +629,70 @@ def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
         log(f"ceiling: {backend}, {writers} writer(s) x {threads} thread(s), "
             f"{'LedgerWriter' if batched else 'a commit per rejection'}")
         target = where if backend == "postgresql" else str(workdir / "ceiling.db")
-        row = ceiling_run(target, writers, threads, batched, args.ceiling_seconds)
+        row = ceiling_run(target, writers, threads, batched, args.ceiling_seconds,
+                          pg.cpu_seconds if backend == "postgresql" else None)
         row["backend"] = backend
         run.ceiling.append(row)
-    lines = [f"{'ceiling':<11} {'writers':>7} {'threads':>7} {'batching':<22} {'offers/s':>9} "
-             f"{'commits/s':>9} {'batch':>6} {'ms/commit':>9}"]
+    lines = [f"{'ceiling':<11} {'writers':>7} {'threads':>7} {'batching':<12} {'offers/s':>9} "
+             f"{'commits/s':>9} {'batch':>6} {'ms/commit':>9} {'lock held':>9} "
+             f"{'commit':>7} {'writers':>8} {'server':>7}",
+             f"{'':<11} {'':>7} {'':>7} {'':<12} {'':>9} {'':>9} {'':>6} {'':>9} "
+             f"{'ms':>9} {'ms':>7} {'ms CPU':>8} {'ms CPU':>7}"]
+
+    def ms(value: float | None, spec: str = ".2f") -> str:
+        return "-" if value is None else format(value, spec)
+
     for r in run.ceiling:
         lines.append(
             f"{r['backend']:<11} {r['writers']:>7} {r['threads']:>7} "
-            f"{'LedgerWriter' if r['batched'] else 'one rejection a commit':<22} "
+            f"{'LedgerWriter' if r['batched'] else 'none':<12} "
             f"{r['offers_per_s']:>9,.0f} {r['commits_per_s']:>9,.0f} {r['mean_batch']:>6.1f} "
-            f"{r['ms_per_commit'] or 0:>9.2f}")
+            f"{ms(r['ms_per_commit']):>9} {ms(r['lock_held_ms']):>9} "
+            f"{ms(r['commit_end_ms']):>7} {ms(r['writers_cpu_ms_per_offer']):>8} "
+            f"{ms(r['server_cpu_ms_per_offer']):>7}")
+    rtt, commit = probe(pg.fresh_url("probe"))
+    run.ceiling_ratio["probe_ms"] = {"round_trip": rtt, "commit": commit}
+    lines.append(f"this server: a round trip (SELECT 1) {rtt:.3f} ms, a commit of one row "
+                 f"{commit:.3f} ms (medians of {PROBES})")
     ceiling = next(r for r in run.ceiling if r["backend"] == "postgresql" and r["batched"])
     need = _host_need(run)
     if need is not None:
         rate, label = need
         ratio = ceiling["offers_per_s"] / rate
-        run.ceiling_ratio = {"ceiling_offers_per_s": ceiling["offers_per_s"],
+        run.ceiling_ratio |= {"ceiling_offers_per_s": ceiling["offers_per_s"],
                              "host_offers_per_s": rate, "host_row": label, "ratio": ratio,
                              "goal": CEILING_GOAL, "met": ratio >= CEILING_GOAL}
         lines.append(f"one gateway host recorded {rate:,.0f} offers/s ({label}); the ceiling "
-                     f"is {ratio:.1f}x that (goal >= {CEILING_GOAL:.0f}x: "
+                     f"({ceiling['writers']} writers x {ceiling['threads']} threads) is "
+                     f"{ratio:.1f}x that (goal >= {CEILING_GOAL:.0f}x: "
                      f"{'met' if ratio >= CEILING_GOAL else 'NOT met'})")
     else:
         lines.append("(no gateway figure in this run to compare with: --parts gateway)")
     lines.append(f"({args.ceiling_seconds:.0f} s after 1 s of warm-up; one outside recipient "
                  "per rejection; PostgreSQL " + ("holding the report's ledger"
-                                                 if url else "on a new ledger") + ")")
+                                                 if url else "on a new ledger") + "; per "
+                 "commit: the write lock held from taken to committed, and of that the "
+                 "commit itself; CPU per offer: all writer processes, the server's)")
     print("\n".join(lines), flush=True)
+
+
+PROBES = 200
+
+
+def probe(url: str) -> tuple[float, float]:
+    """Medians, in ms, of a round trip (``SELECT 1``) and of a commit of one row (an INSERT
+    in autocommit: the WAL flush a commit waits for), on a connection of its own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE probe (n integer)")
+        found = []
+        for sql in ("SELECT 1", "INSERT INTO probe VALUES (1)"):
+            times = []
+            for _ in range(PROBES):
+                began = time.perf_counter()
+                conn.execute(sql)
+                times.append((time.perf_counter() - began) * 1000)
+            found.append(statistics.median(times))
+    return found[0], found[1]
 
 
 def _host_need(run: Run) -> tuple[float, str] | None:
