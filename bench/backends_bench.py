@@ -313,10 +313,10 @@ def part_site(args: argparse.Namespace, pg: Postgres | None, workdir: Path,
             order = run.backends if index % 2 == 0 else run.backends[::-1]
             for backend in order:
                 chunk = prepared[backend].post_urls[index * n:(index + 1) * n]
-                before = pg.cpu_seconds() if pg and backend == "postgresql" else None
-                result = sb.run_posts(prepared[backend], sargs, sites[backend].pid, chunk)
-                server = None if before is None or pg is None else pg.cpu_seconds() - before
-                posts[backend].append((result, server))
+                probe = pg.cpu_seconds if pg and backend == "postgresql" else None
+                result = sb.run_posts(prepared[backend], sargs, sites[backend].pid, chunk,
+                                      probe)
+                posts[backend].append((result, result.server_cpu_seconds))
                 said.append(f"{backend} {result.rate:,.1f}")
             log(f"  round {index + 1}/{rounds}: " + ", ".join(said) + " accepts/s")
     bare_rate = _median([rate for rate, _, _ in bares])

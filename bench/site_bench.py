@@ -59,7 +59,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -337,6 +337,7 @@ class PostResult:
     held_for_review: int
     consent_forwards: int
     forwards_delivered: int
+    server_cpu_seconds: float | None = None  # of another server (``run_posts``'s probe)
 
 
 def _form_nonce(html: str) -> str:
@@ -423,8 +424,10 @@ def offer_ids(prepared: Prepared, urls: list[str]) -> list[str]:
 
 
 def run_posts(prepared: Prepared, args: argparse.Namespace, site_pid: int,
-              urls: list[str] | None = None) -> PostResult:
-    """One accept for each of ``urls`` (default: every offer prepared for the POST run)."""
+              urls: list[str] | None = None,
+              server_cpu: Callable[[], float] | None = None) -> PostResult:
+    """One accept for each of ``urls`` (default: every offer prepared for the POST run);
+    ``server_cpu`` reads another server's CPU seconds (PostgreSQL's) over the same time."""
     import uvloop
 
     urls = prepared.post_urls if urls is None else urls
@@ -433,13 +436,15 @@ def run_posts(prepared: Prepared, args: argparse.Namespace, site_pid: int,
     nonces = uvloop.run(_fetch_nonces(urls, cookie, args.concurrency))
     log(f"posting {len(urls)} accepts, {args.concurrency} in flight")
     cpu_before = cpu_seconds(site_pid)
+    server_before = server_cpu() if server_cpu else 0.0
     seconds, latencies = uvloop.run(_post_accepts(urls, nonces, cookie, args.concurrency))
     cpu = cpu_seconds(site_pid) - cpu_before
+    server = server_cpu() - server_before if server_cpu else None
     checks = ledger_checks(prepared, offer_ids(prepared, urls))
     posted = len(urls)
     quantiles = statistics.quantiles(latencies, n=100)
     result = PostResult(posted, seconds, posted / seconds, quantiles[49] * 1000,
-                        quantiles[98] * 1000, cpu, **checks)
+                        quantiles[98] * 1000, cpu, **checks, server_cpu_seconds=server)
     if not (result.accept_receipts == result.offers_with_one_accept == posted
             == result.consent_forwards) or result.held_for_review:
         raise BenchError(f"the ledger does not hold one accept per offer posted: {checks}")
