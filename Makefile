@@ -111,8 +111,9 @@ bench-report: $(STAMP)
 # Both ledger backends in one run (bench/backends_bench.py): rejections through the gateway
 # beside Postfix, consent POSTs beside bare aiohttp, the report on 1,000,000 offers (the
 # SQLite file cached as for bench-report, copied into a private PostgreSQL with production's
-# durability), and the writers' ceiling on PostgreSQL; about 25 minutes. Needs root (Postfix)
-# and the test packages (Postfix, PostgreSQL's server binaries).
+# durability), and the writers' ceiling on PostgreSQL; about 12 minutes (3 more the first
+# time, to build the cached ledger). Needs root (Postfix) and the test packages (Postfix,
+# PostgreSQL's server binaries).
 bench-backends: $(STAMP) test-deps
 	$(PY) bench/backends_bench.py
 

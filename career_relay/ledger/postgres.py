@@ -20,7 +20,7 @@ Plans: every connection runs without parallel workers (``max_parallel_workers_pe
 = 0``).  The ledger reads one company's range of an index; when one company holds a large
 share of a table, the planner may prefer a parallel scan of every company's rows, which
 cost three to five times the index on a shared server (the report's ``views`` for a
-company with 30% of 1,000,000 offers: 33 to 52 ms against 11 to 17 ms, docs/performance.md
+company with 30% of 1,000,000 offers: 33 to 64 ms against 11 to 17 ms, docs/performance.md
 "Both backends").
 """
 
