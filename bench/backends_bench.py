@@ -26,13 +26,13 @@ printing one table with a row per backend:
    ``--site-offers`` distinct offers, ``--concurrency`` in flight.  After each round the
    ledger must hold exactly one accept per offer posted and a consent forward each.
 3. ``report``: ``report_bench``'s ledger of ``--offers`` offers (the SQLite file, cached in
-   bench/.cache/) is copied into PostgreSQL with COPY, table by table in one transaction,
-   with PostgreSQL's own triggers on: ``offer_stats``, ``first_decisions`` and
-   ``offer_views.company`` are computed by them and then compared, row for row, with what
-   SQLite's triggers made.  Then ``VACUUM ANALYZE`` (autovacuum does it to a production
-   table after such growth).  Timed: ``reports.report(..., details=True)`` for the big
-   company (goal < 200 ms on both) and for all 20 (< 2 s), medians of ``--repeat`` after a
-   warm-up; the reports of both backends must be equal, field by field.
+   bench/.cache/) is copied into PostgreSQL by ``ledger migrate``'s ``copy_to`` (COPY in
+   one transaction; ``offer_stats`` and ``first_decisions`` made by PostgreSQL's own
+   triggers and compared, row for row, with SQLite's; every count checked).  Then
+   ``VACUUM ANALYZE`` (autovacuum does it to a production table after such growth).
+   Timed: ``reports.report(..., details=True)`` for the big company (goal < 200 ms on
+   both) and for all 20 (< 2 s), medians of ``--repeat`` after a warm-up; the reports of
+   both backends must be equal, field by field.
 4. ``ceiling``: offers recorded per second by ``--writers`` processes on PostgreSQL, each
    with a Ledger of its own (``open_shared``) as each gateway worker has, for
    ``--ceiling-seconds`` after a second of warm-up: (i) one writer, one rejection per
@@ -89,6 +89,7 @@ from career_relay.ledger import (  # noqa: E402
     Ledger,
     LedgerWriter,
     Rejection,
+    copy_to,
     new_offer_id,
     open_ledger,
     open_shared,
@@ -353,63 +354,6 @@ def part_site(args: argparse.Namespace, pg: Postgres | None, workdir: Path,
 
 # -- 3. the report over --offers offers -------------------------------------------------
 
-# Tables copied from report_bench's SQLite file, parents first.  offer_stats and
-# first_decisions are not copied: PostgreSQL's triggers make them from the rows copied.
-COPIED = ("notices", "offers", "daily_counts", "offer_views", "receipts", "profiles",
-          "reviews", "forwards", "forward_events", "outbox", "entries", "qualified",
-          "credits", "redemptions", "meta")
-TRIGGER_FILLED = {"offer_views": ("company",)}  # left to the trigger offer_views_company
-DERIVED = {  # the derived tables, in a stable order, to compare the two backends'
-    "offer_stats": "SELECT company, day, job, channel, offers, accepted FROM offer_stats"
-                   " ORDER BY company, day, job, channel",
-    "first_decisions": "SELECT offer_id, company, offer_created, hours FROM first_decisions"
-                       " ORDER BY offer_id",
-    "offer_views": "SELECT offer_id, first_viewed, company FROM offer_views ORDER BY offer_id",
-}
-
-
-def load_into_postgres(path: Path, url: str) -> dict[str, int]:
-    """Every row of the SQLite ledger at ``path`` into the (migrated, empty) PostgreSQL
-    ledger at ``url``, in one transaction, in rowid order (identity columns are given in
-    the same order), triggers on.  Rows per table."""
-    copied: dict[str, int] = {}
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src, \
-            psycopg.connect(url) as dst:
-        for table in COPIED:
-            pg_columns = [name for name, identity in dst.execute(
-                "SELECT column_name, is_identity = 'YES' AND identity_generation = 'ALWAYS'"
-                " FROM information_schema.columns WHERE table_name = %s"
-                " ORDER BY ordinal_position", (table,)).fetchall() if not identity]
-            sqlite_columns = {row[1] for row in src.execute(f"PRAGMA table_info({table})")}
-            columns = [c for c in pg_columns if c in sqlite_columns
-                       and c not in TRIGGER_FILLED.get(table, ())]
-            names = ", ".join(columns)
-            count = 0
-            with dst.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in src.execute(f"SELECT {names} FROM {table} ORDER BY rowid"):
-                    copy.write_row(row)
-                    count += 1
-            copied[table] = count
-            log(f"  {table}: {count:,} rows")
-    return copied
-
-
-def compare_derived(path: Path, url: str) -> None:
-    """The derived tables PostgreSQL's triggers made, row for row against SQLite's."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src, \
-            psycopg.connect(url) as dst:
-        for table, sql in DERIVED.items():
-            mine = src.execute(sql).fetchall()
-            theirs = [tuple(row) for row in dst.execute(sql).fetchall()]
-            if mine != theirs:
-                first = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False))
-                              if a != b), min(len(mine), len(theirs)))
-                raise RuntimeError(f"{table}: PostgreSQL's triggers made {len(theirs):,} rows, "
-                                   f"SQLite's {len(mine):,}; the first difference is row "
-                                   f"{first}")
-            log(f"  {table}: {len(mine):,} rows, the same on both")
-
-
 def _median_ms(run: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
     run()  # warm-up: pages in the caches
     times = []
@@ -447,11 +391,12 @@ def part_report(args: argparse.Namespace, pg: Postgres | None, run: Run) -> str 
         else:
             assert pg is not None
             url = pg.fresh_url("report")
-            open_shared(url, hash_key=report_bench.HASH_KEY).close()  # the schema
-            log(f"copying {path.name} into PostgreSQL (triggers on)")
+            log(f"copying {path.name} into PostgreSQL (ledger migrate's copy_to)")
             began = time.monotonic()
-            load_into_postgres(path, url)
-            compare_derived(path, url)
+            with open_ledger(path, hash_key=report_bench.HASH_KEY) as source:
+                copied = copy_to(source, url)
+            log("  " + ", ".join(f"{table} {rows:,}" for table, rows in copied.rows.items()
+                                 if rows))
             with pg.server.connect(url.rsplit("/", 1)[1]) as conn:
                 conn.execute("VACUUM ANALYZE")
             load_s = time.monotonic() - began
@@ -472,7 +417,7 @@ def part_report(args: argparse.Namespace, pg: Postgres | None, run: Run) -> str 
     same = "; the reports are equal on both backends" if len(results) == 2 else ""
     loaded = [r["load_s"] for r in run.report if r["load_s"]]
     lines.append(f"({args.offers:,} offers, median of {args.repeat} after a warm-up{same}"
-                 + (f"; PostgreSQL loaded by COPY, triggers on, in {loaded[0]:.0f} s)"
+                 + (f"; PostgreSQL: ledger migrate's copy and VACUUM ANALYZE, {loaded[0]:.0f} s)"
                     if loaded else ")"))
     print("\n".join(lines), flush=True)
     return url
