@@ -20,7 +20,8 @@ TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fo
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk
 
-.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report docs clean help lock
+.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report bench-backends docs \
+	clean help lock
 
 help:
 	@echo "make run    start the demo (gateway, delivery, consent site, capture upstream)"
@@ -29,6 +30,7 @@ help:
 	@echo "make bench  every path of a company's mail against Postfix (bench/relay_bench.py --paths)"
 	@echo "make bench-site  consent site throughput against bare aiohttp (bench/site_bench.py)"
 	@echo "make bench-report  the ledger report on 1,000,000 offers (bench/report_bench.py)"
+	@echo "make bench-backends  SQLite and PostgreSQL side by side: gateway, site, report, ceiling"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
 	@echo "make lock   regenerate requirements*.lock (versions and hashes) from pyproject.toml"
 
@@ -105,6 +107,15 @@ bench-site: $(STAMP) bench-deps
 # Builds the 1,000,000-offer ledger once (cached in bench/.cache/), then times the report.
 bench-report: $(STAMP)
 	$(PY) bench/report_bench.py --verify
+
+# Both ledger backends in one run (bench/backends_bench.py): rejections through the gateway
+# beside Postfix, consent POSTs beside bare aiohttp, the report on 1,000,000 offers (the
+# SQLite file cached as for bench-report, copied into a private PostgreSQL with production's
+# durability), and the writers' ceiling on PostgreSQL; about 12 minutes (3 more the first
+# time, to build the cached ledger). Needs root (Postfix) and the test packages (Postfix,
+# PostgreSQL's server binaries).
+bench-backends: $(STAMP) test-deps
+	$(PY) bench/backends_bench.py
 
 docs: $(STAMP)
 	$(PY) -m career_relay.settings_doc > docs/configuration.md

@@ -61,6 +61,10 @@ ratios, CPU ms per message of both, and the goal (met / NOT met); then the
 machine. The exit status is 1 only when a run or a check failed, not for a
 missed goal.
 
+``--ledger-url postgresql://...`` puts every gateway's ledger in that PostgreSQL database
+(``ledger.url``) instead of a SQLite file each; the ledger checks count differences, so the
+gateways may share it (``bench/backends_bench.py`` gives each a database of its own).
+
 Everything listens on and connects to 127.0.0.1 only, every wait has a
 timeout, and every process started here is stopped in ``finally`` blocks.
 """
@@ -102,7 +106,7 @@ import dkim  # noqa: E402
 from relay_messages import KINDS, MARKER, RECIPIENT, build_message  # noqa: E402
 
 from career_relay.dkimkeys import generate_key, public_record  # noqa: E402 - sys.path above
-from career_relay.ledger import open_ledger  # noqa: E402
+from career_relay.ledger import open_ledger, open_shared  # noqa: E402
 from career_relay.tokens import LinkSigner  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 from tests.peers.postfix import (  # noqa: E402
@@ -473,11 +477,13 @@ class GatewaySystem(SystemUnderTest):
         spool_queue: Path,
         ledger: Path | None = None,
         expect: LedgerDelta | None = None,
+        ledger_url: str | None = None,
     ) -> None:
         self.process = process
         self.port = port
         self.spool_queue = spool_queue
         self.ledger = ledger
+        self.ledger_url = ledger_url  # the ledger is in PostgreSQL, not in the file
         self.expect = expect
         self._ledger_before = (0, 0, 0)
 
@@ -497,17 +503,24 @@ class GatewaySystem(SystemUnderTest):
     def ledger_counts(self) -> tuple[int, int, int]:
         """(offers, rejections, unmarked rejections) of acme in the gateway's ledger;
         zeros before it exists."""
-        if self.ledger is None or not self.ledger.exists():
+        offers_sql = "SELECT count(*) FROM offers WHERE company = ?"
+        counts_sql = ("SELECT coalesce(sum(rejections), 0), coalesce(sum(unmarked_rejections), 0)"
+                      " FROM daily_counts WHERE company = ?")
+        if self.ledger is None:
+            return 0, 0, 0
+        if self.ledger_url is not None:
+            import psycopg  # only for a ledger in PostgreSQL
+
+            with psycopg.connect(self.ledger_url, autocommit=True) as pg:
+                (offers,) = pg.execute(offers_sql.replace("?", "%s"), (COMPANY_ID,)).fetchone()
+                rejections, unmarked = pg.execute(counts_sql.replace("?", "%s"),
+                                                  (COMPANY_ID,)).fetchone()
+            return int(offers), int(rejections), int(unmarked)
+        if not self.ledger.exists():
             return 0, 0, 0
         with contextlib.closing(sqlite3.connect(self.ledger, timeout=30.0)) as conn:
-            (offers,) = conn.execute(
-                "SELECT count(*) FROM offers WHERE company = ?", (COMPANY_ID,)
-            ).fetchone()
-            rejections, unmarked = conn.execute(
-                "SELECT coalesce(sum(rejections), 0), coalesce(sum(unmarked_rejections), 0)"
-                " FROM daily_counts WHERE company = ?",
-                (COMPANY_ID,),
-            ).fetchone()
+            (offers,) = conn.execute(offers_sql, (COMPANY_ID,)).fetchone()
+            rejections, unmarked = conn.execute(counts_sql, (COMPANY_ID,)).fetchone()
         return int(offers), int(rejections), int(unmarked)
 
     def before_run(self) -> None:
@@ -652,6 +665,7 @@ def write_gateway_config(
     workers: int | None,
     company_key: Path | None = None,
     detect: str = "marker",
+    ledger_url: str | None = None,
 ) -> Path:
     """The gateway configuration (SPEC keys); 127.0.0.1 relays without AUTH via allow_ips.
 
@@ -659,6 +673,7 @@ def write_gateway_config(
     DKIM key (selector "bench") and ``detect``, so mail from hr@acme.example with
     the marker is a rejection (with "auto", also mail the classifier calls one);
     without it no company is configured and every message is relayed unchanged.
+    With ``ledger_url`` the ledger is in that PostgreSQL database (``ledger.url``).
     """
 
     def toml_str(value: str) -> str:
@@ -683,7 +698,8 @@ def write_gateway_config(
         f"dir = {toml_str(str(workdir / 'spool'))}\n"
         "\n[ledger]\n"
         f"path = {toml_str(str(workdir / 'ledger.db'))}\n"
-        "\n[secrets]\n"
+        + (f"url = {toml_str(ledger_url)}\n" if ledger_url else "")
+        + "\n[secrets]\n"
         f"signing_keys = [{toml_str(SIGNING_KEY)}]\n"
     )
     if company_key is not None:
@@ -715,13 +731,16 @@ def gateway_system(
     company_key: Path | None = None,
     expect: LedgerDelta | None = None,
     detect: str = "marker",
+    ledger_url: str | None = None,
 ) -> Iterator[GatewaySystem]:
-    """The gateway with its config, spool, ledger and log in ``workdir``; with
-    ``company_key`` (acme configured) every run is checked against ``expect``."""
+    """The gateway with its config, spool, ledger and log in ``workdir`` (the ledger in
+    PostgreSQL with ``ledger_url``); with ``company_key`` (acme configured) every run is
+    checked against ``expect``."""
     if not os.access(executable, os.X_OK):
         raise BenchError(f"{executable} is not there yet (pip install -e . in the venv?)")
     workdir.mkdir(mode=0o755, exist_ok=True)
-    config = write_gateway_config(workdir, port, sink_port, workers, company_key, detect)
+    config = write_gateway_config(workdir, port, sink_port, workers, company_key, detect,
+                                  ledger_url)
     # CAREER_RELAY_* variables would override the file (and unknown ones are
     # rejected), so the gateway gets an environment without them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
@@ -738,7 +757,8 @@ def gateway_system(
         try:
             wait_for_smtp(port, 30.0, process)
             ledger = workdir / "ledger.db" if company_key is not None else None
-            yield GatewaySystem(process, port, workdir / "spool" / "queue", ledger, expect)
+            yield GatewaySystem(process, port, workdir / "spool" / "queue", ledger, expect,
+                                ledger_url)
         except BenchError as exc:  # the gateway's own log usually says why
             raise BenchError(f"{exc}\n--- {log_path} ---\n{tail(log_path)}") from None
         finally:
@@ -856,7 +876,7 @@ def sample_run(
             files[0].rename(workdir / "reference.dump")
         with gateway_system(
             workdir, args.career_relay, port, sink_port, args.gateway_workers, key_path,
-            expect, detect,
+            expect, detect, args.ledger_url,
         ) as gateway:  # fmt: skip
             run_once(gateway, NullSink(dump), workload, count, 1, args.timeout)
     finally:
@@ -887,7 +907,8 @@ def check_rejection_sample(
     if len(tokens) != len(checked):
         raise BenchError(f"sample: {len(checked)} copies share {len(tokens)} tokens")
     signer = LinkSigner([SIGNING_KEY], 90)
-    ledger = open_ledger(workdir / "ledger.db")
+    ledger = (open_shared(args.ledger_url, hash_key=SIGNING_KEY.encode())  # the gateway's key
+              if args.ledger_url else open_ledger(workdir / "ledger.db"))
     try:
         for rcpt, token in checked:
             offer = ledger.offer(signer.offer_id(token))
@@ -1292,7 +1313,7 @@ def run_path(
     port = free_port()
     with gateway_system(
         directory / "gateway", args.career_relay, port, sink_port, args.gateway_workers,
-        key_path, path.expect, path.detect,
+        key_path, path.expect, path.detect, args.ledger_url,
     ) as gateway:  # fmt: skip
         log(f"  gateway on {LOOPBACK}:{port}")
         if args.warmup > 0:
@@ -1524,6 +1545,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=REPO_ROOT / ".venv" / "bin" / "career-relay",
         help="the career-relay executable",
     )
+    parser.add_argument(
+        "--ledger-url",
+        default=None,
+        metavar="URL",
+        help="every gateway's ledger in this PostgreSQL database (ledger.url), not a SQLite "
+        "file each",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.workloads is not None:
@@ -1580,7 +1608,7 @@ def run_rejection(
     log(f"career-relay gateway (rejections) on {LOOPBACK}:{port}")
     with gateway_system(
         directory, args.career_relay, port, sink_port, args.gateway_workers, key_path,
-        LedgerDelta(offers=REJECTION_RCPTS, rejections=1),
+        LedgerDelta(offers=REJECTION_RCPTS, rejections=1), ledger_url=args.ledger_url,
     ) as gateway:  # fmt: skip
         runs = measure(gateway, sink, workload, args, args.profile)
     if args.profile is not None:
@@ -1630,7 +1658,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"career-relay gateway on {LOOPBACK}:{gateway_port}")
             try:
                 with gateway_system(
-                    workdir, args.career_relay, gateway_port, sink_port, args.gateway_workers
+                    workdir, args.career_relay, gateway_port, sink_port, args.gateway_workers,
+                    ledger_url=args.ledger_url,
                 ) as gateway:
                     gateway_runs = measure(gateway, sink, passthrough, args)
             except Exception as exc:

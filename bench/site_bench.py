@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -51,7 +52,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -59,7 +59,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from career_relay.ledger import open_ledger  # noqa: E402 - sys.path above
+from career_relay.ledger import Ledger, Rejection, open_configured  # noqa: E402 - sys.path
 from career_relay.settings import load  # noqa: E402
 from career_relay.tokens import LinkSigner  # noqa: E402
 
@@ -160,7 +160,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def serve_bare(port: int) -> int:
-    """A fixed small page on GET /; POST /forwards answers 200 (the stand-in agency)."""
+    """A fixed small page on GET /; POST /forwards answers 200 (the stand-in agency);
+    POST /c/{token} reads the form and answers 303 to /c/{token}/done, as an accept does
+    (the baseline of bench/backends_bench.py's POSTs)."""
     import uvloop
     from aiohttp import web
 
@@ -171,9 +173,14 @@ def serve_bare(port: int) -> int:
         await request.read()
         return web.json_response({"status": "received"})
 
+    async def decide(request: web.Request) -> web.Response:
+        await request.post()
+        raise web.HTTPSeeOther(f"{request.path}/done")
+
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_post("/forwards", forwards)
+    app.router.add_post("/c/{token}", decide)
     uvloop.install()
     web.run_app(app, host=LOOPBACK, port=port, access_log=None, print=None)
     return 0
@@ -190,15 +197,23 @@ class Prepared:
     bare_port: int
     page_url: str  # the consent page wrk fetches
     post_urls: list[str]  # one offer each, for the POST run
+    ledger_url: str | None = None  # the ledger is in PostgreSQL (ledger.url), not the file
+
+    def open_ledger(self) -> Ledger:
+        """The site's ledger, opened as the site opens it (its hash key, file or URL)."""
+        return open_configured(load(self.config))
 
 
 def toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-def prepare(workdir: Path, offers: int) -> Prepared:
-    site_port, bare_port = free_port(), free_port()
-    while bare_port == site_port:
+def prepare(workdir: Path, offers: int, ledger_url: str | None = None,
+            bare_port: int | None = None) -> Prepared:
+    """The configuration and ``offers + 1`` offers (the first for the GET run); with
+    ``ledger_url`` the ledger is in that PostgreSQL database (``ledger.url``)."""
+    site_port = free_port()
+    while bare_port is None or bare_port == site_port:
         bare_port = free_port()
     public_url = f"http://{LOOPBACK}:{site_port}"
     ledger_path = workdir / "ledger.db"
@@ -215,7 +230,8 @@ def prepare(workdir: Path, offers: int) -> Prepared:
         "review_window = 0\n"
         "\n[ledger]\n"
         f"path = {toml_str(str(ledger_path))}\n"
-        "\n[secrets]\n"
+        + (f"url = {toml_str(ledger_url)}\n" if ledger_url else "")
+        + "\n[secrets]\n"
         f"signing_keys = [{toml_str(SIGNING_KEY)}]\n"
         "\n[agency]\n"
         f"privacy_url = {toml_str(f'http://{LOOPBACK}:{bare_port}/privacy')}\n"
@@ -226,15 +242,18 @@ def prepare(workdir: Path, offers: int) -> Prepared:
         'name = "株式会社アクメ"\n'
         'domains = ["acme.example"]\n',
         encoding="utf-8")
-    signer = LinkSigner.from_settings(load(config))
+    settings = load(config)
+    signer = LinkSigner.from_settings(settings)
     urls: list[str] = []
-    with open_ledger(ledger_path) as ledger:
-        for i in range(offers + 1):
-            offer = ledger.record_offer(COMPANY, "<rejection-1@acme.example>",
-                                        f"candidate{i}@example.net",
-                                        job="バックエンドエンジニア", stage="一次面接")
-            urls.append(f"{public_url}/c/{signer.token(offer.id)}")
-    return Prepared(config, ledger_path, site_port, bare_port, urls[0], urls[1:])
+    with open_configured(settings) as ledger:  # as the site opens it: the same hash key
+        for first in range(0, offers + 1, 500):  # 500 offers a transaction
+            batch = [(f"candidate{i}@example.net", ledger.new_id())
+                     for i in range(first, min(first + 500, offers + 1))]
+            ledger.record_rejections([Rejection(
+                COMPANY, f"<rejection-{first}@acme.example>", tuple(batch),
+                job="バックエンドエンジニア", stage="一次面接", counters=())])
+            urls += [f"{public_url}/c/{signer.token(oid)}" for _, oid in batch]
+    return Prepared(config, ledger_path, site_port, bare_port, urls[0], urls[1:], ledger_url)
 
 
 # -- GET: wrk -----------------------------------------------------------------------------
@@ -318,6 +337,7 @@ class PostResult:
     held_for_review: int
     consent_forwards: int
     forwards_delivered: int
+    server_cpu_seconds: float | None = None  # of another server (``run_posts``'s probe)
 
 
 def _form_nonce(html: str) -> str:
@@ -376,49 +396,55 @@ async def _post_accepts(urls: list[str], nonces: list[str], cookie: str,
         return time.perf_counter() - begin, latencies
 
 
-def ledger_checks(ledger: Path, offer_ids: list[str]) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as db:
-        db.execute("CREATE TEMP TABLE posted (id TEXT PRIMARY KEY)")
-        db.executemany("INSERT INTO posted VALUES (?)", [(i,) for i in offer_ids])
+def ledger_checks(prepared: Prepared, offer_ids: list[str]) -> dict[str, int]:
+    """What the ledger holds for the offers posted (others may have been posted before)."""
+    posted = set(offer_ids)
+    with prepared.open_ledger() as ledger, ledger.read() as db:
+        receipts = [(decision, review) for offer, decision, review in db.execute(
+            "SELECT offer_id, decision, review FROM receipts").fetchall() if offer in posted]
+        accepts = collections.Counter(offer for offer, decision in db.execute(
+            "SELECT offer_id, decision FROM receipts").fetchall()
+            if offer in posted and decision == "accept")
+        forwards = [(kind, delivered) for offer, kind, delivered in db.execute(
+            "SELECT offer_id, kind, EXISTS (SELECT 1 FROM forward_events e"
+            " WHERE e.forward_id = f.id AND e.event = 'delivered') FROM forwards f"
+        ).fetchall() if offer in posted]
+    return {
+        "accept_receipts": sum(1 for decision, _ in receipts if decision == "accept"),
+        "offers_with_one_accept": sum(1 for n in accepts.values() if n == 1),
+        "held_for_review": sum(1 for _, review in receipts if review is not None),
+        "consent_forwards": sum(1 for kind, _ in forwards if kind == "consent"),
+        "forwards_delivered": sum(1 for _, delivered in forwards if delivered),
+    }
 
-        def one(sql: str) -> int:
-            return int(db.execute(sql).fetchone()[0])
 
-        return {
-            "accept_receipts": one("SELECT COUNT(*) FROM receipts WHERE decision = 'accept'"),
-            "offers_with_one_accept": one(
-                "SELECT COUNT(*) FROM (SELECT offer_id FROM receipts WHERE decision = 'accept'"
-                " AND offer_id IN (SELECT id FROM posted) GROUP BY offer_id"
-                " HAVING COUNT(*) = 1)"),
-            "held_for_review": one("SELECT COUNT(*) FROM receipts WHERE review IS NOT NULL"),
-            "consent_forwards": one("SELECT COUNT(*) FROM forwards WHERE kind = 'consent'"),
-            "forwards_delivered": one(
-                "SELECT COUNT(DISTINCT forward_id) FROM forward_events"
-                " WHERE event = 'delivered'"),
-        }
-
-
-def offer_ids(prepared: Prepared) -> list[str]:
+def offer_ids(prepared: Prepared, urls: list[str]) -> list[str]:
     signer = LinkSigner.from_settings(load(prepared.config))
-    return [signer.offer_id(url.rsplit("/", 1)[1]) for url in prepared.post_urls]
+    return [signer.offer_id(url.rsplit("/", 1)[1]) for url in urls]
 
 
-def run_posts(prepared: Prepared, args: argparse.Namespace, site_pid: int) -> PostResult:
+def run_posts(prepared: Prepared, args: argparse.Namespace, site_pid: int,
+              urls: list[str] | None = None,
+              server_cpu: Callable[[], float] | None = None) -> PostResult:
+    """One accept for each of ``urls`` (default: every offer prepared for the POST run);
+    ``server_cpu`` reads another server's CPU seconds (PostgreSQL's) over the same time."""
     import uvloop
 
+    urls = prepared.post_urls if urls is None else urls
     cookie = f"cr_csrf={secrets.token_hex(16)}"
-    log(f"fetching {len(prepared.post_urls)} pages for their CSRF nonces (not timed)")
-    nonces = uvloop.run(_fetch_nonces(prepared.post_urls, cookie, args.concurrency))
-    log(f"posting {len(prepared.post_urls)} accepts, {args.concurrency} in flight")
+    log(f"fetching {len(urls)} pages for their CSRF nonces (not timed)")
+    nonces = uvloop.run(_fetch_nonces(urls, cookie, args.concurrency))
+    log(f"posting {len(urls)} accepts, {args.concurrency} in flight")
     cpu_before = cpu_seconds(site_pid)
-    seconds, latencies = uvloop.run(
-        _post_accepts(prepared.post_urls, nonces, cookie, args.concurrency))
+    server_before = server_cpu() if server_cpu else 0.0
+    seconds, latencies = uvloop.run(_post_accepts(urls, nonces, cookie, args.concurrency))
     cpu = cpu_seconds(site_pid) - cpu_before
-    checks = ledger_checks(prepared.ledger, offer_ids(prepared))
-    posted = len(prepared.post_urls)
+    server = server_cpu() - server_before if server_cpu else None
+    checks = ledger_checks(prepared, offer_ids(prepared, urls))
+    posted = len(urls)
     quantiles = statistics.quantiles(latencies, n=100)
     result = PostResult(posted, seconds, posted / seconds, quantiles[49] * 1000,
-                        quantiles[98] * 1000, cpu, **checks)
+                        quantiles[98] * 1000, cpu, **checks, server_cpu_seconds=server)
     if not (result.accept_receipts == result.offers_with_one_accept == posted
             == result.consent_forwards) or result.held_for_review:
         raise BenchError(f"the ledger does not hold one accept per offer posted: {checks}")

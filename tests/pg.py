@@ -32,6 +32,9 @@ Things that matter:
   0700. The password is in every URL.
 * ``fsync = off``: a test server need not survive a power cut. A crash of the server
   itself (``restart("immediate")``) loses nothing committed, as in production.
+  ``PostgresServer(durable=True)`` (the benchmarks) has production's durability instead:
+  ``fsync``, ``full_page_writes`` and ``synchronous_commit`` on, so a commit waits for
+  its WAL flush; ``settings`` adds or overrides other lines of postgresql.conf.
 * The binaries: the highest ``/usr/lib/postgresql/<major>/bin`` (Debian's layout, from
   ``make test-deps``), else ``pg_config --bindir``, else ``PATH``. Missing binaries fail
   the test, with what to install: they are never a reason to skip.
@@ -48,7 +51,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -110,8 +113,13 @@ class PostgresServer:
     end, stops it (immediately) and removes its directory.
     """
 
-    def __init__(self, bindir: Path | None = None, port: int | None = None):
+    def __init__(self, bindir: Path | None = None, port: int | None = None, *,
+                 durable: bool = False, settings: Mapping[str, str] | None = None):
         self.bindir = bindir or find_bindir()
+        #: fsync, full_page_writes and synchronous_commit on (a benchmark's server), not off.
+        self.durable = durable
+        #: More lines of postgresql.conf (``name = value``), after the ones above.
+        self.settings = dict(settings or {})
         self.as_system_user = os.geteuid() == 0
         if self.as_system_user:
             try:
@@ -179,16 +187,18 @@ class PostgresServer:
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         # Appended: a later line wins, so _set_port can append another port.
+        durability = ("fsync = on\nfull_page_writes = on\nsynchronous_commit = on\n"
+                      if self.durable else "fsync = off\nfull_page_writes = off\n")
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# career-relay tests (tests/pg.py)\n"
                        "listen_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.socket_dir}'\n"
                        "unix_socket_permissions = 0700\n"
-                       "fsync = off\n"
-                       "full_page_writes = off\n"
+                       f"{durability}"
                        "max_connections = 50\n"
                        "shared_buffers = 32MB\n"
-                       "log_min_messages = warning\n")
+                       "log_min_messages = warning\n"
+                       + "".join(f"{name} = {value}\n" for name, value in self.settings.items()))
         self._set_port(self.port)
 
     def _set_port(self, port: int) -> None:

@@ -91,6 +91,27 @@ def test_a_change_on_one_host_is_heard_on_the_other(two_hosts: tuple[Ledger, Led
     assert b.data_version() != listening
 
 
+def test_the_ledger_plans_without_parallel_workers(fresh_postgres_url: str) -> None:
+    """A company's range of an index, never a parallel scan of every company's rows (the
+    report over 1,000,000 offers, docs/performance.md): with parallel plans made free, a
+    plain connection gathers workers for the report's views and the ledger's does not."""
+    query = ("EXPLAIN SELECT COUNT(*) FROM offer_views WHERE company = 'acme'"
+             " AND first_viewed >= '2026-01-01T00:00:00Z'")
+    free = ("SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0",
+            "SET min_parallel_table_scan_size = 0", "SET enable_indexonlyscan = off",
+            "SET enable_indexscan = off", "SET enable_bitmapscan = off")
+    with open_shared(fresh_postgres_url) as ledger:
+        with psycopg.connect(fresh_postgres_url, autocommit=True) as plain:
+            for setting in free:
+                plain.execute(setting)
+            assert "Gather" in " ".join(row[0] for row in plain.execute(query))
+        with ledger.read() as conn:
+            assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone() == ("0",)
+            for setting in free:
+                conn.execute(setting)
+            assert "Gather" not in " ".join(row[0] for row in conn.execute(query).fetchall())
+
+
 def test_retention_and_admin_logins_on_postgresql(fresh_postgres_url: str) -> None:
     with open_shared(fresh_postgres_url) as ledger:
         offer = ledger.record_offer("acme", "<m@acme.example>", "c@example.net")

@@ -299,6 +299,38 @@ def test_report_details_by_job_and_channel_and_time_to_decide(world: World) -> N
     assert r["monthly"] == [{"month": "2026-04", "offers": 3, "accepted": 1, "qualified": 0}]
 
 
+def test_report_details_ties_by_name_and_months_from_both_sides(world: World) -> None:
+    """The details add up one read of offer_stats: jobs and channels with as many offers
+    in byte order of their names (no job: ''), a month with accepts and no offers, and
+    only the offers of the period (docs/performance.md, "Both backends")."""
+    made = {}
+    for i, (job, channel) in enumerate([("営業", "b"), ("SRE", "a"), (None, "a"),
+                                        ("営業", "a"), ("SRE", "b"), (None, "c")]):
+        made[i] = world.ledger.record_offer("acme", f"<t{i}@acme.example>",
+                                            f"t{i}@example.net", job=job, channel=channel)
+    world.tick(40 * 86400)  # into the next month: an accept there, and an offer after it
+    world.accept(made[1])
+    world.ledger.record_offer("acme", "<t9@acme.example>", "t9@example.net", job="SRE")
+    (r,) = reports.report(world.ledger, ["acme"], reports.period(None, None, world.now.date()),
+                          10, details=True)
+    month, later = T0.strftime("%Y-%m"), world.now.strftime("%Y-%m")
+    assert [(j["name"], j["offers"], j["accepted"]) for j in r["by_job"]] == [
+        ("SRE", 3, 1), ("", 2, 0), ("営業", 2, 0)]
+    assert [(c["name"], c["offers"]) for c in r["by_channel"]] == [
+        ("a", 3), ("b", 2), ("", 1), ("c", 1)]
+    assert r["monthly"] == [{"month": month, "offers": 6, "accepted": 0, "qualified": 0},
+                            {"month": later, "offers": 1, "accepted": 1, "qualified": 0}]
+    assert r["offers"] == 7
+    # The first month only: the accept and the later offer fall outside it.
+    end = (T0 + dt.timedelta(days=1)).date()
+    (first,) = reports.report(world.ledger, ["acme"], reports.period(None, end, end), 10,
+                              details=True)
+    assert first["offers"] == 6 and first["monthly"] == [
+        {"month": month, "offers": 6, "accepted": 0, "qualified": 0}]
+    assert [(j["name"], j["offers"], j["accepted"]) for j in first["by_job"]] == [
+        ("", 2, 0), ("SRE", 2, 1), ("営業", 2, 0)]
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

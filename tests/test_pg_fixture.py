@@ -206,3 +206,16 @@ def test_missing_binaries_say_what_to_install(tmp_path: Path,
     monkeypatch.setenv("PATH", str(tmp_path))  # no pg_config, no initdb
     with pytest.raises(pg.PostgresMissing, match=r"make test-deps.*postgresql"):
         pg.find_bindir()
+
+
+def test_the_tests_server_skips_fsync_and_a_durable_one_does_not(
+        pg_server: PostgresServer) -> None:
+    """The tests' server need not survive a power cut; a benchmark's must commit as
+    production does (bench/backends_bench.py), with its own extra settings."""
+    with pg_server.connect() as conn:
+        assert conn.execute("SHOW fsync").fetchone() == ("off",)
+    with PostgresServer(durable=True, settings={"max_connections": "60"}) as durable, \
+            durable.connect() as conn:
+        for name in ("fsync", "full_page_writes", "synchronous_commit"):
+            assert conn.execute(f"SHOW {name}").fetchone() == ("on",), name
+        assert conn.execute("SHOW max_connections").fetchone() == ("60",)

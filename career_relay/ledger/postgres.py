@@ -15,6 +15,13 @@ Reads: a connection from the pool per read, in autocommit (each statement
 sees the last commit).  ``data_version`` counts ``NOTIFY career_relay_ledger``,
 sent by every write transaction at its commit, so a site's page cache hears
 of a change made on any host.
+
+Plans: every connection runs without parallel workers (``max_parallel_workers_per_gather
+= 0``).  The ledger reads one company's range of an index; when one company holds a large
+share of a table, the planner may prefer a parallel scan of every company's rows, which
+cost three to five times the index on a shared server (the report's ``views`` for a
+company with 30% of 1,000,000 offers: 33 to 64 ms against 11 to 17 ms, docs/performance.md
+"Both backends").
 """
 
 from __future__ import annotations
@@ -111,6 +118,11 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Each new connection of the pool: no parallel plans (the module's docstring)."""
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+
+
 class PostgresBackend:
     """A pool of connections to one PostgreSQL database.
 
@@ -135,7 +147,7 @@ class PostgresBackend:
             url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
             reconnect_timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
-            name="career-relay-ledger")
+            configure=_configure, name="career-relay-ledger")
         self._version = 0
         self._counting = threading.Lock()
         self._listener: threading.Thread | None = None

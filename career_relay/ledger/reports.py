@@ -11,7 +11,11 @@ offer: offers, opt-in by job and channel and the monthly offers come from
 per-day counts (``offer_stats``), the time to decide from ``first_decisions``,
 views from ``offer_views_company``, decisions from ``receipts_company_decision``
 (migration ``0007_report_indexes``).  A report costs what that company has in
-the period, not what the ledger holds.
+the period, not what the ledger holds.  The details read ``offer_stats`` once
+(the query ``offer_stats``: by job, channel and month) and add it up three ways
+in Python: in PostgreSQL a company's rows of that table lie on about as many
+heap pages as it has rows (SQLite keeps them together, in key order), so every
+read of them costs (docs/performance.md, "Both backends").
 """
 
 from __future__ import annotations
@@ -39,12 +43,6 @@ class Query:
     description: str
     sql: str
 
-
-# Offers of the period by job or channel, and those accepted at least once, from the
-# per-day counts (``offer_stats``, kept by triggers): a few hundred rows, not every offer.
-_OPT_IN = ("SELECT {column}, SUM(offers), SUM(accepted) FROM offer_stats"
-           " WHERE company = :company AND day BETWEEN :start_day AND :end_day"
-           " GROUP BY 1 ORDER BY 2 DESC, 1")
 
 # Parameters: :company, :start and :end (UTC stamps; start inclusive, end exclusive),
 # :start_day and :end_day (dates, inclusive).
@@ -89,31 +87,30 @@ QUERIES: tuple[Query, ...] = (
           "SELECT (SELECT COUNT(*) FROM credits WHERE company = :company AND created < :end),"
           " (SELECT COUNT(*) FROM redemptions WHERE company = :company AND created < :end),"
           " (SELECT COUNT(*) FROM qualified WHERE company = :company AND created < :end)"),
-    Query("by_job", "Opt-in by job",
-          "For the offers of the period, by the job they applied for (X-Career-Relay-Job): "
-          "offers, and offers accepted at least once.",
-          _OPT_IN.format(column="job")),
-    Query("by_channel", "Opt-in by channel",
-          "The same by application channel (X-Career-Relay-Channel).",
-          _OPT_IN.format(column="channel")),
+    # From the per-day counts (``offer_stats``, kept by triggers): a few hundred rows, not
+    # every offer; by_job, by_channel and the monthly offers add them up (``_details``).
+    Query("offer_stats", "Opt-in by job and channel",
+          "For the offers of the period, by the job they applied for (X-Career-Relay-Job), "
+          "the application channel (X-Career-Relay-Channel) and the month: offers, and "
+          "offers accepted at least once.",
+          "SELECT job, channel, substr(day, 1, 7), SUM(offers), SUM(accepted) FROM offer_stats"
+          " WHERE company = :company AND day BETWEEN :start_day AND :end_day"
+          " GROUP BY 1, 2, 3"),
     Query("decision_hours", "Time to decide",
           "Hours from the rejection to the candidate's first accept or decline, for the "
           "offers of the period.",
           "SELECT hours FROM first_decisions WHERE company = :company"
           " AND offer_created >= :start AND offer_created < :end"),
     Query("monthly", "Monthly trend",
-          "Per month of the period: offers, accepts, qualified forwards.",
+          "Per month of the period: accepts, qualified forwards (and the offers, from "
+          "offer_stats).",
           # Integers and an alias in both dialects (PostgreSQL sums a sum as numeric and
           # names every subquery).
-          "SELECT month, CAST(SUM(offers) AS INTEGER), CAST(SUM(accepted) AS INTEGER),"
-          " CAST(SUM(qualified) AS INTEGER) FROM ("
-          " SELECT substr(day, 1, 7) AS month, SUM(offers) AS offers, 0 AS accepted,"
-          "  0 AS qualified FROM offer_stats WHERE company = :company"
-          "  AND day BETWEEN :start_day AND :end_day GROUP BY 1"
-          " UNION ALL SELECT substr(created, 1, 7), 0, COUNT(*), 0 FROM receipts"
-          "  WHERE company = :company AND decision = 'accept' AND created >= :start"
-          "  AND created < :end GROUP BY 1"
-          " UNION ALL SELECT substr(created, 1, 7), 0, 0, COUNT(*) FROM qualified"
+          "SELECT month, CAST(SUM(accepted) AS INTEGER), CAST(SUM(qualified) AS INTEGER)"
+          " FROM (SELECT substr(created, 1, 7) AS month, COUNT(*) AS accepted, 0 AS qualified"
+          "  FROM receipts WHERE company = :company AND decision = 'accept'"
+          "  AND created >= :start AND created < :end GROUP BY 1"
+          " UNION ALL SELECT substr(created, 1, 7), 0, COUNT(*) FROM qualified"
           "  WHERE company = :company AND created >= :start AND created < :end GROUP BY 1)"
           " AS monthly GROUP BY month ORDER BY month"),
 )
@@ -152,13 +149,15 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
     """SPEC 8's fields for one company; with ``details`` also by job, by channel, time to
     decide and the monthly trend."""
     p = {"company": company, **when.params}
+    stats = _run(conn, "offer_stats", p) if details else None
     (rejections, not_injected, unmarked), = _run(conn, "counters", p)
     decisions = dict(_run(conn, "decisions", p))
     earned, redeemed = _run(conn, "credits", p)[0]
     minted_total, redeemed_total, qualified_total = _run(conn, "balance", p)[0]
     report: dict[str, Any] = {
         "company": company, "since": when.since.isoformat(), "until": when.until.isoformat(),
-        "rejections": rejections, "offers": _run(conn, "offers", p)[0][0],
+        "rejections": rejections,
+        "offers": _run(conn, "offers", p)[0][0] if stats is None else sum(r[3] for r in stats),
         "not_injected": not_injected, "unmarked_rejections": unmarked,
         "views": _run(conn, "views", p)[0][0],
         "accepted": decisions.get("accept", 0), "declined": decisions.get("decline", 0),
@@ -171,25 +170,42 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
         "progress_to_next_credit": qualified_total % credit_every,
         "credit_every": credit_every,
     }
-    if details:
-        report.update(_details(conn, p))
+    if stats is not None:
+        report.update(_details(conn, p, stats))
     return report
 
 
-def _details(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
-    def rates(rows: Sequence[Any]) -> list[dict[str, Any]]:
+def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any]
+             ) -> dict[str, Any]:
+    """By job and by channel (the most offers first, then by name), the time to decide and
+    the monthly trend; ``stats`` is what the query ``offer_stats`` returned."""
+    jobs: dict[str, list[int]] = {}
+    channels: dict[str, list[int]] = {}
+    months: dict[str, list[int]] = {}
+    for job, channel, month, offers, accepted in stats:
+        for sums, key in ((jobs, job), (channels, channel)):
+            found = sums.setdefault(key, [0, 0])
+            found[0] += offers
+            found[1] += accepted
+        months.setdefault(month, [0, 0, 0])[0] += offers
+    for month, accepted, qualified in _run(conn, "monthly", p):
+        months.setdefault(month, [0, 0, 0])[1:] = [accepted, qualified]
+
+    def rates(sums: dict[str, list[int]]) -> list[dict[str, Any]]:
+        # Names in byte order, as the ledger's ORDER BY has them (UTF-8 keeps code points').
         return [{"name": name, "offers": offers, "accepted": accepted,
                  "opt_in_rate": round(accepted / offers, 4) if offers else 0.0}
-                for name, offers, accepted in rows]
+                for name, (offers, accepted) in sorted(sums.items(),
+                                                       key=lambda kv: (-kv[1][0], kv[0]))]
 
     hours = [h for (h,) in _run(conn, "decision_hours", p) if h is not None]
     return {
-        "by_job": rates(_run(conn, "by_job", p)),
-        "by_channel": rates(_run(conn, "by_channel", p)),
+        "by_job": rates(jobs),
+        "by_channel": rates(channels),
         "decision_hours": {"decided": len(hours),
                            "median": round(statistics.median(hours), 1) if hours else None},
         "monthly": [{"month": m, "offers": o, "accepted": a, "qualified": q}
-                    for m, o, a, q in _run(conn, "monthly", p)],
+                    for m, (o, a, q) in sorted(months.items())],
     }
 
 
