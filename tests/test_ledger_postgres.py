@@ -404,3 +404,46 @@ def test_a_read_only_server_is_unavailable(fresh_postgres_url: str) -> None:
     with open_shared(fresh_postgres_url) as ledger, \
             pytest.raises(LedgerUnavailable, match="read-only"):
         ledger.record_offer("acme", "<ro@acme.example>", "c@example.net")
+
+
+def test_a_write_lock_held_too_long_elsewhere_is_unavailable_not_a_hang(
+        fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host cut off while it held the write lock (attack review): the other hosts' writes
+    give up after LOCK_TIMEOUT and say LedgerUnavailable (held; 503), then work again."""
+    import psycopg
+
+    from career_relay.ledger import postgres
+
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT", 0.3)
+    with open_shared(fresh_postgres_url) as ledger:
+        ledger.record_offer("acme", "<m1@acme.example>", "c@example.net")
+        with psycopg.connect(fresh_postgres_url, autocommit=True) as stuck:
+            stuck.execute("SELECT pg_advisory_lock(%s)", (postgres.WRITE_LOCK,))
+            with pytest.raises(LedgerUnavailable, match="lock timeout"):
+                ledger.record_offer("acme", "<m2@acme.example>", "c@example.net")
+        ledger.record_offer("acme", "<m2@acme.example>", "c@example.net")  # released
+        with ledger.read() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM offers").fetchone() == (2,)
+            settings = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN"
+                " ('idle_in_transaction_session_timeout', 'tcp_keepalives_idle',"
+                " 'tcp_user_timeout', 'max_parallel_workers_per_gather')").fetchall())
+    # The server ends a client that vanished holding the lock (keepalives, idle timeout).
+    assert settings == {"idle_in_transaction_session_timeout": "300000",
+                        "tcp_keepalives_idle": "30", "tcp_user_timeout": "30000",
+                        "max_parallel_workers_per_gather": "0"}
+
+
+def test_libpq_timeouts_unless_the_url_sets_them() -> None:
+    """A partition is given up after seconds (connect_timeout, keepalives, TCP user timeout),
+    and an operator's own choice in ledger.url stands."""
+    import psycopg
+
+    from career_relay.ledger import postgres
+
+    plain = psycopg.conninfo.conninfo_to_dict(postgres.conninfo("postgresql://u@db/l"))
+    assert (plain["connect_timeout"], plain["keepalives_idle"], plain["tcp_user_timeout"]) == (
+        "5", "30", "30000")
+    own = psycopg.conninfo.conninfo_to_dict(
+        postgres.conninfo("postgresql://u@db/l?connect_timeout=20"))
+    assert own["connect_timeout"] == "20" and own["keepalives"] == "1"

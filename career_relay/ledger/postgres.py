@@ -118,9 +118,37 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+#: Seconds a write waits for the ledger's write lock before the ledger counts as
+#: unavailable (the gateway holds, the site answers 503): a host cut off while it held the
+#: lock must not stall every writer of every host until the server notices it is gone.
+LOCK_TIMEOUT = 10.0
+#: libpq's settings unless ``ledger.url`` sets them: a server that stops answering (a
+#: partition, a failover) is given up after seconds, not TCP's minutes or hours.
+_LIBPQ_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "30",
+                   "keepalives_interval": "10", "keepalives_count": "3",
+                   "tcp_user_timeout": "30000"}
+#: The server's side of the same: a client that vanished in a transaction (holding the
+#: write lock) is ended within about a minute by keepalives, and within five by the idle
+#: timeout whatever the network does (the ledger's transactions last milliseconds; the
+#: longest, ``ledger migrate``, never idles).
+_SESSION = ("SET max_parallel_workers_per_gather = 0",
+            "SET idle_in_transaction_session_timeout = '300s'",
+            "SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10",
+            "SET tcp_keepalives_count = 3", "SET tcp_user_timeout = 30000")
+
+
+def conninfo(url: str) -> str:
+    """``url`` with the ``_LIBPQ_DEFAULTS`` it does not set itself."""
+    given = psycopg.conninfo.conninfo_to_dict(url)
+    return psycopg.conninfo.make_conninfo(
+        url, **{k: v for k, v in _LIBPQ_DEFAULTS.items() if k not in given})
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
-    """Each new connection of the pool: no parallel plans (the module's docstring)."""
-    conn.execute("SET max_parallel_workers_per_gather = 0")
+    """Each new connection of the pool: no parallel plans (the module's docstring), and the
+    server's timeouts of ``_SESSION``."""
+    for statement in _SESSION:
+        conn.execute(statement)
 
 
 class PostgresBackend:
@@ -144,9 +172,10 @@ class PostgresBackend:
         # page a 503, every rejection held meanwhile).  Given up after POOL_TIMEOUT, when
         # no caller still waits for it, the next caller's attempt is made at once.
         self.pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
+            conninfo(url), min_size=1, max_size=max_size, timeout=POOL_TIMEOUT, open=True,
             reconnect_timeout=POOL_TIMEOUT,
-            kwargs={"autocommit": True}, check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            check=psycopg_pool.ConnectionPool.check_connection,
             configure=_configure, name="career-relay-ledger")
         self._version = 0
         self._counting = threading.Lock()
@@ -216,6 +245,8 @@ class PostgresBackend:
     def write(self) -> Iterator[_Connection]:
         self.ready()
         with self._connection() as conn, conn.transaction():
+            # LockNotAvailable past it: an OperationalError, so LedgerUnavailable.
+            conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.writing = wrapped = _Connection(conn)
             try:
@@ -256,7 +287,8 @@ class PostgresBackend:
         have been missed) and listen again."""
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                with psycopg.connect(conninfo(self.url), autocommit=True) as conn:
+                    _configure(conn)
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._changed()
                     while not self._closed.is_set():
