@@ -382,7 +382,12 @@ class Delivery:
             # permanent refusal (its From no longer the company's) bounces now.
             code = exc.code if isinstance(exc, SmtpReplyError) else 451
             status = exc.status if isinstance(exc, SmtpReplyError) else "4.3.0"
-            reason = f"{status} held: {exc}"
+            # The reply a bounce would carry to the company's sender says what happened in
+            # its words, never the ledger's (server names, grants: the log has those).
+            reason = (f"{status} held: {exc}" if isinstance(exc, SmtpReplyError) else
+                      f"{status} held: the ledger was unavailable; the links could not be "
+                      "added")
+            log.info("queue_id=%s still held: %s", env.id, exc)
             await self._settle(entry, data, {r: Reply(code, reason) for r in env.rcpts})
             if env.id in self._messages:  # still held: look again soon, not by the schedule
                 entry.due = entry.state.next_attempt = time.time() + HELD_RETRY
