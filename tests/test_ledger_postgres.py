@@ -447,3 +447,18 @@ def test_libpq_timeouts_unless_the_url_sets_them() -> None:
     own = psycopg.conninfo.conninfo_to_dict(
         postgres.conninfo("postgresql://u@db/l?connect_timeout=20"))
     assert own["connect_timeout"] == "20" and own["keepalives"] == "1"
+
+
+def test_a_snapshot_sees_one_moment_whatever_commits_meanwhile(
+        two_hosts: tuple[Ledger, Ledger]) -> None:
+    """The report reads many tables: on PostgreSQL a plain BEGIN would give each statement
+    a newer snapshot, so a delivery committed mid-report could make its figures disagree."""
+    a, b = two_hosts
+    a.record_offer("acme", "<m1@acme.example>", "c1@example.net")
+    with a.snapshot() as conn:
+        (before,) = conn.execute("SELECT COUNT(*) FROM offers").fetchone()
+        b.record_offer("acme", "<m2@acme.example>", "c2@example.net")  # another host
+        (during,) = conn.execute("SELECT COUNT(*) FROM offers").fetchone()
+    with a.read() as conn:
+        (after,) = conn.execute("SELECT COUNT(*) FROM offers").fetchone()
+    assert (before, during, after) == (1, 1, 2)

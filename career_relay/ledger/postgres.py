@@ -269,6 +269,22 @@ class PostgresBackend:
         with self._connection() as conn:
             yield _Connection(conn)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[_Connection]:
+        """One snapshot for every statement: REPEATABLE READ (a plain BEGIN is READ
+        COMMITTED in PostgreSQL, a new snapshot for each statement), rolled back."""
+        writing: _Connection | None = getattr(self._local, "writing", None)
+        if writing is not None:
+            yield writing
+            return
+        self.ready()
+        with self._connection() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            try:
+                yield _Connection(conn)
+            finally:
+                conn.execute("ROLLBACK")
+
     def data_version(self) -> int:
         """How many changes this process has heard of (any host's commits)."""
         with self._listening:

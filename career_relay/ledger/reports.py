@@ -212,12 +212,8 @@ def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any]
 def report(ledger: Ledger, companies: Sequence[str], when: Period, credit_every: int, *,
            details: bool = False) -> list[dict[str, Any]]:
     """One object per company, in the order given (SPEC 8 ``report --format json``)."""
-    with ledger.read() as conn:
-        # One snapshot for every query: a delivery committed meanwhile must not make
-        # qualified_forwards and the credit balance disagree.
-        conn.execute("BEGIN")
-        try:
-            return [company_report(conn, c, when, credit_every, details=details)
-                    for c in companies]
-        finally:
-            conn.execute("COMMIT")
+    # One snapshot for every query: a delivery committed meanwhile must not make
+    # qualified_forwards and the credit balance disagree.
+    with ledger.snapshot() as conn:
+        return [company_report(conn, c, when, credit_every, details=details)
+                for c in companies]

@@ -140,12 +140,8 @@ def purge(ledger: Ledger, rules: Rules, policy: Policy, *, dry_run: bool = False
     params = {"link_cutoff": policy.link_cutoff(now),
               "provision_cutoff": policy.provision_cutoff(now), "now": stamp(now)}
     if dry_run:
-        with ledger.read() as conn:
-            conn.execute("BEGIN")  # one snapshot; the temporary table goes with the rollback
-            try:
-                return _count(conn, params)
-            finally:
-                conn.execute("ROLLBACK")
+        with ledger.snapshot() as conn:  # the temporary table goes with its rollback
+            return _count(conn, params)
     with ledger.write() as conn:
         purged = _count(conn, params)
         conn.executemany(_ERASE_ADDRESS, [

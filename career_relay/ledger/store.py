@@ -58,6 +58,7 @@ class Backend(Protocol):
 
     def write(self) -> contextlib.AbstractContextManager[Any]: ...
     def read(self) -> contextlib.AbstractContextManager[Any]: ...
+    def snapshot(self) -> contextlib.AbstractContextManager[Any]: ...
     def data_version(self) -> int: ...
     def close(self) -> None: ...
 
@@ -98,6 +99,20 @@ class SqliteBackend:
             return
         with translated():
             yield self._reader()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that all see one moment (a deferred transaction, rolled back); inside a
+        write, the write's own."""
+        with self.read() as conn:
+            if conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
 
     def _reader(self) -> sqlite3.Connection:
         reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
@@ -179,6 +194,12 @@ class Store:
     def read(self) -> contextlib.AbstractContextManager[Any]:
         """A connection for reads: this thread's own, or the writer's inside a write."""
         return self.backend.read()
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection whose reads all see one moment, whatever commits meanwhile (the
+        report, the metrics' totals, ``ledger verify``, a dry-run purge); what it writes,
+        a temporary table, is rolled back."""
+        return self.backend.snapshot()
 
     def data_version(self) -> int:
         """A number that changes whenever another connection (another process, or this

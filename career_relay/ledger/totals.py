@@ -41,12 +41,8 @@ class Totals:
 def totals(ledger: Ledger) -> Totals:
     """Every total in one read transaction, so they agree with each other (blocking)."""
     out: dict[str, dict[tuple[str, ...], int]] = {}
-    with ledger.read() as conn:
-        conn.execute("BEGIN")
-        try:
-            for name, (sql, _) in _QUERIES.items():
-                out[name] = {tuple(str(v) for v in row[:-1]): int(row[-1] or 0)
-                             for row in conn.execute(sql)}
-        finally:
-            conn.execute("COMMIT")
+    with ledger.snapshot() as conn:
+        for name, (sql, _) in _QUERIES.items():
+            out[name] = {tuple(str(v) for v in row[:-1]): int(row[-1] or 0)
+                         for row in conn.execute(sql)}
     return Totals(out)

@@ -280,17 +280,13 @@ def verify_ledger(ledger: Ledger, head: tuple[int, str] | None = None,
     """The chain and the rows it vouches for; then that it still reaches the head file's
     entry and ``head`` (one the agency received: ``ledger verify --head``).  ``hash_key``:
     the key to check keyed hashes with (default: the ledger's)."""
-    with ledger.read() as conn:
-        # The file before the snapshot: it is written after each commit, so it never
-        # names an entry the snapshot cannot see (read after, it could).
-        filed = ledger_head.snapshot_file(ledger.head_file)
-        conn.execute("BEGIN")  # one snapshot: a writer may append meanwhile
-        try:
-            count, problem = verify(conn, ledger.hash_key if hash_key is None else hash_key)
-            if problem is None:
-                problem = ledger_head.check_file(conn, ledger.head_file, filed)
-            if problem is None and head is not None:
-                problem = ledger_head.check(conn, head, "the head given")
-            return count, problem
-        finally:
-            conn.execute("COMMIT")
+    # The file before the snapshot: it is written after each commit, so it never names an
+    # entry the snapshot cannot see (read after, it could).
+    filed = ledger_head.snapshot_file(ledger.head_file)
+    with ledger.snapshot() as conn:  # one snapshot: a writer may append meanwhile
+        count, problem = verify(conn, ledger.hash_key if hash_key is None else hash_key)
+        if problem is None:
+            problem = ledger_head.check_file(conn, ledger.head_file, filed)
+        if problem is None and head is not None:
+            problem = ledger_head.check(conn, head, "the head given")
+        return count, problem
