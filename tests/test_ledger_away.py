@@ -53,6 +53,15 @@ def send(port: int, data: bytes, rcpts: list[str]) -> str:
     return _send(port, data, rcpts).rsplit(" ", 1)[-1]
 
 
+def _ledger_fails(gw: GatewayThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit of the gateway's ledger says it is unavailable (a failing disk)."""
+    def away(*args: object, **kwargs: object) -> dict[str, str]:
+        raise LedgerUnavailable("disk I/O error")
+
+    assert gw.gateway.rejections is not None
+    monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection", away)
+
+
 def _held(gw: GatewayThread) -> list[str]:
     spool = gw.gateway.spool
     held = {r.env.id for r in spool.journal_records() if r.env.held is not None}
@@ -95,10 +104,7 @@ def test_a_held_rejection_survives_a_restart(make_config: ConfigMaker, sink: Sin
     config = _config(make_config, sink)
     gw = GatewayThread(config).start()
     try:
-        assert gw.gateway.rejections is not None
-        monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection",
-                            lambda *a, **k: (_ for _ in ()).throw(
-                                LedgerUnavailable("disk I/O error")))
+        _ledger_fails(gw, monkeypatch)
         queue_id = send(gw.port, rejection("<restart@acme.example>"), ["c@example.net"])
         assert _held(gw) == [queue_id]
     finally:
@@ -228,10 +234,7 @@ def test_a_held_rejection_filed_before_a_restart_is_looked_at_once_after_it(
                                      "allow_ips": ["127.0.0.1/32"]}])
     gw = GatewayThread(config).start()
     try:
-        assert gw.gateway.rejections is not None
-        monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection",
-                            lambda *a, **k: (_ for _ in ()).throw(
-                                LedgerUnavailable("disk I/O error")))
+        _ledger_fails(gw, monkeypatch)
         queue_id = send(gw.port, rejection("<filed@acme.example>"), ["g@example.net"])
         spool = gw.gateway.spool
         wait_until(lambda: queue_id in spool.ids(), what="the held rejection filed")

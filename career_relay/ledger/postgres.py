@@ -273,15 +273,13 @@ class PostgresBackend:
     def snapshot(self) -> Iterator[_Connection]:
         """One snapshot for every statement: REPEATABLE READ (a plain BEGIN is READ
         COMMITTED in PostgreSQL, a new snapshot for each statement), rolled back."""
-        writing: _Connection | None = getattr(self._local, "writing", None)
-        if writing is not None:
-            yield writing
-            return
-        self.ready()
-        with self._connection() as conn:
+        with self.read() as conn:
+            if conn is getattr(self._local, "writing", None):
+                yield conn  # the write's own transaction
+                return
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             try:
-                yield _Connection(conn)
+                yield conn
             finally:
                 conn.execute("ROLLBACK")
 
