@@ -689,12 +689,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+    from relay_bench import cpu_model
+
+    model = cpu_model()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"nproc {len(os.sched_getaffinity(0))}, {model}; Python "
             f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, Linux "

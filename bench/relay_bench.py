@@ -1352,14 +1352,18 @@ def run_paths(
     return results
 
 
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = "?"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("?" when it says none)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+                return line.partition(":")[2].strip()
+    return "?"
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = cpu_model()
     # The gateway's own interpreter (the career-relay script's #! line).
     python = platform.python_version()
     with contextlib.suppress(OSError, ValueError, IndexError, subprocess.TimeoutExpired):

@@ -67,22 +67,21 @@ def open_configured(
 
     ``wait=False`` (the gateway and the site): a shared ledger whose server is away opens
     all the same, and reads and writes say ``LedgerUnavailable`` until it is back."""
-    if settings.ledger.url:
+    if settings.ledger.url:  # the key is checked at its first use (``open_shared``)
         ledger = open_shared(settings.ledger.url, clock=clock, new_id=new_id,
                              on_migrate=on_migrate, hash_key=settings_hash_key(settings),
                              head_file=settings.ledger.head_file or None, wait=wait)
-        ledger.rules = Rules.from_settings(settings)
-        return ledger
-    ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
-                         sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
-                         hash_key=settings_hash_key(settings),
-                         head_file=settings.ledger.head_file or None)
+    else:
+        ledger = open_ledger(settings.ledger.path, clock=clock, new_id=new_id,
+                             sync_wal_elsewhere=sync_wal_elsewhere, on_migrate=on_migrate,
+                             hash_key=settings_hash_key(settings),
+                             head_file=settings.ledger.head_file or None)
+        try:
+            _check_hash_key(ledger)
+        except BaseException:
+            ledger.close()
+            raise
     ledger.rules = Rules.from_settings(settings)
-    try:
-        _check_hash_key(ledger)
-    except BaseException:
-        ledger.close()
-        raise
     return ledger
 
 
