@@ -180,7 +180,9 @@ def test_a_company_admin_logs_in_redeems_and_exports(admin_site: AdminSite,
         assert "候補者 0" in desk.text("#forwards-table")
         desk.screenshot("admin-04-forwards")
         desk.tap("#export-provisions")
-        wait_until(lambda: any(p.suffix == ".csv" for p in downloads.iterdir()), 20,
+        # Chromium may name the file before it has written it: wait for its bytes too.
+        wait_until(lambda: any(p.suffix == ".csv" and p.stat().st_size > 0
+                               for p in downloads.iterdir()), 20,
                    "the CSV download")
         (csv_file,) = [p for p in downloads.iterdir() if p.suffix == ".csv"]
         assert csv_file.name.startswith("career-relay-acme-provisions-")
