@@ -132,9 +132,10 @@ class SqliteBackend:
         return int(version)
 
     def settled_head(self, *, just_written: bool = False) -> tuple[int, str] | None:
-        """(seq, hash) of the last entry: in SQLite, every commit is on disk before anyone
-        hears of it (``synchronous = FULL``, or the gateway's fsync of the WAL before its
-        250), so the last entry is the settled head."""
+        """(seq, hash) of the last entry.  The site commits with ``synchronous = FULL``; the
+        gateway's commits (``NORMAL``) reach the disk with its fsync of the WAL before its
+        250, so a power cut in between can take entries the head file already names (one
+        host, one disk: ``ledger verify`` then says the head file is ahead)."""
         with self.read() as conn:
             return chain.last(conn)
 
