@@ -44,7 +44,8 @@ printing one table with a row per backend:
    a company of 20.  Per row: offers and commits per second, offers per commit, the time
    between commits (the lock is never free), the time each commit held the write lock
    (from taken to committed and its connection back in the pool) and of that the
-   commit's end (NOTIFY, COMMIT, the WAL flush), CPU per offer of the writer processes
+   commit's end (NOTIFY, COMMIT; on SQLite the WAL flush), on PostgreSQL then the wait
+   for the WAL flush with the lock let go (``settle``), CPU per offer of the writer processes
    and of the server; then a round trip and a one-row commit on an idle connection.  The
    ratio printed is (iii) over the offers per second one gateway host recorded in part
    1 (its fastest row on PostgreSQL), against the goal of 20.  Then (iii) on SQLite, for
