@@ -138,7 +138,7 @@ def test_from_empty_every_migration_once_with_sqlites_names(fresh_postgres_url: 
                                                             lite: sqlite3.Connection) -> None:
     sqlite_names = [n for (n,) in lite.execute(
         "SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert len(sqlite_names) == 10
+    assert len(sqlite_names) == len(MIGRATIONS)
     with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
         assert applied(conn) == []
         assert apply(conn) == sqlite_names == [name for name, _ in MIGRATIONS]
@@ -154,9 +154,9 @@ def test_apply_refuses_to_run_inside_a_transaction(fresh_postgres_url: str) -> N
         with pytest.raises(ValueError, match="outside"):
             apply(conn)
         conn.rollback()
-        assert len(apply(conn)) == 10  # idle again: it runs, and commits
+        assert len(apply(conn)) == len(MIGRATIONS)  # idle again: it runs, and commits
     with psycopg.connect(fresh_postgres_url) as conn:
-        assert len(applied(conn)) == 10
+        assert len(applied(conn)) == len(MIGRATIONS)
 
 
 def test_two_processes_starting_together_apply_once(fresh_postgres_url: str) -> None:
@@ -186,8 +186,9 @@ def test_two_processes_starting_together_apply_once(fresh_postgres_url: str) -> 
         for t in threads:
             t.join(60)
         assert failures == []
-        assert sorted(len(r) for r in results.values()) == [0, 10]
-        assert holder.execute("SELECT count(*) FROM career_relay_migrations").fetchone() == (10,)
+        assert sorted(len(r) for r in results.values()) == [0, len(MIGRATIONS)]
+        (count,) = holder.execute("SELECT count(*) FROM career_relay_migrations").fetchone()
+        assert count == len(MIGRATIONS)
 
 
 # -- (b) the same tables, columns, keys, indexes and triggers ------------------------------
@@ -293,7 +294,7 @@ def test_the_same_tables_columns_keys_indexes_and_triggers(lite: sqlite3.Connect
                                                            pg: psycopg.Connection[Any]) -> None:
     expected, found = _sqlite_schema(lite), _pg_schema(pg)
     assert sorted(found) == sorted(expected)
-    assert len(found) == 21
+    assert len(found) == 22
     for table in expected:
         for aspect in ("columns", "pk", "unique", "indexes", "fks", "checks", "triggers"):
             assert found[table][aspect] == expected[table][aspect], (table, aspect)
