@@ -201,6 +201,15 @@ class Ledger(Store):
             ).fetchone()
         return None if found is None else _offer(found)
 
+    def offers_of_message(self, company: str, message_id: str, limit: int = 2) -> list[Offer]:
+        """Up to ``limit`` offers of one message of ``company`` (the company API asks
+        whether an Idempotency-Key was used for another recipient)."""
+        with self.read() as conn:
+            found = conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE company = ? AND message_id = ?"
+                " ORDER BY recipient LIMIT ?", (company, message_id, limit)).fetchall()
+        return [_offer(row) for row in found]
+
     def count(self, company: str, kind: CounterKind, day: dt.date | None = None) -> int:
         """Add one to ``kind`` for ``company`` on ``day`` (UTC today by default); the new total."""
         if kind not in COUNTER_KINDS:
