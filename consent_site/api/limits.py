@@ -16,8 +16,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-#: Failed authentications a client address may make a minute before it gets 429 (a key is
-#: 256 random bits: this keeps a guesser from loading the ledger, not from finding one).
+#: Failed authentications a client address may make a minute before its bad keys get 429
+#: (a key is 256 random bits: this tells a guesser to stop, it is not what stops one).
 AUTH_FAILURES_PER_MINUTE = 30
 MAX_BUCKETS = 10_000
 
@@ -47,15 +47,6 @@ class Buckets:
         while len(self._buckets) > self._max:  # the least recently used go first
             self._buckets.popitem(last=False)
         return None
-
-    def blocked(self, key: str) -> int | None:
-        """Whole seconds ``key`` must wait before it may spend again; None if it may now."""
-        if key not in self._buckets:
-            return None
-        now = self._clock()
-        tokens = self._level(key, now)
-        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) * 60.0
-                                                           / self.per_minute))
 
     def __len__(self) -> int:
         return len(self._buckets)

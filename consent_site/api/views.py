@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ log = logging.getLogger("career_relay.api")
 MAX_BODY = 16 * 1024
 #: Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): printable ASCII, bounded.
 IDEMPOTENCY_KEY_MAX = 255
+#: The report's period ends by then (``until`` + 1 day is its end: 9999-12-31 overflows).
+LAST_YEAR = 2999
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -118,7 +121,9 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
     offer = _valid(models.OfferRequest, await _body(request))
     company = api.settings.company(caller.company)
     assert company is not None  # _caller refuses a key whose company is gone
-    if offer.recipient.rpartition("@")[2].lower() in company.domains:
+    # NFKC as IDNA maps it: ＡＣＭＥ.example is acme.example.
+    if unicodedata.normalize("NFKC", offer.recipient.rpartition("@")[2]).lower() \
+            in company.domains:
         raise ApiError(422, "Unprocessable Content", "invalid: recipient", [models.FieldError(
             field="recipient", message="is in the company's own domains: staff get no link")])
     message_id, derived = _message_id(request, offer)
@@ -193,10 +198,13 @@ async def get_report(request: web.Request) -> web.StreamResponse:
     try:
         since = dt.date.fromisoformat(asked.since) if asked.since else None
         until = dt.date.fromisoformat(asked.until) if asked.until else None
+        if until is not None and until.year > LAST_YEAR:  # the day after it must exist
+            raise ValueError(f"until must be in {LAST_YEAR} or before")
         when = reports.period(since, until, dt.datetime.now(dt.UTC).date())
     except ValueError as exc:
         raise ApiError(422, "Unprocessable Content", "invalid: since, until", [
-            models.FieldError(field="since" if "before" not in str(exc) else "until",
+            models.FieldError(field="until" if "until" in str(exc) or "before" in str(exc)
+                              else "since",
                               message=str(exc)[:200])]) from None
     rows = await api.off_loop(reports.report, api.ledger, [caller.company], when,
                           api.settings.ledger.credit_every)
@@ -215,20 +223,21 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def _caller(request: web.Request) -> Caller:
-    """The key's company, or 401 (no key, a bad one, a revoked one) or 429 (over its
-    limit; an address that keeps failing, before the ledger is asked)."""
+    """The key's company, or 401 (no key, a bad one, a revoked one) or 429 (over the key's
+    limit; or a bad key from an address that keeps sending bad ones).
+
+    A right key is never refused for its address's failures: behind a proxy every client
+    has one address, and another's guesses must not lock a company out."""
     api = request.app[API]
-    address = request.remote or ""
-    wait = api.failures.blocked(address)
-    if wait is not None:
-        raise ApiError(429, "Too Many Requests", "too many failed authentications",
-                       headers={"Retry-After": str(wait)})
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and key.strip():
         found = await api.read(api.keys.check, key.strip())
     if found is None or api.settings.company(found.company) is None:
-        api.failures.take(address)
+        wait = api.failures.take(request.remote or "")
+        if wait is not None:
+            raise ApiError(429, "Too Many Requests", "too many failed authentications",
+                           headers={"Retry-After": str(wait)})
         raise ApiError(401, "Unauthorized", "an API key is needed: Authorization: Bearer <key>"
                        if not key else "the API key is not valid (unknown or revoked)",
                        headers={"WWW-Authenticate": 'Bearer realm="career-relay"'
