@@ -159,6 +159,17 @@ def _admin_usage(args: argparse.Namespace) -> str:
     return ""
 
 
+def _api_key_usage(args: argparse.Namespace) -> str:
+    """What is wrong with an ``api-key`` command line ("" when nothing is)."""
+    if args.action == "revoke":
+        return "" if args.key_id else "api-key revoke needs KEY_ID (see api-key list)"
+    if args.key_id:
+        return f"api-key {args.action} takes no KEY_ID"
+    if args.action == "create" and not args.company:
+        return "api-key create needs --company ID"
+    return ""
+
+
 def _ledger_usage(args: argparse.Namespace) -> str:
     """What is wrong with a ``ledger`` command line ("" when nothing is)."""
     if args.action == "verify":
@@ -250,6 +261,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.add_argument("--all", action="store_true", help="revoke-sessions: every login's sessions")
     p.set_defaults(usage_problem=_admin_usage)
+    p = command("api-key", ledger_commands.cmd_api_key,
+                "the company API's keys (SPEC 10): create (printed once), list, revoke")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("key_id", nargs="?", metavar="KEY_ID", help="revoke: the key's id")
+    p.add_argument("--company", metavar="ID", help="create: the key's company; list: only "
+                   "its keys")
+    p.add_argument("--name", default="", help="create: a label for the key (which ATS)")
+    p.set_defaults(usage_problem=_api_key_usage)
     return parser
 
 

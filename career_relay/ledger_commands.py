@@ -181,3 +181,36 @@ def read_password(from_stdin: bool) -> str:
     if not password:
         raise CareerRelayError("the password must not be empty")
     return password
+
+
+# -- the company API's keys ------------------------------------------------------------------
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    """SPEC 10: ``create`` prints the key once, on a line of its own (only its hash is
+    kept); ``list`` the keys (never the secret); ``revoke KEY_ID``."""
+    from career_relay.ledger import ApiKeys, open_configured
+
+    settings = load(args)
+    with open_configured(settings) as ledger:
+        keys = ApiKeys(ledger)
+        if args.action == "create":
+            if settings.company(args.company) is None:
+                raise CareerRelayError(f"no company {args.company!r} in the configuration")
+            made, secret = keys.create(args.company, args.name)
+            print(f"API key {made.id} of {made.company} created; it is shown once, here, "
+                  "and only its hash is kept:", file=sys.stderr)
+            print(secret)
+            return 0
+        if args.action == "list":
+            listed = keys.list(args.company)
+            for k in listed:
+                state = f"revoked {k.revoked}" if k.revoked else "active"
+                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.name}".rstrip())
+            print(f"{len(listed)} API key(s)", file=sys.stderr)
+            return 0
+        found = keys.revoke(args.key_id)
+    if found is None:
+        raise CareerRelayError(f"no API key {args.key_id} (see `career-relay api-key list`)")
+    print(f"API key {found.id} of {found.company} revoked ({found.revoked})")
+    return 0

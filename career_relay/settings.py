@@ -23,6 +23,7 @@ from career_relay.settings_table import (
     MASK,
     SECTIONS,
     AgencySettings,
+    ApiSettings,
     CompanySettings,
     DemoSettings,
     GatewaySettings,
@@ -39,9 +40,9 @@ from career_relay.settings_table import (
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "MASK", "SECTIONS", "AgencySettings",
-    "CompanySettings", "DemoSettings", "GatewaySettings", "LedgerSettings", "LogSettings",
-    "QueueSettings", "SecretsSettings", "Settings", "SiteSettings", "UpstreamSettings",
-    "config_path", "from_mapping", "iter_settings", "load",
+    "ApiSettings", "CompanySettings", "DemoSettings", "GatewaySettings", "LedgerSettings",
+    "LogSettings", "QueueSettings", "SecretsSettings", "Settings", "SiteSettings",
+    "UpstreamSettings", "config_path", "from_mapping", "iter_settings", "load",
 ]
 
 ENV_PREFIX = "CAREER_RELAY_"

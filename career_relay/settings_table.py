@@ -157,6 +157,15 @@ class LedgerSettings(_Section):
 
 
 @dataclass(frozen=True, repr=False)
+class ApiSettings(_Section):
+    rate_limit: int = setting(
+        600,
+        "Requests a minute each company API key may make (SPEC 10); beyond it 429 with "
+        "Retry-After. Counted by each site process for itself.",
+    )
+
+
+@dataclass(frozen=True, repr=False)
 class SecretsSettings(_Section):
     signing_keys: tuple[str, ...] = setting(
         [], "Keys that sign consent links, newest first; older keys still verify.", secret=True
@@ -245,6 +254,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "queue": QueueSettings,
     "site": SiteSettings,
     "ledger": LedgerSettings,
+    "api": ApiSettings,
     "secrets": SecretsSettings,
     "agency": AgencySettings,
     "log": LogSettings,
@@ -265,6 +275,7 @@ class Settings:
     demo: DemoSettings
     companies: tuple[CompanySettings, ...]
     source: Path | None = None
+    api: ApiSettings = field(default_factory=lambda: ApiSettings())
 
     def company(self, company_id: str) -> CompanySettings | None:
         """The company with this id (``companies.id``); None when none has it (any more:

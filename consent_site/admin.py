@@ -198,7 +198,7 @@ def see_other(location: str) -> web.Response:
 
 def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
     """The admin pages over the site's ledger, to mount with ``app.add_subapp("/admin", ...)``."""
-    from consent_site import admin_auth, admin_charts, admin_exports, admin_views
+    from consent_site import admin_auth, admin_charts, admin_exports, admin_keys, admin_views
 
     admin = Admin(settings, ledger)
     app = web.Application(middlewares=[admin_auth.guard])
@@ -208,4 +208,5 @@ def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
     admin_views.add_routes(app)
     admin_charts.add_routes(app)
     admin_exports.add_routes(app)
+    admin_keys.add_routes(app)
     return app

@@ -1,8 +1,8 @@
 """The aiohttp application factory: routes, templates, security headers, error pages.
 
-``create_app`` wires the candidate's pages (``candidate``) over one ``Site``;
-``start_site`` serves it on ``site.listen``.  The admin pages come with
-their own issue.
+``create_app`` wires the candidate's pages (``candidate``) over one ``Site``,
+the admin pages (``/admin``) and the company API (``/api/v1``, ``consent_site.api``);
+``start_site`` serves it on ``site.listen``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
-from consent_site import admin, candidate, i18n, metrics
+from consent_site import admin, api, candidate, i18n, metrics
 from consent_site.candidate import SITE, PageError
 from consent_site.forwarding import Forwarder
 from consent_site.security import secure
@@ -29,6 +29,7 @@ log = logging.getLogger("career_relay.site")
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
+API_APP = web.AppKey("api_app", web.Application)
 #: The longest a stop waits for the requests in flight (aiohttp's shutdown_timeout).
 SHUTDOWN_TIMEOUT = 30.0
 #: Seconds a 503 asks the browser to wait while the ledger is unavailable.
@@ -76,6 +77,10 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
             if exc.status < 400:  # a redirect raised by a view
                 secure(exc, https)
                 raise
+            if request.path.startswith("/api/"):  # no API route: a problem, not a page
+                response = api.http_problem(exc)
+                secure(response, https)
+                return response
             locale = i18n.choose(request.query.get("lang"),
                                  request.headers.get("Accept-Language"), "ja")
             response = _error_page(env, exc.status, "generic", locale, agency(request),
@@ -125,6 +130,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> web.Applicat
     candidate.add_routes(app)
     app[ADMIN_APP] = admin.create_admin_app(settings, shared)
     app.add_subapp("/admin", app[ADMIN_APP])
+    app[API_APP] = api.create_api_app(settings, shared)
+    app.add_subapp("/api/v1", app[API_APP])
 
     async def close(_: web.Application) -> None:
         site.close()
@@ -144,6 +151,7 @@ def reload_app(app: web.Application, settings: Settings) -> None:
     site.ledger.rules = Rules.from_settings(settings)
     site.reload(settings)
     app[ADMIN_APP][admin.ADMIN].reload(settings)
+    app[API_APP][api.API].reload(settings)
 
 
 class RunningSite:

@@ -123,12 +123,15 @@ def test_every_route_of_the_site_is_documented(make_config: object) -> None:
     app = create_app(settings)
     site_doc = (REPO / "docs" / "consent-site.md").read_text(encoding="utf-8")
     admin_doc = (REPO / "docs" / "admin.md").read_text(encoding="utf-8")
+    api_doc = (REPO / "docs" / "integrations" / "ats-api.md").read_text(encoding="utf-8")
     routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert "/c/{token}" in routes and "/admin/login" in routes
     for route in routes:
         shown = "/static/site.css" if route == "/static" else route
-        # The admin pages have their own document; the candidate's pages theirs.
-        doc = admin_doc if route.startswith("/admin/") else site_doc
+        # The admin pages and the company API have their own documents; the candidate's
+        # pages theirs.
+        doc = admin_doc if route.startswith("/admin/") else \
+            api_doc if route.startswith("/api/") else site_doc
         assert f"`{shown}`" in doc or f" {shown}`" in doc, route
     from consent_site.candidate import SITE
 

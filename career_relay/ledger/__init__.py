@@ -6,9 +6,9 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 - ``open_configured(settings)`` opens the one ``Ledger`` a process holds (the
   site shares it between candidate pages, admin pages, the forwarding
   worker and the page cache); ``Ledger`` records offers and counters, and
-  ``ConsentLedger``, ``Outbox``, ``Book`` and ``AdminUsers`` are the views of
-  the consent side, the agency's outbox, the credits and the admin logins
-  over it;
+  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers`` and ``ApiKeys`` are the
+  views of the consent side, the agency's outbox, the credits, the admin logins
+  and the company API's keys over it;
 - ``reports``, ``records``, ``retention`` and ``totals`` are the named
   queries of the report, the admin pages, ``ledger purge`` and the metrics.
 
@@ -16,14 +16,15 @@ Modules by concept: ``store`` (connections, transactions), ``connect``
 (opening, migrating), ``migrations`` and ``schema_sqlite``, ``offers``,
 ``consent``, ``forwards``, ``credits`` (``mint_credit``), ``chain``, ``head``,
 ``verify``, ``reports``, ``records``, ``retention``, ``totals``,
-``admin_users``, ``writer`` (the gateway's group commit), ``copy`` (``ledger migrate``:
-a SQLite ledger copied to PostgreSQL).
+``admin_users``, ``api_keys``, ``writer`` (the gateway's group commit), ``copy``
+(``ledger migrate``: a SQLite ledger copied to PostgreSQL).
 """
 
 from __future__ import annotations
 
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
+from career_relay.ledger.api_keys import ApiKey, ApiKeys
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
@@ -33,18 +34,27 @@ from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Ou
 from career_relay.ledger.head import BadHead, format_head
 from career_relay.ledger.head import parse as parse_head
 from career_relay.ledger.migrations import MIGRATIONS
-from career_relay.ledger.offers import COUNTER_KINDS, CounterKind, Ledger, Offer, Rejection
+from career_relay.ledger.offers import (
+    COUNTER_KINDS,
+    OFFER_SOURCES,
+    CounterKind,
+    Ledger,
+    Offer,
+    OfferSource,
+    Rejection,
+)
 from career_relay.ledger.rules import Rules, settings_hash_key
 from career_relay.ledger.store import Clock, new_offer_id
 from career_relay.ledger.writer import LedgerWriter
 from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
-    "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "AdminUser",
-    "AdminUsers", "BadHead", "Book", "Clock", "ConsentLedger", "CopyRefused", "CopyResult",
-    "CounterKind", "Decision", "Forward", "ForwardKind", "ForwardStatus", "Ledger",
-    "LedgerWriter", "NoCreditAvailable", "Offer", "Outbox", "Problem", "Receipt", "Rejection",
-    "Rules", "check_password", "check_url", "copy_to", "format_head", "new_offer_id",
-    "normal_email", "open_configured", "open_ledger", "open_shared", "parse_head",
-    "parse_stamp", "records", "reports", "retention", "settings_hash_key", "stamp", "totals",
+    "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
+    "AdminUser", "AdminUsers", "ApiKey", "ApiKeys", "BadHead", "Book", "Clock",
+    "ConsentLedger", "CopyRefused", "CopyResult", "CounterKind", "Decision", "Forward",
+    "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable", "Offer",
+    "OfferSource", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",
+    "check_url", "copy_to", "format_head", "new_offer_id", "normal_email", "open_configured",
+    "open_ledger", "open_shared", "parse_head", "parse_stamp", "records", "reports",
+    "retention", "settings_hash_key", "stamp", "totals",
 ]

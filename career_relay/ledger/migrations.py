@@ -98,3 +98,7 @@ def _meta(db: Database) -> None:
         )
         """
     )
+
+
+MIGRATIONS(name="0010_offer_source")(schema_sqlite_later.offer_source)
+MIGRATIONS(name="0011_api_keys")(schema_sqlite_later.api_keys)

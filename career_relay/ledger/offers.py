@@ -30,6 +30,9 @@ from career_relay.timestamps import parse_stamp, stamp
 
 CounterKind = Literal["rejections", "not_injected", "unmarked_rejections"]
 COUNTER_KINDS: tuple[str, ...] = get_args(CounterKind)
+#: Where an offer came from (SPEC 10): the gateway, the company API, the company link.
+OfferSource = Literal["relay", "api", "link"]
+OFFER_SOURCES: tuple[str, ...] = get_args(OfferSource)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Offer:
     job: str | None = None
     channel: str | None = None
     stage: str | None = None
+    source: OfferSource = "relay"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Rejection:
     created: dt.datetime | None = None  # when its links were signed (default: now)
     # Counted once per message; a retried submission (its offers exist) counts nothing.
     counters: tuple[CounterKind, ...] = ("rejections",)
+    source: OfferSource = "relay"  # SPEC 10: the API's offers are "api", the link's "link"
 
 
 class Ledger(Store):
@@ -72,6 +77,7 @@ class Ledger(Store):
         job: str | None = None,
         channel: str | None = None,
         stage: str | None = None,
+        source: OfferSource = "relay",
     ) -> Offer:
         """The offer for (``message_id``, ``recipient``), created on the first call only.
 
@@ -81,12 +87,14 @@ class Ledger(Store):
         """
         if not (company and message_id and recipient):
             raise ValueError("an offer needs a company, a Message-ID and a recipient")
+        _check_source(source)
         created = stamp(self._clock())
-        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
+        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage,
+               source)
         with self.write() as conn:
             added = conn.execute(
                 "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
-                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " stage, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                 row,
             ).rowcount
@@ -136,11 +144,12 @@ class Ledger(Store):
         wait through every one of them."""
         now = self._clock()
         day = now.astimezone(dt.UTC).date().isoformat()
-        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None]] = []
+        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None, str]] = []
         for r in rejections:
+            _check_source(r.source)
             created = stamp(r.created or now)
             rows.extend((oid, r.company, r.message_id, rcpt, created, r.job, r.channel,
-                         r.stage) for rcpt, oid in r.offers)
+                         r.stage, r.source) for rcpt, oid in r.offers)
         made = {row[0]: self._offer_entry(*row) for row in rows}
         results: list[dict[str, str]] = []
         tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
@@ -167,10 +176,11 @@ class Ledger(Store):
 
     def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,
                      created: str, job: str | None, channel: str | None, stage: str | None,
-                     ) -> ledger_chain.NewEntry:
+                     source: str = "relay") -> ledger_chain.NewEntry:
         """The ``offer`` entry of a row just inserted: the row by digest, the recipient by
-        keyed hash (``ledger_rules._offers_agree`` checks both)."""
-        digest = ledger_chain.row_digest([oid, company, message_id, created, job, channel, stage])
+        keyed hash (``verify._offers_agree`` checks both)."""
+        digest = ledger_chain.offer_digest(
+            [oid, company, message_id, created, job, channel, stage], source)
         return (created, company, "offer", oid,
                 {"digest": digest,
                  "candidate": ledger_chain.candidate_hash(self.hash_key, recipient)})
@@ -181,6 +191,15 @@ class Ledger(Store):
                 f"SELECT {_OFFER_COLUMNS} FROM offers WHERE id = ?", (offer_id,)
             ).fetchone()
         return None if found is None else _offer(found)
+
+    def offers_of_message(self, company: str, message_id: str, limit: int = 2) -> list[Offer]:
+        """Up to ``limit`` offers of one message of ``company`` (the company API asks
+        whether an Idempotency-Key was used for another recipient)."""
+        with self.read() as conn:
+            found = conn.execute(
+                f"SELECT {_OFFER_COLUMNS} FROM offers WHERE company = ? AND message_id = ?"
+                " ORDER BY recipient LIMIT ?", (company, message_id, limit)).fetchall()
+        return [_offer(row) for row in found]
 
     def count(self, company: str, kind: CounterKind, day: dt.date | None = None) -> int:
         """Add one to ``kind`` for ``company`` on ``day`` (UTC today by default); the new total."""
@@ -210,7 +229,7 @@ class Ledger(Store):
         return dict(zip(COUNTER_KINDS, found or (0,) * len(COUNTER_KINDS), strict=True))
 
 
-#: Offers per ``INSERT``: 8 parameters each, far below SQLite's 32,766 (and PostgreSQL's 65,535).
+#: Offers per ``INSERT``: 9 parameters each, far below SQLite's 32,766 (and PostgreSQL's 65,535).
 _INSERT_CHUNK = 500
 
 
@@ -220,10 +239,10 @@ def _insert_offers(conn: Any, rows: Sequence[Sequence[Any]]) -> set[str]:
     inserted: set[str] = set()
     for at in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[at:at + _INSERT_CHUNK]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         found = conn.execute(
             "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
-            f" stage) VALUES {values}"
+            f" stage, source) VALUES {values}"
             " ON CONFLICT (company, message_id, recipient) DO NOTHING RETURNING id",
             [value for row in chunk for value in row]).fetchall()
         inserted.update(str(oid) for (oid,) in found)
@@ -246,12 +265,18 @@ def _add_tallies(conn: Any, day: str, tallies: Mapping[tuple[str, str], int]) ->
             f" SET {kind} = daily_counts.{kind} + excluded.{kind}", values)
 
 
-_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage"
+_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage, source"
 
 
 def _offer(row: Any) -> Offer:
-    oid, company, message_id, recipient, created, job, channel, stage = row
-    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)
+    oid, company, message_id, recipient, created, job, channel, stage, source = row
+    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage,
+                 source)
+
+
+def _check_source(source: str) -> None:
+    if source not in OFFER_SOURCES:  # the table's CHECK says the same, later and less clearly
+        raise ValueError(f"unknown offer source {source!r}; one of {', '.join(OFFER_SOURCES)}")
 
 
 class View:

@@ -9,6 +9,7 @@
   receipt (notice version), the offer (the address the link was sent to) and
   the profile (the name, where not erased).
 - ``held``: decisions held for review with no verdict yet.
+- ``offer_state``: one offer's state for the company API (SPEC 10).
 
 Every function reads one company's rows through an index that starts with
 the company (``forwards_company``, ``entries_company``, ``receipts_company``).
@@ -160,3 +161,34 @@ def receipt_company(ledger: Ledger, receipt_id: str) -> str | None:
         row = conn.execute("SELECT company FROM receipts WHERE id = ?",
                            (receipt_id,)).fetchone()
     return None if row is None else str(row[0])
+
+
+@dataclass(frozen=True)
+class OfferState:
+    """An offer as the company API shows it (SPEC 10): state only, no personal data."""
+
+    id: str
+    company: str
+    source: str
+    created: dt.datetime
+    viewed: bool
+    decision: str | None           # the latest: accept | decline | withdraw | erase
+    qualified: bool
+
+
+def offer_state(ledger: Ledger, offer_id: str) -> OfferState | None:
+    """The offer's state, through the indexes that start with the offer's id."""
+    with ledger.read() as conn:
+        row = conn.execute(
+            "SELECT o.id, o.company, o.source, o.created,"
+            " EXISTS (SELECT 1 FROM offer_views v WHERE v.offer_id = o.id),"
+            " (SELECT r.decision FROM receipts r WHERE r.offer_id = o.id"
+            "  ORDER BY r.rowid DESC LIMIT 1),"
+            " EXISTS (SELECT 1 FROM forwards f JOIN qualified q ON q.forward_id = f.id"
+            "  WHERE f.offer_id = o.id)"
+            " FROM offers o WHERE o.id = ?", (offer_id,)).fetchone()
+    if row is None:
+        return None
+    oid, company, source, created, viewed, decision, qualified = row
+    return OfferState(str(oid), str(company), str(source), parse_stamp(created), bool(viewed),
+                      decision, bool(qualified))

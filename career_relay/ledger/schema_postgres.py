@@ -2,10 +2,11 @@
 
 ``MIGRATIONS`` lists ``(name, sql)`` in order, with SQLite's names (``migrations``); a
 new PostgreSQL database that has them all has SQLite's end state: the same tables with
-the same columns in the same order, keys, checks, foreign keys, indexes (partial ones
-too) and triggers.  This module has 0001 to 0004, 0008 and 0009 (as ``migrations``
-has 0008 and 0009 for SQLite); ``schema_postgres_later`` has 0005 to 0007.  A migration
-that has landed is never edited: changes are new migrations, on both backends.
+the same columns in the same order (but offers.source, after rowid), keys, checks,
+foreign keys, indexes (partial ones too) and triggers.  This module has 0001 to 0004,
+0008 and 0009 (as ``migrations`` has 0008 and 0009 for SQLite); ``schema_postgres_later``
+has 0005 to 0007, 0010 and 0011.  A migration that has landed is never edited: changes
+are new migrations, on both backends.
 
 The dialect, chosen so that the ledger's SQL reads the same on both:
 
@@ -272,6 +273,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0007_report_indexes", later.REPORT_INDEXES),
     ("0008_chain_offers_forwards_profiles", CHAIN),
     ("0009_meta", META),
+    ("0010_offer_source", later.OFFER_SOURCE),
+    ("0011_api_keys", later.API_KEYS),
 ]
 
 

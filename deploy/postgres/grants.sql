@@ -62,6 +62,11 @@ GRANT SELECT, INSERT, DELETE ON admin_users, admin_sessions TO career_relay_app;
 -- admin_login_failures and admin_lockouts (0005_admin) are not used by the code (failed
 -- logins are throttled in the site's memory): nothing.
 
+-- The company API's keys (SPEC 10): created (api-key create, the admin pages), read at
+-- every API request, revoked (UPDATE api_keys SET revoked); never deleted.
+GRANT SELECT, INSERT ON api_keys TO career_relay_app;
+GRANT UPDATE (revoked) ON api_keys TO career_relay_app;
+
 -- meta: the hash key's fingerprint, written once by the first process that opens the
 -- ledger (INSERT ... ON CONFLICT DO NOTHING), read by every other.
 GRANT SELECT, INSERT ON meta TO career_relay_app;

@@ -1,0 +1,144 @@
+"""What the company API's handlers share: the ``Api`` state (the site's ledger, a group
+committer, the link signer, the keys, the limits), its errors as RFC 9457 problems, and
+the middleware that turns every failure into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel
+
+from career_relay.errors import LedgerUnavailable
+from career_relay.ledger import ApiKeys, Ledger, LedgerWriter
+from career_relay.settings import Settings
+from career_relay.tokens import LinkSigner
+from consent_site.api import models
+from consent_site.api.limits import AUTH_FAILURES_PER_MINUTE, Buckets
+
+T = TypeVar("T")
+log = logging.getLogger("career_relay.api")
+
+PROBLEM_TYPE = "application/problem+json"
+#: API answers carry links (keys to a candidate's page) and company figures: never kept.
+NO_STORE = {"Cache-Control": "no-store"}
+#: Threads that wait for the group commit: concurrent offers share one commit.
+WRITERS = 16
+RETRY_AFTER_UNAVAILABLE = 30
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str
+    company: str
+
+
+class ApiError(Exception):
+    """An answer other than success: its status, an RFC 9457 title and detail."""
+
+    def __init__(self, status: int, title: str, detail: str,
+                 errors: list[models.FieldError] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+
+class Api:
+    def __init__(self, settings: Settings, ledger: Ledger, document: bytes,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.keys = ApiKeys(ledger)
+        self.writer = LedgerWriter(ledger)
+        self.document = document
+        self.clock = clock
+        self.failures = Buckets(AUTH_FAILURES_PER_MINUTE)
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="api-writer")
+        self._slow = ThreadPoolExecutor(1, thread_name_prefix="api-report")
+        self.limits = Buckets(settings.api.rate_limit)
+        self.reload(settings)
+
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies, the signing keys and the rate limit of ``settings``."""
+        self.settings = settings
+        self.signer = LinkSigner.from_settings(settings)
+        if self.limits.per_minute != settings.api.rate_limit:
+            self.limits = Buckets(settings.api.rate_limit)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` on a writer thread (a commit waits for the disk; the loop must not)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writers, functools.partial(fn, *args))
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A quick read, on the loop, as the candidate's pages read (each thread has its
+        own connection, and a read never waits for a commit)."""
+        return fn(*args)
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """A longer read (the report: milliseconds) on a thread of its own."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._slow, functools.partial(fn, *args))
+
+    async def close(self, _: web.Application) -> None:
+        self.writer.close()
+        self._writers.shutdown(wait=True)
+        self._slow.shutdown(wait=True)
+
+
+API = web.AppKey("api", Api)
+
+
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(body=model.model_dump_json(exclude_none=False), status=status,
+                        content_type="application/json", headers=NO_STORE)
+
+
+def problem_of(exc: ApiError) -> web.Response:
+    body = models.Problem(title=exc.title, status=exc.status, detail=exc.detail,
+                          errors=exc.errors)
+    response = web.Response(body=body.model_dump_json(exclude_none=True), status=exc.status,
+                            headers={**NO_STORE, **exc.headers})
+    response.content_type = PROBLEM_TYPE
+    return response
+
+
+def http_problem(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (404 for no route, 405, 413) under /api/, as problems."""
+    headers = {"Allow": exc.headers["Allow"]} if exc.status == 405 and "Allow" in exc.headers \
+        else {}
+    return problem_of(ApiError(exc.status, exc.reason, exc.reason, headers=headers))
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure of an API route is an ``application/problem+json`` answer."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return problem_of(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_problem(exc)
+    except LedgerUnavailable as exc:
+        log.warning("the ledger is unavailable serving the API: %s", exc)
+        return problem_of(ApiError(503, "Service Unavailable",
+                                   "the ledger is unavailable; try again later",
+                                   headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}))
+    except Exception:
+        # The route's name only: never a body, an address or a key.
+        log.exception("unexpected error serving %s %s", request.method,
+                      request.match_info.route.resource.canonical
+                      if request.match_info.route.resource else "/api/")
+        return problem_of(ApiError(500, "Internal Server Error", "an unexpected error"))

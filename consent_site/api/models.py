@@ -1,0 +1,151 @@
+"""The company API's requests and responses (SPEC 10) as pydantic models.
+
+The handlers validate every request body and query with these models and build
+every response through them; ``consent_site.api.openapi`` makes the OpenAPI 3.1
+document from their JSON Schema.  One definition, so the document cannot drift
+from what is served (``tests/test_api.py`` validates real responses against it).
+
+Every string a client sends is bounded and refused (422, naming the field) when it
+holds control characters; unknown members are refused too, so a typo in a field
+name is an error and not a silently dropped value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: C0, DEL, C1, U+2028 and U+2029: never in a value that ends up in a page or a header
+#: (SPEC 4 refuses the same in envelope addresses); and lone surrogates, which JSON's
+#: \ud800 escapes can make and no UTF-8 can store.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: One address, as SMTP carries it: local@domain, no spaces, one @, a dot in the domain.
+_ATOM = r"[^@\s<>(),;:\"\[\]\\]"
+_ADDRESS = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.[^@\s<>(),;:\"\[\]\\.]+")
+
+
+def _printable(value: str) -> str:
+    if _CONTROLS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.fullmatch(value) or ".." in value.rpartition("@")[2]:
+        raise ValueError("must be one e-mail address, local@domain")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Address = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_printable),
+                    AfterValidator(_address)]
+MessageId = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[!-~]+$")]
+Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$",
+                           description="a UTC day, YYYY-MM-DD")]
+Locale = Literal["ja", "en"]
+
+
+class _Strict(BaseModel):
+    """What a client sends: no member unknown, no type coerced (a number is no string)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Out(BaseModel):
+    """What the API answers: built by the handlers, checked member by member."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OfferRequest(_Strict):
+    """``POST /api/v1/offers``: one rejected candidate."""
+
+    recipient: Address = Field(description="The candidate's address, as the ATS mails it.")
+    message_id: MessageId | None = Field(
+        None, description="The ATS's id of the rejection mail (its Message-ID, say): the "
+        "same (message_id, recipient) answers the same offer.")
+    job: Text | None = Field(None, description="The job applied for (as X-Career-Relay-Job).")
+    channel: Text | None = Field(None, description="The application channel.")
+    stage: Text | None = Field(None, description="The stage the candidate reached.")
+    locale: Locale | None = Field(
+        None, description="The language of the ATS's mail. The consent page follows the "
+        "candidate's browser and the company's locale, as for relayed mail.")
+
+
+class OfferCreated(_Out):
+    """The offer made (201) or found again (200): the ATS puts ``link`` into its mail."""
+
+    offer_id: str
+    link: str = Field(description="The candidate's personal consent link, exactly as the "
+                      "gateway would put it into a relayed rejection.")
+    expires_at: dt.datetime = Field(description="When the link stops opening the offer "
+                                    "(site.link_max_age_days after it was made), UTC.")
+
+
+class OfferState(_Out):
+    """``GET /api/v1/offers/{offer_id}``: state only, never personal data."""
+
+    offer_id: str
+    created: dt.datetime
+    viewed: bool
+    decision: Literal["accept", "decline", "withdraw", "erase"] | None = Field(
+        description="The candidate's latest decision; null before any.")
+    qualified: bool = Field(description="Its forward counts toward the company's credits.")
+
+
+class ReportQuery(_Strict):
+    """``GET /api/v1/report``: the period, UTC days, inclusive."""
+
+    since: Day | None = None
+    until: Day | None = None
+
+
+class OffersBySource(_Out):
+    relay: int
+    api: int
+    link: int
+
+
+class Report(_Out):
+    """The company's row of SPEC 8 for the period."""
+
+    company: str
+    since: dt.date
+    until: dt.date
+    rejections: int
+    offers: int
+    offers_by_source: OffersBySource
+    not_injected: int
+    unmarked_rejections: int
+    views: int
+    accepted: int
+    declined: int
+    withdrawn: int
+    erased: int
+    forwards_delivered: int
+    qualified_forwards: int
+    under_review: int
+    credits_earned: int
+    credits_redeemed: int
+    credits_available: int
+    progress_to_next_credit: int
+    credit_every: int
+
+
+class FieldError(_Out):
+    field: str = Field(description="The member or parameter, dotted (\"recipient\").")
+    message: str
+
+
+class Problem(_Out):
+    """An error, RFC 9457 ``application/problem+json``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] | None = Field(
+        None, description="422: each field that failed validation.")
