@@ -25,8 +25,10 @@ MARKER = "[[CAREER_RELAY_LINK]]"
 REJECTIONS = ["rejection_ja.txt", "rejection_ja.html", "rejection_en.txt", "rejection_en.html"]
 BLOCKS = ["block_ja.txt", "block_ja.html", "block_en.txt", "block_en.html"]
 INTERNAL = ["internal_ja.txt", "internal_en.txt"]
+#: The company link's mail with the personal link (SPEC 10): the site fills ``${link}``.
+LINK_MAILS = ["link_ja.txt", "link_en.txt"]
 WITH_MARKER = REJECTIONS + BLOCKS
-ALL = WITH_MARKER + INTERNAL
+ALL = WITH_MARKER + INTERNAL + LINK_MAILS
 HTML = [name for name in ALL if name.endswith(".html")]
 TEXT = [name for name in ALL if name.endswith(".txt")]
 
@@ -352,3 +354,10 @@ def test_rejection_follows_the_oinori_structure(name: str) -> None:
     assert positions == sorted(positions), "thanks, result, お祈り, then the optional referral"
     for placeholder in ("candidate_name", "company_name", "job_title", "hr_contact_name"):
         assert placeholder in placeholders(text)
+
+
+@pytest.mark.parametrize("name", LINK_MAILS)
+def test_the_link_mail_has_no_marker_and_its_link_on_a_line_of_its_own(name: str) -> None:
+    text = read(name)
+    assert MARKER not in text
+    assert [line for line in text.splitlines() if "${link}" in line] == ["${link}"]
