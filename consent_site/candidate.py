@@ -32,11 +32,13 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class PageError(Exception):
     """Answered with an error page in the candidate's language; nothing was recorded."""
 
-    def __init__(self, status: int, key: str, locale: str = "ja") -> None:
+    def __init__(self, status: int, key: str, locale: str = "ja",
+                 retry_after: int | None = None) -> None:
         super().__init__(key)
         self.status = status
         self.key = key
         self.locale = locale
+        self.retry_after = retry_after  # seconds, for a 429 (RFC 6585 4)
 
 
 @dataclass(frozen=True)
