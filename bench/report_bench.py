@@ -57,14 +57,16 @@ from career_relay.ledger.chain import (  # noqa: E402
     canonical,
     entry_hash,
     keyed,
+    offer_digest,
     row_digest,
 )
 
-GENERATOR_VERSION = 4  # 4: offers, forwards and profiles chained
+GENERATOR_VERSION = 5  # 4: offers, forwards and profiles chained; 5: offers.source
 CACHE = REPO / "bench" / ".cache"
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 DAYS = 360
 SINCE, UNTIL = dt.date(2025, 12, 1), dt.date(2026, 11, 25)
+SOURCES = ("relay", "api", "link")
 COMPANIES = ["big"] + [f"co{i:02d}" for i in range(1, 20)]
 AGENCY = "株式会社サンプル人材"
 HASH_KEY = b"bench-hash-key"
@@ -167,9 +169,11 @@ def _offers(b: _Build, count: int) -> list[tuple[str, int, str, str]]:
         oid = b.id()
         fixed = (oid, company, f"<{serial}@ats.{company}.example>", _stamp(created),
                  rng.choice(JOBS), rng.choice(CHANNELS), rng.choice(STAGES))
-        b.row("offers", *fixed[:3], address, *fixed[3:], None, None)
+        # 5% through the company API, 2% through the company link (SPEC 10), the rest relayed.
+        source = rng.choices(SOURCES, (93, 5, 2))[0]
+        b.row("offers", *fixed[:3], address, *fixed[3:], None, None, source)
         b.chain.add(fixed[3], company, "offer", oid, {
-            "digest": row_digest(fixed), "candidate": b.rules.candidate(address)})
+            "digest": offer_digest(fixed, source), "candidate": b.rules.candidate(address)})
         fate = rng.random()
         if fate >= 0.40:
             continue  # never opened

@@ -17,9 +17,9 @@ def render(rows: Sequence[dict[str, Any]], fmt: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(reports.FIELDS)
+        writer.writerow(reports.COLUMNS)
         for row in rows:
-            writer.writerow([row[f] for f in reports.FIELDS])
+            writer.writerow([reports.flat(row)[f] for f in reports.COLUMNS])
         return out.getvalue()
     return _table(rows)
 
@@ -29,11 +29,12 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no companies configured\n"
     names = [str(r["company"]) for r in rows]
-    width = max(len(f) for f in reports.FIELDS)
-    cols = [max(len(n), *(len(str(r[f])) for f in reports.FIELDS)) for n, r in zip(names, rows,
-                                                                           strict=True)]
+    rows = [reports.flat(r) for r in rows]
+    width = max(len(f) for f in reports.COLUMNS)
+    cols = [max(len(n), *(len(str(r[f])) for f in reports.COLUMNS)) for n, r in zip(names, rows,
+                                                                            strict=True)]
     lines = []
-    for f in reports.FIELDS:
+    for f in reports.COLUMNS:
         cells = [str(r[f]).rjust(w) for r, w in zip(rows, cols, strict=True)]
         lines.append(f"{f.ljust(width)}  {'  '.join(cells)}")
     return "\n".join(lines) + "\n"

@@ -71,7 +71,9 @@ async def report_csv(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
     r = await admin.run(admin.report, s.company.id, s.period)
-    return _attachment(to_csv(reports.FIELDS, [[r[f] for f in reports.FIELDS]]), s, "report")
+    row = reports.flat(r)
+    return _attachment(to_csv(reports.COLUMNS, [[row[f] for f in reports.COLUMNS]]), s,
+                       "report")
 
 
 async def forwards_csv(request: web.Request) -> web.StreamResponse:

@@ -22,7 +22,9 @@ from consent_site.candidate import SITE
 
 #: SPEC 8's fields as the dashboard names them.
 FIELD_LABELS = {
-    "rejections": "不採用メール", "offers": "案内リンクの送信", "not_injected": "リンクなしで送信",
+    "rejections": "不採用メール", "offers": "案内リンクの送信",
+    "offers_relay": "うちゲートウェイ経由", "offers_api": "うちAPI経由",
+    "offers_link": "うち会社リンク経由", "not_injected": "リンクなしで送信",
     "unmarked_rejections": "マーカーなしの不採用判定", "views": "案内ページの閲覧",
     "accepted": "登録に同意", "declined": "登録しない", "withdrawn": "同意の撤回",
     "erased": "データの消去", "forwards_delivered": "紹介会社への提供",
@@ -58,9 +60,9 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     r = await admin.run(admin.report, s.company.id, s.period)
     funnel = [(f, FIELD_LABELS[f], r[f], _rate(r[f], r["offers"]) if f != "rejections" else "")
               for f in FUNNEL]
-    return render(request, "dashboard.html", page="dashboard", r=r, labels=FIELD_LABELS,
-                  funnel=funnel, view_rate=_rate(r["views"], r["offers"]),
-                  opt_in_rate=_rate(r["accepted"], r["offers"]), fields=reports.FIELDS[3:],
+    return render(request, "dashboard.html", page="dashboard", r=reports.flat(r),
+                  labels=FIELD_LABELS, funnel=funnel, view_rate=_rate(r["views"], r["offers"]),
+                  opt_in_rate=_rate(r["accepted"], r["offers"]), fields=reports.COLUMNS[3:],
                   company_link=_company_link(admin.settings, s.company.id), **_common(s))
 
 

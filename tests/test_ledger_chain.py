@@ -140,6 +140,7 @@ def test_changed_or_removed_rows_are_caught_and_named(
 def test_the_database_refuses_what_no_code_does(history: World) -> None:
     for statement in ("DELETE FROM offers WHERE rowid = 1",
                       "UPDATE offers SET company = 'kumo' WHERE rowid = 1",
+                      "UPDATE offers SET source = 'link' WHERE rowid = 1",
                       "UPDATE offers SET recipient = 'x@example.net' WHERE rowid = 1",
                       "UPDATE forwards SET payload = '{}' WHERE rowid = 1",
                       "DELETE FROM forwards WHERE rowid = 1",
@@ -371,3 +372,25 @@ def test_a_ledger_refuses_a_hash_key_other_than_its_own(history: World, tmp_path
     assert refused.returncode != 0
     assert "secrets.hash_key is not the key this ledger was written with" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize(("recipient", "to"), [("late0@example.net", "link"),
+                                               ("from-link@example.net", "relay"),
+                                               ("from-link@example.net", "api")])
+def test_an_offer_moved_to_another_source_is_caught(history: World, recipient: str,
+                                                    to: str) -> None:
+    """The offer's entry covers its source (relay <-> link would move a forward in or out of
+    the review that link forwards need), and a relayed offer's digest is what it was before
+    offers had a source (the entries already written stay true)."""
+    history.ledger.record_offer("acme", "<l1@acme.example>", "from-link@example.net",
+                                source="link")
+    assert history.book.verify()[1] is None
+    (oid, message_id, created), = history.rows(
+        "SELECT id, message_id, created FROM offers WHERE recipient = 'late0@example.net'")
+    (body,), = history.rows(f"SELECT body FROM entries WHERE kind = 'offer' AND ref = '{oid}'")
+    assert json.loads(body)["digest"] == ledger_chain.row_digest(
+        [oid, "acme", message_id, created, None, None, None])
+    problem = _tampered(history, f"UPDATE offers SET source = '{to}'"
+                                 f" WHERE recipient = '{recipient}'")
+    assert "was altered after it was recorded" in problem
+    assert "@example.net" not in problem

@@ -30,6 +30,7 @@ from career_relay.ledger import (
     NoCreditAvailable,
     Offer,
     Receipt,
+    Rejection,
     Rules,
     open_configured,
     reports,
@@ -270,8 +271,9 @@ def test_every_report_field_for_a_period(world: World) -> None:
     r = world.report()
     expected = {
         "company": "acme", "since": "2000-01-01", "until": "2026-04-01",
-        "rejections": 1, "offers": 2, "not_injected": 1, "unmarked_rejections": 1,
-        "views": 2, "accepted": 1, "declined": 1, "withdrawn": 0, "erased": 0,
+        "rejections": 1, "offers": 2, "offers_by_source": {"relay": 2, "api": 0, "link": 0},
+        "not_injected": 1, "unmarked_rejections": 1, "views": 2,
+        "accepted": 1, "declined": 1, "withdrawn": 0, "erased": 0,
         "forwards_delivered": 1, "qualified_forwards": 1, "under_review": 0,
         "credits_earned": 0, "credits_redeemed": 0, "credits_available": 0,
         "progress_to_next_credit": 1, "credit_every": 10,
@@ -280,7 +282,39 @@ def test_every_report_field_for_a_period(world: World) -> None:
     # A period before any of it counts nothing; the balance is as of its end.
     empty = world.report(since=dt.date(2026, 3, 1), until=dt.date(2026, 3, 31))
     assert all(empty[k] == 0 for k in expected if k not in ("company", "since", "until",
-                                                            "credit_every"))
+                                                            "credit_every", "offers_by_source"))
+    assert empty["offers_by_source"] == {"relay": 0, "api": 0, "link": 0}
+
+
+def test_offers_by_source(world: World) -> None:
+    """SPEC 8 ``offers_by_source``: the gateway's, the API's and the link's offers (SPEC 10),
+    through every write path; relay is what the other two are not."""
+    world.ledger.record_rejection("acme", "<r1@acme.example>",
+                                  [("a@example.net", "OfferIdAAAA1"),
+                                   ("b@example.net", "OfferIdBBBB2")])
+    (api,) = world.ledger.record_rejections([Rejection(
+        "acme", "<api1@acme.example>", (("c@example.net", "OfferIdCCCC3"),), source="api")])
+    link = world.ledger.record_offer("acme", "<link1@acme.example>", "d@example.net",
+                                     source="link")
+    world.ledger.record_offer("kumo", "<k1@kumo.example>", "e@example.net", source="api")
+    assert api == {"c@example.net": "OfferIdCCCC3"} and link.source == "link"
+    found = world.ledger.offer("OfferIdCCCC3")
+    assert found is not None and found.source == "api"
+    assert world.ledger.offer("OfferIdAAAA1").source == "relay"  # type: ignore[union-attr]
+    # A retried API submission finds its offer and adds nothing.
+    again = world.ledger.record_rejections([Rejection(
+        "acme", "<api1@acme.example>", (("c@example.net", "OfferIdOther9"),), source="api")])
+    assert again == [{"c@example.net": "OfferIdCCCC3"}]
+    r = world.report()
+    assert r["offers"] == 4 and r["rejections"] == 2
+    assert r["offers_by_source"] == {"relay": 2, "api": 1, "link": 1}
+    assert reports.flat(r)["offers_api"] == 1
+    before = world.report(since=dt.date(2026, 3, 1), until=dt.date(2026, 3, 31))
+    assert before["offers_by_source"] == {"relay": 0, "api": 0, "link": 0}
+    assert world.book.verify()[1] is None
+    with pytest.raises(ValueError, match="unknown offer source"):
+        world.ledger.record_offer("acme", "<x@acme.example>", "x@example.net",
+                                  source="smtp")  # type: ignore[arg-type]
 
 
 def test_report_details_by_job_and_channel_and_time_to_decide(world: World) -> None:

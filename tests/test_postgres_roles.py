@@ -197,7 +197,7 @@ def test_the_app_role_cannot_migrate_and_waits_for_the_owner(
     """A database nobody migrated: to the application role the ledger is unavailable (the
     site's 503, the gateway's held rejections), with what to do, and nothing is created;
     once the owner has migrated and granted, the same ledger works by itself."""
-    pending = (r"9 migration\(s\) to apply \(0001_offers, .*may not apply them "
+    pending = (r"10 migration\(s\) to apply \(0001_offers, .*may not apply them "
                r".*as the database's owner")
     with pytest.raises(LedgerUnavailable, match=pending):
         open_shared(roles.app)

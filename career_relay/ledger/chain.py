@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,14 @@ def append_many(conn: sqlite3.Connection, entries: list[NewEntry]) -> list[int]:
 def row_digest(row: Any) -> str:
     """A digest of a row of another table, for an entry to vouch for it."""
     return hashlib.sha256(canonical(list(row)).encode("utf-8")).hexdigest()
+
+
+def offer_digest(fixed: Sequence[Any], source: str) -> str:
+    """The digest an ``offer`` entry holds: the offer's fixed columns (id, company,
+    Message-ID, created, job, channel, stage), and its ``source`` when it is not "relay"
+    (migration 0010): a relayed offer's digest stays what it was before offers had a
+    source, and moving an offer between sources shows in ``ledger verify``."""
+    return row_digest([*fixed, source] if source != "relay" else list(fixed))
 
 
 @dataclass(frozen=True)

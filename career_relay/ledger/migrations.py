@@ -98,3 +98,6 @@ def _meta(db: Database) -> None:
         )
         """
     )
+
+
+MIGRATIONS(name="0010_offer_source")(schema_sqlite_later.offer_source)

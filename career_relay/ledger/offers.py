@@ -30,6 +30,9 @@ from career_relay.timestamps import parse_stamp, stamp
 
 CounterKind = Literal["rejections", "not_injected", "unmarked_rejections"]
 COUNTER_KINDS: tuple[str, ...] = get_args(CounterKind)
+#: Where an offer came from (SPEC 10): the gateway, the company API, the company link.
+OfferSource = Literal["relay", "api", "link"]
+OFFER_SOURCES: tuple[str, ...] = get_args(OfferSource)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Offer:
     job: str | None = None
     channel: str | None = None
     stage: str | None = None
+    source: OfferSource = "relay"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Rejection:
     created: dt.datetime | None = None  # when its links were signed (default: now)
     # Counted once per message; a retried submission (its offers exist) counts nothing.
     counters: tuple[CounterKind, ...] = ("rejections",)
+    source: OfferSource = "relay"  # SPEC 10: the API's offers are "api", the link's "link"
 
 
 class Ledger(Store):
@@ -72,6 +77,7 @@ class Ledger(Store):
         job: str | None = None,
         channel: str | None = None,
         stage: str | None = None,
+        source: OfferSource = "relay",
     ) -> Offer:
         """The offer for (``message_id``, ``recipient``), created on the first call only.
 
@@ -81,12 +87,14 @@ class Ledger(Store):
         """
         if not (company and message_id and recipient):
             raise ValueError("an offer needs a company, a Message-ID and a recipient")
+        _check_source(source)
         created = stamp(self._clock())
-        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage)
+        row = (self._new_id(), company, message_id, recipient, created, job, channel, stage,
+               source)
         with self.write() as conn:
             added = conn.execute(
                 "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
-                " stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " stage, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (company, message_id, recipient) DO NOTHING",
                 row,
             ).rowcount
@@ -129,15 +137,17 @@ class Ledger(Store):
         results: list[dict[str, str]] = []
         tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
         entries: list[ledger_chain.NewEntry] = []  # the inserted offers', appended at the end
+        for r in rejections:
+            _check_source(r.source)
         with self.write() as conn:
             for r in rejections:
                 created = stamp(r.created or now)
                 cursor = conn.executemany(
                     "INSERT INTO offers (id, company, message_id, recipient, created, job,"
-                    " channel, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " channel, stage, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (company, message_id, recipient) DO NOTHING",
-                    [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage)
-                     for rcpt, oid in r.offers],
+                    [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage,
+                      r.source) for rcpt, oid in r.offers],
                 )
                 # Offers this statement inserted (sqlite3_changes: a trigger's rows, such
                 # as the per-day statistics, are not counted; total_changes would be).
@@ -148,7 +158,8 @@ class Ledger(Store):
                 if added == len(r.offers):  # every offer is new: its id is the one given
                     results.append(dict(r.offers))
                     entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt,
-                                                     created, r.job, r.channel, r.stage)
+                                                     created, r.job, r.channel, r.stage,
+                                                     r.source)
                                    for rcpt, oid in r.offers)
                     continue
                 found = {rcpt: str(conn.execute(
@@ -157,7 +168,7 @@ class Ledger(Store):
                 results.append(found)
                 # Inserted now: the offers that kept the fresh id given (ids are random).
                 entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt, created,
-                                                 r.job, r.channel, r.stage)
+                                                 r.job, r.channel, r.stage, r.source)
                                for rcpt, oid in r.offers if added and found[rcpt] == oid)
             ledger_chain.append_many(conn, entries)
             # One upsert per company and counter for the whole batch.
@@ -174,10 +185,11 @@ class Ledger(Store):
 
     def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,
                      created: str, job: str | None, channel: str | None, stage: str | None,
-                     ) -> ledger_chain.NewEntry:
+                     source: str = "relay") -> ledger_chain.NewEntry:
         """The ``offer`` entry of a row just inserted: the row by digest, the recipient by
-        keyed hash (``ledger_rules._offers_agree`` checks both)."""
-        digest = ledger_chain.row_digest([oid, company, message_id, created, job, channel, stage])
+        keyed hash (``verify._offers_agree`` checks both)."""
+        digest = ledger_chain.offer_digest(
+            [oid, company, message_id, created, job, channel, stage], source)
         return (created, company, "offer", oid,
                 {"digest": digest,
                  "candidate": ledger_chain.candidate_hash(self.hash_key, recipient)})
@@ -217,12 +229,18 @@ class Ledger(Store):
         return dict(zip(COUNTER_KINDS, found or (0,) * len(COUNTER_KINDS), strict=True))
 
 
-_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage"
+_OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage, source"
 
 
 def _offer(row: Any) -> Offer:
-    oid, company, message_id, recipient, created, job, channel, stage = row
-    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage)
+    oid, company, message_id, recipient, created, job, channel, stage, source = row
+    return Offer(oid, company, message_id, recipient, parse_stamp(created), job, channel, stage,
+                 source)
+
+
+def _check_source(source: str) -> None:
+    if source not in OFFER_SOURCES:  # the table's CHECK says the same, later and less clearly
+        raise ValueError(f"unknown offer source {source!r}; one of {', '.join(OFFER_SOURCES)}")
 
 
 class View:

@@ -34,6 +34,12 @@ FIELDS = ("company", "since", "until", "rejections", "offers", "not_injected",
           "unmarked_rejections", "views", "accepted", "declined", "withdrawn", "erased",
           "forwards_delivered", "qualified_forwards", "under_review", "credits_earned",
           "credits_redeemed", "credits_available", "progress_to_next_credit", "credit_every")
+#: Where offers came from (SPEC 10): ``offers_by_source`` in the report.
+SOURCES = ("relay", "api", "link")
+#: The table's and the CSV's columns: FIELDS, with ``offers_by_source`` (an object in the
+#: JSON) as one column per source after ``offers``.
+COLUMNS = (*FIELDS[:FIELDS.index("offers") + 1], *(f"offers_{s}" for s in SOURCES),
+           *FIELDS[FIELDS.index("offers") + 1:])
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,13 @@ QUERIES: tuple[Query, ...] = (
     Query("offers", "Links sent", "Offers made: one per outside recipient of a rejection.",
           "SELECT COALESCE(SUM(offers), 0) FROM offer_stats"
           " WHERE company = :company AND day BETWEEN :start_day AND :end_day"),
+    # From the partial index offers_source, which holds no relayed offer (0010): relay is
+    # the offers less these, so a million relayed offers cost nothing here.
+    Query("offers_by_source", "Links by source",
+          "Offers made through the company API and the company link (SPEC 10); the rest "
+          "came through the gateway.",
+          "SELECT source, COUNT(*) FROM offers WHERE company = :company AND source <> 'relay'"
+          " AND created >= :start AND created < :end GROUP BY source"),
     Query("views", "Pages opened", "Offers whose page was opened for the first time.",
           "SELECT COUNT(*) FROM offer_views"
           " WHERE company = :company AND first_viewed >= :start AND first_viewed < :end"),
@@ -154,10 +167,12 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
     decisions = dict(_run(conn, "decisions", p))
     earned, redeemed = _run(conn, "credits", p)[0]
     minted_total, redeemed_total, qualified_total = _run(conn, "balance", p)[0]
+    offers = _run(conn, "offers", p)[0][0] if stats is None else sum(r[3] for r in stats)
+    by_source = {"relay": 0, "api": 0, "link": 0, **dict(_run(conn, "offers_by_source", p))}
+    by_source["relay"] = offers - by_source["api"] - by_source["link"]
     report: dict[str, Any] = {
         "company": company, "since": when.since.isoformat(), "until": when.until.isoformat(),
-        "rejections": rejections,
-        "offers": _run(conn, "offers", p)[0][0] if stats is None else sum(r[3] for r in stats),
+        "rejections": rejections, "offers": offers, "offers_by_source": by_source,
         "not_injected": not_injected, "unmarked_rejections": unmarked,
         "views": _run(conn, "views", p)[0][0],
         "accepted": decisions.get("accept", 0), "declined": decisions.get("decline", 0),
@@ -207,6 +222,11 @@ def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any]
         "monthly": [{"month": m, "offers": o, "accepted": a, "qualified": q}
                     for m, (o, a, q) in sorted(months.items())],
     }
+
+
+def flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A report's row with a value for each of ``COLUMNS`` (the table's, the CSV's)."""
+    return {**row, **{f"offers_{s}": row["offers_by_source"][s] for s in SOURCES}}
 
 
 def report(ledger: Ledger, companies: Sequence[str], when: Period, credit_every: int, *,

@@ -4,7 +4,7 @@
 new PostgreSQL database that has them all has SQLite's end state: the same tables with
 the same columns in the same order, keys, checks, foreign keys, indexes (partial ones
 too) and triggers.  This module has 0001 to 0004, 0008 and 0009 (as ``migrations``
-has 0008 and 0009 for SQLite); ``schema_postgres_later`` has 0005 to 0007.  A migration
+has 0008 and 0009 for SQLite); ``schema_postgres_later`` has 0005 to 0007 and 0010.  A migration
 that has landed is never edited: changes are new migrations, on both backends.
 
 The dialect, chosen so that the ledger's SQL reads the same on both:
@@ -272,6 +272,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0007_report_indexes", later.REPORT_INDEXES),
     ("0008_chain_offers_forwards_profiles", CHAIN),
     ("0009_meta", META),
+    ("0010_offer_source", later.OFFER_SOURCE),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 in PostgreSQL's dialect (see ``schema_postgres``).
+"""The ledger's migrations 0005 to 0007 and 0010 in PostgreSQL's dialect (see ``schema_postgres``).
 
 Each is the SQLite migration of the same name (``schema_sqlite_later``), column for
 column; the docstrings there say why each exists.  A migration that has landed is
@@ -165,3 +165,14 @@ CREATE INDEX receipts_review ON receipts (company, decision, created)
 """
 
 REPORT_INDEXES = _JULIANDAY + _OFFER_VIEWS + _DERIVED_TABLES + _DERIVED_TRIGGERS + _DERIVED_BACKFILL
+
+_OFFERS_FIXED = "the ledger is append-only: offers rows are never changed"
+# 0010 (``schema_sqlite_later.offer_source``).  The column lands after rowid here (SQLite's
+# rowid is implicit): the ledger names its columns, and ``ledger migrate`` copies by name.
+OFFER_SOURCE = f"""
+ALTER TABLE offers ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT 'relay'
+    CHECK (source IN ('relay', 'api', 'link'));
+CREATE INDEX offers_source ON offers (company, source, created) WHERE source <> 'relay';
+CREATE TRIGGER offers_source_fixed BEFORE UPDATE OF source ON offers FOR EACH ROW
+    EXECUTE FUNCTION career_relay_refuse('{_OFFERS_FIXED}');
+"""

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 in SQLite's dialect: tables, indexes, triggers.
+"""The ledger's migrations 0005 to 0007 and 0010 in SQLite's dialect: tables, indexes, triggers.
 
 A migration that has landed is never edited; ``career_relay.ledger.migrations``
 lists them in order and applies them.
@@ -163,3 +163,23 @@ def report_indexes(db: Database) -> None:
     db.execute("CREATE INDEX receipts_company_decision ON receipts (company, decision, created)")
     db.execute("CREATE INDEX receipts_review ON receipts (company, decision, created)"
                " WHERE review IS NOT NULL")
+
+
+def offer_source(db: Database) -> None:
+    """Where each offer came from (SPEC 10, ``offers_by_source`` in SPEC 8): ``relay`` (the
+    gateway; every offer made before this migration), ``api`` (the company API) or ``link``
+    (the company link).  Fixed like the other columns an entry vouches for: the offer's
+    entry digests its source when it is not ``relay`` (``chain.offer_digest``), so the
+    digests of the offers already there stay true.
+
+    The report counts a company's ``api`` and ``link`` offers of a period from the partial
+    index (which holds no relayed offer), and relay as offers less those: the report stays
+    as fast with a million relayed offers.
+    """
+    db.execute("ALTER TABLE offers ADD COLUMN source TEXT NOT NULL DEFAULT 'relay'"
+               " CHECK (source IN ('relay', 'api', 'link'))")
+    db.execute("CREATE INDEX offers_source ON offers (company, source, created)"
+               " WHERE source <> 'relay'")
+    db.execute("CREATE TRIGGER offers_source_fixed BEFORE UPDATE OF source ON offers"
+               " BEGIN SELECT RAISE(ABORT,"
+               " 'the ledger is append-only: offers rows are never changed'); END")

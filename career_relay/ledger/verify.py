@@ -216,13 +216,18 @@ def _offers_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
     has none: the key was unknown to it)."""
     for ref, row, found in _beside(
             conn, "offer", "SELECT id, company, message_id, created, job, channel, stage,"
-                           " recipient, candidate, erased FROM offers ORDER BY id"):
-        problem = _unmatched("offer", ref, row, found, company_at=1, fixed=7)
+                           " recipient, candidate, erased, source FROM offers ORDER BY id"):
+        if row is not None and row[10] != "relay":  # its source is digested too (0010)
+            row = (*row[:7], row[10], *row[7:10])
+            fixed = 8
+        else:
+            fixed = 7
+        problem = _unmatched("offer", ref, row, found, company_at=1, fixed=fixed)
         if problem is not None:
             return problem
         assert found is not None
         seq, _, body = found
-        candidate, (recipient, erased_as, erased) = body.get("candidate"), row[7:]
+        candidate, (recipient, erased_as, erased) = body.get("candidate"), row[fixed:fixed + 3]
         if erased is not None and recipient != f"{ledger_chain.ERASED_PREFIX}{ref}":
             # Erasure leaves the placeholder, nothing else: an address put back under an
             # erased mark would be a provision record that no hash can check.

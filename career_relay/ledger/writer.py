@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger.offers import CounterKind, Ledger, Rejection
+from career_relay.ledger.offers import CounterKind, Ledger, OfferSource, Rejection
 
 log = logging.getLogger("career_relay.ledger")
 
@@ -88,10 +88,11 @@ class LedgerWriter:
                          offers: Sequence[tuple[str, str]], job: str | None = None,
                          channel: str | None = None, stage: str | None = None,
                          created: dt.datetime | None = None,
-                         counters: tuple[CounterKind, ...] = ("rejections",)) -> dict[str, str]:
+                         counters: tuple[CounterKind, ...] = ("rejections",),
+                         source: OfferSource = "relay") -> dict[str, str]:
         """Blocking, like ``Ledger.record_rejection``; returns once the commit is done."""
         request = _Request(Rejection(company, message_id, tuple(offers), job, channel, stage,
-                                     created, counters))
+                                     created, counters, source))
         with self._cond:
             if self._closed:
                 raise LedgerUnavailable("the ledger writer has stopped")
