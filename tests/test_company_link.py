@@ -86,11 +86,10 @@ class LinkSite:
                     return Reply(r.status, r.headers, await r.text())
             # From another client address on this machine (127.0.0.2, ...).
             connector = aiohttp.TCPConnector(local_addr=(source, 0))
-            async with aiohttp.ClientSession(connector=connector) as session:
-                async with session.request(method, self.client.make_url(path),
-                                           headers=headers, allow_redirects=False,
-                                           **kwargs) as r:
-                    return Reply(r.status, r.headers, await r.text())
+            async with aiohttp.ClientSession(connector=connector) as session, \
+                    session.request(method, self.client.make_url(path), headers=headers,
+                                    allow_redirects=False, **kwargs) as r:
+                return Reply(r.status, r.headers, await r.text())
 
         return self.loop.run_until_complete(go())
 
