@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import company_link as core
 from career_relay import settings as settings_mod
-from career_relay.ledger import ConsentLedger, Ledger, open_configured, reports
+from career_relay.ledger import Book, ConsentLedger, Ledger, open_configured, reports
 from career_relay.tokens import CompanySigner, LinkSigner, TokenInvalid, company_link
 from consent_site.app import create_app
 from consent_site.company_link import LINKS
@@ -304,7 +304,9 @@ def test_the_form_sends_a_personal_link_to_the_typed_address_only(site: LinkSite
     assert site.ask("cand.link@example.net".replace("cand.link", "Cand.Link")).status == 303
     assert _link_in(site.mail(2)[1]) == personal
     assert len(site.offers()) == 1
-    assert site.report()["offers"] == 1
+    report = site.report()
+    assert report["offers"] == 1 and report["rejections"] == 0  # nothing proves a rejection
+    assert report["offers_by_source"] == {"relay": 0, "api": 0, "link": 1}
 
 
 def test_a_link_forward_qualifies_only_after_an_admin_approves_it(site: LinkSite) -> None:
@@ -332,6 +334,7 @@ def test_a_link_forward_qualifies_only_after_an_admin_approves_it(site: LinkSite
     report = site.report()
     assert (report["under_review"], report["qualified_forwards"], report["credits_earned"]) == (
         0, 1, 1)
+    assert Book(site.ledger).verify()[1] is None  # the chain holds the link offer's source
 
 
 def test_a_link_forward_rejected_on_review_never_counts(site: LinkSite) -> None:
