@@ -6,7 +6,7 @@
   origin, a nonce bound to the company, here good for one POST), limited
   per client, per company and per address (``link_throttle``), then an
   offer (``source = "link"``) for the address and a mail to it with the
-  personal link (``link_mailer``).  Always a 303 to the same "check your
+  personal link (``link_mailer``, behind the answer).  Always a 303 to the same "check your
   mail" page, whether the address was new, used before, or over its limit.
 - ``GET /j/{token}/sent``: that page; it names no address.
 
@@ -18,7 +18,6 @@ proves the company rejected that person.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,12 +31,11 @@ from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import CompanySigner, TokenInvalid, link
 from consent_site import i18n, link_words
 from consent_site.candidate import SITE, PageError
-from consent_site.link_mailer import LinkMailer, Outgoing
+from consent_site.link_mailer import Asked, LinkMailer, Outgoing
 from consent_site.link_throttle import LinkThrottle
 from consent_site.login_throttle import UsedNonces
 from consent_site.security import NONCE_MAX_AGE, CsrfError, same_origin
-
-log = logging.getLogger("career_relay.company_link")
+from consent_site.site import Site
 
 #: The form holds one address and a nonce: a body larger than this is not ours.
 MAX_BODY = 2048
@@ -48,16 +46,37 @@ class CompanyLinks:
     """What the company link's views share: the signer, the limits, the used nonces, the
     mailer.  Counts live in this process's memory (``link_throttle``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, site: Site) -> None:
         self.settings = settings
+        self.site = site
         self.signer = CompanySigner(settings.secrets.signing_keys)
         self.throttle = LinkThrottle()
         self.nonces = UsedNonces(NONCE_MAX_AGE + 60)
-        self.mailer = LinkMailer(settings)
+        self.mailer = LinkMailer(settings, self.prepare)
 
     def reload(self, settings: Settings) -> None:
         self.settings = settings
         self.mailer.settings = settings
+
+    async def prepare(self, asked: Asked) -> Outgoing | None:
+        """The offer for the address (made once per address and period, ``source = "link"``)
+        and the mail with its personal link; the mailer's, behind the form's answer."""
+        site, settings = self.site, self.settings
+        company = settings.company(asked.company)
+        if company is None:  # removed by a reload meanwhile
+            return None
+        message_id = core.offer_message_id(time.time(), settings.site.link_max_age_days)
+        rejection = Rejection(company.id, message_id, ((asked.address, new_offer_id()),),
+                              counters=(), source="link")
+        (made,) = await site.write(site.ledger.record_rejections, [rejection])
+        offer: Offer | None = site.offer(made[asked.address])
+        if offer is None:  # purged between the two statements: nothing to send
+            return None
+        token = site.signer.token(offer.id, offer.created.timestamp())
+        message = core.personal_mail(settings, company, asked.address,
+                                     link(settings.site.public_url, token), asked.locale,
+                                     dt.datetime.now(dt.UTC))
+        return Outgoing(offer.id, asked.address, message)
 
 
 LINKS = web.AppKey("company_links", CompanyLinks)
@@ -159,11 +178,11 @@ async def ask(request: web.Request) -> web.StreamResponse:
     wait = links.throttle.company_wait(visit.company.id)
     if wait or not links.mailer.has_room():
         raise _too_many(visit, wait or 60)
-    # Over its share: the same answer as a send, and nothing sent (the page never tells
-    # whether an address was used).
+    # Over its share: the same answer as a send, as fast, and nothing sent (the page never
+    # tells whether an address was used; the offer is made behind the answer).
     if links.throttle.take_address(core.throttle_key(address)):
         links.throttle.count_company(visit.company.id)
-        await _offer_and_mail(request, visit, address)
+        links.mailer.submit(Asked(visit.company.id, address, visit.locale))
     return web.Response(status=303, headers={
         "Location": f"{visit.base}/sent?lang={visit.locale}", **_NO_STORE})
 
@@ -172,25 +191,8 @@ def _too_many(visit: _Visit, wait: int) -> PageError:
     return PageError(429, "429", visit.locale, retry_after=wait)
 
 
-async def _offer_and_mail(request: web.Request, visit: _Visit, address: str) -> None:
-    links, site = request.app[LINKS], request.app[SITE]
-    settings = links.settings
-    message_id = core.offer_message_id(time.time(), settings.site.link_max_age_days)
-    rejection = Rejection(visit.company.id, message_id, ((address, new_offer_id()),),
-                          counters=(), source="link")
-    (made,) = await site.write(site.ledger.record_rejections, [rejection])
-    offer: Offer | None = site.offer(made[address])
-    if offer is None:  # purged between the two statements: nothing to send
-        return
-    url = link(settings.site.public_url, site.signer.token(offer.id, offer.created.timestamp()))
-    message = core.personal_mail(settings, visit.company, address, url, visit.locale,
-                                 dt.datetime.now(dt.UTC))
-    links.mailer.submit(Outgoing(offer.id, address, message))
-    log.info("company-link offer %s of %s queued for mail", offer.id, visit.company.id)
-
-
 def add_routes(app: web.Application, settings: Settings) -> None:
-    links = CompanyLinks(settings)
+    links = CompanyLinks(settings, app[SITE])
     app[LINKS] = links
     app.cleanup_ctx.append(links.mailer.running)
     app.router.add_get("/j/{token}", page)  # HEAD too: aiohttp answers it from the GET

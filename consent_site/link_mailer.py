@@ -1,17 +1,19 @@
 """The company link's mailer: sends each personal-link mail through the upstream (SPEC 10).
 
-The form's answer must not depend on what happens to the mail (it never
-tells whether an address was used, nor how fast the upstream is), so the
-view only puts the message in a bounded queue; one task sends them, one at
-a time, with aiosmtplib to ``[upstream]`` (the company's smarthost, as the
-agency's email forwards go).  Each message has exactly one recipient, the
-address checked by ``career_relay.company_link.normal_address``: the form is
-no relay.
+The form's answer must not depend on the address (it never tells whether
+an address was used, not even by how long it took) nor on the upstream, so
+the view only puts what was asked (``Asked``) in a bounded queue and
+answers.  One task takes them one at a time: ``prepare`` (the view's) makes
+or finds the offer and builds the mail, then aiosmtplib sends it to
+``[upstream]`` (the company's smarthost, as the agency's email forwards go).
+Each message has exactly one recipient, the address checked by
+``career_relay.company_link.normal_address``: the form is no relay.
 
-A message that fails gets ``ATTEMPTS`` tries, ``RETRY_DELAY`` seconds apart,
-then is given up and logged (by its offer id, never the address).  The
-queue lives in memory: a restart loses what waits in it, and the candidate
-simply asks again (the offer already exists; the same link is sent).
+What fails (the upstream, or the ledger while it is away) gets ``ATTEMPTS``
+tries, ``RETRY_DELAY`` seconds apart, then is given up and logged (by the
+company and the offer id, never the address).  The queue lives in memory: a
+restart loses what waits in it, and the candidate simply asks again (the
+same offer, the same link).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiosmtplib
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.settings import Settings
 
 log = logging.getLogger("career_relay.company_link")
@@ -35,24 +38,38 @@ RETRY_DELAY = 10.0
 
 
 @dataclass(frozen=True)
+class Asked:
+    """A form taken: a personal link for ``address`` through ``company``'s link."""
+
+    company: str
+    address: str
+    locale: str
+
+
+@dataclass(frozen=True)
 class Outgoing:
     offer_id: str  # what the logs name
     recipient: str
     message: EmailMessage
 
 
+#: Makes or finds the offer and builds its mail; None when there is nothing to send.
+Prepare = Callable[[Asked], Awaitable[Outgoing | None]]
+
+
 class LinkMailer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prepare: Prepare) -> None:
         self.settings = settings
         self.retry_delay = RETRY_DELAY
-        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(QUEUE)
+        self._prepare = prepare
+        self._queue: asyncio.Queue[Asked] = asyncio.Queue(QUEUE)
         self.sent = 0  # messages the upstream took (for tests and logs)
 
     def has_room(self) -> bool:
         return not self._queue.full()
 
-    def submit(self, outgoing: Outgoing) -> None:
-        self._queue.put_nowait(outgoing)
+    def submit(self, asked: Asked) -> None:
+        self._queue.put_nowait(asked)
 
     async def running(self, _: object) -> AsyncIterator[None]:
         """aiohttp's ``cleanup_ctx``: the sending task runs while the app does; at the end
@@ -67,23 +84,33 @@ class LinkMailer:
 
     async def _run(self) -> None:
         while True:
-            outgoing = await self._queue.get()
+            asked = await self._queue.get()
             try:
-                await self._deliver(outgoing)
+                await self._deliver(asked)
             except Exception:  # one bad message never stops the mailer
-                log.exception("company-link mail for offer %s failed", outgoing.offer_id)
+                log.exception("company-link mail of %s failed", asked.company)
             finally:
                 self._queue.task_done()
 
-    async def _deliver(self, outgoing: Outgoing) -> None:
+    async def _deliver(self, asked: Asked) -> None:
+        outgoing: Outgoing | None = None
         for attempt in range(1, ATTEMPTS + 1):
-            problem = await self._send(outgoing)
+            what = asked.company
+            try:
+                outgoing = outgoing or await self._prepare(asked)
+            except LedgerUnavailable as exc:
+                problem: str | None = f"the ledger is unavailable: {type(exc).__name__}"
+            else:
+                if outgoing is None:
+                    return
+                what = f"{asked.company}, offer {outgoing.offer_id}"
+                problem = await self._send(outgoing)
             if problem is None:
                 self.sent += 1
-                log.info("company-link mail for offer %s sent", outgoing.offer_id)
+                log.info("company-link mail of %s sent", what)
                 return
-            log.warning("company-link mail for offer %s, attempt %d of %d: %s",
-                        outgoing.offer_id, attempt, ATTEMPTS, problem)
+            log.warning("company-link mail of %s, attempt %d of %d: %s", what, attempt,
+                        ATTEMPTS, problem)
             if problem.startswith("SMTP 5") or attempt == ATTEMPTS:
                 return  # refused for good (RFC 5321 4.2.1), or out of tries
             await asyncio.sleep(self.retry_delay)
