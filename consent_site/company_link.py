@@ -34,7 +34,7 @@ from consent_site.candidate import SITE, PageError
 from consent_site.link_mailer import Asked, LinkMailer, Outgoing
 from consent_site.link_throttle import LinkThrottle
 from consent_site.login_throttle import UsedNonces
-from consent_site.security import NONCE_MAX_AGE, CsrfError, same_origin
+from consent_site.security import NONCE_MAX_AGE, CsrfError, client_address, same_origin
 from consent_site.site import Site
 
 #: The form holds one address and a nonce: a body larger than this is not ours.
@@ -165,10 +165,11 @@ async def ask(request: web.Request) -> web.StreamResponse:
         raise PageError(403, "403", visit.locale) from None
     if not links.nonces.use(nonce):  # a form posts once; a replayed one is refused
         raise PageError(403, "403", visit.locale)
-    wait = links.throttle.client_wait(request.remote)
+    client = client_address(request, links.settings.site.trusted_proxies)
+    wait = links.throttle.client_wait(client)
     if wait:
         raise _too_many(visit, wait)
-    links.throttle.count_client(request.remote)
+    links.throttle.count_client(client)
     typed = form.get("email", "")
     typed = typed if isinstance(typed, str) else ""
     address = core.normal_address(typed)

@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import company_link as core
 from career_relay import settings as settings_mod
+from career_relay.errors import ConfigError
 from career_relay.ledger import Book, ConsentLedger, Ledger, open_configured, reports
 from career_relay.tokens import CompanySigner, LinkSigner, TokenInvalid, company_link
 from consent_site.app import create_app
@@ -97,11 +98,14 @@ class LinkSite:
         return self.request("GET", path, **kwargs)
 
     def ask(self, address: str, path: str | None = None, source: str | None = None,
-            **fields: str) -> Reply:
-        """The form: its page, then its POST with the page's nonce."""
-        page = self.get(path or self.path, source=source)
+            forwarded: str | None = None, **fields: str) -> Reply:
+        """The form: its page, then its POST with the page's nonce (``forwarded``: the
+        ``X-Forwarded-For`` a proxy, or the client, sends)."""
+        headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+        page = self.get(path or self.path, source=source, headers=headers)
         data = {"csrf": page.csrf(), "lang": "ja", "email": address, **fields}
-        return self.request("POST", path or self.path, data=data, source=source)
+        return self.request("POST", path or self.path, data=data, source=source,
+                            headers=headers)
 
     def mail(self, count: int) -> list[Received]:
         """Wait (on the site's loop, where the mailer runs) for ``count`` mails at the sink."""
@@ -137,9 +141,10 @@ class LinkSite:
                               self.settings.ledger.credit_every)[0]
 
 
-def _make(make_config: ConfigMaker, sink: Sink, url: str = "") -> LinkSite:
+def _make(make_config: ConfigMaker, sink: Sink, url: str = "", **site: Any) -> LinkSite:
     config = make_config(upstream_port=sink.port, companies=COMPANIES,
-                         ledger={"url": url, "credit_every": 1}, site={"review_window": 0},
+                         ledger={"url": url, "credit_every": 1},
+                         site={"review_window": 0, **site},
                          agency={"license_no": "13-ユ-123456"})
     return LinkSite(config, sink)
 
@@ -421,9 +426,9 @@ def test_one_address_gets_three_mails_a_day_and_the_answer_never_tells(
 
 def test_one_client_gets_ten_forms_an_hour(sqlite_site: LinkSite) -> None:
     site = sqlite_site
-    for n in range(10):
-        assert site.ask(f"cand{n}@example.net").status == 303
-    over = site.ask("cand10@example.net")
+    for n in range(10):  # X-Forwarded-For is not believed from a client (no trusted proxy)
+        assert site.ask(f"cand{n}@example.net", forwarded=f"198.51.100.{n}").status == 303
+    over = site.ask("cand10@example.net", forwarded="198.51.100.99")
     assert over.status == 429 and int(over.headers["Retry-After"]) > 0
     assert "しばらくしてから" in over.text
     # Another client is not held back by it.
@@ -432,6 +437,44 @@ def test_one_client_gets_ten_forms_an_hour(sqlite_site: LinkSite) -> None:
     site.settle()
     assert len(site.sink.messages) == 11 and len(site.offers()) == 11
     assert "cand10@example.net" not in [m.rcpts[0] for m in site.sink.messages]
+
+
+def test_behind_a_trusted_proxy_each_client_counts_alone(make_config: ConfigMaker,
+                                                         sink: Sink) -> None:
+    """``site.trusted_proxies``: the client is the last address the proxy added; what a
+    client writes into X-Forwarded-For itself is not believed."""
+    site = _make(make_config, sink, trusted_proxies=["127.0.0.1/32"])
+    try:
+        for n in range(12):  # twelve clients through one proxy: none held back
+            assert site.ask(f"c{n}@example.net", forwarded=f"198.51.100.{n}").status == 303
+        # One client claiming a fresh address each time: the proxy's hop is what counts.
+        answers = [site.ask(f"s{n}@example.net", forwarded=f"203.0.113.{n}, 192.0.2.1")
+                   for n in range(11)]
+        assert [a.status for a in answers] == [303] * 10 + [429]
+        # Not from the proxy: the header is not believed at all.
+        for n in range(10):
+            site.ask(f"d{n}@example.net", source="127.0.0.2", forwarded=f"198.51.100.{n}")
+        assert site.ask("d10@example.net", source="127.0.0.2",
+                        forwarded="198.51.100.200").status == 429
+        # The consent receipt keeps the candidate's network, not the proxy's.
+        personal = _link_in(next(m for m in site.mail(1) if m.rcpts == ["c0@example.net"]))
+        path = personal[personal.index("/c/"):]
+        xff = {"X-Forwarded-For": "198.51.100.77"}
+        site.request("POST", path, headers=xff, data={
+            "csrf": site.get(path).csrf(), "decision": "accept", "agree": "yes",
+            "name": "x", "email": "c0@example.net"})
+        (receipt,) = ConsentLedger(site.ledger).held()
+        assert receipt.network == "198.51.100.0/24"
+    finally:
+        site.settle()
+        site.close()
+
+
+def test_a_proxy_that_is_everyone_is_refused(make_config: ConfigMaker) -> None:
+    for wrong, said in ((["0.0.0.0/0"], "could claim any address"),
+                        (["proxy.example"], "not an address or network")):
+        with pytest.raises(ConfigError, match=said):
+            settings_mod.load(make_config(site={"trusted_proxies": wrong}))
 
 
 def test_many_clients_get_at_most_the_companys_share(sqlite_site: LinkSite) -> None:
