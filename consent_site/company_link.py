@@ -6,8 +6,9 @@
   origin, a nonce bound to the company, here good for one POST), limited
   per client, per company and per address (``link_throttle``), then an
   offer (``source = "link"``) for the address and a mail to it with the
-  personal link (``link_mailer``, behind the answer).  Always a 303 to the same "check your
-  mail" page, whether the address was new, used before, or over its limit.
+  personal link (``link_mailer``, behind the answer).  Always a 303 to the
+  same "check your mail" page, whether the address was new, used before, or
+  over its limit.
 - ``GET /j/{token}/sent``: that page; it names no address.
 
 Only the personal link leads to the consent page of SPEC 6, and its accept
@@ -55,7 +56,9 @@ class CompanyLinks:
         self.mailer = LinkMailer(settings, self.prepare)
 
     def reload(self, settings: Settings) -> None:
+        """SIGHUP: the companies, the upstream and the keys of ``settings``; the counts stay."""
         self.settings = settings
+        self.signer = CompanySigner(settings.secrets.signing_keys)
         self.mailer.settings = settings
 
     async def prepare(self, asked: Asked) -> Outgoing | None:

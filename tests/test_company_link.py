@@ -31,7 +31,7 @@ from career_relay import settings as settings_mod
 from career_relay.errors import ConfigError
 from career_relay.ledger import Book, ConsentLedger, Ledger, open_configured, reports
 from career_relay.tokens import CompanySigner, LinkSigner, TokenInvalid, company_link
-from consent_site.app import create_app
+from consent_site.app import create_app, reload_app
 from consent_site.company_link import LINKS
 from tests.conftest import ConfigMaker, Received, Sink, run_cli
 
@@ -522,3 +522,21 @@ def test_no_address_in_the_logs(sqlite_site: LinkSite, caplog: pytest.LogCapture
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "private.person" not in logged and "refused@" not in logged
     assert "550" in logged  # the refusal is logged, by offer id
+
+
+def test_a_reload_takes_new_companies_and_keys(make_config: ConfigMaker, sink: Sink) -> None:
+    site = _make(make_config, sink)
+    try:
+        kumo = "/j/" + CompanySigner([KEY]).token("kumo")
+        assert site.get(kumo).status == 200
+        newer = "newer-secret-0123456789"
+        settings = settings_mod.load(make_config(
+            upstream_port=sink.port, secrets={"signing_keys": [newer, KEY]},
+            companies=[COMPANIES[0], {"id": "sora", "name": "空株式会社",
+                                      "domains": ["sora.example"]}]))
+        reload_app(site.app, settings)
+        assert site.get(kumo).status == 404  # no longer configured
+        assert site.get("/j/" + CompanySigner([newer]).token("sora")).status == 200
+        assert site.get(site.path).status == 200  # the old key still opens acme's link
+    finally:
+        site.close()
