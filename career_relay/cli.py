@@ -129,6 +129,22 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 # -- the ledger ----------------------------------------------------------------------------
 
 
+def cmd_company_link(args: argparse.Namespace) -> int:
+    """The company's one fixed link (SPEC 10), for templates that hold only a fixed URL."""
+    from career_relay.tokens import CompanySigner, company_link
+
+    settings = _load(args)
+    if settings.company(args.company) is None:
+        raise CareerRelayError(f"no company {args.company!r} in the configuration")
+    try:
+        token = CompanySigner(settings.secrets.signing_keys).token(args.company)
+    except ValueError:
+        raise CareerRelayError(f"company id {args.company!r} cannot go into a link: use "
+                               "letters, digits, '.', '_' and '-' (at most 64)") from None
+    print(company_link(settings.site.public_url, token))
+    return 0
+
+
 def _head(text: str) -> object:
     from career_relay.ledger import BadHead, parse_head
 
@@ -217,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("queue", serve.cmd_queue, "list, retry or purge queued messages")
     p.add_argument("action", choices=["list", "retry", "purge"])
     p.add_argument("id", nargs="?", help="queue id (retry: all when omitted)")
+    p = command("company-link", cmd_company_link,
+                "print a company's one fixed link, /j/TOKEN (SPEC 10)")
+    p.add_argument("--company", required=True, metavar="ID")
     p = command("report", ledger_commands.cmd_report,
                 "the ledger report per company and period (SPEC 8)")
     p.add_argument("--company", help="one company (default: every configured company)")

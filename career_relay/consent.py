@@ -16,8 +16,10 @@ Held for review (SPEC 8; DESIGN decision 3): a decision from a known
 scanner's user agent, or within ``site.review_window`` seconds of the link
 being sent, is recorded with ``review`` set; its forward waits in the outbox
 until an admin approves it, so a scanner's "consent" never reaches the agency.
-The window is measured from the offer's creation: the gateway signs the link
-when it takes the mail, a few milliseconds before it delivers it.
+So is every accept of a company-link offer (``link``, SPEC 10: nothing proves
+the company rejected that person).  The window is measured from the offer's
+creation: the gateway signs the link when it takes the mail, a few
+milliseconds before it delivers it.
 """
 
 from __future__ import annotations
@@ -193,6 +195,8 @@ class Consents:
     def review_reason(self, offer: Offer, client: Client, now: dt.datetime) -> str | None:
         if scanner_like(client.user_agent):
             return "scanner"
+        if offer.source == "link":  # nothing proves the company rejected them (SPEC 10)
+            return "link"
         if (now - offer.created).total_seconds() < self.settings.site.review_window:
             return "review_window"
         return None

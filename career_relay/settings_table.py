@@ -133,6 +133,13 @@ class SiteSettings(_Section):
     review_window: int = setting(
         30, "Seconds after delivery in which a consent POST is held for review."
     )
+    trusted_proxies: tuple[str, ...] = setting(
+        [],
+        "Reverse proxies (CIDR) in front of the site whose X-Forwarded-For it believes: a "
+        "request from one of them is from the last address the proxies added. For the "
+        "company link's and the admin login's limits and the receipts' network. Empty: the "
+        "connection's own address.",
+    )
 
 
 @dataclass(frozen=True, repr=False)

@@ -26,7 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import (
+    BadData,
+    SignatureExpired,
+    TimestampSigner,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.settings_table import Settings
@@ -172,3 +178,60 @@ def link(public_url: str, token: str) -> str:
     if not TOKEN.fullmatch(token):
         raise ValueError("not a consent-link token")
     return f"{public_url.rstrip('/')}/c/{token}"
+
+
+# -- the company link (SPEC 10) -------------------------------------------------------------
+
+COMPANY_SALT = "career-relay/company-link"
+
+
+class CompanySigner:
+    """Makes and opens the token of a company's one fixed link ``/j/{token}`` (SPEC 10).
+
+    The token is an itsdangerous ``URLSafeSerializer`` dump of the company id
+    under a salt used for nothing else, signed with the newest of
+    ``secrets.signing_keys``; every key in the list opens it.  It has no time
+    in it and does not expire: it is pasted once into templates that hold only
+    a fixed URL, and the same key always gives the same link.  It stops
+    working when its key is removed from the list (print it again after a
+    rotation, once the old key is to go).  It names the company only; without a
+    key nobody can make one for another company, and a consent-link token never
+    opens it (nor the other way round: another salt).
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if isinstance(keys, str) or not keys or not all(keys):
+            raise ConfigError("secrets.signing_keys is empty: company links cannot be signed")
+        self._serializer = URLSafeSerializer(list(reversed(keys)), salt=COMPANY_SALT,
+                                             signer_kwargs={"digest_method": hashlib.sha256})
+
+    def __repr__(self) -> str:
+        return "CompanySigner(keys=<masked>)"
+
+    def token(self, company_id: str) -> str:
+        if not COMPANY_ID.fullmatch(company_id):
+            raise ValueError("a company token carries only a company id")
+        return str(self._serializer.dumps(company_id))
+
+    def company_id(self, token: str) -> str:
+        """The company id inside ``token``; ``TokenInvalid`` otherwise."""
+        if not TOKEN.fullmatch(token) or len(token) > 200:
+            raise TokenInvalid("not a company-link token")
+        try:
+            payload = self._serializer.loads(token)
+        except BadData:
+            raise TokenInvalid("company link not valid") from None
+        if not isinstance(payload, str) or not COMPANY_ID.fullmatch(payload):
+            raise TokenInvalid("company link carries no company id")
+        return payload
+
+
+#: What a company id in a company token may look like.
+COMPANY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def company_link(public_url: str, token: str) -> str:
+    """``{public_url}/j/{token}``: the company's one fixed link."""
+    if not TOKEN.fullmatch(token):
+        raise ValueError("not a company-link token")
+    return f"{public_url.rstrip('/')}/j/{token}"

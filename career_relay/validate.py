@@ -59,6 +59,8 @@ def value_problems(settings: Settings) -> list[str]:
             out.append(str(exc))
     out += _network_problems("gateway.allow_ips", settings.gateway.allow_ips,
                              "every address may relay (an open relay)")
+    out += _network_problems("site.trusted_proxies", settings.site.trusted_proxies,
+                             "every client could claim any address")
     hostname = settings.gateway.hostname
     if not hostname or any(not (ch.isascii() and (ch.isalnum() or ch in ".-")) for ch in hostname):
         out.append(f"gateway.hostname must be a host name (letters, digits, dots, hyphens), "

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import AdminUsers, check_password
 from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
-from consent_site.security import CsrfError
+from consent_site.security import CsrfError, client_address
 
 log = logging.getLogger("career_relay.admin")
 
@@ -116,7 +116,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
-    address = request.remote or ""
+    address = client_address(request, admin.settings.site.trusted_proxies) or ""
     wait = admin.throttle.begin(email, address)
     if wait > 0:  # no argon2, nothing counted: the same answer for every email
         log.info("admin login refused: throttled for %d s", math.ceil(wait))

@@ -15,6 +15,8 @@ from aiohttp import web
 
 from career_relay.errors import LedgerConflict
 from career_relay.ledger import NoCreditAvailable, records, reports
+from career_relay.settings import Settings
+from career_relay.tokens import CompanySigner, company_link
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
 from consent_site.candidate import SITE
 
@@ -39,7 +41,8 @@ ITEM_LABELS = {"name": "氏名", "email": "メールアドレス", "phone": "電
 KIND_LABELS = {"consent": "登録（同意）", "withdrawal": "撤回の通知", "erasure": "消去の通知"}
 STATUS_LABELS = {"delivered": "提供済み", "cancelled": "取り消し", "held": "審査待ち",
                  "pending": "送信待ち"}
-REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者"}
+REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者",
+                 "link": "会社リンク経由（不採用の確認なし）"}
 LIST_LIMIT = 500  # rows on a page; the CSV has them all
 
 
@@ -60,7 +63,16 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     return render(request, "dashboard.html", page="dashboard", r=reports.flat(r),
                   labels=FIELD_LABELS, funnel=funnel, view_rate=_rate(r["views"], r["offers"]),
                   opt_in_rate=_rate(r["accepted"], r["offers"]), fields=reports.COLUMNS[3:],
-                  **_common(s))
+                  company_link=_company_link(admin.settings, s.company.id), **_common(s))
+
+
+def _company_link(settings: Settings, company: str) -> str | None:
+    """The company's one fixed link (SPEC 10), as ``career-relay company-link`` prints it."""
+    try:
+        token = CompanySigner(settings.secrets.signing_keys).token(company)
+    except ValueError:  # an id no token can carry (``tokens.COMPANY_ID``)
+        return None
+    return company_link(settings.site.public_url, token)
 
 
 async def forwards(request: web.Request) -> web.StreamResponse:

@@ -19,7 +19,7 @@ from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
 from career_relay.settings import Settings
 from career_relay.validate import parse_hostport
-from consent_site import admin, api, candidate, i18n, metrics
+from consent_site import admin, api, candidate, company_link, i18n, metrics
 from consent_site.candidate import SITE, PageError
 from consent_site.forwarding import Forwarder
 from consent_site.security import secure
@@ -65,6 +65,8 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
             response = await handler(request)
         except PageError as exc:
             response = _error_page(env, exc.status, exc.key, exc.locale, agency(request))
+            if exc.retry_after:
+                response.headers["Retry-After"] = str(exc.retry_after)
         except LedgerUnavailable as exc:
             # The database is away (SPEC 12): a page that says so, and when to come back
             # (RFC 9110 15.6.4, 10.2.3); nothing was recorded, so the POST can be resent.
@@ -128,6 +130,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
+    company_link.add_routes(app, settings)
     app[ADMIN_APP] = admin.create_admin_app(settings, shared)
     app.add_subapp("/admin", app[ADMIN_APP])
     app[API_APP] = api.create_api_app(settings, shared)
@@ -150,6 +153,7 @@ def reload_app(app: web.Application, settings: Settings) -> None:
     # pages and the forwarding worker share.
     site.ledger.rules = Rules.from_settings(settings)
     site.reload(settings)
+    app[company_link.LINKS].reload(settings)
     app[ADMIN_APP][admin.ADMIN].reload(settings)
     app[API_APP][api.API].reload(settings)
 

@@ -20,7 +20,7 @@ from career_relay.ledger import Offer
 from career_relay.tokens import TokenExpired, TokenInvalid
 from consent_site import i18n
 from consent_site.page_cache import NONCE_MARGIN, Page
-from consent_site.security import NONCE_MAX_AGE, CsrfError, same_origin
+from consent_site.security import NONCE_MAX_AGE, CsrfError, client_address, same_origin
 from consent_site.site import Site
 
 SITE = web.AppKey("site", Site)
@@ -32,11 +32,13 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class PageError(Exception):
     """Answered with an error page in the candidate's language; nothing was recorded."""
 
-    def __init__(self, status: int, key: str, locale: str = "ja") -> None:
+    def __init__(self, status: int, key: str, locale: str = "ja",
+                 retry_after: int | None = None) -> None:
         super().__init__(key)
         self.status = status
         self.key = key
         self.locale = locale
+        self.retry_after = retry_after  # seconds, for a 429 (RFC 6585 4)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Visit:
         return self.site.names(self.offer)
 
     def client(self, request: web.Request) -> Client:
-        return Client(request.headers.get("User-Agent", "")[:500], request.remote)
+        return Client(request.headers.get("User-Agent", "")[:500],
+                      client_address(request, self.site.settings.site.trusted_proxies))
 
 
 def _visit(request: web.Request, locale_field: str | None = None, *,

@@ -162,6 +162,11 @@ JA: dict[str, str] = {
     "error_503_title": "ただいまメンテナンス中です",
     "error_503_text": "数分後にもう一度お試しください。リンクはそのまま使えます。"
                       "ご入力の内容は保存されていません。",
+    "error_429_title": "しばらくしてからお試しください",
+    "error_429_text": "短い間に多くのお申し込みがありました。"
+                      "時間をおいて、もう一度お試しください。",
+    "error_413_title": "送信された内容が大きすぎます",
+    "error_413_text": "ページを読み込み直して、もう一度お試しください。",
 }
 
 EN: dict[str, str] = {
@@ -275,6 +280,11 @@ EN: dict[str, str] = {
     "error_503_title": "Back in a few minutes",
     "error_503_text": "Please try again in a few minutes; your link still works. Nothing you "
                       "entered was saved.",
+    "error_429_title": "Please try again later",
+    "error_429_text": "There were too many requests in a short time. Please wait a while and "
+                      "try again.",
+    "error_413_title": "What was sent is too large",
+    "error_413_text": "Please reload the page and try again.",
 }
 
 class Words:

@@ -22,8 +22,10 @@ Two bindings:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import ipaddress
 import itertools
 import secrets
 import time
@@ -39,6 +41,9 @@ NONCE_MAX_AGE = 6 * 3600  # seconds: a form left open longer must be reloaded
 # post only to us, and no page of ours can be framed (clickjacking a consent).
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class CsrfError(Exception):
     """No valid nonce: the view answers 403 and records nothing."""
@@ -135,6 +140,40 @@ def same_origin(request: web.Request, public_url: str) -> bool:
         return origin.rstrip("/") == "/".join(parts[:3])
     site = request.headers.get("Sec-Fetch-Site")
     return site is None or site in ("same-origin", "none")
+
+
+def client_address(request: web.Request, trusted_proxies: Sequence[str]) -> str | None:
+    """Who sent ``request``: the connection's address, or, when that is one of
+    ``site.trusted_proxies``, the last address in ``X-Forwarded-For`` that is not a trusted
+    proxy (the one our own proxy saw; what the client wrote before it is not believed)."""
+    remote = request.remote
+    proxies = _networks(tuple(trusted_proxies))
+    if not proxies or not _among(remote, proxies):
+        return remote
+    hops = ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+    for hop in reversed([h.strip() for h in hops if h.strip()]):
+        inside = _among(hop, proxies)
+        if inside is None:  # not an address: nothing written before it can be believed
+            return remote
+        if not inside:
+            return hop
+    return remote
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[_Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _among(address: str | None, networks: Sequence[_Network]) -> bool | None:
+    """Whether ``address`` is in one of ``networks``; None when it is no IP address."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in networks)
 
 
 def security_headers(https: bool) -> dict[str, str]:

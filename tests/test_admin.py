@@ -767,3 +767,19 @@ def test_the_admin_pages_answer_503_while_the_ledger_is_away(
     for reply in (dashboard, login):
         assert reply.status == 503 and reply.headers["Retry-After"] == "30"
         assert "PostgreSQL" not in reply.text and "数分後" in reply.text
+
+
+def test_the_dashboard_shows_the_company_s_own_link(sqlite_admin: Admin) -> None:
+    """SQLite-only: a page of the site (SPEC 10: the company link on the admin pages)."""
+    from career_relay.tokens import CompanySigner
+
+    admin = sqlite_admin
+    signer = CompanySigner(admin.settings.secrets.signing_keys)
+    public = admin.settings.site.public_url
+    admin.login("hr@acme.example")
+    page = admin.get("/admin/")
+    assert f'<code id="company-link">{public}/j/{signer.token("acme")}</code>' in page.text
+    assert signer.token("kumo") not in page.text  # another company's link is not shown
+    admin.login("ops@relay.example")
+    other = admin.get("/admin/?company=kumo")
+    assert f'<code id="company-link">{public}/j/{signer.token("kumo")}</code>' in other.text

@@ -10,6 +10,7 @@ text that fits the charsets Japanese mail is sent in.
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 from html.parser import HTMLParser
@@ -25,8 +26,13 @@ MARKER = "[[CAREER_RELAY_LINK]]"
 REJECTIONS = ["rejection_ja.txt", "rejection_ja.html", "rejection_en.txt", "rejection_en.html"]
 BLOCKS = ["block_ja.txt", "block_ja.html", "block_en.txt", "block_en.html"]
 INTERNAL = ["internal_ja.txt", "internal_en.txt"]
+#: The company link's mail with the personal link (SPEC 10): the site fills ``${link}``.
+LINK_MAILS = ["link_ja.txt", "link_en.txt"]
+#: Rejections for mail that does not pass the gateway: the company link instead of the marker.
+COMPANY_LINK = ["company_link_ja.txt", "company_link_ja.html", "company_link_en.txt",
+                "company_link_en.html"]
 WITH_MARKER = REJECTIONS + BLOCKS
-ALL = WITH_MARKER + INTERNAL
+ALL = WITH_MARKER + INTERNAL + LINK_MAILS + COMPANY_LINK
 HTML = [name for name in ALL if name.endswith(".html")]
 TEXT = [name for name in ALL if name.endswith(".txt")]
 
@@ -221,7 +227,7 @@ def test_html_has_nothing_active_or_external(name: str) -> None:
         assert "url(" not in (attrs.get("style") or ""), f"<{tag}> loads a resource from CSS"
 
 
-@pytest.mark.parametrize("name", [n for n in REJECTIONS if n.endswith(".html")])
+@pytest.mark.parametrize("name", [n for n in REJECTIONS + COMPANY_LINK if n.endswith(".html")])
 def test_full_html_document_head(name: str) -> None:
     checker = parse(name)
     tags = dict((tag, attrs) for tag, attrs in reversed(checker.tags))
@@ -352,3 +358,25 @@ def test_rejection_follows_the_oinori_structure(name: str) -> None:
     assert positions == sorted(positions), "thanks, result, お祈り, then the optional referral"
     for placeholder in ("candidate_name", "company_name", "job_title", "hr_contact_name"):
         assert placeholder in placeholders(text)
+
+
+@pytest.mark.parametrize("name", LINK_MAILS)
+def test_the_link_mail_has_no_marker_and_its_link_on_a_line_of_its_own(name: str) -> None:
+    text = read(name)
+    assert MARKER not in text
+    assert [line for line in text.splitlines() if "${link}" in line] == ["${link}"]
+
+
+@pytest.mark.parametrize("name", COMPANY_LINK)
+def test_company_link_templates_carry_the_fixed_link_where_the_marker_would_be(
+        name: str) -> None:
+    text = read(name)
+    assert MARKER not in text and text.count("${company_link}") == 1
+    if name.endswith(".txt"):
+        assert "${company_link}" in text.splitlines()  # on a line of its own
+    else:
+        assert 'href="${company_link}"' in text
+    # The rest is the rejection template's, word for word where the link is not concerned.
+    twin = read(name.replace("company_link_", "rejection_")).splitlines()
+    blocks = difflib.SequenceMatcher(None, twin, text.splitlines()).get_matching_blocks()
+    assert len(twin) - sum(b.size for b in blocks) <= 4
