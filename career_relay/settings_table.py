@@ -140,6 +140,11 @@ class SiteSettings(_Section):
         "company link's and the admin login's limits and the receipts' network. Empty: the "
         "connection's own address.",
     )
+    time_zone: str = setting(
+        "Asia/Tokyo",
+        "IANA time zone (Asia/Tokyo, UTC, Europe/Berlin, ...) of every time on the admin "
+        "pages, which name it; the ledger, the CSV exports and the report's days stay UTC.",
+    )
 
 
 @dataclass(frozen=True, repr=False)

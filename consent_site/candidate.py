@@ -21,7 +21,7 @@ from career_relay.tokens import TokenExpired, TokenInvalid
 from consent_site import i18n
 from consent_site.page_cache import NONCE_MARGIN, Page
 from consent_site.security import NONCE_MAX_AGE, CsrfError, client_address, same_origin
-from consent_site.site import Site
+from consent_site.site import Site, has_application
 
 SITE = web.AppKey("site", Site)
 
@@ -178,7 +178,7 @@ async def _form_page(visit: Visit, state: State, *, values: dict[str, str],
     body = _html(visit, "offer.html", state=_state_name(visit, state), notice_html=notice_html,
                  values=values, errors=errors or {}, share=share, fields=FIELDS,
                  csrf=site.csrf.nonce("", visit.offer.id, notice.digest),
-                 application=visit.offer.job or visit.offer.stage)
+                 application=has_application(visit.offer))
     expires = min(visit.expires, minted + NONCE_MAX_AGE - NONCE_MARGIN)
     return Page(body.encode("utf-8"), status, visit.offer.id, generation, expires)
 
@@ -204,7 +204,9 @@ async def decide(request: web.Request) -> web.StreamResponse:
         elif decision == "accept":
             values = {f: str(form.get(f, "")) for f in FIELDS}
             profile, errors = validate_profile(values)
-            share = form.get("share_application") == "yes"
+            # Only what the form offered: without application data there is no tick box,
+            # and the notice cited never mentioned sharing it.
+            share = form.get("share_application") == "yes" and has_application(visit.offer)
             if form.get("agree") != "yes":
                 errors["agree"] = "agree"
             if errors:

@@ -46,7 +46,7 @@ class Site:
         self.ledger = ledger
         self.consents = Consents(settings, ConsentLedger(ledger))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="consent-writer")
-        self._notices: dict[tuple[str, str], tuple[Notice, str]] = {}
+        self._notices: dict[tuple[str, str, bool], tuple[Notice, str]] = {}
         self._recorded: set[str] = set()
         self._viewed: set[str] = set()
         self.pages = PageCache()
@@ -115,19 +115,23 @@ class Site:
 
     def notice(self, offer: Offer, locale: str) -> tuple[Notice, str]:
         """The notice shown to this offer's candidate in ``locale`` and its HTML block,
-        rendered once per company and language.
+        rendered once per company, language and whether the offer has application data.
 
-        The hashed text is the notice block and the two consent sentences of
-        the form: everything the candidate reads before ticking (SPEC 6).
+        The hashed text is the notice block and the consent sentences of the form:
+        everything the candidate reads before ticking (SPEC 6).  The application item
+        and its tick box are there only when the offer carries a job or a stage: a
+        notice must not promise a choice the form does not offer.
         """
-        key = (offer.company, locale)
+        application = has_application(offer)
+        key = (offer.company, locale, application)
         if key not in self._notices:
             names = self.names(offer)
             t = i18n.TEXTS[locale]
             html = self.templates.get_template("notice.html").render(
-                t=t, names=names, privacy_url=self.settings.agency.privacy_url)
-            text = "\n".join([html.strip(), t["share_application"].format(**names),
-                              t["agree"].format(**names)])
+                t=t, names=names, privacy_url=self.settings.agency.privacy_url,
+                application=application)
+            sentences = [t["share_application"].format(**names)] if application else []
+            text = "\n".join([html.strip(), *sentences, t["agree"].format(**names)])
             self._notices[key] = (Notice.of(text, locale), html)
         return self._notices[key]
 
@@ -152,3 +156,8 @@ class Site:
                 return notice
         found = self.consents.store.notice(digest)
         return None if found is None else Notice.of(*found)
+
+
+def has_application(offer: Offer) -> bool:
+    """Whether the offer carries what ``share_application`` would share (job or stage)."""
+    return bool(offer.job or offer.stage)

@@ -403,6 +403,36 @@ def test_revoke_sessions_and_remove_user_from_the_cli(admin: Admin) -> None:
     assert usage.returncode == 2 and "--email E or --all" in usage.stderr
 
 
+def test_reset_password_from_the_cli(admin: Admin) -> None:
+    """Issue 14 item 5: a lost admin password had no way back.  The operator sets a new
+    one from the CLI; the old password and every session of that login stop working, other
+    logins are untouched, and the new password is never printed."""
+    admin.login("hr@acme.example")
+    old_session = admin.cookie() or ""
+    admin.login("hr@kumo.example")
+    kumo = admin.cookie() or ""
+    config = str(admin.config)
+    new = "新しいパスワード 2026 reset"
+    reset = run_cli("admin", "reset-password", "--email", "HR@acme.example", "--password-stdin",
+                    "--config", config, stdin=new + "\n")
+    assert reset.returncode == 0, reset.stderr
+    assert reset.stdout.startswith("admin login HR@acme.example: password changed; 1 session")
+    assert new not in reset.stdout + reset.stderr
+    assert admin.get("/admin/", cookies={"cr_admin": old_session}).status == 303
+    assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 200  # not everyone's
+    assert admin.login("hr@acme.example").status != 303  # the old password is refused
+    assert admin.login("hr@acme.example", new).status == 303
+    assert admin.get("/admin/").status == 200
+    missing = run_cli("admin", "reset-password", "--email", "nobody@acme.example",
+                      "--password-stdin", "--config", config, stdin="x\n")
+    assert missing.returncode == 1 and "no admin login for nobody@acme.example" in missing.stderr
+    assert missing.stderr.count("\n") == 1  # one line, no traceback
+    empty = run_cli("admin", "reset-password", "--email", "hr@acme.example", "--password-stdin",
+                    "--config", config, stdin="\n")
+    assert empty.returncode == 1 and admin.login("hr@acme.example", new).status == 303
+    assert run_cli("admin", "reset-password", "--config", config).returncode == 2  # no --email
+
+
 def test_an_expired_session_opens_nothing(admin: Admin) -> None:
     admin.login("hr@acme.example")
     assert admin.get("/admin/").status == 200
@@ -559,6 +589,52 @@ def test_the_charts_are_svg_without_script(sqlite_admin: Admin) -> None:
     assert "経理" in admin.get("/admin/charts/jobs.svg").text
     assert "求人媒体" in admin.get("/admin/charts/channels.svg").text
     assert admin.get("/admin/charts/other.svg").status == 404
+
+
+@pytest.mark.parametrize("zone, offset", [("Asia/Tokyo", 9), ("UTC", 0),
+                                           ("America/Sao_Paulo", -3)])
+def test_every_admin_page_shows_its_times_in_the_configured_zone_and_names_it(
+        make_config: ConfigMaker, zone: str, offset: int) -> None:
+    """Issue 14 item 5: the forwards and reviews showed Japan time, the credits page UTC
+    stamps.  Now one zone, site.time_zone, on every page, named on each."""
+    config = make_config(companies=COMPANIES, site={"time_zone": zone, "review_window": 30})
+    admin = Admin(config)
+    try:
+        admin.add_user("ops@relay.example", None)
+        admin.qualify(10)  # forwards delivered, one credit minted
+        admin.accept(admin.offer(age=1))  # held for review: the window
+        admin.login("ops@relay.example")
+        (credit,) = admin.rows("credits")
+        minted = dt.datetime.strptime(credit["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        shown = (minted + dt.timedelta(hours=offset)).strftime("%Y-%m-%d %H:%M")
+        credits = admin.get("/admin/credits")
+        assert f"<td>{shown}</td>" in credits.text
+        assert credit["created"] not in credits.text  # no raw UTC stamp
+        (held,) = [r for r in admin.rows("receipts") if r["review"]]
+        decided = dt.datetime.strptime(held["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        reviews = admin.get("/admin/reviews")
+        assert f"<td>{(decided + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>" in reviews.text
+        forwards = admin.get("/admin/forwards")
+        first = admin.rows("forwards")[0]
+        made = dt.datetime.strptime(first["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        assert f'<td class="when">{(made + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>' \
+            in forwards.text
+        for page in (admin.get("/admin/"), credits, reviews, forwards):
+            label = re.search(r'id="time-zone">[^<]*', page.text)
+            assert label and zone in label.group(0), page.text[:200]
+            assert "日本時間" not in page.text and "UTC（台帳の記録どおり）" not in page.text
+    finally:
+        admin.close()
+
+
+def test_an_unknown_time_zone_is_a_configuration_error(make_config: ConfigMaker) -> None:
+    config = make_config(site={"time_zone": "Asia/Nowhere"})
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 1 and "site.time_zone" in result.stderr
+    assert "Asia/Nowhere" in result.stderr
 
 
 # -- credits and reviews --------------------------------------------------------------------

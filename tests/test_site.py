@@ -397,6 +397,43 @@ def test_without_the_application_tick_nothing_of_the_application_is_forwarded(
     assert json.loads(receipt["purposes"]) == ["agency_registration"]
 
 
+def test_without_application_data_the_notice_promises_no_application_tick(
+        site: Harness) -> None:
+    """Issue 14 item 5: the notice listed the application item ("only if you tick the box
+    below") on pages that showed no such box.  Now the notice, the box and the hashed
+    notice text all follow the offer."""
+    bare = site.offer(message_id="<bare@acme.example>", job=None, stage=None)
+    page = site.get(site.link(bare))
+    assert page.status == 200
+    assert 'id="share_application"' not in page.text
+    assert "応募情報" not in page.text and "下の欄にチェック" not in page.text
+    en = site.get(site.link(bare) + "?lang=en")
+    assert "tick the box below" not in en.text and "Your application" not in en.text
+    # With application data both are there, as before.
+    full = site.get(site.link(site.offer()))
+    assert 'id="share_application"' in full.text and "下の欄にチェック" in full.text
+    # The text a receipt cites is the one shown: no sentence about a box that was not there.
+    site.accept(site.link(bare), share_application="yes")  # posted anyway: shares nothing
+    (receipt,) = site.rows("receipts")
+    assert json.loads(receipt["purposes"]) == ["agency_registration"]
+    (notice,) = site.rows("notices", "hash = ?", receipt["notice_hash"])
+    assert "応募した職種と選考段階も" not in notice["text"]
+    assert "上記の内容を確認し" in notice["text"]
+
+
+def test_the_favicon_is_served(site: Harness) -> None:
+    """Issue 14 item 5: /favicon.ico answered 404 on every first visit."""
+    async def fetch() -> tuple[int, Any, bytes]:
+        async with site.client.get("/favicon.ico") as r:
+            return r.status, r.headers, await r.read()
+
+    status, headers, body = site.loop.run_until_complete(fetch())
+    assert status == 200
+    assert headers["Content-Type"] == "image/vnd.microsoft.icon"
+    assert "max-age" in headers["Cache-Control"]
+    assert body[:4] == b"\x00\x00\x01\x00"  # an ICO header (reserved 0, type 1: icon)
+
+
 def test_decline_keeps_nothing_typed_and_can_be_changed_later(site: Harness) -> None:
     link = site.link(site.offer())
     page = site.get(link)
