@@ -289,6 +289,51 @@ def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
     writer.close()
 
 
+def test_a_refused_rejection_fails_alone_not_its_batch(ledger: Ledger,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first commit is held until five more callers have queued behind it, one of them
+    # with a value the ledger refuses: they share the next commit, which rolls back; each
+    # is then tried alone, so four are recorded and only the bad one hears of it.
+    writer = LedgerWriter(ledger)
+    real = ledger.record_rejections
+    held, go = threading.Event(), threading.Event()
+
+    def first_waits(rejections: Any, counts: Any = None) -> list[dict[str, str]]:
+        if not held.is_set():
+            held.set()
+            go.wait(30)
+        return real(rejections, counts)
+
+    monkeypatch.setattr(ledger, "record_rejections", first_waits)
+    results: dict[int, Any] = {}
+
+    def work(n: int) -> None:
+        try:
+            results[n] = writer.record_rejection(
+                "acme", f"<b{n}@a>", [(f"{n}@example.jp", new_offer_id())],
+                counters=("refused-kind",) if n == 3 else ("rejections",))  # type: ignore[arg-type]
+        except Exception as exc:  # what the caller would hear
+            results[n] = exc
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    threads[0].start()
+    assert held.wait(30)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(writer._queue) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(writer._queue) == 5
+    go.set()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert isinstance(results[3], ValueError)
+    assert all(isinstance(results[n], dict) for n in (0, 1, 2, 4, 5))
+    assert ledger.counts("acme", NOON.date())["rejections"] == 5
+    assert Book(ledger).verify()[1] is None
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
