@@ -859,3 +859,20 @@ def test_the_dashboard_shows_the_company_s_own_link(sqlite_admin: Admin) -> None
     admin.login("ops@relay.example")
     other = admin.get("/admin/?company=kumo")
     assert f'<code id="company-link">{public}/j/{signer.token("kumo")}</code>' in other.text
+
+
+def test_a_company_link_consent_waits_on_the_review_page(admin: Admin) -> None:
+    """SPEC 10: every accept of a link offer is held, its reason named; approving releases it."""
+    offer = admin.ledger.record_offer("acme", "<company-link.1@career-relay.invalid>",
+                                      "typed@example.net", source="link")
+    held = admin.accept(offer)
+    admin.login("hr@acme.example")  # the company would approve its own credits: it may not
+    assert admin.post(f"/admin/reviews/{held}", {"csrf": admin.nonce("/admin/reviews"),
+                                                 "verdict": "approve"}).status == 403
+    admin.login("ops@relay.example")
+    page = admin.get("/admin/reviews")
+    assert f'id="approve-{held}"' in page.text and "会社リンク経由" in page.text
+    assert admin.deliver_all() == 0  # nothing leaves before the verdict
+    assert admin.post(f"/admin/reviews/{held}",
+                      {"csrf": page.csrf(), "verdict": "approve"}).status == 303
+    assert admin.deliver_all() == 1 and admin.report()["qualified_forwards"] == 1

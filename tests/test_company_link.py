@@ -540,3 +540,26 @@ def test_a_reload_takes_new_companies_and_keys(make_config: ConfigMaker, sink: S
         assert site.get(site.path).status == 200  # the old key still opens acme's link
     finally:
         site.close()
+
+
+def test_a_temporary_refusal_is_tried_again_and_a_permanent_one_is_not(
+        sqlite_site: LinkSite) -> None:
+    site = sqlite_site
+    sink_data = site.sink.handler.handle_DATA
+    tries: list[str] = []
+
+    async def refuse_first(server: Any, session: Any, envelope: Any) -> str:
+        tries.append(envelope.rcpt_tos[0])
+        if envelope.rcpt_tos == ["later@example.net"] and len(tries) == 1:
+            return "451 4.3.0 try again later"
+        if envelope.rcpt_tos == ["never@example.net"]:
+            return "554 5.7.1 rejected"
+        return await sink_data(server, session, envelope)
+
+    site.sink.handler.handle_DATA = refuse_first  # type: ignore[method-assign]
+    site.ask("later@example.net")
+    (mail,) = site.mail(1)
+    assert mail.rcpts == ["later@example.net"] and tries == ["later@example.net"] * 2
+    site.ask("never@example.net")
+    site.settle()
+    assert tries.count("never@example.net") == 1 and len(site.sink.messages) == 1
