@@ -240,14 +240,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be erased; change "
                    "nothing")
     p = command("admin", ledger_commands.cmd_admin,
-                "logins for the admin pages: add-user, remove-user, "
+                "logins for the admin pages: add-user, remove-user, reset-password, "
                 "revoke-sessions")
-    p.add_argument("action", choices=["add-user", "remove-user", "revoke-sessions"])
+    p.add_argument("action", choices=["add-user", "remove-user", "reset-password",
+                                      "revoke-sessions"])
     p.add_argument("--email")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--operator", action="store_true", help="add-user: sees every company")
     who.add_argument("--company", metavar="ID", help="add-user: sees this company only")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--password-stdin", action="store_true", help="add-user, reset-password: "
+                   "read the password from stdin (default: a prompt that does not echo)")
     p.add_argument("--all", action="store_true", help="revoke-sessions: every login's sessions")
     p.set_defaults(usage_problem=_admin_usage)
     return parser

@@ -164,6 +164,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
             ended = AdminUsers(ledger).revoke_sessions(None if args.all else args.email)
         print(f"{ended} admin session(s) ended")
         return 0
+    if args.action == "reset-password":
+        password = read_password(args.password_stdin, confirm=True)
+        with open_configured(settings) as ledger:
+            changed = AdminUsers(ledger).set_password(args.email, password)
+        if changed is None:
+            raise CareerRelayError(f"no admin login for {args.email}")
+        print(f"admin login {args.email}: password changed; {changed} session(s) ended")
+        return 0
     company = None if args.operator else args.company
     if company is not None and company not in [c.id for c in settings.companies]:
         raise CareerRelayError(f"no company {company!r} in the configuration")
@@ -174,10 +182,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_password(from_stdin: bool) -> str:
+def read_password(from_stdin: bool, *, confirm: bool = False) -> str:
+    """The first line of stdin, or a prompt that does not echo (twice with ``confirm``: a
+    typo in a new password would lock its owner out again)."""
     import getpass
 
     password = sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass()
     if not password:
         raise CareerRelayError("the password must not be empty")
+    if confirm and not from_stdin and getpass.getpass("Again: ") != password:
+        raise CareerRelayError("the two passwords differ; nothing changed")
     return password

@@ -403,6 +403,36 @@ def test_revoke_sessions_and_remove_user_from_the_cli(admin: Admin) -> None:
     assert usage.returncode == 2 and "--email E or --all" in usage.stderr
 
 
+def test_reset_password_from_the_cli(admin: Admin) -> None:
+    """Issue 14 item 5: a lost admin password had no way back.  The operator sets a new
+    one from the CLI; the old password and every session of that login stop working, other
+    logins are untouched, and the new password is never printed."""
+    admin.login("hr@acme.example")
+    old_session = admin.cookie() or ""
+    admin.login("hr@kumo.example")
+    kumo = admin.cookie() or ""
+    config = str(admin.config)
+    new = "新しいパスワード 2026 reset"
+    reset = run_cli("admin", "reset-password", "--email", "HR@acme.example", "--password-stdin",
+                    "--config", config, stdin=new + "\n")
+    assert reset.returncode == 0, reset.stderr
+    assert reset.stdout.startswith("admin login HR@acme.example: password changed; 1 session")
+    assert new not in reset.stdout + reset.stderr
+    assert admin.get("/admin/", cookies={"cr_admin": old_session}).status == 303
+    assert admin.get("/admin/", cookies={"cr_admin": kumo}).status == 200  # not everyone's
+    assert admin.login("hr@acme.example").status != 303  # the old password is refused
+    assert admin.login("hr@acme.example", new).status == 303
+    assert admin.get("/admin/").status == 200
+    missing = run_cli("admin", "reset-password", "--email", "nobody@acme.example",
+                      "--password-stdin", "--config", config, stdin="x\n")
+    assert missing.returncode == 1 and "no admin login for nobody@acme.example" in missing.stderr
+    assert missing.stderr.count("\n") == 1  # one line, no traceback
+    empty = run_cli("admin", "reset-password", "--email", "hr@acme.example", "--password-stdin",
+                    "--config", config, stdin="\n")
+    assert empty.returncode == 1 and admin.login("hr@acme.example", new).status == 303
+    assert run_cli("admin", "reset-password", "--config", config).returncode == 2  # no --email
+
+
 def test_an_expired_session_opens_nothing(admin: Admin) -> None:
     admin.login("hr@acme.example")
     assert admin.get("/admin/").status == 200

@@ -273,6 +273,11 @@ def test_the_app_role_does_the_ledgers_work(roles: Roles, make_config: ConfigMak
         users.end_session(token)
         users.start_session(user)
         assert users.revoke_sessions("ops@acme.example") == 1
+        users.start_session(user)
+        assert users.set_password("ops@acme.example", "another long password") == 1  # reset
+        found = users.find("ops@acme.example")
+        assert check_password(found, "another long password") is not None
+        assert check_password(found, "a long enough password") is None
         assert users.remove("ops@acme.example") and users.users() == []
         # Retention, years later: a dry run (a temporary table), then the purge.
         world.tick(4 * 366 * 86400)

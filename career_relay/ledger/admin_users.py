@@ -113,6 +113,31 @@ class AdminUsers:
             conn.execute("DELETE FROM admin_users WHERE id = ?", (found[0],))
         return True
 
+    def set_password(self, email: str, password: str) -> int | None:
+        """A new password for ``email``'s login, the way back from a lost one; every session
+        of that login ends with it (whoever held the old password is logged out).  The
+        number of sessions ended; None when there is no such login.
+
+        The row is replaced (same email, role, company and creation time), not updated:
+        on PostgreSQL the application role may insert and delete logins but never change
+        one (deploy/postgres/grants.sql), and a reset needs no more than that.
+        """
+        password_hash = hash_password(password)  # before the write: argon2 takes a while
+        address = normal_email(email)
+        with self.ledger.write() as conn:
+            found = conn.execute("SELECT id, role, company, created FROM admin_users"
+                                 " WHERE email = ?", (address,)).fetchone()
+            if found is None:
+                return None
+            user_id, role, company, created = found
+            cursor = conn.execute("DELETE FROM admin_sessions WHERE user_id = ?", (user_id,))
+            ended = int(cursor.rowcount)
+            conn.execute("DELETE FROM admin_users WHERE id = ?", (user_id,))
+            conn.execute("INSERT INTO admin_users (email, role, company, password_hash, created)"
+                         " VALUES (?, ?, ?, ?, ?)", (address, role, company, password_hash,
+                                                     created))
+        return ended
+
     def revoke_sessions(self, email: str | None = None) -> int:
         """End every session of ``email``'s login (of every login when None): they must
         log in again.  The number of sessions ended."""

@@ -56,7 +56,7 @@ GRANT SELECT, INSERT ON offer_views TO career_relay_app;
 
 -- Admin logins: users are added and removed (admin add-user, remove-user), sessions
 -- started and ended (log in, log out, expired ones at the next login, revoke-sessions).
--- Never updated.
+-- Never updated: admin reset-password replaces the row (delete, then insert).
 GRANT SELECT, INSERT, DELETE ON admin_users, admin_sessions TO career_relay_app;
 
 -- admin_login_failures and admin_lockouts (0005_admin) are not used by the code (failed
