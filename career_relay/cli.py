@@ -59,6 +59,7 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from career_relay.invocation import command
     from career_relay.starter import write_starter
 
     started = write_starter(Path(args.dir), demo=args.demo)
@@ -69,9 +70,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  {started.dns_record}")
     if started.ledger is not None:
         print(f"the demo's ledger {started.ledger} starts as ledger.db.example (five months of "
-              "acme, kumo and hoshi): try `career-relay report`")
+              f"acme, kumo and hoshi): try `{command('report', '--config', started.config)}`")
     for email, password, who in started.admin_logins:
         print(f"admin login ({who}): {email} / {password}  (shown once)")
+    if started.admin_logins:
+        reset = command("admin", "reset-password", "--email", "E", "--config", started.config)
+        print(f"a lost admin password: `{reset}`")
+    print(f"start it: `{command('serve', '--config', started.config)}`")
     return 0
 
 
@@ -206,6 +211,26 @@ def _parser() -> argparse.ArgumentParser:
     p = command("queue", serve.cmd_queue, "list, retry or purge queued messages")
     p.add_argument("action", choices=["list", "retry", "purge"])
     p.add_argument("id", nargs="?", help="queue id (retry: all when omitted)")
+    p = command("send-test", serve.cmd_send_test,
+                "send a test message (or with --rejection a test rejection) to the running "
+                "gateway on gateway.listen")
+    p.add_argument("--rejection", action="store_true",
+                   help="a rejection with the marker: each outside recipient's copy gets a link")
+    p.add_argument("--to", action="append", metavar="ADDR",
+                   help="recipient (repeat for more; default: candidate@example.net)")
+    p.add_argument("--from", dest="sender", metavar="ADDR",
+                   help="sender (default: hr@ the company's first domain)")
+    p.add_argument("--company", metavar="ID",
+                   help="whose mail it is (default: the first company with domains)")
+    p.add_argument("--subject", help="the Subject (default: a test subject in the company's "
+                   "language)")
+    p.add_argument("--password-stdin", action="store_true", help="SMTP AUTH as the company's "
+                   "smtp_username with the password on stdin (default: no AUTH; the demo's "
+                   "loopback is acme's own network)")
+    p = command("outbox", serve.cmd_outbox,
+                "last: the newest message the demo's capture upstream wrote, with its links "
+                "decoded")
+    p.add_argument("action", choices=["last"])
     p = command("report", ledger_commands.cmd_report,
                 "the ledger report per company and period (SPEC 8)")
     p.add_argument("--company", help="one company (default: every configured company)")

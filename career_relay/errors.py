@@ -22,6 +22,11 @@ class UserError(CareerRelayError):
     """A command was asked to do something it cannot (unknown queue id, ...)."""
 
 
+class AddressInUse(UserError):
+    """A listen address another process holds: one line naming it and, where it can be
+    found, who holds it (``career_relay.ports``), instead of an OSError's traceback."""
+
+
 class SmtpReplyError(CareerRelayError):
     """An error that is answered to the SMTP client as a reply line."""
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from career_relay import ledger_commands, logs
+from career_relay import ledger_commands, logs, ports
+from career_relay.banner import banner
 from career_relay.errors import CareerRelayError, ConfigError, LedgerUnavailable
 from career_relay.settings import Settings
-from career_relay.validate import parse_hostport
 
 if TYPE_CHECKING:
     from consent_site.app import RunningSite
@@ -137,14 +137,20 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
     try:
         if smtp and worker == 0 and settings.demo.capture_dir:
             host, port = settings.upstream.host, settings.upstream.port
-            capture = await start_capture(Path(settings.demo.capture_dir), host, port)
+            with ports.binding(("upstream.port (the demo's capture upstream)",
+                                f"{host}:{port}")):
+                capture = await start_capture(Path(settings.demo.capture_dir), host, port)
             closers.append(capture.close)
         gateway = Gateway(settings, worker=worker, workers=workers) if smtp else None
         if gateway is not None:
             if worker == 0:
+                # Before the spool's recovery, and before SO_REUSEPORT lets a second demo
+                # of the same user share the port without a word.
+                ports.check_free("gateway.listen", settings.gateway.listen)
                 print(f"career-relay: recovering the spool in {settings.queue.dir} ...",
                       file=sys.stderr, flush=True)
-            await gateway.start()
+            with ports.binding(("gateway.listen", settings.gateway.listen)):
+                await gateway.start()
             if worker == 0:
                 supervisors = [asyncio.create_task(_supervise(settings, i, stop, children))
                                for i in range(1, workers)]
@@ -155,10 +161,13 @@ async def _services(settings: Settings, *, smtp: bool, site: bool, worker: int,
         if site:
             from consent_site.app import start_site
 
-            running_site = await start_site(settings)
+            with ports.binding(("site.listen", settings.site.listen),
+                               ("site.metrics_listen", settings.site.metrics_listen)):
+                running_site = await start_site(settings)
             closers.append(running_site.stop)
         if worker == 0:
-            _banner(settings, smtp=smtp, site=site, workers=workers)
+            print(banner(settings, smtp=smtp, site=site, workers=workers), file=sys.stderr,
+                  flush=True)
         await stop.wait()
         log.info("worker %d: stopping", worker)
         # Both sides at once: neither takes new work while the other drains.
@@ -187,9 +196,10 @@ async def _start_demo_agency(settings: Settings) -> Callable[[], object]:
     if url.scheme != "http" or not url.hostname or not port:
         raise ConfigError("demo.agency_dir needs agency.webhook_url = http://HOST:PORT/PATH "
                           f"(the demo agency listens there), not {settings.agency.webhook_url!r}")
-    receiver = await start_agency_receiver(Path(settings.demo.agency_dir),
-                                           settings.agency.webhook_secret, url.hostname,
-                                           port, url.path or "/")
+    with ports.binding(("agency.webhook_url (the demo agency)", f"{url.hostname}:{port}")):
+        receiver = await start_agency_receiver(Path(settings.demo.agency_dir),
+                                               settings.agency.webhook_secret, url.hostname,
+                                               port, url.path or "/")
     return receiver.close
 
 
@@ -239,42 +249,6 @@ async def _supervise(settings: Settings, index: int, stop: asyncio.Event,
         await asyncio.sleep(1.0)
 
 
-def _banner(settings: Settings, *, smtp: bool, site: bool, workers: int) -> None:
-    lines = ["career-relay is running (Ctrl-C to stop)."]
-    if smtp:
-        lines.append(f"  SMTP relay:   {settings.gateway.listen} ({workers} worker(s))")
-    if site:
-        lines.append(f"  consent site: {settings.site.public_url}  (health: /healthz)")
-        lines.append(f"  admin pages:  {settings.site.public_url.rstrip('/')}/admin/  (logins: "
-                     "printed by `career-relay init`; more with `career-relay admin add-user`)")
-        if settings.site.metrics_listen:
-            lines.append(f"  metrics:      http://{settings.site.metrics_listen}/metrics")
-    if site and settings.demo.agency_dir:
-        lines.append(f"  demo agency:  {settings.agency.webhook_url} writes every forward it "
-                     f"receives to {settings.demo.agency_dir}/<forward_id>.json")
-    if settings.demo.capture_dir and smtp:
-        host, port = parse_hostport("gateway.listen", settings.gateway.listen)
-        lines += [
-            f"  demo upstream: {settings.upstream.host}:{settings.upstream.port} writes every "
-            f"relayed message to {settings.demo.capture_dir}/",
-            "",
-            "Send a test message:",
-            f"  swaks --server {host}:{port} --from hr@acme.example --to candidate@example.net",
-            "or, without swaks:",
-            f"  .venv/bin/python -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail("
-            "'hr@acme.example', ['candidate@example.net'], b'From: hr@acme.example\\r\\n"
-            "To: candidate@example.net\\r\\nSubject: hello\\r\\n\\r\\n"
-            "Hello from career-relay\\r\\n')\"",
-            f"then open the newest file in {settings.demo.capture_dir}/",
-            "",
-            "Send a rejection (each candidate's copy gets a personal link and a DKIM signature):",
-            f"  swaks --server {host}:{port} --from hr@acme.example --to candidate@example.net "
-            "--header 'X-Career-Relay: rejection' --header 'Subject: Your application' "
-            "--body 'Thank you for applying. We regret to inform you that we will not proceed.'",
-        ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
-
-
 # -- configuration and keys --------------------------------------------------------------
 
 
@@ -299,4 +273,45 @@ def cmd_queue(args: argparse.Namespace) -> int:
             raise CareerRelayError("queue purge needs a queue id")
         queue_admin.purge(spool, args.id)
         print(f"purged {args.id}")
+    return 0
+
+
+# -- the first hour: a test message, and the links of the last one the demo captured -------
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from gateway.demo_mail import send_test
+
+    settings = ledger_commands.load(args)
+    password = ledger_commands.read_password(True) if args.password_stdin else None
+    sent = send_test(settings, rejection=args.rejection, to=args.to or ["candidate@example.net"],
+                     sender=args.sender, company_id=args.company, subject=args.subject,
+                     password=password)
+    kind = "a test rejection" if args.rejection else "a test message"
+    print(f"sent {kind} from {sent.sender} to {', '.join(sent.recipients)} through "
+          f"{sent.server}: {sent.reply}")
+    if settings.demo.capture_dir:
+        from career_relay.invocation import command
+
+        config = settings.source or "career-relay.toml"
+        print(f"its copy lands in {settings.demo.capture_dir}/ in a moment; its links: "
+              f"`{command('outbox', 'last', '--config', config)}`")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway.demo_mail import last_message
+
+    settings = ledger_commands.load(args)
+    if not settings.demo.capture_dir:
+        raise CareerRelayError("outbox needs demo.capture_dir (the demo's capture upstream, "
+                               "written by `career-relay init --demo`)")
+    found = last_message(Path(settings.demo.capture_dir))
+    consent = settings.site.public_url.rstrip("/") + "/c/"
+    print(f"{found.path}\n  From:    {found.sender}\n  To:      {found.to}\n"
+          f"  Subject: {found.subject}")
+    if not found.links:
+        print("  no links (an ordinary message is relayed as it was sent)")
+    for link in found.links:
+        print(f"  {'consent link' if link.startswith(consent) else 'link':12s} {link}")
     return 0

@@ -367,3 +367,42 @@ def strip_received(data: bytes) -> bytes:
         end = data.index(b"\r\n", end) + 2
         if data[end:end + 1] not in (b" ", b"\t"):
             return data[end:]
+
+
+# -- the demo, as `make run` starts it ------------------------------------------------------
+
+
+def demo_env(ports: dict[str, int]) -> dict[str, str]:
+    """The demo's ports moved by environment variables, as an operator would."""
+    return {
+        "CAREER_RELAY_GATEWAY_LISTEN": f"127.0.0.1:{ports['smtp']}",
+        "CAREER_RELAY_GATEWAY_WORKERS": "1",
+        "CAREER_RELAY_UPSTREAM_PORT": str(ports["upstream"]),
+        "CAREER_RELAY_SITE_LISTEN": f"127.0.0.1:{ports['site']}",
+        "CAREER_RELAY_SITE_METRICS_LISTEN": f"127.0.0.1:{ports['metrics']}",
+        "CAREER_RELAY_SITE_PUBLIC_URL": f"http://127.0.0.1:{ports['site']}",
+        "CAREER_RELAY_SITE_REVIEW_WINDOW": "0",  # the test clicks within milliseconds
+        "CAREER_RELAY_AGENCY_WEBHOOK_URL": f"http://127.0.0.1:{ports['agency']}/forwards",
+    }
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
+    made = run_cli("init", "--dir", str(tmp_path), "--demo")
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "init.out").write_text(made.stdout, encoding="utf-8")
+    ports = {name: free_port() for name in ("smtp", "upstream", "site", "agency", "metrics")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
+    env.update(demo_env(ports))
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([*CLI, "serve", "--config", str(tmp_path / "career-relay.toml")],
+                            stdout=log, stderr=log, cwd=REPO, env=env)
+    try:
+        for port in ports.values():
+            wait_for_port(port)
+        yield tmp_path, ports
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        log.close()
+        assert code == 0, (tmp_path / "serve.log").read_text(errors="replace")

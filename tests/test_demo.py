@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import os
 import re
-import signal
 import smtplib
-import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from tests.conftest import CLI, REPO, free_port, run_cli, wait_for_port
+from tests.conftest import REPO
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1")
@@ -66,36 +63,6 @@ class Browser:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
-    made = run_cli("init", "--dir", str(tmp_path), "--demo")
-    assert made.returncode == 0, made.stderr
-    (tmp_path / "init.out").write_text(made.stdout, encoding="utf-8")
-    ports = {name: free_port() for name in ("smtp", "upstream", "site", "agency")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREER_RELAY_")}
-    env.update({
-        "CAREER_RELAY_GATEWAY_LISTEN": f"127.0.0.1:{ports['smtp']}",
-        "CAREER_RELAY_GATEWAY_WORKERS": "1",
-        "CAREER_RELAY_UPSTREAM_PORT": str(ports["upstream"]),
-        "CAREER_RELAY_SITE_LISTEN": f"127.0.0.1:{ports['site']}",
-        "CAREER_RELAY_SITE_PUBLIC_URL": f"http://127.0.0.1:{ports['site']}",
-        "CAREER_RELAY_SITE_REVIEW_WINDOW": "0",  # the test clicks within milliseconds
-        "CAREER_RELAY_AGENCY_WEBHOOK_URL": f"http://127.0.0.1:{ports['agency']}/forwards",
-    })
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([*CLI, "serve", "--config", str(tmp_path / "career-relay.toml")],
-                            stdout=log, stderr=log, cwd=REPO, env=env)
-    try:
-        for port in ports.values():
-            wait_for_port(port)
-        yield tmp_path, ports
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        log.close()
-        assert code == 0, (tmp_path / "serve.log").read_text(errors="replace")
 
 
 def _forwards(directory: Path, kind: str) -> list[dict[str, object]]:
