@@ -331,6 +331,28 @@ def test_report_details_ties_by_name_and_months_from_both_sides(world: World) ->
         ("", 2, 0), ("SRE", 2, 1), ("営業", 2, 0)]
 
 
+def test_the_monthly_trend_shows_empty_months_as_zero(world: World) -> None:
+    """Issue 14 item 5: the monthly chart skipped a month without offers, so April and June
+    stood side by side as if May had not happened."""
+    world.ledger.record_offer("acme", "<m1@acme.example>", "m1@example.net")  # 2026-04
+    world.tick(61 * 86400)  # June
+    world.ledger.record_offer("acme", "<m2@acme.example>", "m2@example.net")
+    (r,) = reports.report(world.ledger, ["acme"], reports.period(None, None, world.now.date()),
+                          10, details=True)
+    assert [(m["month"], m["offers"]) for m in r["monthly"]] == [
+        ("2026-04", 1), ("2026-05", 0), ("2026-06", 1)]
+    assert r["monthly"][1] == {"month": "2026-05", "offers": 0, "accepted": 0, "qualified": 0}
+    # A period that was asked for: its every month, before and after the data too.
+    asked = reports.period(dt.date(2026, 2, 1), dt.date(2026, 7, 31), world.now.date())
+    (r,) = reports.report(world.ledger, ["acme"], asked, 10, details=True)
+    assert [m["month"] for m in r["monthly"]] == [
+        "2026-02", "2026-03", "2026-04", "2026-05", "2026-06", "2026-07"]
+    # A typed period of centuries keeps to the months with data and those between.
+    huge = reports.period(dt.date(1900, 1, 1), dt.date(2999, 12, 31), world.now.date())
+    (r,) = reports.report(world.ledger, ["acme"], huge, 10, details=True)
+    assert [m["month"] for m in r["monthly"]] == ["2026-04", "2026-05", "2026-06"]
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

@@ -131,9 +131,13 @@ class Period:
                 "start_day": self.since.isoformat(), "end_day": self.until.isoformat()}
 
 
+#: The first day a report covers when no ``since`` is given.
+EPOCH = dt.date(2000, 1, 1)
+
+
 def period(since: dt.date | None, until: dt.date | None, today: dt.date) -> Period:
     """The report's period: from the first day the ledger can hold to today by default."""
-    start = since or dt.date(2000, 1, 1)
+    start = since or EPOCH
     end = until or today
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
@@ -171,14 +175,15 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
         "credit_every": credit_every,
     }
     if stats is not None:
-        report.update(_details(conn, p, stats))
+        report.update(_details(conn, p, stats, when))
     return report
 
 
-def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any]
-             ) -> dict[str, Any]:
+def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any],
+             when: Period) -> dict[str, Any]:
     """By job and by channel (the most offers first, then by name), the time to decide and
-    the monthly trend; ``stats`` is what the query ``offer_stats`` returned."""
+    the monthly trend (every month, empty ones as zero); ``stats`` is what the query
+    ``offer_stats`` returned."""
     jobs: dict[str, list[int]] = {}
     channels: dict[str, list[int]] = {}
     months: dict[str, list[int]] = {}
@@ -205,8 +210,40 @@ def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any]
         "decision_hours": {"decided": len(hours),
                            "median": round(statistics.median(hours), 1) if hours else None},
         "monthly": [{"month": m, "offers": o, "accepted": a, "qualified": q}
-                    for m, (o, a, q) in sorted(months.items())],
+                    for m, (o, a, q) in _every_month(months, when)],
     }
+
+
+#: The most months the monthly trend fills in with zeros (20 years).
+MAX_MONTHS = 240
+
+
+def _months_between(first: str, last: str) -> int:
+    return (int(last[:4]) - int(first[:4])) * 12 + int(last[5:7]) - int(first[5:7])
+
+
+def _every_month(months: dict[str, list[int]], when: Period) -> list[tuple[str, list[int]]]:
+    """The months with their counts, and the months between them with zeros: a chart that
+    skips an empty month reads as if nothing was missing (issue 14).
+
+    From the period's first month when ``since`` was given, else from the first month
+    with data (not from 2000); to the period's last month.  No data: no months.  A
+    period of more than ``MAX_MONTHS`` (a typed ``until=2999-12-31``) keeps to the months
+    with data and those between them.
+    """
+    if not months:
+        return []
+    first = min(months) if when.since == EPOCH else when.since.strftime("%Y-%m")
+    last = when.until.strftime("%Y-%m")
+    if _months_between(first, last) > MAX_MONTHS:
+        first, last = min(months), max(months)
+    first, last = min(first, min(months)), max(last, max(months))
+    year, month = int(first[:4]), int(first[5:7])
+    out = []
+    while (key := f"{year:04d}-{month:02d}") <= last:
+        out.append((key, months.get(key, [0, 0, 0])))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 def report(ledger: Ledger, companies: Sequence[str], when: Period, credit_every: int, *,
