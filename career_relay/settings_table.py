@@ -133,6 +133,11 @@ class SiteSettings(_Section):
     review_window: int = setting(
         30, "Seconds after delivery in which a consent POST is held for review."
     )
+    time_zone: str = setting(
+        "Asia/Tokyo",
+        "IANA time zone (Asia/Tokyo, UTC, Europe/Berlin, ...) of every time on the admin "
+        "pages, which name it; the ledger, the CSV exports and the report's days stay UTC.",
+    )
 
 
 @dataclass(frozen=True, repr=False)

@@ -24,3 +24,19 @@ def parse_stamp(text: str) -> dt.datetime:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def zone(name: str) -> dt.tzinfo:
+    """The IANA time zone ``name`` (``site.time_zone``); ``ValueError`` names a bad one."""
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not an IANA time zone (e.g. Asia/Tokyo, UTC): {name!r}") from None
+
+
+def zone_label(tz: dt.tzinfo, at: dt.datetime) -> str:
+    """``Asia/Tokyo (UTC+09:00)``: the zone's name and its offset at ``at``."""
+    offset = at.astimezone(tz).strftime("%z")
+    return f"{tz} (UTC{offset[:3]}:{offset[3:]})"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from career_relay.errors import ConfigError
+from career_relay.timestamps import zone
 
 if TYPE_CHECKING:
     from career_relay.settings import Settings
@@ -69,6 +70,10 @@ def value_problems(settings: Settings) -> list[str]:
         out.append("site.metrics_listen must differ from site.listen: metrics are not for "
                    "candidates' eyes")
     out += _ledger_url_problems(settings.ledger.url)
+    try:
+        zone(settings.site.time_zone)
+    except ValueError as exc:
+        out.append(f"site.time_zone: {exc}")
     if settings.site.review_window < 0:
         out.append(f"site.review_window must be 0 or more, not {settings.site.review_window}")
     if bool(settings.gateway.tls_cert) != bool(settings.gateway.tls_key):

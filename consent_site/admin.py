@@ -38,6 +38,7 @@ from career_relay.ledger import (
     reports,
 )
 from career_relay.settings import CompanySettings, Settings
+from career_relay.timestamps import parse_stamp, zone, zone_label
 from consent_site.login_throttle import LoginThrottle, UsedNonces
 from consent_site.security import NONCE_MAX_AGE, Csrf
 
@@ -45,7 +46,6 @@ T = TypeVar("T")
 HERE = Path(__file__).parent
 #: Every admin response: never stored by a browser or a proxy (personal data, a session).
 NO_STORE = {"Cache-Control": "no-store"}
-JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
 class Admin:
@@ -62,7 +62,8 @@ class Admin:
             loader=jinja2.FileSystemLoader(HERE / "templates" / "admin"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True,
             undefined=jinja2.StrictUndefined)
-        self.templates.filters["jst"] = _jst
+        self.templates.filters["local"] = self.local_time
+        self.zone = zone(settings.site.time_zone)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="admin-ledger")
         # Password checks on a thread of their own: a login flood never queues the
         # ledger's reads and writes (nor the candidate pages, which have their own).
@@ -74,7 +75,19 @@ class Admin:
         """SIGHUP: the companies of ``settings`` (ids, names, domains); templates read again."""
         if self.templates.cache is not None:
             self.templates.cache.clear()
+        self.zone = zone(settings.site.time_zone)
         self.settings = settings
+
+    def local_time(self, moment: dt.datetime | str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        """Every time on the admin pages, in ``site.time_zone`` (each page names it; the
+        CSVs stay UTC).  The ledger's rows come as datetimes or as its UTC stamps."""
+        if moment is None or moment == "":
+            return ""
+        when = parse_stamp(moment) if isinstance(moment, str) else moment
+        return when.astimezone(self.zone).strftime(fmt)
+
+    def zone_label(self) -> str:
+        return zone_label(self.zone, dt.datetime.now(dt.UTC))
 
     async def close(self, _: web.Application) -> None:
         self._pool.shutdown(wait=True)
@@ -109,11 +122,6 @@ class Admin:
 ADMIN = web.AppKey("admin", Admin)
 USER = web.RequestKey("admin_user", AdminUser)  # the user of the request's live session
 TOKEN = web.RequestKey("admin_token", str)       # that session's cookie value
-
-
-def _jst(moment: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Times on the admin pages are Japan time (the admins are in Japan); the CSVs are UTC."""
-    return "" if moment is None else moment.astimezone(JST).strftime(fmt)
 
 
 def user_of(request: web.Request) -> AdminUser:
@@ -182,7 +190,8 @@ def render(request: web.Request, template: str, *, status: int = 200,
     # two forms minted in the same second differ.
     salt = "" if user is not None else secrets.token_urlsafe(9)
     body = admin.templates.get_template(template).render(
-        user=user, companies=companies, csrf=admin.csrf.nonce(cookie, binding, salt), **context)
+        user=user, companies=companies, csrf=admin.csrf.nonce(cookie, binding, salt),
+        time_zone=admin.zone_label(), **context)
     response = web.Response(text=body, status=status, content_type="text/html",
                             charset="utf-8", headers=NO_STORE)
     if fresh:

@@ -591,6 +591,51 @@ def test_the_charts_are_svg_without_script(sqlite_admin: Admin) -> None:
     assert admin.get("/admin/charts/other.svg").status == 404
 
 
+@pytest.mark.parametrize("zone, offset", [("Asia/Tokyo", 9), ("UTC", 0),
+                                           ("America/Sao_Paulo", -3)])
+def test_every_admin_page_shows_its_times_in_the_configured_zone_and_names_it(
+        make_config: ConfigMaker, zone: str, offset: int) -> None:
+    """Issue 14 item 5: the forwards and reviews showed Japan time, the credits page UTC
+    stamps.  Now one zone, site.time_zone, on every page, named on each."""
+    config = make_config(companies=COMPANIES, site={"time_zone": zone, "review_window": 30})
+    admin = Admin(config)
+    try:
+        admin.add_user("ops@relay.example", None)
+        admin.qualify(10)  # forwards delivered, one credit minted
+        admin.accept(admin.offer(age=1))  # held for review: the window
+        admin.login("ops@relay.example")
+        (credit,) = admin.rows("credits")
+        minted = dt.datetime.strptime(credit["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        shown = (minted + dt.timedelta(hours=offset)).strftime("%Y-%m-%d %H:%M")
+        credits = admin.get("/admin/credits")
+        assert f"<td>{shown}</td>" in credits.text
+        assert credit["created"] not in credits.text  # no raw UTC stamp
+        (held,) = [r for r in admin.rows("receipts") if r["review"]]
+        decided = dt.datetime.strptime(held["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        reviews = admin.get("/admin/reviews")
+        assert f"<td>{(decided + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>" in reviews.text
+        forwards = admin.get("/admin/forwards")
+        first = admin.rows("forwards")[0]
+        made = dt.datetime.strptime(first["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC)
+        assert f"<td>{(made + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>" in forwards.text
+        for page in (admin.get("/admin/"), credits, reviews, forwards):
+            label = re.search(r'id="time-zone">[^<]*', page.text)
+            assert label and zone in label.group(0), page.text[:200]
+            assert "日本時間" not in page.text and "UTC（台帳の記録どおり）" not in page.text
+    finally:
+        admin.close()
+
+
+def test_an_unknown_time_zone_is_a_configuration_error(make_config: ConfigMaker) -> None:
+    config = make_config(site={"time_zone": "Asia/Nowhere"})
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 1 and "site.time_zone" in result.stderr
+    assert "Asia/Nowhere" in result.stderr
+
+
 # -- credits and reviews --------------------------------------------------------------------
 
 
