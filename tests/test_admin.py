@@ -620,7 +620,8 @@ def test_every_admin_page_shows_its_times_in_the_configured_zone_and_names_it(
         first = admin.rows("forwards")[0]
         made = dt.datetime.strptime(first["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=dt.UTC)
-        assert f"<td>{(made + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>" in forwards.text
+        assert f'<td class="when">{(made + dt.timedelta(hours=offset)):%Y-%m-%d %H:%M}</td>' \
+            in forwards.text
         for page in (admin.get("/admin/"), credits, reviews, forwards):
             label = re.search(r'id="time-zone">[^<]*', page.text)
             assert label and zone in label.group(0), page.text[:200]

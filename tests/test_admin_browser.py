@@ -211,3 +211,70 @@ def test_a_company_admin_logs_in_redeems_and_exports(admin_site: AdminSite,
         assert p.page_width() <= PHONE_WIDTH, f"the page is {p.page_width()} px wide"
         p.screenshot("admin-05-dashboard-phone")
         assert p.console_errors() == []
+
+
+def _full_forwards(config: Path) -> None:
+    """Forwards as a real candidate fills the form: every item, the application shared,
+    a long address; one still pending with failed attempts."""
+    settings = settings_mod.load(config)
+    with open_ledger(settings.ledger.path) as ledger:
+        store = ConsentLedger(ledger, Rules.from_settings(settings))
+        consents = Consents(settings, store)
+        notice = Notice.of("通知文", "ja")
+        for i in range(3):
+            email = f"yamada.hanako.{i}@mail.candidate-example.co.jp"
+            ids = ledger.record_rejection("acme", f"<full{i}@acme.example>",
+                                          [(email, new_offer_id())], job="経理", stage="最終面接")
+            offer = ledger.offer(ids[email])
+            assert offer is not None
+            consents.shown(offer, notice)
+            consents.accept(offer, notice, {
+                "name": "山田 花子", "email": email, "phone": "090-1234-5678",
+                "desired_job": "経理・財務", "desired_location": "東京都",
+                "note": "よろしくお願いします"}, True, Client(PHONE_UA, "203.0.113.7"))
+        for forward in store.claim_due(10, 60)[:2]:
+            store.delivered(forward.id)
+
+
+#: For each cell of the forwards table: its column and how many lines its text takes.
+_CELL_LINES = """
+const lines = el => {
+  const r = document.createRange(); r.selectNodeContents(el);
+  return new Set([...r.getClientRects()].filter(x => x.width > 0)
+                 .map(x => Math.round(x.top))).size;
+};
+const rows = [...document.querySelectorAll('#forwards-table tbody tr')];
+return rows.flatMap(tr => [...tr.cells].map((td, i) => [i, lines(td)]));
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 1366])
+def test_the_forwards_table_keeps_its_columns_on_one_line_on_a_laptop(
+        admin_site: AdminSite, tmp_path: Path, width: int) -> None:
+    """Issue 14 item 5: on a laptop's screen the forwards table wrapped its columns (the
+    times broke after the date, the kind and the state mid-word, the receipt id anywhere).
+    Times, kind, state and receipt id stay on one line; the person and the items may wrap;
+    the table needs no sideways scroll."""
+    _full_forwards(admin_site.ledger.parent / "career-relay.toml")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    desk = Desk(tmp_path / "desk-profile", SHOTS, downloads)
+    try:
+        desk.driver.set_window_size(width, 800)
+        desk.open(admin_site.url + "/admin/login")
+        desk.type_into("#email", "hr@acme.example")
+        desk.type_into("#password", PASSWORD)
+        desk.tap_and_wait("#login", "#card-credits")
+        desk.open(admin_site.url + "/admin/forwards")
+        cells = desk.driver.execute_script(_CELL_LINES)
+        assert len(cells) >= 7 * 36
+        wrapped = sorted({column for column, lines in cells
+                          if column in (0, 1, 2, 3, 6) and lines > 1})
+        assert wrapped == [], f"columns wrapped at {width} px: {wrapped}"
+        overflow = desk.driver.execute_script(
+            "const s = document.querySelector('#forwards-table').parentElement;"
+            "return s.scrollWidth - s.clientWidth;")
+        assert overflow <= 0, f"the table is {overflow} px wider than its box"
+        desk.screenshot(f"admin-06-forwards-{width}")
+    finally:
+        desk.quit()
