@@ -60,21 +60,12 @@ $(DEMO_CONFIG): | $(STAMP)
 run: $(STAMP) $(DEMO_CONFIG)
 	$(VENV)/bin/career-relay serve --config $(DEMO_CONFIG)
 
-# Installs the Debian packages of $(1) that are not installed ("ii": a removed package whose
-# configuration files remain is known to dpkg but missing), as root or through sudo.
-# Postfix is installed without configuring or starting the system instance:
-# the tests run private instances of their own on high loopback ports.
+# Installs the Debian packages of $(1) that are not installed, as root or through sudo,
+# leaving the system's services as they were: none is started, and what the install enabled
+# at boot is disabled again (tests/peers/apt_install.sh). The tests run private instances of
+# Postfix, OpenDKIM and PostgreSQL of their own on high loopback ports.
 define apt_install
-	@missing=""; for p in $(1); do \
-	  dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@tests/peers/apt_install.sh $(1)
 endef
 
 test-deps:
