@@ -107,13 +107,14 @@ def in_use(setting: str, hostport: str) -> AddressInUse:
     """The one-line error for ``setting``'s address ``hostport``, naming who holds it.
 
     ``setting`` may say what listens there after a space: "upstream.port (the demo's
-    capture upstream)"."""
+    capture upstream)".  The form is the gateway's own for a failed bind
+    (``gateway.listen: cannot listen on HOST:PORT: ...``)."""
     host, port = parse_hostport(setting, hostport)
     who = held_by(host, port)
-    key, _, what = setting.partition(" ")
-    return AddressInUse(f"{hostport} is already in use" + (f" by {who}" if who else "")
-                        + f": {key}{' ' + what if what else ''} cannot listen there; stop "
-                        f"that process or change {key}")
+    key = setting.partition(" ")[0]
+    return AddressInUse(f"{setting}: cannot listen on {hostport}: already in use"
+                        + (f" by {who}" if who else "")
+                        + f"; stop that process or change {key}")
 
 
 def check_free(setting: str, hostport: str) -> None:

@@ -168,8 +168,9 @@ def test_a_port_in_use_is_one_line_naming_the_address_and_its_holder(
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "OSError" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("career-relay: error:")]
-    assert f"127.0.0.1:{taken} is already in use by pid {os.getpid()} (" in line
-    assert f"change {clash}" in line
+    assert f"{clash}: cannot listen on 127.0.0.1:{taken}: already in use by pid " \
+           f"{os.getpid()} (" in line
+    assert line.endswith(f"; stop that process or change {clash}")
 
 
 # -- PATH: every command init prints runs as printed -------------------------------------
