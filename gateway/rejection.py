@@ -281,14 +281,22 @@ def _signed(signer: Signer | None, copy: Spliced) -> Spliced:
 
 def _message_id(data: bytes) -> str:
     """The Message-ID, or a digest of the message: either is the same when a client retries."""
-    for line in header_block(data).split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"message-id" and value.strip():
-            # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
-            # one message must be recordable on either backend.
-            found = value.strip().decode("utf-8", "replace").replace("\x00", "")
-            if found:
-                return found
+    lines = header_block(data).split(b"\r\n")
+    for at, line in enumerate(lines):
+        name, colon, value = line.partition(b":")
+        if not colon or line[:1] in (b" ", b"\t") or name.strip().lower() != b"message-id":
+            continue
+        # A long field is folded onto lines that begin with white space (RFC 5322 2.2.3):
+        # Python's email.policy.SMTP folds a long id onto a line of its own.
+        for more in lines[at + 1:]:
+            if more[:1] not in (b" ", b"\t"):
+                break
+            value += more
+        # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
+        # one message must be recordable on either backend.
+        found = value.strip().decode("utf-8", "replace").replace("\x00", "")
+        if found:
+            return found
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -137,6 +137,24 @@ def test_a_retried_submission_creates_no_new_offer(rejecting: GatewayThread,
     assert LINK.findall(first.data.decode()) == LINK.findall(second.data.decode())
 
 
+def test_a_folded_message_id_is_the_offers_key(rejecting: GatewayThread, sink: Sink) -> None:
+    # A long Message-ID folded onto a line of its own (RFC 5322 2.2.3), as Python's
+    # email.policy.SMTP writes it: the offer is recorded under the id, not a digest, so a
+    # retry with the same id (folded or not) finds it.
+    long_id = f"<{'x' * 70}.folded@acme.example>"
+    folded = rejection(long_id).replace(f"Message-ID: {long_id}".encode(),
+                                        f"Message-ID:\r\n {long_id}".encode())
+    assert f"Message-ID:\r\n {long_id}".encode() in folded
+    send(rejecting.port, folded, ["a@example.net"])
+    send(rejecting.port, rejection(long_id), ["a@example.net"])
+    first, second = sink.wait_for(2)
+    signer = LinkSigner([SECRET], 90)
+    ids = {signer.offer_id(LINK.findall(m.data.decode())[0]) for m in (first, second)}
+    assert len(ids) == 1
+    offer = open_ledger(rejecting.settings.ledger.path).offer(ids.pop())
+    assert offer is not None and offer.message_id == long_id
+
+
 def test_header_only_rejection_gets_the_consent_block(rejecting: GatewayThread,
                                                       sink: Sink) -> None:
     send(rejecting.port, rejection(marker=False, header=True), ["a@example.net"])

@@ -144,6 +144,7 @@ class PostgresBackend:
             from career_relay.ledger import schema_postgres
 
             with self._connection() as conn:
+                _may_settle(conn)
                 done = set(schema_postgres.applied(conn))
                 pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
                 if pending and self._on_migrate is not None:
@@ -206,9 +207,16 @@ class PostgresBackend:
 
     def _settle(self, conn: psycopg.Connection[Any]) -> None:
         """Wait until the commit just made is durable (``SETTLE``).  If this fails, the
-        caller hears the ledger was unavailable and tries again later: its rows may have
-        been kept, which the ledger's idempotency is for."""
-        self._local.settled = _settled(conn.execute(SETTLE).fetchone())
+        caller hears the ledger was unavailable, and that the write may have been kept:
+        the gateway's and the site's writes are idempotent, and an operator's command
+        says to look before doing it again."""
+        try:
+            self._local.settled = _settled(conn.execute(SETTLE).fetchone())
+        except psycopg.Error as exc:
+            raise LedgerUnavailable(
+                "the ledger took the write but could not confirm it is on disk "
+                f"({first_line(exc)}): it may have been recorded; look before doing it "
+                "again") from exc
 
     def settled_head(self, *, just_written: bool = False) -> tuple[int, str] | None:
         """(seq, hash) of the chain's last entry, of those known durable: what the head file
@@ -290,6 +298,20 @@ class PostgresBackend:
 SETTLE = ("SELECT pg_logical_emit_message(true, 'career-relay', 'settle'), e.seq, e.hash"
           " FROM (SELECT 1) AS one LEFT JOIN LATERAL"
           " (SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1) AS e ON true")
+
+
+def _may_settle(conn: psycopg.Connection[Any]) -> None:
+    """``LedgerUnavailable`` unless the role may run ``SETTLE``: without it every write
+    would commit and then fail, which its caller would take for not done."""
+    row = conn.execute("SELECT has_function_privilege("
+                       "'pg_catalog.pg_logical_emit_message(boolean, text, text)',"
+                       " 'EXECUTE')").fetchone()
+    if not (row and row[0]):
+        raise LedgerUnavailable(
+            "the role of ledger.url may not execute pg_logical_emit_message, which each "
+            "write needs to know it is on disk: as a superuser, GRANT EXECUTE ON FUNCTION "
+            "pg_catalog.pg_logical_emit_message(boolean, text, text) TO that role "
+            "(deploy/postgres/roles.sql)")
 
 
 def _settled(row: Any) -> tuple[int, str] | None:
