@@ -472,3 +472,24 @@ def test_concurrent_offers_share_commits_and_stay_idempotent(api: Api) -> None:
     r = api.report()
     assert (r["offers"], r["rejections"]) == (41, 41)
     assert Book(api.ledger).verify()[1] is None
+
+
+def test_the_ledger_away_is_a_503_problem(sqlite_api: Api, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """SPEC 12: the database away; nothing recorded, the request can be repeated."""
+    from career_relay.errors import LedgerUnavailable
+
+    state = sqlite_api.client.server.app[API_APP][API]
+
+    def away(*_: Any) -> None:
+        raise LedgerUnavailable("the ledger's database cannot be reached")
+
+    monkeypatch.setattr(state.keys, "check", away)
+    reply = sqlite_api.offer()
+    assert _problem(reply, 503)["detail"] == "the ledger is unavailable; try again later"
+    assert reply.headers["Retry-After"] == "30"
+    monkeypatch.undo()
+    monkeypatch.setattr(state.ledger, "record_rejections", away)
+    _problem(sqlite_api.offer(), 503)
+    monkeypatch.undo()
+    assert sqlite_api.offer().status == 201  # back: the same request goes through
