@@ -493,3 +493,4 @@ def test_the_ledger_away_is_a_503_problem(sqlite_api: Api, monkeypatch: pytest.M
     _problem(sqlite_api.offer(), 503)
     monkeypatch.undo()
     assert sqlite_api.offer().status == 201  # back: the same request goes through
+    _check_against_openapi(sqlite_api)  # the 503s as documented
