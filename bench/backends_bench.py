@@ -44,7 +44,8 @@ printing one table with a row per backend:
    a company of 20.  Per row: offers and commits per second, offers per commit, the time
    between commits (the lock is never free), the time each commit held the write lock
    (from taken to committed and its connection back in the pool) and of that the
-   commit's end (NOTIFY, COMMIT, the WAL flush), CPU per offer of the writer processes
+   commit's end (NOTIFY, COMMIT; on SQLite the WAL flush), on PostgreSQL then the wait
+   for the WAL flush with the lock let go (``settle``), CPU per offer of the writer processes
    and of the server; then a round trip and a one-row commit on an idle connection.  The
    ratio printed is (iii) over the offers per second one gateway host recorded in part
    1 (its fastest row on PostgreSQL), against the goal of 20.  Then (iii) on SQLite, for
@@ -434,7 +435,8 @@ class WriterResult:
     rejections: int  # completed inside the window
     commits: int  # committed inside the window
     held_ms: list[float]  # per commit inside the window: from the lock taken to committed
-    commit_ms: list[float]  # of which the end: NOTIFY, COMMIT and its WAL flush
+    commit_ms: list[float]  # of which the end: NOTIFY, COMMIT (SQLite: and its WAL flush)
+    settle_ms: list[float]  # PostgreSQL: then the wait for the WAL flush, the lock let go
     cpu_s: float  # this process's CPU seconds over the window
 
 
@@ -449,20 +451,35 @@ def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
               if where.startswith("postgresql") else open_ledger(where))
     writer = LedgerWriter(ledger)
     commits: list[tuple[float, float, float]] = []  # (committed at, held ms, commit ms)
-    plain_write = ledger.backend.write
+    settles: list[tuple[float, float]] = []  # PostgreSQL: (settled at, ms waited for the flush)
+    backend: Any = ledger.backend
+    # PostgreSQL's transaction under the lock is ``_locked`` (its flush, ``_settle``, comes
+    # after the lock is let go); SQLite's is the whole write.
+    timed = "_locked" if hasattr(backend, "_locked") else "write"
+    plain_write = getattr(backend, timed)
 
     @contextlib.contextmanager
-    def timed_write() -> Iterator[Any]:
-        # The backend's write yields once it holds the lock (PostgreSQL's advisory lock,
-        # SQLite's BEGIN IMMEDIATE) and commits when the block ends.
-        with plain_write() as conn:
+    def timed_write(*args: Any) -> Iterator[Any]:
+        # Yields once it holds the lock (PostgreSQL's advisory lock, SQLite's BEGIN
+        # IMMEDIATE) and commits when the block ends.
+        with plain_write(*args) as conn:
             locked = time.monotonic()
             yield conn
             body = time.monotonic()
         done = time.monotonic()
         commits.append((done, 1000 * (done - locked), 1000 * (done - body)))
 
-    ledger.backend.write = timed_write  # type: ignore[method-assign]
+    setattr(backend, timed, timed_write)
+    if hasattr(backend, "_settle"):
+        plain_settle = backend._settle
+
+        def timed_settle(conn: Any) -> None:
+            begun = time.monotonic()
+            plain_settle(conn)
+            now = time.monotonic()
+            settles.append((now, 1000 * (now - begun)))
+
+        backend._settle = timed_settle
     done: list[float] = []
     lock = threading.Lock()
     rng = random.Random(os.getpid())
@@ -503,7 +520,8 @@ def _writer(where: str, threads: int, batched: bool, ready: Any, go: Any,
     ledger.close()
     inside = [c for c in commits if begin <= c[0] < end]
     out.put(WriterResult(sum(1 for t in done if begin <= t < end), len(inside),
-                         [c[1] for c in inside], [c[2] for c in inside], cpu))
+                         [c[1] for c in inside], [c[2] for c in inside],
+                         [ms for at, ms in settles if begin <= at < end], cpu))
 
 
 def ceiling_run(where: str, writers: int, threads: int, batched: bool, seconds: float,
@@ -542,12 +560,14 @@ def ceiling_run(where: str, writers: int, threads: int, batched: bool, seconds: 
     commits = sum(r.commits for r in results)
     held = [h for r in results for h in r.held_ms]
     ends = [c for r in results for c in r.commit_ms]
+    settled = [c for r in results for c in r.settle_ms]
     return {"writers": writers, "threads": threads, "batched": batched,
             "offers_per_s": offers / seconds, "commits_per_s": commits / seconds,
             "mean_batch": offers / commits if commits else 0.0,
             "ms_per_commit": 1000 * seconds / commits if commits else None,
             "lock_held_ms": statistics.mean(held) if held else None,
             "commit_end_ms": statistics.mean(ends) if ends else None,
+            "settle_ms": statistics.mean(settled) if settled else None,
             "writers_cpu_ms_per_offer": 1000 * sum(r.cpu_s for r in results) / offers
             if offers else None,
             "server_cpu_ms_per_offer": 1000 * server / offers
@@ -580,9 +600,9 @@ def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
         run.ceiling.append(row)
     lines = [f"{'ceiling':<11} {'writers':>7} {'threads':>7} {'batching':<12} {'offers/s':>9} "
              f"{'commits/s':>9} {'batch':>6} {'ms/commit':>9} {'lock held':>9} "
-             f"{'commit':>7} {'writers':>8} {'server':>7}",
+             f"{'commit':>7} {'settle':>7} {'writers':>8} {'server':>7}",
              f"{'':<11} {'':>7} {'':>7} {'':<12} {'':>9} {'':>9} {'':>6} {'':>9} "
-             f"{'ms':>9} {'ms':>7} {'ms CPU':>8} {'ms CPU':>7}"]
+             f"{'ms':>9} {'ms':>7} {'ms':>7} {'ms CPU':>8} {'ms CPU':>7}"]
 
     def ms(value: float | None, spec: str = ".2f") -> str:
         return "-" if value is None else format(value, spec)
@@ -593,7 +613,8 @@ def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
             f"{'LedgerWriter' if r['batched'] else 'none':<12} "
             f"{r['offers_per_s']:>9,.0f} {r['commits_per_s']:>9,.0f} {r['mean_batch']:>6.1f} "
             f"{ms(r['ms_per_commit']):>9} {ms(r['lock_held_ms']):>9} "
-            f"{ms(r['commit_end_ms']):>7} {ms(r['writers_cpu_ms_per_offer']):>8} "
+            f"{ms(r['commit_end_ms']):>7} {ms(r['settle_ms']):>7} "
+            f"{ms(r['writers_cpu_ms_per_offer']):>8} "
             f"{ms(r['server_cpu_ms_per_offer']):>7}")
     rtt, commit = probe(pg.fresh_url("probe"))
     run.ceiling_ratio["probe_ms"] = {"round_trip": rtt, "commit": commit}
@@ -617,7 +638,8 @@ def part_ceiling(args: argparse.Namespace, pg: Postgres | None, url: str | None,
                  "per rejection; PostgreSQL " + ("holding the report's ledger"
                                                  if url else "on a new ledger") + "; per "
                  "commit: the write lock held from taken to committed, and of that the "
-                 "commit itself; CPU per offer: all writer processes, the server's)")
+                 "commit itself; on PostgreSQL then the wait for the WAL flush, the lock "
+                 "let go (settle); CPU per offer: all writer processes, the server's)")
     print("\n".join(lines), flush=True)
 
 

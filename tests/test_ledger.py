@@ -28,6 +28,7 @@ from career_relay.ledger import (
     Book,
     Ledger,
     LedgerWriter,
+    Rejection,
     Rules,
     new_offer_id,
     open_ledger,
@@ -288,6 +289,51 @@ def test_a_failed_commit_reaches_every_caller_in_it(ledger: Ledger,
     writer.close()
 
 
+def test_a_refused_rejection_fails_alone_not_its_batch(ledger: Ledger,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first commit is held until five more callers have queued behind it, one of them
+    # with a value the ledger refuses: they share the next commit, which rolls back; each
+    # is then tried alone, so four are recorded and only the bad one hears of it.
+    writer = LedgerWriter(ledger)
+    real = ledger.record_rejections
+    held, go = threading.Event(), threading.Event()
+
+    def first_waits(rejections: Any, counts: Any = None) -> list[dict[str, str]]:
+        if not held.is_set():
+            held.set()
+            go.wait(30)
+        return real(rejections, counts)
+
+    monkeypatch.setattr(ledger, "record_rejections", first_waits)
+    results: dict[int, Any] = {}
+
+    def work(n: int) -> None:
+        try:
+            results[n] = writer.record_rejection(
+                "acme", f"<b{n}@a>", [(f"{n}@example.jp", new_offer_id())],
+                counters=("refused-kind",) if n == 3 else ("rejections",))  # type: ignore[arg-type]
+        except Exception as exc:  # what the caller would hear
+            results[n] = exc
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    threads[0].start()
+    assert held.wait(30)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(writer._queue) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(writer._queue) == 5
+    go.set()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert isinstance(results[3], ValueError)
+    assert all(isinstance(results[n], dict) for n in (0, 1, 2, 4, 5))
+    assert ledger.counts("acme", NOON.date())["rejections"] == 5
+    assert Book(ledger).verify()[1] is None
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
@@ -496,6 +542,55 @@ def test_record_rejection_is_one_transaction_and_keeps_earlier_offers(ledger: Le
     assert offer is not None and offer.job == "エンジニア"
     assert ledger.offer("offerCCCCCCCCCCC") is None
     assert ledger.counts("acme", offer.created.date())["rejections"] == 1  # the retry adds none
+
+
+def test_one_batch_of_new_retried_and_repeated_rejections(ledger: Ledger) -> None:
+    # The gateway's group commit puts whatever is queued into one transaction: new mail, a
+    # retry of mail recorded earlier, the same message twice (two sessions of one retry)
+    # and a recipient listed twice.  Each gets the offers made first, each message counts
+    # once, and the chain vouches for exactly the offers made.
+    ledger.record_rejection("acme", "<old@a>", [("old@example.net", "offerOLD00000001")])
+    batch = [
+        Rejection("acme", "<new@a>", (("n1@example.net", "offerNEW00000001"),
+                                      ("n2@example.net", "offerNEW00000002"))),
+        Rejection("acme", "<old@a>", (("old@example.net", "offerOLD00000002"),
+                                      ("late@example.net", "offerOLD00000003"))),
+        Rejection("globex", "<twice@g>", (("t@example.net", "offerTWICE000001"),)),
+        Rejection("globex", "<twice@g>", (("t@example.net", "offerTWICE000002"),)),
+        Rejection("globex", "<dup@g>", (("d@example.net", "offerDUP00000001"),
+                                        ("d@example.net", "offerDUP00000002"))),
+    ]
+    results = ledger.record_rejections(batch, {("acme", "unmarked_rejections"): 3})
+    assert results == [
+        {"n1@example.net": "offerNEW00000001", "n2@example.net": "offerNEW00000002"},
+        {"old@example.net": "offerOLD00000001", "late@example.net": "offerOLD00000003"},
+        {"t@example.net": "offerTWICE000001"},
+        {"t@example.net": "offerTWICE000001"},
+        {"d@example.net": "offerDUP00000001"},
+    ]
+    for gone in ("offerOLD00000002", "offerTWICE000002", "offerDUP00000002"):
+        assert ledger.offer(gone) is None
+    day = ledger.offer("offerNEW00000001").created.date()  # type: ignore[union-attr]
+    # <old@a> added an offer (a new recipient): counted, as a retry that adds none is not.
+    assert ledger.counts("acme", day) == {"rejections": 3, "not_injected": 0,
+                                          "unmarked_rejections": 3}
+    assert ledger.counts("globex", day)["rejections"] == 2
+    offers = {ref for (ref,) in _all(ledger, "SELECT ref FROM entries WHERE kind = 'offer'")}
+    assert offers == {"offerOLD00000001", "offerNEW00000001", "offerNEW00000002",
+                      "offerOLD00000003", "offerTWICE000001", "offerDUP00000001"}
+    assert Book(ledger).verify()[1] is None
+
+
+def test_a_batch_larger_than_one_insert(ledger: Ledger) -> None:
+    # More offers than one INSERT takes (offers._INSERT_CHUNK): every one made and chained.
+    rejections = [Rejection("acme", f"<m{i}@a>",
+                            tuple((f"c{i}-{j}@example.net", new_offer_id()) for j in range(7)))
+                  for i in range(120)]
+    results = ledger.record_rejections(rejections)
+    assert [dict(r.offers) for r in rejections] == results
+    assert _all(ledger, "SELECT COUNT(*) FROM offers")[0][0] == 840
+    assert _all(ledger, "SELECT COUNT(*) FROM entries WHERE kind = 'offer'")[0][0] == 840
+    assert Book(ledger).verify()[1] is None
 
 
 def test_companies_never_share_an_offer(ledger: Ledger) -> None:

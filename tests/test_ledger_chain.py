@@ -359,6 +359,40 @@ def test_a_credit_forged_with_a_well_formed_entry_is_caught(history: World) -> N
     assert "credit cr_forged counts forward" in str(problem) and "again" in str(problem)
 
 
+@pytest.mark.parametrize("forgery", ["another hash", "held"])
+def test_a_qualified_forward_forged_with_a_well_formed_entry_is_caught(
+        history: World, forgery: str) -> None:
+    """A well-formed qualified entry and row appended for a delivered consent that did not
+    qualify: a second rejection to a candidate who already qualified (one person, once per
+    company), forged under another hash to pass as someone new; or a first consent held
+    for review that no admin approved, under its own candidate.  Verify names it."""
+    who = "cand3@example.net" if forgery == "another hash" else "held@example.net"
+    offer = history.offer(who)
+    history.accept(offer, wait=300 if forgery == "another hash" else 1)  # 1 s: held
+    history.deliver()
+    ((forward_id,),) = history.rows(f"SELECT id FROM forwards WHERE offer_id = '{offer.id}'"
+                                    " AND kind = 'consent'")
+    assert not history.rows(f"SELECT 1 FROM qualified WHERE forward_id = '{forward_id}'")
+    candidate = ("f" * 32 if forgery == "another hash"
+                 else ledger_chain.candidate_hash(b"hash-key", who))
+    ((n,),) = history.rows("SELECT COUNT(*) + 1 FROM qualified WHERE company = 'acme'")
+    with behind_the_ledgers_back(history) as conn:
+        now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+        seq = ledger_chain.append(conn, now, "acme", "qualified", forward_id,
+                                  {"n": n, "candidate": candidate})
+        conn.execute("INSERT INTO qualified (forward_id, company, candidate, n, created, entry)"
+                     " VALUES (?, 'acme', ?, ?, '2026-06-01T00:00:00Z', ?)",
+                     (forward_id, candidate, n, seq))
+        if forgery == "held":  # never sent while held: its delivery forged too
+            conn.execute("INSERT INTO forward_events (forward_id, created, event)"
+                         " VALUES (?, '2026-06-01T00:00:00Z', 'delivered')", (forward_id,))
+    with open_configured(history.settings) as ledger:
+        _, problem = Book(ledger, Rules.from_settings(history.settings)).verify()
+    assert problem is not None and f"qualified forward {forward_id}" in str(problem)
+    assert ("other than its offer's" if forgery == "another hash"
+            else "held for review") in str(problem)
+
+
 def test_a_ledger_refuses_a_hash_key_other_than_its_own(history: World, tmp_path: Path) -> None:
     """With secrets.hash_key empty the key is the oldest signing key: dropping it in a
     rotation changed every candidate's hash in silence (a person could qualify twice, and

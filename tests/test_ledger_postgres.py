@@ -25,6 +25,7 @@ from career_relay.ledger import (
     Book,
     ConsentLedger,
     Ledger,
+    LedgerWriter,
     Rejection,
     Rules,
     check_password,
@@ -147,6 +148,39 @@ def test_a_server_away_is_unavailable_and_back_without_an_operator(tmp_path: Pat
                     time.sleep(0.2)
             with ledger.read() as conn:
                 assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 2
+
+
+def test_a_write_is_on_disk_when_it_returns_though_the_lock_went_before(
+        tmp_path: Path) -> None:
+    """A write lets the lock go at its commit, before the WAL flush (``synchronous_commit =
+    off``), then waits for the flush (``SETTLE``) before it returns.  With the WAL writer
+    slowed to 10 s nothing else flushes: a crash right after the writes loses none of them,
+    and the head file names an entry that survived.  A negative control shows the slowed
+    writer would lose an unsettled commit."""
+    head_file = tmp_path / "ledger.head"
+    with PostgresServer(settings={"wal_writer_delay": "10000ms"}) as pg:
+        url = pg.url(pg.create_database())
+        with open_shared(url, head_file=head_file) as ledger:
+            writer = LedgerWriter(ledger)
+            for i in range(5):
+                writer.record_rejection("acme", f"<m{i}@acme.example>",
+                                        [(f"c{i}@example.net", f"offerSETTLED{i:04d}")])
+            ledger.record_offer("acme", "<last@acme.example>", "last@example.net")
+            writer.close()
+            written = head_file.read_text().strip()
+            # The control: a commit that is not settled.
+            with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
+                conn.execute("INSERT INTO meta (name, value) VALUES ('control', 'x')")
+            pg.stop("immediate")
+            pg.start()
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0] == 6
+                assert conn.execute(
+                    "SELECT COUNT(*) FROM meta WHERE name = 'control'").fetchone()[0] == 0
+            count, problem = Book(ledger).verify()
+            assert problem is None and count == 6
+            assert ledger.head_text() == written
 
 
 @pytest.mark.slow

@@ -419,6 +419,36 @@ def test_a_missing_grant_is_unavailable_not_a_bug(roles: Roles, make_config: Con
         assert ledger.offer(offer.id) == offer
 
 
+def test_a_role_that_may_not_settle_is_unavailable_before_it_writes(
+        roles: Roles, make_config: ConfigMaker) -> None:
+    """Each write waits for its commit to reach the disk through a logical message
+    (``SETTLE``).  A server hardened by revoking that function from PUBLIC still lets
+    the application (roles.sql grants it by name); without that grant too, the ledger is
+    unavailable at its first use, before anything is written, never a write that commits
+    and then reports failure (attack review: an API key made that way was listed, its
+    secret never shown)."""
+    migrate_as_owner(roles, make_config)
+    emit = "pg_catalog.pg_logical_emit_message(boolean, text, text)"
+    with roles.server.connect(roles.database) as conn:
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {emit} FROM PUBLIC")
+    with open_shared(roles.app, hash_key=HASH_KEY) as ledger:
+        ledger.record_offer("acme", "<granted@acme.example>", "c@example.net")
+    with roles.server.connect(roles.database) as conn:
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {emit} FROM {APP}")
+    with pytest.raises(LedgerUnavailable, match="may not execute pg_logical_emit_message"):
+        open_shared(roles.app, hash_key=HASH_KEY)  # a host starting: refused at once
+    with open_shared(roles.app, hash_key=HASH_KEY, wait=False) as ledger:  # or started away
+        with pytest.raises(LedgerUnavailable, match="may not execute pg_logical_emit_message"):
+            ledger.record_offer("acme", "<refused@acme.example>", "c@example.net")
+        with roles.connect(roles.owner) as conn:
+            assert conn.execute("SELECT message_id FROM offers").fetchall() == [
+                ("<granted@acme.example>",)]
+        psql(roles.server.url(roles.database), ROLES_SQL)  # the grant, by name, again
+        ledger.record_offer("acme", "<again@acme.example>", "c@example.net")
+    with roles.server.connect(roles.database) as conn:
+        conn.execute(f"GRANT EXECUTE ON FUNCTION {emit} TO PUBLIC")
+
+
 def test_the_gateway_holds_a_rejection_until_the_grant_is_there(
         roles: Roles, make_config: ConfigMaker, sink: Sink,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,56 +131,48 @@ class Ledger(Store):
         """Several rejections in one transaction: the gateway calls this before its 250,
         and every commit waits for the disk, so concurrent messages share one commit
         (``career_relay.ledger.writer``).  ``counts`` adds (company, counter) totals
-        in the same transaction (the classifier's tallies of ordinary mail)."""
+        in the same transaction (the classifier's tallies of ordinary mail).
+
+        The transaction holds the ledger's one write lock (SQLite's, or PostgreSQL's
+        advisory lock that every host's writers queue on), so what it does while holding
+        it sets how many offers the ledger takes a second, whatever the number of hosts
+        (docs/performance.md, "Both backends": the ceiling).  Hence everything that needs
+        no lock (rows, digests, keyed hashes) is made before it, and the statements in it
+        do not grow with the batch: one insert of every offer, whose ``RETURNING`` names
+        the offers it made; the chain's head and its new entries; one upsert per counter.
+        Each statement is a round trip to the server, and on PostgreSQL the other hosts
+        wait through every one of them."""
         now = self._clock()
         day = now.astimezone(dt.UTC).date().isoformat()
+        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None,
+                         str]] = []
+        for r in rejections:
+            _check_source(r.source)
+            created = stamp(r.created or now)
+            rows.extend((oid, r.company, r.message_id, rcpt, created, r.job, r.channel,
+                         r.stage, r.source) for rcpt, oid in r.offers)
+        made = {row[0]: self._offer_entry(*row) for row in rows}
         results: list[dict[str, str]] = []
         tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
         entries: list[ledger_chain.NewEntry] = []  # the inserted offers', appended at the end
-        for r in rejections:
-            _check_source(r.source)
         with self.write() as conn:
+            inserted = _insert_offers(conn, rows)
             for r in rejections:
-                created = stamp(r.created or now)
-                cursor = conn.executemany(
-                    "INSERT INTO offers (id, company, message_id, recipient, created, job,"
-                    " channel, stage, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (company, message_id, recipient) DO NOTHING",
-                    [(oid, r.company, r.message_id, rcpt, created, r.job, r.channel, r.stage,
-                      r.source) for rcpt, oid in r.offers],
-                )
-                # Offers this statement inserted (sqlite3_changes: a trigger's rows, such
-                # as the per-day statistics, are not counted; total_changes would be).
-                added = cursor.rowcount
+                added = sum(oid in inserted for _, oid in r.offers)
                 # A retried submission adds no offer and is not a second rejection.
                 if added or not r.offers:
                     tallies.update((r.company, kind) for kind in r.counters)
                 if added == len(r.offers):  # every offer is new: its id is the one given
                     results.append(dict(r.offers))
-                    entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt,
-                                                     created, r.job, r.channel, r.stage,
-                                                     r.source)
-                                   for rcpt, oid in r.offers)
-                    continue
-                found = {rcpt: str(conn.execute(
-                    "SELECT id FROM offers WHERE company = ? AND message_id = ? AND recipient = ?",
-                    (r.company, r.message_id, rcpt)).fetchone()[0]) for rcpt, _ in r.offers}
-                results.append(found)
-                # Inserted now: the offers that kept the fresh id given (ids are random).
-                entries.extend(self._offer_entry(oid, r.company, r.message_id, rcpt, created,
-                                                 r.job, r.channel, r.stage, r.source)
-                               for rcpt, oid in r.offers if added and found[rcpt] == oid)
+                else:  # a retry (or a recipient twice): the offers made before keep their ids
+                    results.append({rcpt: str(conn.execute(
+                        "SELECT id FROM offers WHERE company = ? AND message_id = ?"
+                        " AND recipient = ?", (r.company, r.message_id, rcpt)).fetchone()[0])
+                        for rcpt, _ in r.offers})
+                # The entries of the offers this transaction made, in the rejections' order.
+                entries.extend(made[oid] for _, oid in r.offers if oid in inserted)
             ledger_chain.append_many(conn, entries)
-            # One upsert per company and counter for the whole batch.
-            for (company, kind), n in tallies.items():
-                if kind not in COUNTER_KINDS:  # column names from COUNTER_KINDS only
-                    raise ValueError(f"unknown counter {kind!r}")
-                conn.execute(
-                    f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
-                    # The column qualified: PostgreSQL finds a bare name ambiguous here.
-                    f" ON CONFLICT (company, day) DO UPDATE"
-                    f" SET {kind} = daily_counts.{kind} + excluded.{kind}",
-                    (company, day, n))
+            _add_tallies(conn, day, tallies)
         return results
 
     def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,
@@ -236,6 +228,42 @@ class Ledger(Store):
                 (company, day.isoformat()),
             ).fetchone()
         return dict(zip(COUNTER_KINDS, found or (0,) * len(COUNTER_KINDS), strict=True))
+
+
+#: Offers per ``INSERT``: 9 parameters each, far below SQLite's 32,766 (and PostgreSQL's 65,535).
+_INSERT_CHUNK = 500
+
+
+def _insert_offers(conn: Any, rows: Sequence[Sequence[Any]]) -> set[str]:
+    """Insert the offers; the ids of those inserted (a retried submission's exist already:
+    ``ON CONFLICT DO NOTHING`` skips them, and ``RETURNING`` names only the rows made)."""
+    inserted: set[str] = set()
+    for at in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[at:at + _INSERT_CHUNK]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        found = conn.execute(
+            "INSERT INTO offers (id, company, message_id, recipient, created, job, channel,"
+            f" stage, source) VALUES {values}"
+            " ON CONFLICT (company, message_id, recipient) DO NOTHING RETURNING id",
+            [value for row in chunk for value in row]).fetchall()
+        inserted.update(str(oid) for (oid,) in found)
+    return inserted
+
+
+def _add_tallies(conn: Any, day: str, tallies: Mapping[tuple[str, str], int]) -> None:
+    """Add the batch's counts to ``daily_counts``: one statement per counter, whatever the
+    number of companies (``executemany`` is one round trip on PostgreSQL: a pipeline)."""
+    by_kind: dict[str, list[tuple[str, str, int]]] = collections.defaultdict(list)
+    for (company, kind), n in sorted(tallies.items()):
+        if kind not in COUNTER_KINDS:  # column names from COUNTER_KINDS only
+            raise ValueError(f"unknown counter {kind!r}")
+        by_kind[kind].append((company, day, n))
+    for kind, values in by_kind.items():
+        conn.executemany(
+            f"INSERT INTO daily_counts (company, day, {kind}) VALUES (?, ?, ?)"
+            # The column qualified: PostgreSQL finds a bare name ambiguous here.
+            f" ON CONFLICT (company, day) DO UPDATE"
+            f" SET {kind} = daily_counts.{kind} + excluded.{kind}", values)
 
 
 _OFFER_COLUMNS = "id, company, message_id, recipient, created, job, channel, stage, source"

@@ -11,6 +11,18 @@ detected).  ``UNIQUE`` constraints carry idempotency across hosts (offers per
 Message-ID and recipient, credits per company and number), and the claims of
 the outbox run under the same lock, so each forward goes to one worker.
 
+The lock is let go before the commit's WAL flush, and the writer waits for the flush
+after it (early lock release, as in DeWitt et al. 1984 and Johnson et al., "Aether",
+VLDB 2010).  Every host's writers queue on the one lock, so what it covers sets the
+ledger's ceiling (docs/performance.md, "Both backends"); holding it through each
+commit's flush, one flush per transaction, serialised, was most of that.  Safe because
+the WAL is one sequence: a transaction that saw this one's rows commits after it in the
+WAL, so a crash that loses this commit loses every commit that depended on it, and no
+writer answers its caller before ``SETTLE`` has seen its commit on disk.  Meanwhile the
+flushes of concurrent writers are shared (PostgreSQL's group commit).  Only what is
+settled is published: the head file and the head the agency receives
+(``settled_head``), never an entry a crash could still take.
+
 Reads: a connection from the pool per read, in autocommit (each statement
 sees the last commit).  ``data_version`` counts ``NOTIFY career_relay_ledger``,
 sent by every write transaction at its commit, so a site's page cache hears
@@ -27,17 +39,26 @@ company with 30% of 1,000,000 offers: 33 to 64 ms against 11 to 17 ms, docs/perf
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import psycopg_pool
 
-from career_relay.errors import ConfigError, LedgerConflict, LedgerUnavailable
+from career_relay.errors import ConfigError, LedgerUnavailable
+from career_relay.ledger.pg_session import (
+    _Connection,
+    check_url,
+    configure,
+    conninfo,
+    first_line,
+    translated,
+)
+
+__all__ = ["AWAY_TIMEOUT", "CHANNEL", "LOCK_TIMEOUT", "POOL_TIMEOUT", "SETTLE", "WRITE_LOCK",
+           "PostgresBackend", "_Connection", "check_url", "conninfo", "open_backend"]
 
 log = logging.getLogger("career_relay.ledger")
 
@@ -51,104 +72,12 @@ POOL_TIMEOUT = 5.0
 #: POOL_TIMEOUT in turn, and queued rejections are held at once (the pool keeps
 #: reconnecting meanwhile).
 AWAY_TIMEOUT = 0.2
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@functools.lru_cache(maxsize=512)
-def to_psycopg(sql: str) -> str:
-    """``?`` -> ``%s``, ``:name`` -> ``%(name)s``, a literal ``%`` doubled.  The ledger's SQL
-    holds no ``?`` or ``:word`` inside string literals (its literals are short words)."""
-    sql = sql.replace("%", "%%").replace("?", "%s")
-    return _NAMED.sub(r"%(\1)s", sql)
-
-
-class _Connection:
-    """A psycopg connection that takes the ledger's SQL (``execute``, ``executemany``)."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.raw = conn
-
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-                ) -> psycopg.Cursor[Any]:
-        # The parameters as given, even none: psycopg reads placeholders (and turns the
-        # doubled ``%%`` back into ``%``) only when it is given parameters.
-        return self.raw.execute(to_psycopg(sql), params)
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        cursor = self.raw.cursor()
-        if rows:
-            cursor.executemany(to_psycopg(sql), rows)
-        return cursor
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """psycopg's errors as the project's (``career_relay.ledger.store.translated``)."""
-    try:
-        yield
-    except psycopg.IntegrityError as exc:
-        raise LedgerConflict(str(exc).strip()) from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        # A role without the grant a statement needs (deploy/postgres/grants.sql not applied
-        # after a migration): unavailable until the owner grants it, so the gateway holds
-        # the rejection and the site answers 503, never a bug's "relay it unchanged".
-        raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
-                                "role of ledger.url lacks a grant: apply "
-                                "deploy/postgres/grants.sql as the owner)") from exc
-    except psycopg.errors.ReadOnlySqlTransaction as exc:
-        # A server that takes no writes (a standby, during a failover): away for writing,
-        # so the gateway holds the rejection and the site answers 503, never a bug's 451.
-        raise LedgerUnavailable(f"the ledger cannot be used now: {_first_line(exc)} (the "
-                                "server of ledger.url is read-only: a standby?)") from exc
-    except psycopg_pool.PoolTimeout as exc:
-        raise LedgerUnavailable("the ledger cannot be used now: no connection to "
-                                "PostgreSQL") from exc
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise LedgerUnavailable(f"the ledger cannot be used now: {exc}".strip()) from exc
-    except psycopg.errors.RaiseException as exc:  # an append-only trigger refused
-        raise LedgerConflict(str(exc).strip()) from exc
-    except psycopg.DataError as exc:
-        # A value PostgreSQL cannot store (a NUL in a text, which SQLite takes): refused
-        # like a constraint, never the driver's error, which the gateway would take for a
-        # bug and relay the rejection with its marker bare (attack review).
-        raise LedgerConflict(f"the ledger refused a value: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 #: Seconds a write waits for the ledger's write lock before the ledger counts as
 #: unavailable (the gateway holds, the site answers 503): a host cut off while it held the
 #: lock must not stall every writer of every host until the server notices it is gone.
 LOCK_TIMEOUT = 10.0
-#: libpq's settings unless ``ledger.url`` sets them: a server that stops answering (a
-#: partition, a failover) is given up after seconds, not TCP's minutes or hours.
-_LIBPQ_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "30",
-                   "keepalives_interval": "10", "keepalives_count": "3",
-                   "tcp_user_timeout": "30000"}
-#: The server's side of the same: a client that vanished in a transaction (holding the
-#: write lock) is ended within about a minute by keepalives, and within five by the idle
-#: timeout whatever the network does (the ledger's transactions last milliseconds; the
-#: longest, ``ledger migrate``, never idles).
-_SESSION = ("SET max_parallel_workers_per_gather = 0",
-            "SET idle_in_transaction_session_timeout = '300s'",
-            "SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10",
-            "SET tcp_keepalives_count = 3", "SET tcp_user_timeout = 30000")
-
-
-def conninfo(url: str) -> str:
-    """``url`` with the ``_LIBPQ_DEFAULTS`` it does not set itself."""
-    given = psycopg.conninfo.conninfo_to_dict(url)
-    return psycopg.conninfo.make_conninfo(
-        url, **{k: v for k, v in _LIBPQ_DEFAULTS.items() if k not in given})
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    """Each new connection of the pool: no parallel plans (the module's docstring), and the
-    server's timeouts of ``_SESSION``."""
-    for statement in _SESSION:
-        conn.execute(statement)
 
 
 class PostgresBackend:
@@ -176,7 +105,7 @@ class PostgresBackend:
             reconnect_timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True},
             check=psycopg_pool.ConnectionPool.check_connection,
-            configure=_configure, name="career-relay-ledger")
+            configure=configure, name="career-relay-ledger")
         self._version = 0
         self._counting = threading.Lock()
         self._listener: threading.Thread | None = None
@@ -215,6 +144,7 @@ class PostgresBackend:
             from career_relay.ledger import schema_postgres
 
             with self._connection() as conn:
+                _may_settle(conn)
                 done = set(schema_postgres.applied(conn))
                 pending = [name for name, _ in schema_postgres.MIGRATIONS if name not in done]
                 if pending and self._on_migrate is not None:
@@ -228,7 +158,7 @@ class PostgresBackend:
                     raise LedgerUnavailable(
                         f"the ledger's database has {len(pending)} migration(s) to apply "
                         f"({', '.join(pending)}) and the role of ledger.url may not apply "
-                        f"them ({_first_line(exc)}): apply them as the database's owner, "
+                        f"them ({first_line(exc)}): apply them as the database's owner, "
                         "then deploy/postgres/grants.sql (docs/deploy.md)") from exc
             # Ready only once ``on_ready`` (the hash key's check) has passed: other threads
             # wait on the lock meanwhile.  Set before it, a write of another thread could
@@ -243,10 +173,30 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Connection]:
+        """One transaction under the write lock; returned from once it is durable.
+
+        The lock is let go before the commit reaches the disk (the module's docstring,
+        "Writes"): the transaction commits without waiting for its WAL flush
+        (``synchronous_commit = off``), which lets the lock go at once; then ``SETTLE``, a
+        transaction of its own that commits as the server is configured to (the flush, and
+        the synchronous standbys if any), waits for the WAL up to its own commit record,
+        hence for this one's too.  Only then does the caller hear it committed."""
         self.ready()
-        with self._connection() as conn, conn.transaction():
-            # LockNotAvailable past it: an OperationalError, so LedgerUnavailable.
-            conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
+        with self._connection() as conn:
+            with self._locked(conn) as wrapped:
+                yield wrapped
+            self._settle(conn)
+        # Committed: this process's own change counts now, not when its notification comes
+        # back through the listener (a site's page right after a decision was the old one).
+        self._changed()
+
+    @contextlib.contextmanager
+    def _locked(self, conn: psycopg.Connection[Any]) -> Iterator[_Connection]:
+        """The transaction that holds the write lock, committed without waiting for the disk."""
+        with conn.transaction():
+            # LockNotAvailable past the timeout: an OperationalError, so LedgerUnavailable.
+            conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms';"
+                         " SET LOCAL synchronous_commit = off")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.writing = wrapped = _Connection(conn)
             try:
@@ -254,9 +204,33 @@ class PostgresBackend:
             finally:
                 self._local.writing = None
             conn.execute(f"NOTIFY {CHANNEL}")  # delivered at the commit, to every host
-        # Committed: this process's own change counts now, not when its notification comes
-        # back through the listener (a site's page right after a decision was the old one).
-        self._changed()
+
+    def _settle(self, conn: psycopg.Connection[Any]) -> None:
+        """Wait until the commit just made is durable (``SETTLE``).  If this fails, the
+        caller hears the ledger was unavailable, and that the write may have been kept:
+        the gateway's and the site's writes are idempotent, and an operator's command
+        says to look before doing it again."""
+        try:
+            self._local.settled = _settled(conn.execute(SETTLE).fetchone())
+        except psycopg.Error as exc:
+            raise LedgerUnavailable(
+                "the ledger took the write but could not confirm it is on disk "
+                f"({first_line(exc)}): it may have been recorded; look before doing it "
+                "again") from exc
+
+    def settled_head(self, *, just_written: bool = False) -> tuple[int, str] | None:
+        """(seq, hash) of the chain's last entry, of those known durable: what the head file
+        and the agency are given, never an entry a crash could still take.  As ``SETTLE``
+        finds it now (a transaction that commits only once every commit it sees is on
+        disk); ``just_written``: as this thread's last write found it when it settled
+        (``Store.write`` publishing the head right after it), if there was one."""
+        found: tuple[int, str] | bool | None = getattr(self._local, "settled", False)
+        self._local.settled = False
+        if just_written and found is not False:
+            return found  # type: ignore[return-value]
+        self.ready()
+        with self._connection() as conn:
+            return _settled(conn.execute(SETTLE).fetchone())
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Connection]:
@@ -302,7 +276,7 @@ class PostgresBackend:
         while not self._closed.is_set():
             try:
                 with psycopg.connect(conninfo(self.url), autocommit=True) as conn:
-                    _configure(conn)
+                    configure(conn)
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._changed()
                     while not self._closed.is_set():
@@ -314,17 +288,34 @@ class PostgresBackend:
                 self._closed.wait(1.0)
 
 
-def check_url(url: str) -> None:
-    """``ConfigError`` for a URL libpq cannot parse, without libpq's words: they quote the
-    part they choke on, often the password (a space, a stray ``%``), and the pool's and
-    the listener's threads would log them at every try (attack review)."""
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        raise ConfigError(
-            "ledger.url cannot be read as a PostgreSQL URL (postgresql://user:password@host"
-            "/db): percent-encode the password's special characters (a space is %20, a % "
-            "is %25) or leave it out of the URL (PGPASSWORD, ~/.pgpass)") from None
+#: Waits for the WAL flush of every commit it sees, and names the chain's head as it was.
+#: A transactional logical message is the cheapest WAL record any role may write; it gives
+#: the statement's transaction an id and a commit record after those of every transaction
+#: it sees as committed, and a transaction that wrote WAL commits as ``synchronous_commit``
+#: says (the server's setting: the flush, and the synchronous standbys if any).  An id
+#: alone (``pg_current_xact_id()``) is not enough: a transaction that wrote no WAL record
+#: commits without waiting for the flush whatever the setting.
+SETTLE = ("SELECT pg_logical_emit_message(true, 'career-relay', 'settle'), e.seq, e.hash"
+          " FROM (SELECT 1) AS one LEFT JOIN LATERAL"
+          " (SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1) AS e ON true")
+
+
+def _may_settle(conn: psycopg.Connection[Any]) -> None:
+    """``LedgerUnavailable`` unless the role may run ``SETTLE``: without it every write
+    would commit and then fail, which its caller would take for not done."""
+    row = conn.execute("SELECT has_function_privilege("
+                       "'pg_catalog.pg_logical_emit_message(boolean, text, text)',"
+                       " 'EXECUTE')").fetchone()
+    if not (row and row[0]):
+        raise LedgerUnavailable(
+            "the role of ledger.url may not execute pg_logical_emit_message, which each "
+            "write needs to know it is on disk: as a superuser, GRANT EXECUTE ON FUNCTION "
+            "pg_catalog.pg_logical_emit_message(boolean, text, text) TO that role "
+            "(deploy/postgres/roles.sql)")
+
+
+def _settled(row: Any) -> tuple[int, str] | None:
+    return None if row is None or row[1] is None else (int(row[1]), str(row[2]))
 
 
 def open_backend(url: str, on_migrate: Callable[[list[str]], None] | None = None

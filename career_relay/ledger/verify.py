@@ -51,13 +51,17 @@ def _credits_follow_the_rules(conn: sqlite3.Connection) -> Problem | None:
     company that no other credit counts, and credits are numbered the same way.  (A forger
     who also invents the forwards, receipts and deliveries is caught by the agency, which
     never received those forwards: docs/agency-webhook.md.)"""
+    rows = conn.execute(
+        "SELECT q.forward_id, q.company, q.n, q.entry, q.candidate, f.kind, r.decision,"
+        " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = q.forward_id"
+        "         AND e.event = 'delivered'),"
+        " r.review, (SELECT decision FROM reviews v WHERE v.receipt_id = r.id), f.offer_id"
+        " FROM qualified q LEFT JOIN forwards f ON f.id = q.forward_id"
+        " LEFT JOIN receipts r ON r.id = f.receipt_id ORDER BY q.company, q.n").fetchall()
+    made_to = _offer_candidates(conn, {str(row[10]) for row in rows})
     expected: dict[str, int] = {}
-    for forward_id, company, n, entry, kind, decision, delivered in conn.execute(
-            "SELECT q.forward_id, q.company, q.n, q.entry, f.kind, r.decision,"
-            " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = q.forward_id"
-            "         AND e.event = 'delivered')"
-            " FROM qualified q LEFT JOIN forwards f ON f.id = q.forward_id"
-            " LEFT JOIN receipts r ON r.id = f.receipt_id ORDER BY q.company, q.n"):
+    for (forward_id, company, n, entry, candidate, kind, decision, delivered, review,
+         verdict, offer_id) in rows:
         expected[company] = expected.get(company, 0) + 1
         if n != expected[company]:
             return Problem(entry, f"qualified forward {forward_id} is number {n} of {company}, "
@@ -65,6 +69,15 @@ def _credits_follow_the_rules(conn: sqlite3.Connection) -> Problem | None:
         if kind != "consent" or decision != "accept" or not delivered:
             return Problem(entry, f"qualified forward {forward_id} is not an accepted consent "
                                   "the agency received")
+        if review is not None and verdict != "approve":  # held for review: an admin's call
+            return Problem(entry, f"qualified forward {forward_id} was held for review "
+                                  f"({review}) and no admin approved it")
+        # The candidate is the offer's, as its chained entry names it (which outlives the
+        # address): a forged entry naming another hash, to count one person twice, is
+        # caught here (the same hash twice: UNIQUE (company, candidate) refuses it).
+        if candidate != made_to.get(str(offer_id)):
+            return Problem(entry, f"qualified forward {forward_id} names a candidate other "
+                                  "than its offer's")
     qualified = {str(fid): company for fid, company in conn.execute(
         "SELECT forward_id, company FROM qualified")}
     counted: dict[str, str] = {}
@@ -87,6 +100,18 @@ def _credits_follow_the_rules(conn: sqlite3.Connection) -> Problem | None:
                                       f"(credit {counted[forward_id]} counted it)")
             counted[forward_id] = credit_id
     return None
+
+
+def _offer_candidates(conn: sqlite3.Connection, offers: set[str]) -> dict[str, str]:
+    """offer id -> the candidate its chained entry names, for ``offers`` (one pass over the
+    offers' entries: there is no index by ref, and verify reads them all anyway)."""
+    found: dict[str, str] = {}
+    if not offers:
+        return found
+    for ref, body in conn.execute("SELECT ref, body FROM entries WHERE kind = 'offer'"):
+        if str(ref) in offers:
+            found[str(ref)] = str(json.loads(body).get("candidate"))
+    return found
 
 
 def _entries(conn: sqlite3.Connection, kind: str

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from career_relay.errors import LedgerUnavailable
+from career_relay.errors import LedgerConflict, LedgerUnavailable
 from career_relay.ledger.offers import CounterKind, Ledger, OfferSource, Rejection
 
 log = logging.getLogger("career_relay.ledger")
@@ -141,6 +141,18 @@ class LedgerWriter:
             results = self._ledger.record_rejections([r.rejection for r in batch], counts)
             for request, result in zip(batch, results, strict=True):
                 request.result = result
+        except (LedgerConflict, ValueError) as exc:
+            # A value the ledger refused (a NUL PostgreSQL cannot store, an unknown kind):
+            # one caller's.  The batch rolled back; each is tried alone, so the others are
+            # recorded and only that one hears of it (attack review: one bad rejection
+            # made every message of its batch wait for a retry).
+            with self._cond:
+                self._counts.update(counts)
+            if len(batch) < 2:
+                for request in batch:
+                    request.error = exc
+            else:
+                self._one_by_one(batch)
         except BaseException as exc:  # the transaction rolled back: every caller hears of it
             with self._cond:
                 self._counts.update(counts)  # tallies wait for the next commit
@@ -154,3 +166,11 @@ class LedgerWriter:
                     request.done = True
                 self._leading = False
                 self._cond.notify_all()
+
+    def _one_by_one(self, batch: list[_Request]) -> None:
+        """Each request of a refused batch in a transaction of its own."""
+        for request in batch:
+            try:
+                request.result = self._ledger.record_rejections([request.rejection])[0]
+            except BaseException as exc:
+                request.error = exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from career_relay.errors import LedgerConflict
 from career_relay.ledger import Ledger, Rejection
 
 #: The most rejections one transaction takes (as ``LedgerWriter``'s batches).
@@ -41,20 +42,38 @@ class OfferBatches:
     def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         self._committing = True
-        done = self._thread.submit(self._ledger.record_rejections, [r for r, _ in batch])
+        done = self._thread.submit(self._record, [r for r, _ in batch])
         done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._answer, loop, batch, f))
+
+    def _record(self, batch: list[Rejection]) -> list[dict[str, str] | BaseException]:
+        """On the writer thread: the batch in one transaction; when the ledger refuses a
+        value in it (``LedgerConflict``, ``ValueError``), each alone, so that only the
+        request that brought it hears of it (as ``LedgerWriter`` does)."""
+        try:
+            return list(self._ledger.record_rejections(batch))
+        except (LedgerConflict, ValueError) as exc:
+            if len(batch) < 2:
+                return [exc]
+        found: list[dict[str, str] | BaseException] = []
+        for rejection in batch:
+            try:
+                found.append(self._ledger.record_rejections([rejection])[0])
+            except Exception as exc:
+                found.append(exc)
+        return found
 
     def _answer(self, loop: asyncio.AbstractEventLoop,
                 batch: list[tuple[Rejection, asyncio.Future[dict[str, str]]]],
-                done: Future[list[dict[str, str]]]) -> None:
+                done: Future[list[dict[str, str] | BaseException]]) -> None:
         error = done.exception()
         for n, (_, waiter) in enumerate(batch):
             if waiter.done():  # its request went away (the client hung up)
                 continue
-            if error is not None:
-                waiter.set_exception(error)
+            result = error if error is not None else done.result()[n]
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
             else:
-                waiter.set_result(done.result()[n])
+                waiter.set_result(result)
         self._committing = False
         if self._queue:
             self._commit(loop)

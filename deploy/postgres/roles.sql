@@ -43,3 +43,10 @@ $$;
 ALTER SCHEMA public OWNER TO career_relay_owner;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO career_relay_app;
+
+-- Every write waits until its commit is on disk by writing a logical message
+-- (career_relay/ledger/postgres.py, SETTLE).  PUBLIC may run that function by default;
+-- granted by name, so a server hardened by revoking it from PUBLIC still lets the
+-- application know its writes are durable (the application refuses to start without it).
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text)
+    TO career_relay_app;
