@@ -494,3 +494,35 @@ def test_the_ledger_away_is_a_503_problem(sqlite_api: Api, monkeypatch: pytest.M
     monkeypatch.undo()
     assert sqlite_api.offer().status == 201  # back: the same request goes through
     _check_against_openapi(sqlite_api)  # the 503s as documented
+
+
+def test_a_refused_offer_fails_alone_in_its_batch(sqlite_api: Api) -> None:
+    """As LedgerWriter (main's attack review): one value the ledger refuses rolls back the
+    batch; each is then tried alone, so only its own request hears of it."""
+    from career_relay.errors import LedgerConflict
+    from career_relay.ledger import Rejection, new_offer_id
+    from consent_site.api.batch import OfferBatches
+
+    real = sqlite_api.ledger.record_rejections
+
+    def refusing(batch: Any, counts: Any = None) -> Any:
+        if any(r.message_id == "<bad>" for r in batch):
+            raise LedgerConflict("refused")
+        return real(batch, counts)
+
+    sqlite_api.ledger.record_rejections = refusing  # type: ignore[method-assign]
+    batches = OfferBatches(sqlite_api.ledger)
+
+    async def together() -> list[Any]:
+        return list(await asyncio.gather(*(
+            batches.record(Rejection("acme", m, ((f"{n}@example.net", new_offer_id()),)))
+            for n, m in enumerate(["<a>", "<bad>", "<b>", "<c>"])), return_exceptions=True))
+
+    try:
+        found = sqlite_api.loop.run_until_complete(together())
+    finally:
+        batches.close()
+        del sqlite_api.ledger.record_rejections
+    assert isinstance(found[1], LedgerConflict)
+    assert all(isinstance(f, dict) for i, f in enumerate(found) if i != 1)
+    assert sqlite_api.report()["offers"] == 3
