@@ -20,7 +20,7 @@ TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fo
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk
 
-.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-report bench-backends docs \
+.PHONY: soak run test test-deps bench-deps lint bench bench-site bench-api bench-report bench-backends docs \
 	clean help lock
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make bench  every path of a company's mail against Postfix (bench/relay_bench.py --paths)"
 	@echo "make bench-site  consent site throughput against bare aiohttp (bench/site_bench.py)"
+	@echo "make bench-api  company API offers per second against bare aiohttp (bench/api_bench.py)"
 	@echo "make bench-report  the ledger report on 1,000,000 offers (bench/report_bench.py)"
 	@echo "make bench-backends  SQLite and PostgreSQL side by side: gateway, site, report, ceiling"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
@@ -94,6 +95,10 @@ soak: $(STAMP)
 
 bench-site: $(STAMP) bench-deps
 	$(PY) bench/site_bench.py
+
+# The company API's offers per second beside a bare aiohttp route (issue 14; no wrk needed).
+bench-api: $(STAMP)
+	$(PY) bench/api_bench.py
 
 # Builds the 1,000,000-offer ledger once (cached in bench/.cache/), then times the report.
 bench-report: $(STAMP)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from referencing import Registry, Resource
 from career_relay import settings as settings_mod
 from career_relay.ledger import ApiKeys, Book, ConsentLedger, Rules, open_configured, reports
 from career_relay.tokens import LinkSigner, link
-from consent_site.app import create_app
+from consent_site.api.core import API, KEY_CACHE_SECONDS
+from consent_site.app import API_APP, create_app
 from tests.conftest import ConfigMaker
 
 COMPANIES = [
@@ -244,6 +246,10 @@ def test_no_key_a_bad_key_a_revoked_key(sqlite_api: Api) -> None:
     key_id = api.acme.split("_")[1]
     assert api.offer().status == 201
     api.keys.revoke(key_id)
+    # A right key is taken as checked for a second (consent_site/api/core.py): past it,
+    # the revocation holds.
+    state = api.client.server.app[API_APP][API]
+    state.monotonic = lambda: time.monotonic() + KEY_CACHE_SECONDS
     revoked = api.offer()
     assert _problem(revoked, 401) and 'error="invalid_token"' in revoked.headers[
         "WWW-Authenticate"]
@@ -437,3 +443,86 @@ def test_real_responses_match_the_served_openapi_document(api: Api) -> None:
     request_schema = doc["components"]["schemas"]["OfferRequest"]
     assert request_schema["required"] == ["recipient"]
     assert request_schema["additionalProperties"] is False
+
+
+def test_concurrent_offers_share_commits_and_stay_idempotent(api: Api) -> None:
+    """Many requests at once: one commit takes those that came while another ran
+    (consent_site/api/batch.py); each distinct request is one offer, and the same
+    Idempotency-Key sent ten times at once is still one offer."""
+    async def burst() -> list[tuple[int, Any]]:
+        headers = {"Authorization": f"Bearer {api.acme}"}
+
+        async def one(body: dict[str, Any], extra: dict[str, str]) -> tuple[int, Any]:
+            async with api.client.post("/api/v1/offers", json=body,
+                                       headers={**headers, **extra}) as r:
+                return r.status, await r.json()
+
+        distinct = [one({"recipient": f"c{n}@example.net"}, {}) for n in range(40)]
+        same = [one({"recipient": "same@example.net"}, {"Idempotency-Key": "once"})
+                for _ in range(10)]
+        return list(await asyncio.gather(*distinct, *same))
+
+    replies = api.loop.run_until_complete(burst())
+    distinct, same = replies[:40], replies[40:]
+    assert {s for s, _ in distinct} == {201}
+    assert len({b["offer_id"] for _, b in distinct}) == 40
+    assert sorted(s for s, _ in same) == [200] * 9 + [201]
+    assert len({b["offer_id"] for _, b in same}) == 1
+    assert len({b["link"] for _, b in same}) == 1
+    r = api.report()
+    assert (r["offers"], r["rejections"]) == (41, 41)
+    assert Book(api.ledger).verify()[1] is None
+
+
+def test_the_ledger_away_is_a_503_problem(sqlite_api: Api, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """SPEC 12: the database away; nothing recorded, the request can be repeated."""
+    from career_relay.errors import LedgerUnavailable
+
+    state = sqlite_api.client.server.app[API_APP][API]
+
+    def away(*_: Any) -> None:
+        raise LedgerUnavailable("the ledger's database cannot be reached")
+
+    monkeypatch.setattr(state.keys, "check", away)
+    reply = sqlite_api.offer()
+    assert _problem(reply, 503)["detail"] == "the ledger is unavailable; try again later"
+    assert reply.headers["Retry-After"] == "30"
+    monkeypatch.undo()
+    monkeypatch.setattr(state.ledger, "record_rejections", away)
+    _problem(sqlite_api.offer(), 503)
+    monkeypatch.undo()
+    assert sqlite_api.offer().status == 201  # back: the same request goes through
+    _check_against_openapi(sqlite_api)  # the 503s as documented
+
+
+def test_a_refused_offer_fails_alone_in_its_batch(sqlite_api: Api) -> None:
+    """As LedgerWriter (main's attack review): one value the ledger refuses rolls back the
+    batch; each is then tried alone, so only its own request hears of it."""
+    from career_relay.errors import LedgerConflict
+    from career_relay.ledger import Rejection, new_offer_id
+    from consent_site.api.batch import OfferBatches
+
+    real = sqlite_api.ledger.record_rejections
+
+    def refusing(batch: Any, counts: Any = None) -> Any:
+        if any(r.message_id == "<bad>" for r in batch):
+            raise LedgerConflict("refused")
+        return real(batch, counts)
+
+    sqlite_api.ledger.record_rejections = refusing  # type: ignore[method-assign]
+    batches = OfferBatches(sqlite_api.ledger)
+
+    async def together() -> list[Any]:
+        return list(await asyncio.gather(*(
+            batches.record(Rejection("acme", m, ((f"{n}@example.net", new_offer_id()),)))
+            for n, m in enumerate(["<a>", "<bad>", "<b>", "<c>"])), return_exceptions=True))
+
+    try:
+        found = sqlite_api.loop.run_until_complete(together())
+    finally:
+        batches.close()
+        del sqlite_api.ledger.record_rejections
+    assert isinstance(found[1], LedgerConflict)
+    assert all(isinstance(f, dict) for i, f in enumerate(found) if i != 1)
+    assert sqlite_api.report()["offers"] == 3

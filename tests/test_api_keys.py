@@ -5,6 +5,7 @@ revoke; a company's user sees only its own; CSRF on every POST)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,32 @@ def test_the_cli_and_the_pages_share_the_keys(site: Admin, tmp_path: Path) -> No
     key_id = made.stdout.split("_")[1]
     site.login("hr@acme.example")
     assert key_id in site.get("/admin/api-keys").text
+
+
+def test_offers_by_source_on_the_dashboard_in_the_csv_and_the_cli(site: Admin) -> None:
+    """SPEC 8 ``offers_by_source``: the admin's report table and CSV show it as three
+    columns, ``career-relay report`` too (and as an object in its JSON)."""
+    site.ledger.record_offer("acme", "<r@acme.example>", "r@example.net")
+    site.ledger.record_offer("acme", "<a@acme.example>", "a@example.net", source="api")
+    site.ledger.record_offer("acme", "<b@acme.example>", "b@example.net", source="api")
+    site.ledger.record_offer("acme", "<l@acme.example>", "l@example.net", source="link")
+    site.login("hr@acme.example")
+    page = site.get("/admin/")
+    shown = dict(re.findall(r'<tr data-field="(offers_\w+)"><th scope="row">[^<]*<code>\w+'
+                            r'</code></th><td class="num">(\d+)</td>', page.text))
+    assert shown == {"offers_relay": "1", "offers_api": "2", "offers_link": "1"}
+    csv_text = site.get("/admin/export/report.csv").body.decode("utf-8-sig")
+    header, row = (line.split(",") for line in csv_text.splitlines()[:2])
+    found = dict(zip(header, row, strict=True))
+    assert (found["offers"], found["offers_relay"], found["offers_api"],
+            found["offers_link"]) == ("4", "1", "2", "1")
+    config = str(site.config)
+    as_json = json.loads(run_cli("report", "--company", "acme", "--format", "json",
+                                 "--config", config).stdout)
+    assert as_json[0]["offers_by_source"] == {"relay": 1, "api": 2, "link": 1}
+    as_csv = run_cli("report", "--company", "acme", "--format", "csv", "--config", config)
+    lines = as_csv.stdout.splitlines()
+    assert dict(zip(lines[0].split(","), lines[1].split(","), strict=True))["offers_api"] \
+        == "2"
+    table = run_cli("report", "--company", "acme", "--config", config).stdout
+    assert re.search(r"^offers_link\s+1$", table, re.M)

@@ -144,7 +144,8 @@ class Ledger(Store):
         wait through every one of them."""
         now = self._clock()
         day = now.astimezone(dt.UTC).date().isoformat()
-        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None, str]] = []
+        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None,
+                         str]] = []
         for r in rejections:
             _check_source(r.source)
             created = stamp(r.created or now)

@@ -1,5 +1,5 @@
-"""What the company API's handlers share: the ``Api`` state (the site's ledger, a group
-committer, the link signer, the keys, the limits), its errors as RFC 9457 problems, and
+"""What the company API's handlers share: the ``Api`` state (the site's ledger, the group
+commit of its offers, the link signer, the keys, the limits), its errors as RFC 9457 problems, and
 the middleware that turns every failure into one.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,10 +20,11 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import ApiKeys, Ledger, LedgerWriter
+from career_relay.ledger import ApiKey, ApiKeys, Ledger
 from career_relay.settings import Settings
 from career_relay.tokens import LinkSigner
 from consent_site.api import models
+from consent_site.api.batch import OfferBatches
 from consent_site.api.limits import AUTH_FAILURES_PER_MINUTE, Buckets
 
 T = TypeVar("T")
@@ -31,9 +33,10 @@ log = logging.getLogger("career_relay.api")
 PROBLEM_TYPE = "application/problem+json"
 #: API answers carry links (keys to a candidate's page) and company figures: never kept.
 NO_STORE = {"Cache-Control": "no-store"}
-#: Threads that wait for the group commit: concurrent offers share one commit.
-WRITERS = 16
 RETRY_AFTER_UNAVAILABLE = 30
+#: Seconds a right key is taken as checked (a revocation reaches every site within it).
+KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,12 @@ class Api:
                  clock: Callable[[], float] = time.time) -> None:
         self.ledger = ledger
         self.keys = ApiKeys(ledger)
-        self.writer = LedgerWriter(ledger)
+        self.offers = OfferBatches(ledger)
         self.document = document
         self.clock = clock
         self.failures = Buckets(AUTH_FAILURES_PER_MINUTE)
-        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="api-writer")
+        self._known: dict[bytes, tuple[ApiKey, float]] = {}
+        self.monotonic: Callable[[], float] = time.monotonic  # tests move it on
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="api-report")
         self.limits = Buckets(settings.api.rate_limit)
         self.reload(settings)
@@ -75,10 +79,24 @@ class Api:
         if self.limits.per_minute != settings.api.rate_limit:
             self.limits = Buckets(settings.api.rate_limit)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn`` on a writer thread (a commit waits for the disk; the loop must not)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writers, functools.partial(fn, *args))
+    async def key(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None.  A right key is remembered for
+        ``KEY_CACHE_SECONDS`` (by its digest; never a wrong one, so guesses cannot fill
+        the table): the check is a read of the ledger, and under load the costliest part
+        of a request after the commit."""
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        now = self.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and now - hit[1] < KEY_CACHE_SECONDS:
+            return hit[0]
+        found = self.keys.check(presented)
+        if found is None:
+            self._known.pop(digest, None)
+        else:
+            if len(self._known) >= KEY_CACHE_MAX:
+                self._known.clear()
+            self._known[digest] = (found, now)
+        return found
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """A quick read, on the loop, as the candidate's pages read (each thread has its
@@ -91,8 +109,7 @@ class Api:
         return await loop.run_in_executor(self._slow, functools.partial(fn, *args))
 
     async def close(self, _: web.Application) -> None:
-        self.writer.close()
-        self._writers.shutdown(wait=True)
+        self.offers.close()
         self._slow.shutdown(wait=True)
 
 

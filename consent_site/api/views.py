@@ -3,8 +3,9 @@ them and describes them (``consent_site.api.openapi``).
 
 Thin, as the site's views are: authenticate, limit, validate with the models, call the
 ledger, answer through the models.  An API offer is made as the gateway makes a relayed
-one: ``LedgerWriter.record_rejection`` (the same group commit, the ``rejections``
-counter, UNIQUE (company, message_id, recipient)) with ``source = "api"``, and its link
+one: ``Ledger.record_rejections`` in a group commit (``batch``: the same transaction,
+the ``rejections`` counter, UNIQUE (company, message_id, recipient)) with
+``source = "api"``, and its link
 is the gateway's: ``tokens.link`` of the token signed at the offer's creation second, so
 a retried request answers the very same link.
 """
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from career_relay.ledger import Offer, new_offer_id, records, reports
+from career_relay.ledger import Offer, Rejection, new_offer_id, records, reports
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
 from consent_site.api.core import API, ApiError, Caller, json_response
@@ -135,9 +136,9 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
                                   message="was used for another request")])
     fresh = new_offer_id()
     issued = dt.datetime.fromtimestamp(int(api.clock()), dt.UTC)  # links carry whole seconds
-    made = await api.write(api.writer.record_rejection, caller.company, message_id,
-                           [(offer.recipient, fresh)], offer.job, offer.channel, offer.stage,
-                           issued, ("rejections",), "api")
+    made = await api.offers.record(Rejection(
+        caller.company, message_id, ((offer.recipient, fresh),), offer.job, offer.channel,
+        offer.stage, issued, ("rejections",), "api"))
     offer_id = made[offer.recipient]
     if offer_id == fresh:
         log.info("api offer %s made for %s (key %s)", offer_id, caller.company, caller.key_id)
@@ -232,7 +233,7 @@ async def _caller(request: web.Request) -> Caller:
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and key.strip():
-        found = await api.read(api.keys.check, key.strip())
+        found = await api.key(key.strip())
     if found is None or api.settings.company(found.company) is None:
         wait = api.failures.take(request.remote or "")
         if wait is not None:

@@ -1,0 +1,82 @@
+"""Group commit for the API's offers, on the event loop's side of the thread.
+
+``LedgerWriter`` (the gateway's) groups rejections from many threads: each caller blocks
+a thread until its commit is done.  A site answering hundreds of API requests a second
+would need a thread per request in flight for that.  Here the requests wait as futures
+instead: the first to come finds no commit running and starts one on the writer thread
+with everything queued; those that arrive meanwhile make the next batch, committed as
+soon as the first is done.  It is the same write as the gateway's,
+``Ledger.record_rejections`` (one transaction for the batch, the chain's entries, the
+``rejections`` counter, UNIQUE (company, message_id, recipient)), so an API offer is
+recorded exactly as a relayed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from career_relay.errors import LedgerConflict
+from career_relay.ledger import Ledger, Rejection
+
+#: The most rejections one transaction takes (as ``LedgerWriter``'s batches).
+MAX_BATCH = 200
+
+
+class OfferBatches:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="api-offers")
+        self._queue: list[tuple[Rejection, asyncio.Future[dict[str, str]]]] = []
+        self._committing = False
+
+    async def record(self, rejection: Rejection) -> dict[str, str]:
+        """Recipient -> offer id, once the transaction holding it is committed."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[dict[str, str]] = loop.create_future()
+        self._queue.append((rejection, waiter))
+        if not self._committing:
+            self._commit(loop)
+        return await waiter
+
+    def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        self._committing = True
+        done = self._thread.submit(self._record, [r for r, _ in batch])
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._answer, loop, batch, f))
+
+    def _record(self, batch: list[Rejection]) -> list[dict[str, str] | BaseException]:
+        """On the writer thread: the batch in one transaction; when the ledger refuses a
+        value in it (``LedgerConflict``, ``ValueError``), each alone, so that only the
+        request that brought it hears of it (as ``LedgerWriter`` does)."""
+        try:
+            return list(self._ledger.record_rejections(batch))
+        except (LedgerConflict, ValueError) as exc:
+            if len(batch) < 2:
+                return [exc]
+        found: list[dict[str, str] | BaseException] = []
+        for rejection in batch:
+            try:
+                found.append(self._ledger.record_rejections([rejection])[0])
+            except Exception as exc:
+                found.append(exc)
+        return found
+
+    def _answer(self, loop: asyncio.AbstractEventLoop,
+                batch: list[tuple[Rejection, asyncio.Future[dict[str, str]]]],
+                done: Future[list[dict[str, str] | BaseException]]) -> None:
+        error = done.exception()
+        for n, (_, waiter) in enumerate(batch):
+            if waiter.done():  # its request went away (the client hung up)
+                continue
+            result = error if error is not None else done.result()[n]
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+        self._committing = False
+        if self._queue:
+            self._commit(loop)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
