@@ -63,11 +63,21 @@ def normal_address(typed: object) -> str | None:
     return f"{local}@{domain.lower()}"
 
 
+#: Providers known to ignore the dots of a local part (``v.ictim@`` is ``victim@``), and
+#: the one domain each is also known by.
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
 def throttle_key(address: str) -> str:
     """Who an address reaches, for counting mails to it: case folded and a ``+tag``
-    dropped, so ``Victim+1@`` and ``victim+2@`` are one mailbox to the per-address limit."""
+    dropped, so ``Victim+1@`` and ``victim+2@`` are one mailbox to the per-address limit;
+    at Gmail the dots of the local part too (``v.i.ctim@googlemail.com`` is
+    ``victim@gmail.com``)."""
     local, _, domain = address.rpartition("@")
-    return f"{local.split('+', 1)[0].lower()}@{domain.lower()}"
+    local, domain = local.split("+", 1)[0].lower(), domain.lower()
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", ""), _DOTLESS[domain]
+    return f"{local}@{domain}"
 
 
 def own_address(company: CompanySettings, address: str) -> bool:

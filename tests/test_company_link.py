@@ -231,6 +231,24 @@ def test_addresses_are_normalised() -> None:
     assert core.throttle_key("Victim+1@Example.net") == core.throttle_key("victim+2@example.NET")
 
 
+def test_gmail_dots_and_googlemail_are_one_mailbox_to_the_address_limit() -> None:
+    key = core.throttle_key
+    assert key("V.i.c.t.i.m+x@GMail.com") == key("victim@gmail.com") == "victim@gmail.com"
+    assert key("vic.tim@googlemail.com") == key("Victim+1@gmail.com")
+    # Elsewhere a dot may name another mailbox: it stays.
+    assert key("vic.tim@example.net") != key("victim@example.net")
+
+
+def test_dotted_gmail_addresses_share_three_mails_a_day(sqlite_site: LinkSite) -> None:
+    site = sqlite_site
+    for n, address in enumerate(["victim@gmail.com", "v.ictim@gmail.com", "vi.ctim+a@gmail.com",
+                                 "vic.tim@googlemail.com", "Victim@GoogleMail.com"]):
+        assert site.ask(address, source=f"127.0.2.{n + 1}").status == 303
+    site.mail(3)
+    site.settle()
+    assert len(site.sink.messages) == 3
+
+
 def test_the_command_prints_the_companys_link(make_config: ConfigMaker) -> None:
     config = make_config(companies=COMPANIES, site={"public_url": "https://consent.example"})
     done = run_cli("company-link", "--company", "acme", "--config", str(config))
