@@ -17,6 +17,7 @@ import email
 import email.policy
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from career_relay.errors import ConfigError
 from career_relay.ledger import Book, ConsentLedger, Ledger, open_configured, reports
 from career_relay.tokens import CompanySigner, LinkSigner, TokenInvalid, company_link
 from consent_site.app import create_app, reload_app
+from consent_site.candidate import SITE
 from consent_site.company_link import LINKS
 from tests.conftest import ConfigMaker, Received, Sink, run_cli
 
@@ -249,6 +251,24 @@ def test_dotted_gmail_addresses_share_three_mails_a_day(sqlite_site: LinkSite) -
     assert len(site.sink.messages) == 3
 
 
+def test_a_link_offers_message_id_is_keyed_and_stable_within_its_period() -> None:
+    key, day = core.message_id_key(b"the ledger's hash key"), 86400.0
+    made = core.offer_message_id(key, "acme", "a@example.net", 100 * day, 90)
+    assert made == core.offer_message_id(key, "acme", "a@example.net", 100 * day + 3600, 90)
+    assert made != core.offer_message_id(key, "acme", "a@example.net", 145 * day, 90)
+    for other in (core.offer_message_id(core.message_id_key(b"another key"), "acme",
+                                        "a@example.net", 100 * day, 90),
+                  core.offer_message_id(key, "kumo", "a@example.net", 100 * day, 90),
+                  core.offer_message_id(key, "acme", "b@example.net", 100 * day, 90)):
+        assert other != made
+    assert made != f"<company-link.{int(100 * day // (45 * day))}@career-relay.invalid>"
+    assert "a@example.net" not in made and "acme" not in made
+    # A syntactically valid Message-ID (RFC 5322 3.6.4: a dot-atom on each side of the @).
+    assert re.fullmatch(r"<company-link\.\d+\.[0-9a-f]{32}@career-relay\.invalid>", made)
+    header = email.message_from_string(f"Message-ID: {made}\n\n", policy=email.policy.default)
+    assert str(header["Message-ID"]) == made and not header["Message-ID"].defects
+
+
 def test_the_command_prints_the_companys_link(make_config: ConfigMaker) -> None:
     config = make_config(companies=COMPANIES, site={"public_url": "https://consent.example"})
     done = run_cli("company-link", "--company", "acme", "--config", str(config))
@@ -330,6 +350,33 @@ def test_the_form_sends_a_personal_link_to_the_typed_address_only(site: LinkSite
     report = site.report()
     assert report["offers"] == 1 and report["rejections"] == 0  # nothing proves a rejection
     assert report["offers_by_source"] == {"relay": 0, "api": 0, "link": 1}
+
+
+def test_nobody_can_make_an_addresss_link_offer_first(site: LinkSite) -> None:
+    """The id of a link offer was once ``<company-link.{period}@career-relay.invalid>``:
+    whoever knew an address could make that offer first (a relayed mail with that
+    Message-ID to it), and the form then mailed that offer's link, whose accept is not
+    held for review.  The id is keyed now; offers made with the old id still work."""
+    half = 90 * 86400 // 2
+    now = time.time()
+    guessed = {f"<company-link.{int(t // half)}@career-relay.invalid>" for t in (now, now + 60)}
+    planted = {site.ledger.record_offer("acme", g, "victim@example.net").id for g in guessed}
+    old = site.ledger.record_offer("acme", "<company-link.1@career-relay.invalid>",
+                                   "old@example.net", source="link")
+    site.ask("victim@example.net")
+    personal = _link_in(site.mail(1)[0])
+    made = LinkSigner([KEY], 90).offer_id(personal.rsplit("/", 1)[1])
+    assert made not in planted
+    with site.ledger.read() as conn:
+        source, message_id = conn.execute("SELECT source, message_id FROM offers WHERE id = ?",
+                                          (made,)).fetchone()
+    assert source == "link" and message_id not in guessed
+    # Asked again: the same keyed id, the same offer.
+    site.ask("victim@example.net", source="127.0.0.2")
+    assert _link_in(site.mail(2)[1]) == personal
+    # A link offer made under the old id keeps its consent page.
+    page = site.get(f"/c/{site.app[SITE].signer.token(old.id, old.created.timestamp())}")
+    assert page.status == 200 and 'value="old@example.net"' in page.text
 
 
 def test_a_link_forward_qualifies_only_after_an_admin_approves_it(site: LinkSite) -> None:
