@@ -182,7 +182,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
         return _form(request, visit, value=typed[:254], status=400,
                      error="email" if address is None else "company")
     wait = links.throttle.company_wait(visit.company.id)
-    if wait or not links.mailer.has_room():
+    if wait or not links.mailer.has_room(visit.company.id, address):
         raise _too_many(visit, wait or 60)
     # Over its share: the same answer as a send, as fast, and nothing sent (the page never
     # tells whether an address was used; the offer is made behind the answer).

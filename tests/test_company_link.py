@@ -126,7 +126,7 @@ class LinkSite:
         async def idle() -> None:
             for _ in range(5):
                 await asyncio.sleep(0.05)
-            await asyncio.wait_for(self.app[LINKS].mailer._queue.join(), 30)
+            await asyncio.wait_for(self.app[LINKS].mailer.drained(), 30)
 
         self.loop.run_until_complete(idle())
 
@@ -628,3 +628,50 @@ def test_a_temporary_refusal_is_tried_again_and_a_permanent_one_is_not(
     site.ask("never@example.net")
     site.settle()
     assert tries.count("never@example.net") == 1 and len(site.sink.messages) == 1
+
+
+def _slow_domain(site: LinkSite, delay: float) -> None:
+    """The upstream takes ``delay`` seconds to answer 451 for every @slow.example (on its
+    own loop, in its own thread: only that session waits)."""
+    rcpt = site.sink.handler.handle_RCPT
+
+    async def slow(server: Any, session: Any, envelope: Any, address: str,
+                   options: list[str]) -> str:
+        if address.endswith("@slow.example"):
+            await asyncio.sleep(delay)
+            return "451 4.4.1 slow.example does not answer"
+        return await rcpt(server, session, envelope, address, options)
+
+    site.sink.handler.handle_RCPT = slow  # type: ignore[method-assign]
+
+
+def test_a_slow_domain_holds_up_no_other_companys_link(sqlite_site: LinkSite) -> None:
+    """Eleven clients filling one company's link with addresses at a domain the upstream
+    takes 5 s to refuse (451, tried again) once kept every company's link down: one
+    queue, one sender sleeping between tries.  Another company's candidate now gets
+    neither a 429 nor a wait behind them."""
+    site = sqlite_site
+    _slow_domain(site, 5.0)
+    answers = [site.ask(f"c{c}.{n}@slow.example", source=f"127.0.3.{c + 1}")
+               for c in range(11) for n in range(10)]
+    assert {a.status for a in answers} <= {303, 429}  # acme's own share may fill
+    kumo = "/j/" + CompanySigner([KEY]).token("kumo")
+    assert site.ask("k@example.net", path=kumo, source="127.0.3.99").status == 303
+    # The mail goes out while acme's are still being refused (site.mail waits 30 s).
+    assert [m.rcpts for m in site.mail(1)] == [["k@example.net"]]
+    # acme's own candidates at other domains are not held up by the slow one either.
+    assert site.ask("fast@example.org", source="127.0.3.98").status == 303
+    assert sorted(m.rcpts[0] for m in site.mail(2)) == ["fast@example.org", "k@example.net"]
+
+
+def test_a_mail_is_given_up_when_its_time_is_out(sqlite_site: LinkSite,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    site = sqlite_site
+    _slow_domain(site, 5.0)
+    site.app[LINKS].mailer.budget = 1.0
+    with caplog.at_level(logging.INFO, logger="career_relay"):
+        assert site.ask("late@slow.example").status == 303
+        site.settle()  # within 30 s: cut off at 1 s, not tried for 3 x 5 s
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "out of its 1 s" in logged and "given up" in logged
+    assert site.sink.messages == []
