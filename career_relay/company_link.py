@@ -17,7 +17,11 @@ that address and nowhere else, and only that link leads to the consent page
 - **One offer per address and period** (``offer_message_id``): typed again
   within half the link's lifetime, an address gets the same offer and link,
   so a candidate who asks twice does not count twice; the link then still has
-  at least half its lifetime left.
+  at least half its lifetime left.  The offer's message id is keyed
+  (``message_id_key``): ``(company, message_id, recipient)`` is unique in the
+  ledger, so whoever could compute the id of an address's link offer could
+  name that offer through the gateway (a relayed mail with that Message-ID)
+  and be answered, or make it first, with a source that needs no review.
 - **The mail** (``personal_mail``) is fixed text from ``templates/emails/``
   (``link_ja.txt``, ``link_en.txt``) with the company's and agency's names and
   the link: nothing the visitor typed is in it but the ``To`` address, which
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import hashlib
+import hmac
 import re
 import unicodedata
 from email.headerregistry import Address
@@ -38,8 +44,10 @@ from string import Template
 from career_relay.paths import email_templates_dir
 from career_relay.settings_table import CompanySettings, Settings
 
-#: The message id every link offer of one period shares (``offer_message_id``).
-MESSAGE_ID = "<company-link.{period}@career-relay.invalid>"
+#: The message id of a link offer (``offer_message_id``): its period and a keyed digest.
+#: Offers made before it was keyed have ``<company-link.{period}@career-relay.invalid>``
+#: and are still found by their id, as every offer is.
+MESSAGE_ID = "<company-link.{period}.{digest}@career-relay.invalid>"
 MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets, with its angle brackets
 MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1
 
@@ -63,11 +71,21 @@ def normal_address(typed: object) -> str | None:
     return f"{local}@{domain.lower()}"
 
 
+#: Providers known to ignore the dots of a local part (``v.ictim@`` is ``victim@``), and
+#: the one domain each is also known by.
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
 def throttle_key(address: str) -> str:
     """Who an address reaches, for counting mails to it: case folded and a ``+tag``
-    dropped, so ``Victim+1@`` and ``victim+2@`` are one mailbox to the per-address limit."""
+    dropped, so ``Victim+1@`` and ``victim+2@`` are one mailbox to the per-address limit;
+    at Gmail the dots of the local part too (``v.i.ctim@googlemail.com`` is
+    ``victim@gmail.com``)."""
     local, _, domain = address.rpartition("@")
-    return f"{local.split('+', 1)[0].lower()}@{domain.lower()}"
+    local, domain = local.split("+", 1)[0].lower(), domain.lower()
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", ""), _DOTLESS[domain]
+    return f"{local}@{domain}"
 
 
 def own_address(company: CompanySettings, address: str) -> bool:
@@ -75,15 +93,29 @@ def own_address(company: CompanySettings, address: str) -> bool:
     return address.rpartition("@")[2].lower() in {d.lower() for d in company.domains}
 
 
-def offer_message_id(now: float, link_max_age_days: int) -> str:
-    """The message id of the link offers made at ``now``: one per half link lifetime.
+def message_id_key(hash_key: bytes) -> bytes:
+    """The key of the link offers' message ids, derived from the ledger's hash key
+    (``ledger.settings_hash_key``: set once and never changed, so an id stays the same
+    across restarts and signing-key rotations) for this purpose alone."""
+    return hmac.new(hash_key, b"career-relay company-link message id", hashlib.sha256).digest()
+
+
+def offer_message_id(key: bytes, company: str, address: str, now: float,
+                     link_max_age_days: int) -> str:
+    """The message id of ``company``'s link offer to ``address`` (as ``normal_address``
+    returned it) at ``now``: one per half link lifetime, and nobody without ``key``
+    (``message_id_key``) can compute it.
 
     ``(company, message_id, recipient)`` is unique in the ledger, so an address typed
     again in the same period finds the offer made the first time; a link re-sent from
     that offer (signed at its creation) has at least half its lifetime left.
     """
     half = max(1, link_max_age_days * _SECONDS_PER_DAY // 2)
-    return MESSAGE_ID.format(period=int(now // half))
+    period = int(now // half)
+    # Each part is free of NUL (a company id, digits, a checked address): unambiguous.
+    material = "\0".join((company, str(period), address)).encode("utf-8")
+    digest = hmac.new(key, material, hashlib.sha256).hexdigest()[:32]  # 128 bits
+    return MESSAGE_ID.format(period=period, digest=digest)  # RFC 5322 3.6.4: a dot-atom
 
 
 def _template(locale: str) -> Template:

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from career_relay import company_link as core
-from career_relay.ledger import Offer, Rejection, new_offer_id
+from career_relay.ledger import Offer, Rejection, new_offer_id, settings_hash_key
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import CompanySigner, TokenInvalid, link
 from consent_site import i18n, link_words
@@ -51,6 +51,7 @@ class CompanyLinks:
         self.settings = settings
         self.site = site
         self.signer = CompanySigner(settings.secrets.signing_keys)
+        self.id_key = core.message_id_key(settings_hash_key(settings))
         self.throttle = LinkThrottle()
         self.nonces = UsedNonces(NONCE_MAX_AGE + 60)
         self.mailer = LinkMailer(settings, self.prepare)
@@ -68,7 +69,8 @@ class CompanyLinks:
         company = settings.company(asked.company)
         if company is None:  # removed by a reload meanwhile
             return None
-        message_id = core.offer_message_id(time.time(), settings.site.link_max_age_days)
+        message_id = core.offer_message_id(self.id_key, company.id, asked.address, time.time(),
+                                           settings.site.link_max_age_days)
         rejection = Rejection(company.id, message_id, ((asked.address, new_offer_id()),),
                               counters=(), source="link")
         (made,) = await site.write(site.ledger.record_rejections, [rejection])
@@ -180,7 +182,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
         return _form(request, visit, value=typed[:254], status=400,
                      error="email" if address is None else "company")
     wait = links.throttle.company_wait(visit.company.id)
-    if wait or not links.mailer.has_room():
+    if wait or not links.mailer.has_room(visit.company.id, address):
         raise _too_many(visit, wait or 60)
     # Over its share: the same answer as a send, as fast, and nothing sent (the page never
     # tells whether an address was used; the offer is made behind the answer).

@@ -17,6 +17,7 @@ import email
 import email.policy
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from career_relay.errors import ConfigError
 from career_relay.ledger import Book, ConsentLedger, Ledger, open_configured, reports
 from career_relay.tokens import CompanySigner, LinkSigner, TokenInvalid, company_link
 from consent_site.app import create_app, reload_app
+from consent_site.candidate import SITE
 from consent_site.company_link import LINKS
 from tests.conftest import ConfigMaker, Received, Sink, run_cli
 
@@ -124,7 +126,7 @@ class LinkSite:
         async def idle() -> None:
             for _ in range(5):
                 await asyncio.sleep(0.05)
-            await asyncio.wait_for(self.app[LINKS].mailer._queue.join(), 30)
+            await asyncio.wait_for(self.app[LINKS].mailer.drained(), 30)
 
         self.loop.run_until_complete(idle())
 
@@ -231,6 +233,42 @@ def test_addresses_are_normalised() -> None:
     assert core.throttle_key("Victim+1@Example.net") == core.throttle_key("victim+2@example.NET")
 
 
+def test_gmail_dots_and_googlemail_are_one_mailbox_to_the_address_limit() -> None:
+    key = core.throttle_key
+    assert key("V.i.c.t.i.m+x@GMail.com") == key("victim@gmail.com") == "victim@gmail.com"
+    assert key("vic.tim@googlemail.com") == key("Victim+1@gmail.com")
+    # Elsewhere a dot may name another mailbox: it stays.
+    assert key("vic.tim@example.net") != key("victim@example.net")
+
+
+def test_dotted_gmail_addresses_share_three_mails_a_day(sqlite_site: LinkSite) -> None:
+    site = sqlite_site
+    for n, address in enumerate(["victim@gmail.com", "v.ictim@gmail.com", "vi.ctim+a@gmail.com",
+                                 "vic.tim@googlemail.com", "Victim@GoogleMail.com"]):
+        assert site.ask(address, source=f"127.0.2.{n + 1}").status == 303
+    site.mail(3)
+    site.settle()
+    assert len(site.sink.messages) == 3
+
+
+def test_a_link_offers_message_id_is_keyed_and_stable_within_its_period() -> None:
+    key, day = core.message_id_key(b"the ledger's hash key"), 86400.0
+    made = core.offer_message_id(key, "acme", "a@example.net", 100 * day, 90)
+    assert made == core.offer_message_id(key, "acme", "a@example.net", 100 * day + 3600, 90)
+    assert made != core.offer_message_id(key, "acme", "a@example.net", 145 * day, 90)
+    for other in (core.offer_message_id(core.message_id_key(b"another key"), "acme",
+                                        "a@example.net", 100 * day, 90),
+                  core.offer_message_id(key, "kumo", "a@example.net", 100 * day, 90),
+                  core.offer_message_id(key, "acme", "b@example.net", 100 * day, 90)):
+        assert other != made
+    assert made != f"<company-link.{int(100 * day // (45 * day))}@career-relay.invalid>"
+    assert "a@example.net" not in made and "acme" not in made
+    # A syntactically valid Message-ID (RFC 5322 3.6.4: a dot-atom on each side of the @).
+    assert re.fullmatch(r"<company-link\.\d+\.[0-9a-f]{32}@career-relay\.invalid>", made)
+    header = email.message_from_string(f"Message-ID: {made}\n\n", policy=email.policy.default)
+    assert str(header["Message-ID"]) == made and not header["Message-ID"].defects
+
+
 def test_the_command_prints_the_companys_link(make_config: ConfigMaker) -> None:
     config = make_config(companies=COMPANIES, site={"public_url": "https://consent.example"})
     done = run_cli("company-link", "--company", "acme", "--config", str(config))
@@ -312,6 +350,33 @@ def test_the_form_sends_a_personal_link_to_the_typed_address_only(site: LinkSite
     report = site.report()
     assert report["offers"] == 1 and report["rejections"] == 0  # nothing proves a rejection
     assert report["offers_by_source"] == {"relay": 0, "api": 0, "link": 1}
+
+
+def test_nobody_can_make_an_addresss_link_offer_first(site: LinkSite) -> None:
+    """The id of a link offer was once ``<company-link.{period}@career-relay.invalid>``:
+    whoever knew an address could make that offer first (a relayed mail with that
+    Message-ID to it), and the form then mailed that offer's link, whose accept is not
+    held for review.  The id is keyed now; offers made with the old id still work."""
+    half = 90 * 86400 // 2
+    now = time.time()
+    guessed = {f"<company-link.{int(t // half)}@career-relay.invalid>" for t in (now, now + 60)}
+    planted = {site.ledger.record_offer("acme", g, "victim@example.net").id for g in guessed}
+    old = site.ledger.record_offer("acme", "<company-link.1@career-relay.invalid>",
+                                   "old@example.net", source="link")
+    site.ask("victim@example.net")
+    personal = _link_in(site.mail(1)[0])
+    made = LinkSigner([KEY], 90).offer_id(personal.rsplit("/", 1)[1])
+    assert made not in planted
+    with site.ledger.read() as conn:
+        source, message_id = conn.execute("SELECT source, message_id FROM offers WHERE id = ?",
+                                          (made,)).fetchone()
+    assert source == "link" and message_id not in guessed
+    # Asked again: the same keyed id, the same offer.
+    site.ask("victim@example.net", source="127.0.0.2")
+    assert _link_in(site.mail(2)[1]) == personal
+    # A link offer made under the old id keeps its consent page.
+    page = site.get(f"/c/{site.app[SITE].signer.token(old.id, old.created.timestamp())}")
+    assert page.status == 200 and 'value="old@example.net"' in page.text
 
 
 def test_a_link_forward_qualifies_only_after_an_admin_approves_it(site: LinkSite) -> None:
@@ -563,3 +628,50 @@ def test_a_temporary_refusal_is_tried_again_and_a_permanent_one_is_not(
     site.ask("never@example.net")
     site.settle()
     assert tries.count("never@example.net") == 1 and len(site.sink.messages) == 1
+
+
+def _slow_domain(site: LinkSite, delay: float) -> None:
+    """The upstream takes ``delay`` seconds to answer 451 for every @slow.example (on its
+    own loop, in its own thread: only that session waits)."""
+    rcpt = site.sink.handler.handle_RCPT
+
+    async def slow(server: Any, session: Any, envelope: Any, address: str,
+                   options: list[str]) -> str:
+        if address.endswith("@slow.example"):
+            await asyncio.sleep(delay)
+            return "451 4.4.1 slow.example does not answer"
+        return await rcpt(server, session, envelope, address, options)
+
+    site.sink.handler.handle_RCPT = slow  # type: ignore[method-assign]
+
+
+def test_a_slow_domain_holds_up_no_other_companys_link(sqlite_site: LinkSite) -> None:
+    """Eleven clients filling one company's link with addresses at a domain the upstream
+    takes 5 s to refuse (451, tried again) once kept every company's link down: one
+    queue, one sender sleeping between tries.  Another company's candidate now gets
+    neither a 429 nor a wait behind them."""
+    site = sqlite_site
+    _slow_domain(site, 5.0)
+    answers = [site.ask(f"c{c}.{n}@slow.example", source=f"127.0.3.{c + 1}")
+               for c in range(11) for n in range(10)]
+    assert {a.status for a in answers} <= {303, 429}  # acme's own share may fill
+    kumo = "/j/" + CompanySigner([KEY]).token("kumo")
+    assert site.ask("k@example.net", path=kumo, source="127.0.3.99").status == 303
+    # The mail goes out while acme's are still being refused (site.mail waits 30 s).
+    assert [m.rcpts for m in site.mail(1)] == [["k@example.net"]]
+    # acme's own candidates at other domains are not held up by the slow one either.
+    assert site.ask("fast@example.org", source="127.0.3.98").status == 303
+    assert sorted(m.rcpts[0] for m in site.mail(2)) == ["fast@example.org", "k@example.net"]
+
+
+def test_a_mail_is_given_up_when_its_time_is_out(sqlite_site: LinkSite,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    site = sqlite_site
+    _slow_domain(site, 5.0)
+    site.app[LINKS].mailer.budget = 1.0
+    with caplog.at_level(logging.INFO, logger="career_relay"):
+        assert site.ask("late@slow.example").status == 303
+        site.settle()  # within 30 s: cut off at 1 s, not tried for 3 x 5 s
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "out of its 1 s" in logged and "given up" in logged
+    assert site.sink.messages == []
