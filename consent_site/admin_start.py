@@ -98,14 +98,15 @@ def templates(settings: Settings, company: CompanySettings) -> list[dict[str, st
 
 
 async def _page(request: web.Request, s: Scope, *, status: int = 200,
-                **extra: Any) -> web.Response:
+                test_id: str | None = None, **extra: Any) -> web.Response:
     admin = request.app[ADMIN]
     settings, company = admin.settings, s.company
     records, no_dkim = dns_check.expected(company)
     checks = None
     if request.method == "GET" and request.query.get("check") == "dns":
         checks = await _thread(dns_check.check, records, request.app[START].resolver)
-    test = await _status(request, company, request.query.get("test", ""))
+    test = await _status(request, company, test_id if test_id is not None else
+                         request.query.get("test", ""))
     user = user_of(request)
     context: dict[str, Any] = {
         "templates": templates(settings, company), "company_link": _company_link(
@@ -146,7 +147,10 @@ async def send_test(request: web.Request) -> web.StreamResponse:
     to = normal_address(str(form.get("to", "")))
     password = str(form.get("smtp_password", "")) or None
     error, status = None, 400
-    if to is None:
+    if not s.company.domains:
+        error = ("この会社にはドメイン（companies.domains）が設定されていません。"
+                 "運営者に依頼してください。")
+    elif to is None:
         error = "送信先のメールアドレスを確認してください。"
     elif own_address(s.company, to):
         error = ("社内のドメインのアドレスには、リンクの代わりに社内向けの一文が入ります（社員に"
@@ -187,13 +191,14 @@ async def verify(request: web.Request) -> web.StreamResponse:
     verdict = await _thread(start_mail.verify, admin.settings, s.company, source,
                             request.app[START].resolver)
     offers: list[dict[str, Any]] = []
-    for offer_id in verdict.offer_ids:
+    for offer_id, link in verdict.offers.items():
         offer = await admin.run(admin.ledger.offer, offer_id)
         if offer is not None and offer.company == s.company.id:
-            offers.append({"offer": offer, "viewed": await admin.run(admin.store.first_viewed,
-                                                                     offer.id)})
-    verdict.offer_ids = [o["offer"].id for o in offers]  # this company's offers only
-    return await _page(request, s, verdict=verdict, verdict_offers=offers, source=source)
+            offers.append({"offer": offer, "link": link, "viewed": await admin.run(
+                admin.store.first_viewed, offer.id)})
+    verdict.offers = {o["offer"].id: o["link"] for o in offers}  # this company's only
+    return await _page(request, s, verdict=verdict, verdict_offers=offers, source=source,
+                       test_id=str(form.get("test", "")))
 
 
 def add_routes(app: web.Application) -> None:

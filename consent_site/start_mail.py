@@ -71,12 +71,12 @@ class Verdict:
     domain: str = ""  # d= of the signature checked
     selector: str = ""
     links: list[str] = field(default_factory=list)  # career-relay consent links found
-    offer_ids: list[str] = field(default_factory=list)  # the links' offers (signed tokens)
+    offers: dict[str, str] = field(default_factory=dict)  # offer id -> its link (signed)
     other_signers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.signature == "valid" and bool(self.offer_ids)
+        return self.signature == "valid" and bool(self.offers)
 
 
 def raw_message(pasted: str) -> bytes:
@@ -101,7 +101,7 @@ def verify(settings: Settings, company: CompanySettings, pasted: str,
         verdict.links.append(link)
         # A link of another site's keys, or cut when it was copied, names no offer.
         with contextlib.suppress(TokenError):
-            verdict.offer_ids.append(signer.offer_id(link[len(prefix):].split("?")[0]))
+            verdict.offers.setdefault(signer.offer_id(link[len(prefix):].split("?")[0]), link)
     return verdict
 
 

@@ -58,6 +58,7 @@ def _setup(tmp_path: Path, make_config: ConfigMaker, sink: Sink, url: str) -> It
     site = Admin(config)
     site.add_user("hr@acme.example", "acme")
     site.add_user(APPLICANT, "acme")  # an admin whose login is outside the company's domain
+    site.add_user("ops@relay.example", None)
     setup = Setup(site, gateway, sink, {}, public_record(key))
     site.client.server.app[ADMIN_APP][START].resolver = setup.resolver
     try:
@@ -95,10 +96,10 @@ def _send(s: Setup, to: str = APPLICANT, password: str = COMPANY_PASSWORD) -> Re
                                              "smtp_password": password})
 
 
-def _verify(s: Setup, source: str) -> Reply:
+def _verify(s: Setup, source: str, test: str = "") -> Reply:
     nonce = s.site.nonce("/admin/start")
     return s.site.post("/admin/start/verify", {"csrf": nonce, "company": "acme",
-                                               "source": source})
+                                               "source": source, "test": test})
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -208,8 +209,9 @@ def test_a_test_rejection_goes_through_the_gateway_and_is_verified(
 
     # Pasted as received (the textarea sends CRLF or LF: either verifies).
     source = received.data.decode("utf-8").replace("\r\n", "\n")
-    verdict = _verify(s, source)
+    verdict = _verify(s, source, test=message_id)
     assert 'id="verdict" data-ok="yes"' in verdict.text, verdict.text
+    assert 'id="status-offer" data-done="yes"' in verdict.text  # the status stays shown
     assert "リンク入りで、有効な署名" in verdict.text
     link = re.search(r'<a href="([^"]+)" id="verdict-open"', verdict.text)
     assert link and "/c/" in link.group(1)
@@ -226,6 +228,14 @@ def test_a_test_rejection_goes_through_the_gateway_and_is_verified(
     s.dns.clear()
     unpublished = _verify(s, source)
     assert 'data-ok="no"' in unpublished.text and "署名: 無効" in unpublished.text
+
+    # Seen as another company's (an operator's selector): not its signature, not its offer.
+    s.site.login("ops@relay.example")
+    nonce = s.site.nonce("/admin/start?company=kumo")
+    other = s.site.post("/admin/start/verify", {"csrf": nonce, "company": "kumo",
+                                                "source": source})
+    assert 'data-ok="no"' in other.text and "署名: なし" in other.text
+    assert "この会社の案内リンクではありません" in other.text
 
 
 def test_mail_without_the_gateway_is_not_verified(sqlite_start: Setup) -> None:
