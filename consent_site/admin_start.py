@@ -31,21 +31,17 @@ from career_relay.company_link import normal_address, own_address
 from career_relay.errors import UserError
 from career_relay.paths import email_templates_dir
 from career_relay.settings import CompanySettings, Settings
-from consent_site import dns_check, start_mail
+from consent_site import dns_check, start_mail, start_words
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
 from consent_site.admin_views import _company_link
 
 log = logging.getLogger("career_relay.admin")
 T = TypeVar("T")
 
-#: The templates shown: (file, title).  Marker ones for mail through the gateway,
-#: company-link ones for mail an ATS sends itself.
-TEMPLATES = (
-    ("rejection_ja.txt", "日本語・テキスト"), ("rejection_ja.html", "日本語・HTML"),
-    ("rejection_en.txt", "English, text"), ("rejection_en.html", "English, HTML"),
-    ("company_link_ja.txt", "日本語・テキスト"), ("company_link_ja.html", "日本語・HTML"),
-    ("company_link_en.txt", "English, text"), ("company_link_en.html", "English, HTML"),
-)
+#: The templates shown: marker ones for mail through the gateway, company-link ones for
+#: mail an ATS sends itself; each titled by ``start_words``' ``tpl_<lang>_<kind>``.
+TEMPLATES = tuple(f"{kind}_{lang}.{ext}" for kind in ("rejection", "company_link")
+                  for lang in ("ja", "en") for ext in ("txt", "html"))
 TEST_LIMIT = 5  # test rejections per admin ...
 TEST_WINDOW = 3600.0  # ... per hour (each is a real mail and an offer in the report)
 
@@ -90,16 +86,20 @@ def templates(settings: Settings, company: CompanySettings) -> list[dict[str, st
     known = {"company_name": company.name, "agency_name": settings.agency.name,
              "agency_license_no": settings.agency.license_no, "company_link": link}
     out = []
-    for name, title in TEMPLATES:
+    for name in TEMPLATES:
         text = (email_templates_dir() / name).read_text(encoding="utf-8")
+        stem, ext = name.rsplit(".", 1)
         out.append({"id": name.replace(".", "-").replace("_", "-"), "file": name,
-                    "title": title, "text": Template(text).safe_substitute(known)})
+                    "title": f"tpl_{stem[-2:]}_{ext}",
+                    "text": Template(text).safe_substitute(known)})
     return out
 
 
 async def _page(request: web.Request, s: Scope, *, status: int = 200,
-                test_id: str | None = None, **extra: Any) -> web.Response:
+                test_id: str | None = None, lang: str | None = None,
+                **extra: Any) -> web.Response:
     admin = request.app[ADMIN]
+    lang = lang or start_words.locale(request.query.get("lang"))
     settings, company = admin.settings, s.company
     records, no_dkim = dns_check.expected(company)
     checks = None
@@ -115,7 +115,8 @@ async def _page(request: web.Request, s: Scope, *, status: int = 200,
         "default_to": "" if own_address(company, user.email) else user.email,
         "own_domain": own_address(company, user.email), "error": None, "verdict": None,
         "verdict_offers": [],
-        "source": "", "to": None, "max_source": start_mail.MAX_SOURCE}
+        "source": "", "to": None, "max_source": start_mail.MAX_SOURCE, "lang": lang,
+        "w": start_words.WORDS[lang]}
     context.update(extra)
     return render(request, "start.html", page="start", status=status, scope=s, q=s.query(),
                   item_labels={}, **context)
@@ -146,26 +147,23 @@ async def send_test(request: web.Request) -> web.StreamResponse:
     user = user_of(request)
     to = normal_address(str(form.get("to", "")))
     password = str(form.get("smtp_password", "")) or None
-    error, status = None, 400
+    lang = start_words.locale(form.get("lang"))
+    words = start_words.WORDS[lang]
+    error, status, wait = None, 400, 0
     if not s.company.domains:
-        error = ("この会社にはドメイン（companies.domains）が設定されていません。"
-                 "運営者に依頼してください。")
+        error = words["err_no_domains"]
     elif to is None:
-        error = "送信先のメールアドレスを確認してください。"
+        error = words["err_address"]
     elif own_address(s.company, to):
-        error = ("社内のドメインのアドレスには、リンクの代わりに社内向けの一文が入ります（社員に"
-                 "リンクは送りません）。社外で受け取れるアドレスを入力してください。")
+        error = words["err_own"]
     elif start_mail.needs_auth(admin.settings, s.company) and not (
             s.company.smtp_username and password):
-        error = ("この会社のメールはSMTP認証でゲートウェイに届けます。SMTPパスワードを入力して"
-                 "ください。" if s.company.smtp_username else
-                 "この会社にはSMTP認証もサイトからの送信の許可（companies.allow_ips）もありません。"
-                 "運営者に設定を依頼してください。")
+        error = words["err_password" if s.company.smtp_username else "err_no_auth"]
     elif wait := request.app[START].limit.take(user.id):
-        error = f"テスト送信は1時間に{TEST_LIMIT}通までです。{wait}秒後にお試しください。"
-        status = 429
+        error, status = words["err_limit"].format(limit=TEST_LIMIT, wait=wait), 429
     if error is not None:
-        response = await _page(request, s, status=status, error=error, to=str(form.get("to")))
+        response = await _page(request, s, status=status, error=error, lang=lang,
+                               to=str(form.get("to")))
         if status == 429:
             response.headers["Retry-After"] = str(wait)
         return response
@@ -175,11 +173,12 @@ async def send_test(request: web.Request) -> web.StreamResponse:
                              password)
     except UserError as exc:
         log.warning("test rejection for company %s not accepted by the gateway", s.company.id)
-        return await _page(request, s, status=502, to=to,
-                           error=f"ゲートウェイが受け付けませんでした: {exc}")
+        return await _page(request, s, status=502, to=to, lang=lang,
+                           error=words["err_gateway"].format(arg=exc))
     # Never the address at INFO: the admin's own, or one they typed.
     log.info("test rejection for company %s sent by admin user %d", s.company.id, user.id)
-    return see_other(f"/admin/start?{s.query(test=sent.message_id)}#test")
+    extra = {"lang": "en"} if lang == "en" else {}
+    return see_other(f"/admin/start?{s.query(test=sent.message_id, **extra)}#test")
 
 
 async def verify(request: web.Request) -> web.StreamResponse:
@@ -198,7 +197,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
                 admin.store.first_viewed, offer.id)})
     verdict.offers = {o["offer"].id: o["link"] for o in offers}  # this company's only
     return await _page(request, s, verdict=verdict, verdict_offers=offers, source=source,
-                       test_id=str(form.get("test", "")))
+                       test_id=str(form.get("test", "")),
+                       lang=start_words.locale(form.get("lang")))
 
 
 def add_routes(app: web.Application) -> None:

@@ -84,23 +84,23 @@ class Checked:
     record: Record
     status: Status
     found: tuple[str, ...]
-    fix: str  # what to do, in Japanese ('' when nothing)
+    fix: str = ""  # what to do: a key of ``start_words`` ('' when nothing)
+    arg: str = ""  # what the words name: a count, the failure
 
 
-def expected(company: CompanySettings) -> tuple[list[Record], str]:
+def expected(company: CompanySettings) -> tuple[list[Record], tuple[str, str] | None]:
     """The records to publish for each of the company's domains, and why DKIM has none
-    ('' when it has)."""
+    (a key of ``start_words`` and its argument; None when it has)."""
     records: list[Record] = []
-    why = ""
+    why = None
     value = ""
     if not (company.dkim_selector and company.dkim_key_file):
-        why = ("DKIM鍵が設定されていません（companies.dkim_selector と dkim_key_file）。"
-               "運営者に依頼してください。")
+        why = ("no_key", "")
     else:
         try:
             value = public_record(load_key(company.dkim_key_file))
         except ConfigError as exc:
-            why = f"DKIM鍵を読み込めません: {exc}"
+            why = ("bad_key", str(exc))
     for domain in company.domains:
         if value:
             records.append(Record("DKIM", f"{company.dkim_selector}._domainkey.{domain}", value))
@@ -119,40 +119,29 @@ def _check(record: Record, lookup: TxtLookup) -> Checked:
     try:
         answers = lookup(record.name)
     except DnsFailure as exc:
-        return Checked(record, "error", (), f"DNSに問い合わせできませんでした（{exc}）。"
-                       "しばらくしてからもう一度確認してください。")
+        return Checked(record, "error", (), "fix_error", str(exc))
     if record.kind == "DKIM":
         return _dkim(record, answers)
     prefix = "v=spf1" if record.kind == "SPF" else "v=dmarc1"
     found = tuple(a for a in answers if a.strip().lower().startswith(prefix))
     if not found:
-        fix = (f"{record.name} に SPF レコードがありません。スマートホスト（送信サーバー）を含む"
-               "レコードを1件公開してください（例は下）。" if record.kind == "SPF" else
-               f"{record.name} に DMARC レコードがありません。まず p=none で公開し、"
-               "レポートを確認してから quarantine / reject に進めてください。")
-        return Checked(record, "missing", (), fix)
+        return Checked(record, "missing", (), f"fix_{record.kind.lower()}_missing")
     if len(found) > 1:
         # RFC 7208 4.5 and RFC 7489 6.6.3: more than one record is an error (no policy).
-        return Checked(record, "different", found,
-                       f"{record.kind} レコードが{len(found)}件あります。受信側はどれも使いません。"
-                       "1件にまとめてください。")
-    return Checked(record, "ok", found, "")
+        return Checked(record, "different", found, "fix_many", str(len(found)))
+    return Checked(record, "ok", found)
 
 
 def _dkim(record: Record, answers: list[str]) -> Checked:
     found = tuple(a for a in answers if "p=" in a.replace(" ", "") or "dkim1" in a.lower())
     if not found:
-        return Checked(record, "missing", (),
-                       f"{record.name} に TXT レコードがありません。下の値を公開してください"
-                       "（DNSの反映には TTL の時間がかかります）。")
+        return Checked(record, "missing", (), "fix_dkim_missing")
     want = _key(record.value)
     if any(_key(a) == want for a in found):
-        return Checked(record, "ok", found, "")
+        return Checked(record, "ok", found)
     revoked = any(_key(a) == "" for a in found)
     return Checked(record, "different", found,
-                   ("公開されている鍵は失効（p= が空）しています。" if revoked else
-                    "公開されている鍵がゲートウェイの署名鍵と違います（古い鍵か、貼り付けの途中で"
-                    "切れた値かもしれません）。") + "下の値に置き換えてください。")
+                   "fix_dkim_revoked" if revoked else "fix_dkim_different")
 
 
 _TAG = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*(?:;|$)", re.DOTALL)

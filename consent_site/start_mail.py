@@ -67,7 +67,8 @@ class Verdict:
     """What the pasted message shows."""
 
     signature: str  # "valid", "invalid", "none" (no signature of the company's domain)
-    detail: str = ""  # why not valid, in Japanese
+    detail: str = ""  # why not valid: a key of ``start_words``
+    detail_arg: str = ""
     domain: str = ""  # d= of the signature checked
     selector: str = ""
     links: list[str] = field(default_factory=list)  # career-relay consent links found
@@ -117,16 +118,12 @@ def _signature(raw: bytes, message: EmailMessage, company: CompanySettings,
             continue
         try:
             good = dkim.DKIM(raw).verify(idx=idx, dnsfunc=dkim_dnsfunc(lookup))
-            why = "" if good else ("署名が本文・ヘッダーと一致しません。途中で書き換えられたか、"
-                                   "貼り付けたソースが受信したままではありません。")
+            why, arg = ("", "") if good else ("mismatch", "")
         except dkim.DKIMException as exc:
-            good = False
-            why = f"署名を検証できません（{exc}）。DNSのDKIMレコードを確認してください。"
-        return Verdict("valid" if good else "invalid", why, domain, selector,
+            good, why, arg = False, "cannot", str(exc)
+        return Verdict("valid" if good else "invalid", why, arg, domain, selector,
                        other_signers=others)
-    return Verdict("none", "会社のドメイン（" + ", ".join(sorted(domains)) + "）のDKIM署名が"
-                   "ありません。ゲートウェイを通っていないか、リンクを入れられなかったメールです。",
-                   other_signers=others)
+    return Verdict("none", "unsigned", ", ".join(sorted(domains)), other_signers=others)
 
 
 def _tags(value: str) -> list[tuple[str, str]]:

@@ -169,6 +169,20 @@ def test_the_dns_check_says_matching_different_or_missing(sqlite_start: Setup) -
                                ("DMARC", "_dmarc.acme.example"): "error"}
 
 
+def test_the_page_in_english(sqlite_start: Setup) -> None:
+    """SQLite only: Japanese first; ?lang=en (and the forms' lang) for English."""
+    s = sqlite_start
+    s.site.login("hr@acme.example")
+    assert 'id="lang-switch" lang="en">English<' in s.site.get("/admin/start").text
+    page = s.site.get("/admin/start?company=acme&check=dns&lang=en")
+    assert "<h1>Get started</h1>" in page.text and "has no DMARC record" in page.text
+    assert "Missing" in page.text and "未公開" not in page.text
+    nonce = s.site.nonce("/admin/start")
+    own = s.site.post("/admin/start/test", {"csrf": nonce, "company": "acme", "lang": "en",
+                                            "to": "hr@acme.example"})
+    assert own.status == 400 and "Enter an address outside the company" in own.text
+
+
 def test_a_revoked_key_and_a_split_record_are_read_as_dns_holds_them() -> None:
     """The comparison itself: p= is compared without white space; an empty p= is revoked."""
     record = Record("DKIM", "s._domainkey.a.example", "v=DKIM1; k=rsa; p=ABCD EFGH")
@@ -176,7 +190,7 @@ def test_a_revoked_key_and_a_split_record_are_read_as_dns_holds_them() -> None:
     assert check([record], lambda n: zone.get(n, []))[0].status == "ok"
     zone["s._domainkey.a.example"] = ["v=DKIM1; p="]
     revoked = check([record], lambda n: zone.get(n, []))[0]
-    assert revoked.status == "different" and "失効" in revoked.fix
+    assert revoked.status == "different" and revoked.fix == "fix_dkim_revoked"
 
 
 # -- the test rejection -----------------------------------------------------------------------
