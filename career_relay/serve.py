@@ -280,7 +280,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from gateway.demo_mail import send_test
+    from career_relay.sample_mail import send_test
 
     settings = ledger_commands.load(args)
     password = ledger_commands.read_password(True) if args.password_stdin else None

@@ -207,7 +207,14 @@ def see_other(location: str) -> web.Response:
 
 def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
     """The admin pages over the site's ledger, to mount with ``app.add_subapp("/admin", ...)``."""
-    from consent_site import admin_auth, admin_charts, admin_exports, admin_keys, admin_views
+    from consent_site import (
+        admin_auth,
+        admin_charts,
+        admin_exports,
+        admin_keys,
+        admin_start,
+        admin_views,
+    )
 
     admin = Admin(settings, ledger)
     app = web.Application(middlewares=[admin_auth.guard])
@@ -218,4 +225,5 @@ def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
     admin_charts.add_routes(app)
     admin_exports.add_routes(app)
     admin_keys.add_routes(app)
+    admin_start.add_routes(app)
     return app

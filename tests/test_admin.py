@@ -53,7 +53,8 @@ COMPANIES = [
     {"id": "acme", "name": "株式会社アクメ", "domains": ["acme.example"]},
     {"id": "kumo", "name": "雲株式会社", "domains": ["kumo.example"]},
 ]
-GET_PAGES = ("/admin/", "/admin/forwards", "/admin/credits", "/admin/reviews", "/admin/api-keys",
+GET_PAGES = ("/admin/", "/admin/start", "/admin/forwards", "/admin/credits", "/admin/reviews",
+             "/admin/api-keys",
              "/admin/charts/funnel.svg", "/admin/charts/monthly.svg", "/admin/charts/jobs.svg",
              "/admin/charts/channels.svg", "/admin/export/report.csv",
              "/admin/export/forwards.csv", "/admin/export/provisions.csv")
