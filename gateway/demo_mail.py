@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.header
 import email.policy
 import html.parser
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from career_relay.errors import UserError
 from career_relay.settings import CompanySettings, Settings
+from career_relay.terminal import printable
 from career_relay.validate import parse_hostport
 
 MARKER = "[[CAREER_RELAY_LINK]]"
@@ -120,8 +122,9 @@ def _company(settings: Settings, company_id: str | None) -> CompanySettings | No
 
 
 def _text(reply: bytes | str) -> str:
+    """A reply of the gateway (or whatever listens there) as one line, safe to print."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def _reason(exc: BaseException) -> str:
@@ -156,6 +159,10 @@ def last_message(directory: Path) -> Captured:
 def read_captured(path: Path) -> Captured:
     with path.open("rb") as f:
         message = BytesParser(policy=email.policy.default).parse(f)
+    return _captured(path, message)
+
+
+def _captured(path: Path, message: EmailMessage) -> Captured:
     links: list[str] = []
     for part in message.walk():
         if part.get_content_maintype() != "text" or part.is_attachment():
@@ -169,8 +176,22 @@ def read_captured(path: Path) -> Captured:
             continue  # an unknown charset: no links from this part
         found = _html_links(text) if subtype == "html" else _URL.findall(text)
         links += [link.rstrip(".,;:!?、。") for link in found]
-    return Captured(path, str(message.get("From", "")), str(message.get("To", "")),
-                    str(message.get("Subject", "")), tuple(dict.fromkeys(links)))
+    return Captured(path, _header(message, "From"), _header(message, "To"),
+                    _header(message, "Subject"), tuple(dict.fromkeys(links)))
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    """The header decoded (RFC 2047), or as it was written when the email package cannot
+    decode it: an encoded display name holding a CR or LF is a ValueError there, and its
+    header parsers have raised IndexError and AttributeError on other odd input."""
+    try:
+        return str(message.get(name, ""))
+    except Exception:  # any parse failure: decoded word by word, or as it is
+        raw = next((str(v) for k, v in message.raw_items() if k.lower() == name.lower()), "")
+        try:
+            return str(email.header.make_header(email.header.decode_header(raw)))
+        except Exception:
+            return raw
 
 
 def _html_links(text: str) -> list[str]:
