@@ -69,15 +69,20 @@ def send_test(settings: Settings, *, rejection: bool, to: list[str], sender: str
               company_id: str | None, subject: str | None, password: str | None) -> Sent:
     """One test message through the gateway; a refusal or an unreachable gateway is a
     ``UserError`` naming the reply or the address."""
+    _refuse_controls(("--from", sender or ""), *(("--to", t) for t in to),
+                     ("--subject", subject or ""))
     company = _company(settings, company_id)
     sender = sender or (f"hr@{company.domains[0]}" if company and company.domains
                         else "postmaster@localhost")
     locale = company.locale if company and company.locale in ("ja", "en") else "ja"
     kind = "rejection" if rejection else "ordinary"
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject or _SUBJECT[kind, locale]
+    try:
+        message["From"] = sender
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject or _SUBJECT[kind, locale]
+    except ValueError as exc:  # what the email package refuses beyond line breaks
+        raise UserError(f"send-test cannot put that into a header: {exc}") from None
     message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
     message["Message-ID"] = make_msgid("career-relay-test", sender.rpartition("@")[2] or None)
     message.set_content(_BODY[kind][locale], charset="utf-8", cte="8bit")
@@ -108,6 +113,18 @@ def send_test(settings: Settings, *, rejection: bool, to: list[str], sender: str
         raise UserError(f"cannot send to the gateway at {where} ({_reason(exc)}): is "
                         "`career-relay serve` running with this configuration?") from None
     return Sent(where, sender, tuple(to), f"{code} {_text(text)}")
+
+
+def _refuse_controls(*options: tuple[str, str]) -> None:
+    """A CR or LF in a header value or an SMTP command adds a header or a command
+    (RFC 5322 2.2, RFC 5321 2.3.8: a line ends at CRLF): ``--subject $'a\\r\\nBcc: x'``
+    would add a recipient.  Refused, as is every other control but tab."""
+    for option, value in options:
+        bad = next((c for c in value if (ord(c) < 0x20 and c != "\t") or c == "\x7f"), None)
+        if bad is not None:
+            what = "a line break" if bad in "\r\n" else f"the control character {bad!r}"
+            raise UserError(f"{option} cannot hold {what} (it would go into a header "
+                            "or an SMTP command as it is)")
 
 
 def _company(settings: Settings, company_id: str | None) -> CompanySettings | None:
@@ -157,9 +174,15 @@ def last_message(directory: Path) -> Captured:
 
 
 def read_captured(path: Path) -> Captured:
-    with path.open("rb") as f:
-        message = BytesParser(policy=email.policy.default).parse(f)
-    return _captured(path, message)
+    """The message in ``path``; one nested deeper than Python's stack allows (the parser
+    and ``walk`` recurse per level) is a ``UserError``, not a RecursionError."""
+    try:
+        with path.open("rb") as f:
+            message = BytesParser(policy=email.policy.default).parse(f)
+        return _captured(path, message)
+    except RecursionError:
+        raise UserError(f"{printable(str(path))}: the message's MIME parts are nested too deeply "
+                        "to read") from None
 
 
 def _captured(path: Path, message: EmailMessage) -> Captured:

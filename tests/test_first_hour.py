@@ -194,6 +194,41 @@ def test_outbox_last_prints_what_a_mail_says_escaped(tmp_path: Path) -> None:
     assert len(shown.stdout.splitlines()) == 5  # path, From, To, Subject, the link
 
 
+def test_outbox_last_on_a_message_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    """Attack review: 3000 nested multiparts were a RecursionError's traceback."""
+    assert run_cli("init", "--dir", str(tmp_path), "--demo").returncode == 0
+    (tmp_path / "outbox").mkdir(exist_ok=True)
+    levels = 3000
+    eml = ("From: a@acme.example\r\nTo: c@example.net\r\nSubject: deep\r\n"
+           "MIME-Version: 1.0\r\n"
+           + "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'
+                     for i in range(levels))
+           + "Content-Type: text/plain\r\n\r\nhttp://x.example/\r\n"
+           + "".join(f"--b{i}--\r\n" for i in reversed(range(levels))))
+    (tmp_path / "outbox" / "1.eml").write_bytes(eml.encode())
+    result = run_cli("outbox", "last", "--config", str(tmp_path / "career-relay.toml"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("career-relay: error: ") and "nested too deeply" in line
+
+
+@pytest.mark.parametrize("option", ["--subject", "--to", "--from"])
+@pytest.mark.parametrize("bad", ["a\r\nBcc: x@example.org", "a\nBcc: x@example.org",
+                                 "a\rb", "a\x1b[2Jb"], ids=["crlf", "lf", "cr", "esc"])
+def test_send_test_refuses_a_line_break_in_a_header_in_one_line(
+        tmp_path: Path, option: str, bad: str) -> None:
+    """Attack review: ``--subject $'a\\r\\nBcc: x'`` (or in --to, --from) was a ValueError's
+    traceback; refused before anything is sent, naming the option."""
+    if not (tmp_path / "career-relay.toml").exists():
+        assert run_cli("init", "--dir", str(tmp_path), "--demo").returncode == 0
+    port = free_port()  # nothing listens: the refusal must come before a connection
+    result = run_cli("send-test", option, bad, "--config", str(tmp_path / "career-relay.toml"),
+                     env={"CAREER_RELAY_GATEWAY_LISTEN": f"127.0.0.1:{port}"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"{option} cannot hold" in line and "connection refused" not in line, line
+
+
 def test_a_port_clash_escapes_the_holder_s_command_line(tmp_path: Path) -> None:
     """Attack review: another process chooses its command line; it was printed raw."""
     from career_relay.ports import _command
