@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from career_relay import settings as settings_mod
-from career_relay.errors import CareerRelayError, ConfigError
+from career_relay.errors import CareerRelayError, ConfigError, UserError
 from career_relay.settings import Settings
 from career_relay.validate import file_problems
 
@@ -40,8 +40,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         companies = [args.company]
     try:
         when = reports.period(args.since, args.until, dt.datetime.now(dt.UTC).date())
-    except ValueError as exc:
-        raise CareerRelayError(str(exc)) from None
+    except reports.PeriodError as exc:  # names the field: "until: the year must be ..."
+        raise UserError(str(exc)) from None
     with open_configured(settings) as ledger:
         rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
                               details=args.format == "json")

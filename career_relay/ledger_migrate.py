@@ -26,8 +26,8 @@ from career_relay.errors import CareerRelayError
 from career_relay.ledger import Book, Ledger, Rules, copy_to, open_configured, reports
 from career_relay.settings import Settings
 
-#: The last day of "for all time" (its end, the next midnight, is still a date).
-LAST_DAY = dt.date.max - dt.timedelta(days=1)
+#: The last day of "for all time": the last a report's period may name.
+LAST_DAY = dt.date(reports.LAST_YEAR, 12, 31)
 PROGRESS_EVERY = 100_000  # rows of one table between two progress lines
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from career_relay.errors import AddressInUse
+from career_relay.terminal import printable
 from career_relay.validate import parse_hostport
 
 _LISTEN = "0A"
@@ -92,7 +93,8 @@ def _command(proc: Path) -> str:
     except OSError:
         return "?"
     argv[0] = os.path.basename(argv[0])
-    text = " ".join(a.decode("utf-8", "replace") for a in argv)
+    # Another user's process chose these bytes: escaped, so they cannot drive our terminal.
+    text = printable(" ".join(a.decode("utf-8", "replace") for a in argv))
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -28,6 +28,7 @@ from email.utils import format_datetime
 
 from career_relay.errors import UserError
 from career_relay.settings import CompanySettings, Settings
+from career_relay.terminal import printable
 from career_relay.validate import parse_hostport
 
 MARKER = "[[CAREER_RELAY_LINK]]"
@@ -70,15 +71,20 @@ def send_test(settings: Settings, *, rejection: bool, to: list[str], sender: str
     """One test message through the gateway; a refusal or an unreachable gateway is a
     ``UserError`` naming the reply or the address.  ``headers``: more header fields
     (``X-Career-Relay-Channel`` for the admin pages' test, so the report can tell it)."""
+    _refuse_controls(("--from", sender or ""), *(("--to", t) for t in to),
+                     ("--subject", subject or ""))
     company = _company(settings, company_id)
     sender = sender or (f"hr@{company.domains[0]}" if company and company.domains
                         else "postmaster@localhost")
     locale = company.locale if company and company.locale in ("ja", "en") else "ja"
     kind = "rejection" if rejection else "ordinary"
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject or _SUBJECT[kind, locale]
+    try:
+        message["From"] = sender
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject or _SUBJECT[kind, locale]
+    except ValueError as exc:  # what the email package refuses beyond line breaks
+        raise UserError(f"send-test cannot put that into a header: {exc}") from None
     message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
     # Short enough never to be folded (RFC 5322 2.2.3): a folded Message-ID is one the
     # gateway reads as missing, and the ledger then keys the offer by a digest instead.
@@ -130,9 +136,22 @@ def _company(settings: Settings, company_id: str | None) -> CompanySettings | No
     return company
 
 
+def _refuse_controls(*options: tuple[str, str]) -> None:
+    """A CR or LF in a header value or an SMTP command adds a header or a command
+    (RFC 5322 2.2, RFC 5321 2.3.8: a line ends at CRLF): ``--subject $'a\\r\\nBcc: x'``
+    would add a recipient.  Refused, as is every other control but tab."""
+    for option, value in options:
+        bad = next((c for c in value if (ord(c) < 0x20 and c != "\t") or c == "\x7f"), None)
+        if bad is not None:
+            what = "a line break" if bad in "\r\n" else f"the control character {bad!r}"
+            raise UserError(f"{option} cannot hold {what} (it would go into a header "
+                            "or an SMTP command as it is)")
+
+
 def _text(reply: bytes | str) -> str:
+    """A reply of the gateway (or whatever listens there) as one line, safe to print."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def _reason(exc: BaseException) -> str:

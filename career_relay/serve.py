@@ -24,6 +24,7 @@ from career_relay import ledger_commands, logs, ports
 from career_relay.banner import banner
 from career_relay.errors import CareerRelayError, ConfigError, LedgerUnavailable
 from career_relay.settings import Settings
+from career_relay.terminal import printable
 
 if TYPE_CHECKING:
     from consent_site.app import RunningSite
@@ -288,8 +289,8 @@ def cmd_send_test(args: argparse.Namespace) -> int:
                      sender=args.sender, company_id=args.company, subject=args.subject,
                      password=password)
     kind = "a test rejection" if args.rejection else "a test message"
-    print(f"sent {kind} from {sent.sender} to {', '.join(sent.recipients)} through "
-          f"{sent.server}: {sent.reply}")
+    print(printable(f"sent {kind} from {sent.sender} to {', '.join(sent.recipients)} "
+                    f"through {sent.server}: {sent.reply}"))
     if settings.demo.capture_dir:
         from career_relay.invocation import command
 
@@ -308,10 +309,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                                "written by `career-relay init --demo`)")
     found = last_message(Path(settings.demo.capture_dir))
     consent = settings.site.public_url.rstrip("/") + "/c/"
-    print(f"{found.path}\n  From:    {found.sender}\n  To:      {found.to}\n"
-          f"  Subject: {found.subject}")
+    # Whatever a relayed mail says goes to the operator's terminal escaped (terminal.py).
+    print(f"{printable(str(found.path))}\n  From:    {printable(found.sender)}\n"
+          f"  To:      {printable(found.to)}\n  Subject: {printable(found.subject)}")
     if not found.links:
         print("  no links (an ordinary message is relayed as it was sent)")
     for link in found.links:
-        print(f"  {'consent link' if link.startswith(consent) else 'link':12s} {link}")
+        print(f"  {'consent link' if link.startswith(consent) else 'link':12s} "
+              f"{printable(link)}")
     return 0

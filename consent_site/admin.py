@@ -165,12 +165,32 @@ def scope(request: web.Request, source: Mapping[str, Any] | None = None) -> Scop
         raise web.HTTPNotFound()
     since, until = str(values.get("since", "") or ""), str(values.get("until", "") or "")
     try:
-        when = reports.period(dt.date.fromisoformat(since) if since else None,
-                              dt.date.fromisoformat(until) if until else None,
+        when = reports.period(_day("since", since), _day("until", until),
                               dt.datetime.now(dt.UTC).date())
-    except ValueError:
-        raise web.HTTPBadRequest(text="since/until: YYYY-MM-DD, since before until") from None
+    except reports.PeriodError as exc:
+        raise BadField(exc.field, _PERIOD_PROBLEMS[exc.reason]) from None
     return Scope(company, when, since, until)
+
+
+class BadField(web.HTTPBadRequest):
+    """A 400 whose page (``admin_auth.guard``) names the field at fault and the problem."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.problem = f"{field}: {problem}"
+        super().__init__(text=self.problem)
+
+
+_PERIOD_PROBLEMS = {
+    "year": f"年は{reports.FIRST_YEAR}年から{reports.LAST_YEAR}年までで指定してください。",
+    "order": "期間の終わり（until）が始まり（since）より前です。",
+}
+
+
+def _day(field: str, text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        raise BadField(field, "日付は YYYY-MM-DD の形で指定してください。") from None
 
 
 # -- rendering ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 
 from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import AdminUsers, check_password
-from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, render, see_other
+from consent_site.admin import ADMIN, NO_STORE, TOKEN, USER, BadField, render, see_other
 from consent_site.security import CsrfError, client_address
 
 log = logging.getLogger("career_relay.admin")
@@ -50,7 +50,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             exc.headers.update(NO_STORE)
             raise
-        response = _error(request, exc.status)
+        response = _error(request, exc.status,
+                          exc.problem if isinstance(exc, BadField) else None)
     except LedgerUnavailable as exc:
         # The database is away (SPEC 12), as on the candidate's pages: a 503 and when to
         # come back, not an unexpected error's 500 and traceback per request.
@@ -90,14 +91,15 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     return await handler(request)
 
 
-def _error(request: web.Request, status: int) -> web.Response:
+def _error(request: web.Request, status: int, problem: str | None = None) -> web.Response:
+    """The error page; ``problem`` (a ``BadField``'s) says which field was wrong and how."""
     titles = {400: "リクエストが正しくありません", 403: "この操作はできません",
               404: "ページが見つかりません", 405: "この方法では使えません",
               409: "処理できませんでした", 503: "ただいま台帳に接続できません"}
     return render(request, "error.html", status=status,
                   title=titles.get(status, "エラーが発生しました"),
-                  text=("数分後にもう一度お試しください。" if status == 503 else
-                        "ページが存在しないか、このアカウントでは表示・操作できません。"))
+                  text=problem or ("数分後にもう一度お試しください。" if status == 503 else
+                                   "ページが存在しないか、このアカウントでは表示・操作できません。"))
 
 
 # -- the views ------------------------------------------------------------------------------

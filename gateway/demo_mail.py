@@ -18,12 +18,15 @@ Both run in the command line's process, never on the SMTP path: a blocking
 from __future__ import annotations
 
 import dataclasses
+import email.header
 import email.policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
 from career_relay.errors import UserError
 from career_relay.sample_mail import MARKER, Sent, message_links, send_test
+from career_relay.terminal import printable
 
 __all__ = ["MARKER", "Captured", "Sent", "last_message", "read_captured", "send_test"]
 
@@ -49,7 +52,27 @@ def last_message(directory: Path) -> Captured:
 
 
 def read_captured(path: Path) -> Captured:
-    with path.open("rb") as f:
-        message = BytesParser(policy=email.policy.default).parse(f)
-    return Captured(path, str(message.get("From", "")), str(message.get("To", "")),
-                    str(message.get("Subject", "")), message_links(message))
+    """The message in ``path``; one nested deeper than Python's stack allows (the parser
+    and ``walk`` recurse per level) is a ``UserError``, not a RecursionError."""
+    try:
+        with path.open("rb") as f:
+            message = BytesParser(policy=email.policy.default).parse(f)
+        return Captured(path, _header(message, "From"), _header(message, "To"),
+                        _header(message, "Subject"), message_links(message))
+    except RecursionError:
+        raise UserError(f"{printable(str(path))}: the message's MIME parts are nested too "
+                        "deeply to read") from None
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    """The header decoded (RFC 2047), or as it was written when the email package cannot
+    decode it: an encoded display name holding a CR or LF is a ValueError there, and its
+    header parsers have raised IndexError and AttributeError on other odd input."""
+    try:
+        return str(message.get(name, ""))
+    except Exception:  # any parse failure: decoded word by word, or as it is
+        raw = next((str(v) for k, v in message.raw_items() if k.lower() == name.lower()), "")
+        try:
+            return str(email.header.make_header(email.header.decode_header(raw)))
+        except Exception:
+            return raw

@@ -877,3 +877,27 @@ def test_a_company_link_consent_waits_on_the_review_page(admin: Admin) -> None:
     assert admin.post(f"/admin/reviews/{held}",
                       {"csrf": page.csrf(), "verdict": "approve"}).status == 303
     assert admin.deliver_all() == 1 and admin.report()["qualified_forwards"] == 1
+
+
+@pytest.mark.parametrize(("query", "field", "problem"), [
+    ("since=0001-01-01&until=9999-12-31", "since", "1000年から2999年"),
+    ("until=9999-12-31", "until", "1000年から2999年"),
+    ("since=0999-01-01", "since", "1000年から2999年"),
+    ("since=2026-13-01", "since", "YYYY-MM-DD"),
+    ("until=2026-04-31", "until", "YYYY-MM-DD"),
+    ("since=2026-05-01&until=2026-04-01", "until", "より前"),
+], ids=["both-extreme", "until-9999", "since-0999", "bad-since", "bad-until", "reversed"])
+def test_a_period_it_cannot_report_is_a_400_naming_the_field(
+        sqlite_admin: Admin, query: str, field: str, problem: str) -> None:
+    """Attack review: ``until=9999-12-31`` overflowed the day after it and a year before
+    1000 broke the month keys: 500s on the dashboard, the charts and the CSV."""
+    admin = sqlite_admin
+    admin.qualify(2)
+    admin.login("ops@relay.example")
+    for path in ("/admin/", "/admin/forwards", "/admin/charts/monthly.svg",
+                 "/admin/charts/funnel.svg", "/admin/export/report.csv"):
+        reply = admin.get(f"{path}?company=acme&{query}")
+        assert reply.status == 400, (path, reply.status)
+        assert f"{field}: " in reply.text and problem in reply.text, (path, reply.text)
+    widest = admin.get("/admin/?company=acme&since=1000-01-01&until=2999-12-31")
+    assert widest.status == 200

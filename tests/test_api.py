@@ -227,6 +227,8 @@ def test_the_report(api: Api) -> None:
                               route="/report")) == {"until"}
     assert _named(api.request("GET", "/api/v1/report?until=9999-12-31",
                               route="/report")) == {"until"}
+    assert _named(api.request("GET", "/api/v1/report?since=0999-01-01",
+                              route="/report")) == {"since"}
     assert _named(api.request("GET", "/api/v1/report?company=kumo",
                               route="/report")) == {"company"}
 

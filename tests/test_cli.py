@@ -379,3 +379,19 @@ def test_init_writes_a_hash_key_and_check_config_warns_without_one(tmp_path: Pat
                                 if not line.startswith("hash_key")), encoding="utf-8")
     warned = run_cli("check-config", "--config", str(config))
     assert warned.returncode == 0 and "warning: secrets.hash_key is empty" in warned.stderr
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (("--until", "9999-12-31"), "until"),
+    (("--since", "0999-01-01"), "since"),
+    (("--since", "0001-01-01", "--until", "9999-12-31"), "since"),
+], ids=["until-9999", "since-0999", "since-0001"])
+def test_report_refuses_a_year_it_cannot_count_in_one_line(
+        make_config: ConfigMaker, args: tuple[str, ...], field: str) -> None:
+    """Attack review: the day after 9999-12-31 overflowed, a year before 1000 broke the
+    month keys; both were tracebacks."""
+    result = run_cli("report", "--config", str(make_config()), "--format", "json", *args)
+    assert_user_error(result, f"{field}: the year must be from 1000 to 2999")
+    widest = run_cli("report", "--config", str(make_config()), "--format", "json",
+                     "--since", "1000-01-01", "--until", "2999-12-31")
+    assert widest.returncode == 0, widest.stderr

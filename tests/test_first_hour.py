@@ -149,6 +149,97 @@ def test_outbox_last_without_a_capture_dir_or_a_message(tmp_path: Path) -> None:
     assert empty.returncode == 1 and "no message in" in empty.stderr
 
 
+# -- what the commands print from elsewhere: escaped, one line on a bad input --------------
+
+HOSTILE = "Hi \x1b]0;owned\x07\x1b[2J\x9b31m \u202eevil\u2066 \u200b\u061c\r\nFake: line"
+
+
+def _encoded(text: str) -> str:
+    import base64
+
+    return f"=?utf-8?B?{base64.b64encode(text.encode()).decode()}?="
+
+
+def _unsafe(text: str) -> list[str]:
+    return [c for c in text if c not in "\n" and (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0
+            or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                    "\u200b\u200c\u200d\u200e\u200f\u061c")]
+
+
+def test_printable_escapes_controls_and_bidi() -> None:
+    from career_relay.terminal import printable
+
+    shown = printable(HOSTILE + "\t\x00\x7f\u202a\u2069\u200f 選考 café")
+    assert _unsafe(shown) == [] and "\n" not in shown
+    assert shown.startswith("Hi \\x1b]0;owned\\x07\\x1b[2J\\x9b31m \\u202eevil\\u2066 ")
+    assert shown.endswith("\\x09\\x00\\x7f\\u202a\\u2069\\u200f 選考 café")
+
+
+def test_outbox_last_prints_what_a_mail_says_escaped(tmp_path: Path) -> None:
+    """Attack review: an RFC 2047 Subject carrying ESC sequences reached the operator's
+    terminal raw (as could From, To and a link)."""
+    assert run_cli("init", "--dir", str(tmp_path), "--demo").returncode == 0
+    (tmp_path / "outbox").mkdir(exist_ok=True)
+    eml = (f"From: {_encoded(HOSTILE)} <hr@acme.example>\r\nTo: {_encoded(HOSTILE)} "
+           f"<c@example.net>\r\nSubject: {_encoded(HOSTILE)}\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+           "http://127.0.0.1:8080/c/ab\x1b\u202ecd\x07\r\n")
+    (tmp_path / "outbox" / "1.eml").write_bytes(eml.encode())
+    shown = run_cli("outbox", "last", "--config", str(tmp_path / "career-relay.toml"))
+    assert shown.returncode == 0, shown.stderr
+    assert _unsafe(shown.stdout) == [], shown.stdout
+    assert "Subject: Hi \\x1b]0;owned\\x07" in shown.stdout
+    assert "\\x0d\\x0aFake: line" in shown.stdout and "\nFake" not in shown.stdout
+    assert "/c/ab\\x1b\\u202ecd\\x07" in shown.stdout
+    assert len(shown.stdout.splitlines()) == 5  # path, From, To, Subject, the link
+
+
+def test_outbox_last_on_a_message_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    """Attack review: 3000 nested multiparts were a RecursionError's traceback."""
+    assert run_cli("init", "--dir", str(tmp_path), "--demo").returncode == 0
+    (tmp_path / "outbox").mkdir(exist_ok=True)
+    levels = 3000
+    eml = ("From: a@acme.example\r\nTo: c@example.net\r\nSubject: deep\r\n"
+           "MIME-Version: 1.0\r\n"
+           + "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'
+                     for i in range(levels))
+           + "Content-Type: text/plain\r\n\r\nhttp://x.example/\r\n"
+           + "".join(f"--b{i}--\r\n" for i in reversed(range(levels))))
+    (tmp_path / "outbox" / "1.eml").write_bytes(eml.encode())
+    result = run_cli("outbox", "last", "--config", str(tmp_path / "career-relay.toml"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("career-relay: error: ") and "nested too deeply" in line
+
+
+@pytest.mark.parametrize("option", ["--subject", "--to", "--from"])
+@pytest.mark.parametrize("bad", ["a\r\nBcc: x@example.org", "a\nBcc: x@example.org",
+                                 "a\rb", "a\x1b[2Jb"], ids=["crlf", "lf", "cr", "esc"])
+def test_send_test_refuses_a_line_break_in_a_header_in_one_line(
+        tmp_path: Path, option: str, bad: str) -> None:
+    """Attack review: ``--subject $'a\\r\\nBcc: x'`` (or in --to, --from) was a ValueError's
+    traceback; refused before anything is sent, naming the option."""
+    if not (tmp_path / "career-relay.toml").exists():
+        assert run_cli("init", "--dir", str(tmp_path), "--demo").returncode == 0
+    port = free_port()  # nothing listens: the refusal must come before a connection
+    result = run_cli("send-test", option, bad, "--config", str(tmp_path / "career-relay.toml"),
+                     env={"CAREER_RELAY_GATEWAY_LISTEN": f"127.0.0.1:{port}"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"{option} cannot hold" in line and "connection refused" not in line, line
+
+
+def test_a_port_clash_escapes_the_holder_s_command_line(tmp_path: Path) -> None:
+    """Attack review: another process chooses its command line; it was printed raw."""
+    from career_relay.ports import _command
+
+    (tmp_path / "cmdline").write_bytes(
+        "/usr/bin/evil\0\x1b]0;owned\x07\0\u202eoof\0a\nb\0".encode())
+    shown = _command(tmp_path)
+    assert _unsafe(shown) == [] and "\n" not in shown
+    assert shown == "evil \\x1b]0;owned\\x07 \\u202eoof a\\x0ab"
+
+
 # -- a port clash ---------------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ through the real code paths) as ``init --demo`` sets it up.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import shutil
@@ -39,11 +38,11 @@ from career_relay.ledger import (
     retention,
 )
 from career_relay.ledger.copy import ROWID_TABLES, TABLES
-from career_relay.ledger_migrate import masked, scrub
+from career_relay.ledger_migrate import LAST_DAY, masked, scrub
 from tests.conftest import REPO, run_cli
 from tests.test_ledger_rules import World
 
-ALL_TIME = reports.period(None, dt.date(9999, 12, 30), dt.date(9999, 12, 30))
+ALL_TIME = reports.period(None, LAST_DAY, LAST_DAY)
 
 
 # -- the sources ----------------------------------------------------------------------------

@@ -387,6 +387,30 @@ def test_the_monthly_trend_shows_empty_months_as_zero(world: World) -> None:
     assert [m["month"] for m in r["monthly"]] == ["2026-04", "2026-05", "2026-06"]
 
 
+def test_a_period_keeps_to_the_years_a_report_can_name() -> None:
+    """Attack review: ``until=9999-12-31`` overflowed the day after it (a 500 on the admin
+    pages, a traceback from ``report``), and a year before 1000 broke the month keys
+    (``strftime("%Y")`` is not padded there)."""
+    today = dt.date(2026, 4, 1)
+    for since, until, field in ((dt.date(1, 1, 1), None, "since"),
+                                (dt.date(999, 1, 1), None, "since"),
+                                (None, dt.date(9999, 12, 31), "until"),
+                                (None, dt.date(3000, 1, 1), "until"),
+                                (dt.date(1, 1, 1), dt.date(9999, 12, 31), "since")):
+        with pytest.raises(reports.PeriodError) as caught:
+            reports.period(since, until, today)
+        assert caught.value.field == field
+        assert str(caught.value).startswith(f"{field}: ") and "1000" in str(caught.value)
+        assert "2999" in str(caught.value)
+    widest = reports.period(dt.date(1000, 1, 1), dt.date(2999, 12, 31), today)
+    assert widest.params["end"] == "3000-01-01T00:00:00Z"
+    assert widest.params["start"] == "1000-01-01T00:00:00Z"
+    # Month keys are four digits whatever the year (the helper takes any Period).
+    early = reports.Period(dt.date(999, 11, 1), dt.date(1000, 1, 31))
+    assert [m for m, _ in reports._every_month({"0999-12": [1, 0, 0]}, early)] == [
+        "0999-11", "0999-12", "1000-01"]
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

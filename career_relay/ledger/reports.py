@@ -146,14 +146,30 @@ class Period:
 
 #: The first day a report covers when no ``since`` is given.
 EPOCH = dt.date(2000, 1, 1)
+#: The years a period may name.  Before 1000 ``strftime("%Y")`` and ISO stamps stop being
+#: four digits, and the day after 9999-12-31 does not exist (``Period.params``' end).
+FIRST_YEAR, LAST_YEAR = 1000, 2999
+
+
+class PeriodError(ValueError):
+    """A period that cannot be reported on: ``field`` is ``since`` or ``until``, ``reason``
+    ``year`` (outside FIRST_YEAR to LAST_YEAR) or ``order`` (it ends before it starts)."""
+
+    def __init__(self, field: str, reason: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.reason = field, reason
 
 
 def period(since: dt.date | None, until: dt.date | None, today: dt.date) -> Period:
     """The report's period: from the first day the ledger can hold to today by default."""
     start = since or EPOCH
     end = until or today
+    for field, day in (("since", start), ("until", end)):
+        if not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise PeriodError(field, "year", f"the year must be from {FIRST_YEAR} to "
+                                             f"{LAST_YEAR} (got {day.isoformat()})")
     if end < start:
-        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+        raise PeriodError("until", "order", f"the period ends ({end}) before it starts ({start})")
     return Period(start, end)
 
 
@@ -238,6 +254,11 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
 MAX_MONTHS = 240
 
 
+def _month(day: dt.date) -> str:
+    # Not strftime("%Y-%m"): glibc does not pad a year before 1000 to four digits.
+    return f"{day.year:04d}-{day.month:02d}"
+
+
 def _months_between(first: str, last: str) -> int:
     return (int(last[:4]) - int(first[:4])) * 12 + int(last[5:7]) - int(first[5:7])
 
@@ -253,8 +274,8 @@ def _every_month(months: dict[str, list[int]], when: Period) -> list[tuple[str, 
     """
     if not months:
         return []
-    first = min(months) if when.since == EPOCH else when.since.strftime("%Y-%m")
-    last = when.until.strftime("%Y-%m")
+    first = min(months) if when.since == EPOCH else _month(when.since)
+    last = _month(when.until)
     if _months_between(first, last) > MAX_MONTHS:
         first, last = min(months), max(months)
     first, last = min(first, min(months)), max(last, max(months))

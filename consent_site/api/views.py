@@ -36,8 +36,6 @@ log = logging.getLogger("career_relay.api")
 MAX_BODY = 16 * 1024
 #: Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): printable ASCII, bounded.
 IDEMPOTENCY_KEY_MAX = 255
-#: The report's period ends by then (``until`` + 1 day is its end: 9999-12-31 overflows).
-LAST_YEAR = 2999
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -196,17 +194,17 @@ async def get_offer(request: web.Request) -> web.StreamResponse:
 async def get_report(request: web.Request) -> web.StreamResponse:
     api, caller = request.app[API], await _caller(request)
     asked = _valid(models.ReportQuery, dict(request.query))
+    field = "since"
     try:
         since = dt.date.fromisoformat(asked.since) if asked.since else None
+        field = "until"
         until = dt.date.fromisoformat(asked.until) if asked.until else None
-        if until is not None and until.year > LAST_YEAR:  # the day after it must exist
-            raise ValueError(f"until must be in {LAST_YEAR} or before")
+        # The years are reports.FIRST_YEAR to LAST_YEAR (the day after 9999-12-31 overflows).
         when = reports.period(since, until, dt.datetime.now(dt.UTC).date())
     except ValueError as exc:
+        field = exc.field if isinstance(exc, reports.PeriodError) else field
         raise ApiError(422, "Unprocessable Content", "invalid: since, until", [
-            models.FieldError(field="until" if "until" in str(exc) or "before" in str(exc)
-                              else "since",
-                              message=str(exc)[:200])]) from None
+            models.FieldError(field=field, message=str(exc)[:200])]) from None
     rows = await api.off_loop(reports.report, api.ledger, [caller.company], when,
                           api.settings.ledger.credit_every)
     return json_response(models.Report.model_validate(rows[0]))
