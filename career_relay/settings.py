@@ -20,8 +20,10 @@ from typing import Any
 
 from career_relay.errors import ConfigError
 from career_relay.settings_table import (
+    DEFAULT_AGENCY,
     MASK,
     SECTIONS,
+    AgencyEntrySettings,
     AgencySettings,
     ApiSettings,
     CompanySettings,
@@ -39,7 +41,8 @@ from career_relay.settings_table import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "MASK", "SECTIONS", "AgencySettings",
+    "CONFIG_ENV", "DEFAULT_AGENCY", "DEFAULT_CONFIG", "ENV_PREFIX", "MASK", "SECTIONS",
+    "AgencyEntrySettings", "AgencySettings",
     "ApiSettings", "CompanySettings", "DemoSettings", "GatewaySettings", "LedgerSettings",
     "LogSettings", "QueueSettings", "SecretsSettings", "Settings", "SiteSettings",
     "UpstreamSettings", "config_path", "from_mapping", "iter_settings", "load",
@@ -83,28 +86,40 @@ def from_mapping(
     """Build settings from parsed TOML; ``check`` stops at the first bad value."""
     env = {} if env is None else env
     for name in raw:
-        if name not in SECTIONS and name != "companies":
+        if name not in SECTIONS and name not in _ARRAYS:
             raise ConfigError(f"unknown section [{name}]")
     sections: dict[str, Any] = {}
+    overridden: set[str] = set()
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table")
-        sections[name] = _build(cls, name, table, base, _env_overrides(name, cls, env))
+        overrides = _env_overrides(name, cls, env)
+        if overrides:
+            overridden.add(name)
+        sections[name] = _build(cls, name, table, base, overrides)
     _reject_unknown_env(env)
-    companies_raw = raw.get("companies", [])
-    if not isinstance(companies_raw, list):
-        raise ConfigError("[[companies]] must be an array of tables")
-    companies = tuple(
-        _build(CompanySettings, f"companies[{i}]", table, base, {})
-        for i, table in enumerate(companies_raw)
-    )
-    settings = Settings(companies=companies, source=source, **sections)
+    companies = _array(raw, "companies", CompanySettings, base)
+    agencies = _array(raw, "agencies", AgencyEntrySettings, base)
+    settings = Settings(companies=companies, source=source, agencies=agencies,
+                        agency_given="agency" in raw or "agency" in overridden, **sections)
     if check:
         from career_relay.validate import check_values  # validation reads settings
 
         check_values(settings)
     return settings
+
+
+#: The arrays of tables: each entry built like a section, configured in the file only.
+_ARRAYS = ("companies", "agencies")
+
+
+def _array(raw: Mapping[str, Any], name: str, cls: type[_Section], base: Path
+           ) -> tuple[Any, ...]:
+    found = raw.get(name, [])
+    if not isinstance(found, list):
+        raise ConfigError(f"[[{name}]] must be an array of tables")
+    return tuple(_build(cls, f"{name}[{i}]", table, base, {}) for i, table in enumerate(found))
 
 
 def _build(
@@ -195,10 +210,10 @@ def _parse_env(var: str, hint: Any, text: str) -> Any:
 
 
 def _reject_unknown_env(env: Mapping[str, str]) -> None:
-    # Companies are an array of tables: they are configured in the file only.
+    # Companies and agencies are arrays of tables: they are configured in the file only.
     known = {CONFIG_ENV}
     for section, f in iter_settings():
-        if section != "companies":
+        if section not in _ARRAYS:
             known.add(f"{ENV_PREFIX}{section}_{f.name}".upper())
     for var in env:
         if var.startswith(ENV_PREFIX) and var not in known:

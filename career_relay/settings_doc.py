@@ -31,6 +31,12 @@ by `make docs`; a test fails when the two differ.
 """
 
 
+_ARRAY_TITLES = {
+    "agencies": "[[agencies]] (one table per agency; configured in the file only)",
+    "companies": "[[companies]] (one table per company)",
+}
+
+
 def _default(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
@@ -43,13 +49,12 @@ def render() -> str:
     for section, f in iter_settings():
         if section != current:
             current = section
-            title = "[[companies]] (one table per company)" if section == "companies" \
-                else f"[{section}]"
+            title = _ARRAY_TITLES.get(section, f"[{section}]")
             out.append(f"\n## `{title}`\n")
             out.append("| key | default | environment | meaning |")
             out.append("| --- | --- | --- | --- |")
         default = f.default_factory() if callable(f.default_factory) else f.default
-        env = "–" if section == "companies" else f"`{ENV_PREFIX}{section}_{f.name}`".upper()
+        env = "–" if section in _ARRAY_TITLES else f"`{ENV_PREFIX}{section}_{f.name}`".upper()
         help_text = f.metadata["help"].replace("|", "\\|")
         help_text += " **Secret.**" if f.metadata.get("secret") else ""
         out.append(f"| `{f.name}` | {_default(default)} | {env} | {help_text} |")

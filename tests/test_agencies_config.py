@@ -1,0 +1,131 @@
+"""Several agencies in the configuration (SPEC 11, issue 15 item 1): ``[[agencies]]``,
+``companies.agency``, the single ``[agency]`` as agency ``default``, and what
+``check-config`` refuses.  The CLI runs as a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from career_relay import settings as settings_mod
+from tests.conftest import run_cli
+
+NORTH = """
+[[agencies]]
+id = "north"
+name = "北日本人材株式会社"
+license_no = "01-ユ-111111"
+privacy_url = "https://north.example/privacy"
+webhook_url = "https://north.example/hook"
+webhook_secret = "north-secret-value"
+"""
+SOUTH = """
+[[agencies]]
+id = "south"
+name = "South Careers K.K."
+license_no = "47-ユ-222222"
+privacy_url = "https://south.example/privacy"
+deliver = "email"
+email = "intake@south.example"
+"""
+SINGLE = """
+[agency]
+name = "株式会社ひとつ"
+webhook_url = "https://one.example/hook"
+webhook_secret = "single-secret-value"
+"""
+
+
+def company(cid: str, agency: str | None = None) -> str:
+    line = f'agency = "{agency}"\n' if agency else ""
+    return f'[[companies]]\nid = "{cid}"\nname = "{cid}"\ndomains = ["{cid}.example"]\n{line}'
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    path = tmp_path / "career-relay.toml"
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("check-config", "--config", str(path))
+    assert "Traceback" not in result.stderr
+    return result.returncode, result.stdout + result.stderr
+
+
+def load(tmp_path: Path, text: str) -> settings_mod.Settings:
+    path = tmp_path / "career-relay.toml"
+    path.write_text(text, encoding="utf-8")
+    return settings_mod.load(path, env={})
+
+
+def test_each_company_has_its_agency(tmp_path: Path) -> None:
+    s = load(tmp_path, SINGLE + NORTH + SOUTH + company("acme", "north")
+             + company("beta", "south") + company("gamma"))
+    assert [a.id for a in s.all_agencies] == ["default", "north", "south"]
+    north, south, single = s.agency_of("acme"), s.agency_of("beta"), s.agency_of("gamma")
+    assert north is not None and south is not None and single is not None
+    assert (north.name, north.webhook_secret) == ("北日本人材株式会社", "north-secret-value")
+    assert (south.deliver, south.email) == ("email", "intake@south.example")
+    assert (single.id, single.name, single.webhook_secret) == (
+        "default", "株式会社ひとつ", "single-secret-value")
+    assert s.agency_of("nobody") is None
+
+
+def test_the_single_agency_alone_is_default(tmp_path: Path) -> None:
+    s = load(tmp_path, SINGLE + company("acme"))
+    (only,) = s.all_agencies
+    assert (only.id, only.name) == ("default", "株式会社ひとつ")
+    assert s.agency_of("acme") == only
+    # And with no [agency] at all: the embedded sample, as before.
+    s = load(tmp_path, company("acme"))
+    assert [a.id for a in s.all_agencies] == ["default"]
+
+
+def test_without_agency_table_there_is_no_default(tmp_path: Path) -> None:
+    """[[agencies]] without "default" and no [agency]: a company naming none is refused,
+    never sent to the sample agency."""
+    code, out = check(tmp_path, NORTH + company("acme"))
+    assert code == 1
+    assert "companies[acme].agency: no agency 'default' (configured: north)" in out
+
+
+def test_secrets_are_masked_wherever_settings_are_shown(tmp_path: Path) -> None:
+    s = load(tmp_path, SINGLE + NORTH + company("acme", "north"))
+    shown = repr(s) + repr(s.all_agencies)
+    assert "north-secret-value" not in shown and "single-secret-value" not in shown
+    assert "********" in repr(s.agency_by_id("north"))
+
+
+def test_check_config_refuses(tmp_path: Path) -> None:
+    text = (SINGLE + NORTH + NORTH.replace("north-secret-value", "another-secret")
+            + NORTH.replace('"north"', '"default"').replace("north-secret-value", "third")
+            + SOUTH.replace("\ndeliver = \"email\"", "\ndeliver = \"fax\"")
+            + '[[agencies]]\nid = "Bad Id"\n'
+            + NORTH.replace('"north"', '"copycat"')  # the same secret as north
+            + company("acme", "nowhere"))
+    code, out = check(tmp_path, text)
+    assert code == 1
+    for expected in ("agencies[north].id is used twice",
+                     "agencies[default]: both [agency] and this [[agencies]] entry define "
+                     "the agency 'default'",
+                     "agencies[south].deliver must be one of webhook, email, not 'fax'",
+                     "agencies[Bad Id].id must be lower-case letters",
+                     "agencies[Bad Id].name is required",
+                     "agencies[copycat].webhook_secret is also north's",
+                     "companies[acme].agency: no agency 'nowhere'"):
+        assert expected in out, (expected, out)
+    # Never a secret in a message.
+    for secret in ("north-secret-value", "another-secret", "single-secret-value", "third"):
+        assert secret not in out
+
+
+def test_check_config_accepts_several_agencies(tmp_path: Path) -> None:
+    code, out = check(tmp_path, SINGLE + NORTH + SOUTH + company("acme", "north")
+                      + company("beta", "south") + company("gamma"))
+    assert code == 0, out
+
+
+def test_agency_keys_are_not_environment_settings(tmp_path: Path) -> None:
+    path = tmp_path / "career-relay.toml"
+    path.write_text(NORTH + company("acme", "north"), encoding="utf-8")
+    result = run_cli("check-config", "--config", str(path),
+                     env={"CAREER_RELAY_AGENCIES_WEBHOOK_SECRET": "x"})
+    assert result.returncode == 1
+    assert "unknown setting in the environment: CAREER_RELAY_AGENCIES_WEBHOOK_SECRET" in (
+        result.stdout + result.stderr)
