@@ -131,7 +131,10 @@ def _agency_problems(settings: Settings) -> list[str]:
         if url and not url.startswith(("http://", "https://")):
             out.append(f"{name} must be an http:// or https:// URL, not {url!r}")
     out += _one_agency("agency", settings.agency)
+    from career_relay.settings import agency_env  # the loader imports this module
+
     seen: set[str] = set()
+    variables: dict[str, str] = {}
     for i, agency in enumerate(settings.agencies):
         where = f"agencies[{agency.id}]" if agency.id else f"agencies[{i}]"
         if not agency.id:
@@ -142,6 +145,10 @@ def _agency_problems(settings: Settings) -> list[str]:
         elif agency.id in seen:
             out.append(f"{where}.id is used twice")
         seen.add(agency.id)
+        other = variables.setdefault(agency_env(agency.id), agency.id)
+        if agency.id and other != agency.id:
+            out.append(f"{where}.id reads the same environment variables as {other} "
+                       f"({agency_env(agency.id)}_*): choose ids apart by more than - and _")
         if agency.id == DEFAULT_AGENCY and settings.agency_given:
             out.append(f"{where}: both [agency] and this [[agencies]] entry define the agency "
                        f"{DEFAULT_AGENCY!r}; keep one")

@@ -121,11 +121,33 @@ def test_check_config_accepts_several_agencies(tmp_path: Path) -> None:
     assert code == 0, out
 
 
-def test_agency_keys_are_not_environment_settings(tmp_path: Path) -> None:
+def test_an_agency_s_secret_from_the_environment(tmp_path: Path) -> None:
+    """CAREER_RELAY_AGENCIES_<ID>_<KEY>: each agency's secret can stay out of the file; a
+    variable for an agency the file does not have is an error, not ignored."""
     path = tmp_path / "career-relay.toml"
-    path.write_text(NORTH + company("acme", "north"), encoding="utf-8")
+    path.write_text(NORTH.replace('webhook_secret = "north-secret-value"\n', "")
+                    + NORTH.replace('"north"', '"north-2"').replace("north-secret-value", "n2")
+                    + SINGLE + company("acme", "north"), encoding="utf-8")
+    s = settings_mod.load(path, env={
+        "CAREER_RELAY_AGENCIES_NORTH_WEBHOOK_SECRET": "from-the-environment",
+        "CAREER_RELAY_AGENCIES_NORTH_2_TIMEOUT": "7"})
+    north, north_2 = s.agency_by_id("north"), s.agency_by_id("north-2")
+    assert north is not None and north.webhook_secret == "from-the-environment"
+    assert north_2 is not None and (north_2.timeout, north_2.webhook_secret) == (7, "n2")
+    assert "from-the-environment" not in repr(s)
     result = run_cli("check-config", "--config", str(path),
-                     env={"CAREER_RELAY_AGENCIES_WEBHOOK_SECRET": "x"})
+                     env={"CAREER_RELAY_AGENCIES_SOUTH_WEBHOOK_SECRET": "x"})
     assert result.returncode == 1
-    assert "unknown setting in the environment: CAREER_RELAY_AGENCIES_WEBHOOK_SECRET" in (
+    assert "unknown setting in the environment: CAREER_RELAY_AGENCIES_SOUTH_WEBHOOK_SECRET" in (
         result.stdout + result.stderr)
+    # Without the variable, north has a URL and no secret: refused, by name.
+    code, out = check(tmp_path, path.read_text(encoding="utf-8"))
+    assert code == 1 and "agencies[north].webhook_secret is required" in out
+
+
+def test_ids_that_read_the_same_variables_are_refused(tmp_path: Path) -> None:
+    code, out = check(tmp_path, SINGLE + NORTH.replace('"north"', '"a-b"')
+                      + NORTH.replace('"north"', '"a_b"').replace("north-secret-value", "x")
+                      + company("acme"))
+    assert code == 1
+    assert "agencies[a_b].id reads the same environment variables as a-b" in out
