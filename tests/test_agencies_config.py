@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
+from career_relay import reload
 from career_relay import settings as settings_mod
 from tests.conftest import run_cli
 
@@ -151,3 +155,20 @@ def test_ids_that_read_the_same_variables_are_refused(tmp_path: Path) -> None:
                       + company("acme"))
     assert code == 1
     assert "agencies[a_b].id reads the same environment variables as a-b" in out
+
+
+def test_a_reload_never_sends_a_company_to_an_agency_not_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP takes new [[companies]], not new [[agencies]] (a restart): a company moved to
+    a running agency moves; one moved to an agency the process does not run is refused."""
+    path = tmp_path / "career-relay.toml"
+    path.write_text(SINGLE + NORTH + company("acme", "north"), encoding="utf-8")
+    current = settings_mod.load(path)
+    path.write_text(SINGLE + NORTH + company("acme"), encoding="utf-8")
+    moved = reload.reread(current)
+    assert moved is not None and moved.agency_of("acme") == current.agency_by_id("default")
+    path.write_text(SINGLE + NORTH + SOUTH + company("acme", "south"), encoding="utf-8")
+    with caplog.at_level(logging.ERROR, "career_relay.reload"):
+        assert reload.reread(current) is None
+    assert "agency south is not running yet" in caplog.text
+    assert reload.restart_needed(current, settings_mod.load(path)) == ["[[agencies]]"]
