@@ -271,3 +271,26 @@ def test_a_forward_never_changes_agency(make_config: ConfigMaker, backend_url: s
     verified = run_cli("ledger", "verify", "--config", str(config))
     assert verified.returncode == 1
     assert f"forward {forward_id} was altered" in verified.stdout + verified.stderr
+
+
+def test_an_expired_link_names_its_own_agency(make_config: ConfigMaker, sink: Sink) -> None:
+    """The 410 page of an expired link names the agency of that offer's company; a link we
+    never signed (404) names none of them."""
+    from tests.test_site import Harness
+
+    north, south = Agency(), Agency()
+    _, config = _settings(make_config, "", sink.port, _agencies_toml(north, south),
+                          companies=COMPANIES)
+    site = Harness(config)
+    try:
+        offer = site.offer(company="beta", age=91 * 86400, message_id="<old@beta.example>")
+        link = f"/c/{site.signer.token(offer.id, issued_at=offer.created.timestamp())}"
+        for lang in ("ja", "en"):
+            expired = site.get(f"{link}?lang={lang}")
+            assert expired.status == 410
+            assert SOUTH_NAME in expired.text and NORTH_NAME not in expired.text
+        forged = site.get("/c/not-a-token-we-signed")
+        assert forged.status == 404
+        assert not [n for n in (NORTH_NAME, SOUTH_NAME, EAST_NAME) if n in forged.text]
+    finally:
+        site.close()
