@@ -172,3 +172,29 @@ def test_a_reload_never_sends_a_company_to_an_agency_not_running(
         assert reload.reread(current) is None
     assert "agency south is not running yet" in caplog.text
     assert reload.restart_needed(current, settings_mod.load(path)) == ["[[agencies]]"]
+
+
+def test_the_appended_block_and_the_link_mail_name_the_company_s_agency(
+        tmp_path: Path) -> None:
+    """What the gateway appends to a rejection (templates/emails) and the company link's
+    mail name each company's own agency."""
+    import datetime as dt
+
+    from career_relay.company_link import personal_mail
+    from gateway.rejection import _Companies
+    from tests.conftest import REPO
+
+    s = load(tmp_path, SINGLE + NORTH + SOUTH + company("acme", "north")
+             + company("beta", "south") + company("gamma"))
+    texts = _Companies(s, REPO / "templates" / "emails").texts
+    for cid, name, others in (("acme", "北日本人材株式会社", ("South Careers", "ひとつ")),
+                              ("beta", "South Careers K.K.", ("北日本", "ひとつ")),
+                              ("gamma", "株式会社ひとつ", ("北日本", "South Careers"))):
+        block = texts[cid].text_block + texts[cid].html_block
+        assert name in block and not [o for o in others if o in block], cid
+        found = s.company(cid)
+        assert found is not None
+        mail = personal_mail(s, found, "cand@example.net", "https://x.example/c/t", "ja",
+                             dt.datetime.now(dt.UTC))
+        text = mail.get_content()
+        assert name in text and not [o for o in others if o in text], cid
