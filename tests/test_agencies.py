@@ -294,3 +294,42 @@ def test_an_expired_link_names_its_own_agency(make_config: ConfigMaker, sink: Si
         assert not [n for n in (NORTH_NAME, SOUTH_NAME, EAST_NAME) if n in forged.text]
     finally:
         site.close()
+
+
+def test_a_withdrawal_follows_its_consent_after_the_company_moves(
+        make_config: ConfigMaker, backend_url: str, sink: Sink) -> None:
+    """The company moved from north to south after a candidate consented: the candidate's
+    withdrawal (and its receipt) go to north, which has the data; a new consent goes south."""
+    import dataclasses
+
+    from career_relay.consent import Client, Consents, Notice
+    from career_relay.ledger import ConsentLedger
+
+    north, south = Agency(), Agency()
+    before, _ = _settings(make_config, backend_url, sink.port, _agencies_toml(north, south),
+                          companies=COMPANIES)
+    acme = before.company("acme")
+    assert acme is not None
+    after = dataclasses.replace(before, companies=(dataclasses.replace(acme, agency="south"),
+                                                   *before.companies[1:]))
+    client, notice = Client(FIREFOX, "203.0.113.9"), Notice.of("通知文", "ja")
+    profile = {"name": "候補 者", "email": "c@example.net"}
+    with open_configured(before) as ledger:
+        first = ledger.record_offer("acme", "<a@acme.example>", "a@example.net")
+        second = ledger.record_offer("acme", "<b@acme.example>", "b@example.net")
+        store = ConsentLedger(ledger)
+        Consents(before, store).accept(first, notice, profile, False, client)
+        (consent,) = store.forwards(first.id)
+        store.delivered(consent.forward.id)  # north has it
+        moved = Consents(after, store)
+        withdrawal = moved.withdraw(first, "ja", client)
+        moved.accept(second, notice, profile, False, client)
+        assert withdrawal is not None and withdrawal.agency == NORTH_NAME
+        kinds = [(f.forward.kind, f.forward.agency) for f in store.forwards(first.id)]
+        assert kinds == [("consent", "north"), ("withdrawal", "north")]
+        payload = json.loads(store.forwards(first.id)[1].forward.payload or "{}")
+        assert payload["refers_to"] == [consent.forward.id]
+        ((kind, agency),) = [(f.forward.kind, f.forward.agency)
+                             for f in store.forwards(second.id)]
+        assert (kind, agency) == ("consent", "south")
+        assert store.receipts(second.id)[0].agency == SOUTH_NAME
