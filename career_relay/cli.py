@@ -191,6 +191,17 @@ def _api_key_usage(args: argparse.Namespace) -> str:
     return ""
 
 
+def _agency_key_usage(args: argparse.Namespace) -> str:
+    """What is wrong with an ``agency-key`` command line ("" when nothing is)."""
+    if args.action == "revoke":
+        return "" if args.key_id else "agency-key revoke needs KEY_ID (see agency-key list)"
+    if args.key_id:
+        return f"agency-key {args.action} takes no KEY_ID"
+    if args.action == "create" and not args.agency:
+        return "agency-key create needs --agency ID"
+    return ""
+
+
 def _ledger_usage(args: argparse.Namespace) -> str:
     """What is wrong with a ``ledger`` command line ("" when nothing is)."""
     if args.action == "verify":
@@ -315,6 +326,14 @@ def _parser() -> argparse.ArgumentParser:
                    "its keys")
     p.add_argument("--name", default="", help="create: a label for the key (which ATS)")
     p.set_defaults(usage_problem=_api_key_usage)
+    p = command("agency-key", ledger_commands.cmd_agency_key,
+                "the agencies' API keys (SPEC 11): create (printed once), list, revoke")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("key_id", nargs="?", metavar="KEY_ID", help="revoke: the key's id")
+    p.add_argument("--agency", metavar="ID", help="create: the key's agency ([[agencies]] id, "
+                   "or default); list: only its keys")
+    p.add_argument("--name", default="", help="create: a label for the key")
+    p.set_defaults(usage_problem=_agency_key_usage)
     return parser
 
 

@@ -134,7 +134,7 @@ def personal_mail(settings: Settings, company: CompanySettings, recipient: str, 
         raise ValueError("the recipient must be an address normal_address returned")
     locale = locale if locale in SUBJECTS else "ja"
     hostname = settings.gateway.hostname
-    agency = settings.agency
+    agency = settings.agency_of(company.id) or settings.agency
     text = _template(locale).safe_substitute(
         company_name=company.name, agency_name=agency.name,
         agency_license_no=agency.license_no, link=url,

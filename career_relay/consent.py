@@ -27,24 +27,24 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from career_relay import consent_export
+
+# Re-exported: the site and the tests took them from here before consent_form existed.
+from career_relay.consent_form import FIELDS as FIELDS
+from career_relay.consent_form import network_of as network_of
+from career_relay.consent_form import scanner_like as scanner_like
+from career_relay.consent_form import validate_profile as validate_profile
 from career_relay.errors import DecisionRaced, UserError
 from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
+from career_relay.settings_table import AgencyEntrySettings as AgencySettings
 from career_relay.settings_table import Settings
 from career_relay.timestamps import stamp
 
-#: The profile a candidate may give (SPEC 6), in the order the form shows them.
-FIELDS = ("name", "email", "phone", "desired_job", "desired_location", "note")
-REQUIRED = ("name", "email")
-MAX_LENGTH = {"name": 100, "email": 254, "phone": 30, "desired_job": 200,
-              "desired_location": 200, "note": 2000}
 #: The job and stage they applied for: shared only when ``share_application`` is ticked.
 APPLICATION = "application"
 
@@ -52,23 +52,7 @@ PURPOSE_REGISTRATION = "agency_registration"
 PURPOSE_APPLICATION = "share_application"
 #: Decisions made again when another site recorded one on the same offer meanwhile.
 DECISION_TRIES = 3
-
-# Deliberately loose (RFC 5322 allows far more than any form should police):
-# one @, no spaces, a dot in the domain.  The agency confirms the address itself.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_PHONE = re.compile(r"[0-9０-９+()（）\-‐－ 　]{6,30}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 T = TypeVar("T")
-
-#: User agents of link scanners and previewers (research/consent_domain.md 5.1).
-#: A decision from one of them is held for review, never forwarded on its own.
-SCANNER_AGENTS = re.compile(
-    r"bot\b|crawler|spider|preview|scanner|headlesschrome|phantomjs|python-requests|"
-    r"python-urllib|aiohttp|go-http-client|curl/|wget/|libwww|java/|okhttp|"
-    r"safelinks|proofpoint|mimecast|barracuda|urldefense|msoffice|ms-office|"
-    r"microsoft office|outlook-ios|skypeuripreview|slack|discord|facebookexternalhit",
-    re.IGNORECASE,
-)
 
 
 class ConsentError(UserError):
@@ -124,48 +108,6 @@ def _newest(state: State) -> str | None:
     return None if state.current is None else state.current.id
 
 
-def network_of(address: str | None) -> str:
-    """The client's network, not its address: /24 for IPv4, /48 for IPv6 (data minimisation)."""
-    if not address:
-        return "unknown"
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return "unknown"
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
-def validate_profile(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(the cleaned profile, field -> error code).  Codes: required, too_long, email, phone.
-
-    Values are kept as typed (trimmed, control characters removed); the
-    caller shows them back on errors, escaped.
-    """
-    profile: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for field in FIELDS:
-        value = _CONTROL.sub("", str(form.get(field, ""))).strip()
-        if field != "note":
-            value = " ".join(value.split())
-        profile[field] = value
-        if not value:
-            if field in REQUIRED:
-                errors[field] = "required"
-            continue
-        if len(value) > MAX_LENGTH[field]:
-            errors[field] = "too_long"
-        elif field == "email" and not _EMAIL.fullmatch(value):
-            errors[field] = "email"
-        elif field == "phone" and not _PHONE.fullmatch(value):
-            errors[field] = "phone"
-    return {k: v for k, v in profile.items() if v}, errors
-
-
-def scanner_like(user_agent: str) -> bool:
-    return not user_agent.strip() or bool(SCANNER_AGENTS.search(user_agent))
-
-
 def subject_id(offer_id: str) -> str:
     """The candidate's stable id at the agency: unlinkable to the link that carries ``offer_id``."""
     return "sb_" + hashlib.sha256(f"career-relay/subject:{offer_id}".encode()).hexdigest()[:24]
@@ -219,12 +161,13 @@ class Consents:
         items = [f for f in FIELDS if profile.get(f)]
         if share_application:
             items.append(APPLICATION)
+        agency = self.agency(offer)
         receipt = self._receipt(offer, "accept", now, client, notice, purposes, items,
                                 review=self.review_reason(offer, client, now))
         forward_id = self._new_id("fw")
         payload = self._consent_payload(forward_id, offer, receipt, profile, share_application)
         forward = Forward(forward_id, offer.id, receipt.id, offer.company, "consent", now,
-                          payload)
+                          payload, agency=agency.id)
         self.store.record_decision(receipt, profile=profile, forward=forward,
                                    notice_text=notice.text, after=_newest(state))
         return receipt
@@ -268,13 +211,18 @@ class Consents:
     def _retract(self, state: State, offer: Offer, decision: Decision, locale: str,
                  client: Client) -> Receipt:
         now = self.store.ledger.now()
-        receipt = Receipt(self._new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+        # The notice goes where the consent went, whatever the company's agency is now.
+        consents = [f.forward for f in self.store.forwards(offer.id)
+                    if f.forward.kind == "consent"]
+        agency_id = consents[-1].agency if consents else self.agency(offer).id
+        known = self.settings.agency_by_id(agency_id)
+        receipt = Receipt(self._new_id("rc"), offer.id, offer.company,
+                          known.name if known is not None else agency_id,
                           decision, now, None, None, locale, (), (), client.user_agent[:500],
                           client.network)
         kind: ForwardKind = "withdrawal" if decision == "withdraw" else "erasure"
         forward_id = self._new_id("fw")
-        consent_ids = [f.forward.id for f in self.store.forwards(offer.id)
-                       if f.forward.kind == "consent"]
+        consent_ids = [f.id for f in consents if f.agency == agency_id]
         payload = json.dumps({
             "forward_id": forward_id,
             "type": kind,
@@ -285,7 +233,8 @@ class Consents:
             "receipt_id": receipt.id,
             "instruction": "delete",
         }, ensure_ascii=False, sort_keys=True)
-        forward = Forward(forward_id, offer.id, receipt.id, offer.company, kind, now, payload)
+        forward = Forward(forward_id, offer.id, receipt.id, offer.company, kind, now, payload,
+                          agency=agency_id)
         self.store.record_decision(receipt, forward=forward, cancel_pending_consent=True,
                                    erase=decision == "erase", after=_newest(state))
         return receipt
@@ -301,7 +250,7 @@ class Consents:
     def _receipt(self, offer: Offer, decision: Decision, now: dt.datetime, client: Client,
                  notice: Notice, purposes: list[str], items: list[str],
                  review: str | None) -> Receipt:
-        return Receipt(self._new_id("rc"), offer.id, offer.company, self.settings.agency.name,
+        return Receipt(self._new_id("rc"), offer.id, offer.company, self.agency(offer).name,
                        decision, now, notice.digest, notice.version, notice.locale,
                        tuple(purposes), tuple(items), client.user_agent[:500], client.network,
                        review)
@@ -309,6 +258,14 @@ class Consents:
     def _new_id(self, prefix: str) -> str:
         """96 random bits from the ledger's generator (seeded in the example ledger)."""
         return f"{prefix}_{self.store.ledger.new_id()}"
+
+    def agency(self, offer: Offer) -> AgencySettings:
+        """The agency the offer's company names (``companies.agency``; SPEC 11): its name is
+        on the page, the receipt and the notice, and its forwards go there alone."""
+        found = self.settings.agency_of(offer.company)
+        if found is None:  # check-config refuses it; a company removed by a reload
+            raise ConsentError(f"no agency is configured for company {offer.company!r}")
+        return found
 
     def company(self, offer: Offer) -> dict[str, str]:
         found = self.settings.company(offer.company)

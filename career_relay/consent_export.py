@@ -19,6 +19,8 @@ def export(consents: Consents, offer: Offer) -> dict[str, Any]:
     state = consents.state(offer)
     forwards = consents.store.forwards(offer.id)
     viewed = consents.store.first_viewed(offer.id)
+    settings = consents.settings
+    agency = settings.agency_of(offer.company)
     return {
         "offer": {
             "company": consents.company(offer),
@@ -34,15 +36,21 @@ def export(consents: Consents, offer: Offer) -> dict[str, Any]:
             "forward_id": f.forward.id,
             "type": f.forward.kind,
             "created": stamp(f.forward.created),
-            "recipient": consents.settings.agency.name,
+            # The agency this forward went to (its own, whatever the company's is now).
+            "recipient": _agency_name(consents, f.forward.agency),
             "delivered": None if f.delivered is None else stamp(f.delivered),
             "status": ("delivered" if f.delivered else "cancelled" if f.cancelled
                        else "held" if f.held else "pending"),
         } for f in forwards],
-        "agency": {"name": consents.settings.agency.name,
-                   "license_no": consents.settings.agency.license_no,
-                   "privacy_url": consents.settings.agency.privacy_url},
+        "agency": None if agency is None else {
+            "name": agency.name, "license_no": agency.license_no,
+            "privacy_url": agency.privacy_url},
     }
+
+
+def _agency_name(consents: Consents, agency_id: str) -> str:
+    found = consents.settings.agency_by_id(agency_id)
+    return agency_id if found is None else found.name
 
 def _receipt_json(consents: Consents, r: Receipt) -> dict[str, Any]:
     return {

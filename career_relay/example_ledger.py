@@ -188,7 +188,7 @@ def _notice(w: _World, offer: Offer) -> Notice:
     assert found is not None
     name = found.name
     locale = "en" if offer.job == "Product Designer" else "ja"
-    return Notice.of(NOTICE[locale].format(name=name, agency=w.consents.settings.agency.name),
+    return Notice.of(NOTICE[locale].format(name=name, agency=w.consents.agency(offer).name),
                      locale)
 
 

@@ -226,3 +226,34 @@ def cmd_api_key(args: argparse.Namespace) -> int:
         raise CareerRelayError(f"no API key {args.key_id} (see `career-relay api-key list`)")
     print(f"API key {found.id} of {found.company} revoked ({found.revoked})")
     return 0
+
+
+def cmd_agency_key(args: argparse.Namespace) -> int:
+    """SPEC 11: an agency's API keys, as ``api-key`` does a company's: ``create`` prints the
+    key once (only its hash is kept), ``list`` (never the secret), ``revoke KEY_ID``."""
+    from career_relay.ledger import AgencyKeys, open_configured
+
+    settings = load(args)
+    with open_configured(settings) as ledger:
+        keys = AgencyKeys(ledger)
+        if args.action == "create":
+            if settings.agency_by_id(args.agency) is None:
+                raise CareerRelayError(f"no agency {args.agency!r} in the configuration")
+            made, secret = keys.create(args.agency, args.name)
+            print(f"agency key {made.id} of {made.agency} created; it is shown once, here, "
+                  "and only its hash is kept:", file=sys.stderr)
+            print(secret)
+            return 0
+        if args.action == "list":
+            listed = keys.list(args.agency)
+            for k in listed:
+                state = f"revoked {k.revoked}" if k.revoked else "active"
+                print(f"{k.id}  {k.agency}  {k.created}  {state}  {k.name}".rstrip())
+            print(f"{len(listed)} agency key(s)", file=sys.stderr)
+            return 0
+        found = keys.revoke(args.key_id)
+    if found is None:
+        raise CareerRelayError(f"no agency key {args.key_id} (see `career-relay agency-key "
+                               "list`)")
+    print(f"agency key {found.id} of {found.agency} revoked ({found.revoked})")
+    return 0

@@ -29,10 +29,12 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
     """The settings outside ``[[companies]]`` whose value changed, as ``section.key``."""
     changed = []
     for section, f in iter_settings():
-        if section == "companies":
+        if section in ("companies", "agencies"):
             continue
         if getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name):
             changed.append(f"{section}.{f.name}")
+    if old.all_agencies != new.all_agencies:
+        changed.append("[[agencies]]")
     return changed
 
 
@@ -53,6 +55,12 @@ def reread(current: Settings) -> Settings | None:
     except ConfigError as exc:
         log.error("reload of %s failed, the running configuration stays: %s",
                   current.source, exc)
+        return None
+    unknown = sorted({c.agency for c in new.companies if current.agency_by_id(c.agency) is None})
+    if unknown:  # a new agency needs a restart: its company's forwards must not go astray
+        log.error("reload of %s failed, the running configuration stays: agency %s is not "
+                  "running yet (a new agency needs a restart)", current.source,
+                  ", ".join(unknown))
         return None
     kept = restart_needed(current, new)
     if kept:

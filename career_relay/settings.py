@@ -20,8 +20,10 @@ from typing import Any
 
 from career_relay.errors import ConfigError
 from career_relay.settings_table import (
+    DEFAULT_AGENCY,
     MASK,
     SECTIONS,
+    AgencyEntrySettings,
     AgencySettings,
     ApiSettings,
     CompanySettings,
@@ -39,10 +41,11 @@ from career_relay.settings_table import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "MASK", "SECTIONS", "AgencySettings",
+    "CONFIG_ENV", "DEFAULT_AGENCY", "DEFAULT_CONFIG", "ENV_PREFIX", "MASK", "SECTIONS",
+    "AgencyEntrySettings", "AgencySettings",
     "ApiSettings", "CompanySettings", "DemoSettings", "GatewaySettings", "LedgerSettings",
     "LogSettings", "QueueSettings", "SecretsSettings", "Settings", "SiteSettings",
-    "UpstreamSettings", "config_path", "from_mapping", "iter_settings", "load",
+    "UpstreamSettings", "agency_env", "config_path", "from_mapping", "iter_settings", "load",
 ]
 
 ENV_PREFIX = "CAREER_RELAY_"
@@ -83,28 +86,60 @@ def from_mapping(
     """Build settings from parsed TOML; ``check`` stops at the first bad value."""
     env = {} if env is None else env
     for name in raw:
-        if name not in SECTIONS and name != "companies":
+        if name not in SECTIONS and name not in _ARRAYS:
             raise ConfigError(f"unknown section [{name}]")
     sections: dict[str, Any] = {}
+    overridden: set[str] = set()
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table")
-        sections[name] = _build(cls, name, table, base, _env_overrides(name, cls, env))
-    _reject_unknown_env(env)
-    companies_raw = raw.get("companies", [])
-    if not isinstance(companies_raw, list):
-        raise ConfigError("[[companies]] must be an array of tables")
-    companies = tuple(
-        _build(CompanySettings, f"companies[{i}]", table, base, {})
-        for i, table in enumerate(companies_raw)
-    )
-    settings = Settings(companies=companies, source=source, **sections)
+        overrides = _env_overrides(name, cls, env)
+        if overrides:
+            overridden.add(name)
+        sections[name] = _build(cls, name, table, base, overrides)
+    companies = _array(raw, "companies", CompanySettings, base)
+    agencies = _array(raw, "agencies", AgencyEntrySettings, base, env)
+    _reject_unknown_env(env, agencies)
+    settings = Settings(companies=companies, source=source, agencies=agencies,
+                        agency_given="agency" in raw or "agency" in overridden, **sections)
     if check:
         from career_relay.validate import check_values  # validation reads settings
 
         check_values(settings)
     return settings
+
+
+#: The arrays of tables: each entry built like a section, configured in the file only.
+_ARRAYS = ("companies", "agencies")
+
+
+def _array(raw: Mapping[str, Any], name: str, cls: type[_Section], base: Path,
+           env: Mapping[str, str] | None = None) -> tuple[Any, ...]:
+    """``env`` given: each entry's keys may be overridden as ``agency_env(id)_<KEY>``."""
+    found = raw.get(name, [])
+    if not isinstance(found, list):
+        raise ConfigError(f"[[{name}]] must be an array of tables")
+    return tuple(
+        _build(cls, f"{name}[{i}]", table, base,
+               _entry_overrides(table, cls, env) if env is not None else {})
+        for i, table in enumerate(found))
+
+
+def agency_env(agency_id: str) -> str:
+    """The prefix of an ``[[agencies]]`` entry's variables: ``CAREER_RELAY_AGENCIES_<ID>``
+    (upper case, ``-`` as ``_``), so that its secrets need not be in the file."""
+    return f"{ENV_PREFIX}agencies_{agency_id}".upper().replace("-", "_")
+
+
+def _entry_overrides(table: Any, cls: type[_Section], env: Mapping[str, str]
+                     ) -> dict[str, Any]:
+    agency_id = table.get("id") if isinstance(table, dict) else None
+    if not isinstance(agency_id, str) or not agency_id:
+        return {}
+    found = _env_overrides(agency_env(agency_id)[len(ENV_PREFIX):], cls, env)
+    found.pop("id", None)  # the id names the entry; a variable cannot rename it
+    return found
 
 
 def _build(
@@ -194,12 +229,16 @@ def _parse_env(var: str, hint: Any, text: str) -> Any:
     return text
 
 
-def _reject_unknown_env(env: Mapping[str, str]) -> None:
-    # Companies are an array of tables: they are configured in the file only.
+def _reject_unknown_env(env: Mapping[str, str],
+                       agencies: tuple[AgencyEntrySettings, ...] = ()) -> None:
+    # Companies are an array of tables configured in the file only; each agency of the
+    # file may take its keys (its secrets) from CAREER_RELAY_AGENCIES_<ID>_<KEY>.
     known = {CONFIG_ENV}
     for section, f in iter_settings():
-        if section != "companies":
+        if section not in _ARRAYS:
             known.add(f"{ENV_PREFIX}{section}_{f.name}".upper())
+        elif section == "agencies" and f.name != "id":
+            known.update(f"{agency_env(a.id)}_{f.name}".upper() for a in agencies if a.id)
     for var in env:
         if var.startswith(ENV_PREFIX) and var not in known:
             raise ConfigError(f"unknown setting in the environment: {var}")

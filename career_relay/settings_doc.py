@@ -31,6 +31,13 @@ by `make docs`; a test fails when the two differ.
 """
 
 
+_ARRAY_TITLES = {
+    "agencies": "[[agencies]] (one table per agency; the environment as "
+                "CAREER_RELAY_AGENCIES_<ID>_<KEY>, the id upper case with - as _)",
+    "companies": "[[companies]] (one table per company)",
+}
+
+
 def _default(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
@@ -43,13 +50,16 @@ def render() -> str:
     for section, f in iter_settings():
         if section != current:
             current = section
-            title = "[[companies]] (one table per company)" if section == "companies" \
-                else f"[{section}]"
+            title = _ARRAY_TITLES.get(section, f"[{section}]")
             out.append(f"\n## `{title}`\n")
             out.append("| key | default | environment | meaning |")
             out.append("| --- | --- | --- | --- |")
         default = f.default_factory() if callable(f.default_factory) else f.default
-        env = "–" if section == "companies" else f"`{ENV_PREFIX}{section}_{f.name}`".upper()
+        env = f"`{ENV_PREFIX}{section}_{f.name}`".upper()
+        if section == "companies" or f.name == "id":
+            env = "–"
+        elif section == "agencies":
+            env = f"`{ENV_PREFIX}AGENCIES_<ID>_{f.name.upper()}`"
         help_text = f.metadata["help"].replace("|", "\\|")
         help_text += " **Secret.**" if f.metadata.get("secret") else ""
         out.append(f"| `{f.name}` | {_default(default)} | {env} | {help_text} |")

@@ -12,37 +12,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-MASK = "********"
+from career_relay.settings_base import DEFAULT_AGENCY, MASK, _Section, setting
+from career_relay.settings_parties import (
+    AgencyEntrySettings,
+    AgencySettings,
+    CompanySettings,
+)
 
-
-def setting(default: Any, help: str, *, secret: bool = False, path: bool = False) -> Any:
-    """Declare one setting: its default, its help text, whether it is secret or a path."""
-    meta = {"help": help, "secret": secret, "path": path}
-    if isinstance(default, list | tuple):
-        value = tuple(default)
-        return field(default_factory=lambda: value, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-class _Section:
-    """Shared behaviour of the section dataclasses: masked repr, field listing."""
-
-    def __repr__(self) -> str:
-        parts = []
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            shown = _masked(value) if f.metadata.get("secret") else repr(value)
-            parts.append(f"{f.name}={shown}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-
-def _masked(value: Any) -> str:
-    if isinstance(value, tuple):
-        return repr(tuple(MASK for _ in value))
-    return repr(MASK if value else "")
+__all__ = [
+    "DEFAULT_AGENCY", "MASK", "SECTIONS", "AgencyEntrySettings", "AgencySettings",
+    "ApiSettings", "CompanySettings", "DemoSettings", "GatewaySettings", "LedgerSettings",
+    "LogSettings", "QueueSettings", "SecretsSettings", "Settings", "SiteSettings",
+    "UpstreamSettings", "_Section", "iter_settings", "setting",
+]
 
 
 @dataclass(frozen=True, repr=False)
@@ -192,31 +178,6 @@ class SecretsSettings(_Section):
 
 
 @dataclass(frozen=True, repr=False)
-class AgencySettings(_Section):
-    name: str = setting("株式会社サンプル人材", "Legal name of the agency shown to candidates.")
-    license_no: str = setting("13-ユ-000000", "Recruitment licence number shown to candidates.")
-    privacy_url: str = setting("https://agency.example/privacy", "The agency's privacy policy.")
-    deliver: str = setting("webhook", "webhook | email: how forwards reach the agency.")
-    webhook_url: str = setting(
-        "", "Where forwards are POSTed as JSON: https:// (http:// only to this machine's loopback)."
-    )
-    webhook_secret: str = setting("", "HMAC key for X-Career-Relay-Signature.", secret=True)
-    email: str = setting("", "Where forwards are mailed when deliver = email.")
-    retention_months: int = setting(
-        24, "Months the agency keeps a registered candidate's data (shown on the consent page)."
-    )
-    contact: str = setting(
-        "", "How candidates reach the agency about their data (an e-mail address or URL)."
-    )
-    retry_schedule: tuple[int, ...] = setting(
-        [10, 30, 60, 300, 900, 1800, 3600],
-        "Seconds to wait before each retry of a forward the agency did not take; the last "
-        "repeats (a forward is never dropped).",
-    )
-    timeout: int = setting(30, "Seconds to wait for the agency's webhook to answer.")
-
-
-@dataclass(frozen=True, repr=False)
 class LogSettings(_Section):
     level: str = setting("info", "debug | info | warning | error.")
     format: str = setting("text", "text | json (one JSON object per line).")
@@ -235,28 +196,6 @@ class DemoSettings(_Section):
         "Demo only: when set, serve also runs a stand-in agency on agency.webhook_url that "
         "checks each forward's signature and writes it to this directory as a .json file.",
         path=True,
-    )
-
-
-@dataclass(frozen=True, repr=False)
-class CompanySettings(_Section):
-    id: str = setting("", "Short identifier used in reports and the command line.")
-    name: str = setting("", "The company's name as candidates know it.")
-    domains: tuple[str, ...] = setting(
-        [], "Its From domains; also the domains of its internal recipients."
-    )
-    locale: str = setting("ja", "ja | en: language of the appended block and the pages.")
-    detect: str = setting("marker", "marker | auto: how rejections are recognised.")
-    dkim_selector: str = setting("", "DKIM selector of the company's signing key.")
-    dkim_key_file: str = setting("", "PEM RSA private key for DKIM signing.", path=True)
-    smtp_username: str = setting("", "User name the company's systems authenticate with.")
-    smtp_password_hash: str = setting(
-        "", "argon2 hash of the SMTP password (career-relay hash-password).", secret=True
-    )
-    allow_ips: tuple[str, ...] = setting(
-        [],
-        "This company's own sending hosts (CIDR): their mail is the company's without AUTH. "
-        "Never a shared provider range (Microsoft 365, Google) without a second proof.",
     )
 
 
@@ -288,6 +227,36 @@ class Settings:
     companies: tuple[CompanySettings, ...]
     source: Path | None = None
     api: ApiSettings = field(default_factory=lambda: ApiSettings())
+    #: The ``[[agencies]]`` tables as written; ``all_agencies`` adds the ``[agency]`` one.
+    agencies: tuple[AgencyEntrySettings, ...] = ()
+    #: Whether the file (or the environment) gave an ``[agency]`` table.
+    agency_given: bool = False
+
+    @cached_property
+    def all_agencies(self) -> tuple[AgencyEntrySettings, ...]:
+        """Every agency by id: the ``[[agencies]]``, and ``[agency]`` as ``default`` when it
+        is given, or when there is no ``[[agencies]]`` at all (the single agency of old).
+        When both define ``default`` (``check-config`` refuses it) the entry wins."""
+        listed = self.agencies
+        if any(a.id == DEFAULT_AGENCY for a in listed) or (listed and not self.agency_given):
+            return listed
+        single = {f.name: getattr(self.agency, f.name)
+                  for f in dataclasses.fields(AgencySettings)}
+        return (AgencyEntrySettings(id=DEFAULT_AGENCY, **single), *listed)
+
+    def agency_by_id(self, agency_id: str) -> AgencyEntrySettings | None:
+        """The agency with this id; None when none has it."""
+        for agency in self.all_agencies:
+            if agency.id == agency_id:
+                return agency
+        return None
+
+    def agency_of(self, company_id: str) -> AgencyEntrySettings | None:
+        """The agency a company's candidates register with (``companies.agency``); None
+        for a company that is not configured, or that names no configured agency (which
+        ``check-config`` refuses): never another agency in its place."""
+        company = self.company(company_id)
+        return None if company is None else self.agency_by_id(company.agency)
 
     def company(self, company_id: str) -> CompanySettings | None:
         """The company with this id (``companies.id``); None when none has it (any more:
@@ -306,9 +275,14 @@ class Settings:
 
 
 def iter_settings() -> Iterator[tuple[str, dataclasses.Field[Any]]]:
-    """Every (section, field) of the table, companies last: the docs are checked against it."""
+    """Every (section, field) of the table, then ``agencies`` (id first) and ``companies``:
+    the docs are checked against it."""
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             yield name, f
+    entry = {f.name: f for f in dataclasses.fields(AgencyEntrySettings)}
+    yield "agencies", entry.pop("id")
+    for f in entry.values():
+        yield "agencies", f
     for f in dataclasses.fields(CompanySettings):
         yield "companies", f

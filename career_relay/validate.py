@@ -9,15 +9,17 @@ every problem, including the files the configuration points to, for
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from career_relay.errors import ConfigError
+from career_relay.settings_base import DEFAULT_AGENCY
 from career_relay.timestamps import zone
 
 if TYPE_CHECKING:
-    from career_relay.settings import Settings
+    from career_relay.settings import AgencySettings, Settings
 
 _CHOICES = {
     ("gateway", "on_error"): ("pass", "tempfail"),
@@ -117,33 +119,87 @@ def _loopback(url: str) -> bool:
 
 
 def _agency_problems(settings: Settings) -> list[str]:
-    """What the consent page and the forwarding worker need (SPEC 6, 7).
+    """What the consent page and the forwarding worker need (SPEC 6, 7, 11), per agency.
 
     An empty destination is allowed (a gateway-only host never forwards);
-    the site then keeps forwards in its outbox and says so at start-up.
+    the site then keeps that agency's forwards in its outbox and says so at start-up.
     """
-    agency = settings.agency
     out = []
     for name in ("site.public_url", "agency.webhook_url", "agency.privacy_url"):
         section, key = name.split(".")
         url = getattr(getattr(settings, section), key)
         if url and not url.startswith(("http://", "https://")):
             out.append(f"{name} must be an http:// or https:// URL, not {url!r}")
+    out += _one_agency("agency", settings.agency)
+    from career_relay.settings import agency_env  # the loader imports this module
+
+    seen: set[str] = set()
+    variables: dict[str, str] = {}
+    for i, agency in enumerate(settings.agencies):
+        where = f"agencies[{agency.id}]" if agency.id else f"agencies[{i}]"
+        if not agency.id:
+            out.append(f"{where}.id is required")
+        elif not _AGENCY_ID.fullmatch(agency.id):
+            out.append(f"{where}.id must be lower-case letters, digits, - and _ "
+                       f"(at most 32), not {agency.id!r}")
+        elif agency.id in seen:
+            out.append(f"{where}.id is used twice")
+        seen.add(agency.id)
+        other = variables.setdefault(agency_env(agency.id), agency.id)
+        if agency.id and other != agency.id:
+            out.append(f"{where}.id reads the same environment variables as {other} "
+                       f"({agency_env(agency.id)}_*): choose ids apart by more than - and _")
+        if agency.id == DEFAULT_AGENCY and settings.agency_given:
+            out.append(f"{where}: both [agency] and this [[agencies]] entry define the agency "
+                       f"{DEFAULT_AGENCY!r}; keep one")
+        for key in ("name", "license_no", "privacy_url"):
+            if not getattr(agency, key).strip():
+                out.append(f"{where}.{key} is required (the consent page shows it)")
+        if agency.deliver not in _DELIVER:
+            out.append(f"{where}.deliver must be one of {', '.join(_DELIVER)}, "
+                       f"not {agency.deliver!r}")
+        if agency.privacy_url and not agency.privacy_url.startswith(("http://", "https://")):
+            out.append(f"{where}.privacy_url must be an http:// or https:// URL, "
+                       f"not {agency.privacy_url!r}")
+        if agency.webhook_url and not agency.webhook_url.startswith(("http://", "https://")):
+            out.append(f"{where}.webhook_url must be an http:// or https:// URL, "
+                       f"not {agency.webhook_url!r}")
+        out += _one_agency(where, agency)
+    secrets: dict[str, str] = {}
+    for agency in settings.all_agencies:
+        other = secrets.setdefault(agency.webhook_secret, agency.id)
+        if agency.webhook_secret and other != agency.id:  # never the secret in the message
+            out.append(f"agencies[{agency.id}].webhook_secret is also {other}'s: each agency "
+                       "needs its own, or one could sign forwards as the other")
+    for i, c in enumerate(settings.companies):
+        if settings.agency_by_id(c.agency) is None:
+            known = ", ".join(dict.fromkeys(a.id for a in settings.all_agencies)) or "none"
+            out.append(f"companies[{c.id or i}].agency: no agency {c.agency!r} "
+                       f"(configured: {known})")
+    return out
+
+
+_DELIVER = ("webhook", "email")
+_AGENCY_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def _one_agency(where: str, agency: AgencySettings) -> list[str]:
+    out = []
     if agency.webhook_url.startswith("http://") and not _loopback(agency.webhook_url):
-        out.append("agency.webhook_url must be https:// (http:// only to this machine's "
+        out.append(f"{where}.webhook_url must be https:// (http:// only to this machine's "
                    "loopback): forwards carry candidates' personal data")
     if agency.webhook_url and not agency.webhook_secret:
-        out.append("agency.webhook_secret is required with agency.webhook_url: the agency "
+        out.append(f"{where}.webhook_secret is required with {where}.webhook_url: the agency "
                    "checks every forward's signature with it")
     if agency.email and "@" not in agency.email:
-        out.append(f"agency.email must be an e-mail address, not {agency.email!r}")
+        out.append(f"{where}.email must be an e-mail address, not {agency.email!r}")
     if agency.retention_months <= 0:
-        out.append(f"agency.retention_months must be greater than 0, not "
+        out.append(f"{where}.retention_months must be greater than 0, not "
                    f"{agency.retention_months}")
     if agency.timeout <= 0:
-        out.append(f"agency.timeout must be greater than 0, not {agency.timeout}")
+        out.append(f"{where}.timeout must be greater than 0, not {agency.timeout}")
     if not agency.retry_schedule or min(agency.retry_schedule) <= 0:
-        out.append("agency.retry_schedule must list at least one delay, each greater than 0")
+        out.append(f"{where}.retry_schedule must list at least one delay, each greater than 0")
     return out
 
 

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
-from career_relay.settings import Settings
+from career_relay.settings import DEFAULT_AGENCY, Settings
 from career_relay.validate import parse_hostport
 from consent_site import admin, api, candidate, company_link, i18n, metrics
 from consent_site.candidate import SITE, PageError
@@ -74,7 +74,8 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
         try:
             response = await handler(request)
         except PageError as exc:
-            response = _error_page(env, exc.status, exc.key, exc.locale, agency(request))
+            response = _error_page(env, exc.status, exc.key, exc.locale,
+                                   exc.agency or agency(request, exc.locale))
             if exc.retry_after:
                 response.headers["Retry-After"] = str(exc.retry_after)
         except LedgerUnavailable as exc:
@@ -83,7 +84,7 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
             log.warning("the ledger is unavailable serving %s: %s", request.method, exc)
             locale = i18n.choose(request.query.get("lang"),
                                  request.headers.get("Accept-Language"), "ja")
-            response = _error_page(env, 503, "503", locale, agency(request))
+            response = _error_page(env, 503, "503", locale, agency(request, locale))
             response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect raised by a view
@@ -95,20 +96,28 @@ def _middleware(env: jinja2.Environment, https: bool) -> Middleware:
                 return response
             locale = i18n.choose(request.query.get("lang"),
                                  request.headers.get("Accept-Language"), "ja")
-            response = _error_page(env, exc.status, "generic", locale, agency(request),
+            response = _error_page(env, exc.status, "generic", locale, agency(request, locale),
                                    exc.headers)
         except Exception:
             log.exception("unexpected error serving %s %s", request.method,
                           request.path.split("/c/")[0] or "/")  # never the token: it is a key
-            response = _error_page(env, 500, "500", "ja", agency(request))
+            response = _error_page(env, 500, "500", "ja", agency(request, "ja"))
         secure(response, https)
         return response
 
     return pages
 
 
-def agency(request: web.Request) -> str:
-    return request.app[SETTINGS_KEY].agency.name
+def agency(request: web.Request, locale: str) -> str:
+    """The agency an error page names where no offer says whose it is: the only one, or
+    the default; with several and none the default, no name at all (never a wrong one)."""
+    settings = request.app[SETTINGS_KEY]
+    agencies = settings.all_agencies
+    found = settings.agency_by_id(DEFAULT_AGENCY) or (agencies[0] if len(agencies) == 1
+                                                       else None)
+    if found is not None:
+        return str(found.name)
+    return "提携の人材紹介会社" if locale == "ja" else "the partner agency"
 
 
 def _error_page(env: jinja2.Environment, status: int, key: str, locale: str, agency: str,

@@ -33,12 +33,13 @@ class PageError(Exception):
     """Answered with an error page in the candidate's language; nothing was recorded."""
 
     def __init__(self, status: int, key: str, locale: str = "ja",
-                 retry_after: int | None = None) -> None:
+                 retry_after: int | None = None, agency: str | None = None) -> None:
         super().__init__(key)
         self.status = status
         self.key = key
         self.locale = locale
         self.retry_after = retry_after  # seconds, for a 429 (RFC 6585 4)
+        self.agency = agency  # the legal name the page names, when the offer is known
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,11 @@ def _visit(request: web.Request, locale_field: str | None = None, *,
     except TokenExpired as exc:
         decided = _decided_offer(site, exc.offer_id) if rights else None
         if decided is None:
+            expired = site.offer(exc.offer_id) if exc.offer_id else None
+            agency = None if expired is None else site.settings.agency_of(expired.company)
             raise PageError(410, "410", i18n.choose(
-                query, request.headers.get("Accept-Language"), "ja")) from None
+                query, request.headers.get("Accept-Language"), "ja"),
+                agency=None if agency is None else agency.name) from None
         offer_id, expires = decided, 0.0
     except TokenInvalid:
         raise PageError(404, "404", i18n.choose(query, request.headers.get("Accept-Language"),
@@ -110,7 +114,7 @@ def _html(visit: Visit, template: str, **context: Any) -> str:
     return visit.site.templates.get_template(template).render(
         t=visit.t, lang=visit.locale, names=visit.names(), base=visit.base,
         switch_url=f"{visit.base}{context.pop('switch_path', '')}?lang={other}",
-        privacy_url=visit.site.settings.agency.privacy_url, **context)
+        privacy_url=visit.site.names(visit.offer)["privacy_url"], **context)
 
 
 def _render(visit: Visit, template: str, status: int = 200, **context: Any) -> web.Response:

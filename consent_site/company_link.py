@@ -119,7 +119,8 @@ def _visit(request: web.Request, field: object = None) -> _Visit:
 
 
 def _names(request: web.Request, visit: _Visit) -> dict[str, str]:
-    agency = request.app[LINKS].settings.agency
+    settings = request.app[LINKS].settings
+    agency = settings.agency_of(visit.company.id) or settings.agency
     return {"company": visit.company.name, "agency": agency.name,
             "license_no": agency.license_no}
 

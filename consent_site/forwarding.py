@@ -1,7 +1,9 @@
 """The forwarding worker (SPEC 7): delivers the outbox's forwards to the agency.
 
 A round claims the forwards that are due (``ConsentLedger.claim_due``) and
-makes one attempt at each, by ``agency.deliver``:
+makes one attempt at each, by the ``deliver`` of the forward's own agency
+(``forwards.agency``: ``[[agencies]]``, or ``[agency]`` as ``default``; SPEC 11), with
+that agency's URL, secret or address (``consent_site.agency_delivery``):
 
 - ``webhook``: the stored payload, byte for byte, POSTed as JSON with an
   ``X-Career-Relay-Signature`` (``career_relay.agency_signature``) freshly
@@ -30,32 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import email.utils
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 
 import aiohttp
-import aiosmtplib
 
-from career_relay import __version__
-from career_relay.agency_signature import HEADER as SIGNATURE_HEADER
-from career_relay.agency_signature import sign
 from career_relay.ledger import ConsentLedger, Forward
-from career_relay.settings import Settings
+from career_relay.settings import DEFAULT_AGENCY, AgencyEntrySettings, Settings
+from consent_site import agency_delivery as delivery
+from consent_site.agency_delivery import USER_AGENT, Outcome
 
 log = logging.getLogger("career_relay.forwarding")
-
-FORWARD_ID_HEADER = "X-Career-Relay-Forward-Id"
-TYPE_HEADER = "X-Career-Relay-Type"
-LEDGER_HEAD_HEADER = "X-Career-Relay-Ledger-Head"
-USER_AGENT = f"career-relay/{__version__}"
-CONTENT_TYPE = "application/json; charset=utf-8"
 
 #: Forwards claimed per round; they go out concurrently (at most one per offer:
 #: ``claim_due`` never hands out a forward while an older one of its offer waits).
@@ -74,18 +63,8 @@ DUE_POLL = 1.0
 Stop = Callable[[], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One attempt's result.  ``needs_attention``: retrying alone will not help (a 401, a 5xx
-    from the agency's mail server); still retried, but logged at WARNING."""
-
-    delivered: bool
-    detail: str
-    needs_attention: bool = False
-
-
-#: Sends one forward's body with the ledger head of its round (``<n>:<hash>``).
-Sender = Callable[[Forward, bytes, str], Awaitable[Outcome]]
+#: Sends one forward's body, to its agency, with the ledger head of its round (``<n>:<hash>``).
+Sender = Callable[[AgencyEntrySettings, Forward, bytes, str], Awaitable[Outcome]]
 
 
 class Forwarder:
@@ -107,20 +86,42 @@ class Forwarder:
 
     # -- configuration --------------------------------------------------------------------
 
+    def missing(self, agency: AgencyEntrySettings) -> str | None:
+        """The empty setting that keeps this agency's forwards in the outbox, if any."""
+        single = agency.id == DEFAULT_AGENCY and not self._listed(agency.id)
+        where = "agency" if single else f"agencies[{agency.id}]"
+        if agency.deliver == "email":
+            return None if agency.email else f"{where}.email"
+        return None if agency.webhook_url else f"{where}.webhook_url"
+
+    def _listed(self, agency_id: str) -> bool:
+        return any(a.id == agency_id for a in self.settings.agencies)
+
+    @property
+    def reachable(self) -> list[AgencyEntrySettings]:
+        """The agencies whose forwards this worker sends: each with its destination set."""
+        return [a for a in self.settings.all_agencies if self.missing(a) is None]
+
     @property
     def missing_destination(self) -> str | None:
-        """The empty setting that keeps forwards in the outbox, if any."""
-        agency = self.settings.agency
+        """The first empty destination setting (of an agency whose forwards wait), if any."""
+        for agency in self.settings.all_agencies:
+            found = self.missing(agency)
+            if found is not None:
+                return found
+        return None
+
+    def timeout_of(self, agency: AgencyEntrySettings) -> float:
+        """The longest one attempt to ``agency`` may take: the webhook's answer, or the
+        upstream's."""
         if agency.deliver == "email":
-            return None if agency.email else "agency.email"
-        return None if agency.webhook_url else "agency.webhook_url"
+            return float(self.settings.upstream.timeout)
+        return float(agency.timeout)
 
     @property
     def attempt_timeout(self) -> float:
-        """The longest one attempt may take: the webhook's answer, or the upstream's."""
-        if self.settings.agency.deliver == "email":
-            return float(self.settings.upstream.timeout)
-        return float(self.settings.agency.timeout)
+        """The longest any attempt may take."""
+        return max((self.timeout_of(a) for a in self.settings.all_agencies), default=1.0)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -153,10 +154,12 @@ class Forwarder:
         return stopper
 
     async def run(self, stop: asyncio.Event) -> None:
-        missing = self.missing_destination
-        if missing is not None:
-            log.warning("%s is empty: forwards stay in the outbox until it is set "
-                        "(agency.deliver = %s)", missing, self.settings.agency.deliver)
+        for agency in self.settings.all_agencies:
+            missing = self.missing(agency)
+            if missing is not None:
+                log.warning("%s is empty: forwards to agency %s stay in the outbox until it "
+                            "is set (deliver = %s)", missing, agency.id, agency.deliver)
+        if not self.reachable:
             await stop.wait()
             return
         while not stop.is_set():
@@ -172,13 +175,15 @@ class Forwarder:
     async def run_once(self) -> int:
         """One round: claim what is due and make one attempt at each.
 
-        Returns how many forwards were handled (attempted or cancelled); 0 when
-        the destination is not configured (nothing is claimed then).
+        Returns how many forwards were handled (attempted or cancelled).  Only forwards
+        to an agency whose destination is set are claimed (``reachable``): the others wait
+        in the outbox, never sent anywhere else.
         """
-        if self.missing_destination is not None:
+        reachable = [a.id for a in self.reachable]
+        if not reachable:
             return 0
         claim = self.attempt_timeout + CLAIM_MARGIN
-        forwards = await asyncio.to_thread(self.store.claim_due, self.batch, claim)
+        forwards = await asyncio.to_thread(self.store.claim_due, self.batch, claim, reachable)
         if not forwards:
             return 0
         # Read after the claim: every forward of the round has its entry in this head.
@@ -225,12 +230,16 @@ class Forwarder:
             log.info("forward %s (%s): cancelled, erased before delivery", forward.id,
                      forward.kind)
             return
+        agency = self.settings.agency_by_id(forward.agency)
+        if agency is None:  # never claimed so (run_once): a backstop, not a detour
+            raise ValueError(f"forward {forward.id}: no agency {forward.agency!r}")
+        timeout = self.timeout_of(agency)
         try:
             # A backstop: the client's own timeouts normally end the attempt first.
-            async with asyncio.timeout(self.attempt_timeout + ATTEMPT_MARGIN):
-                outcome = await send(forward, forward.payload.encode("utf-8"), head)
+            async with asyncio.timeout(timeout + ATTEMPT_MARGIN):
+                outcome = await send(agency, forward, forward.payload.encode("utf-8"), head)
         except TimeoutError:
-            outcome = Outcome(False, f"no answer within {self.attempt_timeout:g} s")
+            outcome = Outcome(False, f"no answer within {timeout:g} s")
         except Exception as exc:  # a bug of ours must not lose the forward either
             log.exception("forward %s: attempt %d raised", forward.id, attempt)
             outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
@@ -239,107 +248,37 @@ class Forwarder:
             log.info("forward %s (%s): delivered on attempt %d (%s)", forward.id, forward.kind,
                      attempt, outcome.detail)
             return
-        retry_in = self._retry_in(forward.attempts)
+        retry_in = self._retry_in(agency, forward.attempts)
         await asyncio.to_thread(self.store.failed, forward.id, outcome.detail, retry_in)
         level = logging.WARNING if outcome.needs_attention else logging.INFO
         log.log(level, "forward %s (%s): attempt %d failed (%s); retry in %d s", forward.id,
                 forward.kind, attempt, outcome.detail, retry_in)
 
-    def _retry_in(self, failures: int) -> int:
-        schedule = self.settings.agency.retry_schedule
+    @staticmethod
+    def _retry_in(agency: AgencyEntrySettings, failures: int) -> int:
+        schedule = agency.retry_schedule
         return schedule[min(failures, len(schedule) - 1)]
 
     @contextlib.asynccontextmanager
     async def _sender(self) -> AsyncIterator[Sender]:
-        if self.settings.agency.deliver == "email":
-            yield self._mail
-            return
-        timeout = aiohttp.ClientTimeout(total=self.settings.agency.timeout)
-        async with aiohttp.ClientSession(timeout=timeout,
-                                         headers={"User-Agent": USER_AGENT}) as session:
+        """One round's sender: each forward by its own agency's delivery and secrets."""
+        async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
 
-            async def post(forward: Forward, body: bytes, head: str) -> Outcome:
-                return await self._post(session, forward, body, head)
+            async def send(agency: AgencyEntrySettings, forward: Forward, body: bytes,
+                           head: str) -> Outcome:
+                if agency.deliver == "email":
+                    return await delivery.mail(self.settings, agency, forward, body, head,
+                                               self._clock)
+                return await delivery.post(session, agency, forward, body, head,
+                                           int(self._clock()))
 
-            yield post
+            yield send
 
-    # -- webhook --------------------------------------------------------------------------
-
-    async def _post(self, session: aiohttp.ClientSession, forward: Forward,
-                    body: bytes, head: str) -> Outcome:
-        agency = self.settings.agency
-        headers = {
-            "Content-Type": CONTENT_TYPE,
-            SIGNATURE_HEADER: sign(agency.webhook_secret, body, int(self._clock())),
-            FORWARD_ID_HEADER: forward.id,
-            TYPE_HEADER: forward.kind,
-            LEDGER_HEAD_HEADER: head,
-        }
-        try:
-            async with session.post(agency.webhook_url, data=body, headers=headers,
-                                    allow_redirects=False) as response:
-                status, reason = response.status, response.reason or ""
-        except TimeoutError:  # aiohttp's own deadline (ClientTimeout.total)
-            return Outcome(False, f"no answer within {agency.timeout} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(False, _short(f"{type(exc).__name__}: {exc}"))
-        detail = _short(f"HTTP {status} {reason}".strip())
-        if 200 <= status < 300:
-            return Outcome(True, detail)
-        # 408, 425 and 429 are the agency asking us to come back later; other
-        # 4xx (401: a wrong secret, 404: a wrong URL) need a person to act.
-        attention = 400 <= status < 500 and status not in (408, 425, 429)
-        return Outcome(False, detail, needs_attention=attention)
-
-    # -- email ----------------------------------------------------------------------------
+    # -- one attempt, by the forward's own agency ----------------------------------------
 
     def message(self, forward: Forward, body: bytes, head: str | None = None) -> EmailMessage:
         """The mail sent for ``forward`` (docs/agency-webhook.md, "Email delivery")."""
-        hostname = self.settings.gateway.hostname
-        msg = EmailMessage(policy=SMTP_POLICY)
-        msg["From"] = f"career-relay <career-relay@{hostname}>"
-        msg["To"] = self.settings.agency.email
-        msg["Subject"] = f"[career-relay] {forward.kind} {forward.id}"
-        msg["Date"] = email.utils.format_datetime(
-            dt.datetime.fromtimestamp(self._clock(), dt.UTC))
-        # The same id on every attempt (RFC 5322 3.6.4): a resend is recognisably
-        # the same message, so the agency keeps one copy.
-        msg["Message-ID"] = f"<{forward.id}@{hostname}>"
-        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
-        msg[FORWARD_ID_HEADER] = forward.id
-        msg[TYPE_HEADER] = forward.kind
-        if head is not None:
-            msg[LEDGER_HEAD_HEADER] = head
-        # Pretty-printed for the person who reads it, still plain JSON for a script.
-        text = json.dumps(json.loads(body), ensure_ascii=False, indent=2, sort_keys=True)
-        # Quoted-printable: 7-bit safe through any relay (no 8BITMIME needed), and
-        # the JSON's ASCII structure stays legible even undecoded.
-        msg.set_content(text + "\n", charset="utf-8", cte="quoted-printable")
-        return msg
-
-    async def _mail(self, forward: Forward, body: bytes, head: str) -> Outcome:
-        up = self.settings.upstream
-        hostname = self.settings.gateway.hostname
-        smtp = aiosmtplib.SMTP(hostname=up.host, port=up.port, local_hostname=hostname,
-                               timeout=up.timeout, use_tls=up.tls == "tls",
-                               start_tls=up.tls == "starttls", validate_certs=up.verify_tls,
-                               username=up.username or None, password=up.password or None)
-        message = self.message(forward, body, head)
-        try:
-            async with smtp:
-                await smtp.send_message(message, sender=f"career-relay@{hostname}",
-                                        recipients=[self.settings.agency.email])
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            code = exc.recipients[0].code if exc.recipients else 550
-            text = exc.recipients[0].message if exc.recipients else str(exc)
-            return Outcome(False, _short(f"SMTP {code} {text}"), needs_attention=code >= 500)
-        except aiosmtplib.SMTPResponseException as exc:
-            return Outcome(False, _short(f"SMTP {exc.code} {exc.message}"),
-                           needs_attention=exc.code >= 500)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return Outcome(False, _short(f"{type(exc).__name__}: {exc}"))
-        return Outcome(True, f"SMTP 250 via {up.host}:{up.port}")
-
-
-def _short(text: str) -> str:
-    return " ".join(text.split())[:300]
+        agency = self.settings.agency_by_id(forward.agency)
+        if agency is None:
+            raise ValueError(f"forward {forward.id}: no agency {forward.agency!r} configured")
+        return delivery.message(self.settings, agency, forward, body, head, self._clock)

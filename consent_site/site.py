@@ -46,7 +46,7 @@ class Site:
         self.ledger = ledger
         self.consents = Consents(settings, ConsentLedger(ledger))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="consent-writer")
-        self._notices: dict[tuple[str, str, bool], tuple[Notice, str]] = {}
+        self._notices: dict[tuple[str, str, str, bool], tuple[Notice, str]] = {}
         self._recorded: set[str] = set()
         self._viewed: set[str] = set()
         self.pages = PageCache()
@@ -107,11 +107,13 @@ class Site:
         return self.settings.company(company_id)
 
     def names(self, offer: Offer) -> dict[str, str]:
+        """The company's and its agency's names for the pages (``companies.agency``, SPEC 11):
+        the agency is the company's own, never one a request could choose."""
         company = self.company(offer.company)
-        agency = self.settings.agency
+        agency = self.consents.agency(offer)
         return {"company": company.name if company else offer.company, "agency": agency.name,
                 "license_no": agency.license_no, "months": str(agency.retention_months),
-                "contact": agency.contact}
+                "contact": agency.contact, "privacy_url": agency.privacy_url}
 
     def notice(self, offer: Offer, locale: str) -> tuple[Notice, str]:
         """The notice shown to this offer's candidate in ``locale`` and its HTML block,
@@ -123,12 +125,12 @@ class Site:
         notice must not promise a choice the form does not offer.
         """
         application = has_application(offer)
-        key = (offer.company, locale, application)
+        key = (offer.company, self.consents.agency(offer).id, locale, application)
         if key not in self._notices:
             names = self.names(offer)
             t = i18n.TEXTS[locale]
             html = self.templates.get_template("notice.html").render(
-                t=t, names=names, privacy_url=self.settings.agency.privacy_url,
+                t=t, names=names, privacy_url=names["privacy_url"],
                 application=application)
             sentences = [t["share_application"].format(**names)] if application else []
             text = "\n".join([html.strip(), *sentences, t["agree"].format(**names)])

@@ -106,7 +106,9 @@ class _Companies:
                 key = load_key(c.dkim_key_file)
                 for domain in c.domains:
                     self.signers[(c.id, domain)] = Signer(domain, c.dkim_selector, key)
-        self.texts = {c.id: email_templates.load(template_dir, c, settings.agency)
+        # Each company's block names its own agency (companies.agency, SPEC 11).
+        self.texts = {c.id: email_templates.load(template_dir, c,
+                                                 settings.agency_of(c.id) or settings.agency)
                       for c in settings.companies}
         self.by_id = {c.id: c for c in settings.companies}
 

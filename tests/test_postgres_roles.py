@@ -34,6 +34,8 @@ from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import (
     COUNTER_KINDS,
     AdminUsers,
+    AgencyKeys,
+    ApiKeys,
     Book,
     NoCreditAvailable,
     Rejection,
@@ -197,7 +199,7 @@ def test_the_app_role_cannot_migrate_and_waits_for_the_owner(
     """A database nobody migrated: to the application role the ledger is unavailable (the
     site's 503, the gateway's held rejections), with what to do, and nothing is created;
     once the owner has migrated and granted, the same ledger works by itself."""
-    pending = (r"11 migration\(s\) to apply \(0001_offers, .*may not apply them "
+    pending = (r"12 migration\(s\) to apply \(0001_offers, .*may not apply them "
                r".*as the database's owner")
     with pytest.raises(LedgerUnavailable, match=pending):
         open_shared(roles.app)
@@ -535,6 +537,9 @@ def _needed() -> dict[str, set[str]]:
     texts = [t for path in sorted((REPO / "career_relay" / "ledger").glob("*.py"))
              if not path.name.startswith(("schema_", "migrations")) for t in _sql_texts(path)]
     texts.append(later._DERIVED_TRIGGERS)
+    # api_keys.Keys names its table by its subclass's TABLE ({self.TABLE}): one text each.
+    texts = [t.replace("{self.TABLE}", keys.TABLE) for t in texts
+             for keys in ((ApiKeys, AgencyKeys) if "{self.TABLE}" in t else (ApiKeys,))]
     needed: dict[str, set[str]] = {}
     for text in texts:
         for table, set_list in _UPSERT.findall(text):
@@ -575,5 +580,20 @@ def test_grants_sql_names_every_table_the_migrations_make(
     migrate_as_owner(roles, make_config)
     text = GRANTS_SQL.read_text(encoding="utf-8")
     tables = _tables(roles)
-    assert len(tables) == 23
+    assert len(tables) == 24
     assert [t for t in tables if not re.search(rf"\b{t}\b", text)] == []
+
+
+def test_the_app_role_keeps_the_agencies_keys(roles: Roles, make_config: ConfigMaker) -> None:
+    """agency-key create, check and revoke as career_relay_app (0012's grants); the role may
+    not change the agency a forward goes to, even with the trigger gone."""
+    migrate_as_owner(roles, make_config)
+    with open_shared(roles.app, hash_key=HASH_KEY) as ledger:
+        keys = AgencyKeys(ledger)
+        made, key = keys.create("north", "pull")
+        assert keys.check(key) is not None and ApiKeys(ledger).check(key) is None
+        assert keys.revoke(made.id) is not None and keys.check(key) is None
+    with roles.connect(roles.owner) as conn:
+        conn.execute("ALTER TABLE forwards DISABLE TRIGGER USER")
+    with roles.connect(roles.app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("UPDATE forwards SET agency = 'south'")

@@ -6,9 +6,9 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 - ``open_configured(settings)`` opens the one ``Ledger`` a process holds (the
   site shares it between candidate pages, admin pages, the forwarding
   worker and the page cache); ``Ledger`` records offers and counters, and
-  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers`` and ``ApiKeys`` are the
-  views of the consent side, the agency's outbox, the credits, the admin logins
-  and the company API's keys over it;
+  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys`` and ``AgencyKeys``
+  are the views of the consent side, the agencies' outbox, the credits, the admin logins,
+  the company API's keys and the agencies' keys over it;
 - ``reports``, ``records``, ``retention`` and ``totals`` are the named
   queries of the report, the admin pages, ``ledger purge`` and the metrics.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
-from career_relay.ledger.api_keys import ApiKey, ApiKeys
+from career_relay.ledger.api_keys import AgencyKey, AgencyKeys, ApiKey, ApiKeys
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
@@ -50,7 +50,8 @@ from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
     "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
-    "AdminUser", "AdminUsers", "ApiKey", "ApiKeys", "BadHead", "Book", "Clock",
+    "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "BadHead",
+    "Book", "Clock",
     "ConsentLedger", "CopyRefused", "CopyResult", "CounterKind", "Decision", "Forward",
     "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable", "Offer",
     "OfferSource", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",

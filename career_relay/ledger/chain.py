@@ -29,6 +29,8 @@ from typing import Any
 from career_relay.timestamps import stamp
 
 GENESIS = "0" * 64
+#: The agency of every forward made before there were several (``forwards.agency``).
+DEFAULT_AGENCY = "default"
 # What an erased offer keeps for its address (``career_relay.ledger.retention``): this and its id.
 ERASED_PREFIX = "erased:"
 #: The receipt's columns in their order: what its entry's digest covers.
@@ -120,6 +122,14 @@ def offer_digest(fixed: Sequence[Any], source: str) -> str:
     (migration 0010): a relayed offer's digest stays what it was before offers had a
     source, and moving an offer between sources shows in ``ledger verify``."""
     return row_digest([*fixed, source] if source != "relay" else list(fixed))
+
+
+def forward_digest(fixed: Sequence[Any], agency: str) -> str:
+    """The digest a ``forward`` entry holds: the forward's fixed columns (id, offer, receipt,
+    company, kind, created), and the agency it goes to when it is not "default" (migration
+    0012): the digests of the forwards already there stay true, and moving a forward to
+    another agency shows in ``ledger verify``."""
+    return row_digest([*fixed, agency] if agency != DEFAULT_AGENCY else list(fixed))
 
 
 @dataclass(frozen=True)

@@ -189,12 +189,13 @@ class ConsentLedger(Outbox):
         fixed = (forward.id, forward.offer_id, forward.receipt_id, forward.company, forward.kind,
                  stamp(forward.created))
         conn.execute(
-            "INSERT INTO forwards (id, offer_id, receipt_id, company, kind, created, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", (*fixed, forward.payload))
+            "INSERT INTO forwards (id, offer_id, receipt_id, company, kind, created, payload,"
+            " agency) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*fixed, forward.payload, forward.agency))
         payload = (None if forward.payload is None
                    else ledger_chain.keyed(self.ledger.hash_key, forward.payload))
         ledger_chain.append(conn, now, forward.company, "forward", forward.id,
-                            {"digest": ledger_chain.row_digest(fixed), "payload": payload})
+                            {"digest": ledger_chain.forward_digest(fixed, forward.agency),
+                             "payload": payload})
         conn.execute("INSERT INTO outbox (forward_id, next_attempt, held) VALUES (?, ?, ?)",
                      (forward.id, stamp(now), int(held)))
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from career_relay.ledger import credits as ledger_credits
+from career_relay.ledger.chain import DEFAULT_AGENCY
 from career_relay.ledger.offers import View
 from career_relay.timestamps import parse_stamp, stamp
 
@@ -38,6 +39,8 @@ class Forward:
     created: dt.datetime
     payload: str | None
     attempts: int = 0
+    #: The id of the agency it goes to (``[[agencies]]``; SPEC 11), and only there.
+    agency: str = DEFAULT_AGENCY
 
 
 @dataclass(frozen=True)
@@ -49,32 +52,40 @@ class ForwardStatus:
     held: bool
 
 
-_FORWARD_COLUMNS = "f.id, f.offer_id, f.receipt_id, f.company, f.kind, f.created, f.payload"
-
+_FORWARD_COLUMNS = ("f.id, f.offer_id, f.receipt_id, f.company, f.kind, f.created, f.payload,"
+                    " f.agency")
 
 
 
 class Outbox(View):
     """The outbox of one open ``Ledger`` (sharing its connections)."""
 
-    def claim_due(self, limit: int, claim_seconds: float) -> list[Forward]:
+    def claim_due(self, limit: int, claim_seconds: float,
+                  agencies: Sequence[str] | None = None) -> list[Forward]:
         """Claim up to ``limit`` forwards that are due, oldest first, for ``claim_seconds``.
 
         Due: not held, its time has come, not claimed by a live worker, and
-        no older forward of its offer still waiting.
+        no older forward of its offer still waiting.  ``agencies``: only forwards to these
+        agencies (the ones this worker can reach; None: every agency's).
         """
         now = self.ledger.now()
         until = stamp(now + dt.timedelta(seconds=claim_seconds))
+        only, params = "", [stamp(now), stamp(now)]
+        if agencies is not None:
+            if not agencies:
+                return []
+            only = f" AND f.agency IN ({', '.join('?' for _ in agencies)})"
+            params += list(agencies)
         with self.ledger.write() as conn:
             rows = conn.execute(
                 f"SELECT {_FORWARD_COLUMNS}, o.attempts FROM outbox o"
                 " JOIN forwards f ON f.id = o.forward_id"
                 " WHERE o.held = 0 AND o.next_attempt <= ?"
-                " AND (o.claimed_until IS NULL OR o.claimed_until < ?)"
+                " AND (o.claimed_until IS NULL OR o.claimed_until < ?)" + only +
                 " AND NOT EXISTS (SELECT 1 FROM outbox o2 JOIN forwards f2 ON f2.id = o2.forward_id"
                 "                 WHERE f2.offer_id = f.offer_id AND f2.rowid < f.rowid)"
                 " ORDER BY o.next_attempt, f.rowid LIMIT ?",
-                (stamp(now), stamp(now), limit)).fetchall()
+                (*params, limit)).fetchall()
             for row in rows:
                 conn.execute("UPDATE outbox SET claimed_until = ? WHERE forward_id = ?",
                              (until, row[0]))
@@ -135,8 +146,8 @@ class Outbox(View):
                 " o.forward_id IS NOT NULL, COALESCE(o.held, 0)"
                 " FROM forwards f LEFT JOIN outbox o ON o.forward_id = f.id"
                 " WHERE f.offer_id = ? ORDER BY f.rowid", (offer_id,)).fetchall()
-        return [ForwardStatus(forward_of(r[:8]), None if r[8] is None else parse_stamp(r[8]),
-                              bool(r[9]), bool(r[10]), bool(r[11])) for r in rows]
+        return [ForwardStatus(forward_of(r[:9]), None if r[9] is None else parse_stamp(r[9]),
+                              bool(r[10]), bool(r[11]), bool(r[12])) for r in rows]
 
     def forward(self, forward_id: str) -> Forward | None:
         with self.ledger.read() as conn:
@@ -169,6 +180,6 @@ def retracted(conn: sqlite3.Connection, forward_id: str) -> bool:
 
 
 def forward_of(row: Sequence[Any]) -> Forward:
-    fid, offer_id, receipt_id, company, kind, created, payload, attempts = row
+    fid, offer_id, receipt_id, company, kind, created, payload, agency, attempts = row
     return Forward(fid, offer_id, receipt_id, company, kind, parse_stamp(created), payload,
-                   int(attempts))
+                   int(attempts), agency)

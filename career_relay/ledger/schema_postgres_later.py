@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007, 0010 and 0011 in PostgreSQL's dialect (see
+"""The ledger's migrations 0005 to 0007 and 0010 to 0012 in PostgreSQL's dialect (see
 ``schema_postgres``).
 
 Each is the SQLite migration of the same name (``schema_sqlite_later``), column for
@@ -189,4 +189,22 @@ CREATE TABLE api_keys (
     revoked TEXT COLLATE "C"
 );
 CREATE INDEX api_keys_company ON api_keys (company, created);
+"""
+
+_FORWARDS_FIXED = "the ledger is append-only: forwards rows are never changed"
+# 0012 (``schema_sqlite_later.agencies``).
+AGENCIES = f"""
+ALTER TABLE forwards ADD COLUMN agency TEXT COLLATE "C" NOT NULL DEFAULT 'default';
+CREATE INDEX forwards_agency ON forwards (agency, created);
+CREATE TRIGGER forwards_agency_fixed BEFORE UPDATE OF agency ON forwards FOR EACH ROW
+    EXECUTE FUNCTION career_relay_refuse('{_FORWARDS_FIXED}');
+CREATE TABLE agency_keys (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    agency TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL DEFAULT '',
+    hash TEXT COLLATE "C" NOT NULL UNIQUE,
+    created TEXT COLLATE "C" NOT NULL,
+    revoked TEXT COLLATE "C"
+);
+CREATE INDEX agency_keys_agency ON agency_keys (agency, created);
 """

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007, 0010 and 0011 in SQLite's dialect: tables, indexes,
+"""The ledger's migrations 0005 to 0007 and 0010 to 0012 in SQLite's dialect: tables, indexes,
 triggers.
 
 A migration that has landed is never edited; ``career_relay.ledger.migrations``
@@ -203,3 +203,35 @@ def api_keys(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX api_keys_company ON api_keys (company, created)")
+
+
+def agencies(db: Database) -> None:
+    """Several agencies (SPEC 11): which agency each forward goes to, and the agencies' keys.
+
+    ``forwards.agency`` is the id of the agency (``[[agencies]]``; "default" for every forward
+    made before, and for the single ``[agency]``) the forward was made for: the worker
+    delivers it there and nowhere else, and a withdrawal follows its consent there.  Fixed
+    like the other columns its entry vouches for (``chain.forward_digest``).
+
+    ``agency_keys`` holds the agencies' API keys as ``api_keys`` holds the companies': the
+    same shape in a table of its own, so that no query over one can ever find the other's
+    key (``career_relay.ledger.api_keys``).
+    """
+    db.execute("ALTER TABLE forwards ADD COLUMN agency TEXT NOT NULL DEFAULT 'default'")
+    db.execute("CREATE INDEX forwards_agency ON forwards (agency, created)")
+    db.execute("CREATE TRIGGER forwards_agency_fixed BEFORE UPDATE OF agency ON forwards"
+               " BEGIN SELECT RAISE(ABORT,"
+               " 'the ledger is append-only: forwards rows are never changed'); END")
+    db.execute(
+        """
+        CREATE TABLE agency_keys (
+            id TEXT PRIMARY KEY,            -- 16 hex digits, the key's public part
+            agency TEXT NOT NULL,           -- agencies.id: what the key may see and do
+            name TEXT NOT NULL DEFAULT '',  -- the operator's label
+            hash TEXT NOT NULL UNIQUE,      -- sha256 hex of the whole key
+            created TEXT NOT NULL,          -- UTC
+            revoked TEXT                    -- UTC; NULL while the key works
+        )
+        """
+    )
+    db.execute("CREATE INDEX agency_keys_agency ON agency_keys (agency, created)")

@@ -271,14 +271,17 @@ def _offers_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
 def _forwards_agree(conn: sqlite3.Connection, key: bytes) -> Problem | None:
     """Each forward against its entry; its payload by keyed hash, unless erased (NULL)."""
     for ref, row, found in _beside(
-            conn, "forward", "SELECT id, offer_id, receipt_id, company, kind, created, payload"
-                             " FROM forwards ORDER BY id"):
-        problem = _unmatched("forward", ref, row, found, company_at=3, fixed=6)
+            conn, "forward", "SELECT id, offer_id, receipt_id, company, kind, created, payload,"
+                             " agency FROM forwards ORDER BY id"):
+        fixed = 6
+        if row is not None and row[7] != ledger_chain.DEFAULT_AGENCY:
+            row, fixed = (*row[:6], row[7], row[6]), 7  # its agency is digested too (0012)
+        problem = _unmatched("forward", ref, row, found, company_at=3, fixed=fixed)
         if problem is not None:
             return problem
         assert found is not None
         seq, _, body = found
-        payload, recorded = row[6], body.get("payload")
+        payload, recorded = row[fixed], body.get("payload")
         if payload is not None and recorded is not None and \
                 ledger_chain.keyed(key, payload) != recorded:
             return Problem(seq, f"forward {ref}: its payload was changed after it was recorded")

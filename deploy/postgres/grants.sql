@@ -67,6 +67,12 @@ GRANT SELECT, INSERT, DELETE ON admin_users, admin_sessions TO career_relay_app;
 GRANT SELECT, INSERT ON api_keys TO career_relay_app;
 GRANT UPDATE (revoked) ON api_keys TO career_relay_app;
 
+-- The agencies' keys (SPEC 11, 0012_agencies): the same, for agency-key create, list and
+-- revoke and the agency API's check.  (forwards.agency needs nothing more: it is written
+-- with its forward and never changed; its trigger and the absence of UPDATE refuse it.)
+GRANT SELECT, INSERT ON agency_keys TO career_relay_app;
+GRANT UPDATE (revoked) ON agency_keys TO career_relay_app;
+
 -- meta: the hash key's fingerprint, written once by the first process that opens the
 -- ledger (INSERT ... ON CONFLICT DO NOTHING), read by every other.
 GRANT SELECT, INSERT ON meta TO career_relay_app;
