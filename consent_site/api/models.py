@@ -33,6 +33,15 @@ def _printable(value: str) -> str:
     return value
 
 
+def _ours(value: str) -> str:
+    """Message-IDs in career-relay.invalid are the site's own (the API's derived ids end in
+    @api.career-relay.invalid; the company link's are there too): a body may not name one."""
+    domain = value.rstrip(">").rpartition("@")[2].lower()
+    if domain == "career-relay.invalid" or domain.endswith(".career-relay.invalid"):
+        raise ValueError("must not be in career-relay.invalid (the relay's own ids)")
+    return value
+
+
 def _address(value: str) -> str:
     if not _ADDRESS.fullmatch(value) or ".." in value.rpartition("@")[2]:
         raise ValueError("must be one e-mail address, local@domain")
@@ -42,7 +51,8 @@ def _address(value: str) -> str:
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Address = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_printable),
                     AfterValidator(_address)]
-MessageId = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[!-~]+$")]
+MessageId = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[!-~]+$"),
+                      AfterValidator(_ours)]
 Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$",
                            description="a UTC day, YYYY-MM-DD")]
 Locale = Literal["ja", "en"]

@@ -145,6 +145,12 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
         return json_response(_created(api, offer_id, issued), 201)
     found: Offer | None = await api.read(api.ledger.offer, offer_id)
     assert found is not None
+    if found.source != "api":
+        # A relayed offer's link went to the candidate's mailbox alone, and the company
+        # link's too: the key must not fetch it by a Message-ID it knows or computes.
+        # Nothing was added (an existing offer counts nothing); no value repeated.
+        raise ApiError(409, "Conflict", "the message_id and recipient belong to mail not "
+                       "made through the API")
     return json_response(_created(api, offer_id, found.created), 200)
 
 
@@ -260,6 +266,9 @@ ROUTES: tuple[Route, ...] = (
               400: ("Malformed: not JSON, or a bad Idempotency-Key", models.Problem),
               413: ("The body is too large", models.Problem),
               415: ("The body is not application/json", models.Problem),
+              409: ("The message_id and recipient belong to mail not made through the API "
+                    "(relayed, or the company link's): nothing made, no link answered",
+                    models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem)}),
     Route("GET", "/offers/{offer_id}", get_offer, "An offer's state (no personal data)",
           path_params=("offer_id",), responses={
