@@ -15,7 +15,8 @@ The site's views turn HTTP into calls here; nothing here sees a request.
 Held for review (SPEC 8; DESIGN decision 3): a decision from a known
 scanner's user agent, or within ``site.review_window`` seconds of the link
 being sent, is recorded with ``review`` set; its forward waits in the outbox
-until an admin approves it, so a scanner's "consent" never reaches the agency.
+until an admin approves it, so a scanner's "consent" never reaches the agency (and
+an API offer accepted from the company's own network waits too: ``own_network``).
 The window is measured from the offer's creation: the gateway signs the link
 when it takes the mail, a few milliseconds before it delivers it.
 """
@@ -32,9 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from career_relay import consent_export
+from career_relay import consent_export, own_network
 from career_relay.errors import DecisionRaced, UserError
 from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
+from career_relay.own_network import company_side
 from career_relay.settings_table import Settings
 from career_relay.timestamps import stamp
 
@@ -195,6 +197,8 @@ class Consents:
             return "scanner"
         if (now - offer.created).total_seconds() < self.settings.site.review_window:
             return "review_window"
+        if company_side(self.settings, self.store.ledger, offer, client.address, client.network):
+            return own_network.REASON  # an API offer accepted from the company's network
         return None
 
     # -- decisions ------------------------------------------------------------------------

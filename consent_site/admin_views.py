@@ -39,7 +39,8 @@ ITEM_LABELS = {"name": "氏名", "email": "メールアドレス", "phone": "電
 KIND_LABELS = {"consent": "登録（同意）", "withdrawal": "撤回の通知", "erasure": "消去の通知"}
 STATUS_LABELS = {"delivered": "提供済み", "cancelled": "取り消し", "held": "審査待ち",
                  "pending": "送信待ち"}
-REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者"}
+REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者",
+                 "api-network": "API依頼元と同じネットワーク"}
 LIST_LIMIT = 500  # rows on a page; the CSV has them all
 
 

@@ -6,12 +6,22 @@ What rests on the ledger runs on both backends (``api``: ``backend_url``).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from career_relay.ledger import Book, ConsentLedger, Rules
+from career_relay.tokens import LinkSigner, link
+from consent_site.api.core import API
+from consent_site.app import API_APP
 from tests.conftest import ConfigMaker
-from tests.test_api import Api, _harness, _named, _problem
+from tests.test_api import COMPANIES, ELSEWHERE, PHONE, PUBLIC_URL, Api, _harness, _named, _problem
+
+BROWSER = {"User-Agent": PHONE}  # aiohttp's own is held as a scanner's (SPEC 8)
 
 
 @pytest.fixture
@@ -55,3 +65,106 @@ def test_the_relay_s_own_message_ids_are_refused(sqlite_api: Api) -> None:
         assert message_id not in reply.text
     assert sqlite_api.offer({"recipient": "c@example.net",
                              "message_id": "<x@career-relay.invalid.example>"}).status == 201
+
+
+def _accept(api: Api, made: dict[str, Any], source: str | None) -> None:
+    """The candidate's accept through the consent page, from ``source`` (None: the test
+    client's own 127.0.0.1, the network the API offers were requested from)."""
+    path = made["link"].removeprefix(PUBLIC_URL)
+    page = api.request("GET", path, key=None, route="page", headers=BROWSER, source=source)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert page.status == 200 and csrf is not None
+    posted = api.request("POST", path, key=None, route="page", headers=BROWSER, source=source,
+                         data={"csrf": csrf.group(1), "lang": "ja", "decision": "accept",
+                               "agree": "yes", "name": "山田 花子", "email": "c@example.net"})
+    assert posted.status == 303, posted.text
+
+
+def _deliver(api: Api) -> None:
+    store = ConsentLedger(api.ledger, Rules.from_settings(api.settings))
+    for forward in store.claim_due(10, 60):
+        store.delivered(forward.id)
+
+
+def _qualified(api: Api, made: dict[str, Any]) -> bool:
+    state = api.request("GET", f"/api/v1/offers/{made['offer_id']}",
+                        route="/offers/{offer_id}").json
+    assert state["decision"] == "accept"
+    return bool(state["qualified"])
+
+
+@pytest.fixture
+def farm(make_config: ConfigMaker, backend_url: str) -> Iterator[Api]:
+    """A site holding accepts for 30 s, a credit for every qualified forward, and both
+    ledgers' clocks an hour on (the farm waits past the review window)."""
+    harness = Api(make_config(site={"public_url": PUBLIC_URL, "review_window": 30},
+                              ledger={"url": backend_url, "credit_every": 1},
+                              companies=COMPANIES, api={"rate_limit": 600}))
+    state = harness.client.server.app[API_APP][API]
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    for ledger in (state.ledger, harness.ledger):
+        ledger._clock = lambda: later  # type: ignore[method-assign]
+    yield harness
+    harness.close()
+
+
+def test_a_company_cannot_farm_credits_from_its_own_network(farm: Api) -> None:
+    """API offers to addresses the company controls, opened from the network they were
+    requested from after the review window: held, no qualification, no credit, until an
+    admin approves.  A candidate elsewhere qualifies as before."""
+    farmed = farm.offer({"recipient": "me1@farm.example"}).json  # from 127.0.0.1
+    candidate = farm.offer({"recipient": "cand@example.net"}).json
+    _accept(farm, farmed, None)
+    _accept(farm, candidate, ELSEWHERE)
+    store = ConsentLedger(farm.ledger, Rules.from_settings(farm.settings))
+    (held,) = store.receipts(farmed["offer_id"])
+    assert held.review == "api-network" and held.network == "127.0.0.0/24"
+    assert store.receipts(candidate["offer_id"])[0].review is None
+    _deliver(farm)
+    assert (_qualified(farm, farmed), _qualified(farm, candidate)) == (False, True)
+    r = farm.report()
+    assert (r["under_review"], r["qualified_forwards"], r["credits_earned"]) == (1, 1, 1)
+    store.review(held.id, True, "admin@example.net")  # an admin lets it through
+    _deliver(farm)
+    assert _qualified(farm, farmed)
+    assert farm.report()["credits_earned"] == 2
+    assert Book(farm.ledger).verify()[1] is None
+
+
+def test_an_accept_from_the_company_s_allow_ips_is_held(make_config: ConfigMaker) -> None:
+    companies = [{**COMPANIES[0], "allow_ips": ["127.1.0.0/16"]}, COMPANIES[1]]
+    harness = Api(make_config(site={"public_url": PUBLIC_URL, "review_window": 0},
+                              companies=companies, api={"rate_limit": 600}))
+    try:
+        made = harness.offer({"recipient": "me2@farm.example"}).json
+        _accept(harness, made, ELSEWHERE)  # another /24 than the request's, but the company's
+        store = ConsentLedger(harness.ledger, Rules.from_settings(harness.settings))
+        assert store.receipts(made["offer_id"])[0].review == "api-network"
+        # A relayed offer is not the API's: its accept from there is not held for this.
+        relayed = harness.ledger.record_offer("acme", "<r@ats.example>", "c@example.net")
+        signer = LinkSigner.from_settings(harness.settings)
+        _accept(harness, {"link": link(PUBLIC_URL, signer.token(
+            relayed.id, relayed.created.timestamp()))}, ELSEWHERE)
+        assert store.receipts(relayed.id)[0].review is None
+    finally:
+        harness.close()
+
+
+def test_one_idempotency_key_racing_for_several_recipients_makes_one_offer(api: Api) -> None:
+    """The same key and different recipients at once: the check is made in the write,
+    so exactly one offer is made and the others are 422 (attack review: several 201)."""
+    async def race() -> list[int]:
+        async def one(n: int) -> int:
+            async with api.client.post(
+                    "/api/v1/offers", json={"recipient": f"r{n}@example.net"},
+                    headers={"Authorization": f"Bearer {api.acme}",
+                             "Idempotency-Key": "raced"}) as r:
+                return r.status
+        return list(await asyncio.gather(*(one(n) for n in range(8))))
+
+    statuses = api.loop.run_until_complete(race())
+    assert sorted(statuses) == [201] + [422] * 7
+    assert api.report()["offers"] == 1
+    # Later, and across batches, the key stays its first recipient's.
+    assert _named(api.offer({"recipient": "late@example.net"},
+                            headers={"Idempotency-Key": "raced"})) == {"Idempotency-Key"}

@@ -102,3 +102,4 @@ def _meta(db: Database) -> None:
 
 MIGRATIONS(name="0010_offer_source")(schema_sqlite_later.offer_source)
 MIGRATIONS(name="0011_api_keys")(schema_sqlite_later.api_keys)
+MIGRATIONS(name="0012_api_offers")(schema_sqlite_later.api_offers)

@@ -275,6 +275,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0009_meta", META),
     ("0010_offer_source", later.OFFER_SOURCE),
     ("0011_api_keys", later.API_KEYS),
+    ("0012_api_offers", later.API_OFFERS),
 ]
 
 

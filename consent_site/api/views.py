@@ -25,7 +25,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from career_relay.ledger import Offer, Rejection, new_offer_id, records, reports
+from career_relay.consent import network_of
+from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, records, reports
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
 from consent_site.api.core import API, ApiError, Caller, json_response
@@ -128,18 +129,14 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
         raise ApiError(422, "Unprocessable Content", "invalid: recipient", [models.FieldError(
             field="recipient", message="is in the company's own domains: staff get no link")])
     message_id, derived = _message_id(request, offer)
-    if derived:  # the same key for another recipient is another request: refused
-        others = await api.read(api.ledger.offers_of_message, caller.company, message_id)
-        if any(o.recipient != offer.recipient for o in others):
-            raise ApiError(422, "Unprocessable Content", "invalid: Idempotency-Key", [
-                models.FieldError(field="Idempotency-Key",
-                                  message="was used for another request")])
     fresh = new_offer_id()
     issued = dt.datetime.fromtimestamp(int(api.clock()), dt.UTC)  # links carry whole seconds
-    made = await api.offers.record(Rejection(
+    offer_id = await api.offers.record(ApiRequest(Rejection(
         caller.company, message_id, ((offer.recipient, fresh),), offer.job, offer.channel,
-        offer.stage, issued, ("rejections",), "api"))
-    offer_id = made[offer.recipient]
+        offer.stage, issued, ("rejections",), "api"), network_of(request.remote), derived))
+    if offer_id is None:  # the same key for another recipient: checked in the write
+        raise ApiError(422, "Unprocessable Content", "invalid: Idempotency-Key", [
+            models.FieldError(field="Idempotency-Key", message="was used for another request")])
     if offer_id == fresh:
         log.info("api offer %s made for %s (key %s)", offer_id, caller.company, caller.key_id)
         return json_response(_created(api, offer_id, issued), 201)
