@@ -295,11 +295,16 @@ def test_the_rate_limit_is_per_key(make_config: ConfigMaker) -> None:
 
 def test_failed_keys_from_one_address_are_slowed(sqlite_api: Api) -> None:
     api = sqlite_api
+    assert api.offer().status == 201  # the right key, seen once
     statuses = [api.offer(key=f"crk_{n:016x}_{'A' * 43}").status for n in range(40)]
     assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {429}
     # A right key from that address is not refused: behind a proxy every client has that
     # address, and one client's guesses must not lock the others out.
     assert api.offer().status == 201
+    # A key this site has not found right lately waits like a bad one: the database is
+    # not asked for a client over its limit (tests/test_api_attacks.py).
+    fresh = api.request("GET", "/api/v1/report", key="kumo", route="/report")
+    assert _problem(fresh, 429) and int(fresh.headers["Retry-After"]) >= 1
 
 
 # -- hostile requests -------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import Book, ConsentLedger, Rules
 from career_relay.tokens import LinkSigner, link
 from consent_site.api.core import API
@@ -168,3 +170,58 @@ def test_one_idempotency_key_racing_for_several_recipients_makes_one_offer(api: 
     # Later, and across batches, the key stays its first recipient's.
     assert _named(api.offer({"recipient": "late@example.net"},
                             headers={"Idempotency-Key": "raced"})) == {"Idempotency-Key"}
+
+
+def test_bad_keys_never_stall_the_site_while_the_database_is_away(
+        sqlite_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 clients of random well-formed keys while each key check waits for a database
+    that is away: the checks run off the event loop, so the site's other pages answer at
+    once (attack review: GET /j/... took seconds)."""
+    api = sqlite_api
+    state = api.client.server.app[API_APP][API]
+    checks: list[str] = []
+
+    def away(key: str) -> None:
+        checks.append(key)
+        time.sleep(0.5)  # the pool waiting for a server that is not there
+        raise LedgerUnavailable("the ledger's database cannot be reached")
+
+    monkeypatch.setattr(state.keys, "check", away)
+
+    async def flood() -> tuple[list[int], float]:
+        async def bad(n: int) -> int:
+            async with api.client.get("/api/v1/report", headers={
+                    "Authorization": f"Bearer crk_{n:016x}_{'B' * 43}"}) as r:
+                return r.status
+
+        async def page() -> float:
+            started = time.monotonic()
+            await asyncio.sleep(0.05)  # the checks under way
+            async with api.client.get("/healthz") as r:
+                assert r.status == 200
+            return time.monotonic() - started
+
+        *statuses, took = await asyncio.gather(*(bad(n) for n in range(8)), page())
+        return list(statuses), float(took)
+
+    statuses, took = api.loop.run_until_complete(flood())
+    assert statuses == [503] * 8
+    assert took < 0.35, f"/healthz took {took:.2f} s"
+
+
+def test_a_client_over_its_failure_limit_costs_the_database_nothing(
+        sqlite_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = sqlite_api
+    state = api.client.server.app[API_APP][API]
+    real, checks = state.keys.check, []
+
+    def counted(key: str) -> Any:
+        checks.append(key)
+        return real(key)
+
+    monkeypatch.setattr(state.keys, "check", counted)
+    assert api.offer().status == 201
+    statuses = [api.offer(key=f"crk_{n:016x}_{'C' * 43}").status for n in range(40)]
+    assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {429}
+    assert len(checks) == 31  # the right key, and the 30 bad ones before the limit
+    assert api.offer().status == 201  # a right key seen lately: still never refused

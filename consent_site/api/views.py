@@ -25,11 +25,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from career_relay.clients import client_key
 from career_relay.consent import network_of
 from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, records, reports
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
-from consent_site.api.core import API, ApiError, Caller, json_response
+from consent_site.api.core import API, ApiError, Caller, json_response, too_many_failures
 
 log = logging.getLogger("career_relay.api")
 
@@ -231,17 +232,20 @@ async def _caller(request: web.Request) -> Caller:
     limit; or a bad key from an address that keeps sending bad ones).
 
     A right key is never refused for its address's failures: behind a proxy every client
-    has one address, and another's guesses must not lock a company out."""
+    has one address, and another's guesses must not lock a company out.  (Right: found so
+    by this process within ``VOUCHED_SECONDS``.  Any other key from a client over its
+    limit is 429 before the database is asked, so a flood costs the ledger nothing.)"""
     api = request.app[API]
+    # Counted per client as the site's other throttles count (an IPv6 /64 is one).
+    client = client_key(request.remote or "")
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and key.strip():
-        found = await api.key(key.strip())
+        found = await api.key(key.strip(), client)
     if found is None or api.settings.company(found.company) is None:
-        wait = api.failures.take(request.remote or "")
+        wait = api.failures.take(client)
         if wait is not None:
-            raise ApiError(429, "Too Many Requests", "too many failed authentications",
-                           headers={"Retry-After": str(wait)})
+            raise too_many_failures(wait)
         raise ApiError(401, "Unauthorized", "an API key is needed: Authorization: Bearer <key>"
                        if not key else "the API key is not valid (unknown or revoked)",
                        headers={"WWW-Authenticate": 'Bearer realm="career-relay"'
