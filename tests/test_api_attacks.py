@@ -225,3 +225,27 @@ def test_a_client_over_its_failure_limit_costs_the_database_nothing(
     assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {429}
     assert len(checks) == 31  # the right key, and the 30 bad ones before the limit
     assert api.offer().status == 201  # a right key seen lately: still never refused
+
+
+@pytest.mark.parametrize(("configured", "recipient"), [
+    ("acme.example", "x@acme\u00ad.example"),        # a soft hyphen: mapped to nothing
+    ("acme.example", "x@ＡＣＭＥ.example"),           # full width
+    ("acme.example", "x@acme.example."),              # the root's dot
+    ("アクメ.jp", "x@xn--cck0a4k.jp"),                # configured as U-label, sent as A-label
+    ("アクメ.jp", "x@XN--CCK0A4K.JP"),
+    ("xn--cck0a4k.jp", "x@アクメ.jp"),                # and the other way round
+    ("xn--cck0a4k.jp", "x@ｱｸﾒ.jp"),                  # half-width katakana
+])
+def test_own_domains_are_compared_as_a_labels(make_config: ConfigMaker, configured: str,
+                                              recipient: str) -> None:
+    companies = [{**COMPANIES[0], "domains": [configured]}, COMPANIES[1]]
+    harness = Api(make_config(site={"public_url": PUBLIC_URL}, companies=companies,
+                              api={"rate_limit": 600}))
+    try:
+        assert _named(harness.offer({"recipient": recipient})) == {"recipient"}
+        rules = Rules.from_settings(harness.settings)
+        assert rules.own("acme", recipient) and not rules.own("kumo", recipient)
+        assert not rules.own("acme", "x@example.net")
+        assert harness.offer({"recipient": "x@example.net"}).status == 201
+    finally:
+        harness.close()

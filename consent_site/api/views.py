@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import secrets
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from career_relay.clients import client_key
 from career_relay.consent import network_of
+from career_relay.domains import a_label, address_domain
 from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, records, reports
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
@@ -124,9 +124,9 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
     offer = _valid(models.OfferRequest, await _body(request))
     company = api.settings.company(caller.company)
     assert company is not None  # _caller refuses a key whose company is gone
-    # NFKC as IDNA maps it: ＡＣＭＥ.example is acme.example.
-    if unicodedata.normalize("NFKC", offer.recipient.rpartition("@")[2]).lower() \
-            in company.domains:
+    # As A-labels (career_relay.domains): ＡＣＭＥ.example, acme\u00ad.example and an
+    # IDN's punycode are the company's own domains, whichever form is configured.
+    if address_domain(offer.recipient) in {a_label(d) for d in company.domains}:
         raise ApiError(422, "Unprocessable Content", "invalid: recipient", [models.FieldError(
             field="recipient", message="is in the company's own domains: staff get no link")])
     message_id, derived = _message_id(request, offer)
