@@ -206,7 +206,7 @@ def cmd_api_key(args: argparse.Namespace) -> int:
             listed = keys.list(args.company)
             for k in listed:
                 state = f"revoked {k.revoked}" if k.revoked else "active"
-                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.name}".rstrip())
+                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.shown_name}".rstrip())
             print(f"{len(listed)} API key(s)", file=sys.stderr)
             return 0
         found = keys.revoke(args.key_id)

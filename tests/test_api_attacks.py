@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
+from career_relay import settings as settings_mod
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import Book, ConsentLedger, Rules
+from career_relay.ledger import ApiKeys, Book, ConsentLedger, Rules, open_configured
 from career_relay.tokens import LinkSigner, link
 from consent_site.api.core import API
 from consent_site.app import API_APP
-from tests.conftest import ConfigMaker
+from tests.conftest import ConfigMaker, run_cli
 from tests.test_api import COMPANIES, ELSEWHERE, PHONE, PUBLIC_URL, Api, _harness, _named, _problem
 
 BROWSER = {"User-Agent": PHONE}  # aiohttp's own is held as a scanner's (SPEC 8)
@@ -249,3 +250,47 @@ def test_own_domains_are_compared_as_a_labels(make_config: ConfigMaker, configur
         assert harness.offer({"recipient": "x@example.net"}).status == 201
     finally:
         harness.close()
+
+
+HOSTILE_NAME = "\x1b]0;owned\x07ATS\u202eevil\u2066\x9b31m\u200b\r\nnext"
+
+
+def _obeyable(text: str) -> bool:
+    return bool(re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
+                          r"\u2066-\u2069]", text))
+
+
+def test_key_names_carry_no_terminal_escapes(make_config: ConfigMaker,
+                                             backend_url: str) -> None:
+    config = make_config(ledger={"url": backend_url}, companies=COMPANIES)
+    with open_configured(settings_mod.load(config)) as ledger:
+        made, _ = ApiKeys(ledger).create("acme", HOSTILE_NAME)
+        assert made.name == "]0;owned ATS evil 31m next" and not _obeyable(made.name)
+        assert ApiKeys(ledger).list("acme")[0].name == made.name
+        # A row written before names were cleaned is cleaned when printed.
+        old, _ = ApiKeys(ledger).create("kumo", "old")
+        with ledger.write() as conn:
+            conn.execute("UPDATE api_keys SET name = ? WHERE id = ?", (HOSTILE_NAME, old.id))
+    listed = run_cli("api-key", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert not _obeyable(listed.stdout) and listed.stdout.count("\n") == 2
+    assert "]0;owned ATS evil 31m next" in listed.stdout
+
+
+@pytest.mark.parametrize("field", ["recipient", "job", "channel", "stage"])
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200f"])
+def test_bidi_controls_are_refused(sqlite_api: Api, field: str, char: str) -> None:
+    body = {"recipient": "c@example.net", field: f"ab{char}c@example.net"
+            if field == "recipient" else f"経理{char}部"}
+    reply = sqlite_api.offer(body)
+    assert _named(reply) == {field}
+    assert char not in reply.text and "\\u2" not in reply.text.lower()
+
+
+def test_a_refused_period_names_its_fields_not_its_dates(sqlite_api: Api) -> None:
+    for query, field in (("since=2026-05-01&until=2026-04-01", "until"),
+                         ("since=2026-02-30", "since"), ("until=9999-12-31", "until")):
+        reply = sqlite_api.request("GET", f"/api/v1/report?{query}", route="/report")
+        assert _named(reply) == {field}
+        for date in re.findall(r"\d{4}-\d{2}-\d{2}", query):
+            assert date not in reply.text and date.replace("-0", "-") not in reply.text

@@ -41,6 +41,23 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked is None
 
+    @property
+    def shown_name(self) -> str:
+        """The name as printed: cleaned again (a row written before names were cleaned)."""
+        return clean_name(self.name)
+
+
+#: C0, DEL, C1, U+2028/2029, and the bidirectional and zero-width formatting characters:
+#: a name carrying them could move the cursor of the terminal ``api-key list`` prints to,
+#: or reorder what it shows (attack review).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                          r"\u2066-\u2069]")
+
+
+def clean_name(name: str) -> str:
+    """``name`` as one line, bounded, without control or bidirectional characters."""
+    return " ".join(_UNPRINTABLE.sub(" ", name).split())[:NAME_MAX]
+
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -53,7 +70,7 @@ class ApiKeys(View):
         """A new key of ``company``: its row, and the key itself (shown once, never stored)."""
         if not company:
             raise ValueError("an API key needs a company")
-        name = " ".join(name.split())[:NAME_MAX]  # one line, bounded
+        name = clean_name(name)  # one line, bounded, nothing a terminal would obey
         key_id = secrets.token_hex(8)
         key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         found = ApiKey(key_id, company, name, stamp(self.ledger.now()))

@@ -22,6 +22,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 #: (SPEC 4 refuses the same in envelope addresses); and lone surrogates, which JSON's
 #: \ud800 escapes can make and no UTF-8 can store.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: Bidirectional formatting and zero-width characters (U+202A-202E, U+2066-2069,
+#: U+200B-200F): they reorder or hide what an admin page or a mail shows (attack review).
+_BIDI = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 #: One address, as SMTP carries it: local@domain, no spaces, one @, a dot in the domain.
 _ATOM = r"[^@\s<>(),;:\"\[\]\\]"
 _ADDRESS = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.[^@\s<>(),;:\"\[\]\\.]+")
@@ -30,6 +33,8 @@ _ADDRESS = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.[^@\s<>(),;:\"\[\]\\.]+")
 def _printable(value: str) -> str:
     if _CONTROLS.search(value):
         raise ValueError("must not contain control characters")
+    if _BIDI.search(value):
+        raise ValueError("must not contain bidirectional or zero-width formatting characters")
     return value
 
 

@@ -200,20 +200,29 @@ async def get_offer(request: web.Request) -> web.StreamResponse:
 async def get_report(request: web.Request) -> web.StreamResponse:
     api, caller = request.app[API], await _caller(request)
     asked = _valid(models.ReportQuery, dict(request.query))
+    # Each refusal names its field and repeats no date (a value refused is never echoed).
+    since, until = _day(asked.since, "since"), _day(asked.until, "until")
+    if until is not None and until.year > LAST_YEAR:  # the day after it must exist
+        raise _bad_day("until", f"must be in {LAST_YEAR} or before")
     try:
-        since = dt.date.fromisoformat(asked.since) if asked.since else None
-        until = dt.date.fromisoformat(asked.until) if asked.until else None
-        if until is not None and until.year > LAST_YEAR:  # the day after it must exist
-            raise ValueError(f"until must be in {LAST_YEAR} or before")
         when = reports.period(since, until, dt.datetime.now(dt.UTC).date())
-    except ValueError as exc:
-        raise ApiError(422, "Unprocessable Content", "invalid: since, until", [
-            models.FieldError(field="until" if "until" in str(exc) or "before" in str(exc)
-                              else "since",
-                              message=str(exc)[:200])]) from None
+    except ValueError:
+        raise _bad_day("until", "must not be before since (or today)") from None
     rows = await api.off_loop(reports.report, api.ledger, [caller.company], when,
                           api.settings.ledger.credit_every)
     return json_response(models.Report.model_validate(rows[0]))
+
+
+def _day(value: str | None, name: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        raise _bad_day(name, "is not a day of the calendar (YYYY-MM-DD)") from None
+
+
+def _bad_day(name: str, message: str) -> ApiError:
+    return ApiError(422, "Unprocessable Content", f"invalid: {name}",
+                    [models.FieldError(field=name, message=message)])
 
 
 # -- GET /api/v1/openapi.json -------------------------------------------------------------------
