@@ -53,6 +53,8 @@ def test_a_relayed_or_link_offer_is_never_answered(api: Api) -> None:
         assert "link" not in found and "/c/" not in reply.text
     after = api.report()
     assert (after["rejections"], after["offers"]) == (before["rejections"], before["offers"])
+    document = api.request("GET", "/api/v1/openapi.json", key=None).json
+    assert "409" in document["paths"]["/api/v1/offers"]["post"]["responses"]
     # The API's own offers are still answered again.
     made = api.offer({"recipient": "x@example.net", "message_id": "<a1@ats.example>"})
     again = api.offer({"recipient": "x@example.net", "message_id": "<a1@ats.example>"})

@@ -274,11 +274,11 @@ ROUTES: tuple[Route, ...] = (
               200: ("The offer made before for the same Idempotency-Key, or the same "
                     "message_id and recipient", models.OfferCreated),
               400: ("Malformed: not JSON, or a bad Idempotency-Key", models.Problem),
-              413: ("The body is too large", models.Problem),
-              415: ("The body is not application/json", models.Problem),
               409: ("The message_id and recipient belong to mail not made through the API "
                     "(relayed, or the company link's): nothing made, no link answered",
                     models.Problem),
+              413: ("The body is too large", models.Problem),
+              415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem)}),
     Route("GET", "/offers/{offer_id}", get_offer, "An offer's state (no personal data)",
           path_params=("offer_id",), responses={
