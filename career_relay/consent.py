@@ -17,9 +17,10 @@ scanner's user agent, or within ``site.review_window`` seconds of the link
 being sent, is recorded with ``review`` set; its forward waits in the outbox
 until an admin approves it, so a scanner's "consent" never reaches the agency.
 So is every accept of a company-link offer (``link``, SPEC 10: nothing proves
-the company rejected that person).  The window is measured from the offer's
-creation: the gateway signs the link when it takes the mail, a few
-milliseconds before it delivers it.
+the company rejected that person), and an API offer's accept from the
+company's own network (``api-network``: ``own_network``).  The window is
+measured from the offer's creation: the gateway signs the link when it takes
+the mail, a few milliseconds before it delivers it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from career_relay import consent_export
+from career_relay import consent_export, own_network
 
 # Re-exported: the site and the tests took them from here before consent_form existed.
 from career_relay.consent_form import FIELDS as FIELDS
@@ -41,6 +42,7 @@ from career_relay.consent_form import scanner_like as scanner_like
 from career_relay.consent_form import validate_profile as validate_profile
 from career_relay.errors import DecisionRaced, UserError
 from career_relay.ledger import ConsentLedger, Decision, Forward, ForwardKind, Offer, Receipt
+from career_relay.own_network import company_side
 from career_relay.settings_table import AgencyEntrySettings as AgencySettings
 from career_relay.settings_table import Settings
 from career_relay.timestamps import stamp
@@ -141,6 +143,8 @@ class Consents:
             return "link"
         if (now - offer.created).total_seconds() < self.settings.site.review_window:
             return "review_window"
+        if company_side(self.settings, self.store.ledger, offer, client.address, client.network):
+            return own_network.REASON  # an API offer accepted from the company's network
         return None
 
     # -- decisions ------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def cmd_api_key(args: argparse.Namespace) -> int:
             listed = keys.list(args.company)
             for k in listed:
                 state = f"revoked {k.revoked}" if k.revoked else "active"
-                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.name}".rstrip())
+                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.shown_name}".rstrip())
             print(f"{len(listed)} API key(s)", file=sys.stderr)
             return 0
         found = keys.revoke(args.key_id)
@@ -248,7 +248,7 @@ def cmd_agency_key(args: argparse.Namespace) -> int:
             listed = keys.list(args.agency)
             for k in listed:
                 state = f"revoked {k.revoked}" if k.revoked else "active"
-                print(f"{k.id}  {k.agency}  {k.created}  {state}  {k.name}".rstrip())
+                print(f"{k.id}  {k.agency}  {k.created}  {state}  {k.shown_name}".rstrip())
             print(f"{len(listed)} agency key(s)", file=sys.stderr)
             return 0
         found = keys.revoke(args.key_id)

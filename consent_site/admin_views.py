@@ -42,7 +42,8 @@ KIND_LABELS = {"consent": "登録（同意）", "withdrawal": "撤回の通知",
 STATUS_LABELS = {"delivered": "提供済み", "cancelled": "取り消し", "held": "審査待ち",
                  "pending": "送信待ち"}
 REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者",
-                 "link": "会社リンク経由（不採用の確認なし）"}
+                 "link": "会社リンク経由（不採用の確認なし）",
+                 "api-network": "API依頼元と同じネットワーク"}
 LIST_LIMIT = 500  # rows on a page; the CSV has them all
 
 

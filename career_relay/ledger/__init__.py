@@ -16,7 +16,7 @@ Modules by concept: ``store`` (connections, transactions), ``connect``
 (opening, migrating), ``migrations`` and ``schema_sqlite``, ``offers``,
 ``consent``, ``forwards``, ``credits`` (``mint_credit``), ``chain``, ``head``,
 ``verify``, ``reports``, ``records``, ``retention``, ``totals``,
-``admin_users``, ``api_keys``, ``writer`` (the gateway's group commit), ``copy``
+``admin_users``, ``api_keys``, ``api_offers``, ``writer`` (the gateway's group commit), ``copy``
 (``ledger migrate``: a SQLite ledger copied to PostgreSQL).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
 from career_relay.ledger.api_keys import AgencyKey, AgencyKeys, ApiKey, ApiKeys
+from career_relay.ledger.api_offers import ApiOffers, ApiRequest
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
@@ -50,7 +51,8 @@ from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
     "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
-    "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "BadHead",
+    "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "ApiOffers",
+    "ApiRequest", "BadHead",
     "Book", "Clock",
     "ConsentLedger", "CopyRefused", "CopyResult", "CounterKind", "Decision", "Forward",
     "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable", "Offer",

@@ -58,6 +58,11 @@ class ApiKey:
     def owner(self) -> str:
         return self.company
 
+    @property
+    def shown_name(self) -> str:
+        """The name as printed: cleaned again (a row written before names were cleaned)."""
+        return clean_name(self.name)
+
 
 @dataclass(frozen=True)
 class AgencyKey:
@@ -76,6 +81,23 @@ class AgencyKey:
     @property
     def owner(self) -> str:
         return self.agency
+
+    @property
+    def shown_name(self) -> str:
+        """The name as printed: cleaned again (a row written before names were cleaned)."""
+        return clean_name(self.name)
+
+
+#: C0, DEL, C1, U+2028/2029, and the bidirectional and zero-width formatting characters:
+#: a name carrying them could move the cursor of the terminal ``api-key list`` prints to,
+#: or reorder what it shows (attack review).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                          r"\u2066-\u2069]")
+
+
+def clean_name(name: str) -> str:
+    """``name`` as one line, bounded, without control or bidirectional characters."""
+    return " ".join(_UNPRINTABLE.sub(" ", name).split())[:NAME_MAX]
 
 
 def digest(key: str) -> str:
@@ -98,7 +120,7 @@ class Keys(View, Generic[K]):
         """A new key of ``owner``: its row, and the key itself (shown once, never stored)."""
         if not owner:
             raise ValueError(f"an API key needs a {self.OWNER}")
-        name = " ".join(name.split())[:NAME_MAX]  # one line, bounded
+        name = clean_name(name)  # one line, bounded, nothing a terminal would obey
         key_id = secrets.token_hex(8)
         key = f"{self.PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         found = self.MAKE(key_id, owner, name, stamp(self.ledger.now()))

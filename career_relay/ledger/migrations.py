@@ -103,3 +103,4 @@ def _meta(db: Database) -> None:
 MIGRATIONS(name="0010_offer_source")(schema_sqlite_later.offer_source)
 MIGRATIONS(name="0011_api_keys")(schema_sqlite_later.api_keys)
 MIGRATIONS(name="0012_agencies")(schema_sqlite_later.agencies)
+MIGRATIONS(name="0013_api_offers")(schema_sqlite_later.api_offers)

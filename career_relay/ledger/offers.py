@@ -64,6 +64,27 @@ class Rejection:
     source: OfferSource = "relay"  # SPEC 10: the API's offers are "api", the link's "link"
 
 
+#: An offer's row: id, company, message_id, recipient, created, job, channel, stage, source.
+_Row = tuple[str, str, str, str, str, str | None, str | None, str | None, str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Rejections made ready to write (``Ledger.prepare``): their offers' rows and entries."""
+
+    rejections: tuple[Rejection, ...]
+    rows: tuple[_Row, ...]
+    made: Mapping[str, ledger_chain.NewEntry]  # offer id -> its entry, if inserted
+    day: str  # the counters' UTC day
+
+    def only(self, kept: Sequence[int]) -> Prepared:
+        """The rejections at the indexes ``kept``, and only their offers' rows."""
+        rejections = tuple(self.rejections[n] for n in kept)
+        ids = {oid for r in rejections for _, oid in r.offers}
+        return Prepared(rejections, tuple(r for r in self.rows if r[0] in ids), self.made,
+                        self.day)
+
+
 class Ledger(Store):
     """The ledger's public face: the store, and the offers and counters the gateway writes.
     The consent side, the outbox, the credits and the admin users are views over it
@@ -142,37 +163,49 @@ class Ledger(Store):
         the offers it made; the chain's head and its new entries; one upsert per counter.
         Each statement is a round trip to the server, and on PostgreSQL the other hosts
         wait through every one of them."""
+        prepared = self.prepare(rejections)
+        with self.write() as conn:
+            return self.insert_prepared(conn, prepared, counts)
+
+    def prepare(self, rejections: Sequence[Rejection]) -> Prepared:
+        """What needs no lock: the rows of the offers and their entries (digests, keyed
+        hashes), made before the write begins."""
         now = self._clock()
-        day = now.astimezone(dt.UTC).date().isoformat()
-        rows: list[tuple[str, str, str, str, str, str | None, str | None, str | None,
-                         str]] = []
+        rows: list[_Row] = []
         for r in rejections:
             _check_source(r.source)
             created = stamp(r.created or now)
             rows.extend((oid, r.company, r.message_id, rcpt, created, r.job, r.channel,
                          r.stage, r.source) for rcpt, oid in r.offers)
-        made = {row[0]: self._offer_entry(*row) for row in rows}
+        return Prepared(tuple(rejections), tuple(rows),
+                        {row[0]: self._offer_entry(*row) for row in rows},
+                        now.astimezone(dt.UTC).date().isoformat())
+
+    def insert_prepared(self, conn: Any, prepared: Prepared,
+                        counts: Mapping[tuple[str, CounterKind], int] | None = None,
+                        ) -> list[dict[str, str]]:
+        """The write of ``record_rejections`` in the transaction ``conn`` holds (the
+        company API's, which checks its Idempotency-Keys in it: ``ApiOffers``)."""
         results: list[dict[str, str]] = []
         tallies: collections.Counter[tuple[str, str]] = collections.Counter(counts or {})
         entries: list[ledger_chain.NewEntry] = []  # the inserted offers', appended at the end
-        with self.write() as conn:
-            inserted = _insert_offers(conn, rows)
-            for r in rejections:
-                added = sum(oid in inserted for _, oid in r.offers)
-                # A retried submission adds no offer and is not a second rejection.
-                if added or not r.offers:
-                    tallies.update((r.company, kind) for kind in r.counters)
-                if added == len(r.offers):  # every offer is new: its id is the one given
-                    results.append(dict(r.offers))
-                else:  # a retry (or a recipient twice): the offers made before keep their ids
-                    results.append({rcpt: str(conn.execute(
-                        "SELECT id FROM offers WHERE company = ? AND message_id = ?"
-                        " AND recipient = ?", (r.company, r.message_id, rcpt)).fetchone()[0])
-                        for rcpt, _ in r.offers})
-                # The entries of the offers this transaction made, in the rejections' order.
-                entries.extend(made[oid] for _, oid in r.offers if oid in inserted)
-            ledger_chain.append_many(conn, entries)
-            _add_tallies(conn, day, tallies)
+        inserted = _insert_offers(conn, prepared.rows)
+        for r in prepared.rejections:
+            added = sum(oid in inserted for _, oid in r.offers)
+            # A retried submission adds no offer and is not a second rejection.
+            if added or not r.offers:
+                tallies.update((r.company, kind) for kind in r.counters)
+            if added == len(r.offers):  # every offer is new: its id is the one given
+                results.append(dict(r.offers))
+            else:  # a retry (or a recipient twice): the offers made before keep their ids
+                results.append({rcpt: str(conn.execute(
+                    "SELECT id FROM offers WHERE company = ? AND message_id = ?"
+                    " AND recipient = ?", (r.company, r.message_id, rcpt)).fetchone()[0])
+                    for rcpt, _ in r.offers})
+            # The entries of the offers this transaction made, in the rejections' order.
+            entries.extend(prepared.made[oid] for _, oid in r.offers if oid in inserted)
+        ledger_chain.append_many(conn, entries)
+        _add_tallies(conn, prepared.day, tallies)
         return results
 
     def _offer_entry(self, oid: str, company: str, message_id: str, recipient: str,

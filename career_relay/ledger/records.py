@@ -130,7 +130,7 @@ class HeldRow:
     receipt_id: str
     company: str
     created: dt.datetime
-    reason: str                    # review_window | scanner | link
+    reason: str                    # review_window | scanner | link | api-network
     offer_sent: dt.datetime
     user_agent: str
     network: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from career_relay.domains import a_label, address_domain
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.settings_table import Settings
@@ -29,6 +30,12 @@ class Rules:
     domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
     hash_key: bytes = DEFAULT_HASH_KEY
 
+    def __post_init__(self) -> None:
+        # Kept as A-labels, however configured: compared with an address's (``own``).
+        object.__setattr__(self, "domains", {
+            company: frozenset(a_label(d) for d in domains)
+            for company, domains in self.domains.items()})
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
         return cls(settings.ledger.credit_every,
@@ -40,5 +47,7 @@ class Rules:
         return ledger_chain.candidate_hash(self.hash_key, address)
 
     def own(self, company: str, address: str) -> bool:
-        domain = address.rpartition("@")[2].strip().lower()
-        return domain in self.domains.get(company, frozenset())
+        """Whether ``address`` is in one of ``company``'s domains, compared as A-labels
+        (``アクメ.jp`` is ``xn--cck0a4k.jp``; a soft hyphen or full-width letters hide
+        nothing: ``career_relay.domains``)."""
+        return address_domain(address) in self.domains.get(company, frozenset())

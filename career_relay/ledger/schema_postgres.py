@@ -276,6 +276,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0010_offer_source", later.OFFER_SOURCE),
     ("0011_api_keys", later.API_KEYS),
     ("0012_agencies", later.AGENCIES),
+    ("0013_api_offers", later.API_OFFERS),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 and 0010 to 0012 in PostgreSQL's dialect (see
+"""The ledger's migrations 0005 to 0007 and 0010 to 0013 in PostgreSQL's dialect (see
 ``schema_postgres``).
 
 Each is the SQLite migration of the same name (``schema_sqlite_later``), column for
@@ -207,4 +207,18 @@ CREATE TABLE agency_keys (
     revoked TEXT COLLATE "C"
 );
 CREATE INDEX agency_keys_agency ON agency_keys (agency, created);
+"""
+# 0013 (``schema_sqlite_later.api_offers``).
+API_OFFERS = """
+CREATE TABLE api_offers (
+    offer_id TEXT COLLATE "C" PRIMARY KEY,
+    company TEXT COLLATE "C" NOT NULL,
+    idempotency TEXT COLLATE "C",
+    network TEXT COLLATE "C",
+    UNIQUE (company, idempotency)
+);
+INSERT INTO api_offers (offer_id, company, idempotency, network)
+SELECT id, company, CASE WHEN message_id LIKE '<idempotency.%' THEN message_id END, NULL
+FROM offers WHERE source = 'api' ORDER BY rowid
+ON CONFLICT DO NOTHING;
 """

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 and 0010 to 0012 in SQLite's dialect: tables, indexes,
+"""The ledger's migrations 0005 to 0007 and 0010 to 0013 in SQLite's dialect: tables, indexes,
 triggers.
 
 A migration that has landed is never edited; ``career_relay.ledger.migrations``
@@ -235,3 +235,35 @@ def agencies(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX agency_keys_agency ON agency_keys (agency, created)")
+
+
+def api_offers(db: Database) -> None:
+    """What the company API knows of the offers it made (``career_relay.ledger.api_offers``),
+    beside the offer (which stays as the gateway writes it):
+
+    - ``idempotency``: the Message-ID derived from the request's Idempotency-Key, if any.
+      UNIQUE per company, and checked inside the write that makes the offer: the same key
+      for another recipient is refused, however many such requests race (attack review).
+    - ``network``: the network the request came from, in the receipts' form (/24, /48).
+      An accept from it (or from the company's ``allow_ips``) is held for review: a
+      company offering to addresses it controls must not mint credits alone.
+
+    Operational rows, not entries.  The API's offers made before this migration get a row
+    each (their network unknown: NULL); of one key used for several recipients (the race
+    this closes), the first made keeps the key.
+    """
+    db.execute(
+        """
+        CREATE TABLE api_offers (
+            offer_id TEXT PRIMARY KEY,      -- offers.id, source 'api'
+            company TEXT NOT NULL,
+            idempotency TEXT,               -- the Message-ID an Idempotency-Key derived
+            network TEXT,                   -- the requester's /24 or /48; NULL: unknown
+            UNIQUE (company, idempotency)
+        )
+        """
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO api_offers (offer_id, company, idempotency, network)"
+        " SELECT id, company, CASE WHEN message_id LIKE '<idempotency.%'"
+        " THEN message_id END, NULL FROM offers WHERE source = 'api' ORDER BY rowid")

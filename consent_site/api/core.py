@@ -37,6 +37,10 @@ RETRY_AFTER_UNAVAILABLE = 30
 #: Seconds a right key is taken as checked (a revocation reaches every site within it).
 KEY_CACHE_SECONDS = 1.0
 KEY_CACHE_MAX = 10_000
+#: Seconds a key found right skips its client's failure check (made before the database).
+VOUCHED_SECONDS = 3600.0
+#: Threads checking keys against the database, off the event loop.
+KEY_CHECK_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class Api:
         self.clock = clock
         self.failures = Buckets(AUTH_FAILURES_PER_MINUTE)
         self._known: dict[bytes, tuple[ApiKey, float]] = {}
+        # Digests of keys found right lately: such a key skips the failure check made
+        # before the database (a right key is never refused for its address's failures).
+        self._vouched: dict[bytes, float] = {}
+        # Key checks read the database: off the loop, so that a database away (each read
+        # waiting for the pool) never stalls the site's other pages (attack review).
+        self._checks = ThreadPoolExecutor(KEY_CHECK_THREADS, thread_name_prefix="api-keys")
         self.monotonic: Callable[[], float] = time.monotonic  # tests move it on
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="api-report")
         self.limits = Buckets(settings.api.rate_limit)
@@ -79,23 +89,40 @@ class Api:
         if self.limits.per_minute != settings.api.rate_limit:
             self.limits = Buckets(settings.api.rate_limit)
 
-    async def key(self, presented: str) -> ApiKey | None:
-        """The active key ``presented`` is, or None.  A right key is remembered for
-        ``KEY_CACHE_SECONDS`` (by its digest; never a wrong one, so guesses cannot fill
-        the table): the check is a read of the ledger, and under load the costliest part
-        of a request after the commit."""
+    async def key(self, presented: str, client: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None; 429 (``ApiError``) when ``client``
+        is over its failure limit and the key is not one found right lately, before the
+        database is asked.  A right key is remembered for ``KEY_CACHE_SECONDS`` (by its
+        digest; never a wrong one, so guesses cannot fill the table): the check is a read
+        of the ledger, and under load the costliest part of a request after the commit."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
         now = self.monotonic()
         hit = self._known.get(digest)
         if hit is not None and now - hit[1] < KEY_CACHE_SECONDS:
             return hit[0]
-        found = self.keys.check(presented)
+        if now - self._vouched.get(digest, -VOUCHED_SECONDS) >= VOUCHED_SECONDS:
+            wait = self.failures.blocked(client)
+            if wait is not None:
+                raise too_many_failures(wait)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self._checks, self.keys.check, presented)
+        except LedgerUnavailable:
+            # Unchecked: counted as a failure, so that a flood while the database is away
+            # stops at the client's limit instead of queueing for the pool.
+            if digest not in self._vouched:
+                self.failures.take(client)
+            raise
         if found is None:
             self._known.pop(digest, None)
+            self._vouched.pop(digest, None)
         else:
             if len(self._known) >= KEY_CACHE_MAX:
                 self._known.clear()
+            if len(self._vouched) >= KEY_CACHE_MAX:
+                self._vouched.clear()
             self._known[digest] = (found, now)
+            self._vouched[digest] = now
         return found
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -110,10 +137,16 @@ class Api:
 
     async def close(self, _: web.Application) -> None:
         self.offers.close()
+        self._checks.shutdown(wait=True)
         self._slow.shutdown(wait=True)
 
 
 API = web.AppKey("api", Api)
+
+
+def too_many_failures(wait: int) -> ApiError:
+    return ApiError(429, "Too Many Requests", "too many failed authentications",
+                    headers={"Retry-After": str(wait)})
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:

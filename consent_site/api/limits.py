@@ -34,6 +34,13 @@ class Buckets:
         tokens, at = self._buckets.get(key, (float(self.per_minute), now))
         return min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60.0)
 
+    def blocked(self, key: str) -> int | None:
+        """Whole seconds until ``key`` may be spent again, None when it may now: spends
+        nothing (the API asks before it reads the database for a bad key)."""
+        tokens = self._level(key, self._clock()) if key in self._buckets else 1.0
+        return None if tokens >= 1.0 else max(
+            1, math.ceil((1.0 - tokens) * 60.0 / self.per_minute))
+
     def take(self, key: str) -> int | None:
         """Spend one request of ``key``: None when allowed, else whole seconds to wait."""
         now = self._clock()

@@ -22,6 +22,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 #: (SPEC 4 refuses the same in envelope addresses); and lone surrogates, which JSON's
 #: \ud800 escapes can make and no UTF-8 can store.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: Bidirectional formatting and zero-width characters (U+202A-202E, U+2066-2069,
+#: U+200B-200F): they reorder or hide what an admin page or a mail shows (attack review).
+_BIDI = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 #: One address, as SMTP carries it: local@domain, no spaces, one @, a dot in the domain.
 _ATOM = r"[^@\s<>(),;:\"\[\]\\]"
 _ADDRESS = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.[^@\s<>(),;:\"\[\]\\.]+")
@@ -30,6 +33,17 @@ _ADDRESS = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.[^@\s<>(),;:\"\[\]\\.]+")
 def _printable(value: str) -> str:
     if _CONTROLS.search(value):
         raise ValueError("must not contain control characters")
+    if _BIDI.search(value):
+        raise ValueError("must not contain bidirectional or zero-width formatting characters")
+    return value
+
+
+def _ours(value: str) -> str:
+    """Message-IDs in career-relay.invalid are the site's own (the API's derived ids end in
+    @api.career-relay.invalid; the company link's are there too): a body may not name one."""
+    domain = value.rstrip(">").rpartition("@")[2].lower()
+    if domain == "career-relay.invalid" or domain.endswith(".career-relay.invalid"):
+        raise ValueError("must not be in career-relay.invalid (the relay's own ids)")
     return value
 
 
@@ -42,7 +56,8 @@ def _address(value: str) -> str:
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Address = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_printable),
                     AfterValidator(_address)]
-MessageId = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[!-~]+$")]
+MessageId = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[!-~]+$"),
+                      AfterValidator(_ours)]
 Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$",
                            description="a UTC day, YYYY-MM-DD")]
 Locale = Literal["ja", "en"]

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import secrets
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +24,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from career_relay.ledger import Offer, Rejection, new_offer_id, records, reports
+from career_relay.clients import client_key
+from career_relay.consent import network_of
+from career_relay.domains import a_label, address_domain
+from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, records, reports
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
-from consent_site.api.core import API, ApiError, Caller, json_response
+from consent_site.api.core import API, ApiError, Caller, json_response, too_many_failures
 
 log = logging.getLogger("career_relay.api")
 
@@ -120,29 +122,31 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
     offer = _valid(models.OfferRequest, await _body(request))
     company = api.settings.company(caller.company)
     assert company is not None  # _caller refuses a key whose company is gone
-    # NFKC as IDNA maps it: ＡＣＭＥ.example is acme.example.
-    if unicodedata.normalize("NFKC", offer.recipient.rpartition("@")[2]).lower() \
-            in company.domains:
+    # As A-labels (career_relay.domains): ＡＣＭＥ.example, acme\u00ad.example and an
+    # IDN's punycode are the company's own domains, whichever form is configured.
+    if address_domain(offer.recipient) in {a_label(d) for d in company.domains}:
         raise ApiError(422, "Unprocessable Content", "invalid: recipient", [models.FieldError(
             field="recipient", message="is in the company's own domains: staff get no link")])
     message_id, derived = _message_id(request, offer)
-    if derived:  # the same key for another recipient is another request: refused
-        others = await api.read(api.ledger.offers_of_message, caller.company, message_id)
-        if any(o.recipient != offer.recipient for o in others):
-            raise ApiError(422, "Unprocessable Content", "invalid: Idempotency-Key", [
-                models.FieldError(field="Idempotency-Key",
-                                  message="was used for another request")])
     fresh = new_offer_id()
     issued = dt.datetime.fromtimestamp(int(api.clock()), dt.UTC)  # links carry whole seconds
-    made = await api.offers.record(Rejection(
+    offer_id = await api.offers.record(ApiRequest(Rejection(
         caller.company, message_id, ((offer.recipient, fresh),), offer.job, offer.channel,
-        offer.stage, issued, ("rejections",), "api"))
-    offer_id = made[offer.recipient]
+        offer.stage, issued, ("rejections",), "api"), network_of(request.remote), derived))
+    if offer_id is None:  # the same key for another recipient: checked in the write
+        raise ApiError(422, "Unprocessable Content", "invalid: Idempotency-Key", [
+            models.FieldError(field="Idempotency-Key", message="was used for another request")])
     if offer_id == fresh:
         log.info("api offer %s made for %s (key %s)", offer_id, caller.company, caller.key_id)
         return json_response(_created(api, offer_id, issued), 201)
     found: Offer | None = await api.read(api.ledger.offer, offer_id)
     assert found is not None
+    if found.source != "api":
+        # A relayed offer's link went to the candidate's mailbox alone, and the company
+        # link's too: the key must not fetch it by a Message-ID it knows or computes.
+        # Nothing was added (an existing offer counts nothing); no value repeated.
+        raise ApiError(409, "Conflict", "the message_id and recipient belong to mail not "
+                       "made through the API")
     return json_response(_created(api, offer_id, found.created), 200)
 
 
@@ -194,20 +198,29 @@ async def get_offer(request: web.Request) -> web.StreamResponse:
 async def get_report(request: web.Request) -> web.StreamResponse:
     api, caller = request.app[API], await _caller(request)
     asked = _valid(models.ReportQuery, dict(request.query))
-    field = "since"
+    # Each refusal names its field and repeats no date (a value refused is never echoed).
+    since, until = _day(asked.since, "since"), _day(asked.until, "until")
     try:
-        since = dt.date.fromisoformat(asked.since) if asked.since else None
-        field = "until"
-        until = dt.date.fromisoformat(asked.until) if asked.until else None
-        # The years are reports.FIRST_YEAR to LAST_YEAR (the day after 9999-12-31 overflows).
         when = reports.period(since, until, dt.datetime.now(dt.UTC).date())
-    except ValueError as exc:
-        field = exc.field if isinstance(exc, reports.PeriodError) else field
-        raise ApiError(422, "Unprocessable Content", "invalid: since, until", [
-            models.FieldError(field=field, message=str(exc)[:200])]) from None
+    except reports.PeriodError as exc:
+        raise _bad_day(exc.field, f"must be in the years {reports.FIRST_YEAR} to "
+                       f"{reports.LAST_YEAR}" if exc.reason == "year"
+                       else "must not be before since (or today)") from None
     rows = await api.off_loop(reports.report, api.ledger, [caller.company], when,
                           api.settings.ledger.credit_every)
     return json_response(models.Report.model_validate(rows[0]))
+
+
+def _day(value: str | None, name: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        raise _bad_day(name, "is not a day of the calendar (YYYY-MM-DD)") from None
+
+
+def _bad_day(name: str, message: str) -> ApiError:
+    return ApiError(422, "Unprocessable Content", f"invalid: {name}",
+                    [models.FieldError(field=name, message=message)])
 
 
 # -- GET /api/v1/openapi.json -------------------------------------------------------------------
@@ -226,17 +239,20 @@ async def _caller(request: web.Request) -> Caller:
     limit; or a bad key from an address that keeps sending bad ones).
 
     A right key is never refused for its address's failures: behind a proxy every client
-    has one address, and another's guesses must not lock a company out."""
+    has one address, and another's guesses must not lock a company out.  (Right: found so
+    by this process within ``VOUCHED_SECONDS``.  Any other key from a client over its
+    limit is 429 before the database is asked, so a flood costs the ledger nothing.)"""
     api = request.app[API]
+    # Counted per client as the site's other throttles count (an IPv6 /64 is one).
+    client = client_key(request.remote or "")
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and key.strip():
-        found = await api.key(key.strip())
+        found = await api.key(key.strip(), client)
     if found is None or api.settings.company(found.company) is None:
-        wait = api.failures.take(request.remote or "")
+        wait = api.failures.take(client)
         if wait is not None:
-            raise ApiError(429, "Too Many Requests", "too many failed authentications",
-                           headers={"Retry-After": str(wait)})
+            raise too_many_failures(wait)
         raise ApiError(401, "Unauthorized", "an API key is needed: Authorization: Bearer <key>"
                        if not key else "the API key is not valid (unknown or revoked)",
                        headers={"WWW-Authenticate": 'Bearer realm="career-relay"'
@@ -256,6 +272,9 @@ ROUTES: tuple[Route, ...] = (
               200: ("The offer made before for the same Idempotency-Key, or the same "
                     "message_id and recipient", models.OfferCreated),
               400: ("Malformed: not JSON, or a bad Idempotency-Key", models.Problem),
+              409: ("The message_id and recipient belong to mail not made through the API "
+                    "(relayed, or the company link's): nothing made, no link answered",
+                    models.Problem),
               413: ("The body is too large", models.Problem),
               415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem)}),

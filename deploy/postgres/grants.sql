@@ -73,6 +73,10 @@ GRANT UPDATE (revoked) ON api_keys TO career_relay_app;
 GRANT SELECT, INSERT ON agency_keys TO career_relay_app;
 GRANT UPDATE (revoked) ON agency_keys TO career_relay_app;
 
+-- What the company API knows of its offers (0013_api_offers): written with the offer, read when an
+-- Idempotency-Key comes back and when an API offer is accepted; never changed.
+GRANT SELECT, INSERT ON api_offers TO career_relay_app;
+
 -- meta: the hash key's fingerprint, written once by the first process that opens the
 -- ledger (INSERT ... ON CONFLICT DO NOTHING), read by every other.
 GRANT SELECT, INSERT ON meta TO career_relay_app;
