@@ -136,6 +136,43 @@ def test_a_company_cannot_farm_credits_from_its_own_network(farm: Api) -> None:
     assert Book(farm.ledger).verify()[1] is None
 
 
+def test_behind_a_trusted_proxy_the_networks_are_the_clients(
+        make_config: ConfigMaker) -> None:
+    """Behind a reverse proxy of ``site.trusted_proxies`` every request comes from the
+    proxy: the API offer's network and the accept's are the clients the proxy names, as
+    the receipts' are.  The company's own office (203.0.113.7 asks for the offer and
+    accepts) is held; a candidate elsewhere (198.51.100.9) is not."""
+    harness = Api(make_config(site={"public_url": PUBLIC_URL, "review_window": 30,
+                                    "trusted_proxies": ["127.0.0.0/8"]},
+                              companies=COMPANIES, api={"rate_limit": 600}))
+    try:
+        state = harness.client.server.app[API_APP][API]
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        for ledger in (state.ledger, harness.ledger):
+            ledger._clock = lambda: later  # type: ignore[method-assign]
+        office = {"X-Forwarded-For": "203.0.113.7"}
+        farmed = harness.offer({"recipient": "me1@farm.example"}, headers=office).json
+        candidate = harness.offer({"recipient": "cand@example.net"}, headers=office).json
+        for made, client in ((farmed, "203.0.113.7"), (candidate, "198.51.100.9")):
+            path = made["link"].removeprefix(PUBLIC_URL)
+            headers = {**BROWSER, "X-Forwarded-For": client}
+            page = harness.request("GET", path, key=None, route="page", headers=headers)
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert page.status == 200 and csrf is not None
+            posted = harness.request(
+                "POST", path, key=None, route="page", headers=headers,
+                data={"csrf": csrf.group(1), "lang": "ja", "decision": "accept", "agree": "yes",
+                      "name": "山田 花子", "email": "c@example.net"})
+            assert posted.status == 303, posted.text
+        store = ConsentLedger(harness.ledger, Rules.from_settings(harness.settings))
+        (held,) = store.receipts(farmed["offer_id"])
+        assert held.review == "api-network" and held.network == "203.0.113.0/24"
+        (passed,) = store.receipts(candidate["offer_id"])
+        assert passed.review is None and passed.network == "198.51.100.0/24"
+    finally:
+        harness.close()
+
+
 def test_an_accept_from_the_company_s_allow_ips_is_held(make_config: ConfigMaker) -> None:
     companies = [{**COMPANIES[0], "allow_ips": ["127.1.0.0/16"]}, COMPANIES[1]]
     harness = Api(make_config(site={"public_url": PUBLIC_URL, "review_window": 0},

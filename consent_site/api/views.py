@@ -31,6 +31,7 @@ from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, reco
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
 from consent_site.api.core import API, ApiError, Caller, json_response, too_many_failures
+from consent_site.security import client_address
 
 log = logging.getLogger("career_relay.api")
 
@@ -132,7 +133,7 @@ async def create_offer(request: web.Request) -> web.StreamResponse:
     issued = dt.datetime.fromtimestamp(int(api.clock()), dt.UTC)  # links carry whole seconds
     offer_id = await api.offers.record(ApiRequest(Rejection(
         caller.company, message_id, ((offer.recipient, fresh),), offer.job, offer.channel,
-        offer.stage, issued, ("rejections",), "api"), network_of(request.remote), derived))
+        offer.stage, issued, ("rejections",), "api"), network_of(_client(request)), derived))
     if offer_id is None:  # the same key for another recipient: checked in the write
         raise ApiError(422, "Unprocessable Content", "invalid: Idempotency-Key", [
             models.FieldError(field="Idempotency-Key", message="was used for another request")])
@@ -234,6 +235,13 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 # -- authentication and the rate limit ---------------------------------------------------------
 
 
+def _client(request: web.Request) -> str | None:
+    """The client as the receipts and the site's other limits see it: behind a proxy of
+    ``site.trusted_proxies``, the address it saw (the receipts' network is compared with
+    the one recorded here: ``own_network``)."""
+    return client_address(request, request.app[API].settings.site.trusted_proxies)
+
+
 async def _caller(request: web.Request) -> Caller:
     """The key's company, or 401 (no key, a bad one, a revoked one) or 429 (over the key's
     limit; or a bad key from an address that keeps sending bad ones).
@@ -244,7 +252,7 @@ async def _caller(request: web.Request) -> Caller:
     limit is 429 before the database is asked, so a flood costs the ledger nothing.)"""
     api = request.app[API]
     # Counted per client as the site's other throttles count (an IPv6 /64 is one).
-    client = client_key(request.remote or "")
+    client = client_key(_client(request) or "")
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and key.strip():
