@@ -19,9 +19,10 @@ from career_relay.errors import LedgerUnavailable
 from career_relay.ledger import ConsentLedger, Ledger, Rules, open_configured
 from career_relay.settings import DEFAULT_AGENCY, Settings
 from career_relay.validate import parse_hostport
-from consent_site import admin, api, candidate, company_link, i18n, metrics
+from consent_site import admin, api, candidate, company_link, i18n, metrics, rights_views
 from consent_site.candidate import SITE, PageError
 from consent_site.forwarding import Forwarder
+from consent_site.rights import RIGHTS
 from consent_site.security import secure
 from consent_site.site import Site
 
@@ -151,6 +152,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> web.Applicat
     app.router.add_static("/static/", HERE / "static")
     candidate.add_routes(app)
     company_link.add_routes(app, settings)
+    rights_views.add_routes(app)
     app[ADMIN_APP] = admin.create_admin_app(settings, shared)
     app.add_subapp("/admin", app[ADMIN_APP])
     app[API_APP] = api.create_api_app(settings, shared)
@@ -174,6 +176,8 @@ def reload_app(app: web.Application, settings: Settings) -> None:
     site.ledger.rules = Rules.from_settings(settings)
     site.reload(settings)
     app[company_link.LINKS].reload(settings)
+    app[RIGHTS].reload(settings.secrets.signing_keys,
+                       settings.site.public_url.startswith("https://"))
     app[ADMIN_APP][admin.ADMIN].reload(settings)
     app[API_APP][api.API].reload(settings)
 

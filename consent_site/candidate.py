@@ -18,8 +18,9 @@ from aiohttp import web
 from career_relay.consent import FIELDS, Client, ConsentError, State, validate_profile
 from career_relay.ledger import Offer
 from career_relay.tokens import TokenExpired, TokenInvalid
-from consent_site import i18n
+from consent_site import i18n, rights_words
 from consent_site.page_cache import NONCE_MARGIN, Page
+from consent_site.rights import RIGHTS
 from consent_site.security import NONCE_MAX_AGE, CsrfError, client_address, same_origin
 from consent_site.site import Site, has_application
 
@@ -200,11 +201,17 @@ async def decide(request: web.Request) -> web.StreamResponse:
     notice = site.notice_by_digest(nonce.notice)
     if notice is None:  # a nonce we signed cites a notice we kept: only a wiped ledger gets here
         raise PageError(403, "403", visit.locale)
+    rights = request.app[RIGHTS]
+    if not rights.holds(request, visit.offer, site.consents.state(visit.offer)):
+        # An API offer decided already: deciding again (after a withdrawal) would hand the
+        # company a cookie that opens the candidate's earlier receipts (``rights``).
+        return _see_other(f"{visit.base}/manage?lang={visit.locale}")
     client = visit.client(request)
     decision = form.get("decision")
+    receipt = None
     try:
         if decision == "decline":
-            await site.write(site.consents.decline, visit.offer, notice, client)
+            receipt = await site.write(site.consents.decline, visit.offer, notice, client)
         elif decision == "accept":
             values = {f: str(form.get(f, "")) for f in FIELDS}
             profile, errors = validate_profile(values)
@@ -218,13 +225,17 @@ async def decide(request: web.Request) -> web.StreamResponse:
                 page = await _form_page(visit, state, values=values, errors=errors,
                                         share=share, status=400)
                 return _serve(request, site, page)
-            await site.write(site.consents.accept, visit.offer, notice, profile, share, client)
+            receipt = await site.write(site.consents.accept, visit.offer, notice, profile,
+                                       share, client)
             site.on_forward()
         else:
             raise PageError(400, "generic", visit.locale)
     except ConsentError:
         pass  # erased meanwhile: the done page says so
-    return _see_other(f"{visit.base}/done?lang={visit.locale}")
+    answer = _see_other(f"{visit.base}/done?lang={visit.locale}")
+    if receipt is not None and visit.offer.source == "api":  # its link is the company's too
+        rights.grant(answer, visit.base, visit.offer.id, receipt.id)
+    return answer
 
 
 def _see_other(location: str) -> web.Response:
@@ -263,6 +274,11 @@ async def manage(request: web.Request) -> web.StreamResponse:
     visit = _visit(request, rights=True)
     site = visit.site
     state = site.consents.state(visit.offer)
+    if not request.app[RIGHTS].holds(request, visit.offer, state):  # ``rights``
+        return _render(visit, "rights_locked.html", state=_state_name(visit, state),
+                       csrf=site.csrf.nonce("", visit.offer.id), switch_path="/manage",
+                       sent=request.query.get("sent") == "1",
+                       w=rights_words.TEXTS[visit.locale])
     return _render(visit, "manage.html", state=_state_name(visit, state),
                    receipts=state.receipts, csrf=site.csrf.nonce("", visit.offer.id),
                    switch_path="/manage")
@@ -282,6 +298,8 @@ async def _retract(request: web.Request, how: str) -> web.StreamResponse:
     visit = _visit(request, _lang_field(form.get("lang")), rights=True)
     _nonce(request, visit, str(form.get("csrf", "")))
     writer = visit.site.consents
+    if not request.app[RIGHTS].holds(request, visit.offer, writer.state(visit.offer)):
+        raise PageError(403, "403", visit.locale)  # an API offer's link alone (``rights``)
     act = writer.withdraw if how == "withdraw" else writer.erase
     await visit.site.write(act, visit.offer, visit.locale, visit.client(request))
     visit.site.on_forward()
@@ -290,6 +308,9 @@ async def _retract(request: web.Request, how: str) -> web.StreamResponse:
 
 async def export(request: web.Request) -> web.StreamResponse:
     visit = _visit(request, rights=True)
+    if not request.app[RIGHTS].holds(request, visit.offer,
+                                     visit.site.consents.state(visit.offer)):
+        return _see_other(f"{visit.base}/manage?lang={visit.locale}")  # ``rights``
     body = json.dumps(visit.site.consents.export(visit.offer), ensure_ascii=False, indent=2)
     return web.Response(
         text=body, content_type="application/json", charset="utf-8",

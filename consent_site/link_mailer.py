@@ -114,8 +114,9 @@ class LinkMailer:
         return (self._held[company] < COMPANY_SHARE
                 and self._held_domains[company, domain] < DOMAIN_SHARE)
 
-    def submit(self, asked: Asked) -> None:
-        mail = _Mail(asked, time.monotonic() + self.budget)
+    def submit(self, asked: Asked, outgoing: Outgoing | None = None) -> None:
+        """``outgoing``: a mail built already (the manage link's, ``rights``), not prepared."""
+        mail = _Mail(asked, time.monotonic() + self.budget, outgoing=outgoing)
         self._held[asked.company] += 1
         self._held_domains[asked.company, mail.domain] += 1
         self._ready.setdefault(asked.company, deque()).append(mail)
