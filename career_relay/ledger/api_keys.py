@@ -40,8 +40,24 @@ NAME_MAX = 100
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
 
 
+class _Row:
+    """What a key of either kind says of itself (the rows' fields are their classes')."""
+
+    name: str
+    revoked: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    @property
+    def shown_name(self) -> str:
+        """The name as printed: cleaned again (a row written before names were cleaned)."""
+        return clean_name(self.name)
+
+
 @dataclass(frozen=True)
-class ApiKey:
+class ApiKey(_Row):
     """A company's key."""
 
     id: str
@@ -51,21 +67,12 @@ class ApiKey:
     revoked: str | None = None
 
     @property
-    def active(self) -> bool:
-        return self.revoked is None
-
-    @property
     def owner(self) -> str:
         return self.company
 
-    @property
-    def shown_name(self) -> str:
-        """The name as printed: cleaned again (a row written before names were cleaned)."""
-        return clean_name(self.name)
-
 
 @dataclass(frozen=True)
-class AgencyKey:
+class AgencyKey(_Row):
     """An agency's key (SPEC 11: the agency API's, ``career-relay agency-key``)."""
 
     id: str
@@ -75,17 +82,8 @@ class AgencyKey:
     revoked: str | None = None
 
     @property
-    def active(self) -> bool:
-        return self.revoked is None
-
-    @property
     def owner(self) -> str:
         return self.agency
-
-    @property
-    def shown_name(self) -> str:
-        """The name as printed: cleaned again (a row written before names were cleaned)."""
-        return clean_name(self.name)
 
 
 #: C0, DEL, C1, U+2028/2029, and the bidirectional and zero-width formatting characters:
