@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from career_relay import settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError, UserError
@@ -201,59 +203,50 @@ def read_password(from_stdin: bool, *, confirm: bool = False) -> str:
 def cmd_api_key(args: argparse.Namespace) -> int:
     """SPEC 10: ``create`` prints the key once, on a line of its own (only its hash is
     kept); ``list`` the keys (never the secret); ``revoke KEY_ID``."""
-    from career_relay.ledger import ApiKeys, open_configured
+    from career_relay.ledger import ApiKeys
 
     settings = load(args)
-    with open_configured(settings) as ledger:
-        keys = ApiKeys(ledger)
-        if args.action == "create":
-            if settings.company(args.company) is None:
-                raise CareerRelayError(f"no company {args.company!r} in the configuration")
-            made, secret = keys.create(args.company, args.name)
-            print(f"API key {made.id} of {made.company} created; it is shown once, here, "
-                  "and only its hash is kept:", file=sys.stderr)
-            print(secret)
-            return 0
-        if args.action == "list":
-            listed = keys.list(args.company)
-            for k in listed:
-                state = f"revoked {k.revoked}" if k.revoked else "active"
-                print(f"{k.id}  {k.company}  {k.created}  {state}  {k.shown_name}".rstrip())
-            print(f"{len(listed)} API key(s)", file=sys.stderr)
-            return 0
-        found = keys.revoke(args.key_id)
-    if found is None:
-        raise CareerRelayError(f"no API key {args.key_id} (see `career-relay api-key list`)")
-    print(f"API key {found.id} of {found.company} revoked ({found.revoked})")
-    return 0
+    return _keys(args, settings, ApiKeys, "API key", "api-key", "company",
+                 lambda owner: settings.company(owner) is not None)
 
 
 def cmd_agency_key(args: argparse.Namespace) -> int:
     """SPEC 11: an agency's API keys, as ``api-key`` does a company's: ``create`` prints the
     key once (only its hash is kept), ``list`` (never the secret), ``revoke KEY_ID``."""
-    from career_relay.ledger import AgencyKeys, open_configured
+    from career_relay.ledger import AgencyKeys
 
     settings = load(args)
+    return _keys(args, settings, AgencyKeys, "agency key", "agency-key", "agency",
+                 lambda owner: settings.agency_by_id(owner) is not None)
+
+
+def _keys(args: argparse.Namespace, settings: Settings, kind: Any, label: str, command: str,
+          owner_kind: str, known: Callable[[str], bool]) -> int:
+    """``create``, ``list`` or ``revoke`` the keys of ``kind`` (``ApiKeys``, ``AgencyKeys``),
+    whose owner (``args.company`` or ``args.agency``) is a ``owner_kind``."""
+    from career_relay.ledger import open_configured
+
+    owner: str | None = getattr(args, owner_kind, None)
     with open_configured(settings) as ledger:
-        keys = AgencyKeys(ledger)
+        keys = kind(ledger)
         if args.action == "create":
-            if settings.agency_by_id(args.agency) is None:
-                raise CareerRelayError(f"no agency {args.agency!r} in the configuration")
-            made, secret = keys.create(args.agency, args.name)
-            print(f"agency key {made.id} of {made.agency} created; it is shown once, here, "
+            if owner is None or not known(owner):
+                raise CareerRelayError(f"no {owner_kind} {owner!r} in the configuration")
+            made, secret = keys.create(owner, args.name)
+            print(f"{label} {made.id} of {made.owner} created; it is shown once, here, "
                   "and only its hash is kept:", file=sys.stderr)
             print(secret)
             return 0
         if args.action == "list":
-            listed = keys.list(args.agency)
+            listed = keys.list(owner)
             for k in listed:
                 state = f"revoked {k.revoked}" if k.revoked else "active"
-                print(f"{k.id}  {k.agency}  {k.created}  {state}  {k.shown_name}".rstrip())
-            print(f"{len(listed)} agency key(s)", file=sys.stderr)
+                print(f"{k.id}  {k.owner}  {k.created}  {state}  {k.shown_name}".rstrip())
+            print(f"{len(listed)} {label}(s)", file=sys.stderr)
             return 0
         found = keys.revoke(args.key_id)
     if found is None:
-        raise CareerRelayError(f"no agency key {args.key_id} (see `career-relay agency-key "
+        raise CareerRelayError(f"no {label} {args.key_id} (see `career-relay {command} "
                                "list`)")
-    print(f"agency key {found.id} of {found.agency} revoked ({found.revoked})")
+    print(f"{label} {found.id} of {found.owner} revoked ({found.revoked})")
     return 0
