@@ -182,23 +182,22 @@ def _admin_usage(args: argparse.Namespace) -> str:
 
 def _api_key_usage(args: argparse.Namespace) -> str:
     """What is wrong with an ``api-key`` command line ("" when nothing is)."""
-    if args.action == "revoke":
-        return "" if args.key_id else "api-key revoke needs KEY_ID (see api-key list)"
-    if args.key_id:
-        return f"api-key {args.action} takes no KEY_ID"
-    if args.action == "create" and not args.company:
-        return "api-key create needs --company ID"
-    return ""
+    return _key_usage(args, "api-key", "company")
 
 
 def _agency_key_usage(args: argparse.Namespace) -> str:
     """What is wrong with an ``agency-key`` command line ("" when nothing is)."""
+    return _key_usage(args, "agency-key", "agency")
+
+
+def _key_usage(args: argparse.Namespace, command: str, owner: str) -> str:
+    """Either kind of key's command line: ``revoke KEY_ID``, ``create --OWNER ID``, ``list``."""
     if args.action == "revoke":
-        return "" if args.key_id else "agency-key revoke needs KEY_ID (see agency-key list)"
+        return "" if args.key_id else f"{command} revoke needs KEY_ID (see {command} list)"
     if args.key_id:
-        return f"agency-key {args.action} takes no KEY_ID"
-    if args.action == "create" and not args.agency:
-        return "agency-key create needs --agency ID"
+        return f"{command} {args.action} takes no KEY_ID"
+    if args.action == "create" and not getattr(args, owner):
+        return f"{command} create needs --{owner} ID"
     return ""
 
 
