@@ -237,7 +237,11 @@ def test_a_held_rejection_filed_before_a_restart_is_looked_at_once_after_it(
         _ledger_fails(gw, monkeypatch)
         queue_id = send(gw.port, rejection("<filed@acme.example>"), ["g@example.net"])
         spool = gw.gateway.spool
-        wait_until(lambda: queue_id in spool.ids(), what="the held rejection filed")
+        # The queue file is written before its state: wait for the state, which says when
+        # the next attempt is.
+        wait_until(lambda: spool.load_state(queue_id).attempts > 0,
+                   what="the held rejection filed with its state")
+        assert queue_id in spool.ids()
         assert spool.load_state(queue_id).next_attempt > time.time() + 3000
     finally:
         gw.stop()

@@ -82,11 +82,14 @@ def test_a_change_on_one_host_is_heard_on_the_other(two_hosts: tuple[Ledger, Led
     """The site's page cache: data_version moves when any host commits (LISTEN/NOTIFY)."""
     a, b = two_hosts
     before = b.data_version()
-    deadline = time.monotonic() + 5
+    # Each wait has its own deadline, generous for a loaded machine (CI once spent the
+    # whole of a shared 5 s on the listener's connect and the first write's migrations).
+    deadline = time.monotonic() + 30
     while b.data_version() == before and time.monotonic() < deadline:  # listening
         time.sleep(0.01)
     listening = b.data_version()
     a.record_offer("acme", "<m@acme.example>", "c@example.net")
+    deadline = time.monotonic() + 30
     while b.data_version() == listening and time.monotonic() < deadline:
         time.sleep(0.01)
     assert b.data_version() != listening
