@@ -75,8 +75,12 @@ test-deps:
 bench-deps:
 	$(call apt_install,$(BENCH_DEBS))
 
+# The suite on TEST_WORKERS processes (pytest-xdist), each taking a whole test file at a
+# time (--dist loadfile): a file's module fixtures and peers stay in one process, and the
+# session's private PostgreSQL is one per worker. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP) test-deps lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check career_relay gateway consent_site tests bench
