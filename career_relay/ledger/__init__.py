@@ -6,9 +6,10 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 - ``open_configured(settings)`` opens the one ``Ledger`` a process holds (the
   site shares it between candidate pages, admin pages, the forwarding
   worker and the page cache); ``Ledger`` records offers and counters, and
-  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys`` and ``AgencyKeys``
-  are the views of the consent side, the agencies' outbox, the credits, the admin logins,
-  the company API's keys and the agencies' keys over it;
+  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys``, ``AgencyKeys`` and
+  ``Outcomes`` are the views of the consent side, the agencies' outbox, the credits, the
+  admin logins, the company API's keys, the agencies' keys and the agencies' feed and
+  outcomes over it;
 - ``reports``, ``records``, ``retention`` and ``totals`` are the named
   queries of the report, the admin pages, ``ledger purge`` and the metrics.
 
@@ -35,6 +36,8 @@ from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Ou
 from career_relay.ledger.head import BadHead, format_head
 from career_relay.ledger.head import parse as parse_head
 from career_relay.ledger.migrations import MIGRATIONS
+from career_relay.ledger.outcomes import STATUSES as OUTCOME_STATUSES
+from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes
 from career_relay.ledger.offers import (
     COUNTER_KINDS,
     OFFER_SOURCES,
@@ -51,6 +54,7 @@ from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
     "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
+    "OUTCOME_STATUSES", "FeedItem", "Outcome", "OutcomeRefused", "Outcomes",
     "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "ApiOffers",
     "ApiRequest", "BadHead",
     "Book", "Clock",
