@@ -36,8 +36,6 @@ from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Ou
 from career_relay.ledger.head import BadHead, format_head
 from career_relay.ledger.head import parse as parse_head
 from career_relay.ledger.migrations import MIGRATIONS
-from career_relay.ledger.outcomes import STATUSES as OUTCOME_STATUSES
-from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes
 from career_relay.ledger.offers import (
     COUNTER_KINDS,
     OFFER_SOURCES,
@@ -47,21 +45,68 @@ from career_relay.ledger.offers import (
     OfferSource,
     Rejection,
 )
+from career_relay.ledger.outcomes import STATUSES as OUTCOME_STATUSES
+from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes
 from career_relay.ledger.rules import Rules, settings_hash_key
 from career_relay.ledger.store import Clock, new_offer_id
 from career_relay.ledger.writer import LedgerWriter
 from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
-    "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
-    "OUTCOME_STATUSES", "FeedItem", "Outcome", "OutcomeRefused", "Outcomes",
-    "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "ApiOffers",
-    "ApiRequest", "BadHead",
-    "Book", "Clock",
-    "ConsentLedger", "CopyRefused", "CopyResult", "CounterKind", "Decision", "Forward",
-    "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable", "Offer",
-    "OfferSource", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",
-    "check_url", "copy_to", "format_head", "new_offer_id", "normal_email", "open_configured",
-    "open_ledger", "open_shared", "parse_head", "parse_stamp", "records", "reports",
-    "retention", "settings_hash_key", "stamp", "totals",
+    "COUNTER_KINDS",
+    "DEFAULT_HASH_KEY",
+    "ERASED_PREFIX",
+    "MIGRATIONS",
+    "OFFER_SOURCES",
+    "OUTCOME_STATUSES",
+    "AdminUser",
+    "AdminUsers",
+    "AgencyKey",
+    "AgencyKeys",
+    "ApiKey",
+    "ApiKeys",
+    "ApiOffers",
+    "ApiRequest",
+    "BadHead",
+    "Book",
+    "Clock",
+    "ConsentLedger",
+    "CopyRefused",
+    "CopyResult",
+    "CounterKind",
+    "Decision",
+    "FeedItem",
+    "Forward",
+    "ForwardKind",
+    "ForwardStatus",
+    "Ledger",
+    "LedgerWriter",
+    "NoCreditAvailable",
+    "Offer",
+    "OfferSource",
+    "Outbox",
+    "Outcome",
+    "OutcomeRefused",
+    "Outcomes",
+    "Problem",
+    "Receipt",
+    "Rejection",
+    "Rules",
+    "check_password",
+    "check_url",
+    "copy_to",
+    "format_head",
+    "new_offer_id",
+    "normal_email",
+    "open_configured",
+    "open_ledger",
+    "open_shared",
+    "parse_head",
+    "parse_stamp",
+    "records",
+    "reports",
+    "retention",
+    "settings_hash_key",
+    "stamp",
+    "totals",
 ]
