@@ -6,7 +6,6 @@ where an agency and a company have the same id and the keys the same id part."""
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import re
 from collections.abc import Iterator
