@@ -144,6 +144,13 @@ class LedgerSettings(_Section):
         secret=True,
     )
     credit_every: int = setting(10, "Qualified forwards per free referral credit.")
+    qualify_on: str = setting(
+        "delivered",
+        '"delivered" | "registered": when a forward counts toward credit_every. "delivered": '
+        'once the agency received it (SPEC 8). "registered": only once the agency also '
+        "reported the candidate registered, or a later outcome (interviewing, placed, "
+        "not_placed) through the agency API (SPEC 11), for agencies that want that deal.",
+    )
     head_file: str = setting(
         "",
         "The chain head (`<n>:<hash>` of the last entry) kept outside the database, so "

@@ -27,6 +27,7 @@ _CHOICES = {
     ("agency", "deliver"): ("webhook", "email"),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("text", "json"),
+    ("ledger", "qualify_on"): ("delivered", "registered"),
 }
 
 

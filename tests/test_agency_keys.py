@@ -5,6 +5,7 @@ where an agency and a company have the same id and the keys the same id part."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Iterator
@@ -94,12 +95,16 @@ def api(make_config: ConfigMaker) -> Iterator[Api]:
 
 
 def test_an_agency_key_opens_no_company_api(api: Api) -> None:
-    """The real site: the company API answers 401 to an agency's key, 201 to the company's."""
+    """The real site: the company API answers 403 to an agency's key (a key, of the other
+    kind), 401 to a revoked one, 201 to the company's."""
     _, agency_key = AgencyKeys(api.ledger).create("default")
     for path in ("/api/v1/offers",):
         refused = api.request("POST", path, key=agency_key,
                               json={"recipient": "cand@example.net"})
-        assert refused.status == 401, refused.text
+        assert refused.status == 403, refused.text
+    assert api.request("GET", "/api/v1/report", key=agency_key).status == 403
+    AgencyKeys(api.ledger).revoke(agency_key[4:20])
+    api.loop.run_until_complete(asyncio.sleep(1.1))  # past the key cache
     assert api.request("GET", "/api/v1/report", key=agency_key).status == 401
     assert api.offer().status == 201  # the company's own key still works
 

@@ -465,7 +465,9 @@ def test_real_responses_match_the_served_openapi_document(api: Api) -> None:
     _check_against_openapi(api)
     doc = api.request("GET", "/api/v1/openapi.json", key=None).json
     assert set(doc["paths"]) == {"/api/v1/offers", "/api/v1/offers/{offer_id}",
-                                 "/api/v1/report", "/api/v1/openapi.json"}
+                                 "/api/v1/report", "/api/v1/openapi.json",
+                                 "/api/v1/agency/forwards",
+                                 "/api/v1/agency/forwards/{forward_id}/outcome"}
     assert doc["servers"] == [{"url": PUBLIC_URL}]
     request_schema = doc["components"]["schemas"]["OfferRequest"]
     assert request_schema["required"] == ["recipient"]

@@ -124,6 +124,8 @@ def test_every_route_of_the_site_is_documented(make_config: object) -> None:
     site_doc = (REPO / "docs" / "consent-site.md").read_text(encoding="utf-8")
     admin_doc = (REPO / "docs" / "admin.md").read_text(encoding="utf-8")
     api_doc = (REPO / "docs" / "integrations" / "ats-api.md").read_text(encoding="utf-8")
+    agency_doc = (REPO / "docs" / "integrations" / "for-the-agency.md").read_text(
+        encoding="utf-8")
     routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert "/c/{token}" in routes and "/admin/login" in routes
     for route in routes:
@@ -131,6 +133,7 @@ def test_every_route_of_the_site_is_documented(make_config: object) -> None:
         # The admin pages and the company API have their own documents; the candidate's
         # pages theirs.
         doc = admin_doc if route.startswith("/admin/") else \
+            agency_doc if route.startswith("/api/v1/agency/") else \
             api_doc if route.startswith("/api/") else site_doc
         assert f"`{shown}`" in doc or f" {shown}`" in doc, route
     from consent_site.candidate import SITE

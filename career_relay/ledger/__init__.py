@@ -6,9 +6,10 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 - ``open_configured(settings)`` opens the one ``Ledger`` a process holds (the
   site shares it between candidate pages, admin pages, the forwarding
   worker and the page cache); ``Ledger`` records offers and counters, and
-  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys`` and ``AgencyKeys``
-  are the views of the consent side, the agencies' outbox, the credits, the admin logins,
-  the company API's keys and the agencies' keys over it;
+  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys``, ``AgencyKeys`` and
+  ``Outcomes`` are the views of the consent side, the agencies' outbox, the credits, the
+  admin logins, the company API's keys, the agencies' keys and the agencies' feed and
+  outcomes over it;
 - ``reports``, ``records``, ``retention`` and ``totals`` are the named
   queries of the report, the admin pages, ``ledger purge`` and the metrics.
 
@@ -44,20 +45,68 @@ from career_relay.ledger.offers import (
     OfferSource,
     Rejection,
 )
+from career_relay.ledger.outcomes import STATUSES as OUTCOME_STATUSES
+from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes
 from career_relay.ledger.rules import Rules, settings_hash_key
 from career_relay.ledger.store import Clock, new_offer_id
 from career_relay.ledger.writer import LedgerWriter
 from career_relay.timestamps import parse_stamp, stamp
 
 __all__ = [
-    "COUNTER_KINDS", "DEFAULT_HASH_KEY", "ERASED_PREFIX", "MIGRATIONS", "OFFER_SOURCES",
-    "AdminUser", "AdminUsers", "AgencyKey", "AgencyKeys", "ApiKey", "ApiKeys", "ApiOffers",
-    "ApiRequest", "BadHead",
-    "Book", "Clock",
-    "ConsentLedger", "CopyRefused", "CopyResult", "CounterKind", "Decision", "Forward",
-    "ForwardKind", "ForwardStatus", "Ledger", "LedgerWriter", "NoCreditAvailable", "Offer",
-    "OfferSource", "Outbox", "Problem", "Receipt", "Rejection", "Rules", "check_password",
-    "check_url", "copy_to", "format_head", "new_offer_id", "normal_email", "open_configured",
-    "open_ledger", "open_shared", "parse_head", "parse_stamp", "records", "reports",
-    "retention", "settings_hash_key", "stamp", "totals",
+    "COUNTER_KINDS",
+    "DEFAULT_HASH_KEY",
+    "ERASED_PREFIX",
+    "MIGRATIONS",
+    "OFFER_SOURCES",
+    "OUTCOME_STATUSES",
+    "AdminUser",
+    "AdminUsers",
+    "AgencyKey",
+    "AgencyKeys",
+    "ApiKey",
+    "ApiKeys",
+    "ApiOffers",
+    "ApiRequest",
+    "BadHead",
+    "Book",
+    "Clock",
+    "ConsentLedger",
+    "CopyRefused",
+    "CopyResult",
+    "CounterKind",
+    "Decision",
+    "FeedItem",
+    "Forward",
+    "ForwardKind",
+    "ForwardStatus",
+    "Ledger",
+    "LedgerWriter",
+    "NoCreditAvailable",
+    "Offer",
+    "OfferSource",
+    "Outbox",
+    "Outcome",
+    "OutcomeRefused",
+    "Outcomes",
+    "Problem",
+    "Receipt",
+    "Rejection",
+    "Rules",
+    "check_password",
+    "check_url",
+    "copy_to",
+    "format_head",
+    "new_offer_id",
+    "normal_email",
+    "open_configured",
+    "open_ledger",
+    "open_shared",
+    "parse_head",
+    "parse_stamp",
+    "records",
+    "reports",
+    "retention",
+    "settings_hash_key",
+    "stamp",
+    "totals",
 ]

@@ -61,20 +61,26 @@ def record_review(conn: sqlite3.Connection, receipt_id: str, company: str, verdi
                         {"verdict": verdict, "by": by})
 
 
+#: What ``record_delivery`` and ``qualify_registered`` read of a forward, its receipt, its offer.
+_FACTS = ("SELECT f.kind, f.company, f.receipt_id, f.offer_id, r.decision, r.review, r.data_items,"
+          " r.agency, (SELECT decision FROM reviews v WHERE v.receipt_id = r.id),"
+          " (SELECT data FROM profiles p WHERE p.receipt_id = r.id), o.recipient, o.candidate"
+          " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
+          " JOIN offers o ON o.id = f.offer_id WHERE f.id = ?")
+#: The outcomes that say the agency registered the candidate (``ledger.qualify_on``).
+REGISTERED = ("registered", "interviewing", "placed", "not_placed")
+
+
 def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
                     now: dt.datetime, new_id: Callable[[], str] = _random_id) -> None:
-    """The agency took a forward: the provision record, and for a consent its qualification."""
-    found = conn.execute(
-        "SELECT f.kind, f.company, f.receipt_id, f.offer_id, r.decision, r.review, r.data_items,"
-        " r.agency, (SELECT decision FROM reviews v WHERE v.receipt_id = r.id),"
-        " (SELECT data FROM profiles p WHERE p.receipt_id = r.id), o.recipient, o.candidate"
-        " FROM forwards f JOIN receipts r ON r.id = f.receipt_id"
-        " JOIN offers o ON o.id = f.offer_id WHERE f.id = ?", (forward_id,)).fetchone()
+    """The agency took a forward: the provision record, and for a consent its qualification
+    (with ``qualify_on = "registered"``, only if the agency reported it registered already:
+    an agency that pulls may report before the webhook's delivery is recorded)."""
+    found = conn.execute(_FACTS, (forward_id,)).fetchone()
     if found is None:
         return
-    (kind, company, receipt_id, offer_id, decision, review, items, agency, verdict, profile,
-     recipient, erased_as) = found
-    typed = json.loads(profile).get("email", recipient) if profile else recipient
+    (kind, company, receipt_id, offer_id, _, _, items, agency, _, _, recipient,
+     erased_as) = found
     # The candidate is the address the offer was made to (SPEC 8), never the one typed on
     # the form: ten rejections to one mailbox, accepted with ten typed addresses, are one
     # candidate and qualify once.  Retention keeps its keyed hash once the address goes.
@@ -87,6 +93,39 @@ def record_delivery(conn: sqlite3.Connection, rules: Rules, forward_id: str,
     ledger_chain.append(conn, now, company, "provision", forward_id, {
         "receipt": receipt_id, "offer": offer_id, "agency": agency, "candidate": candidate,
         "items": json.loads(items)})
+    if rules.qualify_on == "registered" and not _registered(conn, forward_id):
+        return  # it qualifies when the agency reports it (``qualify_registered``)
+    _qualify(conn, rules, forward_id, found, now, new_id)
+
+
+def qualify_registered(conn: sqlite3.Connection, rules: Rules, forward_id: str,
+                       now: dt.datetime, new_id: Callable[[], str] = _random_id) -> None:
+    """The agency reported a forward registered (or later: ``REGISTERED``): with
+    ``qualify_on = "registered"``, a delivered consent qualifies now.  Called in the
+    transaction that records the outcome; a second outcome finds it qualified already."""
+    if rules.qualify_on != "registered" or not conn.execute(
+            "SELECT 1 FROM forward_events WHERE forward_id = ? AND event = 'delivered'",
+            (forward_id,)).fetchone():
+        return  # not received by the agency yet: its delivery will qualify it
+    found = conn.execute(_FACTS, (forward_id,)).fetchone()
+    if found is not None and found[0] == "consent":
+        _qualify(conn, rules, forward_id, found, now, new_id)
+
+
+def _registered(conn: sqlite3.Connection, forward_id: str) -> bool:
+    return conn.execute(
+        f"SELECT 1 FROM outcomes WHERE forward_id = ? AND status IN"
+        f" ({', '.join('?' for _ in REGISTERED)})", (forward_id, *REGISTERED)
+    ).fetchone() is not None
+
+
+def _qualify(conn: sqlite3.Connection, rules: Rules, forward_id: str, found: Any,
+             now: dt.datetime, new_id: Callable[[], str]) -> None:
+    """The qualification of a consent the agency received (SPEC 8), if it qualifies."""
+    (_, company, receipt_id, _, decision, review, _, _, verdict, profile, recipient,
+     erased_as) = found
+    typed = json.loads(profile).get("email", recipient) if profile else recipient
+    candidate = erased_as or rules.candidate(recipient)
     automated = review is not None and verdict != "approve"
     if decision != "accept" or automated or rules.own(company, recipient) or \
             rules.own(company, typed):  # a company address on either side earns nothing

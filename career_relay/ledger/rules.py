@@ -29,6 +29,8 @@ class Rules:
     credit_every: int = 10
     domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
     hash_key: bytes = DEFAULT_HASH_KEY
+    #: ``ledger.qualify_on``: "delivered", or "registered" (an outcome of QUALIFYING too).
+    qualify_on: str = "delivered"
 
     def __post_init__(self) -> None:
         # Kept as A-labels, however configured: compared with an address's (``own``).
@@ -40,7 +42,7 @@ class Rules:
     def from_settings(cls, settings: Settings) -> Rules:
         return cls(settings.ledger.credit_every,
                    {c.id: frozenset(c.domains) for c in settings.companies},
-                   settings_hash_key(settings))
+                   settings_hash_key(settings), settings.ledger.qualify_on)
 
     def candidate(self, address: str) -> str:
         """The keyed hash that stands for a candidate (SPEC 9: it outlives the address)."""

@@ -277,6 +277,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0011_api_keys", later.API_KEYS),
     ("0012_agencies", later.AGENCIES),
     ("0013_api_offers", later.API_OFFERS),
+    ("0014_outcomes", later.OUTCOMES),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 and 0010 to 0013 in PostgreSQL's dialect (see
+"""The ledger's migrations 0005 to 0007 and 0010 to 0014 in PostgreSQL's dialect (see
 ``schema_postgres``).
 
 Each is the SQLite migration of the same name (``schema_sqlite_later``), column for
@@ -221,4 +221,29 @@ INSERT INTO api_offers (offer_id, company, idempotency, network)
 SELECT id, company, CASE WHEN message_id LIKE '<idempotency.%' THEN message_id END, NULL
 FROM offers WHERE source = 'api' ORDER BY rowid
 ON CONFLICT DO NOTHING;
+"""
+
+# 0014 (``schema_sqlite_later.outcomes``).  Refused as SQLite refuses: UPDATE and DELETE (and
+# TRUNCATE, which skips DELETE triggers; SQLite has none).
+_OUTCOMES_FIXED = "the ledger is append-only: outcomes rows are never changed"
+OUTCOMES = f"""
+CREATE TABLE outcomes (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    forward_id TEXT COLLATE "C" NOT NULL REFERENCES forwards (id),
+    company TEXT COLLATE "C" NOT NULL,
+    agency TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL CHECK (status IN ('registered', 'interviewing', 'placed',
+                                                       'not_placed', 'unreachable')),
+    at TEXT COLLATE "C" NOT NULL,
+    created TEXT COLLATE "C" NOT NULL,
+    entry INTEGER NOT NULL REFERENCES entries (seq),
+    UNIQUE (forward_id, status, at)
+);
+CREATE INDEX outcomes_company ON outcomes (company, at, status);
+CREATE TRIGGER outcomes_no_update BEFORE UPDATE ON outcomes FOR EACH ROW
+    EXECUTE FUNCTION career_relay_refuse('{_OUTCOMES_FIXED}');
+CREATE TRIGGER outcomes_no_delete BEFORE DELETE ON outcomes FOR EACH ROW
+    EXECUTE FUNCTION career_relay_refuse('{_OUTCOMES_FIXED}');
+CREATE TRIGGER outcomes_no_truncate BEFORE TRUNCATE ON outcomes FOR EACH STATEMENT
+    EXECUTE FUNCTION career_relay_refuse('{_OUTCOMES_FIXED}');
 """

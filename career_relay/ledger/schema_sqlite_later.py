@@ -1,4 +1,4 @@
-"""The ledger's migrations 0005 to 0007 and 0010 to 0013 in SQLite's dialect: tables, indexes,
+"""The ledger's migrations 0005 to 0007 and 0010 to 0014 in SQLite's dialect: tables, indexes,
 triggers.
 
 A migration that has landed is never edited; ``career_relay.ledger.migrations``
@@ -267,3 +267,38 @@ def api_offers(db: Database) -> None:
         "INSERT OR IGNORE INTO api_offers (offer_id, company, idempotency, network)"
         " SELECT id, company, CASE WHEN message_id LIKE '<idempotency.%'"
         " THEN message_id END, NULL FROM offers WHERE source = 'api' ORDER BY rowid")
+
+
+def outcomes(db: Database) -> None:
+    """What became of a forwarded candidate, as the agency reports it (SPEC 11, the agency
+    API's ``POST /api/v1/agency/forwards/{forward_id}/outcome``): ``registered``,
+    ``interviewing``, ``placed``, ``not_placed`` or ``unreachable`` on a day ``at``.
+
+    Each row is a fact of the ledger like a credit: written with an ``outcome`` entry that
+    vouches for its columns by digest (``career_relay.ledger.outcomes``), never changed
+    nor deleted (triggers), checked by ``ledger verify``.  UNIQUE (forward_id, status, at)
+    makes the report idempotent whoever races: the same status and day again is the same
+    row.  No personal data: the forward id stands for the candidate, as in the entries.
+    The index serves a company's counts by status over a period of days.
+    """
+    db.execute(
+        """
+        CREATE TABLE outcomes (
+            id TEXT PRIMARY KEY,            -- oc_<random>
+            forward_id TEXT NOT NULL REFERENCES forwards (id),
+            company TEXT NOT NULL,          -- the forward's
+            agency TEXT NOT NULL,           -- the forward's, whose key reported it
+            status TEXT NOT NULL CHECK (status IN ('registered', 'interviewing', 'placed',
+                                                   'not_placed', 'unreachable')),
+            at TEXT NOT NULL,               -- YYYY-MM-DD (UTC day), as the agency gave it
+            created TEXT NOT NULL,          -- UTC, when it was reported
+            entry INTEGER NOT NULL REFERENCES entries (seq),
+            UNIQUE (forward_id, status, at)
+        )
+        """
+    )
+    db.execute("CREATE INDEX outcomes_company ON outcomes (company, at, status)")
+    for action in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER outcomes_no_{action.lower()} BEFORE {action} ON outcomes"
+                   " BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: outcomes rows are"
+                   " never changed'); END")

@@ -29,7 +29,7 @@ def verify(conn: sqlite3.Connection, hash_key: bytes = DEFAULT_HASH_KEY
     if problem is not None:
         return count, problem
     checks = (_receipts_agree, _reviews_agree, _qualified_agree, _credits_agree,
-              _redemptions_agree)
+              _redemptions_agree, _outcomes_agree)
     for check in checks:
         problem = check(conn)
         if problem is not None:
@@ -176,6 +176,21 @@ def _redemptions_agree(conn: sqlite3.Connection) -> Problem | None:
     return _agree(conn, "redemption", "redemption of credit",
                   "SELECT credit_id, company, created, entry, by, note FROM redemptions",
                   lambda by, note: {"by": by, "note": note})
+
+
+def _outcomes_agree(conn: sqlite3.Connection) -> Problem | None:
+    """Each outcome (0014) against its entry, and of its forward's company and agency."""
+    for ref, row, found in _beside(
+            conn, "outcome", "SELECT o.id, o.forward_id, o.company, o.agency, o.status, o.at,"
+            " o.created, f.company, f.agency FROM outcomes o LEFT JOIN forwards f"
+            " ON f.id = o.forward_id ORDER BY o.id"):
+        problem = _unmatched("outcome", ref, row, found, company_at=2, fixed=7)
+        if problem is None and tuple(row[7:9]) != tuple(row[2:4]):
+            problem = Problem(found[0] if found else 0, f"outcome {ref} is not of its forward's "
+                              "company and agency")
+        if problem is not None:
+            return problem
+    return None
 
 
 def _reviews_agree(conn: sqlite3.Connection) -> Problem | None:

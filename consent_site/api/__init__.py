@@ -18,12 +18,12 @@ __all__ = ["API", "Api", "create_api_app", "http_problem"]
 
 
 def create_api_app(settings: Settings, ledger: Ledger) -> web.Application:
-    from consent_site.api import openapi, views
+    from consent_site.api import openapi
 
     app = web.Application(middlewares=[problems])
     api = Api(settings, ledger, openapi.document_bytes(settings.site.public_url))
     app[API] = api
     app.on_cleanup.append(api.close)
-    for route in views.ROUTES:
+    for route in openapi.ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import ApiKey, ApiKeys, Ledger
+from career_relay.ledger import AgencyKey, AgencyKeys, ApiKey, ApiKeys, Ledger, Outcomes
 from career_relay.settings import Settings
 from career_relay.tokens import LinkSigner
 from consent_site.api import models
@@ -28,6 +28,8 @@ from consent_site.api.batch import OfferBatches
 from consent_site.api.limits import AUTH_FAILURES_PER_MINUTE, Buckets
 
 T = TypeVar("T")
+#: Whose key: a company's (``crk_``, SPEC 10) or an agency's (``cra_``, SPEC 11).
+KeyKind = Literal["company", "agency"]
 log = logging.getLogger("career_relay.api")
 
 PROBLEM_TYPE = "application/problem+json"
@@ -49,6 +51,12 @@ class Caller:
     company: str
 
 
+@dataclass(frozen=True)
+class AgencyCaller:
+    key_id: str
+    agency: str
+
+
 class ApiError(Exception):
     """An answer other than success: its status, an RFC 9457 title and detail."""
 
@@ -66,11 +74,14 @@ class Api:
                  clock: Callable[[], float] = time.time) -> None:
         self.ledger = ledger
         self.keys = ApiKeys(ledger)
+        self.agency_keys = AgencyKeys(ledger)
+        self.outcomes = Outcomes(ledger)
         self.offers = OfferBatches(ledger)
         self.document = document
         self.clock = clock
         self.failures = Buckets(AUTH_FAILURES_PER_MINUTE)
-        self._known: dict[bytes, tuple[ApiKey, float]] = {}
+        # Keyed by (kind, digest): a key is only ever found for the kind it was checked as.
+        self._known: dict[tuple[KeyKind, bytes], tuple[ApiKey | AgencyKey, float]] = {}
         # Digests of keys found right lately: such a key skips the failure check made
         # before the database (a right key is never refused for its address's failures).
         self._vouched: dict[bytes, float] = {}
@@ -90,14 +101,25 @@ class Api:
             self.limits = Buckets(settings.api.rate_limit)
 
     async def key(self, presented: str, client: str) -> ApiKey | None:
-        """The active key ``presented`` is, or None; 429 (``ApiError``) when ``client``
+        """The active company key ``presented`` is, or None (``checked``)."""
+        found = await self.checked("company", presented, client)
+        return found if isinstance(found, ApiKey) else None
+
+    async def agency_key(self, presented: str, client: str) -> AgencyKey | None:
+        """The active agency key ``presented`` is, or None (``checked``)."""
+        found = await self.checked("agency", presented, client)
+        return found if isinstance(found, AgencyKey) else None
+
+    async def checked(self, kind: KeyKind, presented: str, client: str
+                      ) -> ApiKey | AgencyKey | None:
+        """The active key of ``kind`` ``presented`` is, or None; 429 (``ApiError``) when ``client``
         is over its failure limit and the key is not one found right lately, before the
         database is asked.  A right key is remembered for ``KEY_CACHE_SECONDS`` (by its
         digest; never a wrong one, so guesses cannot fill the table): the check is a read
         of the ledger, and under load the costliest part of a request after the commit."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
         now = self.monotonic()
-        hit = self._known.get(digest)
+        hit = self._known.get((kind, digest))
         if hit is not None and now - hit[1] < KEY_CACHE_SECONDS:
             return hit[0]
         if now - self._vouched.get(digest, -VOUCHED_SECONDS) >= VOUCHED_SECONDS:
@@ -106,7 +128,9 @@ class Api:
                 raise too_many_failures(wait)
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self._checks, self.keys.check, presented)
+            check = self.keys.check if kind == "company" else self.agency_keys.check
+            found: ApiKey | AgencyKey | None = await loop.run_in_executor(
+                self._checks, check, presented)
         except LedgerUnavailable:
             # Unchecked: counted as a failure, so that a flood while the database is away
             # stops at the client's limit instead of queueing for the pool.
@@ -114,14 +138,14 @@ class Api:
                 self.failures.take(client)
             raise
         if found is None:
-            self._known.pop(digest, None)
+            self._known.pop((kind, digest), None)
             self._vouched.pop(digest, None)
         else:
             if len(self._known) >= KEY_CACHE_MAX:
                 self._known.clear()
             if len(self._vouched) >= KEY_CACHE_MAX:
                 self._vouched.clear()
-            self._known[digest] = (found, now)
+            self._known[(kind, digest)] = (found, now)
             self._vouched[digest] = now
         return found
 

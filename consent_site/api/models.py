@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -164,3 +164,57 @@ class Problem(_Out):
     detail: str | None = None
     errors: list[FieldError] | None = Field(
         None, description="422: each field that failed validation.")
+
+
+# -- the agency API (SPEC 11) -------------------------------------------------------------
+
+
+OutcomeStatus = Literal["registered", "interviewing", "placed", "not_placed", "unreachable"]
+
+
+class FeedQuery(_Strict):
+    """``GET /api/v1/agency/forwards``: where to go on from, and how many."""
+
+    after: str | None = Field(None, max_length=200, description="The `next` of the page "
+                              "before (opaque); none: from the first forward.")
+    limit: str | None = Field(None, pattern=r"^[0-9]{1,4}$",
+                              description="Items a page, 1 to 500 (default 100).")
+
+
+class FeedItem(_Out):
+    """One forward or notice, as the webhook delivers it."""
+
+    forward_id: str
+    type: Literal["consent", "withdrawal", "erasure"]
+    created: dt.datetime
+    payload: dict[str, Any] | None = Field(description="The webhook's JSON body, member for "
+                                           "member (docs/agency-webhook.md); null once the "
+                                           "candidate's data was erased, or for a consent "
+                                           "withdrawn before it was delivered.")
+
+
+class Feed(_Out):
+    """A page of the agency's forwards, oldest first."""
+
+    items: list[FeedItem]
+    next: str = Field(description="Pass as `after` for the next page; the same cursor when "
+                      "nothing came after it (poll with it).")
+    more: bool = Field(description="Another page is there already.")
+
+
+class OutcomeRequest(_Strict):
+    """``POST /api/v1/agency/forwards/{forward_id}/outcome``."""
+
+    status: OutcomeStatus
+    at: Day = Field(description="The day it happened (UTC), YYYY-MM-DD: not before the "
+                    "forward was made, not after tomorrow.")
+
+
+class OutcomeRecorded(_Out):
+    """The outcome recorded (201), or recorded before with the same status and day (200)."""
+
+    outcome_id: str
+    forward_id: str
+    status: OutcomeStatus
+    at: dt.date
+    recorded: dt.datetime = Field(description="When the ledger recorded it, UTC.")

@@ -12,12 +12,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from career_relay import __version__
-from consent_site.api import models
-from consent_site.api.views import ROUTES
+from consent_site.api import agency, models, views
+
+ROUTES = views.ROUTES + agency.ROUTES
 
 PREFIX = "/api/v1"
 _REF = "#/components/schemas/{model}"
 _COMMON = {401: "No API key, or an unknown or revoked one",
+           403: "A key of the other kind (an agency's on a company route, a company's on an "
+                "agency route)",
            429: "Over api.rate_limit requests a minute for this key (see Retry-After)",
            503: "The ledger is unavailable for a while (see Retry-After)"}
 
@@ -51,11 +54,13 @@ def document(public_url: str = "") -> dict[str, Any]:
             op["parameters"] = [*params, {
                 "name": "Idempotency-Key", "in": "header", "required": False,
                 "description": "The same key answers the same offer (200), when the body "
-                "names no message_id.", "schema": {"type": "string", "maxLength": 255}}]
+                "names no message_id.", "schema": {"type": "string", "maxLength": 255}}
+                ] if route.path == "/offers" else params
         responses = dict(route.responses)
         if route.auth:
             op["security"] = [{"bearer": []}]
-            responses |= {status: (text, models.Problem) for status, text in _COMMON.items()}
+            responses = {status: (text, models.Problem) for status, text in _COMMON.items()
+                         } | responses
         for status, (text, model) in sorted(responses.items()):
             answer: dict[str, Any] = {"description": text}
             if model is models.Problem:
@@ -73,15 +78,17 @@ def document(public_url: str = "") -> dict[str, Any]:
         paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "career-relay company API", "version": __version__,
-                 "description": "Offers for candidates rejected by mail the relay never "
-                 "sees (SPEC 10). Errors are RFC 9457 problems."},
+        "info": {"title": "career-relay API", "version": __version__,
+                 "description": "The company API: offers for candidates rejected by mail the "
+                 "relay never sees (SPEC 10). The agency API: its forwards, and the outcomes "
+                 "it reports (SPEC 11). Errors are RFC 9457 problems."},
         "servers": [{"url": public_url.rstrip("/")}] if public_url else [],
         "paths": paths,
         "components": {"schemas": defs.get("$defs", {}),
                        "securitySchemes": {"bearer": {
                            "type": "http", "scheme": "bearer",
-                           "description": "An API key (career-relay api-key create)."}}},
+                           "description": "A company's API key (career-relay api-key "
+                           "create) or an agency's (career-relay agency-key create)."}}},
     }
 
 

@@ -14,105 +14,35 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
-from career_relay.clients import client_key
 from career_relay.consent import network_of
 from career_relay.domains import a_label, address_domain
-from career_relay.ledger import ApiRequest, Offer, Rejection, new_offer_id, records, reports
+from career_relay.ledger import (
+    ApiKey,
+    ApiRequest,
+    Offer,
+    Rejection,
+    new_offer_id,
+    records,
+    reports,
+)
 from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
-from consent_site.api.core import API, ApiError, Caller, json_response, too_many_failures
-from consent_site.security import client_address
+from consent_site.api.auth import authenticate, client_of
+from consent_site.api.core import API, ApiError, Caller, json_response
+from consent_site.api.reading import Route
+from consent_site.api.reading import body as _body
+from consent_site.api.reading import valid as _valid
 
 log = logging.getLogger("career_relay.api")
 
-#: The largest request body taken (a request is a few hundred bytes).
-MAX_BODY = 16 * 1024
 #: Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): printable ASCII, bounded.
 IDEMPOTENCY_KEY_MAX = 255
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route: how aiohttp calls it and how OpenAPI describes it."""
-
-    method: str
-    path: str  # under /api/v1
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    responses: dict[int, tuple[str, type[BaseModel] | None]] = field(default_factory=dict)
-    auth: bool = True
-    path_params: tuple[str, ...] = ()
-
-
-# -- reading the request ----------------------------------------------------------------------
-
-
-async def _body(request: web.Request) -> Any:
-    """The JSON body: at most MAX_BODY bytes (413 beyond, counted as it arrives, whatever
-    Content-Length says), UTF-8 JSON (400), one object with no member twice."""
-    kind = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
-    if kind.lower() != "application/json" and not kind.lower().endswith("+json"):
-        raise ApiError(415, "Unsupported Media Type", "the body must be application/json")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "Content Too Large", f"the body may hold {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(MAX_BODY + 1 - size):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, "Content Too Large", f"the body may hold {MAX_BODY} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks).decode("utf-8"), object_pairs_hook=_no_twice)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0][:200] if isinstance(exc, ValueError) else \
-            "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
-        raise ApiError(400, "Bad Request", f"the body is not valid JSON: {reason}") from None
-
-
-def _no_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"member {key[:50]!r} given twice")
-        found[key] = value
-    return found
-
-
-def _valid(model: type[BaseModel], value: Any) -> Any:
-    """``value`` as ``model``, or 422 naming every field that failed."""
-    if not isinstance(value, dict):
-        raise ApiError(422, "Unprocessable Content", "the body must be a JSON object",
-                       [models.FieldError(field="(body)", message="must be a JSON object")])
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        errors = [models.FieldError(field=".".join(str(p) for p in e["loc"]) or "(body)",
-                                    message=_message(e)) for e in exc.errors()]
-        named = ", ".join(dict.fromkeys(e.field for e in errors))
-        raise ApiError(422, "Unprocessable Content", f"invalid: {named}", errors) from None
-
-
-def _message(error: Any) -> str:
-    """pydantic's message without the value (it may be an address: no personal data in
-    an error that a proxy or a client may log)."""
-    if error["type"] == "extra_forbidden":
-        return "unknown member"
-    return str(error["msg"])[:200]
 
 
 # -- POST /api/v1/offers ------------------------------------------------------------------------
@@ -236,40 +166,13 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 def _client(request: web.Request) -> str | None:
-    """The client as the receipts and the site's other limits see it: behind a proxy of
-    ``site.trusted_proxies``, the address it saw (the receipts' network is compared with
-    the one recorded here: ``own_network``)."""
-    return client_address(request, request.app[API].settings.site.trusted_proxies)
+    return client_of(request)
 
 
 async def _caller(request: web.Request) -> Caller:
-    """The key's company, or 401 (no key, a bad one, a revoked one) or 429 (over the key's
-    limit; or a bad key from an address that keeps sending bad ones).
-
-    A right key is never refused for its address's failures: behind a proxy every client
-    has one address, and another's guesses must not lock a company out.  (Right: found so
-    by this process within ``VOUCHED_SECONDS``.  Any other key from a client over its
-    limit is 429 before the database is asked, so a flood costs the ledger nothing.)"""
-    api = request.app[API]
-    # Counted per client as the site's other throttles count (an IPv6 /64 is one).
-    client = client_key(_client(request) or "")
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    found = None
-    if scheme.lower() == "bearer" and key.strip():
-        found = await api.key(key.strip(), client)
-    if found is None or api.settings.company(found.company) is None:
-        wait = api.failures.take(client)
-        if wait is not None:
-            raise too_many_failures(wait)
-        raise ApiError(401, "Unauthorized", "an API key is needed: Authorization: Bearer <key>"
-                       if not key else "the API key is not valid (unknown or revoked)",
-                       headers={"WWW-Authenticate": 'Bearer realm="career-relay"'
-                                + ("" if not key else ', error="invalid_token"')})
-    wait = api.limits.take(found.id)
-    if wait is not None:
-        raise ApiError(429, "Too Many Requests",
-                       f"over api.rate_limit ({api.limits.per_minute} requests a minute)",
-                       headers={"Retry-After": str(wait)})
+    """The company of the request's key (``auth.authenticate``: 401, 403, 429)."""
+    found = await authenticate(request, "company")
+    assert isinstance(found, ApiKey)
     return Caller(found.id, found.company)
 
 

@@ -1,0 +1,156 @@
+"""The agency's side of the ledger (SPEC 11): the forwards an agency may pull, in order, and
+the outcomes it reports (migration 0014).
+
+**The feed.**  An agency sees its own forwards (``forwards.agency``), consents and the
+notices that follow them (withdrawal, erasure), in the order they were made: the
+forwards' ``rowid``, which every backend assigns under the ledger's write lock (SQLite's
+one writer; PostgreSQL's advisory lock, let go only once the row is visible), so a later
+row never becomes visible before an earlier one and a cursor past a row never skips
+another.  A forward whose accept is held for review (SPEC 8) is not the agency's to see
+until an admin approves it, and never if rejected: the feed stops before the first
+forward still held, and goes on once it is decided.  A stream that waits is better than
+one with a gap (an approval would otherwise put a forward behind the agency's cursor);
+the webhook worker is not held back by it.  A consent's payload reads null once erased,
+and when it was withdrawn before it was delivered (the webhook never sends those).
+
+**Outcomes.**  ``registered``, ``interviewing``, ``placed``, ``not_placed``,
+``unreachable`` on a day, for one of the agency's consent forwards: a row of ``outcomes``
+and an ``outcome`` entry vouching for it by digest (``ledger verify``).  The same status
+and day again is the same row (idempotent: UNIQUE (forward_id, status, at), checked
+under the write lock first).  With ``ledger.qualify_on = "registered"`` a registered (or
+later) outcome is what qualifies a delivered consent (``credits.qualify_registered``), in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from career_relay.ledger import chain as ledger_chain
+from career_relay.ledger import credits as ledger_credits
+from career_relay.ledger.offers import View
+from career_relay.timestamps import stamp
+
+Status = Literal["registered", "interviewing", "placed", "not_placed", "unreachable"]
+STATUSES: tuple[str, ...] = get_args(Status)
+#: How far into the future an outcome's day may be: the agency's day may be ahead of UTC.
+FUTURE_DAYS = 1
+
+# Visible to the agency: not held for review, or approved by an admin.
+_VISIBLE = ("(r.review IS NULL OR EXISTS (SELECT 1 FROM reviews v WHERE v.receipt_id = r.id"
+            " AND v.decision = 'approve'))")
+# The payload, null for a consent withdrawn before it was delivered (and, by the column,
+# once erased).
+_PAYLOAD = ("CASE WHEN f.kind = 'consent' AND EXISTS (SELECT 1 FROM forward_events e"
+            " WHERE e.forward_id = f.id AND e.event = 'cancelled') AND NOT EXISTS (SELECT 1"
+            " FROM forward_events e WHERE e.forward_id = f.id AND e.event = 'delivered')"
+            " THEN NULL ELSE f.payload END")
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    n: int              # its place in the agency's feed (the cursor's value)
+    forward_id: str
+    kind: str           # consent | withdrawal | erasure
+    created: str        # UTC stamp
+    payload: str | None  # the webhook's body, byte for byte; None: withdrawn or erased
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    forward_id: str
+    status: str
+    at: str             # YYYY-MM-DD
+    created: str        # UTC stamp, when it was reported
+
+
+class OutcomeRefused(ValueError):
+    """An outcome whose field fails a rule of the ledger (the API answers 422, naming it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, message
+
+
+class Outcomes(View):
+    """The feed and the outcomes of one open ``Ledger``."""
+
+    def feed(self, agency: str, after: int, limit: int) -> list[FeedItem]:
+        """Up to ``limit`` of ``agency``'s forwards after place ``after`` (0: from the first)."""
+        with self.ledger.snapshot() as conn:
+            (held,) = conn.execute(
+                "SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
+                " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1", (agency, after)).fetchone()
+            rows = conn.execute(
+                f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
+                f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
+                f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?",
+                (agency, after, held if held is not None else 2**62, limit)).fetchall()
+        return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
+                for n, fid, kind, created, payload in rows]
+
+    def record(self, agency: str, forward_id: str, status: str, at: dt.date
+               ) -> tuple[Outcome, bool] | None:
+        """The outcome, and whether it is new; None when ``forward_id`` is no consent
+        forward ``agency`` may see.  ``OutcomeRefused`` for a day before the forward or
+        more than ``FUTURE_DAYS`` ahead of today (UTC)."""
+        if status not in STATUSES:
+            raise OutcomeRefused("status", f"must be one of {', '.join(STATUSES)}")
+        now = self.ledger.now()
+        day = at.isoformat()
+        with self.ledger.write() as conn:
+            found = conn.execute(
+                f"SELECT f.company, f.created FROM forwards f JOIN receipts r"
+                f" ON r.id = f.receipt_id WHERE f.id = ? AND f.agency = ? AND f.kind = 'consent'"
+                f" AND {_VISIBLE} AND NOT EXISTS (SELECT 1 FROM outbox o"
+                f" WHERE o.forward_id = f.id AND o.held = 1)", (forward_id, agency)).fetchone()
+            if found is None:
+                return None
+            same = conn.execute("SELECT id, forward_id, status, at, created FROM outcomes"
+                                " WHERE forward_id = ? AND status = ? AND at = ?",
+                                (forward_id, status, day)).fetchone()
+            if same is not None:
+                return Outcome(*same), False
+            company, made = str(found[0]), str(found[1])
+            if day < made[:10]:
+                raise OutcomeRefused("at", "is before the forward was made")
+            if at > now.date() + dt.timedelta(days=FUTURE_DAYS):
+                raise OutcomeRefused("at", "is in the future")
+            outcome = Outcome(f"oc_{self.ledger.new_id()}", forward_id, status, day, stamp(now))
+            fixed = outcome_row(outcome, company, agency)
+            seq = ledger_chain.append(conn, now, company, "outcome", outcome.id, {
+                "digest": ledger_chain.row_digest(fixed), "forward": forward_id,
+                "status": status})
+            conn.execute("INSERT INTO outcomes (id, forward_id, company, agency, status, at,"
+                         " created, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*fixed, seq))
+            if status in ledger_credits.REGISTERED:
+                ledger_credits.qualify_registered(conn, self.rules, forward_id, now,
+                                                  self.ledger.new_id)
+        return outcome, True
+
+    def of_forward(self, forward_id: str) -> list[Outcome]:
+        """Every outcome of a forward, in the order reported."""
+        with self.ledger.read() as conn:
+            rows = conn.execute("SELECT id, forward_id, status, at, created FROM outcomes"
+                                " WHERE forward_id = ? ORDER BY entry", (forward_id,)).fetchall()
+        return [Outcome(*row) for row in rows]
+
+    def counts(self, company: str, since: dt.date, until: dt.date) -> dict[str, int]:
+        """Per status, the company's forwards the agency reported so with a day in
+        ``since`` .. ``until`` (inclusive): each forward once per status."""
+        with self.ledger.read() as conn:
+            rows = conn.execute(
+                "SELECT status, COUNT(DISTINCT forward_id) FROM outcomes WHERE company = ?"
+                " AND at >= ? AND at <= ? GROUP BY status",
+                (company, since.isoformat(), until.isoformat())).fetchall()
+        found = {str(status): int(n) for status, n in rows}
+        return {status: found.get(status, 0) for status in STATUSES}
+
+
+def outcome_row(outcome: Outcome, company: str, agency: str) -> tuple[Any, ...]:
+    """The row's columns an ``outcome`` entry's digest covers, in the table's order."""
+    return (outcome.id, outcome.forward_id, company, agency, outcome.status, outcome.at,
+            outcome.created)

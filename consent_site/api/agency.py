@@ -1,0 +1,144 @@
+"""The agency API's handlers (SPEC 11) and their rows of the route table.
+
+Thin, as the company API's are: authenticate (an agency's key: ``auth.authenticate``),
+validate with the models, call the ledger (``Outcomes``), answer through the models.
+
+The feed's cursor is the place of the last item given (``forwards.rowid``), with the
+agency it was given to, signed (HMAC-SHA256 with the ledger's hash key, under a purpose
+of its own): opaque to the agency, and a cursor altered, forged, or another agency's is
+a 400 rather than a page that skips or repeats forwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from career_relay.ledger import AgencyKey, OutcomeRefused, settings_hash_key
+from consent_site.api import models
+from consent_site.api.auth import authenticate
+from consent_site.api.core import API, AgencyCaller, ApiError, json_response
+from consent_site.api.reading import Route, body, valid
+
+log = logging.getLogger("career_relay.api")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+_PURPOSE = b"career-relay agency feed cursor v1"
+
+
+async def _agency(request: web.Request) -> AgencyCaller:
+    found = await authenticate(request, "agency")
+    assert isinstance(found, AgencyKey)
+    return AgencyCaller(found.id, found.agency)
+
+
+def _signature(request: web.Request, agency: str, n: int) -> str:
+    key = hmac.new(settings_hash_key(request.app[API].settings), _PURPOSE,
+                   hashlib.sha256).digest()
+    mac = hmac.new(key, f"{agency}\n{n}".encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def cursor(request: web.Request, agency: str, n: int) -> str:
+    """The opaque cursor of place ``n`` in ``agency``'s feed."""
+    return f"{n}.{_signature(request, agency, n)}"
+
+
+def _place(request: web.Request, agency: str, given: str | None) -> int:
+    if given is None:
+        return 0
+    n, _, mac = given.partition(".")
+    if n.isascii() and n.isdigit() and len(n) <= 18 and hmac.compare_digest(
+            mac.encode(), _signature(request, agency, int(n)).encode()):
+        return int(n)
+    raise ApiError(400, "Bad Request", "after: not a cursor this API gave this agency")
+
+
+# -- GET /api/v1/agency/forwards ------------------------------------------------------------
+
+
+async def list_forwards(request: web.Request) -> web.StreamResponse:
+    api, caller = request.app[API], await _agency(request)
+    asked = valid(models.FeedQuery, dict(request.query))
+    limit = DEFAULT_LIMIT if asked.limit is None else int(asked.limit)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(422, "Unprocessable Content", "invalid: limit", [models.FieldError(
+            field="limit", message=f"must be 1 to {MAX_LIMIT}")])
+    after = _place(request, caller.agency, asked.after)
+    found = await api.read(api.outcomes.feed, caller.agency, after, limit + 1)
+    page = found[:limit]
+    last = page[-1].n if page else after
+    return json_response(models.Feed(items=[models.FeedItem(
+        forward_id=item.forward_id, type=item.kind,  # type: ignore[arg-type]
+        created=dt.datetime.fromisoformat(item.created),
+        payload=None if item.payload is None else json.loads(item.payload))
+        for item in page], next=cursor(request, caller.agency, last), more=len(found) > limit))
+
+
+# -- POST /api/v1/agency/forwards/{forward_id}/outcome ----------------------------------------
+
+
+async def report_outcome(request: web.Request) -> web.StreamResponse:
+    api, caller = request.app[API], await _agency(request)
+    asked = valid(models.OutcomeRequest, await body(request))
+    try:
+        day = dt.date.fromisoformat(asked.at)
+    except ValueError:
+        raise _bad("at", "is not a day of the calendar (YYYY-MM-DD)") from None
+    forward_id = request.match_info["forward_id"]
+    try:
+        # A write: off the loop, as the company API's offers are.
+        done = await api.off_loop(api.outcomes.record, caller.agency, forward_id[:100],
+                                  asked.status, day) if len(forward_id) <= 100 else None
+    except OutcomeRefused as exc:
+        raise _bad(exc.field, exc.message) from None
+    if done is None:  # unknown, another agency's, not a consent: one answer for all
+        raise ApiError(404, "Not Found", "no such forward of this agency")
+    outcome, new = done
+    if new:
+        log.info("outcome %s of forward %s: %s (agency %s, key %s)", outcome.id,
+                 outcome.forward_id, outcome.status, caller.agency, caller.key_id)
+    return json_response(models.OutcomeRecorded(
+        outcome_id=outcome.id, forward_id=outcome.forward_id,
+        status=outcome.status,  # type: ignore[arg-type]
+        at=dt.date.fromisoformat(outcome.at),
+        recorded=dt.datetime.fromisoformat(outcome.created)), 201 if new else 200)
+
+
+def _bad(name: str, message: str) -> ApiError:
+    return ApiError(422, "Unprocessable Content", f"invalid: {name}",
+                    [models.FieldError(field=name, message=message)])
+
+
+_AGENCY_ONLY: dict[int, tuple[str, Any]] = {
+    403: ("A company's key: the agency routes take an agency's key", models.Problem)}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/agency/forwards", list_forwards,
+          "The agency's forwards and notices, oldest first, a page at a time (SPEC 11)",
+          query=models.FeedQuery, responses={
+              200: ("A page; `next` goes on from its last item", models.Feed),
+              400: ("`after` is not a cursor this API gave this agency", models.Problem),
+              422: ("A bad limit (named in errors)", models.Problem), **_AGENCY_ONLY}),
+    Route("POST", "/agency/forwards/{forward_id}/outcome", report_outcome,
+          "Report what became of a forwarded candidate (SPEC 11)",
+          body=models.OutcomeRequest, path_params=("forward_id",), responses={
+              201: ("The outcome, recorded now (a ledger entry)", models.OutcomeRecorded),
+              200: ("The same status and day were recorded before: the same outcome",
+                    models.OutcomeRecorded),
+              400: ("Malformed: not JSON", models.Problem),
+              404: ("No consent forward of this agency has this id", models.Problem),
+              413: ("The body is too large", models.Problem),
+              415: ("The body is not application/json", models.Problem),
+              422: ("A field failed validation (named in errors): an unknown status, a day "
+                    "before the forward or after tomorrow", models.Problem),
+              **_AGENCY_ONLY}),
+)
