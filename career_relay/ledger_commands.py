@@ -27,6 +27,11 @@ def load(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def referral_values(settings: Settings) -> dict[str, int]:
+    """``companies.referral_value`` of each company, for the report's ``recovered_value``."""
+    return {c.id: c.referral_value for c in settings.companies}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -46,7 +51,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     with open_configured(settings) as ledger:
         rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
-                              details=args.format == "json")
+                              details=args.format == "json",
+                              referral_values=referral_values(settings))
     print(report_format.render(rows, args.format), end="")
     return 0
 
