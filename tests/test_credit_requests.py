@@ -340,3 +340,73 @@ def test_ledger_migrate_copies_the_requests_with_their_chain(
         assert Notices(copy).claim_due(10, 60, ["default"]) != []
     with open_configured(world.settings) as ledger:
         assert len(Referrals(ledger).requests()) == 3
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def _cli_config(world: World, tmp_path: Path) -> str:
+    """The world's ledger and secrets, and its two companies (acme with an agency named)."""
+    config = tmp_path / "career-relay.toml"
+    config.write_text(config_toml(world.config) + (
+        '[[companies]]\nid = "acme"\nname = "株式会社アクメ"\ndomains = ["acme.example"]\n'
+        'agency = "default"\nreferral_value = 500000\n'
+        '[[companies]]\nid = "kumo"\nname = "株式会社クモ"\ndomains = ["kumo.example"]\n'),
+        encoding="utf-8")
+    return str(config)
+
+
+def test_credits_request_and_requests_commands(world: World, tmp_path: Path) -> None:
+    world.qualified_then_deliver(10)
+    world.ledger.close()
+    config = _cli_config(world, tmp_path)
+    made = run_cli("credits", "request", "--company", "acme", "--note", "経理職",
+                   "--config", config)
+    assert made.returncode == 0, made.stderr
+    assert "requested rq_" in made.stdout and "agency default" in made.stdout
+    again = run_cli("credits", "request", "--company", "acme", "--config", config)
+    assert again.returncode == 1 and "already open" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1  # one line, no traceback
+    none = run_cli("credits", "request", "--company", "kumo", "--config", config)
+    assert none.returncode == 1 and "no free referral credit available" in none.stderr
+    unknown = run_cli("credits", "request", "--company", "nobody", "--config", config)
+    assert unknown.returncode == 1 and "no company 'nobody'" in unknown.stderr
+    redeem = run_cli("credits", "redeem", "--company", "acme", "--config", config)
+    assert redeem.returncode == 1 and "asked of the agency" in redeem.stderr
+    usage = run_cli("credits", "request", "--config", config)
+    assert usage.returncode == 2 and "needs --company" in usage.stderr
+    listed = run_cli("credits", "requests", "--format", "json", "--config", config)
+    assert listed.returncode == 0, listed.stderr
+    (request,) = json.loads(listed.stdout)
+    assert (request["company"], request["state"], request["note"], request["settled"]) == (
+        "acme", "requested", "経理職", None)
+    table = run_cli("credits", "requests", "--company", "kumo", "--config", config)
+    assert table.returncode == 0 and "0 request(s)" in table.stdout
+    with open_configured(world.settings) as ledger:
+        Referrals(ledger).settle_request(request["request_id"], "default", "fulfilled")
+    shown = run_cli("credits", "requests", "--config", config)
+    assert "fulfilled" in shown.stdout and request["request_id"] in shown.stdout
+    report = run_cli("report", "--format", "json", "--company", "acme", "--config", config)
+    (row,) = json.loads(report.stdout)
+    assert (row["credits_requested"], row["credits_fulfilled"], row["recovered_value"]) == (
+        1, 1, 500000)
+    assert run_cli("ledger", "verify", "--config", config).returncode == 0
+
+
+def test_referral_value_is_checked(tmp_path: Path) -> None:
+    from career_relay import settings as settings_mod
+    from career_relay.errors import ConfigError
+
+    def load(value: object) -> int:
+        config = {"companies": [{"id": "acme", "name": "アクメ", "domains": ["acme.example"],
+                                 "referral_value": value}]}
+        company = settings_mod.from_mapping(config, base=tmp_path).company("acme")
+        assert company is not None
+        return company.referral_value
+
+    assert load(800_000) == 800_000
+    with pytest.raises(ConfigError, match=r"companies\[acme\].referral_value must be from 0 "
+                                          "to 1000000000 yen, not -1"):
+        load(-1)
+    with pytest.raises(ConfigError, match="referral_value"):
+        load("800000円")
