@@ -13,7 +13,7 @@ import argparse
 import json
 
 from career_relay.errors import CareerRelayError
-from career_relay.ledger_commands import load
+from career_relay import ledger_commands
 from career_relay.settings import CompanySettings, Settings
 
 
@@ -50,7 +50,7 @@ def _company(settings: Settings, company_id: str) -> CompanySettings:
 def cmd_credits(args: argparse.Namespace) -> int:
     from career_relay.ledger import Book, Referrals, open_configured
 
-    settings = load(args)
+    settings = ledger_commands.load(args)
     company = _company(settings, args.company) if args.company else None
     with open_configured(settings) as ledger:
         if args.action == "redeem":
