@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from career_relay.errors import CareerRelayError
 from career_relay import ledger_commands
+from career_relay.errors import CareerRelayError
 from career_relay.settings import CompanySettings, Settings
 
 
