@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from career_relay import __version__, ledger_commands, serve
+from career_relay import __version__, credit_commands, ledger_commands, serve
 from career_relay import settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.validate import file_problems, value_problems
@@ -277,12 +277,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_date, help="first day, YYYY-MM-DD (UTC)")
     p.add_argument("--until", type=_date, help="last day, YYYY-MM-DD (UTC; default: today)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p = command("credits", ledger_commands.cmd_credits,
-                "use one free referral credit of a company")
-    p.add_argument("action", choices=["redeem"])
-    p.add_argument("--company", required=True)
-    p.add_argument("--note", default="", help="what it was used for")
-    p.add_argument("--by", default="operator", help="who redeemed it (default: operator)")
+    credit_commands.add_arguments(command(
+        "credits", credit_commands.cmd_credits, "free referral credits: redeem one, request "
+        "one from the company's agency, list the requests (SPEC 11)"))
     p = command("ledger", ledger_commands.cmd_ledger,
                 "verify: recompute the ledger's hash chain, name the first bad entry; "
                 "migrate: copy the SQLite ledger to PostgreSQL")

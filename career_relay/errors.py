@@ -27,6 +27,27 @@ class AddressInUse(UserError):
     found, who holds it (``career_relay.ports``), instead of an OSError's traceback."""
 
 
+class CreditRequestError(UserError):
+    """A free referral request (SPEC 11) that cannot be made or settled as asked."""
+
+
+class CreditRequestOpen(CreditRequestError):
+    """A request for a credit that has one open already (requested, not yet settled)."""
+
+
+class UnknownCreditRequest(CreditRequestError):
+    """No such request, as far as the asker may know (the agency API answers 404)."""
+
+
+class NotTheAgencysRequest(UnknownCreditRequest):
+    """A request addressed to another agency: to the asking agency it does not exist (an
+    ``UnknownCreditRequest``, so the API answers both alike and reveals no other's ids)."""
+
+
+class CreditRequestSettled(CreditRequestError):
+    """A request already fulfilled or cancelled: a state is set once (the API answers 409)."""
+
+
 class SmtpReplyError(CareerRelayError):
     """An error that is answered to the SMTP client as a reply line."""
 

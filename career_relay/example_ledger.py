@@ -39,6 +39,7 @@ from career_relay.ledger import (
     ConsentLedger,
     Ledger,
     Offer,
+    Referrals,
     Rejection,
     open_configured,
 )
@@ -255,6 +256,10 @@ def populate(w: _World) -> None:
     # The company's HR uses its first free referral one afternoon in October.
     w.at(dt.datetime(2026, 10, 20, 5, 0, tzinfo=dt.UTC),
          lambda: _redeem(w, "acme", "2026年10月の中途採用（経理）に利用"))
+    # Then it asks the agency for the next one (SPEC 11), which the agency fulfils.
+    asked = dt.datetime(2026, 11, 10, 2, 0, tzinfo=dt.UTC)
+    w.at(asked, lambda: _request(w, "acme", "営業職の候補者を1名"))
+    w.at(asked + 7 * 24 * HOUR, lambda: _fulfil(w, "acme"))
     w.run()
 
 
@@ -264,6 +269,17 @@ def _count_unmarked(w: _World, company: str, day: dt.date) -> None:
 
 def _redeem(w: _World, company: str, note: str) -> None:
     w.book.redeem(company, by="hr@acme.example", note=note)
+
+
+def _request(w: _World, company: str, note: str) -> None:
+    Referrals(w.ledger).request(company, "default", "hr@acme.example", note,
+                                company_name=company)
+
+
+def _fulfil(w: _World, company: str) -> None:
+    referrals = Referrals(w.ledger)
+    for asked in referrals.requests(company):
+        referrals.settle_request(asked.id, asked.agency, "fulfilled", "2名を紹介しました")
 
 
 def generate(out: Path, seed: int = SEED) -> None:

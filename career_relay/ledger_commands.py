@@ -1,4 +1,5 @@
-"""The ledger's commands (SPEC 2): report, credits, ledger verify/head, purge, review, admin.
+"""The ledger's commands (SPEC 2): report, ledger verify/head, purge, review, admin
+(``credits``: ``career_relay.credit_commands``).
 
 ``career_relay.cli`` parses the arguments; these open the configured ledger
 and print.  Each exits 0, or raises a ``CareerRelayError`` that ``cli.main``
@@ -27,6 +28,11 @@ def load(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def referral_values(settings: Settings) -> dict[str, int]:
+    """``companies.referral_value`` of each company, for the report's ``recovered_value``."""
+    return {c.id: c.referral_value for c in settings.companies}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -46,21 +52,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     with open_configured(settings) as ledger:
         rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
-                              details=args.format == "json")
+                              details=args.format == "json",
+                              referral_values=referral_values(settings))
     print(report_format.render(rows, args.format), end="")
-    return 0
-
-
-def cmd_credits(args: argparse.Namespace) -> int:
-    from career_relay.ledger import Book, open_configured
-
-    settings = load(args)
-    if args.company not in [c.id for c in settings.companies]:
-        raise CareerRelayError(f"no company {args.company!r} in the configuration")
-    with open_configured(settings) as ledger:
-        credit = Book(ledger).redeem(
-            args.company, by=args.by, note=args.note)
-    print(f"redeemed credit {credit} of {args.company}")
     return 0
 
 

@@ -102,8 +102,10 @@ def _reports_differ(source: Ledger, target: Ledger, settings: Settings) -> str:
     companies = [c.id for c in settings.companies]
     when = reports.period(None, LAST_DAY, LAST_DAY)
     every = settings.ledger.credit_every
-    ours = reports.report(source, companies, when, every, details=True)
-    theirs = reports.report(target, companies, when, every, details=True)
+    values = {c.id: c.referral_value for c in settings.companies}
+    ours = reports.report(source, companies, when, every, details=True, referral_values=values)
+    theirs = reports.report(target, companies, when, every, details=True,
+                            referral_values=values)
     for company, mine, copied in zip(companies, ours, theirs, strict=True):
         for field in mine.keys() | copied.keys():
             if mine.get(field) != copied.get(field):

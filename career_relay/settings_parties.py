@@ -82,3 +82,9 @@ class CompanySettings(_Section):
         '"default": the [agency] table). Its forwards go to that agency alone, and the '
         "consent page names it.",
     )
+    referral_value: int = setting(
+        0,
+        "Yen one free referral is worth to the company (what it would pay an agency for a "
+        "hire): the report's recovered_value is the referrals received times this. 0: not "
+        "set. Reports only; nothing is billed.",
+    )

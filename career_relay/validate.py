@@ -257,6 +257,9 @@ def _company_problems(settings: Settings) -> list[str]:
             out.append(f"{where}.smtp_password_hash must be an argon2 hash")
         if bool(c.dkim_selector) != bool(c.dkim_key_file):
             out.append(f"{where}: dkim_selector and dkim_key_file must be set together")
+        if not 0 <= c.referral_value <= 1_000_000_000:  # a typo's extra zeros, not a fee
+            out.append(f"{where}.referral_value must be from 0 to 1000000000 yen, "
+                       f"not {c.referral_value}")
         out += _network_problems(f"{where}.allow_ips", c.allow_ips,
                                  "every address would send as it")
     return out

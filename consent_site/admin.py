@@ -114,8 +114,10 @@ class Admin:
         return self.settings.company(company_id)
 
     def report(self, company: str, when: reports.Period) -> dict[str, Any]:
+        known = self.settings.company(company)
         rows = reports.report(self.ledger, [company], when, self.settings.ledger.credit_every,
-                              details=True)
+                              details=True, referral_values={
+                                  company: known.referral_value if known else 0})
         return rows[0]
 
 

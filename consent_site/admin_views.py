@@ -1,4 +1,5 @@
-"""The admin pages' views: dashboard, forwards, credits (redeem), reviews (approve, reject).
+"""The admin pages' views: dashboard, forwards, credits (redeem, request a referral), reviews
+(approve, reject).
 
 Thin: each view finds its ``Scope`` (which refuses a company the user may not
 see), calls the core on the admin's ledger thread, and renders.  The
@@ -13,8 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from career_relay.errors import LedgerConflict
-from career_relay.ledger import NoCreditAvailable, records, reports
+from career_relay.errors import CreditRequestOpen, LedgerConflict
+from career_relay.ledger import (
+    NOTE_MAX,
+    CreditRequest,
+    NoCreditAvailable,
+    Referrals,
+    records,
+    reports,
+)
 from career_relay.settings import Settings
 from career_relay.tokens import CompanySigner, company_link
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
@@ -32,7 +40,11 @@ FIELD_LABELS = {
     "credits_earned": "獲得クレジット", "credits_redeemed": "利用したクレジット",
     "credits_available": "利用可能なクレジット", "progress_to_next_credit": "次のクレジットまで",
     "credit_every": "クレジット1件に必要な有効紹介",
+    "credits_requested": "紹介を依頼したクレジット", "credits_fulfilled": "紹介を受けたクレジット",
+    "recovered_value": "回収した採用コスト（円）",
 }
+#: A free referral request's states (SPEC 11).
+REQUEST_STATES = {"requested": "依頼中", "fulfilled": "紹介済み", "cancelled": "取り消し"}
 #: The funnel, rejection to credit.
 FUNNEL = ("rejections", "offers", "views", "accepted", "qualified_forwards", "credits_earned")
 ITEM_LABELS = {"name": "氏名", "email": "メールアドレス", "phone": "電話番号",
@@ -93,9 +105,37 @@ async def credits(request: web.Request, *, error: str | None = None,
     balance = await admin.run(admin.report, s.company.id,
                               reports.period(None, None, dt.datetime.now(dt.UTC).date()))
     rows = await admin.run(admin.book.credits, s.company.id)
-    done = "1件のクレジットを利用しました。" if request.query.get("redeemed") else None
+    asked = await admin.run(Referrals(admin.ledger).requests, s.company.id)
+    by_credit: dict[str, list[CreditRequest]] = {}
+    for q in asked:
+        by_credit.setdefault(q.credit_id, []).append(q)
+    done = ("1件のクレジットを利用しました。" if request.query.get("redeemed") else
+            "紹介会社に紹介を依頼しました。" if request.query.get("requested") else None)
     return render(request, "credits.html", page="credits", status=status, rows=rows,
-                  balance=balance, error=error, done=done, **_common(s))
+                  balance=balance, error=error, done=done, requests=asked,
+                  by_credit=by_credit, states=REQUEST_STATES, note_max=NOTE_MAX, **_common(s))
+
+
+async def request_referral(request: web.Request) -> web.StreamResponse:
+    """A free referral asked of the company's agency (SPEC 11), for the credit chosen."""
+    admin = request.app[ADMIN]
+    form = await request.post()
+    s = scope(request, form)
+    credit = str(form.get("credit", "")) or None
+    try:
+        await admin.run(Referrals(admin.ledger).request, s.company.id, s.company.agency,
+                        user_of(request).email, str(form.get("note", "")),
+                        company_name=s.company.name, credit=credit)
+    except CreditRequestOpen:
+        return await credits(request, status=409,
+                             error="このクレジットはすでに紹介を依頼中です。何も記録していません。")
+    except NoCreditAvailable:
+        return await credits(request, status=409, error="未使用のクレジットがありません。"
+                                                        "何も記録していません。")
+    site = request.config_dict.get(SITE)
+    if site is not None:
+        site.on_forward()  # the worker tells the agency now, not at its next round
+    return see_other(f"/admin/credits?{s.query(requested='1')}")
 
 
 async def redeem(request: web.Request) -> web.StreamResponse:
@@ -156,5 +196,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/forwards", forwards)
     app.router.add_get("/credits", credits)
     app.router.add_post("/credits/redeem", redeem)
+    app.router.add_post("/credits/request", request_referral)
     app.router.add_get("/reviews", reviews)
     app.router.add_post("/reviews/{receipt}", review)

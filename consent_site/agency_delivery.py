@@ -1,9 +1,11 @@
 """One attempt at one forward, to one agency (SPEC 7, 11): the webhook POST, or the mail.
 
 Each function takes the agency the forward is for (``forwards.agency``): its URL, its
-secret, its address.  Nothing here chooses an agency; the worker
-(``consent_site.forwarding``) passes the forward's own, so one agency's secret never signs,
-and one agency's address never receives, another agency's forward.
+secret, its address.  A notice that is not a forward (``agency_notices``: a
+``credit_request``, SPEC 11) goes the same way, to its own agency, signed the same.
+Nothing here chooses an agency; the worker (``consent_site.forwarding``) passes the
+forward's own, so one agency's secret never signs, and one agency's address never
+receives, another agency's forward.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from typing import Protocol
 
 import aiohttp
 import aiosmtplib
@@ -22,7 +25,6 @@ import aiosmtplib
 from career_relay import __version__
 from career_relay.agency_signature import HEADER as SIGNATURE_HEADER
 from career_relay.agency_signature import sign
-from career_relay.ledger import Forward
 from career_relay.settings import AgencySettings, Settings
 
 FORWARD_ID_HEADER = "X-Career-Relay-Forward-Id"
@@ -30,6 +32,18 @@ TYPE_HEADER = "X-Career-Relay-Type"
 LEDGER_HEAD_HEADER = "X-Career-Relay-Ledger-Head"
 USER_AGENT = f"career-relay/{__version__}"
 CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+class Sent(Protocol):
+    """What one attempt delivers: a forward (``forwards``), or a notice that is not one
+    (``agency_notices``: ``credit_request``).  ``id`` is stable across attempts (the
+    agency's idempotency key), ``kind`` its ``X-Career-Relay-Type``."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ class Outcome:
     needs_attention: bool = False
 
 
-async def post(session: aiohttp.ClientSession, agency: AgencySettings, forward: Forward,
+async def post(session: aiohttp.ClientSession, agency: AgencySettings, forward: Sent,
                body: bytes, head: str, now: int) -> Outcome:
     """The webhook attempt: ``body`` signed with this agency's secret at ``now``."""
     headers = {
@@ -71,7 +85,7 @@ async def post(session: aiohttp.ClientSession, agency: AgencySettings, forward: 
     return Outcome(False, detail, needs_attention=attention)
 
 
-def message(settings: Settings, agency: AgencySettings, forward: Forward, body: bytes,
+def message(settings: Settings, agency: AgencySettings, forward: Sent, body: bytes,
             head: str | None, clock: Callable[[], float]) -> EmailMessage:
     """The mail sent for ``forward`` to its agency (docs/agency-webhook.md, "Email delivery")."""
     hostname = settings.gateway.hostname
@@ -96,7 +110,7 @@ def message(settings: Settings, agency: AgencySettings, forward: Forward, body: 
     return msg
 
 
-async def mail(settings: Settings, agency: AgencySettings, forward: Forward, body: bytes,
+async def mail(settings: Settings, agency: AgencySettings, forward: Sent, body: bytes,
                head: str, clock: Callable[[], float]) -> Outcome:
     """The mail attempt: to this agency's address, through the upstream."""
     up = settings.upstream

@@ -39,10 +39,11 @@ from email.message import EmailMessage
 
 import aiohttp
 
-from career_relay.ledger import ConsentLedger, Forward
+from career_relay.ledger import ConsentLedger, Forward, Notices
 from career_relay.settings import DEFAULT_AGENCY, AgencyEntrySettings, Settings
 from consent_site import agency_delivery as delivery
-from consent_site.agency_delivery import USER_AGENT, Outcome
+from consent_site import agency_notices
+from consent_site.agency_delivery import USER_AGENT, Outcome, Sent
 
 log = logging.getLogger("career_relay.forwarding")
 
@@ -63,8 +64,9 @@ DUE_POLL = 1.0
 Stop = Callable[[], Awaitable[None]]
 
 
-#: Sends one forward's body, to its agency, with the ledger head of its round (``<n>:<hash>``).
-Sender = Callable[[AgencyEntrySettings, Forward, bytes, str], Awaitable[Outcome]]
+#: Sends one forward's (or notice's) body, to its agency, with the ledger head of its round
+#: (``<n>:<hash>``).
+Sender = Callable[[AgencyEntrySettings, Sent, bytes, str], Awaitable[Outcome]]
 
 
 class Forwarder:
@@ -83,6 +85,8 @@ class Forwarder:
         self.batch = batch
         self.max_idle = max_idle
         self._wake = asyncio.Event()
+        #: The notices that are not forwards (``credit_request``), sent in the same rounds.
+        self.notices = Notices(store.ledger)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -122,6 +126,11 @@ class Forwarder:
     def attempt_timeout(self) -> float:
         """The longest any attempt may take."""
         return max((self.timeout_of(a) for a in self.settings.all_agencies), default=1.0)
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a claim lasts: the longest attempt, and the ledger writes after it."""
+        return self.attempt_timeout + CLAIM_MARGIN
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -166,6 +175,7 @@ class Forwarder:
             self._wake.clear()  # before the round: a wake() during it is not lost
             try:
                 handled = await self.run_once()
+                handled += await agency_notices.run_once(self)
             except Exception:
                 log.exception("forwarding round failed; trying again shortly")
                 handled = 0
@@ -182,13 +192,13 @@ class Forwarder:
         reachable = [a.id for a in self.reachable]
         if not reachable:
             return 0
-        claim = self.attempt_timeout + CLAIM_MARGIN
-        forwards = await asyncio.to_thread(self.store.claim_due, self.batch, claim, reachable)
+        forwards = await asyncio.to_thread(self.store.claim_due, self.batch,
+                                           self.claim_seconds, reachable)
         if not forwards:
             return 0
         # Read after the claim: every forward of the round has its entry in this head.
         head = await asyncio.to_thread(self._ledger_head)
-        async with self._sender() as send:
+        async with self.sender() as send:
             results = await asyncio.gather(*(self._handle(f, send, head) for f in forwards),
                                            return_exceptions=True)
         for forward, result in zip(forwards, results, strict=True):
@@ -202,7 +212,9 @@ class Forwarder:
     async def _idle(self, stop: asyncio.Event) -> None:
         delay = self.max_idle
         try:
-            due = await asyncio.to_thread(self.store.next_due)
+            dues = [d for d in (await asyncio.to_thread(self.store.next_due),
+                                await asyncio.to_thread(self.notices.next_due)) if d]
+            due = min(dues, default=None)
         except Exception:
             log.exception("reading the outbox failed")
             due = None
@@ -233,38 +245,43 @@ class Forwarder:
         agency = self.settings.agency_by_id(forward.agency)
         if agency is None:  # never claimed so (run_once): a backstop, not a detour
             raise ValueError(f"forward {forward.id}: no agency {forward.agency!r}")
-        timeout = self.timeout_of(agency)
-        try:
-            # A backstop: the client's own timeouts normally end the attempt first.
-            async with asyncio.timeout(timeout + ATTEMPT_MARGIN):
-                outcome = await send(agency, forward, forward.payload.encode("utf-8"), head)
-        except TimeoutError:
-            outcome = Outcome(False, f"no answer within {timeout:g} s")
-        except Exception as exc:  # a bug of ours must not lose the forward either
-            log.exception("forward %s: attempt %d raised", forward.id, attempt)
-            outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
+        outcome = await self.attempt(agency, forward, forward.payload, head, send, attempt)
         if outcome.delivered:
             await asyncio.to_thread(self.store.delivered, forward.id, outcome.detail)
             log.info("forward %s (%s): delivered on attempt %d (%s)", forward.id, forward.kind,
                      attempt, outcome.detail)
             return
-        retry_in = self._retry_in(agency, forward.attempts)
+        retry_in = self.retry_in(agency, forward.attempts)
         await asyncio.to_thread(self.store.failed, forward.id, outcome.detail, retry_in)
         level = logging.WARNING if outcome.needs_attention else logging.INFO
         log.log(level, "forward %s (%s): attempt %d failed (%s); retry in %d s", forward.id,
                 forward.kind, attempt, outcome.detail, retry_in)
 
+    async def attempt(self, agency: AgencyEntrySettings, sent: Sent, payload: str, head: str,
+                      send: Sender, attempt: int) -> Outcome:
+        """One attempt at ``sent`` within its agency's timeout; any failure an ``Outcome``."""
+        timeout = self.timeout_of(agency)
+        try:
+            # A backstop: the client's own timeouts normally end the attempt first.
+            async with asyncio.timeout(timeout + ATTEMPT_MARGIN):
+                return await send(agency, sent, payload.encode("utf-8"), head)
+        except TimeoutError:
+            return Outcome(False, f"no answer within {timeout:g} s")
+        except Exception as exc:  # a bug of ours must not lose the forward either
+            log.exception("%s %s: attempt %d raised", sent.kind, sent.id, attempt)
+            return Outcome(False, f"{type(exc).__name__}: {exc}")
+
     @staticmethod
-    def _retry_in(agency: AgencyEntrySettings, failures: int) -> int:
+    def retry_in(agency: AgencyEntrySettings, failures: int) -> int:
         schedule = agency.retry_schedule
         return schedule[min(failures, len(schedule) - 1)]
 
     @contextlib.asynccontextmanager
-    async def _sender(self) -> AsyncIterator[Sender]:
+    async def sender(self) -> AsyncIterator[Sender]:
         """One round's sender: each forward by its own agency's delivery and secrets."""
         async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
 
-            async def send(agency: AgencyEntrySettings, forward: Forward, body: bytes,
+            async def send(agency: AgencyEntrySettings, forward: Sent, body: bytes,
                            head: str) -> Outcome:
                 if agency.deliver == "email":
                     return await delivery.mail(self.settings, agency, forward, body, head,

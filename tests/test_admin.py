@@ -37,6 +37,7 @@ from career_relay.ledger import (
     Book,
     ConsentLedger,
     Offer,
+    Referrals,
     Rules,
     open_configured,
     reports,
@@ -248,7 +249,8 @@ def test_every_page_needs_a_login(sqlite_admin: Admin) -> None:
     for path in GET_PAGES:
         reply = admin.get(path)
         assert reply.status == 303 and reply.headers["Location"] == "/admin/login", path
-    for path in ("/admin/logout", "/admin/credits/redeem", "/admin/reviews/rc_x"):
+    for path in ("/admin/logout", "/admin/credits/redeem", "/admin/credits/request",
+                 "/admin/reviews/rc_x"):
         assert admin.post(path, {"csrf": "x"}).status == 403, path
     page = admin.get("/admin/login")
     assert page.status == 200 and 'name="password"' in page.text
@@ -698,6 +700,45 @@ def test_an_operator_approves_and_rejects_held_decisions(admin: Admin) -> None:
     assert admin.report()["credits_earned"] == 1
     left = admin.get("/admin/reviews")
     assert "保留 三郎" in left.text and "保留 一郎" not in left.text
+
+
+def test_requesting_a_referral_from_a_credit(admin: Admin) -> None:
+    """SPEC 11 on the credits page: a credit's request, its states and dates, on both
+    backends; POST with the nonce; the company's own credits only."""
+    admin.qualify(10)
+    admin.login("hr@acme.example")
+    page = admin.get("/admin/credits")
+    (credit,) = admin.rows("credits")
+    assert 'class="request-referral"' in page.text and "まだ紹介の依頼はありません" in page.text
+    form = {"company": "acme", "credit": credit["id"], "note": "営業職 <b>1名</b>"}
+    assert admin.post("/admin/credits/request", form).status == 403  # no nonce
+    assert admin.post("/admin/credits/request", {**form, "company": "kumo",
+                                                 "csrf": page.csrf()}).status == 404
+    reply = admin.post("/admin/credits/request", {**form, "csrf": page.csrf()})
+    assert reply.status == 303
+    assert reply.headers["Location"] == "/admin/credits?company=acme&requested=1"
+    (asked,) = admin.rows("credit_requests")
+    assert (asked["credit_id"], asked["by"], asked["agency"], asked["note"]) == (
+        credit["id"], "hr@acme.example", "default", "営業職 <b>1名</b>")
+    (notice,) = admin.rows("agency_notices")
+    assert notice["id"] == asked["id"] and notice["delivered"] is None
+    after = admin.get(reply.headers["Location"])
+    assert "紹介会社に紹介を依頼しました" in after.text and asked["id"] in after.text
+    assert 'data-state="requested"' in after.text and "依頼中" in after.text
+    assert "営業職 &lt;b&gt;1名&lt;/b&gt;" in after.text
+    assert 'class="request-referral"' not in after.text  # one open request per credit
+    again = admin.post("/admin/credits/request", {**form, "csrf": after.csrf()})
+    assert again.status == 409 and "すでに紹介を依頼中" in again.text
+    assert len(admin.rows("credit_requests")) == 1
+    Referrals(admin.ledger).settle_request(asked["id"], "default", "fulfilled", "紹介しました")
+    done = admin.get("/admin/credits")
+    assert 'data-state="fulfilled"' in done.text and "紹介済み" in done.text
+    assert "紹介しました" in done.text and "agency:default" in done.text
+    dashboard = admin.get("/admin/")
+    assert 'id="recovered-value">¥0<' in dashboard.text and "companies.referral_value" in \
+        dashboard.text
+    assert 'data-field="credits_fulfilled"' in dashboard.text
+    assert Book(admin.ledger, admin.rules).verify()[1] is None
 
 
 # -- CSV ------------------------------------------------------------------------------------

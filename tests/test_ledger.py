@@ -132,7 +132,7 @@ def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
                            "0005_admin", "0006_retention", "0007_report_indexes",
                            "0008_chain_offers_forwards_profiles", "0009_meta",
                            "0010_offer_source", "0011_api_keys", "0012_agencies",
-                           "0013_api_offers", "0014_outcomes"]
+                           "0013_api_offers", "0014_outcomes", "0015_credit_requests"]
         assert MIGRATIONS.pending(ledger.db) == []
         assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
@@ -511,7 +511,8 @@ def test_init_demo_starts_from_the_example_ledger(tmp_path: Path) -> None:
         when = reports.period(None, None, dt.datetime.now(dt.UTC).date())
         expected = reports.report(ledger, ["acme", "kumo", "hoshi"], when, 10, details=True)
     assert [rows[r["company"]] for r in expected] == expected
-    assert rows["acme"]["credits_redeemed"] == 1 and rows["acme"]["offers"] > 100
+    assert rows["acme"]["credits_redeemed"] == 2 and rows["acme"]["offers"] > 100
+    assert (rows["acme"]["credits_requested"], rows["acme"]["credits_fulfilled"]) == (1, 1)
     verify = run_cli("ledger", "verify", "--config", config)
     assert verify.returncode == 0, verify.stderr
     again = run_cli("init", "--dir", str(tmp_path / "again"), "--demo")  # a fresh directory

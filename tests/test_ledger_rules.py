@@ -277,6 +277,7 @@ def test_every_report_field_for_a_period(world: World) -> None:
         "forwards_delivered": 1, "qualified_forwards": 1, "under_review": 0,
         "credits_earned": 0, "credits_redeemed": 0, "credits_available": 0,
         "progress_to_next_credit": 1, "credit_every": 10,
+        "credits_requested": 0, "credits_fulfilled": 0, "recovered_value": 0,
     }
     assert r == expected
     # A period before any of it counts nothing; the balance is as of its end.

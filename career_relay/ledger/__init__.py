@@ -6,8 +6,9 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 - ``open_configured(settings)`` opens the one ``Ledger`` a process holds (the
   site shares it between candidate pages, admin pages, the forwarding
   worker and the page cache); ``Ledger`` records offers and counters, and
-  ``ConsentLedger``, ``Outbox``, ``Book``, ``AdminUsers``, ``ApiKeys``, ``AgencyKeys`` and
-  ``Outcomes`` are the views of the consent side, the agencies' outbox, the credits, the
+  ``ConsentLedger``, ``Outbox``, ``Book``, ``Referrals``, ``Notices``, ``AdminUsers``,
+  ``ApiKeys``, ``AgencyKeys`` and ``Outcomes`` are the views of the consent side, the
+  agencies' outbox, the credits, the free referral requests, the agencies' notices, the
   admin logins, the company API's keys, the agencies' keys and the agencies' feed and
   outcomes over it;
 - ``reports``, ``records``, ``retention`` and ``totals`` are the named
@@ -15,7 +16,8 @@ named here and nothing else (``tests/test_house.py`` keeps it so):
 
 Modules by concept: ``store`` (connections, transactions), ``connect``
 (opening, migrating), ``migrations`` and ``schema_sqlite``, ``offers``,
-``consent``, ``forwards``, ``credits`` (``mint_credit``), ``chain``, ``head``,
+``consent``, ``forwards``, ``credits`` (``mint_credit``), ``credit_requests``,
+``agency_notices``, ``chain``, ``head``, ``verify_requests``,
 ``verify``, ``reports``, ``records``, ``retention``, ``totals``,
 ``admin_users``, ``api_keys``, ``api_offers``, ``writer`` (the gateway's group commit), ``copy``
 (``ledger migrate``: a SQLite ledger copied to PostgreSQL).
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 from career_relay.ledger import records, reports, retention, totals
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
+from career_relay.ledger.agency_notices import Notice, Notices
 from career_relay.ledger.api_keys import AgencyKey, AgencyKeys, ApiKey, ApiKeys
 from career_relay.ledger.api_offers import ApiOffers, ApiRequest
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
 from career_relay.ledger.copy import CopyRefused, CopyResult, copy_to
+from career_relay.ledger.credit_requests import NOTE_MAX, CreditRequest, Referrals
 from career_relay.ledger.credits import Book, NoCreditAvailable
 from career_relay.ledger.forwards import Forward, ForwardKind, ForwardStatus, Outbox
 from career_relay.ledger.head import BadHead, format_head
@@ -57,6 +61,7 @@ __all__ = [
     "DEFAULT_HASH_KEY",
     "ERASED_PREFIX",
     "MIGRATIONS",
+    "NOTE_MAX",
     "OFFER_SOURCES",
     "OUTCOME_STATUSES",
     "AdminUser",
@@ -74,6 +79,7 @@ __all__ = [
     "CopyRefused",
     "CopyResult",
     "CounterKind",
+    "CreditRequest",
     "Decision",
     "FeedItem",
     "Forward",
@@ -82,6 +88,8 @@ __all__ = [
     "Ledger",
     "LedgerWriter",
     "NoCreditAvailable",
+    "Notice",
+    "Notices",
     "Offer",
     "OfferSource",
     "Outbox",
@@ -90,6 +98,7 @@ __all__ = [
     "Outcomes",
     "Problem",
     "Receipt",
+    "Referrals",
     "Rejection",
     "Rules",
     "check_password",

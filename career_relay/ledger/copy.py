@@ -53,7 +53,8 @@ TABLES = ("offers", "daily_counts", "offer_views", "notices", "receipts", "profi
           "forwards", "forward_events", "outbox", "entries", "qualified", "credits",
           "redemptions", "admin_users", "admin_sessions", "admin_login_failures",
           "admin_lockouts", "offer_stats", "first_decisions", "meta", "api_keys",
-          "agency_keys", "api_offers", "outcomes")
+          "agency_keys", "api_offers", "outcomes", "credit_requests",
+          "credit_request_states", "agency_notices")
 #: Tables whose SQLite rowid is a column of its own in PostgreSQL (``ORDER BY rowid``).
 ROWID_TABLES = frozenset({"offers", "receipts", "forwards", "profiles"})
 #: Built by the target's triggers from the copied rows, then compared: table -> its key.

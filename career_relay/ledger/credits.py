@@ -176,13 +176,25 @@ def mint_credit(conn: sqlite3.Connection, rules: Rules, company: str, credit_n: 
 
 def redeem(conn: sqlite3.Connection, company: str, by: str, note: str,
            now: dt.datetime) -> str:
-    """Use the company's oldest unused credit; its id.  ``NoCreditAvailable`` if none."""
+    """Use the company's oldest unused credit; its id.  ``NoCreditAvailable`` if none.
+
+    A credit asked of the agency (an open request, ``credit_requests``) is not used: the
+    agency may still fulfil it, and a credit is spent once."""
+    if by.startswith("agency:"):  # the name a fulfilled request spends a credit in
+        raise UserError(f"a redemption is not recorded in an agency's name ({by})")
     found = conn.execute(
         "SELECT id FROM credits c WHERE company = ? AND NOT EXISTS"
-        " (SELECT 1 FROM redemptions r WHERE r.credit_id = c.id) ORDER BY n LIMIT 1",
-        (company,)).fetchone()
+        " (SELECT 1 FROM redemptions r WHERE r.credit_id = c.id) AND NOT EXISTS"
+        " (SELECT 1 FROM credit_requests q WHERE q.credit_id = c.id AND NOT EXISTS"
+        "  (SELECT 1 FROM credit_request_states s WHERE s.request_id = q.id))"
+        " ORDER BY n LIMIT 1", (company,)).fetchone()
     if found is None:
-        raise NoCreditAvailable(f"{company} has no free referral credit available")
+        (held,) = conn.execute(
+            "SELECT COUNT(*) FROM credit_requests q WHERE q.company = ? AND NOT EXISTS"
+            " (SELECT 1 FROM credit_request_states s WHERE s.request_id = q.id)",
+            (company,)).fetchone()
+        why = f" ({held} asked of the agency: `credits requests`)" if held else ""
+        raise NoCreditAvailable(f"{company} has no free referral credit available{why}")
     credit_id = str(found[0])
     seq = ledger_chain.append(conn, now, company, "redemption", credit_id,
                               {"by": by, "note": note})

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,8 @@ from career_relay.ledger.offers import Ledger
 FIELDS = ("company", "since", "until", "rejections", "offers", "not_injected",
           "unmarked_rejections", "views", "accepted", "declined", "withdrawn", "erased",
           "forwards_delivered", "qualified_forwards", "under_review", "credits_earned",
-          "credits_redeemed", "credits_available", "progress_to_next_credit", "credit_every")
+          "credits_redeemed", "credits_available", "progress_to_next_credit", "credit_every",
+          "credits_requested", "credits_fulfilled", "recovered_value")
 #: Where offers came from (SPEC 10): ``offers_by_source`` in the report.
 SOURCES = ("relay", "api", "link")
 #: The table's and the CSV's columns: FIELDS, with ``offers_by_source`` (an object in the
@@ -95,6 +96,14 @@ QUERIES: tuple[Query, ...] = (
           "        AND created >= :start AND created < :end),"
           " (SELECT COUNT(*) FROM redemptions WHERE company = :company"
           "        AND created >= :start AND created < :end)"),
+    # credit_requests_company and credit_request_states_company (0015): a few rows a year.
+    Query("requests", "Free referrals asked and received",
+          "Free referrals asked of the agency, and those it fulfilled, in the period "
+          "(SPEC 11).",
+          "SELECT (SELECT COUNT(*) FROM credit_requests WHERE company = :company"
+          "        AND created >= :start AND created < :end),"
+          " (SELECT COUNT(*) FROM credit_request_states WHERE company = :company"
+          "        AND state = 'fulfilled' AND created >= :start AND created < :end)"),
     Query("balance", "Credit balance", "As of the end of the period: credits minted, "
           "redeemed, and qualified forwards in all.",
           "SELECT (SELECT COUNT(*) FROM credits WHERE company = :company AND created < :end),"
@@ -178,14 +187,19 @@ def _run(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[An
 
 
 def company_report(conn: sqlite3.Connection, company: str, when: Period,
-                   credit_every: int, *, details: bool = False) -> dict[str, Any]:
+                   credit_every: int, *, details: bool = False,
+                   referral_value: int = 0) -> dict[str, Any]:
     """SPEC 8's fields for one company; with ``details`` also by job, by channel, time to
-    decide and the monthly trend."""
+    decide and the monthly trend.  ``referral_value``: yen one free referral is worth to
+    the company (``companies.referral_value``); ``recovered_value`` is the referrals
+    received in the period (every credit spent: fulfilled by the agency, or redeemed)
+    times it."""
     p = {"company": company, **when.params}
     stats = _run(conn, "offer_stats", p) if details else None
     (rejections, not_injected, unmarked), = _run(conn, "counters", p)
     decisions = dict(_run(conn, "decisions", p))
     earned, redeemed = _run(conn, "credits", p)[0]
+    requested, fulfilled = _run(conn, "requests", p)[0]
     minted_total, redeemed_total, qualified_total = _run(conn, "balance", p)[0]
     offers = _run(conn, "offers", p)[0][0] if stats is None else sum(r[3] for r in stats)
     by_source = {"relay": 0, "api": 0, "link": 0, **dict(_run(conn, "offers_by_source", p))}
@@ -204,6 +218,10 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
         "credits_available": minted_total - redeemed_total,
         "progress_to_next_credit": qualified_total % credit_every,
         "credit_every": credit_every,
+        "credits_requested": requested, "credits_fulfilled": fulfilled,
+        # A fulfilled request spends its credit as a redemption (credit_requests), so the
+        # referrals received are the redemptions: never one counted twice.
+        "recovered_value": redeemed * referral_value,
     }
     if stats is not None:
         report.update(_details(conn, p, stats, when))
@@ -288,10 +306,13 @@ def _every_month(months: dict[str, list[int]], when: Period) -> list[tuple[str, 
 
 
 def report(ledger: Ledger, companies: Sequence[str], when: Period, credit_every: int, *,
-           details: bool = False) -> list[dict[str, Any]]:
-    """One object per company, in the order given (SPEC 8 ``report --format json``)."""
+           details: bool = False, referral_values: Mapping[str, int] | None = None
+           ) -> list[dict[str, Any]]:
+    """One object per company, in the order given (SPEC 8 ``report --format json``);
+    ``referral_values``: company -> ``companies.referral_value`` (0 for one not named)."""
+    values = referral_values or {}
     # One snapshot for every query: a delivery committed meanwhile must not make
     # qualified_forwards and the credit balance disagree.
     with ledger.snapshot() as conn:
-        return [company_report(conn, c, when, credit_every, details=details)
-                for c in companies]
+        return [company_report(conn, c, when, credit_every, details=details,
+                               referral_value=values.get(c, 0)) for c in companies]

@@ -17,6 +17,7 @@ from typing import Any
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import head as ledger_head
+from career_relay.ledger import verify_requests
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, RECEIPT_COLUMNS, Problem
 from career_relay.ledger.offers import Ledger
 
@@ -34,6 +35,9 @@ def verify(conn: sqlite3.Connection, hash_key: bytes = DEFAULT_HASH_KEY
         problem = check(conn)
         if problem is not None:
             return count, problem
+    problem = verify_requests.problem(conn)  # free referral requests (0015)
+    if problem is not None:
+        return count, problem
     for keyed_check in (_offers_agree, _forwards_agree, _profiles_agree):
         problem = keyed_check(conn, hash_key)
         if problem is not None:

@@ -77,6 +77,19 @@ GRANT UPDATE (revoked) ON agency_keys TO career_relay_app;
 -- Idempotency-Key comes back and when an API offer is accepted; never changed.
 GRANT SELECT, INSERT ON api_offers TO career_relay_app;
 
+-- The outcomes an agency reports (SPEC 11, 0014_outcomes): append-only, each vouched for
+-- by its chain entry.
+GRANT SELECT, INSERT ON outcomes TO career_relay_app;
+
+-- Free referral requests (SPEC 11, 0015_credit_requests): asked (credits request, the
+-- admin pages) and settled by the agency, each a chained row: read and append only, like
+-- credits and redemptions.  agency_notices, the notices' outbox: claimed (claimed_until),
+-- retried (attempts, next_attempt, detail), marked delivered (delivered); never deleted.
+GRANT SELECT, INSERT ON credit_requests, credit_request_states TO career_relay_app;
+GRANT SELECT, INSERT ON agency_notices TO career_relay_app;
+GRANT UPDATE (attempts, next_attempt, claimed_until, delivered, detail) ON agency_notices
+    TO career_relay_app;
+
 -- meta: the hash key's fingerprint, written once by the first process that opens the
 -- ledger (INSERT ... ON CONFLICT DO NOTHING), read by every other.
 GRANT SELECT, INSERT ON meta TO career_relay_app;
