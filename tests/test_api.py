@@ -467,7 +467,9 @@ def test_real_responses_match_the_served_openapi_document(api: Api) -> None:
     assert set(doc["paths"]) == {"/api/v1/offers", "/api/v1/offers/{offer_id}",
                                  "/api/v1/report", "/api/v1/openapi.json",
                                  "/api/v1/agency/forwards",
-                                 "/api/v1/agency/forwards/{forward_id}/outcome"}
+                                 "/api/v1/agency/forwards/{forward_id}/outcome",
+                                 "/api/v1/agency/credits",
+                                 "/api/v1/agency/credits/{credit_id}"}
     assert doc["servers"] == [{"url": PUBLIC_URL}]
     request_schema = doc["components"]["schemas"]["OfferRequest"]
     assert request_schema["required"] == ["recipient"]

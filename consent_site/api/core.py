@@ -20,7 +20,15 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import AgencyKey, AgencyKeys, ApiKey, ApiKeys, Ledger, Outcomes
+from career_relay.ledger import (
+    AgencyKey,
+    AgencyKeys,
+    ApiKey,
+    ApiKeys,
+    Ledger,
+    Outcomes,
+    Referrals,
+)
 from career_relay.settings import Settings
 from career_relay.tokens import LinkSigner
 from consent_site.api import models
@@ -76,6 +84,7 @@ class Api:
         self.keys = ApiKeys(ledger)
         self.agency_keys = AgencyKeys(ledger)
         self.outcomes = Outcomes(ledger)
+        self.referrals = Referrals(ledger)
         self.offers = OfferBatches(ledger)
         self.document = document
         self.clock = clock

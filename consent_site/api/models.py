@@ -148,6 +148,13 @@ class Report(_Out):
     credits_available: int
     progress_to_next_credit: int
     credit_every: int
+    credits_requested: int = Field(description="Free referrals asked of the agency in the "
+                                   "period (SPEC 11).")
+    credits_fulfilled: int = Field(description="Free referrals the agency delivered in the "
+                                   "period.")
+    recovered_value: int = Field(description="Referrals received in the period x the "
+                                 "company's referral_value, in yen: the hiring cost "
+                                 "recovered (0 when referral_value is unset).")
 
 
 class FieldError(_Out):
@@ -218,3 +225,49 @@ class OutcomeRecorded(_Out):
     status: OutcomeStatus
     at: dt.date
     recorded: dt.datetime = Field(description="When the ledger recorded it, UTC.")
+
+
+CreditState = Literal["requested", "fulfilled", "cancelled"]
+#: A note on a request: one line a person reads (the ledger flattens and caps it too).
+Note = Annotated[str, Field(max_length=500), AfterValidator(_printable)]
+
+
+class CreditsQuery(_Strict):
+    """``GET /api/v1/agency/credits``: which requests, from where, how many."""
+
+    state: CreditState | None = Field(None, description="Only requests in this state.")
+    after: str | None = Field(None, max_length=100, pattern=r"^[!-~]+$",
+                              description="The `next` of the page before (a request id); "
+                              "none: from the first request.")
+    limit: str | None = Field(None, pattern=r"^[0-9]{1,4}$",
+                              description="Items a page, 1 to 500 (default 100).")
+
+
+class CreditRequestItem(_Out):
+    """A free referral a company asked of this agency, and where it stands."""
+
+    credit_id: str = Field(description="The request's id (rq_...): the path's {credit_id} "
+                           "to settle it.")
+    company: str
+    company_name: str
+    state: CreditState
+    requested: dt.datetime
+    note: str = Field(description="What the company wrote with its request.")
+    settled: dt.datetime | None = Field(description="When it was fulfilled or cancelled.")
+    settled_note: str
+
+
+class CreditRequests(_Out):
+    """A page of the requests asked of this agency, oldest first."""
+
+    items: list[CreditRequestItem]
+    next: str | None = Field(description="Pass as `after` for the next page; null when "
+                             "the page is empty.")
+    more: bool = Field(description="Another page is there already.")
+
+
+class CreditSettle(_Strict):
+    """``POST /api/v1/agency/credits/{credit_id}``: the agency's answer to a request."""
+
+    state: Literal["fulfilled", "cancelled"]
+    note: Note = ""

@@ -12,9 +12,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from career_relay import __version__
-from consent_site.api import agency, models, views
+from consent_site.api import agency, agency_credits, models, views
 
-ROUTES = views.ROUTES + agency.ROUTES
+ROUTES = views.ROUTES + agency.ROUTES + agency_credits.ROUTES
 
 PREFIX = "/api/v1"
 _REF = "#/components/schemas/{model}"
