@@ -248,3 +248,32 @@ def test_open_relay_networks_are_refused_however_written(make_config: ConfigMake
         config = make_config(upstream_port=sink.port, gateway={"allow_ips": [net]})
         result = run_cli("check-config", "--config", str(config))
         assert result.returncode == 1 and "open relay" in result.stderr, net
+
+
+def test_a_retry_request_written_while_its_worker_takes_the_file_is_not_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`queue retry` opened the request file, the worker renamed, read and unlinked it, and
+    only then was the request written: into a file nobody would read (a retry that did
+    nothing, seen under load).  The writer now finds its file renamed and writes anew."""
+    import gateway.spool as spool_mod
+
+    spool = Spool(tmp_path / "spool")
+    spool.create_dirs()
+    spool.request_retry(["EARLIER"])
+    real_flock = spool_mod.fcntl.flock
+    interleaved: list[set[str]] = []
+    taking = False
+
+    def flock(fd: int, op: int) -> None:
+        nonlocal taking
+        if not taking:  # the writer has its file open: the worker takes it now
+            taking = True
+            interleaved.append(spool.take_retry_requests(0))
+        real_flock(fd, op)
+
+    monkeypatch.setattr(spool_mod.fcntl, "flock", flock)
+    spool.request_retry(["LATE"])
+    monkeypatch.setattr(spool_mod.fcntl, "flock", real_flock)
+    assert interleaved == [{"EARLIER"}]
+    assert spool.take_retry_requests(0) == {"LATE"}
+    assert spool.take_retry_requests(0) == set()
