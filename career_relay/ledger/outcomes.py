@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import credits as ledger_credits
+from career_relay.ledger import pulls
 from career_relay.ledger.offers import View
 from career_relay.timestamps import stamp
 
@@ -79,18 +80,21 @@ class Outcomes(View):
     """The feed and the outcomes of one open ``Ledger``."""
 
     def feed(self, agency: str, after: int, limit: int) -> list[FeedItem]:
-        """Up to ``limit`` of ``agency``'s forwards after place ``after`` (0: from the first)."""
+        """Up to ``limit`` of ``agency``'s forwards after place ``after`` (0: from the first).
+        Read-only: how a webhook agency reconciles."""
         with self.ledger.snapshot() as conn:
-            (held,) = conn.execute(
-                "SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
-                " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1", (agency, after)).fetchone()
-            rows = conn.execute(
-                f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
-                f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
-                f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?",
-                (agency, after, held if held is not None else 2**62, limit)).fetchall()
-        return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
-                for n, fid, kind, created, payload in rows]
+            return page(conn, agency, after, limit)
+
+    def pull(self, agency: str, after: int, limit: int) -> tuple[list[FeedItem], list[str]]:
+        """The feed of an agency that pulls (``deliver = "pull"``): what ``after``
+        acknowledges, recorded delivered, and the page after it, marked served, in one
+        write (``ledger.pulls``).  The page, and the ids delivered now."""
+        now = self.ledger.now()
+        with self.ledger.write() as conn:
+            done = pulls.acknowledge(conn, self.rules, agency, after, now, self.ledger.new_id)
+            items = page(conn, agency, after, limit)
+            pulls.mark_served(conn, agency, after, items[-1].n if items else after, now)
+        return items, done
 
     def record(self, agency: str, forward_id: str, status: str, at: dt.date
                ) -> tuple[Outcome, bool] | None:
@@ -148,6 +152,21 @@ class Outcomes(View):
                 (company, since.isoformat(), until.isoformat())).fetchall()
         found = {str(status): int(n) for status, n in rows}
         return {status: found.get(status, 0) for status in STATUSES}
+
+
+def page(conn: Any, agency: str, after: int, limit: int) -> list[FeedItem]:
+    """Up to ``limit`` of ``agency``'s forwards after place ``after``, stopping before the
+    first still held for review.  Both read a range of ``forwards_agency_feed`` (0016)."""
+    (held,) = conn.execute(
+        "SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
+        " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1", (agency, after)).fetchone()
+    rows = conn.execute(
+        f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
+        f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
+        f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?",
+        (agency, after, held if held is not None else 2**62, limit)).fetchall()
+    return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
+            for n, fid, kind, created, payload in rows]
 
 
 def outcome_row(outcome: Outcome, company: str, agency: str) -> tuple[Any, ...]:

@@ -35,6 +35,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from career_relay.ledger import schema_postgres_later as later
+from career_relay.ledger import schema_pulls
 from career_relay.timestamps import stamp, utcnow
 
 #: The key of the transaction-level advisory lock ``apply`` holds ("crmigrat").
@@ -278,6 +279,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0012_agencies", later.AGENCIES),
     ("0013_api_offers", later.API_OFFERS),
     ("0014_outcomes", later.OUTCOMES),
+    ("0016_pulls", schema_pulls.POSTGRES),
 ]
 
 
