@@ -85,16 +85,19 @@ class Outcomes(View):
         with self.ledger.snapshot() as conn:
             return page(conn, agency, after, limit)
 
-    def pull(self, agency: str, after: int, limit: int) -> tuple[list[FeedItem], list[str]]:
+    def pull(self, agency: str, after: int, limit: int
+             ) -> tuple[list[FeedItem], bool, list[str]]:
         """The feed of an agency that pulls (``deliver = "pull"``): what ``after``
         acknowledges, recorded delivered, and the page after it, marked served, in one
-        write (``ledger.pulls``).  The page, and the ids delivered now."""
+        write (``ledger.pulls``).  The page (at most ``limit``), whether more is there
+        already (read, not given: not served), and the ids delivered now."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
             done = pulls.acknowledge(conn, self.rules, agency, after, now, self.ledger.new_id)
-            items = page(conn, agency, after, limit)
-            pulls.mark_served(conn, agency, after, items[-1].n if items else after, now)
-        return items, done
+            found = page(conn, agency, after, limit + 1)
+            given = found[:limit]
+            pulls.mark_served(conn, agency, after, given[-1].n if given else after, now)
+        return given, len(found) > limit, done
 
     def record(self, agency: str, forward_id: str, status: str, at: dt.date
                ) -> tuple[Outcome, bool] | None:
@@ -154,17 +157,22 @@ class Outcomes(View):
         return {status: found.get(status, 0) for status in STATUSES}
 
 
+#: The first forward after a place still held for review: the feed stops before it.
+FEED_HELD = ("SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
+             " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1")
+#: A page: agency, after, before (the first held), limit.
+FEED_PAGE = (f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
+             f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
+             f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?")
+
+
 def page(conn: Any, agency: str, after: int, limit: int) -> list[FeedItem]:
     """Up to ``limit`` of ``agency``'s forwards after place ``after``, stopping before the
-    first still held for review.  Both read a range of ``forwards_agency_feed`` (0016)."""
-    (held,) = conn.execute(
-        "SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
-        " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1", (agency, after)).fetchone()
-    rows = conn.execute(
-        f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
-        f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
-        f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?",
-        (agency, after, held if held is not None else 2**62, limit)).fetchall()
+    first still held for review.  A page reads a range of ``forwards_agency_feed`` (0016);
+    the held one, the few held rows of ``outbox_due``."""
+    (held,) = conn.execute(FEED_HELD, (agency, after)).fetchone()
+    rows = conn.execute(FEED_PAGE, (agency, after, held if held is not None else 2**62,
+                                    limit)).fetchall()
     return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
             for n, fid, kind, created, payload in rows]
 

@@ -81,20 +81,20 @@ async def list_forwards(request: web.Request) -> web.StreamResponse:
     agency = api.settings.agency_by_id(caller.agency)
     if agency is not None and agency.deliver == "pull":
         # Its delivery: ``after`` acknowledges what it was given up to there (a write).
-        found, delivered = await api.off_loop(api.outcomes.pull, caller.agency, after,
-                                              limit + 1)
+        page, more, delivered = await api.off_loop(api.outcomes.pull, caller.agency, after,
+                                                   limit)
         if delivered:
             log.info("agency %s acknowledged %d forward(s) up to %d (key %s)",
                      caller.agency, len(delivered), after, caller.key_id)
     else:  # a webhook's or mail's agency reconciles: nothing recorded
         found = await api.read(api.outcomes.feed, caller.agency, after, limit + 1)
-    page = found[:limit]
+        page, more = found[:limit], len(found) > limit
     last = page[-1].n if page else after
     return json_response(models.Feed(items=[models.FeedItem(
         forward_id=item.forward_id, type=item.kind,  # type: ignore[arg-type]
         created=dt.datetime.fromisoformat(item.created),
         payload=None if item.payload is None else json.loads(item.payload))
-        for item in page], next=cursor(request, caller.agency, last), more=len(found) > limit))
+        for item in page], next=cursor(request, caller.agency, last), more=more))
 
 
 # -- POST /api/v1/agency/forwards/{forward_id}/outcome ----------------------------------------
