@@ -8,6 +8,7 @@ subprocess.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 from career_relay import settings as settings_mod
 from career_relay.consent import Client
 from career_relay.errors import ConfigError
-from career_relay.ledger import Book, outcomes
+from career_relay.ledger import Book, outcomes, records, reports
+from consent_site.admin_views import STATUS_LABELS, shown
 from consent_site.forwarding import Forwarder
 from tests.conftest import ConfigMaker, run_cli
 from tests.test_agency_api import AgencyApi
@@ -273,3 +275,23 @@ def test_the_feed_reads_one_index_range_on_postgresql(api: PullApi, backend_url:
         conn.execute("RESET enable_seqscan")
     assert "Index Scan using forwards_agency_feed on forwards" in plan, plan
     assert "Sort" not in plan and "Bitmap" not in plan, plan
+
+
+def test_the_admin_pages_say_waiting_to_be_pulled_never_failing(api: PullApi) -> None:
+    """What the forwards page and its CSV show of a pulling agency's forwards: to be pulled,
+    then pulled and waiting for the acknowledgement, then delivered; never "N failures"."""
+    made = api.accepted("kumo", 2)
+    when = reports.period(None, None, dt.datetime.now(dt.UTC).date())
+
+    def statuses(company: str = "kumo") -> dict[str, tuple[str, str]]:
+        rows = shown(api.settings, records.forwards(api.ledger, company, when))
+        return {r.id: (r.status, STATUS_LABELS[r.status]) for r in rows if not r.attempts}
+
+    assert statuses() == {f: ("to_pull", "取得待ち") for f in made}
+    first = api.feed(key="north", limit=1)
+    assert statuses() == {made[0]: ("served", "取得済み（受領確認待ち）"),
+                          made[1]: ("to_pull", "取得待ち")}
+    api.feed(first.json["next"], key="north", limit=1)
+    assert statuses()[made[0]] == ("delivered", "提供済み")
+    (acme,) = api.accepted("acme")  # a webhook agency's: to be sent
+    assert statuses("acme")[acme] == ("pending", "送信待ち")
