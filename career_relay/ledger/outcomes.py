@@ -11,7 +11,9 @@ until an admin approves it, and never if rejected: the feed stops before the fir
 forward still held, and goes on once it is decided.  A stream that waits is better than
 one with a gap (an approval would otherwise put a forward behind the agency's cursor);
 the webhook worker is not held back by it.  A consent's payload reads null once erased,
-and when it was withdrawn before it was delivered (the webhook never sends those).
+and when it was withdrawn before it was delivered (the webhook never sends those).  For
+an agency that pulls (``deliver = "pull"``) the feed is its delivery: ``pull`` also
+acknowledges what ``after`` covers (``ledger.pulls``); for any other, ``feed`` only reads.
 
 **Outcomes.**  ``registered``, ``interviewing``, ``placed``, ``not_placed``,
 ``unreachable`` on a day, for one of the agency's consent forwards: a row of ``outcomes``
