@@ -16,7 +16,11 @@ class AgencySettings(_Section):
     name: str = setting("株式会社サンプル人材", "Legal name of the agency shown to candidates.")
     license_no: str = setting("13-ユ-000000", "Recruitment licence number shown to candidates.")
     privacy_url: str = setting("https://agency.example/privacy", "The agency's privacy policy.")
-    deliver: str = setting("webhook", "webhook | email: how forwards reach the agency.")
+    deliver: str = setting(
+        "webhook",
+        "webhook | email | pull: how forwards reach the agency.  pull: nothing is sent; the "
+        "agency pulls GET /api/v1/agency/forwards with its key, and asking for the page after "
+        "a cursor acknowledges every forward up to it (delivered then).")
     webhook_url: str = setting(
         "", "Where forwards are POSTed as JSON: https:// (http:// only to this machine's loopback)."
     )

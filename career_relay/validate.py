@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _CHOICES = {
     ("gateway", "on_error"): ("pass", "tempfail"),
     ("upstream", "tls"): ("none", "starttls", "tls"),
-    ("agency", "deliver"): ("webhook", "email"),
+    ("agency", "deliver"): ("webhook", "email", "pull"),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("text", "json"),
     ("ledger", "qualify_on"): ("delivered", "registered"),
@@ -180,7 +180,7 @@ def _agency_problems(settings: Settings) -> list[str]:
     return out
 
 
-_DELIVER = ("webhook", "email")
+_DELIVER = ("webhook", "email", "pull")
 _AGENCY_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
@@ -192,6 +192,13 @@ def _one_agency(where: str, agency: AgencySettings) -> list[str]:
     if agency.webhook_url and not agency.webhook_secret:
         out.append(f"{where}.webhook_secret is required with {where}.webhook_url: the agency "
                    "checks every forward's signature with it")
+    if agency.deliver == "pull":
+        # Pull sends nothing: a destination set as well is a configuration half changed, and
+        # its operator would wait for deliveries that never come (or think they go there).
+        for key in ("webhook_url", "email"):
+            if getattr(agency, key):
+                out.append(f'{where}.{key} is set but {where}.deliver is "pull": a pulling '
+                           "agency is sent nothing; remove it, or choose webhook or email")
     if agency.email and "@" not in agency.email:
         out.append(f"{where}.email must be an e-mail address, not {agency.email!r}")
     if agency.retention_months <= 0:

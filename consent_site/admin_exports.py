@@ -25,7 +25,7 @@ from aiohttp import web
 from career_relay.ledger import records, reports
 from career_relay.timestamps import stamp
 from consent_site.admin import ADMIN, NO_STORE, Scope, scope
-from consent_site.admin_views import ITEM_LABELS, KIND_LABELS, STATUS_LABELS
+from consent_site.admin_views import ITEM_LABELS, KIND_LABELS, STATUS_LABELS, shown
 
 BOM = "\ufeff"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -79,7 +79,8 @@ async def report_csv(request: web.Request) -> web.StreamResponse:
 async def forwards_csv(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(records.forwards, admin.ledger, s.company.id, s.period)
+    rows = shown(admin.settings,
+                 await admin.run(records.forwards, admin.ledger, s.company.id, s.period))
     body = to_csv(FORWARD_COLUMNS, (
         [f.created, KIND_LABELS.get(f.kind, f.kind), STATUS_LABELS.get(f.status, f.status),
          f.delivered, f.name, f.email, _items(f.items), f.receipt_id, f.notice_version, f.id]

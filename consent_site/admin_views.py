@@ -9,6 +9,7 @@ prints; the lists are ``career_relay.ledger.records``'s.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -52,7 +53,8 @@ ITEM_LABELS = {"name": "氏名", "email": "メールアドレス", "phone": "電
                "application": "応募情報"}
 KIND_LABELS = {"consent": "登録（同意）", "withdrawal": "撤回の通知", "erasure": "消去の通知"}
 STATUS_LABELS = {"delivered": "提供済み", "cancelled": "取り消し", "held": "審査待ち",
-                 "pending": "送信待ち"}
+                 "pending": "送信待ち", "to_pull": "取得待ち",
+                 "served": "取得済み（受領確認待ち）"}
 REASON_LABELS = {"review_window": "送信直後の操作", "scanner": "スキャナーらしい利用者",
                  "link": "会社リンク経由（不採用の確認なし）",
                  "api-network": "API依頼元と同じネットワーク"}
@@ -88,11 +90,19 @@ def _company_link(settings: Settings, company: str) -> str | None:
     return company_link(settings.site.public_url, token)
 
 
+def shown(settings: Settings, rows: list[records.ForwardRow]) -> list[records.ForwardRow]:
+    """The rows as the pages say them: a pending forward of an agency that pulls waits to be
+    pulled (``to_pull``), not sent; it is never failing, since nothing is attempted."""
+    pulling = {a.id for a in settings.all_agencies if a.deliver == "pull"}
+    return [dataclasses.replace(r, status="to_pull")
+            if r.status == "pending" and r.agency in pulling else r for r in rows]
+
+
 async def forwards(request: web.Request) -> web.StreamResponse:
     admin = request.app[ADMIN]
     s = scope(request)
-    rows = await admin.run(records.forwards, admin.ledger, s.company.id, s.period,
-                           LIST_LIMIT + 1)
+    rows = shown(admin.settings, await admin.run(records.forwards, admin.ledger,
+                                                 s.company.id, s.period, LIST_LIMIT + 1))
     return render(request, "forwards.html", page="forwards", rows=rows[:LIST_LIMIT],
                   more=len(rows) > LIST_LIMIT, kinds=KIND_LABELS, statuses=STATUS_LABELS,
                   **_common(s))

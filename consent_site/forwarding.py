@@ -12,6 +12,9 @@ that agency's URL, secret or address (``consent_site.agency_delivery``):
   noticed by its operator instead of silently receiving personal data.
 - ``email``: a text/plain message to ``agency.email`` through the upstream,
   its Message-ID derived from the forward id (the agency de-duplicates on it).
+- ``pull``: nothing.  The agency pulls its forwards from the API's feed and acknowledges
+  them there (``career_relay.ledger.pulls``); this worker never claims them, so they wait
+  in the outbox with no attempt, no failure and no retry until then.
 
 Either way the forward carries ``X-Career-Relay-Ledger-Head: <n>:<hash>``,
 the ledger's chain head when the round began (SPEC 8): the agency keeps the
@@ -91,7 +94,10 @@ class Forwarder:
     # -- configuration --------------------------------------------------------------------
 
     def missing(self, agency: AgencyEntrySettings) -> str | None:
-        """The empty setting that keeps this agency's forwards in the outbox, if any."""
+        """The empty setting that keeps this agency's forwards in the outbox, if any (none for
+        an agency that pulls: it needs no destination)."""
+        if agency.deliver == "pull":
+            return None
         single = agency.id == DEFAULT_AGENCY and not self._listed(agency.id)
         where = "agency" if single else f"agencies[{agency.id}]"
         if agency.deliver == "email":
@@ -103,8 +109,10 @@ class Forwarder:
 
     @property
     def reachable(self) -> list[AgencyEntrySettings]:
-        """The agencies whose forwards this worker sends: each with its destination set."""
-        return [a for a in self.settings.all_agencies if self.missing(a) is None]
+        """The agencies whose forwards this worker sends: each with its destination set
+        (never one that pulls: the API's feed delivers those)."""
+        return [a for a in self.settings.all_agencies
+                if a.deliver != "pull" and self.missing(a) is None]
 
     @property
     def missing_destination(self) -> str | None:
@@ -212,8 +220,13 @@ class Forwarder:
     async def _idle(self, stop: asyncio.Event) -> None:
         delay = self.max_idle
         try:
-            dues = [d for d in (await asyncio.to_thread(self.store.next_due),
-                                await asyncio.to_thread(self.notices.next_due)) if d]
+            # Only the reachable agencies' forwards and notices: a pulling agency's wait,
+            # due at once and forever, and would otherwise wake this loop every DUE_POLL
+            # (its credit requests it reads through the API: GET /agency/credits).
+            reachable = [a.id for a in self.reachable]
+            dues = [d for d in (await asyncio.to_thread(self.store.next_due, reachable),
+                                await asyncio.to_thread(self.notices.next_due, reachable))
+                    if d]
             due = min(dues, default=None)
         except Exception:
             log.exception("reading the outbox failed")

@@ -108,7 +108,7 @@ def test_check_config_refuses(tmp_path: Path) -> None:
     for expected in ("agencies[north].id is used twice",
                      "agencies[default]: both [agency] and this [[agencies]] entry define "
                      "the agency 'default'",
-                     "agencies[south].deliver must be one of webhook, email, not 'fax'",
+                     "agencies[south].deliver must be one of webhook, email, pull, not 'fax'",
                      "agencies[Bad Id].id must be lower-case letters",
                      "agencies[Bad Id].name is required",
                      "agencies[copycat].webhook_secret is also north's",

@@ -132,7 +132,8 @@ def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
                            "0005_admin", "0006_retention", "0007_report_indexes",
                            "0008_chain_offers_forwards_profiles", "0009_meta",
                            "0010_offer_source", "0011_api_keys", "0012_agencies",
-                           "0013_api_offers", "0014_outcomes", "0015_credit_requests"]
+                           "0013_api_offers", "0014_outcomes", "0015_credit_requests",
+                           "0016_pulls"]
         assert MIGRATIONS.pending(ledger.db) == []
         assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)

@@ -263,6 +263,11 @@ def _pg_schema(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
             assert columns[at] == ("rowid", "bigint", True, None, None, "ALWAYS"), name
             assert name in ("offers", "forwards") or at == len(columns) - 1, name
             columns = columns[:at] + columns[at + 1:]
+        # Every SQLite index ends with the rowid, which it cannot name; PostgreSQL's rowid is
+        # a column, named where an index is read in its order (forwards_agency_feed, 0016).
+        rowid_last = {i: (cols[:-1] if name in ROWID_TABLES and cols[-1:] == ["rowid"]
+                          else cols, unique, where)
+                      for i, unique, cols, where in conn.execute(_PG_INDEXES, (name,))}
         assert all(c[4] == "C" for c in columns if c[1] == "text"), name
         keys = conn.execute(_PG_KEYS, (name,)).fetchall()
         triggers = {n for (n,) in conn.execute(
@@ -273,7 +278,7 @@ def _pg_schema(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
             "pk": next((tuple(cols) for kind, cols in keys if kind == "p"), ()),
             "unique": {tuple(cols) for kind, cols in keys if kind == "u"},
             "indexes": {i: (tuple(cols), unique, _predicate(where))
-                        for i, unique, cols, where in conn.execute(_PG_INDEXES, (name,))},
+                        for i, (cols, unique, where) in rowid_last.items()},
             "fks": set(conn.execute(_PG_FKS, (name,)).fetchall()),
             "checks": sum(kind == "c" for kind, _ in keys),
             # TRUNCATE skips DELETE triggers; SQLite has no TRUNCATE to refuse.
@@ -305,6 +310,11 @@ def test_the_same_tables_columns_keys_indexes_and_triggers(lite: sqlite3.Connect
     assert "receipts_no_delete" in found["receipts"]["triggers"]
     truncate = pg.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%no_truncate'")
     assert truncate.fetchone() == (12,)  # outcomes (0014); two of 0015
+    # The one index that names the rowid on PostgreSQL (SQLite's ends with it unnamed).
+    assert expected["forwards"]["indexes"]["forwards_agency_feed"] == (("agency",), False, None)
+    (made,) = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname ="
+                         " 'forwards_agency_feed'").fetchone()
+    assert made.endswith("USING btree (agency, rowid)"), made
 
 
 # -- (c) refusals -------------------------------------------------------------------------

@@ -78,12 +78,19 @@ class Notices(View):
                          (stamp(now + dt.timedelta(seconds=retry_in)), detail[:500],
                           notice_id))
 
-    def next_due(self) -> dt.datetime | None:
-        """When the earliest undelivered notice falls due (None: none waits)."""
+    def next_due(self, agencies: Sequence[str] | None = None) -> dt.datetime | None:
+        """When the earliest undelivered notice (to one of ``agencies``, if given) falls
+        due (None: none waits)."""
+        if agencies is not None and not agencies:
+            return None
+        where, params = "", tuple(agencies or ())
+        if agencies is not None:
+            where = f" AND agency IN ({', '.join('?' for _ in agencies)})"
         with self.ledger.read() as conn:
             row = conn.execute("SELECT MIN(CASE WHEN claimed_until > next_attempt"
                                " THEN claimed_until ELSE next_attempt END)"
-                               " FROM agency_notices WHERE delivered IS NULL").fetchone()
+                               f" FROM agency_notices WHERE delivered IS NULL{where}",
+                               params).fetchone()
         return None if row is None or row[0] is None else parse_stamp(row[0])
 
     def notice(self, notice_id: str) -> Notice | None:

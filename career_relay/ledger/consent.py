@@ -135,7 +135,8 @@ class ConsentLedger(Outbox):
         """One decision in one transaction: the receipt, its profile, its forward.
 
         ``cancel_pending_consent``: undelivered, unclaimed consent forwards of
-        the offer are cancelled (withdrawal and erasure).  ``erase``: every
+        the offer are cancelled (withdrawal and erasure); not one a pulling agency was given
+        in a page (``outbox.served``), which the notice follows instead.  ``erase``: every
         profile and forward payload of the offer is erased.  ``forward`` is
         written only if ``forward_needed`` still holds inside the transaction
         (it is built beforehand, outside the lock).  Returns the ids of the
@@ -204,7 +205,10 @@ class ConsentLedger(Outbox):
         rows = conn.execute(
             "SELECT o.forward_id FROM outbox o JOIN forwards f ON f.id = o.forward_id"
             " WHERE f.offer_id = ? AND f.kind = 'consent'"
-            " AND (o.claimed_until IS NULL OR o.claimed_until < ?)",
+            " AND (o.claimed_until IS NULL OR o.claimed_until < ?)"
+            # Given in a page to an agency that pulls: it may have it, as a webhook may
+            # have a claimed one; it stays, acknowledged or not, and the notice follows it.
+            " AND o.served IS NULL",
             (offer_id, stamp(now))).fetchall()
         ids = [str(r[0]) for r in rows]
         for fid in ids:

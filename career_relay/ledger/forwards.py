@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from career_relay.ledger import credits as ledger_credits
 from career_relay.ledger.chain import DEFAULT_AGENCY
 from career_relay.ledger.offers import View
+from career_relay.ledger.rules import Rules
 from career_relay.timestamps import parse_stamp, stamp
 
 ForwardKind = Literal["consent", "withdrawal", "erasure"]
@@ -91,14 +92,21 @@ class Outbox(View):
                              (until, row[0]))
         return [forward_of(r) for r in rows]
 
-    def next_due(self) -> dt.datetime | None:
-        """When the earliest unheld forward falls due (None: the outbox holds nothing to send)."""
+    def next_due(self, agencies: Sequence[str] | None = None) -> dt.datetime | None:
+        """When the earliest unheld forward falls due (None: the outbox holds nothing to
+        send); ``agencies``: of these agencies' forwards only (None: every agency's)."""
+        only, params = "", list(agencies or ())
+        if agencies is not None:
+            if not agencies:
+                return None
+            only = (" AND forward_id IN (SELECT f.id FROM forwards f WHERE f.agency IN"
+                    f" ({', '.join('?' for _ in agencies)}))")
         with self.ledger.read() as conn:
             # The later of its next attempt and its claim's end (a CASE, where SQLite would
             # take MAX(a, b) and PostgreSQL GREATEST: one spelling for both).
             row = conn.execute("SELECT MIN(CASE WHEN claimed_until > next_attempt"
                                " THEN claimed_until ELSE next_attempt END)"
-                               " FROM outbox WHERE held = 0").fetchone()
+                               " FROM outbox WHERE held = 0" + only, params).fetchone()
         return None if row is None or row[0] is None else parse_stamp(row[0])
 
     def delivered(self, forward_id: str, detail: str = "") -> None:
@@ -106,14 +114,7 @@ class Outbox(View):
         qualification, perhaps a credit), in one transaction."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            gone = conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
-            if gone.rowcount == 0 and conn.execute(
-                    "SELECT 1 FROM forward_events WHERE forward_id = ? AND event = 'delivered'",
-                    (forward_id,)).fetchone():
-                return  # recorded already (a claim that expired and was sent twice)
-            add_event(conn, forward_id, "delivered", detail, now)
-            ledger_credits.record_delivery(conn, self.rules, forward_id, now,
-                                         new_id=self.ledger.new_id)
+            record_delivered(conn, self.rules, forward_id, detail, now, self.ledger.new_id)
 
     def cancelled(self, forward_id: str, detail: str) -> None:
         now = self.ledger.now()
@@ -154,6 +155,23 @@ class Outbox(View):
             row = conn.execute(f"SELECT {_FORWARD_COLUMNS}, 0 FROM forwards f WHERE f.id = ?",
                                (forward_id,)).fetchone()
         return None if row is None else forward_of(row)
+
+
+def record_delivered(conn: sqlite3.Connection, rules: Rules, forward_id: str, detail: str,
+                     now: dt.datetime, new_id: Callable[[], str]) -> bool:
+    """Record that the agency took a forward, in the caller's transaction: out of the
+    outbox, the ``delivered`` event, and ``credits.record_delivery`` (the provision record,
+    the qualification, perhaps a credit).  The webhook's 2xx and a pulling agency's
+    acknowledgement (``pulls``) both come here.  False, recording nothing, when it was
+    recorded already (a claim that expired and was sent twice)."""
+    gone = conn.execute("DELETE FROM outbox WHERE forward_id = ?", (forward_id,))
+    if gone.rowcount == 0 and conn.execute(
+            "SELECT 1 FROM forward_events WHERE forward_id = ? AND event = 'delivered'",
+            (forward_id,)).fetchone():
+        return False
+    add_event(conn, forward_id, "delivered", detail, now)
+    ledger_credits.record_delivery(conn, rules, forward_id, now, new_id=new_id)
+    return True
 
 
 def add_event(conn: sqlite3.Connection, forward_id: str, event: str, detail: str,

@@ -10,7 +10,12 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from career_relay.ledger import chain as ledger_chain
-from career_relay.ledger import schema_referrals, schema_sqlite, schema_sqlite_later
+from career_relay.ledger import (
+    schema_pulls,
+    schema_referrals,
+    schema_sqlite,
+    schema_sqlite_later,
+)
 
 MIGRATIONS = Migrations("career_relay.ledger")
 #: The migration that chains offers, forwards and profiles (``open_ledger`` writes the
@@ -107,3 +112,4 @@ MIGRATIONS(name="0013_api_offers")(schema_sqlite_later.api_offers)
 MIGRATIONS(name="0014_outcomes")(schema_sqlite_later.outcomes)
 # 0015 lives in a module of its own, both dialects side by side (its docstring says why).
 MIGRATIONS(name="0015_credit_requests")(schema_referrals.sqlite)
+MIGRATIONS(name="0016_pulls")(schema_pulls.sqlite)

@@ -11,7 +11,9 @@ until an admin approves it, and never if rejected: the feed stops before the fir
 forward still held, and goes on once it is decided.  A stream that waits is better than
 one with a gap (an approval would otherwise put a forward behind the agency's cursor);
 the webhook worker is not held back by it.  A consent's payload reads null once erased,
-and when it was withdrawn before it was delivered (the webhook never sends those).
+and when it was withdrawn before it was delivered (the webhook never sends those).  For
+an agency that pulls (``deliver = "pull"``) the feed is its delivery: ``pull`` also
+acknowledges what ``after`` covers (``ledger.pulls``); for any other, ``feed`` only reads.
 
 **Outcomes.**  ``registered``, ``interviewing``, ``placed``, ``not_placed``,
 ``unreachable`` on a day, for one of the agency's consent forwards: a row of ``outcomes``
@@ -30,6 +32,7 @@ from typing import Any, Literal, get_args
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import credits as ledger_credits
+from career_relay.ledger import pulls
 from career_relay.ledger.offers import View
 from career_relay.timestamps import stamp
 
@@ -79,18 +82,24 @@ class Outcomes(View):
     """The feed and the outcomes of one open ``Ledger``."""
 
     def feed(self, agency: str, after: int, limit: int) -> list[FeedItem]:
-        """Up to ``limit`` of ``agency``'s forwards after place ``after`` (0: from the first)."""
+        """Up to ``limit`` of ``agency``'s forwards after place ``after`` (0: from the first).
+        Read-only: how a webhook agency reconciles."""
         with self.ledger.snapshot() as conn:
-            (held,) = conn.execute(
-                "SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
-                " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1", (agency, after)).fetchone()
-            rows = conn.execute(
-                f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
-                f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
-                f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?",
-                (agency, after, held if held is not None else 2**62, limit)).fetchall()
-        return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
-                for n, fid, kind, created, payload in rows]
+            return page(conn, agency, after, limit)
+
+    def pull(self, agency: str, after: int, limit: int
+             ) -> tuple[list[FeedItem], bool, list[str]]:
+        """The feed of an agency that pulls (``deliver = "pull"``): what ``after``
+        acknowledges, recorded delivered, and the page after it, marked served, in one
+        write (``ledger.pulls``).  The page (at most ``limit``), whether more is there
+        already (read, not given: not served), and the ids delivered now."""
+        now = self.ledger.now()
+        with self.ledger.write() as conn:
+            done = pulls.acknowledge(conn, self.rules, agency, after, now, self.ledger.new_id)
+            found = page(conn, agency, after, limit + 1)
+            given = found[:limit]
+            pulls.mark_served(conn, agency, after, given[-1].n if given else after, now)
+        return given, len(found) > limit, done
 
     def record(self, agency: str, forward_id: str, status: str, at: dt.date
                ) -> tuple[Outcome, bool] | None:
@@ -148,6 +157,26 @@ class Outcomes(View):
                 (company, since.isoformat(), until.isoformat())).fetchall()
         found = {str(status): int(n) for status, n in rows}
         return {status: found.get(status, 0) for status in STATUSES}
+
+
+#: The first forward after a place still held for review: the feed stops before it.
+FEED_HELD = ("SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
+             " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1")
+#: A page: agency, after, before (the first held), limit.
+FEED_PAGE = (f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
+             f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
+             f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?")
+
+
+def page(conn: Any, agency: str, after: int, limit: int) -> list[FeedItem]:
+    """Up to ``limit`` of ``agency``'s forwards after place ``after``, stopping before the
+    first still held for review.  A page reads a range of ``forwards_agency_feed`` (0016);
+    the held one, the few held rows of ``outbox_due``."""
+    (held,) = conn.execute(FEED_HELD, (agency, after)).fetchone()
+    rows = conn.execute(FEED_PAGE, (agency, after, held if held is not None else 2**62,
+                                    limit)).fetchall()
+    return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
+            for n, fid, kind, created, payload in rows]
 
 
 def outcome_row(outcome: Outcome, company: str, agency: str) -> tuple[Any, ...]:

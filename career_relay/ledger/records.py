@@ -37,7 +37,7 @@ class ForwardRow:
     id: str
     created: dt.datetime
     kind: str                      # consent | withdrawal | erasure
-    status: str                    # delivered | cancelled | held | pending
+    status: str                    # delivered | cancelled | held | served | pending
     delivered: dt.datetime | None
     attempts: int
     name: str | None               # None once erased (or never given)
@@ -45,6 +45,9 @@ class ForwardRow:
     items: tuple[str, ...]
     receipt_id: str
     notice_version: str | None
+    #: The agency it goes to (``forwards.agency``): the admin pages say "to be pulled" for
+    #: a pending forward of an agency that pulls, not "to be sent".
+    agency: str = "default"
 
 
 _FORWARDS = (
@@ -53,7 +56,8 @@ _FORWARDS = (
     "  AND e.event = 'delivered'),"
     " EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
     "  AND e.event = 'cancelled'),"
-    " o.forward_id IS NOT NULL, COALESCE(o.held, 0), COALESCE(o.attempts, 0),"
+    " o.forward_id IS NOT NULL, COALESCE(o.held, 0), COALESCE(o.attempts, 0), f.agency,"
+    " o.served,"
     # The candidate as this forward carried them: its own receipt's profile (a consent),
     # else the accept before it (a withdrawal or erasure names no one); if still held.
     " COALESCE((SELECT p.data FROM profiles p WHERE p.receipt_id = f.receipt_id),"
@@ -73,15 +77,17 @@ def forwards(ledger: Ledger, company: str, when: Period, limit: int = -1) -> lis
         rows = cursor.fetchall() if limit < 0 else cursor.fetchmany(limit)
     out = []
     for (fid, created, kind, receipt_id, items, version, delivered, cancelled, queued, held,
-         attempts, data) in rows:
+         attempts, agency, served, data) in rows:
+        # served: given in a page to an agency that pulls, waiting for its acknowledgement.
         status = ("delivered" if delivered else "cancelled" if cancelled
-                  else "held" if queued and held else "pending")
+                  else "held" if queued and held else "served" if queued and served
+                  else "pending")
         profile = _profile(data)
         out.append(ForwardRow(
             fid, parse_stamp(created), kind, status,
             None if delivered is None else parse_stamp(delivered), int(attempts),
             profile.get("name"), profile.get("email"), tuple(json.loads(items)), receipt_id,
-            version))
+            version, str(agency)))
     return out
 
 

@@ -35,7 +35,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from career_relay.ledger import schema_postgres_later as later
-from career_relay.ledger import schema_referrals
+from career_relay.ledger import schema_pulls, schema_referrals
 from career_relay.timestamps import stamp, utcnow
 
 #: The key of the transaction-level advisory lock ``apply`` holds ("crmigrat").
@@ -280,6 +280,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0013_api_offers", later.API_OFFERS),
     ("0014_outcomes", later.OUTCOMES),
     ("0015_credit_requests", schema_referrals.POSTGRES),
+    ("0016_pulls", schema_pulls.POSTGRES),
 ]
 
 

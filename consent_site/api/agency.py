@@ -3,6 +3,11 @@
 Thin, as the company API's are: authenticate (an agency's key: ``auth.authenticate``),
 validate with the models, call the ledger (``Outcomes``), answer through the models.
 
+For an agency that pulls (``deliver = "pull"``) the feed is its delivery: a request with
+``after`` acknowledges every forward it was given up to that place, recorded delivered as a
+webhook's 2xx is, in the same write as the page it then gets (``career_relay.ledger.pulls``).
+For any other agency the feed only reads.
+
 The feed's cursor is the place of the last item given (``forwards.rowid``), with the
 agency it was given to, signed (HMAC-SHA256 with the ledger's hash key, under a purpose
 of its own): opaque to the agency, and a cursor altered, forged, or another agency's is
@@ -73,14 +78,23 @@ async def list_forwards(request: web.Request) -> web.StreamResponse:
         raise ApiError(422, "Unprocessable Content", "invalid: limit", [models.FieldError(
             field="limit", message=f"must be 1 to {MAX_LIMIT}")])
     after = _place(request, caller.agency, asked.after)
-    found = await api.read(api.outcomes.feed, caller.agency, after, limit + 1)
-    page = found[:limit]
+    agency = api.settings.agency_by_id(caller.agency)
+    if agency is not None and agency.deliver == "pull":
+        # Its delivery: ``after`` acknowledges what it was given up to there (a write).
+        page, more, delivered = await api.off_loop(api.outcomes.pull, caller.agency, after,
+                                                   limit)
+        if delivered:
+            log.info("agency %s acknowledged %d forward(s) up to %d (key %s)",
+                     caller.agency, len(delivered), after, caller.key_id)
+    else:  # a webhook's or mail's agency reconciles: nothing recorded
+        found = await api.read(api.outcomes.feed, caller.agency, after, limit + 1)
+        page, more = found[:limit], len(found) > limit
     last = page[-1].n if page else after
     return json_response(models.Feed(items=[models.FeedItem(
         forward_id=item.forward_id, type=item.kind,  # type: ignore[arg-type]
         created=dt.datetime.fromisoformat(item.created),
         payload=None if item.payload is None else json.loads(item.payload))
-        for item in page], next=cursor(request, caller.agency, last), more=len(found) > limit))
+        for item in page], next=cursor(request, caller.agency, last), more=more))
 
 
 # -- POST /api/v1/agency/forwards/{forward_id}/outcome ----------------------------------------
@@ -125,7 +139,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/agency/forwards", list_forwards,
           "The agency's forwards and notices, oldest first, a page at a time (SPEC 11)",
           query=models.FeedQuery, responses={
-              200: ("A page; `next` goes on from its last item", models.Feed),
+              200: ("A page; `next` goes on from its last item.  For an agency that pulls "
+                    "(`deliver = \"pull\"`), `after` acknowledges every forward it was given "
+                    "up to there: each is then delivered", models.Feed),
               400: ("`after` is not a cursor this API gave this agency", models.Problem),
               422: ("A bad limit (named in errors)", models.Problem), **_AGENCY_ONLY}),
     Route("POST", "/agency/forwards/{forward_id}/outcome", report_outcome,

@@ -40,7 +40,8 @@ GRANT UPDATE (payload) ON forwards TO career_relay_app;
 -- The outbox: claimed (claimed_until), retried (attempts, next_attempt), released by an
 -- approval (held), and left by a delivery, a cancellation or a settled failure (DELETE).
 GRANT SELECT, INSERT, DELETE ON outbox TO career_relay_app;
-GRANT UPDATE (attempts, next_attempt, claimed_until, held) ON outbox TO career_relay_app;
+-- served: the page of the agency feed that gave a pulling agency the forward (0016_pulls).
+GRANT UPDATE (attempts, next_attempt, claimed_until, held, served) ON outbox TO career_relay_app;
 
 -- Counters kept by upserts (INSERT ... ON CONFLICT DO UPDATE): the gateway's daily
 -- counts, and the report's offer_stats and first_decisions, which the triggers on
