@@ -150,3 +150,58 @@ def test_the_cli_prints_outcomes_and_analytics(world: Outcomes, tmp_path: Path) 
     header, line = csv.stdout.splitlines()[:2]
     values = dict(zip(header.split(","), line.split(","), strict=True))
     assert values["outcomes_placed"] == "5" and values["outcomes_registered"] == "4"
+
+
+def test_the_consent_page_says_outcomes_go_to_the_company_only_in_groups_of_five(
+        make_config: Any) -> None:
+    """Item 4: a new notice version, and a new receipt keeps the one its candidate saw."""
+    from tests.test_site import Harness
+
+    harness = Harness(make_config())
+    try:
+        link = harness.link(harness.offer())
+        assert "5人以上の組ごとの人数としてだけ" in harness.get(link).text
+        assert "groups of at least 5 people" in harness.get(f"{link}?lang=en").text
+        harness.accept(link)
+        (receipt,) = harness.rows("receipts")
+        (notice,) = harness.rows("notices", "hash = ?", receipt["notice_hash"])
+        assert "5人以上の組ごとの人数としてだけ" in notice["text"]
+        assert receipt["notice_version"] == notice["version"] == \
+            f"ja-{receipt['notice_hash'][:12]}"
+    finally:
+        harness.close()
+
+
+def test_the_admin_page_csv_and_chart_show_a_group_of_four_as_fewer_than_five(
+        make_config: Any, backend_url: str) -> None:
+    from career_relay.ledger import Outcomes as Reported
+    from tests.test_admin import _csv, _harness
+
+    for admin in _harness(make_config, backend_url):
+        reported = Reported(admin.ledger, admin.rules)
+        for n, status, job, channel in ((5, "placed", "営業", "web"),
+                                        (4, "registered", "経理", "web"),
+                                        (6, "interviewing", "開発", "fair")):
+            for offer in admin.qualify(n, job=job, channel=channel):
+                (forward,) = admin.rows("forwards", "offer_id = ?", offer.id)
+                assert reported.record("default", forward["id"], status,
+                                       dt.datetime.now(dt.UTC).date())
+        admin.login("hr@acme.example")
+        page = admin.get("/admin/")
+        assert page.status == 200 and 'id="outcomes-jobs"' in page.text
+        jobs = page.text.split('id="outcomes-jobs"')[1].split("</table>")[0]
+        assert "<th scope=\"row\">経理</th>" in jobs and "5人未満" in jobs
+        assert "非公開（差し引き防止）" in jobs  # 営業, else 15 - 6 - 5 = 4
+        channels = page.text.split('id="outcomes-channels"')[1].split("</table>")[0]
+        assert '<td class="num">5</td>' in channels  # web's 5 placed: a group of 9
+        header, *rows = _csv(admin.get("/admin/export/outcomes-jobs.csv"))
+        by_name = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+        assert by_name["経理"]["登録"] == "5人未満" and by_name["経理"]["案内"] == "4"
+        assert by_name["開発"]["選考中"] == "6"
+        months = _csv(admin.get("/admin/export/outcomes-monthly.csv"))
+        assert len(months) == 2 and months[1][months[0].index("選考中")] == "6"
+        chart = admin.get("/admin/charts/outcomes.svg")
+        assert chart.status == 200 and b"<script" not in chart.body
+        assert admin.get("/admin/export/outcomes-nope.csv").status == 404
+        admin.login("hr@kumo.example")
+        assert admin.get("/admin/export/outcomes-jobs.csv?company=acme").status == 404
