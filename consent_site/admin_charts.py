@@ -97,11 +97,23 @@ def _opt_in(rows: list[dict[str, Any]]) -> bytes:
     return _render(chart)
 
 
+def outcomes(r: dict[str, Any]) -> bytes:
+    """Per month, the registered and placed rates; a month left out (fewer than 5
+    candidates) draws no bar rather than a number."""
+    chart = pygal.Bar(**_config(x_label_rotation=0, value_formatter=lambda v: f"{v:.0f}%"))
+    months = r["analytics"]["monthly"]
+    chart.x_labels = [m["month"] for m in months]
+    for key, label in (("registered_rate", "登録率"), ("placed_rate", "就職率")):
+        chart.add(label, [None if m[key] is None else round(m[key] * 100, 1) for m in months])
+    return _render(chart)
+
+
 CHARTS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "funnel": funnel,
     "monthly": monthly,
     "jobs": lambda r: _opt_in(r["by_job"]),
     "channels": lambda r: _opt_in(r["by_channel"]),
+    "outcomes": outcomes,
 }
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from career_relay.ledger import records, reports
 from career_relay.timestamps import stamp
+from consent_site import admin_outcomes
 from consent_site.admin import ADMIN, NO_STORE, Scope, scope
 from consent_site.admin_views import ITEM_LABELS, KIND_LABELS, STATUS_LABELS, shown
 
@@ -101,7 +102,21 @@ async def provisions_csv(request: web.Request) -> web.StreamResponse:
     return _attachment(body, s, "provisions")
 
 
+async def outcomes_csv(request: web.Request) -> web.StreamResponse:
+    """One table of the circulation analytics; a count left out in words (``admin_outcomes``)."""
+    name = request.match_info["name"]
+    if name not in admin_outcomes.TABLES:
+        raise web.HTTPNotFound()
+    admin = request.app[ADMIN]
+    s = scope(request)
+    r = await admin.run(admin.report, s.company.id, s.period)
+    first, columns = admin_outcomes.TABLES[name]
+    body = to_csv([first, *(label for _, label in columns)], admin_outcomes.table(r, name))
+    return _attachment(body, s, f"outcomes-{name}")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/export/outcomes-{name}.csv", outcomes_csv)
     app.router.add_get("/export/report.csv", report_csv)
     app.router.add_get("/export/forwards.csv", forwards_csv)
     app.router.add_get("/export/provisions.csv", provisions_csv)

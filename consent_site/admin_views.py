@@ -26,6 +26,7 @@ from career_relay.ledger import (
 )
 from career_relay.settings import Settings
 from career_relay.tokens import CompanySigner, company_link
+from consent_site import admin_outcomes
 from consent_site.admin import ADMIN, Scope, render, scope, see_other, user_of
 from consent_site.candidate import SITE
 
@@ -43,6 +44,10 @@ FIELD_LABELS = {
     "credit_every": "クレジット1件に必要な有効紹介",
     "credits_requested": "紹介を依頼したクレジット", "credits_fulfilled": "紹介を受けたクレジット",
     "recovered_value": "回収した採用コスト（円）",
+    "outcomes_registered": "紹介会社に登録（5人以上の組のみ）",
+    "outcomes_interviewing": "選考中（5人以上の組のみ）",
+    "outcomes_placed": "就職（5人以上の組のみ）",
+    "outcomes_not_placed": "不成立（5人以上の組のみ）",
 }
 #: A free referral request's states (SPEC 11).
 REQUEST_STATES = {"requested": "依頼中", "fulfilled": "紹介済み", "cancelled": "取り消し"}
@@ -78,7 +83,9 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     return render(request, "dashboard.html", page="dashboard", r=reports.flat(r),
                   labels=FIELD_LABELS, funnel=funnel, view_rate=_rate(r["views"], r["offers"]),
                   opt_in_rate=_rate(r["accepted"], r["offers"]), fields=reports.COLUMNS[3:],
-                  company_link=_company_link(admin.settings, s.company.id), **_common(s))
+                  company_link=_company_link(admin.settings, s.company.id),
+                  outcome_tables=admin_outcomes.TABLES, outcome_rows=admin_outcomes.table,
+                  suppressed=admin_outcomes.SUPPRESSED, **_common(s))
 
 
 def _company_link(settings: Settings, company: str) -> str | None:

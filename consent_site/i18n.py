@@ -78,6 +78,10 @@ JA: dict[str, str] = {
     "retention": "保存期間",
     "retention_text": "{agency}はご登録の情報を最長{months}か月保有します。"
                       "同意の記録は、法令に従い3年間保管します。",
+    "outcomes": "{company}への結果の報告",
+    "outcomes_text": "{agency}は、ご紹介の結果（登録、選考中、就職など）を{company}に報告しますが、"
+                     "5人以上の組ごとの人数としてだけです。あなたを特定できる情報"
+                     "（氏名、連絡先、個人ごとの結果）は{company}に伝えません。",
     "withdraw": "同意の撤回",
     "withdraw_text": "このページ（同じリンク）から、いつでも登録の取り消しと"
                      "データの削除ができます。取り消すと{agency}に削除を依頼します。",
@@ -196,6 +200,11 @@ EN: dict[str, str] = {
     "retention": "Retention",
     "retention_text": "{agency} keeps your registration for at most {months} months. "
                       "The record of your consent is kept for three years, as the law requires.",
+    "outcomes": "What {company} is told",
+    "outcomes_text": "{agency} reports to {company} what became of the candidates it was "
+                     "introduced (registered, interviewing, placed, ...) only as counts of "
+                     "groups of at least 5 people. Nothing that identifies you (your name, "
+                     "your contact details, your own outcome) is passed to {company}.",
     "withdraw": "Withdrawing",
     "withdraw_text": "You can withdraw and have your data erased at any time from this page "
                      "(the same link). {agency} is then asked to delete your data.",

@@ -278,12 +278,17 @@ def test_every_report_field_for_a_period(world: World) -> None:
         "credits_earned": 0, "credits_redeemed": 0, "credits_available": 0,
         "progress_to_next_credit": 1, "credit_every": 10,
         "credits_requested": 0, "credits_fulfilled": 0, "recovered_value": 0,
+        # No outcome reported: zero candidates, nothing to hide (issue 15 item 4).
+        "outcomes": {"candidates": 0, "registered": 0, "interviewing": 0, "placed": 0,
+                     "not_placed": 0, "unreachable": 0, "suppressed": False, "reason": None,
+                     "partial": False},
     }
     assert r == expected
     # A period before any of it counts nothing; the balance is as of its end.
     empty = world.report(since=dt.date(2026, 3, 1), until=dt.date(2026, 3, 31))
     assert all(empty[k] == 0 for k in expected if k not in ("company", "since", "until",
-                                                            "credit_every", "offers_by_source"))
+                                                            "credit_every", "offers_by_source",
+                                                            "outcomes"))
     assert empty["offers_by_source"] == {"relay": 0, "api": 0, "link": 0}
 
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from career_relay.ledger import analytics
 from career_relay.ledger.offers import Ledger
 
 #: SPEC 8's fields, in the order the table and CSV show them.
@@ -39,8 +40,12 @@ FIELDS = ("company", "since", "until", "rejections", "offers", "not_injected",
 SOURCES = ("relay", "api", "link")
 #: The table's and the CSV's columns: FIELDS, with ``offers_by_source`` (an object in the
 #: JSON) as one column per source after ``offers``.
+#: SPEC 8 ``outcomes`` (an object in the JSON, under the k >= 5 rule: ``analytics``).
+OUTCOMES = ("registered", "interviewing", "placed", "not_placed")
 COLUMNS = (*FIELDS[:FIELDS.index("offers") + 1], *(f"offers_{s}" for s in SOURCES),
-           *FIELDS[FIELDS.index("offers") + 1:])
+           *FIELDS[FIELDS.index("offers") + 1:], *(f"outcomes_{s}" for s in OUTCOMES))
+#: What the table and the CSV show for a count left out (``outcome_groups``).
+SUPPRESSED = {"fewer_than_5": "fewer than 5", "held_back": "held back"}
 
 
 @dataclass(frozen=True)
@@ -223,8 +228,13 @@ def company_report(conn: sqlite3.Connection, company: str, when: Period,
         # referrals received are the redemptions: never one counted twice.
         "recovered_value": redeemed * referral_value,
     }
+    # What the agency reported, under the k >= 5 rule (``analytics``, ``outcome_groups``).
+    found = analytics.candidates(conn, company, when.since, when.until)
+    report["outcomes"] = analytics.outcomes(found)
     if stats is not None:
         report.update(_details(conn, p, stats, when))
+        report["analytics"] = analytics.analytics(conn, company, when.since, when.until, found,
+                                                  from_data=when.since == EPOCH)
     return report
 
 
@@ -265,7 +275,10 @@ def _details(conn: sqlite3.Connection, p: dict[str, Any], stats: Sequence[Any],
 
 def flat(row: dict[str, Any]) -> dict[str, Any]:
     """A report's row with a value for each of ``COLUMNS`` (the table's, the CSV's)."""
-    return {**row, **{f"offers_{s}": row["offers_by_source"][s] for s in SOURCES}}
+    out = row["outcomes"]
+    return {**row, **{f"offers_{s}": row["offers_by_source"][s] for s in SOURCES},
+            **{f"outcomes_{s}": SUPPRESSED[out["reason"]] if out["suppressed"] else out[s]
+               for s in OUTCOMES}}
 
 
 #: The most months the monthly trend fills in with zeros (20 years).

@@ -124,6 +124,24 @@ class OffersBySource(_Out):
     link: int
 
 
+class OutcomeCounts(_Out):
+    """SPEC 8 ``outcomes``: what the agency reported of the company's forwarded candidates,
+    each once in its latest status, only for a group of at least 5 (every count null and
+    ``suppressed`` otherwise: never the small number)."""
+
+    candidates: int | None
+    registered: int | None
+    interviewing: int | None
+    placed: int | None
+    not_placed: int | None
+    unreachable: int | None
+    suppressed: bool
+    reason: Literal["fewer_than_5", "held_back"] | None = Field(
+        description="Why the counts are null: fewer than 5 candidates, or held back so "
+        "that no smaller group can be found by subtraction.")
+    partial: bool = Field(description="Some months' cells are left out of the counts.")
+
+
 class Report(_Out):
     """The company's row of SPEC 8 for the period."""
 
@@ -148,6 +166,7 @@ class Report(_Out):
     credits_available: int
     progress_to_next_credit: int
     credit_every: int
+    outcomes: OutcomeCounts
     credits_requested: int = Field(description="Free referrals asked of the agency in the "
                                    "period (SPEC 11).")
     credits_fulfilled: int = Field(description="Free referrals the agency delivered in the "

@@ -1,0 +1,174 @@
+"""What a company may see of the outcomes its agency reports (SPEC 8 ``outcomes``, SPEC 11;
+issue 15 items 4 and 5): counts only, of groups of at least ``K`` candidates.
+
+**Who is counted.**  A candidate is one consent forward: each appears once per group, with
+its *latest* status as of the period's end: the outcome with the latest day ``at`` (the
+agency's correction, "placed" then "not_placed", wins), and on one day the furthest along
+(``RANK``).  So the statuses of a group add up to its candidates; ``unreachable`` counts as
+a candidate too.  A candidate belongs to the month of the rejection (the offer), its job,
+channel and stage (X-Career-Relay-Job, -Channel, -Stage; '' when the mail named none).
+
+**The cohort is whole months.**  The figures are of the offers of every calendar month the
+period touches (2026-03-10 to 2026-06-20: March to June), never of single days: with days,
+two reports whose periods differ by one day would differ by that day's one or two
+candidates.
+
+**Cells, fixed once per month.**  Every figure is a sum of *cells*, and a cell is either
+shown whole or left out, the same way in every report:
+
+- a month's candidates are a cell; a month of fewer than ``K`` is left out of everything
+  (the ``outcomes`` totals too), so no two periods differ by a small month;
+- in each month that is shown, the candidates of one job (channel, stage) are a cell; a cell
+  of fewer than ``K`` is left out, and when the cells left out of a month hold fewer than
+  ``K`` together, the next smallest are left out too until they hold at least ``K`` (or all
+  are).  The total less what a table shows is then 0 or at least ``K`` candidates in every
+  month: no subtraction of a table from the totals, nor of one period from another, lands
+  on a group of fewer than ``K``.
+
+A row with no cell shown is ``suppressed`` (its numbers are None): ``fewer_than_5`` when the
+whole row has fewer than ``K`` candidates, ``held_back`` otherwise; a row shown without
+some of its cells is ``partial``.  Not protected: a company that knows exactly which
+candidates share two groups (a job offered through one channel only) may compare two
+tables; and figures as of two days differ by what the agency reported in between.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: The smallest group whose counts are shown.
+K = 5
+STATUSES = ("registered", "interviewing", "placed", "not_placed", "unreachable")
+#: How far along each status is: on one day the furthest wins.
+RANK = {"unreachable": 0, "registered": 1, "interviewing": 2, "not_placed": 3, "placed": 4}
+#: The statuses that say the candidate registered with the agency (``registered_rate``).
+REGISTERED = ("registered", "interviewing", "placed", "not_placed")
+DIMENSIONS = ("job", "channel", "stage")
+FEWER, HELD_BACK = "fewer_than_5", "held_back"
+
+# The company's outcomes of the offers of the cohort's months, reported by the period's end:
+# ``outcomes_company`` (company, at, status) finds them, the primary keys the rest.
+OUTCOME_ROWS = (
+    "SELECT o.forward_id, o.status, o.at, COALESCE(x.job, ''), COALESCE(x.channel, ''),"
+    " COALESCE(x.stage, ''), substr(x.created, 1, 10) FROM outcomes o"
+    " JOIN forwards f ON f.id = o.forward_id JOIN offers x ON x.id = f.offer_id"
+    " WHERE o.company = :company AND o.at <= :end_day"
+    " AND x.created >= :cohort_start AND x.created < :cohort_end")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    month: str            # YYYY-MM of the offer
+    job: str
+    channel: str
+    stage: str
+    status: str           # the latest (see the module's docstring)
+    days_to_placed: int | None  # offer day to the day ``placed``, when that is the status
+
+
+def cohort(since: dt.date, until: dt.date) -> dict[str, str]:
+    """The stamps of the cohort's whole months: from ``since``'s month to ``until``'s."""
+    first = since.replace(day=1)
+    after = (until.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    return {"cohort_start": f"{first.isoformat()}T00:00:00Z",
+            "cohort_end": f"{after.isoformat()}T00:00:00Z",
+            "cohort_start_day": first.isoformat(),
+            "cohort_end_day": (after - dt.timedelta(days=1)).isoformat()}
+
+
+def latest(rows: Iterable[Sequence[Any]]) -> list[Candidate]:
+    """One ``Candidate`` per forward from ``OUTCOME_ROWS``' rows."""
+    best: dict[str, tuple[str, int, Sequence[Any]]] = {}
+    for row in rows:
+        forward, status, at = str(row[0]), str(row[1]), str(row[2])
+        key = (at, RANK[status])
+        if forward not in best or key > best[forward][:2]:
+            best[forward] = (at, RANK[status], row)
+    out = []
+    for at, _, row in best.values():
+        status, offered = str(row[1]), dt.date.fromisoformat(str(row[6]))
+        days = (dt.date.fromisoformat(at) - offered).days if status == "placed" else None
+        out.append(Candidate(str(row[6])[:7], str(row[3]), str(row[4]), str(row[5]),
+                             status, days))
+    return out
+
+
+def shown_months(candidates: Sequence[Candidate]) -> set[str]:
+    """The months of at least ``K`` candidates."""
+    sizes: dict[str, int] = defaultdict(int)
+    for c in candidates:
+        sizes[c.month] += 1
+    return {m for m, n in sizes.items() if n >= K}
+
+
+def shown_cells(candidates: Sequence[Candidate], dimension: str,
+                months: set[str]) -> set[tuple[str, str]]:
+    """The (value, month) cells of ``dimension`` shown: see the module's docstring."""
+    sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for c in candidates:
+        if c.month in months:
+            sizes[c.month][getattr(c, dimension)] += 1
+    shown: set[tuple[str, str]] = set()
+    for month, cells in sizes.items():
+        # Smallest first, then by name: the same cells left out whoever asks.
+        order = sorted(cells.items(), key=lambda kv: (kv[1], kv[0]))
+        left = [kv for kv in order if kv[1] < K]
+        rest = [kv for kv in order if kv[1] >= K]
+        while left and sum(n for _, n in left) < K and rest:
+            left.append(rest.pop(0))
+        shown |= {(value, month) for value, _ in rest}
+    return shown
+
+
+def counts(group: Sequence[Candidate]) -> dict[str, int]:
+    found = {s: 0 for s in STATUSES}
+    for c in group:
+        found[c.status] += 1
+    return {"candidates": len(group), **found}
+
+
+def figure(everyone: Sequence[Candidate], shown: Sequence[Candidate]) -> dict[str, Any]:
+    """A group's counts: ``shown`` are its candidates in cells shown, ``everyone`` all of
+    them.  Suppressed: every count None, never the small number."""
+    if not shown and everyone:
+        return {**{k: None for k in ("candidates", *STATUSES)}, "suppressed": True,
+                "reason": FEWER if len(everyone) < K else HELD_BACK, "partial": False}
+    return {**counts(shown), "suppressed": False, "reason": None,
+            "partial": len(shown) < len(everyone)}
+
+
+def total(candidates: Sequence[Candidate]) -> dict[str, Any]:
+    """SPEC 8 ``outcomes``: the company's candidates of the months shown."""
+    months = shown_months(candidates)
+    return figure(candidates, [c for c in candidates if c.month in months])
+
+
+def by(candidates: Sequence[Candidate], dimension: str) -> dict[str, dict[str, Any]]:
+    """Per value of ``dimension``: its figure (``figure``), and ``placed_days``, the days to
+    placement of its candidates shown (for a median)."""
+    months = shown_months(candidates)
+    cells = shown_cells(candidates, dimension, months)
+    groups: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        groups[getattr(c, dimension)].append(c)
+    out = {}
+    for value, group in groups.items():
+        shown = [c for c in group if (value, c.month) in cells]
+        out[value] = {**figure(group, shown), "shown_months": {c.month for c in shown},
+                      "placed_days": [c.days_to_placed for c in shown
+                                      if c.days_to_placed is not None]}
+    return out
+
+
+def by_month(candidates: Sequence[Candidate]) -> dict[str, dict[str, Any]]:
+    """Per month: its figure (a month is one cell, shown whole or not at all)."""
+    groups: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        groups[c.month].append(c)
+    return {m: {**figure(g, g if len(g) >= K else []),
+                "placed_days": [c.days_to_placed for c in g if c.days_to_placed is not None]}
+            for m, g in groups.items()}

@@ -1,0 +1,207 @@
+"""What a company sees of outcomes (issue 15 items 4 and 5; SPEC 8 ``outcomes``, SPEC 11): counts
+of groups of at least 5 candidates, cells left out so that no subtraction lands on a smaller
+group, whole months, the latest status per forward, and the analytics.  On both backends
+(``backend_url``), the report through ``reports.report`` and through the real CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from career_relay.ledger import reports
+from career_relay.ledger.outcome_groups import K
+from tests.conftest import run_cli
+from tests.test_outcomes import AgencyWorld
+
+
+class Outcomes(AgencyWorld):
+    def group(self, n: int, status: str, job: str = "", channel: str = "",
+              stage: str = "") -> list[str]:
+        """``n`` candidates of one job, channel and stage, forwarded and reported ``status``."""
+        offers = []
+        for _ in range(n):
+            self._n += 1
+            offers.append(self.ledger.record_offer(
+                "acme", f"<g{self._n}@acme.example>", f"g{self._n}@example.net",
+                job or None, channel or None, stage or None))
+        for offer in offers:
+            self.accept(offer)
+        self.deliver()
+        made = [str(r[0]) for r in self.rows(
+            "SELECT f.id FROM forwards f WHERE f.kind = 'consent' AND f.offer_id IN ("
+            + ", ".join("?" * n) + ")", *[o.id for o in offers])]
+        for forward in made:
+            assert self.outcomes.record("default", forward, status, self.now.date())
+        return made
+
+    def full(self, **period: dt.date) -> dict[str, Any]:
+        when = reports.period(period.get("since"), period.get("until"), self.now.date())
+        (row,) = reports.report(self.ledger, ["acme"], when, 10, details=True)
+        return row
+
+
+@pytest.fixture
+def world(tmp_path: Path, backend_url: str) -> Iterator[Outcomes]:
+    opened = Outcomes(tmp_path, backend_url)
+    yield opened
+    opened.ledger.close()
+
+
+def _named(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in rows}
+
+
+def test_the_total_shows_from_five_candidates(world: Outcomes) -> None:
+    world.group(4, "registered")
+    out = world.full()["outcomes"]
+    assert out["suppressed"] and out["reason"] == "fewer_than_5"
+    assert all(out[s] is None for s in ("registered", "placed", "candidates"))
+    assert reports.flat(world.full())["outcomes_registered"] == "fewer than 5"  # CSV, table
+    world.group(1, "placed")
+    out = world.full()["outcomes"]
+    assert not out["suppressed"] and (out["registered"], out["placed"]) == (4, 1)
+    assert out["candidates"] == K and out["interviewing"] == out["not_placed"] == 0
+
+
+def test_a_group_of_four_is_left_out_and_no_subtraction_reveals_it(world: Outcomes) -> None:
+    world.group(5, "placed", job="営業", channel="web")
+    world.group(4, "registered", job="経理", channel="fair")
+    world.group(6, "interviewing", job="開発", channel="fair")
+    r = world.full()
+    assert r["outcomes"]["candidates"] == 15 and r["outcomes"]["placed"] == 5
+    jobs = _named(r["analytics"]["by_job"])
+    assert jobs["経理"]["suppressed"] and jobs["経理"]["reason"] == "fewer_than_5"
+    assert jobs["経理"]["registered"] is None and jobs["経理"]["registered_rate"] is None
+    # 営業 (5) is left out too: else 15 - 5 - 6 would be 経理's 4.
+    assert jobs["営業"]["suppressed"] and jobs["営業"]["reason"] == "held_back"
+    assert jobs["開発"]["interviewing"] == 6 and jobs["開発"]["registered_rate"] == 1.0
+    hidden = r["outcomes"]["candidates"] - sum(
+        row["candidates"] for row in jobs.values() if not row["suppressed"])
+    assert hidden >= K
+    # A group of exactly 5 shows its counts: the channel web.
+    channels = _named(r["analytics"]["by_channel"])
+    assert channels["web"]["placed"] == 5 and channels["web"]["placed_rate"] == 1.0
+    assert channels["fair"]["candidates"] == 10
+    # The table and the CSV say it in words, never the number.
+    assert reports.flat(r)["outcomes_placed"] == 5
+
+
+def test_whole_months_and_small_months_left_out_of_every_figure(world: Outcomes) -> None:
+    world.group(5, "registered", job="営業")              # 2026-04
+    world.tick(40 * 86400)                                # May: nothing
+    world.tick(30 * 86400)                                # June
+    world.group(3, "placed", job="営業")
+    r = world.full()
+    # June's three are in no figure: not in the total, not in the job's row.
+    assert r["outcomes"]["candidates"] == 5 and r["outcomes"]["placed"] == 0
+    assert r["outcomes"]["partial"]
+    months = {m["month"]: m for m in r["analytics"]["monthly"]}
+    assert list(months) == ["2026-04", "2026-05", "2026-06"]
+    assert months["2026-05"]["offers"] == 0 and months["2026-05"]["candidates"] == 0
+    assert months["2026-06"]["suppressed"] and months["2026-06"]["placed"] is None
+    assert months["2026-04"]["registered"] == 5
+    # A period that differs by days covers the same whole months: the same figures.
+    day = dt.date(2026, 6, 2)
+    assert world.full(since=dt.date(2026, 4, 1))["outcomes"] == \
+        world.full(since=dt.date(2026, 4, 20))["outcomes"]
+    assert world.full(since=day)["outcomes"]["suppressed"]
+
+
+def test_each_forward_counts_once_with_its_latest_status(world: Outcomes) -> None:
+    forwards = world.group(5, "registered")
+    day = world.now.date()
+    world.tick(86400)
+    world.outcomes.record("default", forwards[0], "placed", day + dt.timedelta(days=1))
+    world.outcomes.record("default", forwards[1], "interviewing", day)  # same day: further on
+    world.outcomes.record("default", forwards[2], "placed", day)
+    world.tick(86400)
+    world.outcomes.record("default", forwards[2], "not_placed", day + dt.timedelta(days=2))
+    out = world.full()["outcomes"]
+    assert (out["registered"], out["interviewing"], out["placed"], out["not_placed"]) == \
+        (2, 1, 1, 1)
+    # As of the period's end: on the first day forward 0 was only registered, 2 placed.
+    first = world.full(until=day)["outcomes"]
+    assert (first["registered"], first["placed"], first["not_placed"]) == (3, 1, 0)
+
+
+def test_the_cli_prints_outcomes_and_analytics(world: Outcomes, tmp_path: Path) -> None:
+    world.group(5, "placed", job="営業", channel="web")
+    world.group(4, "registered", job="経理", channel="web")
+    config = tmp_path / "career-relay.toml"
+    from tests.test_ledger_rules import config_toml
+    config.write_text(config_toml(world.config) + "[[companies]]\nid = \"acme\"\n"
+                      "name = \"アクメ\"\ndomains = [\"acme.example\"]\n", encoding="utf-8")
+    done = run_cli("report", "--config", str(config), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["outcomes"]["placed"] == 5 and row["outcomes"]["registered"] == 4
+    jobs = _named(row["analytics"]["by_job"])
+    assert jobs["経理"]["suppressed"] is True and jobs["経理"]["candidates"] is None
+    assert jobs["営業"]["suppressed"] is True  # held back: 9 - 5 would be 4
+    assert _named(row["analytics"]["by_channel"])["web"]["candidates"] == 9
+    csv = run_cli("report", "--config", str(config), "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    header, line = csv.stdout.splitlines()[:2]
+    values = dict(zip(header.split(","), line.split(","), strict=True))
+    assert values["outcomes_placed"] == "5" and values["outcomes_registered"] == "4"
+
+
+def test_the_consent_page_says_outcomes_go_to_the_company_only_in_groups_of_five(
+        make_config: Any) -> None:
+    """Item 4: a new notice version, and a new receipt keeps the one its candidate saw."""
+    from tests.test_site import Harness
+
+    harness = Harness(make_config())
+    try:
+        link = harness.link(harness.offer())
+        assert "5人以上の組ごとの人数としてだけ" in harness.get(link).text
+        assert "groups of at least 5 people" in harness.get(f"{link}?lang=en").text
+        harness.accept(link)
+        (receipt,) = harness.rows("receipts")
+        (notice,) = harness.rows("notices", "hash = ?", receipt["notice_hash"])
+        assert "5人以上の組ごとの人数としてだけ" in notice["text"]
+        assert receipt["notice_version"] == notice["version"] == \
+            f"ja-{receipt['notice_hash'][:12]}"
+    finally:
+        harness.close()
+
+
+def test_the_admin_page_csv_and_chart_show_a_group_of_four_as_fewer_than_five(
+        make_config: Any, backend_url: str) -> None:
+    from career_relay.ledger import Outcomes as Reported
+    from tests.test_admin import _csv, _harness
+
+    for admin in _harness(make_config, backend_url):
+        reported = Reported(admin.ledger, admin.rules)
+        for n, status, job, channel in ((5, "placed", "営業", "web"),
+                                        (4, "registered", "経理", "web"),
+                                        (6, "interviewing", "開発", "fair")):
+            for offer in admin.qualify(n, job=job, channel=channel):
+                (forward,) = admin.rows("forwards", "offer_id = ?", offer.id)
+                assert reported.record("default", forward["id"], status,
+                                       dt.datetime.now(dt.UTC).date())
+        admin.login("hr@acme.example")
+        page = admin.get("/admin/")
+        assert page.status == 200 and 'id="outcomes-jobs"' in page.text
+        jobs = page.text.split('id="outcomes-jobs"')[1].split("</table>")[0]
+        assert "<th scope=\"row\">経理</th>" in jobs and "5人未満" in jobs
+        assert "非公開（差し引き防止）" in jobs  # 営業, else 15 - 6 - 5 = 4
+        channels = page.text.split('id="outcomes-channels"')[1].split("</table>")[0]
+        assert '<td class="num">5</td>' in channels  # web's 5 placed: a group of 9
+        header, *rows = _csv(admin.get("/admin/export/outcomes-jobs.csv"))
+        by_name = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+        assert by_name["経理"]["登録"] == "5人未満" and by_name["経理"]["案内"] == "4"
+        assert by_name["開発"]["選考中"] == "6"
+        months = _csv(admin.get("/admin/export/outcomes-monthly.csv"))
+        assert len(months) == 2 and months[1][months[0].index("選考中")] == "6"
+        chart = admin.get("/admin/charts/outcomes.svg")
+        assert chart.status == 200 and b"<script" not in chart.body
+        assert admin.get("/admin/export/outcomes-nope.csv").status == 404
+        admin.login("hr@kumo.example")
+        assert admin.get("/admin/export/outcomes-jobs.csv?company=acme").status == 404
