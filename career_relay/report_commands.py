@@ -15,10 +15,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from career_relay import ledger_commands
 from career_relay.errors import CareerRelayError, UserError
 from career_relay.ledger import reports
-from career_relay.ledger.reports import Period
-from career_relay.ledger_commands import load
 from career_relay.settings import Settings
 
 FORMATS = ("table", "csv", "json", "html", "pdf")
@@ -64,7 +63,7 @@ def referral_values(settings: Settings) -> dict[str, int]:
 def cmd_report(args: argparse.Namespace) -> int:
     from career_relay.ledger import open_configured
 
-    settings = load(args)
+    settings = ledger_commands.load(args)
     companies = [c.id for c in settings.companies]
     if args.company:
         if args.company not in companies:
@@ -90,7 +89,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _year(year: int) -> Period:
+def _year(year: int) -> reports.Period:
     from career_relay.yearly_report import year_period
 
     try:

@@ -8,7 +8,7 @@ hiring cost recovered.  Counts only; nothing in it names or identifies a person.
 The year is the UTC calendar year, like every report's days (``reports``): the figures
 are those of ``career-relay report --since YEAR-01-01 --until YEAR-12-31``, so a reader
 can check one against the other.  Outcomes follow the k ≥ 5 rule
-(``ledger.yearly.at_least_k``); the jobs' offers and opt-ins follow it too, because a
+(``ledger.yearly``); the jobs' offers and opt-ins follow it too, because a
 small job's row beside its placements would narrow a group down to a few people.
 
 ``build`` reads the ledger; ``render_html`` turns the result into one self-contained,
@@ -26,14 +26,13 @@ from typing import Any
 
 import jinja2
 
-from career_relay.ledger import Book, Ledger, reports
-from career_relay.ledger.yearly import K_MIN, at_least_k_each, placements
+from career_relay.ledger import Book, Ledger, reports, yearly
 from career_relay.settings import Settings
 from career_relay.timestamps import zone, zone_label
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: What a group of fewer than K_MIN shows in place of its number.
-FEWER = f"{K_MIN}未満"
+FEWER = f"{yearly.K_MIN}未満"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class YearlyReport:
     recovered_value: int
     head_seq: int
     head_hash: str
-    k_min: int = K_MIN
+    k_min: int = yearly.K_MIN
 
     @property
     def opt_in_rate(self) -> str:
@@ -88,11 +87,12 @@ def build(ledger: Ledger, settings: Settings, company: str, year: int,
     with ledger.snapshot() as conn:
         r = reports.company_report(conn, company, when, settings.ledger.credit_every,
                                    details=True, referral_value=value)
-        placed = placements(conn, company, when)
+        placed = yearly.placements(conn, company, when)
     # Read after the figures: the chain up to this head holds every entry they count.
     seq, _, digest = Book(ledger).head().partition(":")
-    offers = at_least_k_each({j["name"]: j["offers"] for j in r["by_job"]}, r["offers"])
-    opted = at_least_k_each({j["name"]: j["accepted"] for j in r["by_job"]},
+    offers = yearly.at_least_k_each({j["name"]: j["offers"] for j in r["by_job"]},
+                                    r["offers"])
+    opted = yearly.at_least_k_each({j["name"]: j["accepted"] for j in r["by_job"]},
                             sum(j["accepted"] for j in r["by_job"]))
     jobs = [JobRow(j["name"], offers[j["name"]], opted[j["name"]],
                    placed.by_job.get(j["name"])) for j in r["by_job"]]

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from career_relay.ledger import Book, ConsentLedger, Outcomes, Referrals
-from career_relay.ledger.yearly import at_least_k_each
+from career_relay.ledger import Book, ConsentLedger, Outcomes, Referrals, yearly
 from tests.conftest import ConfigMaker, run_cli
 from tests.test_admin import COMPANIES, Admin
 
@@ -112,11 +111,11 @@ def test_the_cli_writes_the_report_with_the_figures(world: Admin, tmp_path: Path
 
 def test_a_group_below_five_hides_the_smallest_shown_one_too() -> None:
     # 9 in all, shown: 9 less 5 would give the group of 4 away, so the 5 is hidden as well.
-    assert at_least_k_each({"経理": 5, "営業": 4}, 9) == {"経理": None, "営業": None}
-    assert at_least_k_each({"経理": 5, "営業": 4, "人事": 1}, 10) == {
+    assert yearly.at_least_k_each({"経理": 5, "営業": 4}, 9) == {"経理": None, "営業": None}
+    assert yearly.at_least_k_each({"経理": 5, "営業": 4, "人事": 1}, 10) == {
         "経理": 5, "営業": None, "人事": None}
-    assert at_least_k_each({"a": 7, "b": 6, "c": 2}, 15) == {"a": 7, "b": None, "c": None}
-    assert at_least_k_each({"a": 3}, 0) == {"a": None}
+    assert yearly.at_least_k_each({"a": 7, "b": 6, "c": 2}, 15) == {"a": 7, "b": None, "c": None}
+    assert yearly.at_least_k_each({"a": 3}, 0) == {"a": None}
 
 
 @pytest.mark.parametrize("args", [
