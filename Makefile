@@ -12,10 +12,13 @@ DEMO_CONFIG := var/career-relay.toml
 # browser tests of the consent site and the admin pages. libsasl2-modules: the PLAIN and LOGIN
 # plug-ins Postfix's SMTP client needs to AUTH to the gateway (docs/integrations/postfix.md);
 # only recommended by libsasl2-2, so --no-install-recommends would leave it out.
+# poppler-utils: pdftotext and pdffonts, which read back the yearly report's PDF (its text, its
+# embedded Japanese font).
 # postgresql: the server binaries (/usr/lib/postgresql/<major>/bin: initdb, pg_ctl, postgres)
 # for the private PostgreSQL each test session starts (tests/pg.py). The system cluster the
 # package may create and start (localhost:5432) is never used by the tests.
 TEST_DEBS := postfix libsasl2-modules swaks opendkim chromium chromium-driver fonts-ipafont-gothic \
+	poppler-utils \
 	postgresql
 # What the benchmarks need beyond that: wrk, the HTTP load generator of bench/site_bench.py.
 BENCH_DEBS := wrk

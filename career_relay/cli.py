@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from career_relay import __version__, credit_commands, ledger_commands, serve
+from career_relay import __version__, credit_commands, ledger_commands, report_commands, serve
 from career_relay import settings as settings_mod
 from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.validate import file_problems, value_problems
@@ -159,15 +159,6 @@ def _head(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _date(text: str) -> object:
-    import datetime as dt
-
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def _admin_usage(args: argparse.Namespace) -> str:
     """What is missing from an ``admin`` command line ("" when nothing is)."""
     if args.action == "revoke-sessions":
@@ -271,12 +262,9 @@ def _parser() -> argparse.ArgumentParser:
                 "last: the newest message the demo's capture upstream wrote, with its links "
                 "decoded")
     p.add_argument("action", choices=["last"])
-    p = command("report", ledger_commands.cmd_report,
-                "the ledger report per company and period (SPEC 8)")
-    p.add_argument("--company", help="one company (default: every configured company)")
-    p.add_argument("--since", type=_date, help="first day, YYYY-MM-DD (UTC)")
-    p.add_argument("--until", type=_date, help="last day, YYYY-MM-DD (UTC; default: today)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report_commands.add_arguments(command(
+        "report", report_commands.cmd_report, "the ledger report per company and period "
+        "(SPEC 8), or a company's yearly human-capital report as HTML or PDF"))
     credit_commands.add_arguments(command(
         "credits", credit_commands.cmd_credits, "free referral credits: redeem one, request "
         "one from the company's agency, list the requests (SPEC 11)"))

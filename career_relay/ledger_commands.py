@@ -1,5 +1,5 @@
-"""The ledger's commands (SPEC 2): report, ledger verify/head, purge, review, admin
-(``credits``: ``career_relay.credit_commands``).
+"""The ledger's commands (SPEC 2): ledger verify/head, purge, review, admin
+(``credits``: ``career_relay.credit_commands``; ``report``: ``career_relay.report_commands``).
 
 ``career_relay.cli`` parses the arguments; these open the configured ledger
 and print.  Each exits 0, or raises a ``CareerRelayError`` that ``cli.main``
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from career_relay import settings as settings_mod
-from career_relay.errors import CareerRelayError, ConfigError, UserError
+from career_relay.errors import CareerRelayError, ConfigError
 from career_relay.settings import Settings
 from career_relay.validate import file_problems
 
@@ -26,36 +26,6 @@ def load(args: argparse.Namespace) -> Settings:
     if problems:
         raise ConfigError(problems[0])
     return settings
-
-
-def referral_values(settings: Settings) -> dict[str, int]:
-    """``companies.referral_value`` of each company, for the report's ``recovered_value``."""
-    return {c.id: c.referral_value for c in settings.companies}
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from career_relay import report_format
-    from career_relay.ledger import open_configured, reports
-
-    settings = load(args)
-    companies = [c.id for c in settings.companies]
-    if args.company:
-        if args.company not in companies:
-            raise CareerRelayError(f"no company {args.company!r} in the configuration "
-                                   f"(known: {', '.join(companies) or 'none'})")
-        companies = [args.company]
-    try:
-        when = reports.period(args.since, args.until, dt.datetime.now(dt.UTC).date())
-    except reports.PeriodError as exc:  # names the field: "until: the year must be ..."
-        raise UserError(str(exc)) from None
-    with open_configured(settings) as ledger:
-        rows = reports.report(ledger, companies, when, settings.ledger.credit_every,
-                              details=args.format == "json",
-                              referral_values=referral_values(settings))
-    print(report_format.render(rows, args.format), end="")
-    return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

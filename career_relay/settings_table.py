@@ -131,6 +131,14 @@ class SiteSettings(_Section):
         "IANA time zone (Asia/Tokyo, UTC, Europe/Berlin, ...) of every time on the admin "
         "pages, which name it; the ledger, the CSV exports and the report's days stay UTC.",
     )
+    chromium: str = setting(
+        "/usr/bin/chromium",
+        "The headless Chromium that prints the yearly report as PDF (`report --format pdf`, "
+        "the admin page's PDF): a path, or a name looked up on PATH.",
+    )
+    pdf_timeout: int = setting(
+        60, "Seconds Chromium may take to print one PDF before it is stopped."
+    )
 
 
 @dataclass(frozen=True, repr=False)

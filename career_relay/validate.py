@@ -223,6 +223,7 @@ def _positive(settings: Settings) -> list[str]:
         "queue.max_age": settings.queue.max_age,
         "ledger.credit_every": settings.ledger.credit_every,
         "site.link_max_age_days": settings.site.link_max_age_days,
+        "site.pdf_timeout": settings.site.pdf_timeout,
         "api.rate_limit": settings.api.rate_limit,
     }
     for name, value in checks.items():

@@ -1,7 +1,8 @@
 """The admin pages (issue 5; SPEC 6 ``/admin/...``): a sub-application mounted at ``/admin``.
 
 Modules: ``admin_auth`` (login, logout, the guard every request passes),
-``admin_views`` (dashboard, forwards, credits, reviews), ``admin_charts``
+``admin_views`` (dashboard, forwards, credits, reviews), ``admin_yearly`` (the yearly
+human-capital report and its PDF), ``admin_charts``
 (the dashboard's SVG charts, drawn by pygal), ``admin_exports`` (CSV).  This
 one holds what they share: the ``Admin`` state (its own ledger connection
 and one thread for every ledger call, so a commit's fsync or an argon2
@@ -236,6 +237,7 @@ def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
         admin_keys,
         admin_start,
         admin_views,
+        admin_yearly,
     )
 
     admin = Admin(settings, ledger)
@@ -248,4 +250,5 @@ def create_admin_app(settings: Settings, ledger: Ledger) -> web.Application:
     admin_exports.add_routes(app)
     admin_keys.add_routes(app)
     admin_start.add_routes(app)
+    admin_yearly.add_routes(app)
     return app

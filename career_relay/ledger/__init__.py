@@ -25,7 +25,7 @@ Modules by concept: ``store`` (connections, transactions), ``connect``
 
 from __future__ import annotations
 
-from career_relay.ledger import records, reports, retention, totals
+from career_relay.ledger import records, reports, retention, totals, yearly
 from career_relay.ledger.admin_users import AdminUser, AdminUsers, check_password, normal_email
 from career_relay.ledger.agency_notices import Notice, Notices
 from career_relay.ledger.api_keys import AgencyKey, AgencyKeys, ApiKey, ApiKeys
@@ -118,4 +118,5 @@ __all__ = [
     "settings_hash_key",
     "stamp",
     "totals",
+    "yearly",
 ]
