@@ -78,3 +78,26 @@ def test_the_guide_s_script_against_the_real_site(site: tuple[Path, str],  # noq
         counts = Outcomes(ledger).counts("acme", dt.date.fromisoformat(today),
                                          dt.date.fromisoformat(today))
         assert counts["registered"] == 1
+    # A free referral: ten consents delivered earn acme a credit, acme asks for it.
+    assert run("credits").stdout == ""
+    with open_configured(settings) as ledger:
+        store = ConsentLedger(ledger, Rules.from_settings(settings))
+        for n in range(10):
+            offer = ledger.record_offer("acme", f"<r{n}@acme.example>", f"r{n}@example.net")
+            receipt = Consents(settings, store).accept(
+                offer, NOTICE, {"name": "候補者", "email": offer.recipient}, False,
+                Client(IPHONE, "198.51.100.7"))
+            if receipt.review is not None:
+                store.review(receipt.id, approve=True, by="operator")
+            store.delivered(store.forwards(offer.id)[-1].forward.id)
+    asked = run_cli("credits", "request", "--company", "acme", "--note", "経理を一名",
+                    "--config", str(config))
+    assert asked.returncode == 0, asked.stderr
+    (line,) = run("credits").stdout.splitlines()
+    request = json.loads(line)
+    assert request["company"] == "acme" and request["note"] == "経理を一名"
+    settled = run("settle", request["credit_id"], "fulfilled", "一名紹介")
+    assert settled.returncode == 0 and settled.stdout.strip() == "fulfilled", settled.stderr
+    assert run("credits").stdout == ""  # answered: no longer asked
+    again = run("settle", request["credit_id"], "cancelled")
+    assert again.returncode == 1 and "409 Conflict" in again.stderr
