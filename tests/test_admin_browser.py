@@ -135,10 +135,11 @@ def _redemptions(ledger: Path) -> list[tuple[str, str]]:
 
 
 def _charts_drawn(p: Phone) -> bool:
-    """Every chart image loaded and decoded (an SVG the browser refused has no width)."""
+    """Every chart image loaded and decoded (an SVG the browser refused has no width): the
+    funnel, the monthly trend, by job, by channel, and the outcomes (issue 15 item 5)."""
     return bool(p.driver.execute_script(
         "const imgs = [...document.querySelectorAll('img.chart')];"
-        "return imgs.length === 4 && imgs.every(i => i.complete && i.naturalWidth > 0);"))
+        "return imgs.length === 5 && imgs.every(i => i.complete && i.naturalWidth > 0);"))
 
 
 def test_a_company_admin_logs_in_redeems_and_exports(admin_site: AdminSite,
@@ -163,7 +164,7 @@ def test_a_company_admin_logs_in_redeems_and_exports(admin_site: AdminSite,
         assert desk.text("#user-email") == "hr@acme.example"
         assert desk.text("#credits-available") == "3"
         assert desk.text("#progress") == "6"
-        wait_until(lambda: _charts_drawn(desk), 20, "the four charts")
+        wait_until(lambda: _charts_drawn(desk), 20, "the five charts")
         assert "雲株式会社" not in desk.text("body")
         desk.screenshot("admin-02-dashboard")
 
@@ -207,7 +208,7 @@ def test_a_company_admin_logs_in_redeems_and_exports(admin_site: AdminSite,
         p.type_into("#email", "hr@acme.example")
         p.type_into("#password", PASSWORD)
         p.tap_and_wait("#login", "#card-credits")
-        wait_until(lambda: _charts_drawn(p), 20, "the four charts on the phone")
+        wait_until(lambda: _charts_drawn(p), 20, "the five charts on the phone")
         assert p.page_width() <= PHONE_WIDTH, f"the page is {p.page_width()} px wide"
         p.screenshot("admin-05-dashboard-phone")
         assert p.console_errors() == []
