@@ -84,10 +84,12 @@ def test_a_group_of_four_is_left_out_and_no_subtraction_reveals_it(world: Outcom
     hidden = r["outcomes"]["candidates"] - sum(
         row["candidates"] for row in jobs.values() if not row["suppressed"])
     assert hidden >= K
-    # A group of exactly 5 shows its counts: the channel web.
+    # Every table is a sum of the same cells (job, channel and stage together): the
+    # channel web is 営業's cell alone, held back as in the job table; fair shows 開発's 6
+    # of its 10 (partial), never 経理's 4 as fair less 開発.
     channels = _named(r["analytics"]["by_channel"])
-    assert channels["web"]["placed"] == 5 and channels["web"]["placed_rate"] == 1.0
-    assert channels["fair"]["candidates"] == 10
+    assert channels["web"]["suppressed"] and channels["web"]["reason"] == "held_back"
+    assert channels["fair"]["candidates"] == 6 and channels["fair"]["partial"]
     # The table and the CSV say it in words, never the number.
     assert reports.flat(r)["outcomes_placed"] == 5
 
@@ -125,9 +127,10 @@ def test_each_forward_counts_once_with_its_latest_status(world: Outcomes) -> Non
     out = world.full()["outcomes"]
     assert (out["registered"], out["interviewing"], out["placed"], out["not_placed"]) == \
         (2, 1, 1, 1)
-    # As of the period's end: on the first day forward 0 was only registered, 2 placed.
-    first = world.full(until=day)["outcomes"]
-    assert (first["registered"], first["placed"], first["not_placed"]) == (3, 1, 0)
+    # As of the end of the period's last month, whatever day it names: a period ending on
+    # the first day does not replay that day's statuses (3 registered, 1 placed then), which
+    # would tell on which day one candidate's status changed (attack review).
+    assert world.full(until=day)["outcomes"] == out
 
 
 def test_the_cli_prints_outcomes_and_analytics(world: Outcomes, tmp_path: Path) -> None:
@@ -144,7 +147,8 @@ def test_the_cli_prints_outcomes_and_analytics(world: Outcomes, tmp_path: Path) 
     jobs = _named(row["analytics"]["by_job"])
     assert jobs["経理"]["suppressed"] is True and jobs["経理"]["candidates"] is None
     assert jobs["営業"]["suppressed"] is True  # held back: 9 - 5 would be 4
-    assert _named(row["analytics"]["by_channel"])["web"]["candidates"] == 9
+    # web is the same two cells (job, channel and stage together): held back as well.
+    assert _named(row["analytics"]["by_channel"])["web"]["candidates"] is None
     csv = run_cli("report", "--config", str(config), "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     header, line = csv.stdout.splitlines()[:2]
@@ -193,7 +197,10 @@ def test_the_admin_page_csv_and_chart_show_a_group_of_four_as_fewer_than_five(
         assert "<th scope=\"row\">経理</th>" in jobs and "5人未満" in jobs
         assert "非公開（差し引き防止）" in jobs  # 営業, else 15 - 6 - 5 = 4
         channels = page.text.split('id="outcomes-channels"')[1].split("</table>")[0]
-        assert '<td class="num">5</td>' in channels  # web's 5 placed: a group of 9
+        # The cells are job, channel and stage together: web's are 営業's 5 (held back)
+        # and 経理's 4, so web shows nothing; fair shows 開発's 6 of its 10.
+        assert '<td class="num">5</td>' not in channels and "非公開（差し引き防止）" in channels
+        assert '<td class="num">6</td>' in channels
         header, *rows = _csv(admin.get("/admin/export/outcomes-jobs.csv"))
         by_name = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
         assert by_name["経理"]["登録"] == "5人未満" and by_name["経理"]["案内"] == "4"
@@ -205,3 +212,23 @@ def test_the_admin_page_csv_and_chart_show_a_group_of_four_as_fewer_than_five(
         assert admin.get("/admin/export/outcomes-nope.csv").status == 404
         admin.login("hr@kumo.example")
         assert admin.get("/admin/export/outcomes-jobs.csv?company=acme").status == 404
+
+
+def test_a_job_less_a_stage_reveals_no_one_the_company_placed_in_both(world: Outcomes) -> None:
+    """The attack review's differencing: the company names jobs and stages itself, puts one
+    target in job A at stage S2 beside six in A at S1 and six in B at S2.  With cells of
+    each dimension alone, job A (7) less stage S1 (6) was the target, placed.  With cells
+    of job, channel and stage together the target's cell (1) is left out with the next
+    smallest (A at S1), so A and S1 are held back and B and S2 are the same six."""
+    world.group(6, "registered", job="A", stage="S1")
+    world.group(6, "registered", job="B", stage="S2")
+    world.group(1, "placed", job="A", stage="S2")  # the target
+    r = world.full()
+    jobs, stages = _named(r["analytics"]["by_job"]), _named(r["analytics"]["by_stage"])
+    assert jobs["A"]["suppressed"] and stages["S1"]["suppressed"]
+    assert (jobs["B"]["candidates"], jobs["B"]["placed"]) == (6, 0)
+    assert (stages["S2"]["candidates"], stages["S2"]["placed"]) == (6, 0)
+    shown = [row for row in (*jobs.values(), *stages.values()) if not row["suppressed"]]
+    total = r["outcomes"]["candidates"]
+    # Every shown row, and the total less any of them, is 0 or at least K candidates.
+    assert all(row["candidates"] >= K and total - row["candidates"] >= K for row in shown)

@@ -36,7 +36,7 @@ MAX_MONTHS = 240
 
 def candidates(conn: Any, company: str, since: dt.date, until: dt.date
                ) -> list[og.Candidate]:
-    params = {"company": company, "end_day": until.isoformat(), **og.cohort(since, until)}
+    params = {"company": company, **og.cohort(since, until)}
     return og.latest(conn.execute(og.OUTCOME_ROWS, params).fetchall())
 
 

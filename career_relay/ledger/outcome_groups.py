@@ -18,18 +18,26 @@ shown whole or left out, the same way in every report:
 
 - a month's candidates are a cell; a month of fewer than ``K`` is left out of everything
   (the ``outcomes`` totals too), so no two periods differ by a small month;
-- in each month that is shown, the candidates of one job (channel, stage) are a cell; a cell
-  of fewer than ``K`` is left out, and when the cells left out of a month hold fewer than
-  ``K`` together, the next smallest are left out too until they hold at least ``K`` (or all
-  are).  The total less what a table shows is then 0 or at least ``K`` candidates in every
-  month: no subtraction of a table from the totals, nor of one period from another, lands
-  on a group of fewer than ``K``.
+- in each month that is shown, the candidates of one job, channel *and* stage together are
+  a cell; a cell of fewer than ``K`` is left out, and when the cells left out of a month
+  hold fewer than ``K`` together, the next smallest are left out too until they hold at
+  least ``K`` (or all are).  Every table (by job, by channel, by stage) and every total is a
+  sum of the same shown cells, so the total less a table, one table less another (job A
+  less stage S1: the company names the groups, through X-Career-Relay-Job/-Stage, and an
+  attack review made a job and a stage differ by one chosen candidate that way when each
+  dimension had cells of its own), or one period less another, is a sum and difference of
+  whole cells of at least ``K``, or of the left-out cells of a month together, never a group
+  of fewer than ``K``.
 
 A row with no cell shown is ``suppressed`` (its numbers are None): ``fewer_than_5`` when the
 whole row has fewer than ``K`` candidates, ``held_back`` otherwise; a row shown without
-some of its cells is ``partial``.  Not protected: a company that knows exactly which
-candidates share two groups (a job offered through one channel only) may compare two
-tables; and figures as of two days differ by what the agency reported in between.
+some of its cells is ``partial``.
+
+**As of the end of the last month.**  Outcomes count as reported by the end of the period's
+last month, whatever day the period names: with ``until`` a day, a company could ask the
+same cohort as of every past day and learn on which day one candidate's status changed
+(attack review).  Not protected: figures read on two different days differ by what the
+agency reported in between, as any live figure does.
 """
 
 from __future__ import annotations
@@ -50,13 +58,14 @@ REGISTERED = ("registered", "interviewing", "placed", "not_placed")
 DIMENSIONS = ("job", "channel", "stage")
 FEWER, HELD_BACK = "fewer_than_5", "held_back"
 
-# The company's outcomes of the offers of the cohort's months, reported by the period's end:
+# The company's outcomes of the offers of the cohort's months, reported by the end of its
+# last month (``cohort_end_day``):
 # ``outcomes_company`` (company, at, status) finds them, the primary keys the rest.
 OUTCOME_ROWS = (
     "SELECT o.forward_id, o.status, o.at, COALESCE(x.job, ''), COALESCE(x.channel, ''),"
     " COALESCE(x.stage, ''), substr(x.created, 1, 10) FROM outcomes o"
     " JOIN forwards f ON f.id = o.forward_id JOIN offers x ON x.id = f.offer_id"
-    " WHERE o.company = :company AND o.at <= :end_day"
+    " WHERE o.company = :company AND o.at <= :cohort_end_day"
     " AND x.created >= :cohort_start AND x.created < :cohort_end")
 
 
@@ -105,22 +114,28 @@ def shown_months(candidates: Sequence[Candidate]) -> set[str]:
     return {m for m, n in sizes.items() if n >= K}
 
 
-def shown_cells(candidates: Sequence[Candidate], dimension: str,
-                months: set[str]) -> set[tuple[str, str]]:
-    """The (value, month) cells of ``dimension`` shown: see the module's docstring."""
-    sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def cell(c: Candidate) -> tuple[str, str, str, str]:
+    """The cell a candidate belongs to: its month, job, channel and stage together."""
+    return (c.month, c.job, c.channel, c.stage)
+
+
+def shown_cells(candidates: Sequence[Candidate],
+                months: set[str]) -> set[tuple[str, str, str, str]]:
+    """The cells shown (``cell``): see the module's docstring."""
+    sizes: dict[str, dict[tuple[str, str, str, str], int]] = defaultdict(
+        lambda: defaultdict(int))
     for c in candidates:
         if c.month in months:
-            sizes[c.month][getattr(c, dimension)] += 1
-    shown: set[tuple[str, str]] = set()
-    for month, cells in sizes.items():
+            sizes[c.month][cell(c)] += 1
+    shown: set[tuple[str, str, str, str]] = set()
+    for cells in sizes.values():
         # Smallest first, then by name: the same cells left out whoever asks.
         order = sorted(cells.items(), key=lambda kv: (kv[1], kv[0]))
         left = [kv for kv in order if kv[1] < K]
         rest = [kv for kv in order if kv[1] >= K]
         while left and sum(n for _, n in left) < K and rest:
             left.append(rest.pop(0))
-        shown |= {(value, month) for value, _ in rest}
+        shown |= {key for key, _ in rest}
     return shown
 
 
@@ -151,13 +166,13 @@ def by(candidates: Sequence[Candidate], dimension: str) -> dict[str, dict[str, A
     """Per value of ``dimension``: its figure (``figure``), and ``placed_days``, the days to
     placement of its candidates shown (for a median)."""
     months = shown_months(candidates)
-    cells = shown_cells(candidates, dimension, months)
+    cells = shown_cells(candidates, months)
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
         groups[getattr(c, dimension)].append(c)
     out = {}
     for value, group in groups.items():
-        shown = [c for c in group if (value, c.month) in cells]
+        shown = [c for c in group if cell(c) in cells]
         out[value] = {**figure(group, shown), "shown_months": {c.month for c in shown},
                       "placed_days": [c.days_to_placed for c in shown
                                       if c.days_to_placed is not None]}
