@@ -245,3 +245,37 @@ def test_real_responses_match_the_served_openapi_document(api: AgencyApi) -> Non
     statuses = {reply.status for _, _, reply in api.seen}
     assert statuses >= {200, 201, 400, 401, 403, 404, 422}
     _check_against_openapi(api)
+
+
+def test_under_qualify_on_registered_an_offer_s_state_tells_no_outcome(
+        make_config: ConfigMaker) -> None:
+    """Under ``ledger.qualify_on = "registered"`` an offer's ``qualified`` is the agency's
+    report on one candidate: the company API answers null, never true for the registered
+    one and false for the other (attack review)."""
+    companies = [COMPANIES[0], {**COMPANIES[1], "agency": "north"}]
+    config = make_config(site={"public_url": PUBLIC_URL, "review_window": 0},
+                         ledger={"qualify_on": "registered"}, companies=companies,
+                         api={"rate_limit": 600})
+    config.write_text(config.read_text(encoding="utf-8") + AGENCIES, encoding="utf-8")
+    api = AgencyApi(config)
+    try:
+        registered, silent = api.accepted("acme", 2)
+        api.deliver()
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        assert api.outcome(registered, {"status": "registered", "at": today}).status == 201
+        assert api.outcome(silent, {"status": "unreachable", "at": today}).status == 201
+        states = []
+        for forward_id in (registered, silent):
+            with api.ledger.read() as conn:
+                (offer_id,) = conn.execute("SELECT offer_id FROM forwards WHERE id = ?",
+                                           (forward_id,)).fetchone()
+            reply = api.request("GET", f"/api/v1/offers/{offer_id}", key="acme",
+                                route="/offers/{offer_id}")
+            assert reply.status == 200, reply.text
+            states.append(reply.json)
+        assert [s["qualified"] for s in states] == [None, None]
+        assert [s["decision"] for s in states] == ["accept", "accept"]
+        assert api.report()["qualified_forwards"] == 1  # the ledger did qualify one
+        _check_against_openapi(api)
+    finally:
+        api.close()

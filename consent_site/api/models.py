@@ -108,7 +108,12 @@ class OfferState(_Out):
     viewed: bool
     decision: Literal["accept", "decline", "withdraw", "erase"] | None = Field(
         description="The candidate's latest decision; null before any.")
-    qualified: bool = Field(description="Its forward counts toward the company's credits.")
+    qualified: bool | None = Field(description="Its forward counts toward the company's "
+                                   "credits; null when the ledger qualifies a forward only "
+                                   "once the agency reports the candidate registered "
+                                   "(ledger.qualify_on = \"registered\"): it would tell one "
+                                   "candidate's outcome, which a company sees only as counts "
+                                   "of at least 5.")
 
 
 class ReportQuery(_Strict):

@@ -118,9 +118,13 @@ async def get_offer(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "Not Found", "no such offer")
     if state.company != caller.company:
         raise ApiError(403, "Forbidden", "the offer is another company's")
+    # Under qualify_on = "registered" an offer's qualification is the agency's report on
+    # one candidate (registered or not): never the company's to read one by one (SPEC 11;
+    # attack review).
+    qualified = None if api.settings.ledger.qualify_on == "registered" else state.qualified
     return json_response(models.OfferState(
         offer_id=state.id, created=state.created, viewed=state.viewed,
-        decision=state.decision, qualified=state.qualified))  # type: ignore[arg-type]
+        decision=state.decision, qualified=qualified))  # type: ignore[arg-type]
 
 
 # -- GET /api/v1/report --------------------------------------------------------------------------
