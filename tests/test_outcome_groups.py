@@ -105,7 +105,7 @@ def test_whole_months_and_small_months_left_out_of_every_figure(world: Outcomes)
     assert r["outcomes"]["partial"]
     months = {m["month"]: m for m in r["analytics"]["monthly"]}
     assert list(months) == ["2026-04", "2026-05", "2026-06"]
-    assert months["2026-05"]["offers"] == 0 and months["2026-05"]["candidates"] == 0
+    assert months["2026-05"]["offers"] == 0 and months["2026-05"]["suppressed"]
     assert months["2026-06"]["suppressed"] and months["2026-06"]["placed"] is None
     assert months["2026-04"]["registered"] == 5
     # A period that differs by days covers the same whole months: the same figures.

@@ -148,8 +148,11 @@ def counts(group: Sequence[Candidate]) -> dict[str, int]:
 
 def figure(everyone: Sequence[Candidate], shown: Sequence[Candidate]) -> dict[str, Any]:
     """A group's counts: ``shown`` are its candidates in cells shown, ``everyone`` all of
-    them.  Suppressed: every count None, never the small number."""
-    if not shown and everyone:
+    them.  Suppressed: every count None, never the small number; a group of none is one
+    of fewer than ``K`` too (a row of zeros that turned into "fewer than 5" told the
+    company that the agency had reported on someone, and in a job of one consent, on
+    whom)."""
+    if len(everyone) < K or not shown:
         return {**{k: None for k in ("candidates", *STATUSES)}, "suppressed": True,
                 "reason": FEWER if len(everyone) < K else HELD_BACK, "partial": False}
     return {**counts(shown), "suppressed": False, "reason": None,
