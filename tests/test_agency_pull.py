@@ -87,9 +87,10 @@ class PullApi(AgencyApi):
                                     (event,)).fetchone()[0])
 
 
-def _harness(make_config: ConfigMaker, url: str, **site: Any) -> Iterator[PullApi]:
+def _harness(make_config: ConfigMaker, url: str, acme: str = "default",
+             **site: Any) -> Iterator[PullApi]:
     receiver = Agency()
-    companies = [COMPANIES[0], {**COMPANIES[1], "agency": "north"}]
+    companies = [{**COMPANIES[0], "agency": acme}, {**COMPANIES[1], "agency": "north"}]
     config = make_config(site={"public_url": PUBLIC_URL, "review_window": 0, **site},
                          ledger={"url": url}, companies=companies, api={"rate_limit": 6000})
     config.write_text(config.read_text(encoding="utf-8") + AGENCIES.format(hook=receiver.url),
@@ -107,6 +108,12 @@ def api(make_config: ConfigMaker, backend_url: str) -> Iterator[PullApi]:
 @pytest.fixture
 def sqlite_api(make_config: ConfigMaker) -> Iterator[PullApi]:
     yield from _harness(make_config, "")
+
+
+@pytest.fixture
+def both(make_config: ConfigMaker, backend_url: str) -> Iterator[PullApi]:
+    """north pulls for acme and kumo alike."""
+    yield from _harness(make_config, backend_url, acme="north")
 
 
 def test_forwards_are_delivered_only_when_the_next_page_is_asked_for(api: PullApi) -> None:
@@ -195,23 +202,111 @@ def test_the_worker_never_posts_a_pull_agency_s_forwards(api: PullApi) -> None:
     assert len(api.receiver.requests) == 2  # still only acme's, once each
 
 
-def test_a_held_forward_is_acknowledged_only_once_approved_and_given(api: PullApi) -> None:
-    (before,) = api.accepted("kumo")
-    offer = api.ledger.record_offer("kumo", "<scan@x.example>", "scanned@example.net")
+def _held(api: PullApi, company: str = "kumo") -> Any:
+    """A consent clicked by a suspected scanner: held for review; its forward."""
+    api._n += 1
+    offer = api.ledger.record_offer(company, f"<scan{api._n}@x.example>",
+                                    f"scanned{api._n}@example.net")
     scanner = Client("Mozilla/5.0 (compatible; Proofpoint URL Defense)", "198.51.100.9")
     api.consents.accept(offer, NOTICE, {"name": "候補者", "email": offer.recipient}, False,
                         scanner)
-    (held,) = [s.forward for s in api.store.forwards(offer.id)]
+    (forward,) = [s.forward for s in api.store.forwards(offer.id)]
+    return forward
+
+
+def test_one_held_consent_holds_back_no_company_s_forwards(both: PullApi) -> None:
+    """The attack review's repro: a held consent at kumo (anyone can make one through its
+    public link) used to stop north's feed, acme's forwards too, until an admin decided."""
+    (first,) = both.accepted("acme")
+    _held(both, "kumo")
+    later = both.accepted("acme", 2) + both.accepted("kumo")
+    page = both.feed(key="north", limit=10)
+    assert [i["forward_id"] for i in page.json["items"]] == [first, *later]
+    assert page.json["more"] is False
+    both.feed(page.json["next"], key="north")
+    assert both.delivered() == {first, *later}
+    assert both.report("acme")["forwards_delivered"] == 3
+
+
+def test_a_held_forward_approved_comes_late_and_is_acknowledged_after(api: PullApi) -> None:
+    (before,) = api.accepted("kumo")
+    held = _held(api)
     (after,) = api.accepted("kumo")
     seen, cursor = api.pages()
-    assert seen == [before]  # the feed stops before the held one
+    assert seen == [before, after]  # the held one skipped, not waited for
+    assert api.feed(cursor, key="north").json["items"] == []
+    assert api.delivered() == {before, after}
+    api.store.review(held.receipt_id, approve=True, by="admin")
+    assert api.delivered() == {before, after}  # visible now, but behind the cursor
+    provisions = api.entries("provision")
+    (new,) = api.accepted("kumo")
+    late = api.feed(cursor, key="north", limit=10)
+    assert [i["forward_id"] for i in late.json["items"]] == [held.id, new]  # late first
+    assert late.json["items"][0]["payload"]["forward_id"] == held.id
+    assert api.delivered() == {before, after}  # given, not yet acknowledged
+    done = api.feed(late.json["next"], key="north", limit=10)
+    assert done.json == {"items": [], "next": late.json["next"], "more": False}
+    assert api.delivered() == {before, after, held.id, new}
+    assert api.entries("provision") == provisions + 2
+    assert api.report("kumo")["qualified_forwards"] == 4
+    assert Book(api.ledger).verify()[1] is None
+
+
+def test_a_late_forward_s_lost_answer_is_given_again_never_lost(api: PullApi) -> None:
+    """A page of late forwards alone must not end at the cursor it was asked with: the same
+    cursor again is then a retry after a lost answer (the late ones come again, nothing is
+    acknowledged), and the cursor it gave acknowledges them."""
+    held = [_held(api), _held(api)]
+    seen, cursor = api.pages()
+    assert seen == []  # both held: skipped
+    ahead = api.accepted("kumo")
+    seen, cursor = api.pages(cursor)
+    assert seen == ahead  # the cursor is past the held ones now
+    api.feed(cursor, key="north")
+    for forward in reversed(held):  # approved in the other order: given in that order
+        api.store.review(forward.receipt_id, approve=True, by="admin")
+    first = api.feed(cursor, key="north", limit=1)
+    assert [i["forward_id"] for i in first.json["items"]] == [held[1].id]
+    assert first.json["more"] is True and first.json["next"] != cursor
+    lost = api.feed(cursor, key="north", limit=1)  # the answer never arrived: asked again
+    assert lost.json == first.json and api.delivered() == set(ahead)
+    second = api.feed(first.json["next"], key="north", limit=1)
+    assert [i["forward_id"] for i in second.json["items"]] == [held[0].id]
+    assert second.json["more"] is False and api.delivered() == {*ahead, held[1].id}
+    api.feed(second.json["next"], key="north", limit=1)
+    assert api.delivered() == {*ahead, held[0].id, held[1].id}
+    again = api.feed(second.json["next"], key="north", limit=1)
+    assert again.json == {"items": [], "next": second.json["next"], "more": False}
+
+
+def test_a_rejected_forward_is_never_given_nor_acknowledged(api: PullApi) -> None:
+    held = _held(api)
+    (before,) = api.accepted("kumo")
+    api.store.review(held.receipt_id, approve=False, by="admin")
+    seen, cursor = api.pages()
+    assert seen == [before]
     api.feed(cursor, key="north")
     assert api.delivered() == {before}
+    assert [s.cancelled for s in _statuses(api, held.id)] == [True]
+    assert api.entries("provision") == 1
+
+
+def test_a_webhook_agency_s_feed_skips_a_held_forward_and_goes_on(api: PullApi) -> None:
+    """East takes webhooks: its feed (to reconcile) skips the held one and lists no late
+    ones; approved, the webhook delivers it (the worker's, not the feed's)."""
+    (before,) = api.accepted("acme")
+    held = _held(api, "acme")
+    (after,) = api.accepted("acme")
+    page = api.feed(key="east", limit=10)
+    assert [i["forward_id"] for i in page.json["items"]] == [before, after]
     api.store.review(held.receipt_id, approve=True, by="admin")
-    assert api.delivered() == {before}  # visible now, but not yet given
-    seen, cursor = api.pages(cursor)
-    assert seen == [held.id, after]
-    api.feed(cursor, key="north")
+    again = api.feed(page.json["next"], key="east", limit=10)
+    assert again.json == {"items": [], "next": page.json["next"], "more": False}
+    assert [i["forward_id"] for i in api.feed(key="east", limit=10).json["items"]] == [
+        before, held.id, after]  # from the start: in its place
+    forwarder = Forwarder(api.settings, api.store)
+    api.loop.run_until_complete(forwarder.run_once())
+    assert held.id in {fid for _, fid in api.receiver.kinds()}
     assert api.delivered() == {before, held.id, after}
 
 
@@ -271,7 +366,7 @@ def test_the_feed_reads_one_index_range_on_postgresql(api: PullApi, backend_url:
     with api.ledger.read() as conn:
         conn.execute("SET enable_seqscan = off")  # a table this small would be read whole
         plan = " ".join(str(r[0]) for r in conn.execute(
-            "EXPLAIN " + outcomes.FEED_PAGE, ("north", 1, 2**62, 101)).fetchall())
+            "EXPLAIN " + outcomes.FEED_PAGE, ("north", 1, 101)).fetchall())
         conn.execute("RESET enable_seqscan")
     assert "Index Scan using forwards_agency_feed on forwards" in plan, plan
     assert "Sort" not in plan and "Bitmap" not in plan, plan

@@ -77,18 +77,23 @@ def test_the_feed_pages_in_order_without_gaps_or_duplicates(world: AgencyWorld) 
     assert world.outcomes.feed("other", 0, 100) == []
 
 
-def test_a_forward_held_for_review_holds_the_feed_back_until_decided(
-        world: AgencyWorld) -> None:
+def test_the_feed_skips_a_forward_held_for_review_and_goes_on(world: AgencyWorld) -> None:
+    """The read-only feed skips a held forward (it used to stop before it: one held consent
+    held back every later forward of the agency); approved, it is listed in its place."""
     first = _accepted(world, 1)[0]
     held = world.offer("quick@example.net")
     world.accept(held, wait=1)  # within site.review_window: held as automated
-    _accepted(world, 1, start=5)
-    assert [i.kind for i in world.outcomes.feed("default", 0, 10)] == ["consent"]
+    later = _accepted(world, 1, start=5)[0]
+    feed = world.outcomes.feed("default", 0, 10)
+    assert [i.kind for i in feed] == ["consent", "consent"]
+    assert [i.n for i in feed] == sorted(i.n for i in feed) and all(
+        i.approved == 0 for i in feed)
     (receipt_id,) = [str(r[0]) for r in world.rows(
         "SELECT id FROM receipts WHERE review IS NOT NULL")]
     world.store.review(receipt_id, approve=True, by="admin")
-    assert len(world.outcomes.feed("default", 0, 10)) == 3
-    assert first.id  # the first was there all along
+    feed = world.outcomes.feed("default", 0, 10)
+    assert len(feed) == 3 and feed[1].approved > 0  # the approval's chain entry
+    assert first.id and later.id
 
 
 def test_an_outcome_is_one_entry_idempotent_and_checked(world: AgencyWorld) -> None:

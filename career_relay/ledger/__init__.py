@@ -50,7 +50,7 @@ from career_relay.ledger.offers import (
     Rejection,
 )
 from career_relay.ledger.outcomes import STATUSES as OUTCOME_STATUSES
-from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes
+from career_relay.ledger.outcomes import FeedItem, Outcome, OutcomeRefused, Outcomes, Place
 from career_relay.ledger.rules import Rules, settings_hash_key
 from career_relay.ledger.store import Clock, new_offer_id
 from career_relay.ledger.writer import LedgerWriter
@@ -96,6 +96,7 @@ __all__ = [
     "Outcome",
     "OutcomeRefused",
     "Outcomes",
+    "Place",
     "Problem",
     "Receipt",
     "Referrals",

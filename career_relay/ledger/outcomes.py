@@ -7,13 +7,15 @@ forwards' ``rowid``, which every backend assigns under the ledger's write lock (
 one writer; PostgreSQL's advisory lock, let go only once the row is visible), so a later
 row never becomes visible before an earlier one and a cursor past a row never skips
 another.  A forward whose accept is held for review (SPEC 8) is not the agency's to see
-until an admin approves it, and never if rejected: the feed stops before the first
-forward still held, and goes on once it is decided.  A stream that waits is better than
-one with a gap (an approval would otherwise put a forward behind the agency's cursor);
-the webhook worker is not held back by it.  A consent's payload reads null once erased,
-and when it was withdrawn before it was delivered (the webhook never sends those).  For
-an agency that pulls (``deliver = "pull"``) the feed is its delivery: ``pull`` also
-acknowledges what ``after`` covers (``ledger.pulls``); for any other, ``feed`` only reads.
+until an admin approves it, and never if rejected: the feed skips it.  It used to stop
+before it, so that an approval never put a forward behind the agency's cursor, but then
+one held consent (anyone can make one through a company's public link) stopped every
+company's forwards to that agency until an admin got to it.  A consent's payload reads null
+once erased, and when it was withdrawn before it was delivered (the webhook never sends
+those).  For an agency that pulls (``deliver = "pull"``) the feed is its delivery: ``pull``
+also acknowledges what ``after`` covers, and gives first the forwards approved since the
+feed passed them (``ledger.pulls``); for any other, ``feed`` only reads and an approved
+forward the feed skipped reaches the agency by webhook or mail, as every forward does.
 
 **Outcomes.**  ``registered``, ``interviewing``, ``placed``, ``not_placed``,
 ``unreachable`` on a day, for one of the agency's consent forwards: a row of ``outcomes``
@@ -59,6 +61,18 @@ class FeedItem:
     kind: str           # consent | withdrawal | erasure
     created: str        # UTC stamp
     payload: str | None  # the webhook's body, byte for byte; None: withdrawn or erased
+    approved: int = 0   # the chain entry of its approval on review (0: never held)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an agency's cursor stands.  ``n``: the last forward given in feed order
+    (``forwards.rowid``).  ``approved``: for an agency that pulls, the chain's ``seq`` up
+    to which every approval on review is accounted for (0 for the others, and for
+    cursors made before there was one): a forward approved after the feed passed it is
+    given late, and its approval's entry orders it and tells when it was given."""
+    n: int
+    approved: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,19 +101,21 @@ class Outcomes(View):
         with self.ledger.snapshot() as conn:
             return page(conn, agency, after, limit)
 
-    def pull(self, agency: str, after: int, limit: int
-             ) -> tuple[list[FeedItem], bool, list[str]]:
+    def pull(self, agency: str, after: Place, limit: int
+             ) -> tuple[list[FeedItem], bool, list[str], Place]:
         """The feed of an agency that pulls (``deliver = "pull"``): what ``after``
         acknowledges, recorded delivered, and the page after it, marked served, in one
-        write (``ledger.pulls``).  The page (at most ``limit``), whether more is there
-        already (read, not given: not served), and the ids delivered now."""
+        write (``ledger.pulls``).  The page (at most ``limit``: first the forwards
+        approved since the feed passed them, then those after ``after.n``), whether more
+        is there already (read, not given: not served), the ids delivered now, and the
+        place the page ends at (the next cursor)."""
         now = self.ledger.now()
         with self.ledger.write() as conn:
-            done = pulls.acknowledge(conn, self.rules, agency, after, now, self.ledger.new_id)
-            found = page(conn, agency, after, limit + 1)
-            given = found[:limit]
-            pulls.mark_served(conn, agency, after, given[-1].n if given else after, now)
-        return given, len(found) > limit, done
+            done = pulls.acknowledge(conn, self.rules, agency, after.n, after.approved, now,
+                                     self.ledger.new_id)
+            given, more, place = _pull_page(conn, agency, after, limit)
+            pulls.mark_served(conn, [item.forward_id for item in given], now)
+        return given, more, done, place
 
     def record(self, agency: str, forward_id: str, status: str, at: dt.date
                ) -> tuple[Outcome, bool] | None:
@@ -159,24 +175,63 @@ class Outcomes(View):
         return {status: found.get(status, 0) for status in STATUSES}
 
 
-#: The first forward after a place still held for review: the feed stops before it.
-FEED_HELD = ("SELECT MIN(f.rowid) FROM forwards f JOIN outbox o ON o.forward_id = f.id"
-             " WHERE f.agency = ? AND f.rowid > ? AND o.held = 1")
-#: A page: agency, after, before (the first held), limit.
-FEED_PAGE = (f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD} FROM forwards f"
-             f" JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ? AND f.rowid > ?"
-             f" AND f.rowid < ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?")
+# The chain entry (seq) of the forward's approval on review; 0 for one never held.
+_APPROVAL = ("CASE WHEN r.review IS NULL THEN 0 ELSE (SELECT e.seq FROM entries e"
+             " WHERE e.company = r.company AND e.kind = 'review' AND e.ref = r.id) END")
+#: A page: agency, after, limit.  Held forwards are not _VISIBLE: the page skips them.
+FEED_PAGE = (f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD}, {_APPROVAL}"
+             f" FROM forwards f JOIN receipts r ON r.id = f.receipt_id WHERE f.agency = ?"
+             f" AND f.rowid > ? AND {_VISIBLE} ORDER BY f.rowid LIMIT ?")
+#: The late forwards of an agency that pulls: agency, place, approved, limit.  At or before
+#: the place, approved by an entry after ``approved``, not yet acknowledged (still in the
+#: outbox, which a rejection leaves at once), in the order of their approvals.  Served or
+#: not: one served in an answer the agency never got comes again for the same cursor.
+#: Read from the outbox (what waits, not every forward the agency ever had): rows leave
+#: it when delivered, so it holds the backlog the agency is about to pull anyway.
+FEED_LATE = (f"SELECT f.rowid, f.id, f.kind, f.created, {_PAYLOAD}, e.seq FROM outbox o"
+             f" JOIN forwards f ON f.id = o.forward_id JOIN receipts r ON r.id = f.receipt_id"
+             f" JOIN reviews v ON v.receipt_id = r.id AND v.decision = 'approve'"
+             f" JOIN entries e ON e.company = r.company AND e.kind = 'review'"
+             f" AND e.ref = r.id WHERE o.held = 0 AND f.agency = ? AND f.rowid <= ?"
+             f" AND e.seq > ? ORDER BY e.seq, f.rowid LIMIT ?")
 
 
 def page(conn: Any, agency: str, after: int, limit: int) -> list[FeedItem]:
-    """Up to ``limit`` of ``agency``'s forwards after place ``after``, stopping before the
-    first still held for review.  A page reads a range of ``forwards_agency_feed`` (0016);
-    the held one, the few held rows of ``outbox_due``."""
-    (held,) = conn.execute(FEED_HELD, (agency, after)).fetchone()
-    rows = conn.execute(FEED_PAGE, (agency, after, held if held is not None else 2**62,
-                                    limit)).fetchall()
-    return [FeedItem(int(n), str(fid), str(kind), str(created), payload)
-            for n, fid, kind, created, payload in rows]
+    """Up to ``limit`` of ``agency``'s forwards after place ``after``, skipping those held
+    for review.  A page reads a range of ``forwards_agency_feed`` (0016)."""
+    return _items(conn.execute(FEED_PAGE, (agency, after, limit)).fetchall())
+
+
+def _items(rows: list[Any]) -> list[FeedItem]:
+    return [FeedItem(int(n), str(fid), str(kind), str(created), payload, int(approved or 0))
+            for n, fid, kind, created, payload, approved in rows]
+
+
+def _pull_page(conn: Any, agency: str, after: Place, limit: int
+               ) -> tuple[list[FeedItem], bool, Place]:
+    """A pulling agency's page: its late forwards first, then those after the place.
+
+    The next place's ``approved`` changes whenever a late forward is given, or the same
+    cursor would come back both from an agency that got this answer and from one retrying
+    after losing it: the first must acknowledge the late forwards, the second must get them
+    again (they sit behind ``n``, so nothing else gives them).  It changes only then, or
+    when an approved forward is given in order (its acknowledgement needs it): with
+    nothing new, the cursor given comes back (SPEC 11)."""
+    late = _items(conn.execute(FEED_LATE, (agency, after.n, after.approved,
+                                           limit + 1)).fetchall())
+    if len(late) > limit:
+        # Accounted for: the approvals before the first left out.  One approval releases one
+        # forward (a receipt has one), so none is left out with an approval counted.
+        return late[:limit], True, Place(after.n, late[limit].approved - 1)
+    room = limit - len(late)
+    rest = page(conn, agency, after.n, room + 1)
+    # Every approval so far of a forward up to the new place is in this page or an earlier
+    # one: late (behind ``after.n``) or visible when the page reached it (after it).
+    now = rest[:room]
+    given = late + now
+    place = Place(now[-1].n if now else after.n,
+                  max([after.approved, *(item.approved for item in given)]))
+    return given, len(rest) > room, place
 
 
 def outcome_row(outcome: Outcome, company: str, agency: str) -> tuple[Any, ...]:

@@ -8,10 +8,16 @@ For an agency that pulls (``deliver = "pull"``) the feed is its delivery: a requ
 webhook's 2xx is, in the same write as the page it then gets (``career_relay.ledger.pulls``).
 For any other agency the feed only reads.
 
-The feed's cursor is the place of the last item given (``forwards.rowid``), with the
-agency it was given to, signed (HMAC-SHA256 with the ledger's hash key, under a purpose
-of its own): opaque to the agency, and a cursor altered, forged, or another agency's is
-a 400 rather than a page that skips or repeats forwards.
+The feed skips a forward held for review.  For an agency that pulls, one approved after
+the feed passed it comes late, at the start of a later page; for any other, the webhook or
+mail delivers it, and its read-only feed does not list it again.
+
+The feed's cursor is the place of the last item given (``forwards.rowid``) and, for an
+agency that pulls, the chain entry up to which approvals are accounted for
+(``ledger.Place``), with the agency it was given to, signed (HMAC-SHA256 with the ledger's
+hash key, under a purpose of its own): opaque to the agency, and a cursor altered, forged,
+or another agency's is a 400 rather than a page that skips or repeats forwards.  Cursors
+with no approvals part (``N.MAC``) are those made before it, and still valid.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from career_relay.ledger import AgencyKey, OutcomeRefused, settings_hash_key
+from career_relay.ledger import AgencyKey, OutcomeRefused, Place, settings_hash_key
 from consent_site.api import models
 from consent_site.api.auth import authenticate
 from consent_site.api.core import API, AgencyCaller, ApiError, json_response
@@ -45,25 +51,34 @@ async def _agency(request: web.Request) -> AgencyCaller:
     return AgencyCaller(found.id, found.agency)
 
 
-def _signature(request: web.Request, agency: str, n: int) -> str:
+def _signature(request: web.Request, agency: str, place: Place) -> str:
     key = hmac.new(settings_hash_key(request.app[API].settings), _PURPOSE,
                    hashlib.sha256).digest()
-    mac = hmac.new(key, f"{agency}\n{n}".encode(), hashlib.sha256).digest()[:16]
+    # Without an approvals part, exactly what cursors made before it signed.
+    signed = f"{agency}\n{place.n}" + (f"\n{place.approved}" if place.approved else "")
+    mac = hmac.new(key, signed.encode(), hashlib.sha256).digest()[:16]
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
-def cursor(request: web.Request, agency: str, n: int) -> str:
-    """The opaque cursor of place ``n`` in ``agency``'s feed."""
-    return f"{n}.{_signature(request, agency, n)}"
+def cursor(request: web.Request, agency: str, place: Place) -> str:
+    """The opaque cursor of ``place`` in ``agency``'s feed."""
+    approved = f"{place.approved}." if place.approved else ""
+    return f"{place.n}.{approved}{_signature(request, agency, place)}"
 
 
-def _place(request: web.Request, agency: str, given: str | None) -> int:
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+def _place(request: web.Request, agency: str, given: str | None) -> Place:
     if given is None:
-        return 0
-    n, _, mac = given.partition(".")
-    if n.isascii() and n.isdigit() and len(n) <= 18 and hmac.compare_digest(
-            mac.encode(), _signature(request, agency, int(n)).encode()):
-        return int(n)
+        return Place(0)
+    *numbers, mac = given.split(".")
+    if len(numbers) in (1, 2) and all(_number(x) for x in numbers):
+        place = Place(*(int(x) for x in numbers))
+        if (len(numbers) == 1 or place.approved) and hmac.compare_digest(
+                mac.encode(), _signature(request, agency, place).encode()):
+            return place
     raise ApiError(400, "Bad Request", "after: not a cursor this API gave this agency")
 
 
@@ -81,20 +96,20 @@ async def list_forwards(request: web.Request) -> web.StreamResponse:
     agency = api.settings.agency_by_id(caller.agency)
     if agency is not None and agency.deliver == "pull":
         # Its delivery: ``after`` acknowledges what it was given up to there (a write).
-        page, more, delivered = await api.off_loop(api.outcomes.pull, caller.agency, after,
-                                                   limit)
+        page, more, delivered, place = await api.off_loop(api.outcomes.pull, caller.agency,
+                                                          after, limit)
         if delivered:
             log.info("agency %s acknowledged %d forward(s) up to %d (key %s)",
-                     caller.agency, len(delivered), after, caller.key_id)
+                     caller.agency, len(delivered), after.n, caller.key_id)
     else:  # a webhook's or mail's agency reconciles: nothing recorded
-        found = await api.read(api.outcomes.feed, caller.agency, after, limit + 1)
+        found = await api.read(api.outcomes.feed, caller.agency, after.n, limit + 1)
         page, more = found[:limit], len(found) > limit
-    last = page[-1].n if page else after
+        place = Place(page[-1].n if page else after.n, after.approved)
     return json_response(models.Feed(items=[models.FeedItem(
         forward_id=item.forward_id, type=item.kind,  # type: ignore[arg-type]
         created=dt.datetime.fromisoformat(item.created),
         payload=None if item.payload is None else json.loads(item.payload))
-        for item in page], next=cursor(request, caller.agency, last), more=more))
+        for item in page], next=cursor(request, caller.agency, place), more=more))
 
 
 # -- POST /api/v1/agency/forwards/{forward_id}/outcome ----------------------------------------
