@@ -29,7 +29,12 @@ from consent_site.admin import ADMIN, NO_STORE, Scope, scope
 from consent_site.admin_views import ITEM_LABELS, KIND_LABELS, STATUS_LABELS, shown
 
 BOM = "\ufeff"
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "|",
+            # Full-width forms spreadsheets in Japanese locales read as the ASCII ones.
+            "\uff1d", "\uff0b", "\uff0d", "\uff20")
+#: What a spreadsheet skips before it looks for a formula: spaces (an ideographic one
+#: too), a byte order mark, zero-width characters (attack review).
+_SKIPPED = " \u3000\ufeff\u200b\u200c\u200d\u2060"
 
 FORWARD_COLUMNS = ("作成日時 (UTC)", "種類", "状況", "提供日時 (UTC)", "氏名", "メールアドレス",
                    "提供した項目", "同意記録ID", "通知文の版", "転送ID")
@@ -44,7 +49,7 @@ def cell(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return stamp(value)
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA) else text
+    return "'" + text if text.lstrip(_SKIPPED).startswith(_FORMULA) else text
 
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:

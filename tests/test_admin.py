@@ -946,3 +946,20 @@ def test_a_period_it_cannot_report_is_a_400_naming_the_field(
         assert f"{field}: " in reply.text and problem in reply.text, (path, reply.text)
     widest = admin.get("/admin/?company=acme&since=1000-01-01&until=2999-12-31")
     assert widest.status == 200
+
+
+@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", "|calc", "\tx", "\rx",
+                                   "＝1+1", "＋1", "－1", "＠SUM", " =1+1", "\u3000=SUM(1)",
+                                   "\ufeff=1+1", "\u200b=1+1"])
+def test_a_csv_cell_a_spreadsheet_would_read_as_a_formula_is_quoted(value: str) -> None:
+    """Every form a spreadsheet reads as a formula, full-width and behind white space or a
+    byte order mark too (attack review): the cell starts with an apostrophe."""
+    from consent_site.admin_exports import cell
+
+    assert cell(value) == "'" + value
+
+
+def test_a_plain_csv_cell_is_left_as_it_is() -> None:
+    from consent_site.admin_exports import cell
+
+    assert [cell(v) for v in ("営業", "a-b", "1", "候補者 =")] == ["営業", "a-b", "1", "候補者 ="]

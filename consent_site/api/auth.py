@@ -46,8 +46,9 @@ async def authenticate(request: web.Request, kind: KeyKind) -> ApiKey | AgencyKe
     other = _OTHER[kind]
     if bearer and key.startswith(_PREFIX[other]) and _owned(
             request, other, await api.checked(other, key, client)):
-        raise ApiError(403, "Forbidden", f"this is an {other} key: the {kind} routes need "
-                       f"{'a' if kind == 'company' else 'an'} {kind} key")
+        article = {"company": "a", "agency": "an"}
+        raise ApiError(403, "Forbidden", f"this is {article[other]} {other} key: the {kind} "
+                       f"routes need {article[kind]} {kind} key")
     found = await api.checked(kind, key, client) if bearer else None
     if found is None or not _owned(request, kind, found):
         wait = api.failures.take(client)
