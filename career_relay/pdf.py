@@ -27,10 +27,10 @@ from career_relay.errors import UserError
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", "--no-pdf-header-footer",
-         # The report is static HTML: no script runs, whatever a job name holds (a second
-         # wall behind the template's escaping and its Content-Security-Policy).
-         "--blink-settings=scriptEnabled=false")
+         "--disable-default-apps", "--disable-extensions", "--no-pdf-header-footer")
+# Not --blink-settings=scriptEnabled=false: with it headless Chromium 156 prints no PDF at
+# all (exit 0, no file).  The template's escaping and its Content-Security-Policy (no
+# script source) keep a job name from running as script.
 #: Chromium's stderr lines that say nothing about a failure (no D-Bus on a server).
 _NOISE = ("dbus", "Fontconfig", "bytes written to file")
 
