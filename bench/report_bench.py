@@ -68,8 +68,8 @@ from career_relay.ledger.chain import (  # noqa: E402
 )
 from career_relay.ledger.outcomes import Outcome, outcome_row  # noqa: E402
 
-GENERATOR_VERSION = 6  # 4: offers, forwards and profiles chained; 5: offers.source;
-# 6: the agency's outcomes (0014)
+GENERATOR_VERSION = 7  # 4: offers, forwards and profiles chained; 5: offers.source;
+# 6: the agency's outcomes (0014); 7: outbox.served (0016)
 CACHE = REPO / "bench" / ".cache"
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 DAYS = 360
@@ -223,7 +223,7 @@ def _accept(b: _Build, oid: str, company: str, address: str,
     at = when + dt.timedelta(seconds=rng.randrange(1, 30))
     if review is not None:
         if rng.random() < 0.2:  # nobody has looked at it yet
-            b.row("outbox", fid, 0, _stamp(when), None, 1)
+            b.row("outbox", fid, 0, _stamp(when), None, 1, None)  # served: pulls only
             return []
         approve = rng.random() < 0.3
         at = when + dt.timedelta(hours=rng.randrange(1, 48))
@@ -234,7 +234,7 @@ def _accept(b: _Build, oid: str, company: str, address: str,
             b.row("forward_events", fid, _stamp(at), "cancelled", "rejected on review")
             return []
     if at > START + dt.timedelta(days=DAYS - 1) and rng.random() < 0.5:
-        b.row("outbox", fid, 0, _stamp(at), None, 0)  # still on its way
+        b.row("outbox", fid, 0, _stamp(at), None, 0, None)  # still on its way
         return []
     out = [(_stamp(at), 0, fid, address)]
     later = rng.random()
