@@ -45,7 +45,8 @@ MAX_LIMIT = 500
 _PURPOSE = b"career-relay agency feed cursor v1"
 
 
-async def _agency(request: web.Request) -> AgencyCaller:
+async def agency_caller(request: web.Request) -> AgencyCaller:
+    """The agency whose key the request carries (401, 403 or 429 otherwise)."""
     found = await authenticate(request, "agency")
     assert isinstance(found, AgencyKey)
     return AgencyCaller(found.id, found.agency)
@@ -64,6 +65,15 @@ def cursor(request: web.Request, agency: str, place: Place) -> str:
     """The opaque cursor of ``place`` in ``agency``'s feed."""
     approved = f"{place.approved}." if place.approved else ""
     return f"{place.n}.{approved}{_signature(request, agency, place)}"
+
+
+def page_limit(given: str | None) -> int:
+    """A page's ``limit``: DEFAULT_LIMIT when not given, 422 outside 1..MAX_LIMIT."""
+    limit = DEFAULT_LIMIT if given is None else int(given)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(422, "Unprocessable Content", "invalid: limit", [models.FieldError(
+            field="limit", message=f"must be 1 to {MAX_LIMIT}")])
+    return limit
 
 
 def _number(text: str) -> bool:
@@ -86,12 +96,9 @@ def _place(request: web.Request, agency: str, given: str | None) -> Place:
 
 
 async def list_forwards(request: web.Request) -> web.StreamResponse:
-    api, caller = request.app[API], await _agency(request)
+    api, caller = request.app[API], await agency_caller(request)
     asked = valid(models.FeedQuery, dict(request.query))
-    limit = DEFAULT_LIMIT if asked.limit is None else int(asked.limit)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(422, "Unprocessable Content", "invalid: limit", [models.FieldError(
-            field="limit", message=f"must be 1 to {MAX_LIMIT}")])
+    limit = page_limit(asked.limit)
     after = _place(request, caller.agency, asked.after)
     agency = api.settings.agency_by_id(caller.agency)
     if agency is not None and agency.deliver == "pull":
@@ -116,7 +123,7 @@ async def list_forwards(request: web.Request) -> web.StreamResponse:
 
 
 async def report_outcome(request: web.Request) -> web.StreamResponse:
-    api, caller = request.app[API], await _agency(request)
+    api, caller = request.app[API], await agency_caller(request)
     asked = valid(models.OutcomeRequest, await body(request))
     try:
         day = dt.date.fromisoformat(asked.at)

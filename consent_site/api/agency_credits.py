@@ -20,24 +20,16 @@ from typing import Any
 from aiohttp import web
 
 from career_relay.errors import CreditRequestSettled, UnknownCreditRequest
-from career_relay.ledger import AgencyKey, CreditRequest
+from career_relay.ledger import CreditRequest
 from consent_site.api import models
-from consent_site.api.auth import authenticate
-from consent_site.api.core import API, AgencyCaller, ApiError, json_response
+from consent_site.api.agency import agency_caller, page_limit
+from consent_site.api.core import API, ApiError, json_response
 from consent_site.api.reading import Route, body, valid
 
 log = logging.getLogger("career_relay.api")
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
 #: A request id is rq_ and a ledger id; anything longer is no request of anyone's.
 MAX_ID = 100
-
-
-async def _agency(request: web.Request) -> AgencyCaller:
-    found = await authenticate(request, "agency")
-    assert isinstance(found, AgencyKey)
-    return AgencyCaller(found.id, found.agency)
 
 
 def _item(request: web.Request, found: CreditRequest) -> models.CreditRequestItem:
@@ -60,12 +52,9 @@ def _not_found() -> ApiError:
 
 
 async def list_credits(request: web.Request) -> web.StreamResponse:
-    api, caller = request.app[API], await _agency(request)
+    api, caller = request.app[API], await agency_caller(request)
     asked = valid(models.CreditsQuery, dict(request.query))
-    limit = DEFAULT_LIMIT if asked.limit is None else int(asked.limit)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(422, "Unprocessable Content", "invalid: limit", [models.FieldError(
-            field="limit", message=f"must be 1 to {MAX_LIMIT}")])
+    limit = page_limit(asked.limit)
     try:
         found = await api.read(functools.partial(
             api.referrals.requests_for_agency, caller.agency, state=asked.state,
@@ -83,7 +72,7 @@ async def list_credits(request: web.Request) -> web.StreamResponse:
 
 
 async def settle_credit(request: web.Request) -> web.StreamResponse:
-    api, caller = request.app[API], await _agency(request)
+    api, caller = request.app[API], await agency_caller(request)
     asked = valid(models.CreditSettle, await body(request))
     request_id = request.match_info["credit_id"]
     if len(request_id) > MAX_ID:
