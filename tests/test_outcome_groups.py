@@ -21,9 +21,10 @@ from tests.test_outcomes import AgencyWorld
 
 
 class Outcomes(AgencyWorld):
-    def group(self, n: int, status: str, job: str = "", channel: str = "",
+    def group(self, n: int, status: str | None, job: str = "", channel: str = "",
               stage: str = "") -> list[str]:
-        """``n`` candidates of one job, channel and stage, forwarded and reported ``status``."""
+        """``n`` candidates of one job, channel and stage, forwarded and reported ``status``
+        (None: not reported on)."""
         offers = []
         for _ in range(n):
             self._n += 1
@@ -36,7 +37,7 @@ class Outcomes(AgencyWorld):
         made = [str(r[0]) for r in self.rows(
             "SELECT f.id FROM forwards f WHERE f.kind = 'consent' AND f.offer_id IN ("
             + ", ".join("?" * n) + ")", *[o.id for o in offers])]
-        for forward in made:
+        for forward in made if status is not None else ():
             assert self.outcomes.record("default", forward, status, self.now.date())
         return made
 
@@ -232,3 +233,45 @@ def test_a_job_less_a_stage_reveals_no_one_the_company_placed_in_both(world: Out
     total = r["outcomes"]["candidates"]
     # Every shown row, and the total less any of them, is 0 or at least K candidates.
     assert all(row["candidates"] >= K and total - row["candidates"] >= K for row in shown)
+
+
+def _shape(report: dict[str, Any]) -> dict[str, Any]:
+    """What a table shows of each row but its status counts: which rows, suppressed or not,
+    why, partial or not, and of how many candidates."""
+    return {table: {row["name"] if "name" in row else row["month"]:
+                    (row["suppressed"], row["reason"], row["partial"], row["candidates"])
+                    for row in report["analytics"][table]}
+            for table in ("by_job", "by_channel", "by_stage", "monthly")}
+
+
+def test_an_outcome_on_a_candidate_alone_in_a_cell_moves_no_row(world: Outcomes) -> None:
+    """The second attack review: with groups of the candidates reported on, one candidate
+    alone in a cell (job eng, channel solo) turned a neighbouring row held back or partial
+    when the agency reported on them.  Groups are of the candidates forwarded: an outcome
+    changes status counts only, in rows of at least 5."""
+    world.group(5, "registered", job="eng", channel="web")
+    world.group(5, "registered", job="ops", channel="web")
+    (target,) = world.group(1, None, job="eng", channel="solo")
+    before = world.full()
+    assert world.outcomes.record("default", target, "placed", world.now.date())
+    after = world.full()
+    assert _shape(after) == _shape(before)
+    assert after["outcomes"]["candidates"] == before["outcomes"]["candidates"] == 11
+    jobs = _named(after["analytics"]["by_job"])
+    assert jobs["eng"]["placed"] in (None, 0)  # the target's cell is never shown
+
+
+def test_a_month_reads_the_same_whatever_period_ends_the_report(world: Outcomes) -> None:
+    """The second attack review: with outcomes as of the period's (last month's) end, the
+    same month as of two ends differed by one candidate's new status.  They count as of now."""
+    world.group(5, "registered", job="eng")
+    world.group(5, "registered", job="ops")
+    (target,) = world.group(1, None, job="eng", channel="solo")
+    month_end = world.now.date().replace(day=28)
+    world.tick(40 * 86400)
+    assert world.outcomes.record("default", target, "placed", world.now.date())
+    early = world.full(until=month_end)
+    late = world.full()
+    first = early["analytics"]["monthly"][0]
+    assert first == next(m for m in late["analytics"]["monthly"] if m["month"] == first["month"])
+    assert early["outcomes"] == late["outcomes"]

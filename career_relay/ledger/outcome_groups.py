@@ -1,12 +1,18 @@
 """What a company may see of the outcomes its agency reports (SPEC 8 ``outcomes``, SPEC 11;
 issue 15 items 4 and 5): counts only, of groups of at least ``K`` candidates.
 
-**Who is counted.**  A candidate is one consent forward: each appears once per group, with
-its *latest* status as of the period's end: the outcome with the latest day ``at`` (the
-agency's correction, "placed" then "not_placed", wins), and on one day the furthest along
-(``RANK``).  So the statuses of a group add up to its candidates; ``unreachable`` counts as
-a candidate too.  A candidate belongs to the month of the rejection (the offer), its job,
-channel and stage (X-Career-Relay-Job, -Channel, -Stage; '' when the mail named none).
+**Who is counted.**  A candidate is one consent forward of the company (not cancelled: not
+withdrawn before the agency had it, not rejected on review), whether or not the agency has
+reported on it: the groups, and so which of them are shown, are made of the candidates the
+company already knows it forwarded, never of those the agency reported on.  Groups made of
+the reported ones changed shape when one candidate alone in a cell got an outcome (a
+neighbouring row turned held back or partial: an attack review read from it that the
+agency had reported on that one person).  Each candidate appears once per group, with its
+*latest* status: the outcome with the latest day ``at`` (the agency's correction, "placed"
+then "not_placed", wins), and on one day the furthest along (``RANK``); none yet: counted
+in ``candidates`` and in no status.  A candidate belongs to the month of the rejection (the
+offer), its job, channel and stage (X-Career-Relay-Job, -Channel, -Stage; '' when the mail
+named none).
 
 **The cohort is whole months.**  The figures are of the offers of every calendar month the
 period touches (2026-03-10 to 2026-06-20: March to June), never of single days: with days,
@@ -33,11 +39,12 @@ A row with no cell shown is ``suppressed`` (its numbers are None): ``fewer_than_
 whole row has fewer than ``K`` candidates, ``held_back`` otherwise; a row shown without
 some of its cells is ``partial``.
 
-**As of the end of the last month.**  Outcomes count as reported by the end of the period's
-last month, whatever day the period names: with ``until`` a day, a company could ask the
-same cohort as of every past day and learn on which day one candidate's status changed
-(attack review).  Not protected: figures read on two different days differ by what the
-agency reported in between, as any live figure does.
+**As of now.**  Outcomes count as reported up to now, whatever period is asked: every report
+read at one moment gives a month the same figures.  With an "as of" that moved with the
+period (its end, or the end of its last month), two reports of the same month as of two
+dates differed by one candidate's new status (attack reviews).  Not protected: figures
+read on two different days differ by what the agency reported in between, as any live
+figure does.
 """
 
 from __future__ import annotations
@@ -58,15 +65,19 @@ REGISTERED = ("registered", "interviewing", "placed", "not_placed")
 DIMENSIONS = ("job", "channel", "stage")
 FEWER, HELD_BACK = "fewer_than_5", "held_back"
 
-# The company's outcomes of the offers of the cohort's months, reported by the end of its
-# last month (``cohort_end_day``):
-# ``outcomes_company`` (company, at, status) finds them, the primary keys the rest.
+# The company's consent forwards of the offers of the cohort's months, each with every outcome
+# the agency reported on it (none: one row of NULLs): ``forwards_company`` (company, created)
+# finds them, the primary keys and ``outcomes``' UNIQUE (forward_id, ...) the rest.
 OUTCOME_ROWS = (
-    "SELECT o.forward_id, o.status, o.at, COALESCE(x.job, ''), COALESCE(x.channel, ''),"
-    " COALESCE(x.stage, ''), substr(x.created, 1, 10) FROM outcomes o"
-    " JOIN forwards f ON f.id = o.forward_id JOIN offers x ON x.id = f.offer_id"
-    " WHERE o.company = :company AND o.at <= :cohort_end_day"
-    " AND x.created >= :cohort_start AND x.created < :cohort_end")
+    "SELECT f.id, o.status, o.at, COALESCE(x.job, ''), COALESCE(x.channel, ''),"
+    " COALESCE(x.stage, ''), substr(x.created, 1, 10) FROM forwards f"
+    " JOIN offers x ON x.id = f.offer_id LEFT JOIN outcomes o ON o.forward_id = f.id"
+    " WHERE f.company = :company AND f.kind = 'consent' AND f.created >= :cohort_start"
+    " AND x.created >= :cohort_start AND x.created < :cohort_end"
+    " AND NOT EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
+    " AND e.event = 'cancelled')")
+#: A candidate the agency has not reported on yet.
+NONE = ""
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class Candidate:
     job: str
     channel: str
     stage: str
-    status: str           # the latest (see the module's docstring)
+    status: str           # the latest (see the module's docstring); NONE: no report yet
     days_to_placed: int | None  # offer day to the day ``placed``, when that is the status
 
 
@@ -93,13 +104,15 @@ def latest(rows: Iterable[Sequence[Any]]) -> list[Candidate]:
     """One ``Candidate`` per forward from ``OUTCOME_ROWS``' rows."""
     best: dict[str, tuple[str, int, Sequence[Any]]] = {}
     for row in rows:
-        forward, status, at = str(row[0]), str(row[1]), str(row[2])
-        key = (at, RANK[status])
+        forward = str(row[0])
+        status, at = (NONE, "") if row[1] is None else (str(row[1]), str(row[2]))
+        key = (at, RANK.get(status, -1))
         if forward not in best or key > best[forward][:2]:
-            best[forward] = (at, RANK[status], row)
+            best[forward] = (at, key[1], row)
     out = []
     for at, _, row in best.values():
-        status, offered = str(row[1]), dt.date.fromisoformat(str(row[6]))
+        status = NONE if row[1] is None else str(row[1])
+        offered = dt.date.fromisoformat(str(row[6]))
         days = (dt.date.fromisoformat(at) - offered).days if status == "placed" else None
         out.append(Candidate(str(row[6])[:7], str(row[3]), str(row[4]), str(row[5]),
                              status, days))
@@ -142,7 +155,8 @@ def shown_cells(candidates: Sequence[Candidate],
 def counts(group: Sequence[Candidate]) -> dict[str, int]:
     found = {s: 0 for s in STATUSES}
     for c in group:
-        found[c.status] += 1
+        if c.status != NONE:
+            found[c.status] += 1
     return {"candidates": len(group), **found}
 
 
