@@ -154,7 +154,8 @@ def _bad(name: str, message: str) -> ApiError:
                     [models.FieldError(field=name, message=message)])
 
 
-_AGENCY_ONLY: dict[int, tuple[str, Any]] = {
+#: Every agency route's 403 (its OpenAPI entry).
+AGENCY_ONLY: dict[int, tuple[str, Any]] = {
     403: ("A company's key: the agency routes take an agency's key", models.Problem)}
 
 ROUTES: tuple[Route, ...] = (
@@ -165,7 +166,7 @@ ROUTES: tuple[Route, ...] = (
                     "(`deliver = \"pull\"`), `after` acknowledges every forward it was given "
                     "up to there: each is then delivered", models.Feed),
               400: ("`after` is not a cursor this API gave this agency", models.Problem),
-              422: ("A bad limit (named in errors)", models.Problem), **_AGENCY_ONLY}),
+              422: ("A bad limit (named in errors)", models.Problem), **AGENCY_ONLY}),
     Route("POST", "/agency/forwards/{forward_id}/outcome", report_outcome,
           "Report what became of a forwarded candidate (SPEC 11)",
           body=models.OutcomeRequest, path_params=("forward_id",), responses={
@@ -178,5 +179,5 @@ ROUTES: tuple[Route, ...] = (
               415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors): an unknown status, a day "
                     "before the forward or after tomorrow", models.Problem),
-              **_AGENCY_ONLY}),
+              **AGENCY_ONLY}),
 )

@@ -15,14 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from typing import Any
 
 from aiohttp import web
 
 from career_relay.errors import CreditRequestSettled, UnknownCreditRequest
 from career_relay.ledger import CreditRequest
 from consent_site.api import models
-from consent_site.api.agency import agency_caller, page_limit
+from consent_site.api.agency import AGENCY_ONLY, agency_caller, page_limit
 from consent_site.api.core import API, ApiError, json_response
 from consent_site.api.reading import Route, body, valid
 
@@ -95,9 +94,6 @@ async def settle_credit(request: web.Request) -> web.StreamResponse:
     return json_response(_item(request, done))
 
 
-_AGENCY_ONLY: dict[int, tuple[str, Any]] = {
-    403: ("A company's key: the agency routes take an agency's key", models.Problem)}
-
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/agency/credits", list_credits,
           "The free referrals companies asked of this agency, oldest first (SPEC 11)",
@@ -105,7 +101,7 @@ ROUTES: tuple[Route, ...] = (
               200: ("A page; `next` goes on from its last item", models.CreditRequests),
               400: ("`after` is not a request of this agency", models.Problem),
               422: ("A bad state or limit (named in errors)", models.Problem),
-              **_AGENCY_ONLY}),
+              **AGENCY_ONLY}),
     Route("POST", "/agency/credits/{credit_id}", settle_credit,
           "Answer a free referral request: fulfilled (the referral was made) or cancelled "
           "(SPEC 11)", body=models.CreditSettle, path_params=("credit_id",), responses={
@@ -117,5 +113,5 @@ ROUTES: tuple[Route, ...] = (
               413: ("The body is too large", models.Problem),
               415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem),
-              **_AGENCY_ONLY}),
+              **AGENCY_ONLY}),
 )
