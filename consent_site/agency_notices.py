@@ -47,18 +47,5 @@ async def run_once(forwarder: Forwarder) -> int:
 
 
 async def _handle(forwarder: Forwarder, notice: Notice, send: Sender, head: str) -> None:
-    attempt = notice.attempts + 1
-    agency = forwarder.settings.agency_by_id(notice.agency)
-    if agency is None:  # never claimed so (run_once): a backstop, not a detour
-        raise ValueError(f"notice {notice.id}: no agency {notice.agency!r}")
-    outcome = await forwarder.attempt(agency, notice, notice.payload, head, send, attempt)
-    if outcome.delivered:
-        await asyncio.to_thread(forwarder.notices.delivered, notice.id, outcome.detail)
-        log.info("notice %s (%s): delivered on attempt %d (%s)", notice.id, notice.kind,
-                 attempt, outcome.detail)
-        return
-    retry_in = forwarder.retry_in(agency, notice.attempts)
-    await asyncio.to_thread(forwarder.notices.failed, notice.id, outcome.detail, retry_in)
-    level = logging.WARNING if outcome.needs_attention else logging.INFO
-    log.log(level, "notice %s (%s): attempt %d failed (%s); retry in %d s", notice.id,
-            notice.kind, attempt, outcome.detail, retry_in)
+    await forwarder.send_one("notice", notice, notice.agency, notice.attempts,
+                             notice.payload, head, send, forwarder.notices)

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
+from typing import Protocol
 
 import aiohttp
 
@@ -70,6 +71,15 @@ Stop = Callable[[], Awaitable[None]]
 #: Sends one forward's (or notice's) body, to its agency, with the ledger head of its round
 #: (``<n>:<hash>``).
 Sender = Callable[[AgencyEntrySettings, Sent, bytes, str], Awaitable[Outcome]]
+
+
+class Book(Protocol):
+    """Where an attempt's result is recorded: the outbox (``ConsentLedger``) for forwards,
+    ``Notices`` for the notices that are not."""
+
+    def delivered(self, item_id: str, detail: str = "", /) -> None: ...
+
+    def failed(self, item_id: str, detail: str, retry_in: float, /) -> None: ...
 
 
 class Forwarder:
@@ -247,7 +257,6 @@ class Forwarder:
         return self.store.ledger.head_text()
 
     async def _handle(self, forward: Forward, send: Sender, head: str) -> None:
-        attempt = forward.attempts + 1
         if forward.payload is None:
             # Erased while it was in flight (ledger_consent._erase): the agency must
             # not receive what it would only be told to delete.
@@ -255,20 +264,29 @@ class Forwarder:
             log.info("forward %s (%s): cancelled, erased before delivery", forward.id,
                      forward.kind)
             return
-        agency = self.settings.agency_by_id(forward.agency)
+        await self.send_one("forward", forward, forward.agency, forward.attempts,
+                            forward.payload, head, send, self.store)
+
+    async def send_one(self, what: str, sent: Sent, agency_id: str, attempts: int,
+                       payload: str, head: str, send: Sender, book: Book) -> None:
+        """One attempt at a forward or a notice (``what``) to its agency, recorded in
+        ``book`` (the outbox, or the notices): delivered, or failed and due again by the
+        agency's retry schedule."""
+        attempt = attempts + 1
+        agency = self.settings.agency_by_id(agency_id)
         if agency is None:  # never claimed so (run_once): a backstop, not a detour
-            raise ValueError(f"forward {forward.id}: no agency {forward.agency!r}")
-        outcome = await self.attempt(agency, forward, forward.payload, head, send, attempt)
+            raise ValueError(f"{what} {sent.id}: no agency {agency_id!r}")
+        outcome = await self.attempt(agency, sent, payload, head, send, attempt)
         if outcome.delivered:
-            await asyncio.to_thread(self.store.delivered, forward.id, outcome.detail)
-            log.info("forward %s (%s): delivered on attempt %d (%s)", forward.id, forward.kind,
+            await asyncio.to_thread(book.delivered, sent.id, outcome.detail)
+            log.info("%s %s (%s): delivered on attempt %d (%s)", what, sent.id, sent.kind,
                      attempt, outcome.detail)
             return
-        retry_in = self.retry_in(agency, forward.attempts)
-        await asyncio.to_thread(self.store.failed, forward.id, outcome.detail, retry_in)
+        retry_in = self.retry_in(agency, attempts)
+        await asyncio.to_thread(book.failed, sent.id, outcome.detail, retry_in)
         level = logging.WARNING if outcome.needs_attention else logging.INFO
-        log.log(level, "forward %s (%s): attempt %d failed (%s); retry in %d s", forward.id,
-                forward.kind, attempt, outcome.detail, retry_in)
+        log.log(level, "%s %s (%s): attempt %d failed (%s); retry in %d s", what, sent.id,
+                sent.kind, attempt, outcome.detail, retry_in)
 
     async def attempt(self, agency: AgencyEntrySettings, sent: Sent, payload: str, head: str,
                       send: Sender, attempt: int) -> Outcome:
