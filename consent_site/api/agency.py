@@ -36,7 +36,7 @@ from career_relay.ledger import AgencyKey, OutcomeRefused, Place, settings_hash_
 from consent_site.api import models
 from consent_site.api.auth import authenticate
 from consent_site.api.core import API, AgencyCaller, ApiError, json_response
-from consent_site.api.reading import Route, body, valid
+from consent_site.api.reading import BODY_ERRORS, Route, body, valid
 
 log = logging.getLogger("career_relay.api")
 
@@ -173,11 +173,8 @@ ROUTES: tuple[Route, ...] = (
               201: ("The outcome, recorded now (a ledger entry)", models.OutcomeRecorded),
               200: ("The same status and day were recorded before: the same outcome",
                     models.OutcomeRecorded),
-              400: ("Malformed: not JSON", models.Problem),
               404: ("No consent forward of this agency has this id", models.Problem),
-              413: ("The body is too large", models.Problem),
-              415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors): an unknown status, a day "
                     "before the forward or after tomorrow", models.Problem),
-              **AGENCY_ONLY}),
+              **BODY_ERRORS, **AGENCY_ONLY}),
 )

@@ -23,7 +23,7 @@ from career_relay.ledger import CreditRequest
 from consent_site.api import models
 from consent_site.api.agency import AGENCY_ONLY, agency_caller, page_limit
 from consent_site.api.core import API, ApiError, json_response
-from consent_site.api.reading import Route, body, valid
+from consent_site.api.reading import BODY_ERRORS, Route, body, valid
 
 log = logging.getLogger("career_relay.api")
 
@@ -107,11 +107,8 @@ ROUTES: tuple[Route, ...] = (
           "(SPEC 11)", body=models.CreditSettle, path_params=("credit_id",), responses={
               200: ("The request as it stands now (also for the same answer again)",
                     models.CreditRequestItem),
-              400: ("Malformed: not JSON", models.Problem),
               404: ("No request of this agency has this id", models.Problem),
               409: ("The request was answered otherwise already", models.Problem),
-              413: ("The body is too large", models.Problem),
-              415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem),
-              **AGENCY_ONLY}),
+              **BODY_ERRORS, **AGENCY_ONLY}),
 )

@@ -18,6 +18,11 @@ from consent_site.api.core import ApiError
 
 #: The largest request body taken (a request is a few hundred bytes).
 MAX_BODY = 16 * 1024
+#: What ``body`` answers for a body it refuses: each route that reads one lists them.
+BODY_ERRORS: dict[int, tuple[str, type[BaseModel] | None]] = {
+    400: ("Malformed: not JSON", models.Problem),
+    413: ("The body is too large", models.Problem),
+    415: ("The body is not application/json", models.Problem)}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

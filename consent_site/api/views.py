@@ -35,7 +35,7 @@ from career_relay.tokens import OFFER_ID, link
 from consent_site.api import models
 from consent_site.api.auth import authenticate, client_of
 from consent_site.api.core import API, ApiError, Caller, json_response
-from consent_site.api.reading import Route
+from consent_site.api.reading import BODY_ERRORS, Route
 from consent_site.api.reading import body as _body
 from consent_site.api.reading import valid as _valid
 
@@ -186,12 +186,11 @@ ROUTES: tuple[Route, ...] = (
               201: ("The offer, made now", models.OfferCreated),
               200: ("The offer made before for the same Idempotency-Key, or the same "
                     "message_id and recipient", models.OfferCreated),
+              **BODY_ERRORS,
               400: ("Malformed: not JSON, or a bad Idempotency-Key", models.Problem),
               409: ("The message_id and recipient belong to mail not made through the API "
                     "(relayed, or the company link's): nothing made, no link answered",
                     models.Problem),
-              413: ("The body is too large", models.Problem),
-              415: ("The body is not application/json", models.Problem),
               422: ("A field failed validation (named in errors)", models.Problem)}),
     Route("GET", "/offers/{offer_id}", get_offer, "An offer's state (no personal data)",
           path_params=("offer_id",), responses={
