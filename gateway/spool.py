@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from career_relay.errors import DamagedSpoolFile, SpoolError, UserError
+from gateway import retry_requests
 from gateway.envelope import Envelope, State, owner
 from gateway.journal import (
     Journal,
@@ -304,56 +305,11 @@ class Spool:
         """Ask the running workers to try these messages now (all of them: ["*"]).
 
         Only the worker that owns a message changes its state, so a request
-        never races with a delivery; appending a line is atomic (O_APPEND).
-        """
-        by_worker: dict[int, list[str]] = {}
-        for queue_id in queue_ids:
-            targets = range(self.workers) if queue_id == "*" else [owner(queue_id, self.workers)]
-            for worker in targets:
-                by_worker.setdefault(worker, []).append(queue_id)
-        for worker, ids in by_worker.items():
-            _append_request(self.root / f"retry-{worker:03d}",
-                            "".join(f"{i}\n" for i in ids).encode())
+        never races with a delivery (``gateway.retry_requests``)."""
+        retry_requests.request(self.root, self.workers, queue_ids)
 
     def take_retry_requests(self, worker: int) -> set[str]:
-        path = self.root / f"retry-{worker:03d}"
-        taken = path.with_name(path.name + ".taken")
-        try:
-            os.rename(path, taken)  # requests appended from now on go to a new file
-        except FileNotFoundError:
-            return set()
-        fd = os.open(taken, os.O_RDONLY)
-        try:
-            # A writer that found the file under its name before the rename holds its
-            # lock while it appends: wait for it (``_append_request``).
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with os.fdopen(os.dup(fd), "rb") as f:
-                ids = set(f.read().decode("ascii", "replace").split())
-            taken.unlink()
-        finally:
-            os.close(fd)
-        return ids
-
-
-def _append_request(path: Path, line: bytes) -> None:
-    """Append to a request file that its worker renames away to read (``take_retry_requests``).
-
-    Under the file's lock, and only while the path still names the file opened: a request
-    written to a file the worker had already renamed, read and unlinked would be lost (a
-    `queue retry` that did nothing, seen under load).  Renamed meanwhile: open the new one."""
-    while True:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                named = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                named = False
-            if named:
-                os.write(fd, line)
-                return
-        finally:
-            os.close(fd)  # the lock goes with it
+        return retry_requests.take(self.root, worker)
 
 
 def _write_synced(path: Path, chunks: list[bytes]) -> None:
