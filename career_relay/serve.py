@@ -34,10 +34,15 @@ log = logging.getLogger("career_relay")
 SHUTDOWN_TIMEOUT = 30.0
 
 
+def gateway_workers(settings: Settings) -> int:
+    """The gateway's worker processes: ``gateway.workers``, or one a CPU (0)."""
+    return settings.gateway.workers or len(os.sched_getaffinity(0))
+
+
 def run(settings: Settings, *, smtp: bool, site: bool, worker: int,
          supervisor: int | None = None) -> int:
     logs.configure(settings.log)
-    workers = (settings.gateway.workers or len(os.sched_getaffinity(0))) if smtp else 1
+    workers = gateway_workers(settings) if smtp else 1
     if worker == 0 and supervisor is None:
         if site or (smtp and settings.companies):
             _migrate_ledger(settings)
@@ -260,7 +265,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from gateway import queue_admin
     from gateway.spool import Spool
 
-    spool = Spool(ledger_commands.load(args).queue.dir)
+    settings = ledger_commands.load(args)
+    # As many workers as the gateway runs: a retry request goes to the file of the worker
+    # that owns the message (every worker's for all), and with one assumed, `queue retry`
+    # reached worker 0 alone (a deferred message of another worker waited its schedule).
+    spool = Spool(settings.queue.dir, workers=gateway_workers(settings))
     if args.action == "list":
         print(queue_admin.format_rows(queue_admin.list_queue(spool)))
         note = queue_admin.corrupt_note(spool)

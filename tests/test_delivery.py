@@ -9,6 +9,7 @@ import logging
 import smtplib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -363,3 +364,23 @@ def test_an_internal_error_on_every_attempt_still_expires_at_max_age(
         assert [m for m in sink.messages if m.rcpts == ["stuck@example.net"]] == []
     finally:
         gw.stop()
+
+
+def test_queue_retry_asks_every_worker_the_gateway_runs(make_config: ConfigMaker,
+                                                         tmp_path: Path) -> None:
+    """`queue retry` writes a request for each of `gateway.workers` (it assumed one: a
+    deferred message of worker 1 waited its whole schedule; test_metrics saw it under
+    load), and for one id the request of the worker that owns it."""
+    from gateway.envelope import new_id
+    from gateway.retry_requests import take
+
+    config = make_config(gateway={"workers": 3}, queue={"dir": str(tmp_path / "spool")})
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    assert run_cli("queue", "retry", "--config", str(config)).returncode == 0
+    assert [take(spool_dir, w) for w in range(3)] == [{"*"}, {"*"}, {"*"}]
+    queue_id = new_id(2, 3)  # one of worker 2's
+    (spool_dir / "queue").mkdir()
+    (spool_dir / "queue" / queue_id).write_bytes(b"")
+    assert run_cli("queue", "retry", queue_id, "--config", str(config)).returncode == 0
+    assert [take(spool_dir, w) for w in range(3)] == [set(), set(), {queue_id}]
