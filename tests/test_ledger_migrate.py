@@ -29,6 +29,7 @@ from career_relay.ledger import (
     Book,
     CopyRefused,
     Ledger,
+    Outcomes,
     Rules,
     copy_to,
     open_configured,
@@ -72,7 +73,16 @@ def _history(tmp_path: Path) -> World:
     held = world.accept(world.offer("scanned@example.net"), ua="python-requests/2.31")
     world.store.review(held.id, approve=True, by="ops@relay.example")
     world.deliver()
-    world.book.redeem("acme", by="hr", note="中途採用に利用")
+    # What the agency reported on three of them, one corrected on the same day.
+    with world.ledger.read() as conn:
+        forwards = [str(r[0]) for r in conn.execute(
+            "SELECT id FROM forwards WHERE company = 'acme' AND kind = 'consent'"
+            " ORDER BY rowid LIMIT 3")]
+    outcomes, today = Outcomes(world.ledger, world.book.rules), world.ledger.now().date()
+    for forward, status in zip(forwards, ("registered", "placed", "unreachable"), strict=True):
+        assert outcomes.record("default", forward, status, today) is not None
+    assert outcomes.record("default", forwards[1], "interviewing", today) is not None
+    world.book.redeem("acme", by="hr", note="中途採用に利用")  # the last entry
     AdminUsers(world.ledger).add("Boss@Acme.example", "a long enough password", "acme")
     world.tick(100 * 86400)
     purged = retention.purge(world.ledger, world.book.rules, retention.Policy())
@@ -160,7 +170,8 @@ def test_a_history_moves_with_its_chain_head_rows_and_reports(
     assert all(counts[t] > 0 for t in ("offers", "offer_views", "receipts", "profiles",
                                        "reviews", "forwards", "forward_events", "qualified",
                                        "credits", "redemptions", "admin_users", "offer_stats",
-                                       "first_decisions", "meta", "daily_counts"))
+                                       "first_decisions", "meta", "daily_counts",
+                                       "outcomes", "outcome_candidates"))
 
 
 def test_the_example_ledger_moves_and_the_copy_keeps_working(

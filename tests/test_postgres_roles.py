@@ -46,6 +46,7 @@ from career_relay.ledger import (
     records,
     reports,
     retention,
+    schema_outcome_candidates,
     schema_postgres,
     totals,
 )
@@ -545,10 +546,11 @@ def _assigned(set_list: str) -> set[str]:
 def _needed() -> dict[str, set[str]]:
     """The UPDATE(column)s and DELETEs the ledger's statements need: every module of
     career_relay/ledger/ but the migrations, and the triggers that run as the inserting
-    role (0007's offer_stats and first_decisions)."""
+    role (0007's offer_stats and first_decisions, 0017's outcome_candidates)."""
     texts = [t for path in sorted((REPO / "career_relay" / "ledger").glob("*.py"))
              if not path.name.startswith(("schema_", "migrations")) for t in _sql_texts(path)]
     texts.append(later._DERIVED_TRIGGERS)
+    texts.append(schema_outcome_candidates.TRIGGERS)
     # api_keys.Keys names its table by its subclass's TABLE ({self.TABLE}): one text each.
     texts = [t.replace("{self.TABLE}", keys.TABLE) for t in texts
              for keys in ((ApiKeys, AgencyKeys) if "{self.TABLE}" in t else (ApiKeys,))]
@@ -592,7 +594,7 @@ def test_grants_sql_names_every_table_the_migrations_make(
     migrate_as_owner(roles, make_config)
     text = GRANTS_SQL.read_text(encoding="utf-8")
     tables = _tables(roles)
-    assert len(tables) == 29  # outcomes (0014); three of 0015
+    assert len(tables) == 30  # outcomes (0014); three of 0015; outcome_candidates (0017)
     assert [t for t in tables if not re.search(rf"\b{t}\b", text)] == []
 
 

@@ -4,7 +4,7 @@ month shown.  ``report --format json`` prints it as ``analytics``, the admin pag
 with charts and CSVs.
 
 Everything here is of the cohort of ``outcome_groups``: the offers of the whole months the
-period touches, the outcomes as of its end, under the rule of at least ``K`` candidates.
+period touches, the outcomes as reported up to now, under the rule of at least ``K`` candidates.
 Offers and opt-in come from the per-day counts (``offer_stats``, as the report's
 ``by_job``), so they never cost a row per offer; the outcomes from ``outcome_groups``.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 from career_relay.ledger import outcome_groups as og
@@ -34,20 +33,20 @@ COHORT_OFFERS = (
 MAX_MONTHS = 240
 
 
-def candidates(conn: Any, company: str, since: dt.date, until: dt.date
-               ) -> list[og.Candidate]:
+def candidates(conn: Any, company: str, since: dt.date, until: dt.date) -> og.Found:
     params = {"company": company, **og.cohort(since, until)}
-    return og.latest(conn.execute(og.OUTCOME_ROWS, params).fetchall())
+    return og.read(conn.execute(og.CELL_ROWS, params).fetchall(),
+                   conn.execute(og.PLACED_DAYS, params).fetchall())
 
 
-def outcomes(found: Sequence[og.Candidate]) -> dict[str, Any]:
+def outcomes(found: og.Found) -> dict[str, Any]:
     """SPEC 8's ``outcomes``: the four statuses, and the candidates, ``unreachable``,
     ``suppressed``, ``reason`` and ``partial`` that say what the four are of."""
     return og.total(found)
 
 
 def analytics(conn: Any, company: str, since: dt.date, until: dt.date,
-              found: Sequence[og.Candidate], *, from_data: bool) -> dict[str, Any]:
+              found: og.Found, *, from_data: bool) -> dict[str, Any]:
     """The ``analytics`` object; ``from_data``: the trend starts at the first month with
     data rather than at ``since`` (a report with no ``since``)."""
     stats = conn.execute(COHORT_OFFERS, {"company": company,

@@ -54,11 +54,12 @@ TABLES = ("offers", "daily_counts", "offer_views", "notices", "receipts", "profi
           "redemptions", "admin_users", "admin_sessions", "admin_login_failures",
           "admin_lockouts", "offer_stats", "first_decisions", "meta", "api_keys",
           "agency_keys", "api_offers", "outcomes", "credit_requests",
-          "credit_request_states", "agency_notices")
+          "credit_request_states", "agency_notices", "outcome_candidates")
 #: Tables whose SQLite rowid is a column of its own in PostgreSQL (``ORDER BY rowid``).
 ROWID_TABLES = frozenset({"offers", "receipts", "forwards", "profiles"})
 #: Built by the target's triggers from the copied rows, then compared: table -> its key.
-DERIVED = {"offer_stats": "company, day, job, channel", "first_decisions": "offer_id"}
+DERIVED = {"offer_stats": "company, day, job, channel", "first_decisions": "offer_id",
+           "outcome_candidates": "forward_id"}
 #: Identity columns restarted past the highest value copied.
 IDENTITIES = (("offers", "rowid"), ("receipts", "rowid"), ("forwards", "rowid"),
               ("profiles", "rowid"), ("admin_users", "id"))

@@ -11,6 +11,7 @@ from sqlite_utils.migrations import Migrations
 
 from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import (
+    schema_outcome_candidates,
     schema_pulls,
     schema_referrals,
     schema_sqlite,
@@ -113,3 +114,4 @@ MIGRATIONS(name="0014_outcomes")(schema_sqlite_later.outcomes)
 # 0015 lives in a module of its own, both dialects side by side (its docstring says why).
 MIGRATIONS(name="0015_credit_requests")(schema_referrals.sqlite)
 MIGRATIONS(name="0016_pulls")(schema_pulls.sqlite)
+MIGRATIONS(name="0017_outcome_candidates")(schema_outcome_candidates.sqlite)

@@ -53,7 +53,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The smallest group whose counts are shown.
 K = 5
@@ -65,142 +65,155 @@ REGISTERED = ("registered", "interviewing", "placed", "not_placed")
 DIMENSIONS = ("job", "channel", "stage")
 FEWER, HELD_BACK = "fewer_than_5", "held_back"
 
-# The company's consent forwards of the offers of the cohort's months, each with every outcome
-# the agency reported on it (none: one row of NULLs): ``forwards_company`` (company, created)
-# finds them, the primary keys and ``outcomes``' UNIQUE (forward_id, ...) the rest.
-OUTCOME_ROWS = (
-    "SELECT f.id, o.status, o.at, COALESCE(x.job, ''), COALESCE(x.channel, ''),"
-    " COALESCE(x.stage, ''), substr(x.created, 1, 10) FROM forwards f"
-    " JOIN offers x ON x.id = f.offer_id LEFT JOIN outcomes o ON o.forward_id = f.id"
-    " WHERE f.company = :company AND f.kind = 'consent' AND f.created >= :cohort_start"
-    " AND x.created >= :cohort_start AND x.created < :cohort_end"
-    " AND NOT EXISTS (SELECT 1 FROM forward_events e WHERE e.forward_id = f.id"
-    " AND e.event = 'cancelled')")
-#: A candidate the agency has not reported on yet.
-NONE = ""
+# The company's candidates of the cohort's months, counted by cell and by latest status: one
+# range of ``outcome_candidates_company`` read in its order, without a sort (migration 0017
+# keeps one row per consent forward not cancelled, with its latest status by the rule
+# above), a row per cell however many outcomes the agency reported.  Then the days to
+# placement of those placed, by cell (for the medians).
+CELL_ROWS = (
+    "SELECT month, job, channel, stage, COUNT(*), "
+    + ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in STATUSES)
+    + " FROM outcome_candidates WHERE company = :company"
+    " AND month BETWEEN :cohort_start_month AND :cohort_end_month"
+    " GROUP BY month, job, channel, stage")
+PLACED_DAYS = (  # status in the GROUP BY, one value, keeps the index's order: no sort
+    "SELECT month, job, channel, stage, days, COUNT(*) FROM outcome_candidates"
+    " WHERE company = :company AND month BETWEEN :cohort_start_month AND :cohort_end_month"
+    " AND status = 'placed' GROUP BY month, job, channel, stage, status, days")
+
+Key = tuple[str, str, str, str]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    month: str            # YYYY-MM of the offer
+class Cell(NamedTuple):
+    """The candidates of one cell (its month, job, channel and stage together): how many, how
+    many are in each latest status (``STATUSES``' order; the rest have none yet), and the
+    days from the offer to the placement of each one placed."""
+    month: str            # YYYY-MM of the offers
     job: str
     channel: str
     stage: str
-    status: str           # the latest (see the module's docstring); NONE: no report yet
-    days_to_placed: int | None  # offer day to the day ``placed``, when that is the status
+    candidates: int
+    statuses: tuple[int, ...]
+    placed_days: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Found:
+    """A company's cells of a cohort, and the months and cells of them shown (worked out once
+    for every table of a report)."""
+    cells: Sequence[Cell]
+    months: frozenset[str]
+    shown: frozenset[Key]
+
+
+def found(cells: Sequence[Cell]) -> Found:
+    months = shown_months(cells)
+    return Found(cells, frozenset(months), frozenset(shown_cells(cells, months)))
+
+
+def size(group: Iterable[Cell]) -> int:
+    """How many candidates ``group`` holds."""
+    return sum(c.candidates for c in group)
 
 
 def cohort(since: dt.date, until: dt.date) -> dict[str, str]:
     """The stamps of the cohort's whole months: from ``since``'s month to ``until``'s."""
     first = since.replace(day=1)
     after = (until.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    last = after - dt.timedelta(days=1)
     return {"cohort_start": f"{first.isoformat()}T00:00:00Z",
             "cohort_end": f"{after.isoformat()}T00:00:00Z",
             "cohort_start_day": first.isoformat(),
-            "cohort_end_day": (after - dt.timedelta(days=1)).isoformat()}
+            "cohort_end_day": last.isoformat(),
+            "cohort_start_month": first.isoformat()[:7],
+            "cohort_end_month": last.isoformat()[:7]}
 
 
-def latest(rows: Iterable[Sequence[Any]]) -> list[Candidate]:
-    """One ``Candidate`` per forward from ``OUTCOME_ROWS``' rows."""
-    best: dict[str, tuple[str, int, Sequence[Any]]] = {}
-    for row in rows:
-        forward = str(row[0])
-        status, at = (NONE, "") if row[1] is None else (str(row[1]), str(row[2]))
-        key = (at, RANK.get(status, -1))
-        if forward not in best or key > best[forward][:2]:
-            best[forward] = (at, key[1], row)
+def read(cells: Iterable[Sequence[Any]], days: Iterable[Sequence[Any]]) -> Found:
+    """The cells of ``CELL_ROWS``' rows, with the days of ``PLACED_DAYS``' rows."""
+    placed: dict[Key, list[int]] = defaultdict(list)
+    for month, job, channel, stage, n_days, n in days:
+        placed[(str(month), str(job), str(channel), str(stage))].extend([int(n_days)] * int(n))
     out = []
-    for at, _, row in best.values():
-        status = NONE if row[1] is None else str(row[1])
-        offered = dt.date.fromisoformat(str(row[6]))
-        days = (dt.date.fromisoformat(at) - offered).days if status == "placed" else None
-        out.append(Candidate(str(row[6])[:7], str(row[3]), str(row[4]), str(row[5]),
-                             status, days))
-    return out
+    for month, job, channel, stage, n, *statuses in cells:
+        key = (str(month), str(job), str(channel), str(stage))
+        out.append(Cell(*key, int(n), tuple(int(x) for x in statuses),
+                        tuple(placed.get(key, ()))))
+    return found(out)
 
 
-def shown_months(candidates: Sequence[Candidate]) -> set[str]:
+def shown_months(cells: Iterable[Cell]) -> set[str]:
     """The months of at least ``K`` candidates."""
     sizes: dict[str, int] = defaultdict(int)
-    for c in candidates:
-        sizes[c.month] += 1
+    for c in cells:
+        sizes[c.month] += c.candidates
     return {m for m, n in sizes.items() if n >= K}
 
 
-def cell(c: Candidate) -> tuple[str, str, str, str]:
-    """The cell a candidate belongs to: its month, job, channel and stage together."""
-    return (c.month, c.job, c.channel, c.stage)
-
-
-def shown_cells(candidates: Sequence[Candidate],
-                months: set[str]) -> set[tuple[str, str, str, str]]:
-    """The cells shown (``cell``): see the module's docstring."""
-    sizes: dict[str, dict[tuple[str, str, str, str], int]] = defaultdict(
-        lambda: defaultdict(int))
-    for c in candidates:
-        if c.month in months:
-            sizes[c.month][cell(c)] += 1
-    shown: set[tuple[str, str, str, str]] = set()
-    for cells in sizes.values():
+def shown_cells(cells: Iterable[Cell], months: set[str]) -> set[Key]:
+    """The cells shown: see the module's docstring."""
+    sizes: dict[str, list[tuple[int, Key]]] = defaultdict(list)
+    for c in cells:
+        if c.month in months and c.candidates:
+            sizes[c.month].append((c.candidates, c[:4]))
+    shown: set[Key] = set()
+    for month_cells in sizes.values():
         # Smallest first, then by name: the same cells left out whoever asks.
-        order = sorted(cells.items(), key=lambda kv: (kv[1], kv[0]))
-        left = [kv for kv in order if kv[1] < K]
-        rest = [kv for kv in order if kv[1] >= K]
-        while left and sum(n for _, n in left) < K and rest:
+        order = sorted(month_cells)
+        left = [nk for nk in order if nk[0] < K]
+        rest = [nk for nk in order if nk[0] >= K]
+        while left and sum(n for n, _ in left) < K and rest:
             left.append(rest.pop(0))
-        shown |= {key for key, _ in rest}
+        shown |= {key for _, key in rest}
     return shown
 
 
-def counts(group: Sequence[Candidate]) -> dict[str, int]:
-    found = {s: 0 for s in STATUSES}
-    for c in group:
-        if c.status != NONE:
-            found[c.status] += 1
-    return {"candidates": len(group), **found}
+def counts(group: Sequence[Cell]) -> dict[str, int]:
+    return {"candidates": size(group),
+            **{s: sum(c.statuses[i] for c in group) for i, s in enumerate(STATUSES)}}
 
 
-def figure(everyone: Sequence[Candidate], shown: Sequence[Candidate]) -> dict[str, Any]:
-    """A group's counts: ``shown`` are its candidates in cells shown, ``everyone`` all of
-    them.  Suppressed: every count None, never the small number; a group of none is one
-    of fewer than ``K`` too (a row of zeros that turned into "fewer than 5" told the
-    company that the agency had reported on someone, and in a job of one consent, on
-    whom)."""
-    if len(everyone) < K or not shown:
+def figure(everyone: Sequence[Cell], shown: Sequence[Cell]) -> dict[str, Any]:
+    """A group's counts: ``shown`` are its cells shown, ``everyone`` all of them.
+    Suppressed: every count None, never the small number; a group of none is one of fewer
+    than ``K`` too (a row of zeros that turned into "fewer than 5" told the company that the
+    agency had reported on someone, and in a job of one consent, on whom)."""
+    whole = size(everyone)
+    if whole < K or not shown:
         return {**{k: None for k in ("candidates", *STATUSES)}, "suppressed": True,
-                "reason": FEWER if len(everyone) < K else HELD_BACK, "partial": False}
+                "reason": FEWER if whole < K else HELD_BACK, "partial": False}
     return {**counts(shown), "suppressed": False, "reason": None,
-            "partial": len(shown) < len(everyone)}
+            "partial": size(shown) < whole}
 
 
-def total(candidates: Sequence[Candidate]) -> dict[str, Any]:
+def total(found: Found) -> dict[str, Any]:
     """SPEC 8 ``outcomes``: the company's candidates of the months shown."""
-    months = shown_months(candidates)
-    return figure(candidates, [c for c in candidates if c.month in months])
+    return figure(found.cells, [c for c in found.cells if c.month in found.months])
 
 
-def by(candidates: Sequence[Candidate], dimension: str) -> dict[str, dict[str, Any]]:
+def by(found: Found, dimension: str) -> dict[str, dict[str, Any]]:
     """Per value of ``dimension``: its figure (``figure``), and ``placed_days``, the days to
     placement of its candidates shown (for a median)."""
-    months = shown_months(candidates)
-    cells = shown_cells(candidates, months)
-    groups: dict[str, list[Candidate]] = defaultdict(list)
-    for c in candidates:
+    groups: dict[str, list[Cell]] = defaultdict(list)
+    for c in found.cells:
         groups[getattr(c, dimension)].append(c)
     out = {}
     for value, group in groups.items():
-        shown = [c for c in group if cell(c) in cells]
+        shown = [c for c in group if c[:4] in found.shown]
         out[value] = {**figure(group, shown), "shown_months": {c.month for c in shown},
-                      "placed_days": [c.days_to_placed for c in shown
-                                      if c.days_to_placed is not None]}
+                      "placed_days": placed_days(shown)}
     return out
 
 
-def by_month(candidates: Sequence[Candidate]) -> dict[str, dict[str, Any]]:
+def by_month(found: Found) -> dict[str, dict[str, Any]]:
     """Per month: its figure (a month is one cell, shown whole or not at all)."""
-    groups: dict[str, list[Candidate]] = defaultdict(list)
-    for c in candidates:
+    groups: dict[str, list[Cell]] = defaultdict(list)
+    for c in found.cells:
         groups[c.month].append(c)
-    return {m: {**figure(g, g if len(g) >= K else []),
-                "placed_days": [c.days_to_placed for c in g if c.days_to_placed is not None]}
+    return {m: {**figure(g, g if size(g) >= K else []), "placed_days": placed_days(g)}
             for m, g in groups.items()}
+
+
+def placed_days(group: Iterable[Cell]) -> list[int]:
+    """The days to placement of each candidate placed in ``group`` (for a median)."""
+    return [d for c in group for d in c.placed_days]

@@ -34,8 +34,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
+from career_relay.ledger import schema_outcome_candidates, schema_pulls, schema_referrals
 from career_relay.ledger import schema_postgres_later as later
-from career_relay.ledger import schema_pulls, schema_referrals
 from career_relay.timestamps import stamp, utcnow
 
 #: The key of the transaction-level advisory lock ``apply`` holds ("crmigrat").
@@ -281,6 +281,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0014_outcomes", later.OUTCOMES),
     ("0015_credit_requests", schema_referrals.POSTGRES),
     ("0016_pulls", schema_pulls.POSTGRES),
+    ("0017_outcome_candidates", schema_outcome_candidates.POSTGRES),
 ]
 
 

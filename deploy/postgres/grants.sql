@@ -82,6 +82,13 @@ GRANT SELECT, INSERT ON api_offers TO career_relay_app;
 -- by its chain entry.
 GRANT SELECT, INSERT ON outcomes TO career_relay_app;
 
+-- The candidates the outcome figures count (0017_outcome_candidates): derived, kept by the
+-- triggers on forwards, forward_events and outcomes, which run as the role that inserts: a
+-- row per consent forward, its latest status set by each outcome, deleted when the forward
+-- is cancelled.
+GRANT SELECT, INSERT, DELETE ON outcome_candidates TO career_relay_app;
+GRANT UPDATE (status, at, rank, days) ON outcome_candidates TO career_relay_app;
+
 -- Free referral requests (SPEC 11, 0015_credit_requests): asked (credits request, the
 -- admin pages) and settled by the agency, each a chained row: read and append only, like
 -- credits and redemptions.  agency_notices, the notices' outbox: claimed (claimed_until),
