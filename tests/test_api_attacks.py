@@ -223,7 +223,9 @@ def test_bad_keys_never_stall_the_site_while_the_database_is_away(
 
     def away(key: str) -> None:
         checks.append(key)
-        time.sleep(0.5)  # the pool waiting for a server that is not there
+        # The pool waiting for a server that is not there; long beside the bound below, so
+        # that a loaded machine's slow answer is not taken for a check on the event loop.
+        time.sleep(1.0)
         raise LedgerUnavailable("the ledger's database cannot be reached")
 
     monkeypatch.setattr(state.keys, "check", away)
@@ -246,7 +248,7 @@ def test_bad_keys_never_stall_the_site_while_the_database_is_away(
 
     statuses, took = api.loop.run_until_complete(flood())
     assert statuses == [503] * 8
-    assert took < 0.35, f"/healthz took {took:.2f} s"
+    assert took < 0.8, f"/healthz took {took:.2f} s"  # a check on the loop: 1 s at least
 
 
 def test_a_client_over_its_failure_limit_costs_the_database_nothing(

@@ -294,7 +294,9 @@ def test_kill_9_mid_stream_loses_nothing_that_got_a_250(
     try:
         gw = start_gateway(config, workers)
         stream = Stream(gw.port, count)
-        stream.start(timeout=45)
+        # One deadline for the whole stream, the kill and the restart included: generous
+        # (about 10 s unloaded; only a failure ever waits for it).
+        stream.start(timeout=120)
         wait_until(lambda: stream.accepted_count >= kill_after, timeout=30,
                    what=f"{kill_after} messages accepted")
         killed = kill_all(gw)
@@ -322,7 +324,9 @@ def test_kill_9_of_one_worker_it_is_restarted_and_loses_nothing(
         parent = gw.proc.pid
         (worker,) = [pid for pid in gateway_pids(config) if pid != parent]
         stream = Stream(gw.port, count)
-        stream.start(timeout=45)
+        # One deadline for the whole stream, the kill and the restart included: generous
+        # (about 10 s unloaded; only a failure ever waits for it).
+        stream.start(timeout=120)
         wait_until(lambda: stream.accepted_count >= kill_after, timeout=30,
                    what=f"{kill_after} messages accepted")
         os.kill(worker, signal.SIGKILL)
@@ -354,7 +358,9 @@ def test_workers_stop_when_the_gateway_is_killed(
             wait_until(lambda: len(gateway_pids(config)) == 2 and listeners(port) == 2,
                        timeout=20, what="worker 1 listening")
         gw.kill()
-        wait_until(lambda: not gateway_pids(config), timeout=8,
+        # A worker looks for its parent once a second, once it has started (a Python start
+        # and the spool's recovery, slow on a loaded machine), then stops in order.
+        wait_until(lambda: not gateway_pids(config), timeout=30,
                    what="the orphaned worker to stop by itself")
     finally:
         leftovers = stop_gateway(gw, config)

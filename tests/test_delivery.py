@@ -152,7 +152,8 @@ def test_temporary_recipient_failure_is_retried_without_resending_to_others(
     sink.handler.rcpt_replies["busy@example.net"] = "452 4.2.2 mailbox full, try later"
     queue_id = send(gateway.port, ["busy@example.net", "ok@example.net"])
     sink.wait_for(1)
-    wait_until(lambda: gateway.gateway.spool.load_state(queue_id).attempts == 1,
+    # At least one: the retry comes 1 s later, and a loaded machine may look after it.
+    wait_until(lambda: gateway.gateway.spool.load_state(queue_id).attempts >= 1,
                what="a recorded deferral")
     state = gateway.gateway.spool.load_state(queue_id)
     assert state.delivered == ["ok@example.net"]
@@ -329,8 +330,10 @@ def test_a_deferral_logged_at_info_names_no_address(
         "450 4.2.1 <taro@example.net>: mailbox busy, try later")
     with caplog.at_level(logging.INFO, logger="career_relay"):
         queue_id = send(gateway.port, ["taro@example.net"])
-        wait_until(lambda: gateway.gateway.spool.load_state(queue_id).attempts == 1,
-                   what="a recorded deferral")
+        # The line itself: it is logged after the state file is saved, so a saved state
+        # did not mean the line was there yet.
+        wait_until(lambda: any(f"queue_id={queue_id} deferred" in r.getMessage()
+                               for r in caplog.records), what="the deferral logged")
     deferred = [r.getMessage() for r in caplog.records if "deferred" in r.getMessage()]
     assert deferred and "4.2.1 <address>: mailbox busy" in deferred[0]
     assert not any("taro@" in r.getMessage() for r in caplog.records

@@ -156,9 +156,15 @@ def test_every_metric_moves_by_what_happened(serve: Serve, sink: Sink) -> None:
     send(serve.smtp_port, ["slow@example.net"])
     wait_until(lambda: value(serve.metrics(), "career_relay_messages_deferred_total") == 1,
                what="the deferral")
-    wait_until(lambda: value(serve.metrics(), "career_relay_queue_messages") == 1,
-               what="the deferred message in the queue gauge")
-    assert value(serve.metrics(), "career_relay_queue_oldest_age_seconds") > 0
+
+    def queued() -> bool:
+        # The worker sets the queue's two gauges one after the other: a scrape may fall
+        # between them.
+        now = serve.metrics()
+        return (value(now, "career_relay_queue_messages") == 1
+                and value(now, "career_relay_queue_oldest_age_seconds") > 0)
+
+    wait_until(queued, what="the deferred message in the queue gauges")
     del sink.handler.rcpt_replies["slow@example.net"]
     assert run_cli("queue", "retry", "--config", str(serve.config)).returncode == 0
     sink.wait_for(5)
@@ -182,11 +188,15 @@ def test_every_metric_moves_by_what_happened(serve: Serve, sink: Sink) -> None:
     _accept(serve, link.group(1))
 
     def settled() -> bool:
+        # Figures a worker updates one after the other (relayed, then the delivery time; the
+        # queue's count, then its oldest) each waited for: a scrape may fall between.
         now = serve.metrics()
         return (value(now, "career_relay_forwards_total", company="acme", kind="consent",
                       status="delivered") == 1
                 and value(now, "career_relay_queue_messages") == 0
-                and value(now, "career_relay_messages_relayed_total") == 7)
+                and value(now, "career_relay_queue_oldest_age_seconds") == 0
+                and value(now, "career_relay_messages_relayed_total") == 7
+                and value(now, "career_relay_delivery_seconds_count") >= 7)
 
     wait_until(settled, what="the forward delivered and the queue empty")
     after = serve.metrics()
@@ -234,6 +244,9 @@ def test_every_metric_moves_by_what_happened(serve: Serve, sink: Sink) -> None:
                what="relayed after the restart")
     assert value(serve.metrics(), "career_relay_messages_accepted_total") == 8
 
+    # A worker logs a message's "done" line just after it counts it relayed: wait for it.
+    wait_until(lambda: _accepted_and_done(serve.log) >= 8,
+               what="a done line for every accepted message")
     _check_logs(serve.log)
 
 
@@ -256,15 +269,31 @@ def _accept(serve: Serve, path: str) -> None:
         assert r.status == 200 and "/done" in r.url
 
 
+def _entries(log: Path) -> list[dict[str, str]]:
+    """The JSON lines written so far (a line still being written is left for later)."""
+    whole = log.read_text(encoding="utf-8").rpartition("\n")[0]
+    return [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
+
+
+def _life(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [e for e in entries if e["logger"] in ("career_relay.smtp", "career_relay.delivery",
+                                                  "career_relay.pipeline")
+            and e["level"] == "info"]
+
+
+def _accepted_and_done(log: Path) -> int:
+    """How many messages have both their "accepted" and their "done" line."""
+    life = _life(_entries(log))
+    accepted = {e["queue_id"] for e in life if " accepted from " in e["message"]}
+    return len(accepted & {e["queue_id"] for e in life if " done: " in e["message"]})
+
+
 def _check_logs(log: Path) -> None:
     """JSON lines, one object each; a message's lines carry its queue id as a field;
     INFO never names a person."""
-    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()
-               if line.startswith("{")]
+    entries = _entries(log)
     assert entries
-    life = [e for e in entries if e["logger"] in ("career_relay.smtp", "career_relay.delivery",
-                                                   "career_relay.pipeline")
-            and e["level"] == "info"]
+    life = _life(entries)
     accepted = [e for e in life if " accepted from " in e["message"]]
     assert len(accepted) == 8
     for e in life:

@@ -45,7 +45,9 @@ def test_shutdown_lets_a_transaction_finish_and_refuses_new_ones(
     idle.cmd("EHLO idle.test")
     stopper = threading.Thread(target=gw.stop)
     stopper.start()
-    time.sleep(0.3)  # the gateway is now stopping, waiting for the transaction
+    # The stop runs in another thread: a fixed sleep was not always long enough for it
+    # to begin on a loaded machine.  Wait until it has (it then waits for the transaction).
+    wait_until(lambda: gw.gateway.sessions.closing, what="the gateway stopping")
     assert idle.cmd("MAIL FROM:<hr@acme.example>").startswith("421 4.3.2")
     busy.send(MSG[20:] + b".\r\n")
     reply = busy.reply()

@@ -562,6 +562,10 @@ def _scenario(pg: PostgresServer, sink: Sink, hook: Hook, gateways: list[Service
     for k, (n, rcpt) in enumerate(after):
         accept(k + len(before), f"<r{n:02d}@acme.example>", rcpt)
     wait(forwards_settled, 30, "every forward delivered", services)
+    # A site logs a delivery just after the commit that empties its outbox row: wait for
+    # the lines (the checks below read them).
+    wait(lambda: sum(len(delivered_by(s)) for s in sites) >= len(world.accepts), 30,
+         "every delivery in the sites' logs", services)
     for site in sites:  # each site's forwarding worker is at work again
         assert delivered_by(site) > before_restart[site.log], site.tail()
     mark("accepted after the crash")
