@@ -68,8 +68,8 @@ from career_relay.ledger.chain import (  # noqa: E402
 )
 from career_relay.ledger.outcomes import Outcome, outcome_row  # noqa: E402
 
-GENERATOR_VERSION = 7  # 4: offers, forwards and profiles chained; 5: offers.source;
-# 6: the agency's outcomes (0014); 7: outbox.served (0016)
+GENERATOR_VERSION = 8  # 4: offers, forwards and profiles chained; 5: offers.source;
+# 6: the agency's outcomes (0014); 7: outbox.served (0016); 8: outcome_candidates (0017)
 CACHE = REPO / "bench" / ".cache"
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 DAYS = 360
