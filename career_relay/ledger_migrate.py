@@ -23,7 +23,15 @@ import urllib.parse
 from pathlib import Path
 
 from career_relay.errors import CareerRelayError
-from career_relay.ledger import Book, Ledger, Rules, copy, copy_to, open_configured, reports
+from career_relay.ledger import (
+    DERIVED_TABLES,
+    Book,
+    Ledger,
+    Rules,
+    copy_to,
+    open_configured,
+    reports,
+)
 from career_relay.settings import Settings
 
 #: The last day of "for all time": the last a report's period may name.
@@ -74,7 +82,7 @@ def _migrate(settings: Settings, url: str) -> int:
     print(f"ledger migrate: {settings.ledger.path} -> {masked(url)}")
     for table, rows in copied.rows.items():
         built = " (built by PostgreSQL's triggers; equal to SQLite's)" \
-            if table in copy.DERIVED else ""
+            if table in DERIVED_TABLES else ""
         print(f"{rows:10d}  {table}{built}")
     print(f"chain head: {copied.head_text} in SQLite, {target_head} in PostgreSQL")
     print(f"ledger verify: ok on both ({count} entries in SQLite, {target_count} in "

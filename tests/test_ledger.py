@@ -133,7 +133,7 @@ def test_a_new_ledger_has_every_migration_and_wal(tmp_path: Path) -> None:
                            "0008_chain_offers_forwards_profiles", "0009_meta",
                            "0010_offer_source", "0011_api_keys", "0012_agencies",
                            "0013_api_offers", "0014_outcomes", "0015_credit_requests",
-                           "0016_pulls"]
+                           "0016_pulls", "0017_outcome_candidates"]
         assert MIGRATIONS.pending(ledger.db) == []
         assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert ledger.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)

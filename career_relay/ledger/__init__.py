@@ -33,6 +33,7 @@ from career_relay.ledger.api_offers import ApiOffers, ApiRequest
 from career_relay.ledger.chain import DEFAULT_HASH_KEY, ERASED_PREFIX, Problem
 from career_relay.ledger.connect import check_url, open_configured, open_ledger, open_shared
 from career_relay.ledger.consent import ConsentLedger, Decision, Receipt
+from career_relay.ledger.copy import DERIVED as DERIVED_TABLES
 from career_relay.ledger.copy import CopyRefused, CopyResult, copy_to
 from career_relay.ledger.credit_requests import NOTE_MAX, CreditRequest, Referrals
 from career_relay.ledger.credits import Book, NoCreditAvailable
@@ -59,6 +60,7 @@ from career_relay.timestamps import parse_stamp, stamp
 __all__ = [
     "COUNTER_KINDS",
     "DEFAULT_HASH_KEY",
+    "DERIVED_TABLES",
     "ERASED_PREFIX",
     "MIGRATIONS",
     "NOTE_MAX",
