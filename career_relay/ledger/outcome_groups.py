@@ -117,13 +117,12 @@ def size(group: Iterable[Cell]) -> int:
 
 
 def cohort(since: dt.date, until: dt.date) -> dict[str, str]:
-    """The stamps of the cohort's whole months: from ``since``'s month to ``until``'s."""
+    """The cohort's whole months, from ``since``'s month to ``until``'s: first and last day
+    (``offer_stats``), first and last month (``outcome_candidates``)."""
     first = since.replace(day=1)
     after = (until.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     last = after - dt.timedelta(days=1)
-    return {"cohort_start": f"{first.isoformat()}T00:00:00Z",
-            "cohort_end": f"{after.isoformat()}T00:00:00Z",
-            "cohort_start_day": first.isoformat(),
+    return {"cohort_start_day": first.isoformat(),
             "cohort_end_day": last.isoformat(),
             "cohort_start_month": first.isoformat()[:7],
             "cohort_end_month": last.isoformat()[:7]}
