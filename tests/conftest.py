@@ -41,6 +41,8 @@ from tests.pg import (  # noqa: F401 (fixtures)
     _ledger_database,
     fresh_postgres_url,
     ledger_postgres_url,
+    lite,
+    pg,
     pg_server,
     postgres_url,
 )

@@ -19,6 +19,9 @@ Fixtures (registered in tests/conftest.py):
   for the ledger's tests on PostgreSQL (``backend_url`` in tests/conftest.py).  One
   database serves the whole session, emptied before each test (:class:`LedgerDatabase`):
   about 15 ms, where a new database and its migrations cost about half a second.
+* ``pg`` and ``lite`` (function): raw connections (autocommit) to a fresh PostgreSQL
+  database with every migration applied, and to a fresh SQLite ledger as ``open_ledger``
+  makes it (foreign keys on), for tests that write the same SQL to both schemas.
 
 Things that matter:
 
@@ -48,16 +51,21 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
+
+from career_relay.ledger import open_ledger
+from career_relay.ledger.schema_postgres import apply
 
 SUPERUSER = "postgres"
 SESSION_DATABASE = "career_relay"
@@ -417,3 +425,21 @@ def fresh_postgres_url(pg_server: PostgresServer) -> Iterator[str]:
     if not pg_server.running:  # a test that stopped the server and failed before starting it
         pg_server.start()
     pg_server.drop_database(name)
+
+
+@pytest.fixture
+def pg(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A fresh PostgreSQL database with every migration applied (autocommit)."""
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
+        apply(conn)
+        yield conn
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A fresh SQLite ledger as open_ledger makes it, opened raw (autocommit, foreign keys)."""
+    open_ledger(tmp_path / "ledger.db").close()
+    conn = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    yield conn
+    conn.close()

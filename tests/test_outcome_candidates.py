@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,9 @@ import psycopg
 import pytest
 from sqlite_utils import Database
 
-from career_relay.ledger import open_ledger
 from career_relay.ledger.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from career_relay.ledger.outcome_groups import RANK
-from career_relay.ledger.schema_postgres import MIGRATIONS, apply
+from career_relay.ledger.schema_postgres import MIGRATIONS
 from tests.test_schema_postgres import RECEIPT, _lite_run, _pg_run
 
 Write = Callable[[str, Sequence[Any]], Any]
@@ -35,22 +34,6 @@ OUTCOME = ("INSERT INTO outcomes (id, forward_id, company, agency, status, at, c
            " VALUES (?, ?, ?, 'default', ?, ?, '2024-06-01T00:00:00Z', 1)")
 ENTRY = ("INSERT INTO entries (seq, created, company, kind, ref, body, prev, hash)"
          " VALUES (1, '2024-03-01T00:00:00Z', 'acme', 'receipt', 'r1', '{}', ?, ?)")
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    open_ledger(tmp_path / "ledger.db").close()
-    conn = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def pg(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
-        apply(conn)
-        yield conn
 
 
 def _on(conn: sqlite3.Connection | psycopg.Connection[Any]) -> Write:

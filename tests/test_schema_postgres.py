@@ -9,38 +9,18 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors
 
-from career_relay.ledger import open_ledger
 from career_relay.ledger.schema_postgres import LOCK_KEY, MIGRATIONS, applied, apply
 
 ROWID_TABLES = {"offers", "receipts", "forwards", "profiles"}
 APPEND_ONLY = ("entries", "qualified", "credits", "redemptions", "receipts", "reviews")
 Outcome = tuple[str, Any]  # ("ok", rowcount) or ("refused", message)
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    """A fresh SQLite ledger as open_ledger makes it, opened raw (autocommit, foreign keys)."""
-    open_ledger(tmp_path / "ledger.db").close()
-    conn = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def pg(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A fresh PostgreSQL database with every migration applied (autocommit)."""
-    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
-        apply(conn)
-        yield conn
 
 
 def _lite_run(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Outcome:
