@@ -153,7 +153,7 @@ def shown_cells(cells: Iterable[Cell], months: set[str]) -> set[Key]:
     """The cells shown: see the module's docstring."""
     sizes: dict[str, list[tuple[int, Key]]] = defaultdict(list)
     for c in cells:
-        if c.month in months and c.candidates:
+        if c.month in months:
             sizes[c.month].append((c.candidates, c[:4]))
     shown: set[Key] = set()
     for month_cells in sizes.values():

@@ -28,9 +28,31 @@ from sqlite_utils import Database
 #: ``outcome_groups.RANK`` as SQL over ``{status}``.
 _RANK = ("CASE {status} WHEN 'unreachable' THEN 0 WHEN 'registered' THEN 1"
          " WHEN 'interviewing' THEN 2 WHEN 'not_placed' THEN 3 WHEN 'placed' THEN 4 END")
-#: The UPDATE's condition: the new outcome is later, or as late and further along.
-_LATER = ("(status IS NULL OR NEW.at > at OR (NEW.at = at AND {rank} > rank))"
-          .format(rank=_RANK.format(status="NEW.status")))
+#: Whole days from ``{offered}`` to ``{at}`` (two YYYY-MM-DD), in each dialect.
+_SQLITE_DAYS = "CAST(julianday({at}) - julianday({offered}) AS INTEGER)"
+_POSTGRES_DAYS = "{at}::date - {offered}::date"
+
+# What the three triggers do, the same SQL in both dialects but for the days.
+# A consent forward: its row, with its offer's month, day, job, channel and stage.
+_FORWARD_ROW = (
+    "INSERT INTO outcome_candidates (forward_id, company, month, offered, job, channel, stage)"
+    " SELECT NEW.id, NEW.company, substr(o.created, 1, 7), substr(o.created, 1, 10),"
+    " COALESCE(o.job, ''), COALESCE(o.channel, ''), COALESCE(o.stage, '') FROM offers o"
+    " WHERE o.id = NEW.offer_id")
+# A forward cancelled: no candidate.
+_CANCELLED = "DELETE FROM outcome_candidates WHERE forward_id = NEW.forward_id"
+
+
+def _outcome(days: str) -> str:
+    """An outcome: the row's status when it is later, or as late and further along."""
+    rank = _RANK.format(status="NEW.status")
+    return (
+        f"UPDATE outcome_candidates SET status = NEW.status, at = NEW.at, rank = {rank},"
+        " days = CASE WHEN NEW.status = 'placed' THEN "
+        + days.format(at="NEW.at", offered="offered") + " END"
+        " WHERE forward_id = NEW.forward_id AND (status IS NULL OR NEW.at > at"
+        f" OR (NEW.at = at AND {rank} > rank))")
+
 
 # The consent forwards not cancelled, from the rows already there.
 _BACKFILL_FORWARDS = (
@@ -43,13 +65,14 @@ _BACKFILL_FORWARDS = (
 
 
 def _backfill_outcomes(days: str) -> str:
-    """Each candidate's latest outcome already reported (``days``: the placement's days in
-    the dialect, over ``o.at`` and ``c.offered``)."""
+    """Each candidate's latest outcome already reported (``days``: ``_SQLITE_DAYS`` or
+    ``_POSTGRES_DAYS``)."""
     rank = _RANK.format(status="o.status")
     return (
         "UPDATE outcome_candidates AS c SET (status, at, rank, days) ="
         f" (SELECT o.status, o.at, {rank},"
-        f" CASE WHEN o.status = 'placed' THEN {days} END FROM outcomes o"
+        " CASE WHEN o.status = 'placed' THEN " + days.format(at="o.at", offered="c.offered")
+        + " END FROM outcomes o"
         f" WHERE o.forward_id = c.forward_id ORDER BY o.at DESC, {rank} DESC LIMIT 1)"
         " WHERE EXISTS (SELECT 1 FROM outcomes o WHERE o.forward_id = c.forward_id)")
 
@@ -76,66 +99,32 @@ def sqlite(db: Database) -> None:
     # index alone without a sort.
     db.execute("CREATE INDEX outcome_candidates_company ON outcome_candidates"
                " (company, month, job, channel, stage, status, days)")
-    db.execute(
-        "CREATE TRIGGER outcome_candidates_forward AFTER INSERT ON forwards"
-        " WHEN NEW.kind = 'consent' BEGIN"
-        " INSERT INTO outcome_candidates (forward_id, company, month, offered, job, channel,"
-        "  stage) SELECT NEW.id, NEW.company, substr(o.created, 1, 7),"
-        "  substr(o.created, 1, 10), COALESCE(o.job, ''), COALESCE(o.channel, ''),"
-        "  COALESCE(o.stage, '') FROM offers o"
-        "  WHERE o.id = NEW.offer_id; END")
-    db.execute(
-        "CREATE TRIGGER outcome_candidates_cancelled AFTER INSERT ON forward_events"
-        " WHEN NEW.event = 'cancelled' BEGIN"
-        " DELETE FROM outcome_candidates WHERE forward_id = NEW.forward_id; END")
-    db.execute(
-        "CREATE TRIGGER outcome_candidates_outcome AFTER INSERT ON outcomes BEGIN"
-        " UPDATE outcome_candidates SET status = NEW.status, at = NEW.at,"
-        f"  rank = {_RANK.format(status='NEW.status')},"
-        "  days = CASE WHEN NEW.status = 'placed'"
-        "   THEN CAST(julianday(NEW.at) - julianday(offered) AS INTEGER) END"
-        f" WHERE forward_id = NEW.forward_id AND {_LATER}; END")
+    db.execute("CREATE TRIGGER outcome_candidates_forward AFTER INSERT ON forwards"
+               f" WHEN NEW.kind = 'consent' BEGIN {_FORWARD_ROW}; END")
+    db.execute("CREATE TRIGGER outcome_candidates_cancelled AFTER INSERT ON forward_events"
+               f" WHEN NEW.event = 'cancelled' BEGIN {_CANCELLED}; END")
+    db.execute("CREATE TRIGGER outcome_candidates_outcome AFTER INSERT ON outcomes"
+               f" BEGIN {_outcome(_SQLITE_DAYS)}; END")
     db.execute(_BACKFILL_FORWARDS)
-    db.execute(_backfill_outcomes(
-        "CAST(julianday(o.at) - julianday(c.offered) AS INTEGER)"))
+    db.execute(_backfill_outcomes(_SQLITE_DAYS))
+
+
+def _pg_trigger(name: str, table: str, when: str, body: str) -> str:
+    """A PostgreSQL row trigger running ``body`` after an insert on ``table``."""
+    return (f"CREATE FUNCTION career_relay_{name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n    {body};\n    RETURN NULL;\nEND\n$$;\n"
+            f"CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW{when}\n"
+            f"    EXECUTE FUNCTION career_relay_{name}();\n")
 
 
 #: The triggers in PostgreSQL's dialect (tests/test_postgres_roles.py reads the statements
 #: they run as the inserting role, for the grants).
-TRIGGERS = f"""
-CREATE FUNCTION career_relay_outcome_candidates_forward() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO outcome_candidates (forward_id, company, month, offered, job, channel, stage)
-    SELECT NEW.id, NEW.company, substr(o.created, 1, 7), substr(o.created, 1, 10),
-           COALESCE(o.job, ''), COALESCE(o.channel, ''), COALESCE(o.stage, '')
-    FROM offers o
-    WHERE o.id = NEW.offer_id;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER outcome_candidates_forward AFTER INSERT ON forwards FOR EACH ROW
-    WHEN (NEW.kind = 'consent') EXECUTE FUNCTION career_relay_outcome_candidates_forward();
-CREATE FUNCTION career_relay_outcome_candidates_cancelled() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM outcome_candidates WHERE forward_id = NEW.forward_id;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER outcome_candidates_cancelled AFTER INSERT ON forward_events FOR EACH ROW
-    WHEN (NEW.event = 'cancelled') EXECUTE FUNCTION career_relay_outcome_candidates_cancelled();
-CREATE FUNCTION career_relay_outcome_candidates_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE outcome_candidates SET status = NEW.status, at = NEW.at,
-        rank = {_RANK.format(status='NEW.status')},
-        days = CASE WHEN NEW.status = 'placed' THEN NEW.at::date - offered::date END
-    WHERE forward_id = NEW.forward_id AND {_LATER};
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER outcome_candidates_outcome AFTER INSERT ON outcomes FOR EACH ROW
-    EXECUTE FUNCTION career_relay_outcome_candidates_outcome();
-"""
+TRIGGERS = (
+    _pg_trigger("outcome_candidates_forward", "forwards", " WHEN (NEW.kind = 'consent')",
+                _FORWARD_ROW)
+    + _pg_trigger("outcome_candidates_cancelled", "forward_events",
+                  " WHEN (NEW.event = 'cancelled')", _CANCELLED)
+    + _pg_trigger("outcome_candidates_outcome", "outcomes", "", _outcome(_POSTGRES_DAYS)))
 
 #: 0017 in PostgreSQL's dialect, column for column.
 POSTGRES = """
@@ -154,5 +143,4 @@ CREATE TABLE outcome_candidates (
 );
 CREATE INDEX outcome_candidates_company ON outcome_candidates
     (company, month, job, channel, stage, status, days);
-""" + TRIGGERS + _BACKFILL_FORWARDS + ";\n" + _backfill_outcomes(
-    "o.at::date - c.offered::date") + ";\n"
+""" + TRIGGERS + _BACKFILL_FORWARDS + ";\n" + _backfill_outcomes(_POSTGRES_DAYS) + ";\n"
