@@ -100,6 +100,13 @@ class LedgerUnavailable(LedgerError):
     (SPEC 4) and the site 503; nothing accepted is lost."""
 
 
+class WouldWait(LedgerError):
+    """A write asked not to wait could not begin at once: another write of this process
+    is under way, another process holds the ledger's lock, or every statement of the
+    backend is a round trip to a server.  Nothing was written; the caller writes again
+    where waiting is allowed (the gateway's event loop hands the write to a thread)."""
+
+
 class LedgerConflict(LedgerError):
     """A write the ledger's constraints refuse: a second verdict on one review, a row
     that already exists, a change to an append-only table."""

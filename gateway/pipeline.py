@@ -27,6 +27,7 @@ from career_relay.errors import (
     SmtpReplyError,
     TemporaryFailure,
     UserError,
+    WouldWait,
 )
 from career_relay.settings import CompanySettings, Settings
 from gateway import metrics
@@ -42,6 +43,7 @@ from gateway.policy import (
 from gateway.rejection import (
     Candidate,
     Copy,
+    Draft,
     NotInjectable,
     Ordinary,
     Outcome,
@@ -56,6 +58,11 @@ log = logging.getLogger("career_relay.pipeline")
 # Larger messages take their first look in a thread: decoding megabytes of base64
 # must not hold up every other session of this worker.
 INLINE_LOOK_BYTES = 256 * 1024
+# A rejection whose copies are this small (copies x bytes) is prepared in the loop too:
+# signing 4 copies of 64 KB costs about 2 ms, and a hand-off to a thread cost more than
+# the work itself (docs/performance.md, "Every path").  Larger ones go to a thread.
+INLINE_COPIES = 4
+INLINE_PREPARE_BYTES = 256 * 1024
 #: Seconds after the ledger was found unavailable during which rejections are held at
 #: once, without waiting on it again (a database that is away can take seconds to say so).
 LEDGER_AWAY_SECONDS = 5.0
@@ -119,7 +126,7 @@ class Pipeline:
     async def _rejection_step(self, company: CompanySettings | None, data: bytes,
                               fields: dict[str, str], rcpts: list[str]) -> Outcome:
         """First look (in the loop for ordinary sizes), then, for a rejection, the copies
-        in a thread.  Only the project's declared errors leave this step."""
+        (``_prepared``).  Only the project's declared errors leave this step."""
         if self._rejections is None:
             return Ordinary("no rejection handling here")
         loop = asyncio.get_running_loop()
@@ -134,8 +141,7 @@ class Pipeline:
             if time.monotonic() < self._ledger_away_until:
                 raise LedgerUnavailable("the ledger was unavailable moments ago")
             try:
-                return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
-                                                  fields)
+                return await self._prepared(found, data, rcpts, fields)
             except LedgerUnavailable:
                 self._ledger_away_until = time.monotonic() + LEDGER_AWAY_SECONDS
                 raise
@@ -147,22 +153,50 @@ class Pipeline:
             log.exception("rejection could not be recorded; answering 451")
             raise TemporaryFailure("Could not record the message; try again later") from None
 
+    async def _prepared(self, found: Candidate, data: bytes, rcpts: list[str],
+                        fields: dict[str, str]) -> Outcome:
+        """The copies made and their offers recorded: a small rejection's here in the
+        loop, when the ledger's commit can begin without waiting (else the commit goes to
+        a thread: ``WouldWait``); a large one's, all in a thread."""
+        assert self._rejections is not None
+        loop = asyncio.get_running_loop()
+        if len(rcpts) > INLINE_COPIES or len(data) * len(rcpts) > INLINE_PREPARE_BYTES:
+            return await loop.run_in_executor(None, self._prepare, found, data, rcpts, fields)
+        draft: Draft | None = None
+        try:
+            draft = self._rejections.draft(found, data, list(rcpts), fields)
+            return self._rejections.record(draft, wait=False)
+        except WouldWait:
+            return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
+                                              fields, draft)
+        except (LedgerError, OSError, SmtpReplyError):
+            raise
+        except Exception as exc:  # a bug on a hostile message: never a bare marker
+            self._bug()
+            return await loop.run_in_executor(None, self._prepare, _failed(found, exc), data,
+                                              rcpts, fields)
+
     def _prepare(self, found: Candidate, data: bytes, rcpts: list[str],
-                 fields: dict[str, str]) -> Outcome:
+                 fields: dict[str, str], draft: Draft | None = None) -> Outcome:
+        """``_prepared`` in a thread: the copies (unless ``draft`` has them) and the commit."""
         assert self._rejections is not None
         try:
+            if draft is not None:
+                return self._rejections.record(draft)
             return self._rejections.prepare(found, data, list(rcpts), fields)
         except (LedgerError, OSError, SmtpReplyError):
             raise
         except Exception as exc:  # a bug on a hostile message: never a bare marker
-            if self._settings.gateway.on_error == "tempfail":
-                log.exception("rejection could not be prepared; answering 451")
-                raise TemporaryFailure("Could not prepare the message; try again later") \
-                    from None
-            log.exception("rejection could not be prepared; relaying it unchanged")
-            return self._rejections.prepare(
-                Candidate(found.company, None, found.append, problem=type(exc).__name__),
-                data, list(rcpts), fields)
+            self._bug()
+            return self._rejections.prepare(_failed(found, exc), data, list(rcpts), fields)
+
+    def _bug(self) -> None:
+        """Called handling an exception no hostile message should raise: 451 under
+        ``gateway.on_error = "tempfail"``, else the caller relays it unchanged, counted."""
+        if self._settings.gateway.on_error == "tempfail":
+            log.exception("rejection could not be prepared; answering 451")
+            raise TemporaryFailure("Could not prepare the message; try again later") from None
+        log.exception("rejection could not be prepared; relaying it unchanged")
 
     async def _hold(self, sub: Submission, company: CompanySettings,
                     why: LedgerUnavailable) -> str:
@@ -237,6 +271,11 @@ class Pipeline:
                 self._spool.journal.done(env.id)
             raise
         return stored
+
+
+def _failed(found: Candidate, exc: Exception) -> Candidate:
+    """What a rejection whose copies failed is prepared as: not injected, for that reason."""
+    return Candidate(found.company, None, found.append, problem=type(exc).__name__)
 
 
 def _whose(sub: Submission) -> CompanySettings | None:

@@ -4,8 +4,10 @@
 decides most of them without parsing more than their headers: mail of no
 company, or without the header and the marker and with nothing the
 classifier takes for a rejection, is ``Ordinary`` and goes out as it came.
-The rest goes to ``Rejections.prepare`` in a thread (it writes the ledger
-and signs): a ``Rejection`` with its copies, each final when it is spooled
+The rest goes to ``Rejections.prepare`` (``draft``: the copies made and
+signed; ``record``: their offers written to the ledger; the pipeline does a
+small rejection's both in the loop when the ledger's lock is free, else in a
+thread): a ``Rejection`` with its copies, each final when it is spooled
 (retries and restarts send the same bytes; a client that retries after a
 451 gets the same offers: the ledger is idempotent on Message-ID and
 recipient, DESIGN decision 1), or ``NotInjectable`` with the reason, relayed
@@ -18,12 +20,13 @@ import datetime as dt
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from career_relay.dkimkeys import load_key
 from career_relay.errors import TemporaryFailure, TooManyCopies
-from career_relay.ledger import Ledger, LedgerWriter, new_offer_id
+from career_relay.ledger import CounterKind, Ledger, LedgerWriter, new_offer_id
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
@@ -92,6 +95,21 @@ class Candidate:
     append: bool  # only the header (or the classifier) marked it: append the block
     problem: str = ""
     fatal: bool = False  # the map failed outright: gateway.on_error decides
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A rejection's copies made, not yet recorded: the offers the ledger is to record,
+    and ``finish``, the outcome from the offers it recorded (a retried message's copies
+    are made again with the offers it had)."""
+
+    company: str
+    message_id: str
+    offers: list[tuple[str, str]]  # (recipient, fresh offer id)
+    finish: Callable[[dict[str, str]], Rejection | NotInjectable]
+    counters: tuple[CounterKind, ...] = ("rejections",)
+    fields: tuple[str | None, str | None, str | None] = (None, None, None)  # job, channel, stage
+    created: dt.datetime | None = None
 
 
 class _Companies:
@@ -176,31 +194,39 @@ class Rejections:
     def prepare(self, found: Candidate, data: bytes, rcpts: list[str],
                 fields: dict[str, str]) -> Rejection | NotInjectable:
         """One copy per recipient, each with its own link, signed; or NotInjectable."""
+        return self.record(self.draft(found, data, rcpts, fields))
+
+    def draft(self, found: Candidate, data: bytes, rcpts: list[str],
+              fields: dict[str, str]) -> Draft:
+        """The copies, made and signed (CPU only: nothing written yet)."""
         company = found.company
         if found.root is None:
             if found.fatal and self._settings.gateway.on_error == "tempfail":
                 raise TemporaryFailure("Could not prepare the message; try again later")
-            return self._not_injected(company, data, found.problem)
+            return _not_injected(company, data, found.problem)
         if found.root.content_type in UNTOUCHABLE:
-            return self._not_injected(company, data, f"{found.root.content_type} is never changed")
+            return _not_injected(company, data, f"{found.root.content_type} is never changed")
         try:
-            return Rejection(company.id, self._copies(
-                self._companies, company, data, found.root, rcpts, fields, append=found.append))
+            return self._copies(self._companies, company, data, found.root, rcpts, fields,
+                                append=found.append)
         except (inject.NotInjectable, SigningError) as exc:
             # SigningError: a header section dkimpy cannot read (a folded first line,
             # "From :"); a copy that cannot be signed as the company is not sent changed.
-            return self._not_injected(company, data, str(exc))
+            return _not_injected(company, data, str(exc))
 
-    def _not_injected(self, company: CompanySettings, data: bytes,
-                      reason: str) -> NotInjectable:
-        self._writer.record_rejection(company.id, _message_id(data), (),
-                                      counters=("rejections", "not_injected"))
-        return NotInjectable(company.id, reason)
+    def record(self, draft: Draft, *, wait: bool = True) -> Rejection | NotInjectable:
+        """The draft's offers and counts in the ledger, then its outcome.  ``wait=False``
+        (the event loop): ``WouldWait`` when the commit cannot begin at once."""
+        job, channel, stage = draft.fields
+        recorded = self._writer.record_rejection(
+            draft.company, draft.message_id, draft.offers, job=job, channel=channel,
+            stage=stage, created=draft.created, counters=draft.counters, wait=wait)
+        return draft.finish(recorded)
 
     def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
                 root: mime.Part, rcpts: list[str], fields: dict[str, str],
-                *, append: bool) -> list[Copy]:
-        """The copies, built first and recorded after, in one ledger transaction.
+                *, append: bool) -> Draft:
+        """The copies, built first and recorded after (``record``), in one transaction.
 
         Each is made, signed and kept as its pieces of the shared message (``Spliced``),
         one at a time: a thousand copies of a 3 MB rejection hold 3 MB, not 3 GB."""
@@ -248,16 +274,27 @@ class Rejections:
         internal_copy = Copy(internal, made(texts.for_internal())) if internal else None
         if not copies and internal_copy is None:
             raise inject.NotInjectable("no recipient")
-        recorded = self._writer.record_rejection(
-            company.id, message_id, list(fresh.items()), job=_field(fields, "job"),
-            channel=_field(fields, "channel"), stage=_field(fields, "stage"),
-            created=dt.datetime.fromtimestamp(issued, dt.UTC))
-        for rcpt, offer_id in recorded.items():
-            if offer_id != fresh[rcpt]:  # a retried submission: the offer and link it had
-                offer = self._ledger.offer(offer_id)
-                first = offer.created.timestamp() if offer is not None else issued
-                copies[rcpt] = copy_for(rcpt, offer_id, first)
-        return list(copies.values()) + ([internal_copy] if internal_copy else [])
+
+        def finish(recorded: dict[str, str]) -> Rejection:
+            for rcpt, offer_id in recorded.items():
+                if offer_id != fresh[rcpt]:  # a retried submission: the offer and link it had
+                    offer = self._ledger.offer(offer_id)
+                    first = offer.created.timestamp() if offer is not None else issued
+                    copies[rcpt] = copy_for(rcpt, offer_id, first)
+            return Rejection(company.id, list(copies.values())
+                             + ([internal_copy] if internal_copy else []))
+
+        return Draft(company.id, message_id, list(fresh.items()), finish,
+                     fields=(_field(fields, "job"), _field(fields, "channel"),
+                             _field(fields, "stage")),
+                     created=dt.datetime.fromtimestamp(issued, dt.UTC))
+
+
+def _not_injected(company: CompanySettings, data: bytes, reason: str) -> Draft:
+    """Relayed as it came, counted as a rejection not injected (no offer)."""
+    return Draft(company.id, _message_id(data), [],
+                 lambda _: NotInjectable(company.id, reason),
+                 counters=("rejections", "not_injected"))
 
 
 def _signer(now: _Companies, company: CompanySettings, data: bytes) -> Signer | None:

@@ -24,13 +24,8 @@ from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.ledger.migrations import CHAIN_MIGRATION, MIGRATIONS
 from career_relay.ledger.offers import Ledger
 from career_relay.ledger.rules import Rules, settings_hash_key
-from career_relay.ledger.store import (
-    BUSY_TIMEOUT_SECONDS,
-    Clock,
-    SqliteBackend,
-    immediate,
-    new_offer_id,
-)
+from career_relay.ledger.sqlite_backend import BUSY_TIMEOUT_SECONDS, SqliteBackend, immediate
+from career_relay.ledger.store import Clock, new_offer_id
 from career_relay.settings_table import Settings
 from career_relay.timestamps import utcnow
 
@@ -160,7 +155,10 @@ def open_ledger(
     ``sync_wal_elsewhere``: commits do not wait for the disk themselves
     (``synchronous = NORMAL``); the caller fsyncs the WAL file (``wal_path``)
     before it relies on them.  The gateway does so in the same group commit
-    that makes the mail durable, before its 250.
+    that makes the mail durable, before its 250.  Such a ledger does not
+    checkpoint after its commits either (a checkpoint writes the database file
+    and fsyncs it, and the gateway commits in its event loop): the caller runs
+    ``Ledger.checkpoint`` from a thread (the gateway's ``LedgerWriter`` does).
 
     ``on_migrate`` is told the names of the pending migrations before they run
     (``serve`` prints a progress line: a migration may rewrite large tables).
@@ -178,6 +176,7 @@ def open_ledger(
         _enable_wal(conn)
         if sync_wal_elsewhere:
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         applied = _migrate(db, on_migrate)
     except BaseException:
         conn.close()

@@ -46,7 +46,7 @@ from career_relay.ledger import chain as ledger_chain
 from career_relay.ledger import head as ledger_head
 from career_relay.ledger.connect import open_shared
 from career_relay.ledger.offers import Ledger
-from career_relay.ledger.store import SqliteBackend
+from career_relay.ledger.sqlite_backend import SqliteBackend
 
 #: Every table of the ledger, in an order the foreign keys accept.
 TABLES = ("offers", "daily_counts", "offer_views", "notices", "receipts", "profiles", "reviews",

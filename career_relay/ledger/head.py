@@ -104,8 +104,12 @@ class Diverged(Exception):
     were removed or the chain rewritten.  The file is left as it is, for verify to show."""
 
 
+class Busy(Exception):
+    """``write(wait=False)`` found the head's lock taken: nothing written."""
+
+
 def write(path: Path, seq: int, digest: str,
-          holds: Callable[[int, str], bool] | None = None) -> bool:
+          holds: Callable[[int, str], bool] | None = None, *, wait: bool = True) -> bool:
     """Record (seq, digest) as the head unless the file names a later entry; whether it did.
 
     ``holds(n, hash)``: whether the ledger still has entry n with that hash.  When the
@@ -117,8 +121,10 @@ def write(path: Path, seq: int, digest: str,
     No fsync: the gateway commits many times a second, and a head lost in a
     power cut only leaves the file behind the ledger, which verify accepts
     (entry n still exists); the agency's copy is the anchor that counts.
+
+    ``wait=False``: ``Busy`` rather than wait while another process holds the lock.
     """
-    with _locked(path, fcntl.LOCK_EX, create=True):
+    with _locked(path, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB, create=True):
         current = _read(path)
         if current is not None:
             if holds is not None and not holds(*current):
@@ -147,7 +153,10 @@ def _locked(path: Path, operation: int, *, create: bool = False) -> Iterator[Non
     flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
     fd = _open_regular(path.with_name(f"{path.name}.lock"), flags)
     try:
-        fcntl.flock(fd, operation)
+        try:
+            fcntl.flock(fd, operation)
+        except BlockingIOError:  # LOCK_NB, and another process holds it
+            raise Busy(f"{path}'s lock is taken") from None
         yield
     finally:
         os.close(fd)  # releases the lock

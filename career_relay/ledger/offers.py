@@ -148,7 +148,7 @@ class Ledger(Store):
 
     def record_rejections(self, rejections: Sequence[Rejection],
                           counts: Mapping[tuple[str, CounterKind], int] | None = None,
-                          ) -> list[dict[str, str]]:
+                          *, wait: bool = True) -> list[dict[str, str]]:
         """Several rejections in one transaction: the gateway calls this before its 250,
         and every commit waits for the disk, so concurrent messages share one commit
         (``career_relay.ledger.writer``).  ``counts`` adds (company, counter) totals
@@ -162,9 +162,12 @@ class Ledger(Store):
         do not grow with the batch: one insert of every offer, whose ``RETURNING`` names
         the offers it made; the chain's head and its new entries; one upsert per counter.
         Each statement is a round trip to the server, and on PostgreSQL the other hosts
-        wait through every one of them."""
+        wait through every one of them.
+
+        ``wait=False``: ``WouldWait`` rather than wait for the lock (``Store.write_now``:
+        the gateway's event loop)."""
         prepared = self.prepare(rejections)
-        with self.write() as conn:
+        with self.write() if wait else self.write_now() as conn:
             return self.insert_prepared(conn, prepared, counts)
 
     def prepare(self, rejections: Sequence[Rejection]) -> Prepared:

@@ -47,7 +47,7 @@ class _Connection:
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """psycopg's errors as the project's (``career_relay.ledger.store.translated``)."""
+    """psycopg's errors as the project's (``career_relay.ledger.sqlite_backend.translated``)."""
     try:
         yield
     except psycopg.IntegrityError as exc:

@@ -4,20 +4,18 @@ One ``Store`` per process and ledger: every part of the ledger (offers,
 consent, forwards, credits, admin users, reports) runs its SQL through
 ``write()`` and ``read()`` here, never through a connection of its own.
 
-Two backends take the same SQL: SQLite (``SqliteBackend``, the embedded
-default) and PostgreSQL (``career_relay.ledger.postgres``).  In SQLite:
-
-Writes: one connection, serialised by a lock, each write one ``BEGIN
-IMMEDIATE`` transaction (the write lock is taken up front, so two processes'
-writers queue on the busy timeout instead of failing to upgrade a read
-lock).  After each commit that moved the chain's head, the head file is
+Two backends take the same SQL: SQLite (``SqliteBackend`` in
+``career_relay.ledger.sqlite_backend``, the embedded default) and PostgreSQL
+(``career_relay.ledger.postgres``).  Every write holds the ledger's one
+write lock; after each commit that moved the chain's head, the head file is
 written (``career_relay.ledger.head``).
 
-Reads: a connection per reading thread, so the site's event loop never
-waits behind a commit that waits for the disk (WAL readers never wait for
-the writer).  Inside a write, a read uses the writer's connection and sees
-the transaction's own rows.  ``data_version()`` says whether any other
-connection committed since (the site's page cache).
+The gateway's event loop writes through ``write_now``: the same
+transaction, begun only if it can be without waiting (``WouldWait``
+otherwise), on a connection that never checkpoints by itself (a checkpoint
+writes the database file and fsyncs it): ``checkpoint()`` runs in a thread.
+``data_version()`` says whether any other connection committed since (the
+site's page cache).
 """
 
 from __future__ import annotations
@@ -34,16 +32,16 @@ from typing import Any, Protocol, Self
 
 from sqlite_utils import Database
 
-from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.errors import WouldWait
 from career_relay.ledger import chain, head
 from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.ledger.rules import Rules
+from career_relay.ledger.sqlite_backend import SqliteBackend
 from career_relay.timestamps import utcnow
 
 log = logging.getLogger("career_relay.ledger")
 
 Clock = Callable[[], dt.datetime]
-BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def new_offer_id() -> str:
@@ -52,7 +50,7 @@ def new_offer_id() -> str:
 
 
 class Backend(Protocol):
-    """Where the rows live: SQLite (``SqliteBackend``, here) or PostgreSQL
+    """Where the rows live: SQLite (``SqliteBackend``) or PostgreSQL
     (``career_relay.ledger.postgres.PostgresBackend``).  Connections it yields take the
     same SQL: ``?`` and ``:name`` parameters, the statements both dialects share."""
 
@@ -62,82 +60,6 @@ class Backend(Protocol):
     def data_version(self) -> int: ...
     def settled_head(self, *, just_written: bool = False) -> tuple[int, str] | None: ...
     def close(self) -> None: ...
-
-
-class SqliteBackend:
-    """One writer connection under a lock, a reading connection per thread."""
-
-    def __init__(self, db: Database, path: Path | None) -> None:
-        #: The writer's connection (sqlite-utils, for the migrations).
-        self.db = db
-        self.lock = threading.RLock()
-        self._path = path  # None: ``:memory:``, where a second connection is another database
-        self._local = threading.local()  # .reader, .writing: per thread
-        self._readers: list[sqlite3.Connection] = []
-
-    def close(self) -> None:
-        with self.lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-            self.db.close()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self._local.writing = True
-            try:
-                with translated(), immediate(self.db.conn) as conn:
-                    yield conn
-            finally:
-                self._local.writing = False
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        if self._path is None or getattr(self._local, "writing", False):
-            with self.lock, translated():
-                yield self.db.conn
-            return
-        with translated():
-            yield self._reader()
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """Reads that all see one moment (a deferred transaction, rolled back); inside a
-        write, the write's own."""
-        with self.read() as conn:
-            if conn.in_transaction:
-                yield conn
-                return
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("ROLLBACK")
-
-    def _reader(self) -> sqlite3.Connection:
-        reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
-        if reader is None:
-            # Used by this thread only; ``close`` may run on another, hence no same-thread check.
-            reader = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_SECONDS,
-                                     check_same_thread=False)
-            self._local.reader = reader
-            with self.lock:
-                self._readers.append(reader)
-        return reader
-
-    def data_version(self) -> int:
-        with self.read() as conn:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
-        return int(version)
-
-    def settled_head(self, *, just_written: bool = False) -> tuple[int, str] | None:
-        """(seq, hash) of the last entry.  The site commits with ``synchronous = FULL``; the
-        gateway's commits (``NORMAL``) reach the disk with its fsync of the WAL before its
-        250, so a power cut in between can take entries the head file already names (one
-        host, one disk: ``ledger verify`` then says the head file is ahead)."""
-        with self.read() as conn:
-            return chain.last(conn)
 
 
 class Store:
@@ -200,6 +122,24 @@ class Store:
             yield conn
         self.publish_head()
 
+    @contextlib.contextmanager
+    def write_now(self) -> Iterator[Any]:
+        """``write`` that never waits, for an event loop (``SqliteBackend.write_now``);
+        ``WouldWait`` on PostgreSQL, where every statement waits for the server.  The head
+        file is written after the commit if its lock is free, else by ``publish_head``'s
+        next call (the gateway's writer calls it from its flusher thread)."""
+        if not isinstance(self.backend, SqliteBackend):
+            raise WouldWait("every statement of this backend is a round trip to its server")
+        with self.backend.write_now() as conn:
+            yield conn
+        self.publish_head(wait=False)
+
+    def checkpoint(self) -> None:
+        """SQLite: the WAL copied into the database file (``SqliteBackend.checkpoint``), for a
+        ledger opened with ``checkpoints_elsewhere``.  PostgreSQL checkpoints by itself."""
+        if isinstance(self.backend, SqliteBackend):
+            self.backend.checkpoint()
+
     def read(self) -> contextlib.AbstractContextManager[Any]:
         """A connection for reads: this thread's own, or the writer's inside a write."""
         return self.backend.read()
@@ -225,13 +165,24 @@ class Store:
         head file holds and the agency receives."""
         return head.format_head(*(self.head() or (0, chain.GENESIS)))
 
-    def publish_head(self) -> None:
+    def publish_head(self, *, wait: bool = True) -> None:
         """Write the head file if the head moved since this process last wrote it (one
         indexed read when it did not).  A failure is logged, not raised: the transaction
-        is committed, and a head file left behind only weakens the check, never fails it."""
+        is committed, and a head file left behind only weakens the check, never fails it.
+        ``wait=False``: nothing when another thread or process is writing the file now
+        (it is left to the next call, which the caller makes soon)."""
         if self.head_file is None:
             return
-        with self._head_lock, self.read() as conn:
+        if not self._head_lock.acquire(blocking=wait):
+            return
+        try:
+            self._publish_head(wait)
+        finally:
+            self._head_lock.release()
+
+    def _publish_head(self, wait: bool) -> None:
+        assert self.head_file is not None
+        with self.read() as conn:
             found = self.backend.settled_head(just_written=True)
             if found is None or found == self._published:
                 return
@@ -241,7 +192,9 @@ class Store:
                 return row is not None and str(row[0]) == digest
 
             try:
-                head.write(self.head_file, *found, holds=holds)
+                head.write(self.head_file, *found, holds=holds, wait=wait)
+            except head.Busy:
+                return
             except (OSError, head.Diverged, head.BadHead) as exc:
                 # Once per kind of trouble, not once per commit: the gateway commits often.
                 alarm = f"{type(exc).__name__}: {exc}"
@@ -268,32 +221,3 @@ class Store:
             conn.execute("VACUUM INTO ?", (str(out),))
         with contextlib.closing(sqlite3.connect(str(out))) as copy:
             copy.execute("PRAGMA journal_mode = DELETE")
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """The driver's errors as the project's (``career_relay.errors``): callers outside the
-    ledger never see sqlite3 (or psycopg) errors.  Misuse (``ProgrammingError``) stays
-    what it is: a bug, not a condition to answer."""
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        raise LedgerConflict(str(exc)) from exc
-    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-        if isinstance(exc, sqlite3.ProgrammingError):
-            raise
-        raise LedgerUnavailable(f"the ledger cannot be used now: {exc}") from exc
-
-
-@contextlib.contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (if the error left a
-    transaction to roll back: some, such as a full disk, end it themselves)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

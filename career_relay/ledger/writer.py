@@ -19,6 +19,15 @@ thread: waking another thread costs a futex call made while holding the
 GIL, and on a busy machine the woken thread can take the CPU from the
 waker before it lets the GIL go.  Most commits have nobody waiting and
 wake no one.
+
+The gateway's event loop calls ``record_rejection(wait=False)``: committed
+there and then when nothing would wait (no commit of this process under way
+or queued, SQLite's lock free), else ``WouldWait`` and the loop calls again
+from a thread.  Handing a small rejection to a thread cost the loop and the
+thread about a millisecond of CPU between them, passing the GIL to and fro
+at every statement (docs/performance.md, "Every path").  The connection of
+such a ledger does not checkpoint by itself: the flusher does, and writes a
+head file a commit in the loop could not (its lock was taken).
 """
 
 from __future__ import annotations
@@ -31,14 +40,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from career_relay.errors import LedgerConflict, LedgerUnavailable
+from career_relay.errors import LedgerConflict, LedgerUnavailable, WouldWait
 from career_relay.ledger.offers import CounterKind, Ledger, OfferSource, Rejection
 
 log = logging.getLogger("career_relay.ledger")
 
 _MAX_BATCH = 200
 _WAIT = 60.0  # seconds a caller waits for its commit (SQLite's busy timeout is 30 s)
-FLUSH_INTERVAL = 0.5  # seconds a deferred tally may wait for a commit
+FLUSH_INTERVAL = 0.5  # seconds a deferred tally, checkpoint or head file may wait
 
 
 @dataclass
@@ -59,6 +68,7 @@ class LedgerWriter:
         self._counts: collections.Counter[tuple[str, CounterKind]] = collections.Counter()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._committed = False  # since the flusher last checkpointed
 
     def add_count(self, company: str, kind: CounterKind) -> None:
         """Add one to a tally without waiting: committed with the next batch, or by the
@@ -67,14 +77,31 @@ class LedgerWriter:
             if self._closed:
                 return
             self._counts[(company, kind)] += 1
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
-                                                 name="ledger-tallies")
-                self._flusher.start()
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        """Called holding ``_cond``."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name="ledger-flusher")
+            self._flusher.start()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             self.flush()
+            with self._cond:
+                committed, self._committed = self._committed, False
+            if committed:
+                self._tidy()
+
+    def _tidy(self) -> None:
+        """After commits: the WAL into the database file, the head file if a commit in the
+        loop left it behind.  Never raises: the next round tries again."""
+        try:
+            self._ledger.checkpoint()
+            self._ledger.publish_head()
+        except Exception as exc:  # a ledger that is away now: a later round
+            log.debug("checkpoint not done: %s", exc)
 
     def flush(self) -> None:
         """Commit the pending tallies now (a batch in progress takes them instead)."""
@@ -89,10 +116,15 @@ class LedgerWriter:
                          channel: str | None = None, stage: str | None = None,
                          created: dt.datetime | None = None,
                          counters: tuple[CounterKind, ...] = ("rejections",),
-                         source: OfferSource = "relay") -> dict[str, str]:
-        """Blocking, like ``Ledger.record_rejection``; returns once the commit is done."""
+                         source: OfferSource = "relay", *, wait: bool = True,
+                         ) -> dict[str, str]:
+        """Blocking, like ``Ledger.record_rejection``; returns once the commit is done.
+        ``wait=False`` (an event loop): committed at once, alone, or ``WouldWait`` and
+        nothing written (module docstring)."""
         request = _Request(Rejection(company, message_id, tuple(offers), job, channel, stage,
                                      created, counters, source))
+        if not wait:
+            return self._now(request)
         with self._cond:
             if self._closed:
                 raise LedgerUnavailable("the ledger writer has stopped")
@@ -107,6 +139,31 @@ class LedgerWriter:
         assert request.result is not None
         return request.result
 
+    def _now(self, request: _Request) -> dict[str, str]:
+        """Lead a commit of this one request (and the pending tallies) if no one leads or
+        waits to; ``WouldWait`` otherwise, or when the ledger's lock is not free."""
+        with self._cond:
+            if self._closed:
+                raise LedgerUnavailable("the ledger writer has stopped")
+            if self._leading or self._queue:
+                raise WouldWait("a commit of this process is under way")
+            self._leading = True
+            counts, self._counts = self._counts, collections.Counter()
+            self._start_flusher()  # it checkpoints what this commit adds to the WAL
+        try:
+            (result,) = self._ledger.record_rejections([request.rejection], counts,
+                                                       wait=False)
+        except BaseException:
+            with self._cond:
+                self._counts.update(counts)  # tallies wait for the next commit
+            raise
+        finally:
+            with self._cond:
+                self._leading = False
+                self._committed = True
+                self._cond.notify_all()  # a thread that queued meanwhile leads next
+        return result
+
     def close(self) -> None:
         """Refuse new rejections; wait (a while) for the commits already asked for."""
         self._stop.set()
@@ -116,6 +173,11 @@ class LedgerWriter:
             pending, self._leading = bool(self._counts), bool(self._counts)
         if pending:
             self._commit([])
+        # Its checkpoint reads through a connection the ledger's close would close under it.
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(_WAIT)
+        if self._committed:
+            self._tidy()  # the last checkpoint and head file, now rather than never
 
     def _wait_or_lead(self, request: _Request, deadline: float) -> list[_Request]:
         """Wait while another caller commits; then the batch to commit ([] once ours is done)."""
@@ -165,6 +227,7 @@ class LedgerWriter:
                 for request in batch:
                     request.done = True
                 self._leading = False
+                self._committed = True
                 self._cond.notify_all()
 
     def _one_by_one(self, batch: list[_Request]) -> None:

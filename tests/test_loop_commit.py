@@ -1,0 +1,270 @@
+"""The gateway's commits in its event loop (``LedgerWriter.record_rejection(wait=False)``).
+
+A small rejection's offers are committed in the loop when nothing would wait; when
+something would (this process's writer busy, another process holding SQLite's lock,
+PostgreSQL), ``WouldWait`` says so, nothing is written, and the gateway commits from a
+thread as before.  The loop never waits for the ledger: ordinary mail keeps flowing
+while another process holds the lock.  The connection does not checkpoint by itself
+and a head file it could not write is left to the flusher thread: both are done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import smtplib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from career_relay.errors import LedgerUnavailable, WouldWait
+from career_relay.ledger import Ledger, LedgerWriter, open_ledger, open_shared, parse_head
+from tests.conftest import ConfigMaker, GatewayThread, Sink, crlf, wait_until
+from tests.test_rejection import rejection
+
+NOON = dt.datetime(2026, 4, 1, 3, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A SQLite ledger opened as the gateway opens it."""
+    opened = open_ledger(tmp_path / "ledger.db", sync_wal_elsewhere=True, clock=lambda: NOON)
+    yield opened
+    opened.close()
+
+
+def _offer(n: int) -> list[tuple[str, str]]:
+    return [(f"c{n}@example.jp", f"offerLOOP{n:07d}")]
+
+
+def _in_database_file(path: Path, sql: str) -> int:
+    """What the database file alone holds (its WAL unread): what a checkpoint copied."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:  # not even the tables yet: the migrations are in the WAL
+        return -1
+    finally:
+        conn.close()
+
+
+def test_a_free_ledger_commits_at_once_and_publishes_its_head(ledger: Ledger) -> None:
+    writer = LedgerWriter(ledger)
+    try:
+        got = writer.record_rejection("acme", "<a@acme.example>", _offer(1), wait=False)
+        assert got == {"c1@example.jp": "offerLOOP0000001"}
+        found = ledger.offer("offerLOOP0000001")
+        assert found is not None and found.recipient == "c1@example.jp"
+        assert ledger.counts("acme", NOON.date())["rejections"] == 1
+        assert ledger.head_file is not None
+        assert parse_head(ledger.head_file.read_text()) == ledger.head()
+        # Sent again (a client retrying after a lost 250): the offer it had, counted once.
+        again = writer.record_rejection("acme", "<a@acme.example>",
+                                        [("c1@example.jp", "offerLOOPOTHER01")], wait=False)
+        assert again == got and ledger.counts("acme", NOON.date())["rejections"] == 1
+    finally:
+        writer.close()
+
+
+def test_another_process_holding_the_lock_is_would_wait_and_nothing_is_written(
+        ledger: Ledger, tmp_path: Path) -> None:
+    writer = LedgerWriter(ledger)
+    other = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        writer.add_count("acme", "unmarked_rejections")  # a tally waiting for a commit
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, mid-transaction
+        # Not LedgerUnavailable after SQLite's 30 s busy timeout: it did not wait.
+        with pytest.raises(WouldWait):
+            writer.record_rejection("acme", "<b@acme.example>", _offer(2), wait=False)
+        assert ledger.offer("offerLOOP0000002") is None
+        # The waiting kind still waits (the busy timeout is back), and commits once the
+        # other writer is done; the tally the refused commit had taken goes with it.
+        done: list[dict[str, str]] = []
+        thread = threading.Thread(target=lambda: done.append(writer.record_rejection(
+            "acme", "<b@acme.example>", _offer(2))))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and done == []  # waiting for the lock
+        other.execute("COMMIT")
+        thread.join(20)
+        assert done == [{"c2@example.jp": "offerLOOP0000002"}]
+        counts = ledger.counts("acme", NOON.date())
+        assert counts["rejections"] == 1 and counts["unmarked_rejections"] == 1
+    finally:
+        other.close()
+        writer.close()
+
+
+def test_a_commit_of_this_process_under_way_is_would_wait(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = LedgerWriter(ledger)
+    real = ledger.record_rejections
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(rejections: object, counts: object = None, **kw: bool) -> list[dict[str, str]]:
+        inside.set()
+        release.wait(20)
+        return real(rejections, counts, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "record_rejections", slow)
+    thread = threading.Thread(target=writer.record_rejection,
+                              args=("acme", "<c@acme.example>", _offer(3)))
+    thread.start()
+    try:
+        assert inside.wait(20)
+        with pytest.raises(WouldWait):
+            writer.record_rejection("acme", "<d@acme.example>", _offer(4), wait=False)
+    finally:
+        release.set()
+        thread.join(20)
+    monkeypatch.setattr(ledger, "record_rejections", real)
+    assert writer.record_rejection("acme", "<d@acme.example>", _offer(4), wait=False)
+    writer.close()
+    assert ledger.offer("offerLOOP0000003") is not None
+    assert ledger.offer("offerLOOP0000004") is not None
+    with pytest.raises(LedgerUnavailable):  # a closed writer takes nothing, either way
+        writer.record_rejection("acme", "<e@acme.example>", _offer(5), wait=False)
+
+
+def test_postgresql_is_would_wait_and_nothing_is_written(ledger_postgres_url: str) -> None:
+    ledger = open_shared(ledger_postgres_url, clock=lambda: NOON)
+    writer = LedgerWriter(ledger)
+    try:
+        with pytest.raises(WouldWait):
+            writer.record_rejection("acme", "<pg@acme.example>", _offer(6), wait=False)
+        assert ledger.offer("offerLOOP0000006") is None
+        assert writer.record_rejection("acme", "<pg@acme.example>", _offer(6))
+        assert ledger.offer("offerLOOP0000006") is not None
+    finally:
+        writer.close()
+        ledger.close()
+
+
+def test_the_gateways_ledger_does_not_checkpoint_by_itself_the_flusher_does(
+        ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    (pages,) = ledger.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    assert pages == 0  # no commit in the loop writes and fsyncs the database file
+    writer = LedgerWriter(ledger)
+    try:
+        for n in range(10, 20):
+            writer.record_rejection("acme", f"<{n}@acme.example>", _offer(n), wait=False)
+        wait_until(lambda: _in_database_file(path, "SELECT count(*) FROM offers") == 10,
+                   what="the offers checkpointed into the database file")
+    finally:
+        writer.close()
+    with sqlite3.connect(tmp_path / "other.db") as plain:  # others keep SQLite's default
+        plain.execute("PRAGMA journal_mode = WAL")
+        assert plain.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+
+
+def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(ledger: Ledger) -> None:
+    writer = LedgerWriter(ledger)
+    head_file = ledger.head_file
+    assert head_file is not None
+    try:
+        writer.record_rejection("acme", "<h1@acme.example>", _offer(21), wait=False)
+        first = parse_head(head_file.read_text())
+        assert first == ledger.head()
+        lock = os.open(head_file.with_name(f"{head_file.name}.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process writing the head now
+            writer.record_rejection("acme", "<h2@acme.example>", _offer(22), wait=False)
+            assert ledger.offer("offerLOOP0000022") is not None  # committed all the same
+            assert parse_head(head_file.read_text()) == first  # not waited for
+        finally:
+            os.close(lock)
+        wait_until(lambda: parse_head(head_file.read_text()) == ledger.head(),
+                   what="the flusher writing the head file")
+        head = ledger.head()
+        assert head is not None and first is not None and head[0] > first[0]
+    finally:
+        writer.close()
+
+
+# -- in the gateway ---------------------------------------------------------------------
+
+
+def _config(make_config: ConfigMaker, sink: Sink) -> Path:
+    return make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
+                       companies=[{"id": "acme", "name": "株式会社アクメ",
+                                   "domains": ["acme.example"],
+                                   "allow_ips": ["127.0.0.1/32"]}])
+
+
+def _send(port: int, data: bytes, rcpts: list[str], out: list[str]) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.ehlo()
+        client.mail("hr@acme.example", ["BODY=8BITMIME"])
+        for rcpt in rcpts:
+            client.rcpt(rcpt)
+        code, text = client.data(data)
+        out.append(f"{code} {text.decode()}")
+
+
+def test_a_small_rejection_is_committed_in_the_loop(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        writer = rejections._writer
+        real = writer.record_rejection
+        calls: list[tuple[bool, str, str]] = []  # (wait, thread, outcome)
+
+        def watched(*args: object, wait: bool = True, **kwargs: object) -> dict[str, str]:
+            try:
+                got = real(*args, wait=wait, **kwargs)  # type: ignore[arg-type]
+            except WouldWait:
+                calls.append((wait, threading.current_thread().name, "would wait"))
+                raise
+            calls.append((wait, threading.current_thread().name, "committed"))
+            return got
+
+        monkeypatch.setattr(writer, "record_rejection", watched)
+        replies: list[str] = []
+        _send(gw.port, rejection("<loop@acme.example>"), ["a@example.net"], replies)
+        assert replies[0].startswith("250")
+        (got,) = sink.wait_for(1)
+    finally:
+        gw.stop()
+    assert calls == [(False, gw._thread.name, "committed")]  # the loop's thread, no hand-off
+    assert b"http://consent.test/c/" in got.data and b"[[CAREER_RELAY_LINK]]" not in got.data
+
+
+def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_rejection_waits(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    config = _config(make_config, sink)
+    gw = GatewayThread(config).start()
+    other = sqlite3.connect(gw.settings.ledger.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # e.g. `career-relay ledger purge` mid-transaction
+        waiting: list[str] = []
+        thread = threading.Thread(target=_send, args=(
+            gw.port, rejection("<held@acme.example>"), ["w@example.net"], waiting))
+        thread.start()
+        # The rejection cannot be recorded yet; the loop is not held up by it.
+        ordinary = crlf("From: 人事部 <hr@acme.example>\nTo: i@example.net\n"
+                        "Subject: 二次面接のご案内\nMessage-ID: <invite@acme.example>\n"
+                        "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+                        "Content-Transfer-Encoding: 8bit\n\n"
+                        "田中様\n\n二次面接の日程をご案内いたします。\n")
+        flowing: list[str] = []
+        _send(gw.port, ordinary, ["i@example.net"], flowing)
+        assert flowing[0].startswith("250")
+        (invitation,) = sink.wait_for(1)
+        assert invitation.data.endswith(ordinary.split(b"\r\n\r\n", 1)[1])
+        assert thread.is_alive() and waiting == []
+        other.execute("COMMIT")
+        thread.join(40)
+        assert waiting and waiting[0].startswith("250"), waiting
+        got = sink.wait_for(2)
+    finally:
+        other.close()
+        gw.stop()
+    copy = next(m for m in got if m.rcpts == ["w@example.net"])
+    assert b"http://consent.test/c/" in copy.data and b"[[CAREER_RELAY_LINK]]" not in copy.data
