@@ -7,6 +7,7 @@ header block, found by its blank line (RFC 5322 section 2.1).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from email.utils import formatdate
 
@@ -19,6 +20,27 @@ def header_block(data: bytes) -> bytes:
         return b""
     end = data.find(b"\r\n\r\n")
     return data if end < 0 else data[: end + 2]
+
+
+def message_id(data: bytes) -> str:
+    """The Message-ID, or a digest of the message: either is the same when a client retries."""
+    lines = header_block(data).split(b"\r\n")
+    for at, line in enumerate(lines):
+        name, colon, value = line.partition(b":")
+        if not colon or line[:1] in (b" ", b"\t") or name.strip().lower() != b"message-id":
+            continue
+        # A long field is folded onto lines that begin with white space (RFC 5322 2.2.3):
+        # Python's email.policy.SMTP folds a long id onto a line of its own.
+        for more in lines[at + 1:]:
+            if more[:1] not in (b" ", b"\t"):
+                break
+            value += more
+        # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
+        # one message must be recordable on either backend.
+        found = value.strip().decode("utf-8", "replace").replace("\x00", "")
+        if found:
+            return found
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def has_bare_newline(data: bytes) -> bool:

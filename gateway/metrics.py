@@ -40,6 +40,12 @@ _OUTCOMES = {"Rejection": REJECTIONS.labels("rejection"),
              "NotInjectable": REJECTIONS.labels("not_injected"),
              "Held": REJECTIONS.labels("held")}
 _UNMARKED = REJECTIONS.labels("unmarked")
+LEDGER_COMMITS = Counter(
+    "career_relay_rejection_commits",
+    "Rejections whose offers were committed in the event loop (loop) or, because that "
+    "would have waited or the rejection is large, in a thread (thread).",
+    ["where"])
+_COMMITTED = {True: LEDGER_COMMITS.labels("loop"), False: LEDGER_COMMITS.labels("thread")}
 PROCESSING = Histogram(
     "career_relay_processing_seconds",
     "From the end of DATA to the 250: checks, rejection handling, spool fsync.",
@@ -70,6 +76,11 @@ def outcome(name: str, unmarked: bool) -> None:
     counter = _UNMARKED if unmarked else _OUTCOMES.get(name)
     if counter is not None:
         counter.inc()
+
+
+def committed(in_loop: bool) -> None:
+    """A rejection's offers recorded, in the event loop or in a thread."""
+    _COMMITTED[in_loop].inc()
 
 
 def delivered(arrival: float, recipients: int) -> None:

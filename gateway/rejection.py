@@ -17,7 +17,6 @@ as it came and counted.  The pipeline logs and counts each outcome in one place.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
 from gateway.dkim import Signer, SigningError, pieces_facts, remove_signatures
-from gateway.message import header_block
+from gateway.message import header_block, message_id
 from gateway.policy import domain_of, single_from_domain
 from gateway.spliced import Base, Body, Spliced, materialised
 from gateway.textparts import MARKER, UNTOUCHABLE, text_parts
@@ -214,6 +213,11 @@ class Rejections:
             # "From :"); a copy that cannot be signed as the company is not sent changed.
             return _not_injected(company, data, str(exc))
 
+    @property
+    def commits_now(self) -> bool:
+        """Whether ``record(wait=False)`` can commit (SQLite), not only say ``WouldWait``."""
+        return self._ledger.writes_now
+
     def record(self, draft: Draft, *, wait: bool = True) -> Rejection | NotInjectable:
         """The draft's offers and counts in the ledger, then its outcome.  ``wait=False``
         (the event loop): ``WouldWait`` when the commit cannot begin at once."""
@@ -244,7 +248,7 @@ class Rejections:
         texts = now.texts[company.id]
         signer = _signer(now, company, data)  # the From header is the same in every copy
         # The message's own signatures hold for no copy: gone from the shared base.
-        message_id = _message_id(data)
+        msg_id = message_id(data)
         stripped = remove_signatures(data)
         if stripped is not data:
             try:
@@ -284,7 +288,7 @@ class Rejections:
             return Rejection(company.id, list(copies.values())
                              + ([internal_copy] if internal_copy else []))
 
-        return Draft(company.id, message_id, list(fresh.items()), finish,
+        return Draft(company.id, msg_id, list(fresh.items()), finish,
                      fields=(_field(fields, "job"), _field(fields, "channel"),
                              _field(fields, "stage")),
                      created=dt.datetime.fromtimestamp(issued, dt.UTC))
@@ -292,7 +296,7 @@ class Rejections:
 
 def _not_injected(company: CompanySettings, data: bytes, reason: str) -> Draft:
     """Relayed as it came, counted as a rejection not injected (no offer)."""
-    return Draft(company.id, _message_id(data), [],
+    return Draft(company.id, message_id(data), [],
                  lambda _: NotInjectable(company.id, reason),
                  counters=("rejections", "not_injected"))
 
@@ -316,27 +320,6 @@ def _signed(signer: Signer | None, copy: Spliced) -> Spliced:
     facts = (pieces_facts(message, copy.base.data, copy.pieces, copy.base.facts)
              if len(message) > _FACTS_FROM_PIECES else None)
     return copy.prepend(signer.sign(message, facts))
-
-
-def _message_id(data: bytes) -> str:
-    """The Message-ID, or a digest of the message: either is the same when a client retries."""
-    lines = header_block(data).split(b"\r\n")
-    for at, line in enumerate(lines):
-        name, colon, value = line.partition(b":")
-        if not colon or line[:1] in (b" ", b"\t") or name.strip().lower() != b"message-id":
-            continue
-        # A long field is folded onto lines that begin with white space (RFC 5322 2.2.3):
-        # Python's email.policy.SMTP folds a long id onto a line of its own.
-        for more in lines[at + 1:]:
-            if more[:1] not in (b" ", b"\t"):
-                break
-            value += more
-        # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
-        # one message must be recordable on either backend.
-        found = value.strip().decode("utf-8", "replace").replace("\x00", "")
-        if found:
-            return found
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _field(fields: dict[str, str], name: str) -> str | None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from career_relay.errors import LedgerUnavailable, WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger, open_shared, parse_head
@@ -189,6 +190,12 @@ def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(ledger: Ledge
 # -- in the gateway ---------------------------------------------------------------------
 
 
+def _commits(where: str) -> float:
+    """``career_relay_rejection_commits_total{where=...}`` of this process."""
+    return REGISTRY.get_sample_value("career_relay_rejection_commits_total",
+                                     {"where": where}) or 0.0
+
+
 def _config(make_config: ConfigMaker, sink: Sink) -> Path:
     return make_config(upstream_port=sink.port, site={"public_url": "http://consent.test"},
                        companies=[{"id": "acme", "name": "株式会社アクメ",
@@ -226,6 +233,7 @@ def test_a_small_rejection_is_committed_in_the_loop(
             return got
 
         monkeypatch.setattr(writer, "record_rejection", watched)
+        before = _commits("loop"), _commits("thread")
         replies: list[str] = []
         _send(gw.port, rejection("<loop@acme.example>"), ["a@example.net"], replies)
         assert replies[0].startswith("250")
@@ -233,6 +241,7 @@ def test_a_small_rejection_is_committed_in_the_loop(
     finally:
         gw.stop()
     assert calls == [(False, gw._thread.name, "committed")]  # the loop's thread, no hand-off
+    assert (_commits("loop"), _commits("thread")) == (before[0] + 1, before[1])
     assert b"http://consent.test/c/" in got.data and b"[[CAREER_RELAY_LINK]]" not in got.data
 
 
@@ -243,6 +252,7 @@ def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_reje
     other = sqlite3.connect(gw.settings.ledger.path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # e.g. `career-relay ledger purge` mid-transaction
+        in_thread = _commits("thread")
         waiting: list[str] = []
         thread = threading.Thread(target=_send, args=(
             gw.port, rejection("<held@acme.example>"), ["w@example.net"], waiting))
@@ -259,6 +269,8 @@ def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_reje
         (invitation,) = sink.wait_for(1)
         assert invitation.data.endswith(ordinary.split(b"\r\n\r\n", 1)[1])
         assert thread.is_alive() and waiting == []
+        # The loop tried a few times, then gave the commit to a thread, which waits.
+        wait_until(lambda: _commits("thread") == in_thread + 1, what="the hand-off")
         other.execute("COMMIT")
         thread.join(40)
         assert waiting and waiting[0].startswith("250"), waiting

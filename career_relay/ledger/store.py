@@ -122,13 +122,18 @@ class Store:
             yield conn
         self.publish_head()
 
+    @property
+    def writes_now(self) -> bool:
+        """Whether ``write_now`` can ever commit (SQLite), not only say ``WouldWait``."""
+        return isinstance(self.backend, SqliteBackend)
+
     @contextlib.contextmanager
     def write_now(self) -> Iterator[Any]:
         """``write`` that never waits, for an event loop (``SqliteBackend.write_now``);
         ``WouldWait`` on PostgreSQL, where every statement waits for the server.  The head
         file is written after the commit if its lock is free, else by ``publish_head``'s
         next call (the gateway's writer calls it from its flusher thread)."""
-        if not isinstance(self.backend, SqliteBackend):
+        if not isinstance(self.backend, SqliteBackend):  # not self.writes_now
             raise WouldWait("every statement of this backend is a round trip to its server")
         with self.backend.write_now() as conn:
             yield conn
