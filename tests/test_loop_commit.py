@@ -213,26 +213,31 @@ def _send(port: int, data: bytes, rcpts: list[str], out: list[str]) -> None:
         out.append(f"{code} {text.decode()}")
 
 
+def _watched(gw: GatewayThread, monkeypatch: pytest.MonkeyPatch
+             ) -> list[tuple[bool, str, str]]:
+    """Each commit the gateway's writer is asked for: (wait, thread, what came of it)."""
+    assert gw.gateway.rejections is not None
+    writer = gw.gateway.rejections._writer
+    real, calls = writer.record_rejection, []
+
+    def watched(*args: object, wait: bool = True, **kwargs: object) -> dict[str, str]:
+        try:
+            got = real(*args, wait=wait, **kwargs)  # type: ignore[arg-type]
+        except WouldWait:
+            calls.append((wait, threading.current_thread().name, "would wait"))
+            raise
+        calls.append((wait, threading.current_thread().name, "committed"))
+        return got
+
+    monkeypatch.setattr(writer, "record_rejection", watched)
+    return calls
+
+
 def test_a_small_rejection_is_committed_in_the_loop(
         make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
     gw = GatewayThread(_config(make_config, sink)).start()
     try:
-        rejections = gw.gateway.rejections
-        assert rejections is not None
-        writer = rejections._writer
-        real = writer.record_rejection
-        calls: list[tuple[bool, str, str]] = []  # (wait, thread, outcome)
-
-        def watched(*args: object, wait: bool = True, **kwargs: object) -> dict[str, str]:
-            try:
-                got = real(*args, wait=wait, **kwargs)  # type: ignore[arg-type]
-            except WouldWait:
-                calls.append((wait, threading.current_thread().name, "would wait"))
-                raise
-            calls.append((wait, threading.current_thread().name, "committed"))
-            return got
-
-        monkeypatch.setattr(writer, "record_rejection", watched)
+        calls = _watched(gw, monkeypatch)
         before = _commits("loop"), _commits("thread")
         replies: list[str] = []
         _send(gw.port, rejection("<loop@acme.example>"), ["a@example.net"], replies)
@@ -246,11 +251,12 @@ def test_a_small_rejection_is_committed_in_the_loop(
 
 
 def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_rejection_waits(
-        make_config: ConfigMaker, sink: Sink) -> None:
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(make_config, sink)
     gw = GatewayThread(config).start()
     other = sqlite3.connect(gw.settings.ledger.path, isolation_level=None)
     try:
+        calls = _watched(gw, monkeypatch)
         other.execute("BEGIN IMMEDIATE")  # e.g. `career-relay ledger purge` mid-transaction
         in_thread = _commits("thread")
         waiting: list[str] = []
@@ -278,5 +284,10 @@ def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_reje
     finally:
         other.close()
         gw.stop()
+    # Tried in the loop once and after each of the four pauses, then waited for in a thread.
+    loop_thread = gw._thread.name
+    assert calls[:5] == [(False, loop_thread, "would wait")] * 5
+    assert len(calls) == 6 and calls[5][0] and calls[5][1] != loop_thread
+    assert calls[5][2] == "committed"
     copy = next(m for m in got if m.rcpts == ["w@example.net"])
     assert b"http://consent.test/c/" in copy.data and b"[[CAREER_RELAY_LINK]]" not in copy.data

@@ -62,7 +62,8 @@ class SqliteBackend:
         """``write``, for an event loop: ``WouldWait`` (nothing begun) when this process's
         writer is busy or another process holds SQLite's write lock.  Once ``BEGIN
         IMMEDIATE`` holds the lock nothing in the transaction waits: a WAL commit takes no
-        other lock, and this connection does not checkpoint (``checkpoints_elsewhere``)."""
+        other lock, and the gateway's connection does not checkpoint after it
+        (``open_ledger(sync_wal_elsewhere=True)``)."""
         if not self.lock.acquire(blocking=False):
             raise WouldWait("another write of this process is under way")
         try:
@@ -78,13 +79,8 @@ class SqliteBackend:
                     raise
                 finally:
                     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-                try:
+                with committed(conn):
                     yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
         finally:
             self._local.writing = False
             self.lock.release()
@@ -166,6 +162,13 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (if the error left a
     transaction to roll back: some, such as a full disk, end it themselves)."""
     conn.execute("BEGIN IMMEDIATE")
+    with committed(conn):
+        yield conn
+
+
+@contextlib.contextmanager
+def committed(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """The transaction ``conn`` has begun: committed, or rolled back on any error."""
     try:
         yield conn
         conn.execute("COMMIT")
