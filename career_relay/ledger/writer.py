@@ -129,6 +129,7 @@ class LedgerWriter:
             if self._closed:
                 raise LedgerUnavailable("the ledger writer has stopped")
             self._queue.append(request)
+            self._start_flusher()  # it checkpoints what the commits add to the WAL
         deadline = time.monotonic() + _WAIT
         while not request.done:
             batch = self._wait_or_lead(request, deadline)

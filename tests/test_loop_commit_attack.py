@@ -1,0 +1,52 @@
+"""Attacks on the gateway's commits in its event loop (``tests/test_loop_commit.py``):
+what the review of that change found, each kept as a test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from career_relay.ledger import Ledger, LedgerWriter, open_ledger
+from tests.conftest import wait_until
+
+NOON = dt.datetime(2026, 4, 1, 3, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A SQLite ledger opened as the gateway opens it (no checkpoint after its commits)."""
+    opened = open_ledger(tmp_path / "ledger.db", sync_wal_elsewhere=True, clock=lambda: NOON)
+    yield opened
+    opened.close()
+
+
+def _in_database_file(path: Path, sql: str) -> int:
+    """What the database file alone holds (its WAL unread): what a checkpoint copied."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:  # not even the tables yet: the migrations are in the WAL
+        return -1
+    finally:
+        conn.close()
+
+
+def test_commits_made_only_in_threads_are_checkpointed_too(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """A gateway whose rejections all go to a thread (more than 4 copies, or large ones, or
+    PostgreSQL's way) and that tallies no unmarked mail never started the flusher: nothing
+    checkpointed the WAL, which grew without bound (autocheckpoint is off)."""
+    writer = LedgerWriter(ledger)
+    try:
+        for n in range(5):
+            writer.record_rejection("acme", f"<t{n}@acme.example>",
+                                    [(f"t{n}@example.jp", f"offerTHREAD{n:05d}")])
+        wait_until(lambda: _in_database_file(tmp_path / "ledger.db",
+                                             "SELECT count(*) FROM offers") == 5,
+                   what="the thread's commits checkpointed into the database file")
+    finally:
+        writer.close()
