@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from career_relay.errors import WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger
 from tests.conftest import wait_until
 
@@ -50,3 +52,47 @@ def test_commits_made_only_in_threads_are_checkpointed_too(
                    what="the thread's commits checkpointed into the database file")
     finally:
         writer.close()
+
+
+def _wal_salt(path: Path) -> bytes:
+    """The WAL header's salts: SQLite changes them whenever it starts the WAL over."""
+    with open(f"{path}-wal", "rb") as wal:
+        return wal.read(32)[16:24]
+
+
+def test_the_wal_starts_over_while_commits_never_pause(ledger: Ledger, tmp_path: Path) -> None:
+    """SQLite starts the WAL over only when a write begins with all of it checkpointed.
+    The flusher's checkpoint ran beside the commits: under a steady stream of them some
+    commit always came while it ran, the WAL never started over, and it grew without
+    bound (hundreds of MB a minute at a few hundred rejections a second).  The loop's
+    commits must not pause here: they go on while the WAL is watched."""
+    path = tmp_path / "ledger.db"
+    writer = LedgerWriter(ledger)
+    stop = threading.Event()
+    made: list[int] = [0]
+
+    def commit_forever() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            offers = [(f"s{n}@example.jp", f"offerSTEADY{n:05d}")]
+            try:
+                writer.record_rejection("acme", f"<s{n}@acme.example>", offers, wait=False)
+            except WouldWait:  # the flusher's checkpoint holds the lock: as the gateway does
+                writer.record_rejection("acme", f"<s{n}@acme.example>", offers)
+            made[0] = n
+
+    thread = threading.Thread(target=commit_forever)
+    try:
+        writer.record_rejection("acme", "<first@acme.example>",
+                                [("first@example.jp", "offerSTEADYFIRST")], wait=False)
+        first = _wal_salt(path)
+        thread.start()
+        wait_until(lambda: _wal_salt(path) != first, timeout=30,
+                   what="the WAL started over while commits went on")
+        assert thread.is_alive() and made[0] > 0
+    finally:
+        stop.set()
+        thread.join(30)
+        writer.close()
+    assert ledger.offer(f"offerSTEADY{made[0]:05d}") is not None

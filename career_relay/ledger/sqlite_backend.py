@@ -27,6 +27,8 @@ from career_relay.errors import LedgerConflict, LedgerUnavailable, WouldWait
 from career_relay.ledger import chain
 
 BUSY_TIMEOUT_SECONDS = 30.0
+#: Frames in the WAL past which ``checkpoint`` makes sure it starts over (about 4 MB).
+WAL_RESTART_FRAMES = 1000
 
 
 class SqliteBackend:
@@ -88,11 +90,26 @@ class SqliteBackend:
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow, without
         waiting on anyone (``PASSIVE``), on this thread's reading connection: the writer's
-        lock stays free for the commits meanwhile."""
+        lock stays free for the commits meanwhile.
+
+        SQLite starts the WAL over only when a write begins with all of it copied, and
+        commits that never pause (a busy gateway, several workers) left none such: the WAL
+        grew without bound.  Once it holds ``WAL_RESTART_FRAMES`` (SQLite's autocheckpoint
+        threshold), the rest is copied holding the write lock (``FULL``), taken only if it
+        is free (busy timeout 0: a commit in a loop says ``WouldWait`` meanwhile, never
+        waits), so the next write starts the WAL over."""
         if self._path is None:
             return
         with translated():
-            self._reader().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            reader = self._reader()
+            (_, frames, _), = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if frames < WAL_RESTART_FRAMES:
+                return
+            reader.execute("PRAGMA busy_timeout = 0")
+            try:
+                reader.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+            finally:
+                reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
