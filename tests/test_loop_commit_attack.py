@@ -96,3 +96,24 @@ def test_the_wal_starts_over_while_commits_never_pause(ledger: Ledger, tmp_path:
         thread.join(30)
         writer.close()
     assert ledger.offer(f"offerSTEADY{made[0]:05d}") is not None
+
+
+def test_the_ledger_closed_before_its_writer_stops_the_flusher_first(tmp_path: Path) -> None:
+    """``Ledger.close()`` before ``LedgerWriter.close()``: the flusher went on with its
+    checkpoint on a reading connection the ledger closed under it (a segfault: seen in a
+    loop of commits, ``Ledger.close()``, ``LedgerWriter.close()``), and the tallies
+    waiting for it were lost.  The ledger stops its writers' flushers before it closes."""
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(path, sync_wal_elsewhere=True, clock=lambda: NOON)
+    writer = LedgerWriter(ledger)
+    writer.record_rejection("acme", "<o1@acme.example>", [("o1@example.jp", "offerORDER0001")],
+                            wait=False)
+    writer.add_count("acme", "unmarked_rejections")  # waits for the flusher
+    flusher = writer._flusher
+    assert flusher is not None and flusher.is_alive()
+    ledger.close()
+    assert not flusher.is_alive()  # not left running on closed connections
+    writer.close()  # after the ledger: nothing to do, and no crash
+    with open_ledger(path, clock=lambda: NOON) as again:
+        counts = again.counts("acme", NOON.date())
+    assert counts["rejections"] == 1 and counts["unmarked_rejections"] == 1

@@ -87,8 +87,13 @@ class Store:
         self._head_lock = threading.Lock()
         self._published: tuple[int, str] | None = None
         self._head_alarm: str | None = None  # the trouble last logged about the head file
+        #: Called by ``close`` before the connections close (``LedgerWriter.close``: its
+        #: flusher uses them), whichever of the two the caller closes first.
+        self.on_close: list[Callable[[], None]] = []
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self.backend.close()
 
     def __enter__(self) -> Self:

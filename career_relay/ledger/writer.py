@@ -69,6 +69,7 @@ class LedgerWriter:
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._committed = False  # since the flusher last checkpointed
+        ledger.on_close.append(self.close)  # the flusher stops before the connections close
 
     def add_count(self, company: str, kind: CounterKind) -> None:
         """Add one to a tally without waiting: committed with the next batch, or by the
@@ -166,9 +167,12 @@ class LedgerWriter:
         return result
 
     def close(self) -> None:
-        """Refuse new rejections; wait (a while) for the commits already asked for."""
+        """Refuse new rejections; wait (a while) for the commits already asked for.  Called
+        again (``Ledger.close`` calls it too), nothing more."""
         self._stop.set()
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             self._cond.wait_for(lambda: not self._leading and not self._queue, _WAIT)
             pending, self._leading = bool(self._counts), bool(self._counts)
