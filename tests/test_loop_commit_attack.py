@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from career_relay.errors import WouldWait
+from career_relay.errors import LedgerUnavailable, WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger
 from tests.conftest import wait_until
 
@@ -117,3 +117,32 @@ def test_the_ledger_closed_before_its_writer_stops_the_flusher_first(tmp_path: P
     with open_ledger(path, clock=lambda: NOON) as again:
         counts = again.counts("acme", NOON.date())
     assert counts["rejections"] == 1 and counts["unmarked_rejections"] == 1
+
+
+def test_a_head_that_cannot_be_read_after_the_commit_double_counts_nothing(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``publish_head`` says a failure is logged, not raised: the transaction is committed.
+    Its read of the new head could raise all the same (``LedgerUnavailable``), after the
+    commit: the writer then put back the tallies that commit had already added (counted
+    twice at the next commit), and the gateway held a rejection whose offers were in."""
+    writer = LedgerWriter(ledger)
+    real = ledger.backend.settled_head
+
+    def unreadable(*, just_written: bool = False) -> tuple[int, str] | None:
+        if just_written:  # the read after a commit, for the head file
+            raise LedgerUnavailable("the ledger cannot be used now: disk I/O error")
+        return real(just_written=just_written)
+
+    try:
+        writer.add_count("acme", "unmarked_rejections")
+        monkeypatch.setattr(ledger.backend, "settled_head", unreadable)
+        got = writer.record_rejection("acme", "<u1@acme.example>",
+                                      [("u1@example.jp", "offerUNREAD001")], wait=False)
+        assert got == {"u1@example.jp": "offerUNREAD001"}
+        monkeypatch.setattr(ledger.backend, "settled_head", real)
+        writer.record_rejection("acme", "<u2@acme.example>",
+                                [("u2@example.jp", "offerUNREAD002")], wait=False)
+    finally:
+        writer.close()
+    counts = ledger.counts("acme", NOON.date())
+    assert counts["rejections"] == 2 and counts["unmarked_rejections"] == 1

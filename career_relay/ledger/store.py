@@ -32,7 +32,7 @@ from typing import Any, Protocol, Self
 
 from sqlite_utils import Database
 
-from career_relay.errors import WouldWait
+from career_relay.errors import LedgerError, WouldWait
 from career_relay.ledger import chain, head
 from career_relay.ledger.chain import DEFAULT_HASH_KEY
 from career_relay.ledger.rules import Rules
@@ -187,6 +187,8 @@ class Store:
             return
         try:
             self._publish_head(wait)
+        except LedgerError as exc:  # reading the new head: the commit stands all the same
+            self._alarm(exc)
         finally:
             self._head_lock.release()
 
@@ -206,15 +208,19 @@ class Store:
             except head.Busy:
                 return
             except (OSError, head.Diverged, head.BadHead) as exc:
-                # Once per kind of trouble, not once per commit: the gateway commits often.
-                alarm = f"{type(exc).__name__}: {exc}"
-                if alarm != self._head_alarm:
-                    self._head_alarm = alarm
-                    level = logging.WARNING if isinstance(exc, OSError) else logging.ERROR
-                    log.log(level, "the chain head is not written to %s: %s (run "
-                            "`career-relay ledger verify`)", self.head_file, exc)
+                self._alarm(exc)
                 return
             self._published, self._head_alarm = found, None
+
+    def _alarm(self, exc: Exception) -> None:
+        """Once per kind of trouble, not once per commit: the gateway commits often."""
+        alarm = f"{type(exc).__name__}: {exc}"
+        if alarm != self._head_alarm:
+            self._head_alarm = alarm
+            level = logging.ERROR if isinstance(exc, head.Diverged | head.BadHead) \
+                else logging.WARNING
+            log.log(level, "the chain head is not written to %s: %s (run "
+                    "`career-relay ledger verify`)", self.head_file, exc)
 
     def now(self) -> dt.datetime:
         return self._clock()
