@@ -163,7 +163,9 @@ def test_the_gateways_ledger_does_not_checkpoint_by_itself_the_flusher_does(
         assert plain.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
-def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(ledger: Ledger) -> None:
+def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(
+        ledger: Ledger, tmp_path: Path) -> None:
+    ledger_path = tmp_path / "ledger.db"
     writer = LedgerWriter(ledger)
     head_file = ledger.head_file
     assert head_file is not None
@@ -173,9 +175,15 @@ def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(ledger: Ledge
         assert first == ledger.head()
         lock = os.open(head_file.with_name(f"{head_file.name}.lock"), os.O_RDWR)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process writing the head now
-            writer.record_rejection("acme", "<h2@acme.example>", _offer(22), wait=False)
-            assert ledger.offer("offerLOOP0000022") is not None  # committed all the same
+            # Another process holds the head's lock, and keeps it (a `ledger verify`
+            # stopped with ^Z): commits go on, and so do the flusher's checkpoints.
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            for n in (22, 23):
+                writer.record_rejection("acme", f"<h{n}@acme.example>", _offer(n), wait=False)
+                assert ledger.offer(f"offerLOOP00000{n}") is not None  # committed
+                wait_until(lambda n=n: _in_database_file(  # type: ignore[misc]
+                    ledger_path, f"SELECT count(*) FROM offers WHERE id = 'offerLOOP00000{n}'")
+                    == 1, what="the flusher's checkpoint")
             assert parse_head(head_file.read_text()) == first  # not waited for
         finally:
             os.close(lock)

@@ -175,29 +175,31 @@ class Store:
         head file holds and the agency receives."""
         return head.format_head(*(self.head() or (0, chain.GENESIS)))
 
-    def publish_head(self, *, wait: bool = True) -> None:
+    def publish_head(self, *, wait: bool = True) -> bool:
         """Write the head file if the head moved since this process last wrote it (one
         indexed read when it did not).  A failure is logged, not raised: the transaction
         is committed, and a head file left behind only weakens the check, never fails it.
-        ``wait=False``: nothing when another thread or process is writing the file now
-        (it is left to the next call, which the caller makes soon)."""
+        ``wait=False``: nothing when another thread or process holds the file's lock now
+        (a ``ledger verify`` stopped with ^Z holds it for as long as it likes); False then,
+        and the caller calls again later."""
         if self.head_file is None:
-            return
+            return True
         if not self._head_lock.acquire(blocking=wait):
-            return
+            return False
         try:
-            self._publish_head(wait)
+            return self._publish_head(wait)
         except LedgerError as exc:  # reading the new head: the commit stands all the same
             self._alarm(exc)
+            return True
         finally:
             self._head_lock.release()
 
-    def _publish_head(self, wait: bool) -> None:
+    def _publish_head(self, wait: bool) -> bool:
         assert self.head_file is not None
         with self.read() as conn:
             found = self.backend.settled_head(just_written=True)
             if found is None or found == self._published:
-                return
+                return True
 
             def holds(seq: int, digest: str) -> bool:
                 row = conn.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -206,11 +208,12 @@ class Store:
             try:
                 head.write(self.head_file, *found, holds=holds, wait=wait)
             except head.Busy:
-                return
+                return False
             except (OSError, head.Diverged, head.BadHead) as exc:
                 self._alarm(exc)
-                return
+                return True
             self._published, self._head_alarm = found, None
+            return True
 
     def _alarm(self, exc: Exception) -> None:
         """Once per kind of trouble, not once per commit: the gateway commits often."""

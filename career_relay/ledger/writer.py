@@ -69,6 +69,7 @@ class LedgerWriter:
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._committed = False  # since the flusher last checkpointed
+        self._head_due = False  # the flusher found the head file's lock taken
         ledger.on_close.append(self.close)  # the flusher stops before the connections close
 
     def add_count(self, company: str, kind: CounterKind) -> None:
@@ -92,15 +93,17 @@ class LedgerWriter:
             self.flush()
             with self._cond:
                 committed, self._committed = self._committed, False
-            if committed:
+            if committed or self._head_due:
                 self._tidy()
 
     def _tidy(self) -> None:
         """After commits: the WAL into the database file, the head file if a commit in the
-        loop left it behind.  Never raises: the next round tries again."""
+        loop left it behind.  Never waits on the head file's lock (held by a stopped
+        process, it would stop the checkpoints too, and the WAL would grow); never raises:
+        the next round tries again."""
         try:
             self._ledger.checkpoint()
-            self._ledger.publish_head()
+            self._head_due = not self._ledger.publish_head(wait=False)
         except Exception as exc:  # a ledger that is away now: a later round
             log.debug("checkpoint not done: %s", exc)
 
@@ -181,7 +184,7 @@ class LedgerWriter:
         # Its checkpoint reads through a connection the ledger's close would close under it.
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(_WAIT)
-        if self._committed:
+        if self._committed or self._head_due:
             self._tidy()  # the last checkpoint and head file, now rather than never
 
     def _wait_or_lead(self, request: _Request, deadline: float) -> list[_Request]:
