@@ -16,6 +16,7 @@ and the company's mail is not lost or bounced back to its HR system.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -167,31 +168,33 @@ class Pipeline:
         if len(rcpts) > INLINE_COPIES or len(data) * len(rcpts) > INLINE_PREPARE_BYTES:
             metrics.committed(False)
             return await loop.run_in_executor(None, self._prepare, found, data, rcpts, fields)
-        draft: Draft | None = None
         try:
             draft = self._rejections.draft(found, data, list(rcpts), fields)
-            if self._rejections.commits_now:
-                for delay in (*LOOP_COMMIT_RETRIES, None):
-                    try:
-                        outcome = self._rejections.record(draft, wait=False)
-                    except WouldWait:
-                        if delay is None:
-                            raise
-                        await asyncio.sleep(delay)  # other sessions go on meanwhile
-                    else:
-                        metrics.committed(True)
-                        return outcome
-            raise WouldWait("this ledger commits in a thread")
-        except WouldWait:
-            metrics.committed(False)
-            return await loop.run_in_executor(None, self._prepare, found, data, rcpts,
-                                              fields, draft)
+            outcome = await self._record_here(draft)
         except (LedgerError, OSError, SmtpReplyError):
             raise
         except Exception as exc:  # a bug on a hostile message: never a bare marker
             self._bug()
             return await loop.run_in_executor(None, self._prepare, _failed(found, exc), data,
                                               rcpts, fields)
+        metrics.committed(outcome is not None)
+        if outcome is not None:
+            return outcome
+        return await loop.run_in_executor(None, self._prepare, found, data, rcpts, fields,
+                                          draft)
+
+    async def _record_here(self, draft: Draft) -> Outcome | None:
+        """The draft recorded in the loop, tried again while the ledger's lock is taken;
+        None when that would wait (PostgreSQL, or the lock still taken after the tries)."""
+        assert self._rejections is not None
+        if not self._rejections.commits_now:
+            return None
+        for delay in (0.0, *LOOP_COMMIT_RETRIES):
+            if delay:
+                await asyncio.sleep(delay)  # other sessions go on meanwhile
+            with contextlib.suppress(WouldWait):
+                return self._rejections.record(draft, wait=False)
+        return None
 
     def _prepare(self, found: Candidate, data: bytes, rcpts: list[str],
                  fields: dict[str, str], draft: Draft | None = None) -> Outcome:

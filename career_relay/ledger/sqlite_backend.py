@@ -72,15 +72,13 @@ class SqliteBackend:
             self._local.writing = True
             conn = self.db.conn
             with translated():
-                conn.execute("PRAGMA busy_timeout = 0")  # SQLITE_BUSY at once, no sleeping
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    with never_busy_waiting(conn):
+                        conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
                     if "locked" in str(exc) or "busy" in str(exc):
                         raise WouldWait("another process holds the ledger's lock") from None
                     raise
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
                 with committed(conn):
                     yield conn
         finally:
@@ -105,11 +103,8 @@ class SqliteBackend:
             (_, frames, _), = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             if frames < WAL_RESTART_FRAMES:
                 return
-            reader.execute("PRAGMA busy_timeout = 0")
-            try:
+            with never_busy_waiting(reader):
                 reader.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
-            finally:
-                reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -181,6 +176,17 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     with committed(conn):
         yield conn
+
+
+@contextlib.contextmanager
+def never_busy_waiting(conn: sqlite3.Connection) -> Iterator[None]:
+    """Statements of ``conn`` that answer SQLITE_BUSY at once rather than sleep in the busy
+    handler (busy timeout 0); the usual timeout again after them."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
 @contextlib.contextmanager
