@@ -46,6 +46,11 @@ LEDGER_COMMITS = Counter(
     "would have waited or the rejection is large, in a thread (thread).",
     ["where"])
 _COMMITTED = {True: LEDGER_COMMITS.labels("loop"), False: LEDGER_COMMITS.labels("thread")}
+LOOP_TRANSACTIONS = Counter(
+    "career_relay_rejection_loop_transactions",
+    "Transactions of the commits in the event loop: the rejections that end within "
+    "a few milliseconds share one (rejection_commits_total{where=\"loop\"} over this is "
+    "how many).")
 PROCESSING = Histogram(
     "career_relay_processing_seconds",
     "From the end of DATA to the 250: checks, rejection handling, spool fsync.",
@@ -81,6 +86,11 @@ def outcome(name: str, unmarked: bool) -> None:
 def committed(in_loop: bool) -> None:
     """A rejection's offers recorded, in the event loop or in a thread."""
     _COMMITTED[in_loop].inc()
+
+
+def loop_transaction() -> None:
+    """One transaction of the event loop's commits (``gateway.loop_commits``)."""
+    LOOP_TRANSACTIONS.inc()
 
 
 def delivered(arrival: float, recipients: int) -> None:

@@ -16,7 +16,6 @@ and the company's mail is not lost or bounced back to its HR system.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -28,12 +27,12 @@ from career_relay.errors import (
     SmtpReplyError,
     TemporaryFailure,
     UserError,
-    WouldWait,
 )
 from career_relay.settings import CompanySettings, Settings
 from gateway import metrics
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
+from gateway.loop_commits import LoopCommits
 from gateway.message import header_block, received_header, strip_relay_headers
 from gateway.policy import (
     company_by_from,
@@ -64,10 +63,6 @@ INLINE_LOOK_BYTES = 256 * 1024
 # the work itself (docs/performance.md, "Every path").  Larger ones go to a thread.
 INLINE_COPIES = 4
 INLINE_PREPARE_BYTES = 256 * 1024
-# Seconds between tries of the commit in the loop while the ledger's lock is taken: by
-# the other worker's commit (a fraction of a millisecond) or a thread's of this one.  A
-# lock held longer (a purge, a migration, a backup) sends the commit to a thread.
-LOOP_COMMIT_RETRIES = (0.001, 0.002, 0.004, 0.008)
 #: Seconds after the ledger was found unavailable during which rejections are held at
 #: once, without waiting on it again (a database that is away can take seconds to say so).
 LEDGER_AWAY_SECONDS = 5.0
@@ -99,6 +94,7 @@ class Pipeline:
         self._spool = spool
         self._delivery = delivery
         self._rejections = rejections
+        self._commits = LoopCommits(rejections) if rejections is not None else None
         self._worker = worker
         self._workers = workers
         self._ledger_away_until = 0.0  # time.monotonic()
@@ -161,16 +157,18 @@ class Pipeline:
     async def _prepared(self, found: Candidate, data: bytes, rcpts: list[str],
                         fields: dict[str, str]) -> Outcome:
         """The copies made and their offers recorded: a small rejection's here in the
-        loop, when the ledger's commit can begin without waiting (else the commit goes to
-        a thread: ``WouldWait``); a large one's, all in a thread."""
+        loop, committed with the others of this turn of it when that need not wait
+        (``LoopCommits``; else the commit goes to a thread); a large one's, all in a
+        thread."""
         assert self._rejections is not None
         loop = asyncio.get_running_loop()
         if len(rcpts) > INLINE_COPIES or len(data) * len(rcpts) > INLINE_PREPARE_BYTES:
             metrics.committed(False)
             return await loop.run_in_executor(None, self._prepare, found, data, rcpts, fields)
+        assert self._commits is not None
         try:
             draft = self._rejections.draft(found, data, list(rcpts), fields)
-            outcome = await self._record_here(draft)
+            outcome = await self._commits.record(draft)
         except (LedgerError, OSError, SmtpReplyError):
             raise
         except Exception as exc:  # a bug on a hostile message: never a bare marker
@@ -182,19 +180,6 @@ class Pipeline:
             return outcome
         return await loop.run_in_executor(None, self._prepare, found, data, rcpts, fields,
                                           draft)
-
-    async def _record_here(self, draft: Draft) -> Outcome | None:
-        """The draft recorded in the loop, tried again while the ledger's lock is taken;
-        None when that would wait (PostgreSQL, or the lock still taken after the tries)."""
-        assert self._rejections is not None
-        if not self._rejections.commits_now:
-            return None
-        for delay in (0.0, *LOOP_COMMIT_RETRIES):
-            if delay:
-                await asyncio.sleep(delay)  # other sessions go on meanwhile
-            with contextlib.suppress(WouldWait):
-                return self._rejections.record(draft, wait=False)
-        return None
 
     def _prepare(self, found: Candidate, data: bytes, rcpts: list[str],
                  fields: dict[str, str], draft: Draft | None = None) -> Outcome:

@@ -26,6 +26,7 @@ from pathlib import Path
 from career_relay.dkimkeys import load_key
 from career_relay.errors import TemporaryFailure, TooManyCopies
 from career_relay.ledger import CounterKind, Ledger, LedgerWriter, new_offer_id
+from career_relay.ledger import Rejection as Entry
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
 from gateway import detect, email_templates, inject, mime
@@ -215,17 +216,25 @@ class Rejections:
 
     @property
     def commits_now(self) -> bool:
-        """Whether ``record(wait=False)`` can commit (SQLite), not only say ``WouldWait``."""
+        """Whether ``record_now`` can commit (SQLite), not only say ``WouldWait``."""
         return self._ledger.writes_now
 
-    def record(self, draft: Draft, *, wait: bool = True) -> Rejection | NotInjectable:
-        """The draft's offers and counts in the ledger, then its outcome.  ``wait=False``
-        (the event loop): ``WouldWait`` when the commit cannot begin at once."""
+    def record(self, draft: Draft) -> Rejection | NotInjectable:
+        """The draft's offers and counts in the ledger (waiting for its lock: a thread),
+        then its outcome."""
         job, channel, stage = draft.fields
         recorded = self._writer.record_rejection(
             draft.company, draft.message_id, draft.offers, job=job, channel=channel,
-            stage=stage, created=draft.created, counters=draft.counters, wait=wait)
+            stage=stage, created=draft.created, counters=draft.counters)
         return draft.finish(recorded)
+
+    def record_now(self, drafts: list[Draft]) -> list[dict[str, str]]:
+        """The offers of several drafts in one transaction at once (the event loop:
+        ``gateway.loop_commits``), each draft's as ``record`` gives it to ``finish``; or
+        ``WouldWait`` and nothing written."""
+        return self._writer.record_now([
+            Entry(d.company, d.message_id, tuple(d.offers), *d.fields, created=d.created,
+                  counters=d.counters) for d in drafts])
 
     def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
                 root: mime.Part, rcpts: list[str], fields: dict[str, str],

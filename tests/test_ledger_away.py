@@ -12,6 +12,7 @@ import asyncio
 import re
 import smtplib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from career_relay import settings as settings_mod
 from career_relay.errors import LedgerUnavailable
-from career_relay.ledger import open_configured
+from career_relay.ledger import LedgerWriter, open_configured
 from career_relay.reload import reread
 from career_relay.tokens import LinkSigner
 from consent_site.app import create_app
@@ -59,7 +60,18 @@ def _ledger_fails(gw: GatewayThread, monkeypatch: pytest.MonkeyPatch) -> None:
         raise LedgerUnavailable("disk I/O error")
 
     assert gw.gateway.rejections is not None
-    monkeypatch.setattr(gw.gateway.rejections._writer, "record_rejection", away)
+    _commits(monkeypatch, gw.gateway.rejections._writer, away)
+
+
+def _commits(monkeypatch: pytest.MonkeyPatch, writer: LedgerWriter,
+             commit: Callable[..., object] | None) -> None:
+    """The writer's commits (the event loop's, a thread's) replaced by ``commit``, or put
+    back (None)."""
+    for name in ("record_now", "record_rejection"):
+        if commit is None:
+            monkeypatch.setattr(writer, name, getattr(LedgerWriter, name).__get__(writer))
+        else:
+            monkeypatch.setattr(writer, name, commit)
 
 
 def _held(gw: GatewayThread) -> list[str]:
@@ -75,20 +87,19 @@ def test_a_rejection_while_the_ledger_is_away_is_held_then_sent_with_its_link(
         rejections = gw.gateway.rejections
         assert rejections is not None
         writer = rejections._writer
-        real = writer.record_rejection
         calls: list[str] = []
 
         def away(*args: object, **kwargs: object) -> dict[str, str]:
             calls.append("tried")
             raise LedgerUnavailable("the ledger cannot be used now: database is locked")
 
-        monkeypatch.setattr(writer, "record_rejection", away)
+        _commits(monkeypatch, writer, away)
         queue_id = send(gw.port, rejection("<away@acme.example>"), ["a@example.net",
                                                                     "b@example.net"])
         assert _held(gw) == [queue_id]  # accepted (250), kept whole, not sent
         wait_until(lambda: len(calls) >= 3, what="the ledger looked for again")
         assert sink.messages == [] and _held(gw) == [queue_id]
-        monkeypatch.setattr(writer, "record_rejection", real)  # the ledger is back
+        _commits(monkeypatch, writer, None)  # the ledger is back
         got = sink.wait_for(2)
         wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
     finally:
@@ -207,14 +218,13 @@ def test_a_held_rejection_of_a_company_added_by_a_reload_is_released(
         rejections = gw.gateway.rejections
         assert rejections is not None
         writer = rejections._writer
-        real = writer.record_rejection
-        monkeypatch.setattr(writer, "record_rejection", lambda *a, **k: (_ for _ in ()).throw(
+        _commits(monkeypatch, writer, lambda *a, **k: (_ for _ in ()).throw(
             LedgerUnavailable("the ledger cannot be used now: database is locked")))
         data = rejection("<neo@neo.example>").replace(b"hr@acme.example", b"hr@neo.example")
         with smtplib.SMTP("127.0.0.1", gw.port) as client:
             client.sendmail("hr@neo.example", ["n@example.net"], data)
         wait_until(lambda: len(_held(gw)) == 1, what="the rejection held")
-        monkeypatch.setattr(writer, "record_rejection", real)  # the ledger is back
+        _commits(monkeypatch, writer, None)  # the ledger is back
         (got,) = sink.wait_for(1)
         wait_until(lambda: gw.queue_ids() == [], what="an empty queue")
     finally:

@@ -10,20 +10,28 @@ and a head file it could not write is left to the flusher thread: both are done.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import fcntl
 import os
+import re
 import smtplib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from career_relay.errors import LedgerUnavailable, WouldWait
+from career_relay.errors import LedgerConflict, LedgerUnavailable, TemporaryFailure, WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger, open_shared, parse_head
+from career_relay.tokens import LinkSigner
+from gateway.loop_commits import LoopCommits
+from gateway.pipeline import Submission
+from gateway.rejection import Candidate, Outcome, Rejection
 from tests.conftest import ConfigMaker, GatewayThread, Sink, crlf, wait_until
 from tests.test_rejection import rejection
 
@@ -340,18 +348,24 @@ def _watched(gw: GatewayThread, monkeypatch: pytest.MonkeyPatch
     """Each commit the gateway's writer is asked for: (wait, thread, what came of it)."""
     assert gw.gateway.rejections is not None
     writer = gw.gateway.rejections._writer
-    real, calls = writer.record_rejection, []
+    calls: list[tuple[bool, str, str]] = []
 
-    def watched(*args: object, wait: bool = True, **kwargs: object) -> dict[str, str]:
-        try:
-            got = real(*args, wait=wait, **kwargs)  # type: ignore[arg-type]
-        except WouldWait:
-            calls.append((wait, threading.current_thread().name, "would wait"))
-            raise
-        calls.append((wait, threading.current_thread().name, "committed"))
-        return got
+    def watching(name: str, wait: bool) -> None:
+        real = getattr(writer, name)
 
-    monkeypatch.setattr(writer, "record_rejection", watched)
+        def watched(*args: object, **kwargs: object) -> object:
+            try:
+                got = real(*args, **kwargs)
+            except WouldWait:
+                calls.append((wait, threading.current_thread().name, "would wait"))
+                raise
+            calls.append((wait, threading.current_thread().name, "committed"))
+            return got
+
+        monkeypatch.setattr(writer, name, watched)
+
+    watching("record_now", False)  # the loop's
+    watching("record_rejection", True)  # a thread's
     return calls
 
 
@@ -413,3 +427,138 @@ def test_while_another_process_holds_the_ledger_ordinary_mail_flows_and_the_reje
     assert calls[5][2] == "committed"
     copy = next(m for m in got if m.rcpts == ["w@example.net"])
     assert b"http://consent.test/c/" in copy.data and b"[[CAREER_RELAY_LINK]]" not in copy.data
+
+
+# -- rejections ending together share a transaction (gateway.loop_commits) -------------
+
+
+def _submission(gw: GatewayThread, data: bytes, rcpt: str) -> Submission:
+    return Submission(mail_from="hr@acme.example", rcpts=[rcpt], data=data,
+                      peer_ip="127.0.0.1", helo="hr.acme.example", protocol="ESMTP",
+                      company=gw.settings.company("acme"))
+
+
+def _in_loop(gw: GatewayThread, *subs: Submission, cancel: int | None = None
+             ) -> list[object]:
+    """``Pipeline.accept`` of each submission, all begun in one turn of the gateway's loop
+    (as sessions whose DATA ends together); ``cancel``: that session goes away once its
+    message waits for the commit.  What each came to: its queue ids, or its error."""
+
+    async def run() -> list[object]:
+        tasks = [asyncio.ensure_future(gw.gateway.pipeline.accept(sub)) for sub in subs]
+        await asyncio.sleep(0)  # each task's first step has run: its draft waits
+        if cancel is not None:
+            tasks[cancel].cancel()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    return asyncio.run_coroutine_threadsafe(run(), gw.loop).result(60)
+
+
+def _transactions() -> float:
+    return REGISTRY.get_sample_value("career_relay_rejection_loop_transactions_total") or 0.0
+
+
+def test_rejections_ending_together_share_one_transaction(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        calls = _watched(gw, monkeypatch)
+        before = _transactions(), _commits("loop"), _commits("thread")
+        got = _in_loop(gw, *(_submission(gw, rejection(f"<turn{n}@acme.example>"),
+                                         f"t{n}@example.net") for n in range(3)))
+        assert all(isinstance(ids, str) and ids for ids in got), got
+        copies = sink.wait_for(3)
+        assert gw.gateway.ledger is not None
+        offers = {n: gw.gateway.ledger.offers_of_message("acme", f"<turn{n}@acme.example>")
+                  for n in range(3)}
+    finally:
+        gw.stop()
+    assert calls == [(False, gw._thread.name, "committed")]  # one commit for the three
+    assert (_transactions(), _commits("loop"), _commits("thread")) == (
+        before[0] + 1, before[1] + 3, before[2])
+    assert sorted(c.rcpts[0] for c in copies) == ["t0@example.net", "t1@example.net",
+                                                  "t2@example.net"]
+    for copy in copies:  # each its own offer, and that offer's link
+        (offer,) = offers[int(copy.rcpts[0][1])]
+        assert offer.recipient == copy.rcpts[0]
+        token = re.search(rb"http://consent\.test/c/([\w.-]+)", copy.data)
+        assert token is not None and b"[[CAREER_RELAY_LINK]]" not in copy.data
+        assert LinkSigner.from_settings(gw.settings).offer_id(token[1].decode()) == offer.id
+
+
+def test_a_session_gone_before_the_commit_records_nothing_and_the_others_commit(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        got = _in_loop(gw, *(_submission(gw, rejection(f"<gone{n}@acme.example>"),
+                                         f"g{n}@example.net") for n in range(3)), cancel=1)
+        assert isinstance(got[1], asyncio.CancelledError)
+        assert isinstance(got[0], str) and isinstance(got[2], str)
+        copies = sink.wait_for(2)
+        assert gw.gateway.ledger is not None
+        kept = [gw.gateway.ledger.offers_of_message("acme", f"<gone{n}@acme.example>")
+                for n in range(3)]
+    finally:
+        gw.stop()
+    # Its client had no 250 and sends it again: then it is recorded, not twice.
+    assert kept[1] == [] and len(kept[0]) == len(kept[2]) == 1
+    assert sorted(c.rcpts[0] for c in copies) == ["g0@example.net", "g2@example.net"]
+
+
+def test_one_refused_value_in_a_batch_fails_only_its_own_message(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger refusing one rejection's value (LedgerConflict: PostgreSQL's NUL, say)
+    rolls the whole transaction back; the others of its turn must not get a 451 for it."""
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        assert gw.gateway.ledger is not None
+        ledger = gw.gateway.ledger
+        real = ledger.record_rejections
+
+        def refusing(rejections: Any, counts: Any = None, **kw: bool) -> list[dict[str, str]]:
+            if any("bad" in r.message_id for r in rejections):
+                raise LedgerConflict("a value the ledger cannot store")
+            return real(rejections, counts, **kw)
+
+        monkeypatch.setattr(ledger, "record_rejections", refusing)
+        got = _in_loop(gw, *(_submission(gw, rejection(f"<{name}@acme.example>"),
+                                         f"{name}@example.net")
+                             for name in ("ok1", "bad", "ok2")))
+        copies = sink.wait_for(2)
+    finally:
+        gw.stop()
+    assert isinstance(got[0], str) and isinstance(got[2], str)
+    assert isinstance(got[1], TemporaryFailure)  # 451: the client keeps it, and tries again
+    assert sorted(c.rcpts[0] for c in copies) == ["ok1@example.net", "ok2@example.net"]
+    assert all(b"http://consent.test/c/" in c.data for c in copies)
+
+
+def test_a_bug_finishing_one_draft_is_that_drafts_alone(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        company = gw.settings.company("acme")
+        drafts = []
+        for n in range(2):
+            data = rejection(f"<bug{n}@acme.example>")
+            found = rejections.first_look(company, data, {})
+            assert isinstance(found, Candidate)
+            drafts.append(rejections.draft(found, data, [f"b{n}@example.net"], {}))
+
+        def broken(offers: dict[str, str]) -> Outcome:
+            raise RuntimeError("a bug")
+
+        drafts[0] = dataclasses.replace(drafts[0], finish=broken)
+        commits = LoopCommits(rejections)
+
+        async def both() -> list[object]:
+            return list(await asyncio.gather(*(commits.record(d) for d in drafts),
+                                             return_exceptions=True))
+
+        got = asyncio.run_coroutine_threadsafe(both(), gw.loop).result(30)
+    finally:
+        gw.stop()
+    assert isinstance(got[0], RuntimeError)
+    assert isinstance(got[1], Rejection) and got[1].copies[0].rcpts == ["b1@example.net"]

@@ -255,11 +255,11 @@ def test_a_ledger_refusal_is_451_whatever_on_error_says(
     ledger that is away holds the message instead (tests/test_ledger_away.py)."""
     from career_relay.errors import LedgerConflict
 
-    def failing(*args: object, **kwargs: object) -> dict[str, str]:
+    def failing(*args: object, **kwargs: object) -> list[dict[str, str]]:
         raise LedgerConflict("UNIQUE constraint failed: offers.id")
 
-    assert rejecting.gateway.rejections is not None
-    monkeypatch.setattr(rejecting.gateway.rejections._writer, "record_rejection", failing)
+    assert rejecting.gateway.ledger is not None  # in the loop's commit and in a thread's
+    monkeypatch.setattr(rejecting.gateway.ledger, "record_rejections", failing)
     with smtplib.SMTP("127.0.0.1", rejecting.port) as c:
         c.ehlo()
         c.mail("hr@acme.example", ["BODY=8BITMIME"])

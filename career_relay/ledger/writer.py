@@ -20,14 +20,15 @@ GIL, and on a busy machine the woken thread can take the CPU from the
 waker before it lets the GIL go.  Most commits have nobody waiting and
 wake no one.
 
-The gateway's event loop calls ``record_rejection(wait=False)``: committed
-there and then when nothing would wait (no commit of this process under way
-or queued, SQLite's lock free), else ``WouldWait`` and the loop calls again
-from a thread.  Handing a small rejection to a thread cost the loop and the
-thread about a millisecond of CPU between them, passing the GIL to and fro
-at every statement (docs/performance.md, "Every path").  The connection of
-such a ledger does not checkpoint by itself: the flusher does, and writes a
-head file a commit in the loop could not (its lock was taken).
+The gateway's event loop calls ``record_now``: the rejections that ended
+within a few milliseconds committed together, there and then, when nothing
+would wait (no commit of this process under way or queued, SQLite's lock
+free), else ``WouldWait`` and the loop tries again, or calls from a thread.
+Handing a small rejection to a thread cost the loop and the thread about a
+millisecond of CPU between them, passing the GIL to and fro at every
+statement (docs/performance.md, "Every path").  The connection of such a ledger does
+not checkpoint by itself: the flusher does, and writes a head file a commit
+in the loop could not (its lock was taken).
 """
 
 from __future__ import annotations
@@ -123,12 +124,12 @@ class LedgerWriter:
                          source: OfferSource = "relay", *, wait: bool = True,
                          ) -> dict[str, str]:
         """Blocking, like ``Ledger.record_rejection``; returns once the commit is done.
-        ``wait=False`` (an event loop): committed at once, alone, or ``WouldWait`` and
-        nothing written (module docstring)."""
-        request = _Request(Rejection(company, message_id, tuple(offers), job, channel, stage,
-                                     created, counters, source))
+        ``wait=False``: ``record_now`` of this one rejection."""
+        rejection = Rejection(company, message_id, tuple(offers), job, channel, stage,
+                              created, counters, source)
         if not wait:
-            return self._now(request)
+            return self.record_now([rejection])[0]
+        request = _Request(rejection)
         with self._cond:
             if self._closed:
                 raise LedgerUnavailable("the ledger writer has stopped")
@@ -144,9 +145,11 @@ class LedgerWriter:
         assert request.result is not None
         return request.result
 
-    def _now(self, request: _Request) -> dict[str, str]:
-        """Lead a commit of this one request (and the pending tallies) if no one leads or
-        waits to; ``WouldWait`` otherwise, or when the ledger's lock is not free."""
+    def record_now(self, rejections: Sequence[Rejection]) -> list[dict[str, str]]:
+        """The rejections (and the pending tallies) in one transaction at once, if no one of
+        this process leads a commit or waits to; each one's offers, as ``record_rejection``
+        returns them.  ``WouldWait`` otherwise, or when the ledger's lock is not free, and
+        nothing is written: an event loop calls this (module docstring)."""
         with self._cond:
             if self._closed:
                 raise LedgerUnavailable("the ledger writer has stopped")
@@ -156,8 +159,7 @@ class LedgerWriter:
             counts, self._counts = self._counts, collections.Counter()
             self._start_flusher()  # it checkpoints what this commit adds to the WAL
         try:
-            (result,) = self._ledger.record_rejections([request.rejection], counts,
-                                                       wait=False)
+            results = self._ledger.record_rejections(rejections, counts, wait=False)
         except BaseException:
             with self._cond:
                 self._counts.update(counts)  # tallies wait for the next commit
@@ -167,7 +169,7 @@ class LedgerWriter:
                 self._leading = False
                 self._committed = True
                 self._cond.notify_all()  # a thread that queued meanwhile leads next
-        return result
+        return results
 
     def close(self) -> None:
         """Refuse new rejections; wait (a while) for the commits already asked for.  Called
