@@ -69,6 +69,17 @@ class LoopCommits:
             self._tries = 0
             return
         try:
+            self._commit_batch(batch)
+        except BaseException as exc:
+            # A bug here (a timer callback's exception is only logged) must not leave the
+            # batch's sessions waiting for ever: each that has no answer yet hears of it.
+            self._tries = 0
+            for _, done in batch:
+                _settle(done, error=exc)
+            raise
+
+    def _commit_batch(self, batch: list[_Waiting]) -> None:
+        try:
             recorded = self._rejections.record_now([draft for draft, _ in batch])
         except WouldWait:
             self._again(batch)
@@ -117,6 +128,12 @@ def _settle(done: asyncio.Future[Outcome | None], outcome: Outcome | None = None
             error: BaseException | None = None) -> None:
     if done.done():  # its session went away meanwhile
         return
+    if isinstance(error, StopIteration):
+        # A Future refuses it (TypeError, and the batch's other sessions never heard of
+        # their commit); a coroutine would have made it a RuntimeError (PEP 479).
+        wrapped = RuntimeError(f"StopIteration: {error}")
+        wrapped.__cause__ = error
+        error = wrapped
     if error is not None:
         done.set_exception(error)
     else:

@@ -562,3 +562,88 @@ def test_a_bug_finishing_one_draft_is_that_drafts_alone(
         gw.stop()
     assert isinstance(got[0], RuntimeError)
     assert isinstance(got[1], Rejection) and got[1].copies[0].rcpts == ["b1@example.net"]
+
+
+# -- review of the batched commit (5ea0e27) ---------------------------------------------
+
+
+def _drafts(gw: GatewayThread, prefix: str, n: int) -> list[Any]:
+    """``n`` drafts of small rejections, made as ``Pipeline._prepared`` makes them."""
+    rejections = gw.gateway.rejections
+    assert rejections is not None
+    company = gw.settings.company("acme")
+    drafts = []
+    for i in range(n):
+        data = rejection(f"<{prefix}{i}@acme.example>")
+        found = rejections.first_look(company, data, {})
+        assert isinstance(found, Candidate)
+        drafts.append(rejections.draft(found, data, [f"{prefix}{i}@example.net"], {}))
+    return drafts
+
+
+def test_a_stop_iteration_finishing_one_draft_leaves_no_session_waiting_for_ever(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Future.set_exception`` refuses a StopIteration (TypeError): raised by a bug in one
+    draft's ``finish``, it escaped ``_commit`` half-way, and the other messages of the batch
+    (their offers committed) never heard of their commit: their sessions hung until the
+    client gave up (and ``Gateway.stop`` waited its whole timeout for them).  A coroutine
+    turns it into RuntimeError (PEP 479), as the commit in the loop did before batches."""
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        real, broke = rejections.draft, []
+
+        def draft(*args: Any, **kwargs: Any) -> Any:
+            made = real(*args, **kwargs)
+            if "stop0" not in made.message_id or broke:
+                return made  # the relayed one's (``_failed``) is made again, not broken
+            broke.append(made)
+
+            def broken(offers: dict[str, str]) -> Outcome:
+                raise StopIteration("a bug")
+
+            return dataclasses.replace(made, finish=broken)
+
+        monkeypatch.setattr(rejections, "draft", draft)
+        subs = [_submission(gw, rejection(f"<stop{n}@acme.example>"), f"s{n}@example.net")
+                for n in range(2)]
+
+        async def run() -> list[object]:
+            tasks = [asyncio.ensure_future(gw.gateway.pipeline.accept(sub)) for sub in subs]
+            return list(await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), 5))
+
+        got = asyncio.run_coroutine_threadsafe(run(), gw.loop).result(30)
+        copies = sink.wait_for(2)
+    finally:
+        gw.stop()
+    # The bug's message: relayed as not injected (gateway.on_error = "relay"); the other,
+    # its copy with its link.
+    assert all(isinstance(ids, str) and ids for ids in got), got
+    linked = next(c for c in copies if c.rcpts == ["s1@example.net"])
+    assert b"http://consent.test/c/" in linked.data
+
+
+def test_a_commit_raising_stop_iteration_fails_its_batch_it_does_not_hang_it(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        drafts = _drafts(gw, "stopall", 2)
+
+        def broken(drafts: object) -> list[dict[str, str]]:
+            raise StopIteration
+
+        monkeypatch.setattr(rejections, "record_now", broken)
+        commits = LoopCommits(rejections)
+
+        async def both() -> list[object]:
+            return list(await asyncio.wait_for(asyncio.gather(
+                *(commits.record(d) for d in drafts), return_exceptions=True), 5))
+
+        got = asyncio.run_coroutine_threadsafe(both(), gw.loop).result(30)
+    finally:
+        gw.stop()
+    assert all(isinstance(g, RuntimeError) for g in got), got
