@@ -647,3 +647,149 @@ def test_a_commit_raising_stop_iteration_fails_its_batch_it_does_not_hang_it(
     finally:
         gw.stop()
     assert all(isinstance(g, RuntimeError) for g in got), got
+
+
+def test_a_session_gone_after_its_commit_has_its_offers_and_a_resend_counts_once(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit of a batch and each session's reading of it are two steps of the loop: a
+    session can go away between them (its client closed the connection).  Its offers are
+    in, its message not accepted (no 250); the client sends it again and finds the same
+    offers, and the rejection is not counted twice."""
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        assert gw.gateway.ledger is not None and gw.gateway.pipeline._commits is not None
+        ledger, commits = gw.gateway.ledger, gw.gateway.pipeline._commits
+        tasks: list[asyncio.Future[str]] = []
+        real = commits._commit
+
+        def then_gone() -> None:
+            real()
+            tasks[1].cancel()  # its future has its result, its task has not run yet
+
+        monkeypatch.setattr(commits, "_commit", then_gone)
+        subs = [_submission(gw, rejection(f"<after{n}@acme.example>"), f"a{n}@example.net")
+                for n in range(3)]
+
+        async def run() -> list[object]:
+            tasks.extend(asyncio.ensure_future(gw.gateway.pipeline.accept(s)) for s in subs)
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+        got = asyncio.run_coroutine_threadsafe(run(), gw.loop).result(30)
+        assert isinstance(got[1], asyncio.CancelledError)
+        assert isinstance(got[0], str) and isinstance(got[2], str)
+        (first,) = ledger.offers_of_message("acme", "<after1@acme.example>")
+        monkeypatch.setattr(commits, "_commit", real)
+        replies: list[str] = []
+        _send(gw.port, rejection("<after1@acme.example>"), ["a1@example.net"], replies)
+        assert replies[0].startswith("250")
+        copies = sink.wait_for(3)
+        (again,) = ledger.offers_of_message("acme", "<after1@acme.example>")
+        counts = ledger.counts("acme", dt.datetime.now(dt.UTC).date())
+    finally:
+        gw.stop()
+    assert again.id == first.id
+    assert counts["rejections"] == 3
+    resent = next(c for c in copies if c.rcpts == ["a1@example.net"])
+    token = re.search(rb"http://consent\.test/c/([\w.-]+)", resent.data)
+    assert token is not None
+    assert LinkSigner.from_settings(gw.settings).offer_id(token[1].decode()) == first.id
+
+
+def test_a_session_gone_while_its_batch_waits_for_the_lock_records_nothing(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the ledger's lock; the batch is tried again later.  A session
+    that goes away meanwhile is left out of the next try, the other is committed in it."""
+    import gateway.loop_commits as loop_commits
+
+    monkeypatch.setattr(loop_commits, "RETRIES", (0.2, 0.2, 0.2, 0.2))
+    gw = GatewayThread(_config(make_config, sink)).start()
+    other = sqlite3.connect(gw.settings.ledger.path, isolation_level=None,
+                            check_same_thread=False)
+    try:
+        assert gw.gateway.ledger is not None
+        ledger = gw.gateway.ledger
+        calls = _watched(gw, monkeypatch)
+        in_thread = _commits("thread")
+        other.execute("BEGIN IMMEDIATE")
+        subs = [_submission(gw, rejection(f"<wait{n}@acme.example>"), f"w{n}@example.net")
+                for n in range(2)]
+
+        async def run() -> list[object]:
+            tasks = [asyncio.ensure_future(gw.gateway.pipeline.accept(s)) for s in subs]
+            await asyncio.sleep(0.1)  # tried once: would wait; the next try in 0.2 s
+            tasks[0].cancel()
+            other.execute("COMMIT")
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+        got = asyncio.run_coroutine_threadsafe(run(), gw.loop).result(30)
+        sink.wait_for(1)
+        kept = [ledger.offers_of_message("acme", f"<wait{n}@acme.example>") for n in range(2)]
+    finally:
+        other.close()
+        gw.stop()
+    assert isinstance(got[0], asyncio.CancelledError) and isinstance(got[1], str)
+    assert kept[0] == [] and len(kept[1]) == 1
+    loop_thread = gw._thread.name
+    assert calls == [(False, loop_thread, "would wait"), (False, loop_thread, "committed")]
+    assert _commits("thread") == in_thread
+
+
+def test_a_hostile_message_id_in_a_batch_costs_the_others_nothing(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    """A Message-ID of 200 KB (folded) with NUL bytes and invalid UTF-8, in the batch of
+    two ordinary rejections: all three are committed in the one transaction, each with
+    its own offer and link."""
+    from gateway.message import message_id
+
+    gw = GatewayThread(_config(make_config, sink)).start()
+    folded = b"\r\n ".join([b"x" * 900] * 222)
+    hostile = b"<\x00\xff\xfe\x00" + folded + b"@acme.example>"
+    data = rejection("<HOSTILE>").replace(b"<HOSTILE>", hostile)
+    try:
+        assert gw.gateway.ledger is not None
+        ledger = gw.gateway.ledger
+        before = _transactions()
+        got = _in_loop(gw, _submission(gw, rejection("<calm0@acme.example>"), "c0@example.net"),
+                       _submission(gw, data, "h@example.net"),
+                       _submission(gw, rejection("<calm1@acme.example>"), "c1@example.net"))
+        copies = sink.wait_for(3)
+        kept = [ledger.offers_of_message("acme", f"<calm{n}@acme.example>") for n in range(2)]
+        (odd,) = ledger.offers_of_message("acme", message_id(data))
+    finally:
+        gw.stop()
+    assert all(isinstance(ids, str) and ids for ids in got), got
+    assert _transactions() == before + 1
+    assert [len(k) for k in kept] == [1, 1] and odd.recipient == "h@example.net"
+    assert "\x00" not in odd.message_id and len(odd.message_id) > 200_000
+    assert all(b"http://consent.test/c/" in c.data for c in copies)
+
+
+def test_the_writer_closed_while_a_batch_gathers_holds_its_messages(
+        make_config: ConfigMaker, sink: Sink) -> None:
+    """The ledger's writer closed (the gateway stopping) while a batch gathers: its commit
+    says the ledger is unavailable, and each message is held (SPEC 12), none waits for
+    ever, nothing is recorded."""
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections, ledger = gw.gateway.rejections, gw.gateway.ledger
+        assert rejections is not None and ledger is not None
+        subs = [_submission(gw, rejection(f"<closed{n}@acme.example>"), f"z{n}@example.net")
+                for n in range(2)]
+
+        async def run() -> list[object]:
+            tasks = [asyncio.ensure_future(gw.gateway.pipeline.accept(s)) for s in subs]
+            await asyncio.sleep(0)  # both drafts wait for the batch's commit
+            rejections.close()
+            return list(await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), 5))
+
+        got = asyncio.run_coroutine_threadsafe(run(), gw.loop).result(30)
+        spool = gw.gateway.spool
+        held = sorted({r.env.id for r in spool.journal_records() if r.env.held is not None}
+                      | {i for i in spool.ids() if spool.read_envelope(i).held is not None})
+        kept = [ledger.offers_of_message("acme", f"<closed{n}@acme.example>") for n in range(2)]
+    finally:
+        gw.stop()
+    assert all(isinstance(ids, str) for ids in got), got
+    assert held == sorted(got)  # type: ignore[type-var]
+    assert kept == [[], []]
