@@ -30,6 +30,8 @@ from gateway.rejection import Draft, Outcome, Rejections
 #: alternating rounds (docs/performance.md, "Every path"); 5 ms, no better than 2.  A
 #: rejection's 250 comes that much later, nothing else waits.
 GATHER = 0.002
+#: Rejections in one transaction at most (a few milliseconds of the loop's time).
+MAX_BATCH = 64
 #: Seconds between tries of a batch while the ledger's lock is taken.  A lock held longer
 #: (a purge, a migration, a backup) sends the batch's commits to threads.
 RETRIES = (0.001, 0.002, 0.004, 0.008)
@@ -63,8 +65,12 @@ class LoopCommits:
         self._scheduled = None
         # A session that went away before its reply: its message was not accepted, and
         # its offers are not recorded (the client sends it again, to the same offers).
-        batch = [(draft, done) for draft, done in self._pending if not done.done()]
-        self._pending = []
+        waiting = [(draft, done) for draft, done in self._pending if not done.done()]
+        # The loop does nothing else during a commit: a thousand sessions ending together
+        # (the gateway sets no limit on sessions) make several commits, one per turn.
+        batch, self._pending = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+        if self._pending:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._commit)
         if not batch:
             self._tries = 0
             return
@@ -120,6 +126,8 @@ class LoopCommits:
                 _settle(done, None)
             return
         self._pending[:0] = batch  # the messages ending meanwhile join it
+        if self._scheduled is not None:  # the rest of a full batch waits with it
+            self._scheduled.cancel()
         delay, self._tries = RETRIES[self._tries], self._tries + 1
         self._scheduled = asyncio.get_running_loop().call_later(delay, self._commit)
 

@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY
 from career_relay.errors import LedgerConflict, LedgerUnavailable, TemporaryFailure, WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger, open_shared, parse_head
 from career_relay.tokens import LinkSigner
+from gateway import loop_commits
 from gateway.loop_commits import LoopCommits
 from gateway.pipeline import Submission
 from gateway.rejection import Candidate, Outcome, Rejection
@@ -793,3 +794,33 @@ def test_the_writer_closed_while_a_batch_gathers_holds_its_messages(
     assert all(isinstance(ids, str) for ids in got), got
     assert held == sorted(got)  # type: ignore[type-var]
     assert kept == [[], []]
+
+
+def test_a_batch_larger_than_max_batch_is_committed_in_several_transactions(
+        make_config: ConfigMaker, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop does nothing else while it commits: however many sessions end together,
+    one transaction takes at most MAX_BATCH of them, the rest the next ones."""
+    gw = GatewayThread(_config(make_config, sink)).start()
+    try:
+        rejections = gw.gateway.rejections
+        assert rejections is not None
+        drafts = _drafts(gw, "many", 10)
+        monkeypatch.setattr(loop_commits, "MAX_BATCH", 4)
+        real, sizes = rejections.record_now, []
+
+        def counted(batch: list[Any]) -> list[dict[str, str]]:
+            sizes.append(len(batch))
+            return real(batch)
+
+        monkeypatch.setattr(rejections, "record_now", counted)
+        commits = LoopCommits(rejections)
+
+        async def all_of_them() -> list[object]:
+            return list(await asyncio.gather(*(commits.record(d) for d in drafts)))
+
+        got = asyncio.run_coroutine_threadsafe(all_of_them(), gw.loop).result(30)
+    finally:
+        gw.stop()
+    assert sizes == [4, 4, 2]
+    assert [g.copies[0].rcpts for g in got] == [  # type: ignore[attr-defined]
+        [f"many{i}@example.net"] for i in range(10)]
