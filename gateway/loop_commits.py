@@ -26,9 +26,9 @@ from gateway.rejection import Draft, Outcome, Rejections
 
 #: Seconds a batch gathers the messages that end after its first.  Committing at the end
 #: of the turn (``call_soon``) shared a transaction among 1.2 rejections on average under
-#: the bench's load; 2 ms, among 1.7, and a rejection cost less CPU in each of five
-#: alternating rounds (docs/performance.md, "Every path"); 5 ms, no better than 2.  A
-#: rejection's 250 comes that much later, nothing else waits.
+#: the bench's load; 2 ms, among 1.7, and a ``rejection-2`` cost less CPU in each of five
+#: alternating rounds (docs/performance.md, "Every path", 2026-12-04 03:24); 5 ms, no
+#: better than 2.  A rejection's 250 comes that much later; nothing else waits.
 GATHER = 0.002
 #: Rejections in one transaction at most (a few milliseconds of the loop's time).
 MAX_BATCH = 64
