@@ -26,9 +26,9 @@ would wait (no commit of this process under way or queued, SQLite's lock
 free), else ``WouldWait`` and the loop tries again, or calls from a thread.
 Handing a small rejection to a thread cost the loop and the thread about a
 millisecond of CPU between them, passing the GIL to and fro at every
-statement (docs/performance.md, "Every path").  The connection of such a ledger does
-not checkpoint by itself: the flusher does, and writes a head file a commit
-in the loop could not (its lock was taken).
+statement (docs/performance.md, "Every path").  The connection of such a
+ledger does not checkpoint by itself: the flusher does, and writes a head
+file a commit in the loop could not (its lock was taken).
 """
 
 from __future__ import annotations
