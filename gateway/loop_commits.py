@@ -101,12 +101,10 @@ class LoopCommits:
                 for _, done in batch:
                     _settle(done, None)
             return
-        except BaseException as exc:  # the ledger or the disk: every message hears of it
+        except Exception as exc:  # the ledger or the disk: every message hears of it
             self._tries = 0
             for _, done in batch:
                 _settle(done, error=exc)
-            if not isinstance(exc, Exception):
-                raise
             return
         self._tries = 0
         metrics.loop_transaction()

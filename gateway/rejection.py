@@ -25,7 +25,7 @@ from pathlib import Path
 
 from career_relay.dkimkeys import load_key
 from career_relay.errors import TemporaryFailure, TooManyCopies
-from career_relay.ledger import CounterKind, Ledger, LedgerWriter, new_offer_id
+from career_relay.ledger import Ledger, LedgerWriter, new_offer_id
 from career_relay.ledger import Rejection as Entry
 from career_relay.settings import CompanySettings, Settings
 from career_relay.tokens import LinkSigner, link
@@ -103,13 +103,8 @@ class Draft:
     and ``finish``, the outcome from the offers it recorded (a retried message's copies
     are made again with the offers it had)."""
 
-    company: str
-    message_id: str
-    offers: list[tuple[str, str]]  # (recipient, fresh offer id)
+    entry: Entry  # the offers (recipient, fresh offer id), counters, fields
     finish: Callable[[dict[str, str]], Rejection | NotInjectable]
-    counters: tuple[CounterKind, ...] = ("rejections",)
-    fields: tuple[str | None, str | None, str | None] = (None, None, None)  # job, channel, stage
-    created: dt.datetime | None = None
 
 
 class _Companies:
@@ -222,19 +217,13 @@ class Rejections:
     def record(self, draft: Draft) -> Rejection | NotInjectable:
         """The draft's offers and counts in the ledger (waiting for its lock: a thread),
         then its outcome."""
-        job, channel, stage = draft.fields
-        recorded = self._writer.record_rejection(
-            draft.company, draft.message_id, draft.offers, job=job, channel=channel,
-            stage=stage, created=draft.created, counters=draft.counters)
-        return draft.finish(recorded)
+        return draft.finish(self._writer.record(draft.entry))
 
     def record_now(self, drafts: list[Draft]) -> list[dict[str, str]]:
         """The offers of several drafts in one transaction at once (the event loop:
         ``gateway.loop_commits``), each draft's as ``record`` gives it to ``finish``; or
         ``WouldWait`` and nothing written."""
-        return self._writer.record_now([
-            Entry(d.company, d.message_id, tuple(d.offers), *d.fields, created=d.created,
-                  counters=d.counters) for d in drafts])
+        return self._writer.record_now([draft.entry for draft in drafts])
 
     def _copies(self, now: _Companies, company: CompanySettings, data: bytes,
                 root: mime.Part, rcpts: list[str], fields: dict[str, str],
@@ -297,17 +286,15 @@ class Rejections:
             return Rejection(company.id, list(copies.values())
                              + ([internal_copy] if internal_copy else []))
 
-        return Draft(company.id, msg_id, list(fresh.items()), finish,
-                     fields=(_field(fields, "job"), _field(fields, "channel"),
-                             _field(fields, "stage")),
-                     created=dt.datetime.fromtimestamp(issued, dt.UTC))
+        return Draft(Entry(company.id, msg_id, tuple(fresh.items()), _field(fields, "job"),
+                           _field(fields, "channel"), _field(fields, "stage"),
+                           created=dt.datetime.fromtimestamp(issued, dt.UTC)), finish)
 
 
 def _not_injected(company: CompanySettings, data: bytes, reason: str) -> Draft:
     """Relayed as it came, counted as a rejection not injected (no offer)."""
-    return Draft(company.id, message_id(data), [],
-                 lambda _: NotInjectable(company.id, reason),
-                 counters=("rejections", "not_injected"))
+    return Draft(Entry(company.id, message_id(data), (), counters=("rejections", "not_injected")),
+                 lambda _: NotInjectable(company.id, reason))
 
 
 def _signer(now: _Companies, company: CompanySettings, data: bytes) -> Signer | None:

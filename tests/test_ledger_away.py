@@ -67,7 +67,7 @@ def _commits(monkeypatch: pytest.MonkeyPatch, writer: LedgerWriter,
              commit: Callable[..., object] | None) -> None:
     """The writer's commits (the event loop's, a thread's) replaced by ``commit``, or put
     back (None)."""
-    for name in ("record_now", "record_rejection"):
+    for name in ("record_now", "record"):
         if commit is None:
             monkeypatch.setattr(writer, name, getattr(LedgerWriter, name).__get__(writer))
         else:

@@ -366,7 +366,7 @@ def _watched(gw: GatewayThread, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(writer, name, watched)
 
     watching("record_now", False)  # the loop's
-    watching("record_rejection", True)  # a thread's
+    watching("record", True)  # a thread's
     return calls
 
 
@@ -597,7 +597,7 @@ def test_a_stop_iteration_finishing_one_draft_leaves_no_session_waiting_for_ever
 
         def draft(*args: Any, **kwargs: Any) -> Any:
             made = real(*args, **kwargs)
-            if "stop0" not in made.message_id or broke:
+            if "stop0" not in made.entry.message_id or broke:
                 return made  # the relayed one's (``_failed``) is made again, not broken
             broke.append(made)
 

@@ -138,7 +138,7 @@ class Store:
         ``WouldWait`` on PostgreSQL, where every statement waits for the server.  The head
         file is written after the commit if its lock is free, else by ``publish_head``'s
         next call (the gateway's writer calls it from its flusher thread)."""
-        if not isinstance(self.backend, SqliteBackend):  # not self.writes_now
+        if not isinstance(self.backend, SqliteBackend):  # self.writes_now, for the type checker
             raise WouldWait("every statement of this backend is a round trip to its server")
         with self.backend.write_now() as conn:
             yield conn
@@ -146,7 +146,7 @@ class Store:
 
     def checkpoint(self) -> None:
         """SQLite: the WAL copied into the database file (``SqliteBackend.checkpoint``), for a
-        ledger opened with ``checkpoints_elsewhere``.  PostgreSQL checkpoints by itself."""
+        ledger opened with ``sync_wal_elsewhere``.  PostgreSQL checkpoints by itself."""
         if isinstance(self.backend, SqliteBackend):
             self.backend.checkpoint()
 

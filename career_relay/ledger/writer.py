@@ -127,8 +127,10 @@ class LedgerWriter:
         ``wait=False``: ``record_now`` of this one rejection."""
         rejection = Rejection(company, message_id, tuple(offers), job, channel, stage,
                               created, counters, source)
-        if not wait:
-            return self.record_now([rejection])[0]
+        return self.record(rejection) if wait else self.record_now([rejection])[0]
+
+    def record(self, rejection: Rejection) -> dict[str, str]:
+        """``record_rejection`` of a rejection already made: its offers, once committed."""
         request = _Request(rejection)
         with self._cond:
             if self._closed:
