@@ -13,7 +13,8 @@ written (``career_relay.ledger.head``).
 The gateway's event loop writes through ``write_now``: the same
 transaction, begun only if it can be without waiting (``WouldWait``
 otherwise), on a connection that never checkpoints by itself (a checkpoint
-writes the database file and fsyncs it): ``checkpoint()`` runs in a thread.
+writes the database file and fsyncs it): ``checkpoint()`` runs in a thread,
+and so does the head file's write after those commits (``publish_head``).
 ``data_version()`` says whether any other connection committed since (the
 site's page cache).
 """
@@ -135,14 +136,17 @@ class Store:
     @contextlib.contextmanager
     def write_now(self) -> Iterator[Any]:
         """``write`` that never waits, for an event loop (``SqliteBackend.write_now``);
-        ``WouldWait`` on PostgreSQL, where every statement waits for the server.  The head
-        file is written after the commit if its lock is free, else by ``publish_head``'s
-        next call (the gateway's writer calls it from its flusher thread)."""
+        ``WouldWait`` on PostgreSQL, where every statement waits for the server.
+
+        It leaves the head file to the caller's next ``publish_head``: the gateway's
+        writer calls it from its flusher thread, at most ``FLUSH_INTERVAL`` later, once
+        for all the commits of that time.  Written after each of them, the lock file, the
+        read, the check and the write cost a rejection's commit a third more CPU
+        (docs/performance.md, "Every path"), in the loop every session waits on."""
         if not isinstance(self.backend, SqliteBackend):  # self.writes_now, for the type checker
             raise WouldWait("every statement of this backend is a round trip to its server")
         with self.backend.write_now() as conn:
             yield conn
-        self.publish_head(wait=False)
 
     def checkpoint(self) -> None:
         """SQLite: the WAL copied into the database file (``SqliteBackend.checkpoint``), for a
