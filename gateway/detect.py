@@ -328,10 +328,11 @@ def score(subject: str, body: str, *, gate: bool = True) -> Verdict:
         # A phrase inside a condition ("if you are not selected, …", "…場合は") decides
         # nothing: the positive rules count only outside the conditional clauses.
         plain_subject, plain_body = _unconditional(subject), _unconditional(body)
-        plain = {"subject": plain_subject, "body": plain_body,
-                 "any": plain_subject + "\n" + plain_body}
-        found = {i for i in found if _matches(_COMPILED[i][1], plain[RULES[i].where])}
-        total = sum(RULES[i].weight for i in found)
+        if plain_subject is not subject or plain_body is not body:  # a clause went
+            plain = {"subject": plain_subject, "body": plain_body,
+                     "any": plain_subject + "\n" + plain_body}
+            found = {i for i in found if _matches(_COMPILED[i][1], plain[RULES[i].where])}
+            total = sum(RULES[i].weight for i in found)
     if not found:
         return Verdict(False, 0.0, ("no phrase of a rejection",))
     if total < THRESHOLD:

@@ -290,6 +290,10 @@ def protocol_factory(
             handler,
             policy,
             sessions,
+            # Given, not looked up: without it aiosmtpd finds the loop for every connection
+            # inside warnings.catch_warnings(), which also empties every module's cache of
+            # warnings already shown.
+            loop=asyncio.get_running_loop(),
             hostname=settings.gateway.hostname,
             ident="career-relay",
             data_size_limit=settings.gateway.max_message_size,
