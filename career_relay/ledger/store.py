@@ -142,11 +142,15 @@ class Store:
         writer calls it from its flusher thread, at most ``FLUSH_INTERVAL`` later, once
         for all the commits of that time.  Written after each of them, the lock file, the
         read, the check and the write cost a rejection's commit a third more CPU
-        (docs/performance.md, "Every path"), in the loop every session waits on."""
+        (docs/performance.md, "Every path"), in the loop every session waits on.  Until
+        this process has written it once, it is written here: a ledger's first entries
+        are never left without a head file (``ledger verify`` would call it removed)."""
         if not isinstance(self.backend, SqliteBackend):  # self.writes_now, for the type checker
             raise WouldWait("every statement of this backend is a round trip to its server")
         with self.backend.write_now() as conn:
             yield conn
+        if self._published is None:
+            self.publish_head(wait=False)
 
     def checkpoint(self) -> None:
         """SQLite: the WAL copied into the database file (``SqliteBackend.checkpoint``), for a
