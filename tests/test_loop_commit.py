@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import errno
 import fcntl
 import os
 import re
@@ -28,6 +29,7 @@ from prometheus_client import REGISTRY
 
 from career_relay.errors import LedgerConflict, LedgerUnavailable, TemporaryFailure, WouldWait
 from career_relay.ledger import Ledger, LedgerWriter, open_ledger, open_shared, parse_head
+from career_relay.ledger import head as head_mod
 from career_relay.tokens import LinkSigner
 from gateway import loop_commits
 from gateway.loop_commits import LoopCommits
@@ -341,6 +343,48 @@ def test_a_head_that_cannot_be_read_after_the_commit_double_counts_nothing(
     counts = ledger.counts("acme", NOON.date())
     assert counts["rejections"] == 2 and counts["unmarked_rejections"] == 1
 
+
+@pytest.mark.parametrize("trouble", ["the ledger's read", "the head file's open"])
+def test_a_head_file_the_flusher_could_not_write_once_is_written_at_its_next_round(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, trouble: str) -> None:
+    """Commits in the loop leave the head file to the flusher.  Its one try failing for a
+    moment (the ledger unreadable, a descriptor short) counted as done: nothing tried
+    again until this process's next commit, hours later on a quiet gateway, and not even
+    ``close()``; the head file stayed behind the chain all that time (removing the last
+    entries went unnoticed).  Written after each commit, the flusher's round was a
+    second try."""
+    head_file = ledger.head_file
+    assert head_file is not None
+    writer = LedgerWriter(ledger)
+    real_read, real_write = ledger.backend.settled_head, head_mod.write
+    failures: list[Exception] = [LedgerUnavailable("the ledger cannot be used now: disk I/O "
+                                                   "error") if trouble == "the ledger's read"
+                                 else OSError(errno.EMFILE, "Too many open files")]
+
+    def read_once(*, just_written: bool = False) -> tuple[int, str] | None:
+        if just_written and failures:  # the read for the head file
+            raise failures.pop()
+        return real_read(just_written=just_written)
+
+    def write_once(*args: Any, **kwargs: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_write(*args, **kwargs)
+
+    try:
+        writer.record_rejection("acme", "<f1@acme.example>", _offer(51), wait=False)
+        if trouble == "the ledger's read":
+            monkeypatch.setattr(ledger.backend, "settled_head", read_once)
+        else:
+            monkeypatch.setattr(head_mod, "write", write_once)
+        writer.record_rejection("acme", "<f2@acme.example>", _offer(52), wait=False)
+        wait_until(lambda: not failures, timeout=5, what="the flusher's try that fails")
+        wait_until(lambda: parse_head(head_file.read_text()) == ledger.head(), timeout=5,
+                   what="the flusher's next round writing the head file")
+    finally:
+        writer.close()
+    head = ledger.head()
+    assert head is not None and head[0] == 2
 
 # -- in the gateway ---------------------------------------------------------------------
 

@@ -189,7 +189,11 @@ class Store:
         is committed, and a head file left behind only weakens the check, never fails it.
         ``wait=False``: nothing when another thread or process holds the file's lock now
         (a ``ledger verify`` stopped with ^Z holds it for as long as it likes); False then,
-        and the caller calls again later."""
+        and the caller calls again later.  False too when the ledger or the file could not
+        be read or written (a moment's trouble, as often as not): the gateway's commits in
+        its loop leave the head file to the flusher, whose next round is the only other
+        try (``LedgerWriter._tidy``).  True when the file is left for an operator
+        (``Diverged``, ``BadHead``)."""
         if self.head_file is None:
             return True
         if not self._head_lock.acquire(blocking=wait):
@@ -198,7 +202,7 @@ class Store:
             return self._publish_head(wait)
         except LedgerError as exc:  # reading the new head: the commit stands all the same
             self._alarm(exc)
-            return True
+            return False
         finally:
             self._head_lock.release()
 
@@ -217,7 +221,10 @@ class Store:
                 head.write(self.head_file, *found, holds=holds, wait=wait)
             except head.Busy:
                 return False
-            except (OSError, head.Diverged, head.BadHead) as exc:
+            except OSError as exc:  # the lock file or the head file: perhaps the next try
+                self._alarm(exc)
+                return False
+            except (head.Diverged, head.BadHead) as exc:
                 self._alarm(exc)
                 return True
             self._published, self._head_alarm = found, None
