@@ -386,6 +386,32 @@ def test_a_head_file_the_flusher_could_not_write_once_is_written_at_its_next_rou
     head = ledger.head()
     assert head is not None and head[0] == 2
 
+
+def test_the_head_file_does_not_wait_for_the_flushers_tallies(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The flusher committed the pending tallies first, and that commit waits for SQLite's
+    lock (up to its busy timeout, 30 s): while another process held it (a purge, a
+    migration), the head file the loop's commits left to the flusher waited as long,
+    not FLUSH_INTERVAL.  The head file needs no lock of the ledger's: it comes first."""
+    head_file = ledger.head_file
+    assert head_file is not None
+    writer = LedgerWriter(ledger)
+    try:
+        writer.record_rejection("acme", "<t1@acme.example>", _offer(61), wait=False)
+        writer.record_rejection("acme", "<t2@acme.example>", _offer(62), wait=False)
+        writer.add_count("acme", "unmarked_rejections")  # a tally for the flusher to commit
+        other = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the ledger's lock
+            wait_until(lambda: parse_head(head_file.read_text()) == ledger.head(), timeout=3,
+                       what="the flusher writing the head file")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    finally:
+        writer.close()
+    assert ledger.counts("acme", NOON.date())["unmarked_rejections"] == 1
+
 # -- in the gateway ---------------------------------------------------------------------
 
 

@@ -93,26 +93,32 @@ class LedgerWriter:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
-            self.flush()
+            # The last round's commits tidied first: the tallies' commit waits for SQLite's
+            # lock (up to its busy timeout, while another process purges or migrates), and
+            # the head file the loop's commits left is due within FLUSH_INTERVAL all the
+            # same.  The tallies' own commit writes the head file; its checkpoint is the
+            # next round's.
             with self._cond:
                 committed, self._committed = self._committed, False
             if committed or self._head_due:
                 self._tidy()
+            self.flush()
 
     def _tidy(self) -> None:
-        """After commits: the WAL into the database file, and the head file, which the
-        commits in the loop leave to this (``Store.write_now``).  Never waits on the head
-        file's lock (held by a stopped process, it would stop the checkpoints too, and the
-        WAL would grow); never raises: the next round tries again."""
-        try:
-            self._ledger.checkpoint()
-        except Exception as exc:  # a ledger that is away now: a later round
-            log.debug("checkpoint not done: %s", exc)
+        """After commits: the head file, which the commits in the loop leave to this
+        (``Store.write_now``), then the WAL into the database file (its writes and fsync
+        do not keep the head file waiting).  Never waits on the head file's lock (held by
+        a stopped process, it would stop the checkpoints too, and the WAL would grow);
+        never raises: the next round tries again."""
         try:
             self._head_due = not self._ledger.publish_head(wait=False)
         except Exception as exc:  # it logs its own troubles; this is a bug's: a later round
             self._head_due = True
             log.debug("head file not written: %s", exc)
+        try:
+            self._ledger.checkpoint()
+        except Exception as exc:  # a ledger that is away now: a later round
+            log.debug("checkpoint not done: %s", exc)
 
     def flush(self) -> None:
         """Commit the pending tallies now (a batch in progress takes them instead)."""
