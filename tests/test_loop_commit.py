@@ -54,11 +54,15 @@ def _offer(n: int) -> list[tuple[str, str]]:
 
 
 def _in_database_file(path: Path, sql: str) -> int:
-    """What the database file alone holds (its WAL unread): what a checkpoint copied."""
+    """What the database file alone holds (its WAL unread): what a checkpoint copied; -1
+    while that cannot be read yet (callers wait for it)."""
     conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     try:
         return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:  # not even the tables yet: the migrations are in the WAL
+    except sqlite3.DatabaseError:
+        # Not even the tables yet (the migrations are in the WAL), or a page read while the
+        # flusher's checkpoint was writing it: immutable=1 takes no lock, so it may see a
+        # checkpoint half done ("database disk image is malformed"); the next look will not.
         return -1
     finally:
         conn.close()
