@@ -49,6 +49,13 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened.close()
 
 
+@pytest.fixture
+def head_file(ledger: Ledger) -> Path:
+    """The ledger's head file (beside it, as the gateway's)."""
+    assert ledger.head_file is not None
+    return ledger.head_file
+
+
 def _offer(n: int) -> list[tuple[str, str]]:
     return [(f"c{n}@example.jp", f"offerLOOP{n:07d}")]
 
@@ -69,10 +76,8 @@ def _in_database_file(path: Path, sql: str) -> int:
 
 
 def test_a_free_ledger_commits_at_once_and_the_flusher_publishes_its_head(
-        ledger: Ledger) -> None:
+        ledger: Ledger, head_file: Path) -> None:
     writer = LedgerWriter(ledger)
-    head_file = ledger.head_file
-    assert head_file is not None
     try:
         got = writer.record_rejection("acme", "<a@acme.example>", _offer(1), wait=False)
         assert got == {"c1@example.jp": "offerLOOP0000001"}
@@ -187,12 +192,11 @@ def test_the_gateways_ledger_does_not_checkpoint_by_itself_the_flusher_does(
         assert plain.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
-def test_the_head_file_is_current_once_the_writer_has_closed(ledger: Ledger) -> None:
+def test_the_head_file_is_current_once_the_writer_has_closed(ledger: Ledger,
+                                                              head_file: Path) -> None:
     """Commits in the loop leave the head file to the flusher; a writer that stops before
     its next round writes it on its way out, so a clean stop leaves it naming the last
     entry."""
-    head_file = ledger.head_file
-    assert head_file is not None
     writer = LedgerWriter(ledger)
     for n in range(31, 36):
         writer.record_rejection("acme", f"<c{n}@acme.example>", _offer(n), wait=False)
@@ -203,11 +207,9 @@ def test_the_head_file_is_current_once_the_writer_has_closed(ledger: Ledger) -> 
 
 
 def test_a_head_file_whose_lock_is_taken_is_written_by_the_flusher(
-        ledger: Ledger, tmp_path: Path) -> None:
+        ledger: Ledger, head_file: Path, tmp_path: Path) -> None:
     ledger_path = tmp_path / "ledger.db"
     writer = LedgerWriter(ledger)
-    head_file = ledger.head_file
-    assert head_file is not None
     try:
         writer.record_rejection("acme", "<h1@acme.example>", _offer(21), wait=False)
         first = parse_head(head_file.read_text())
@@ -350,15 +352,14 @@ def test_a_head_that_cannot_be_read_after_the_commit_double_counts_nothing(
 
 @pytest.mark.parametrize("trouble", ["the ledger's read", "the head file's open"])
 def test_a_head_file_the_flusher_could_not_write_once_is_written_at_its_next_round(
-        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, trouble: str) -> None:
+        ledger: Ledger, head_file: Path, monkeypatch: pytest.MonkeyPatch, trouble: str,
+) -> None:
     """Commits in the loop leave the head file to the flusher.  Its one try failing for a
     moment (the ledger unreadable, a descriptor short) counted as done: nothing tried
     again until this process's next commit, hours later on a quiet gateway, and not even
     ``close()``; the head file stayed behind the chain all that time (removing the last
     entries went unnoticed).  Written after each commit, the flusher's round was a
     second try."""
-    head_file = ledger.head_file
-    assert head_file is not None
     writer = LedgerWriter(ledger)
     real_read, real_write = ledger.backend.settled_head, head_mod.write
     failures: list[Exception] = [LedgerUnavailable("the ledger cannot be used now: disk I/O "
@@ -392,13 +393,11 @@ def test_a_head_file_the_flusher_could_not_write_once_is_written_at_its_next_rou
 
 
 def test_the_head_file_does_not_wait_for_the_flushers_tallies(
-        ledger: Ledger, tmp_path: Path) -> None:
+        ledger: Ledger, head_file: Path, tmp_path: Path) -> None:
     """The flusher committed the pending tallies first, and that commit waits for SQLite's
     lock (up to its busy timeout, 30 s): while another process held it (a purge, a
     migration), the head file the loop's commits left to the flusher waited as long,
     not FLUSH_INTERVAL.  The head file needs no lock of the ledger's: it comes first."""
-    head_file = ledger.head_file
-    assert head_file is not None
     writer = LedgerWriter(ledger)
     try:
         writer.record_rejection("acme", "<t1@acme.example>", _offer(61), wait=False)

@@ -10,10 +10,11 @@ chain still reaches the head it is given.
 
 The file is one line, ``<n>:<hash>``, written after each commit that moved
 the head (``Ledger``; the gateway's loop commits, by its flusher thread within
-half a second, once for all of them), mode 0600.  It never goes back: a process that finds a
-higher ``n`` in it (another process committed later) leaves it.  A lock file
-beside it (``<head>.lock``) makes that read-compare-write one step between
-processes, and lets a reader (``verify``) never see half a line.
+half a second, once for all of them), mode 0600.  It never goes back: a
+process that finds a higher ``n`` in it (another process committed later)
+leaves it.  A lock file beside it (``<head>.lock``) makes that
+read-compare-write one step between processes, and lets a reader
+(``verify``) never see half a line.
 
 Written in place, not by a temporary file and ``os.replace``: on ext4 a
 rename over an existing file starts the writeback of the new one

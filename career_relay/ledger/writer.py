@@ -72,7 +72,7 @@ class LedgerWriter:
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._committed = False  # since the flusher last checkpointed
-        self._head_due = False  # the flusher found the head file's lock taken: again
+        self._head_due = False  # the flusher's last try at the head file failed: next round
         ledger.on_close.append(self.close)  # the flusher stops before the connections close
 
     def add_count(self, company: str, kind: CounterKind) -> None:
