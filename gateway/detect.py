@@ -1,12 +1,12 @@
 """Is this mail a rejection?  A phrase classifier for ``detect = "auto"`` (SPEC 5, rule 3).
 
 The rules are data: ``RULES`` lists regular expressions with a weight and where they
-apply (the subject, the body, or either).  ``classify`` normalises the text (NFKC,
-case-folded, katakana folded to hiragana, 沿→添, 頂→いただ, 致→いた, curly quotes to
-straight ones, whitespace between Japanese characters removed, quoted replies and
-mentioned phrases dropped), adds the weight of every distinct rule that matches, and
-calls the mail a rejection when the sum reaches ``THRESHOLD`` and the mail is about an
-application (``CONTEXT``).
+apply (the subject, the body, or either).  ``classify`` normalises the text
+(``gateway.detect_text``: NFKC, case-folded, katakana folded to hiragana, 沿→添,
+頂→いただ, 致→いた, curly quotes to straight ones, whitespace between Japanese
+characters removed, quoted replies and mentioned phrases dropped), adds the weight
+of every distinct rule that matches, and calls the mail a rejection when the sum
+reaches ``THRESHOLD`` and the mail is about an application (``CONTEXT``).
 
 The rules are written as phrase families, not sentences: a negation next to a verb of
 progression whose object is the applicant or the application ("we will not be
@@ -39,7 +39,6 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-import unicodedata
 
 from gateway.detect_rules import (
     CONTEXT,
@@ -52,6 +51,7 @@ from gateway.detect_rules import (
     Rule,
     Verdict,
 )
+from gateway.detect_text import canon, canon_pattern, normalise, own_words
 
 # The text the classifier reads, re-exported for callers that want both in one place.
 from gateway.mailtext import (
@@ -73,34 +73,6 @@ __all__ = ["CLASSIFY_BYTES", "CONTEXT", "MAX_CHARS", "MEDIUM", "NOISE", "OVERRID
 log = logging.getLogger("career_relay.detect")
 
 THRESHOLD = 3.0
-
-# Katakana→hiragana, so ｺﾞ縁 / ゴ縁 / ご縁 all match; 沿/添, 頂/いただ, 致/いた and the
-# tildes are one spelling; curly quotes and apostrophes are straight ones (we’ve → we've).
-_FOLD: dict[int, str | int] = {c: c - 0x60 for c in range(0x30A1, 0x30F7)} | {
-    ord("沿"): "添", ord("頂"): "いただ", ord("致"): "いた", ord("〜"): "~",
-    ord("\u2018"): "'", ord("\u2019"): "'", ord("\u201c"): '"', ord("\u201d"): '"',
-}
-# Characters that NFKC leaves alone and _FOLD does not touch: ASCII, Japanese
-# punctuation, hiragana and kanji (less 沿, 頂, 致).  Only runs of other characters are
-# normalised, which is what makes a Japanese mail cheap (full NFKC is ~10x slower).
-_STABLE = (
-    "\x00-\x7f\u3001-\u301b\u301d-\u3035\u3041-\u3096\u309d\u309e"
-    "\u4e00-\u6cbe\u6cc0-\u81f3\u81f5-\u9801\u9803-\u9fff"
-)
-_UNSTABLE = re.compile(f"([^{_STABLE}]+)")
-_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
-_CJK_SPACE = re.compile(f" (?=[{_CJK}])(?<=[{_CJK}] )")
-
-
-
-
-def _canon_pattern(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    # Patterns get the same character folds as the text, never case folding (\S ≠ \s).
-    return re.compile(_canon(pattern), flags)
-
-
-def _canon(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).translate(_FOLD)
 
 
 def _group_end(pattern: str, start: int) -> int:
@@ -170,11 +142,11 @@ def _literal_led(pattern: str, limit: int = 48) -> list[str]:
 
 # Each rule as its literal-led parts, compiled.
 _COMPILED = tuple(
-    (rule, tuple(re.compile(part) for part in _literal_led(_canon(rule.pattern))))
+    (rule, tuple(re.compile(part) for part in _literal_led(canon(rule.pattern))))
     for rule in RULES
 )
-_CONTEXT = _canon_pattern(CONTEXT)
-_OTHERS = _canon_pattern("(?:方|かた)(?:に|には|へ|へは|のみ|だけ)")
+_CONTEXT = canon_pattern(CONTEXT)
+_OTHERS = canon_pattern("(?:方|かた)(?:に|には|へ|へは|のみ|だけ)")
 # What opens a condition, one literal-led pattern each (scanned fast); "even if" concedes.
 _CONDITIONS = tuple(re.compile(p) for p in (
     r"if\b(?<!\wif)(?<!even if)", r"unless\b", r"in case\b", r"in the event\b", r"whether\b",
@@ -198,88 +170,13 @@ _WAKES: dict[str, dict[str, list[int]]] = {"subject": {}, "any": {}}
 for _i in _POSITIVE:
     for _cue in RULES[_i].cues:
         _part = "subject" if RULES[_i].where == "subject" else "any"
-        _WAKES[_part].setdefault(_canon(_cue), []).append(_i)
+        _WAKES[_part].setdefault(canon(_cue), []).append(_i)
 _CUES = {
     part: (tuple((cue, cue.encode()) for cue in wakes if cue.isascii()),
            tuple(cue for cue in wakes if not cue.isascii()))
     for part, wakes in _WAKES.items()
 }
-_ALSO = {i: tuple(_canon(cue) for cue in RULES[i].also) for i in _POSITIVE if RULES[i].also}
-
-# Where the history starts, searched in "\n" + text: a line of dashes, "On … wrote:",
-# Gmail's Japanese "2024年6月10日(月) 10:00 山田 <…>:", an Outlook header block.
-_QUOTE_CUT = _canon_pattern(
-    r"\n(?:-{3,} ?(?:original message|forwarded message|元のメッセージ|転送されたメッセージ)"
-    r"|on [^\n]{5,200} wrote:(?=\n|$)"
-    r"|\d{4}年\d{1,2}月\d{1,2}日[^\n]{0,120}(?:<[^<>\n]+>|wrote|書きました) ?:(?=\n|$)"
-    r"|(?:from|差出人|送信者) ?: [^\n]{1,200}\n(?:sent|date|送信日時|日時) ?: )"
-)
-_REPLY = re.compile(r"\s*(re|fw|fwd|aw|返信|転送)\s*[:：]", re.IGNORECASE)
-# A short phrase in quotes is mentioned, not used; so is a whole letter in quotes that
-# opens with a greeting (a template or a draft shown to someone else).
-_MENTION = re.compile(
-    r"「[^」\n]{0,60}」|『[^』\n]{0,60}』|\"[^\"\n]{0,80}\"|\"(?:dear|hi|hello)\b[^\"]{0,800}\""
-)
-
-
-def _fold(text: str) -> str:
-    """``unicodedata.normalize("NFKC", text).translate(_FOLD)``, made cheap.
-
-    Only the runs of characters outside ``_STABLE`` can change, so only they are
-    normalised; a run that starts with a combining mark once normalised (か + U+3099,
-    か + ﾞ, e + U+0301) could compose with the stable character before it, and then the
-    whole text is.
-    """
-    if text.isascii():
-        return text
-    parts = _UNSTABLE.split(text)
-    runs = [_ONE.get(run) or _fold_run(run) for run in parts[1::2]]
-    if any(unicodedata.combining(run[:1]) for run in runs):
-        return _canon(text)
-    parts[1::2] = runs
-    return "".join(parts)
-
-
-# Single characters folded so far (（, ）, ・, ～ …): half the runs of a Japanese mail.
-_ONE: dict[str, str] = {}
-
-
-def _fold_run(run: str) -> str:
-    folded = _canon(run)
-    if len(run) == 1:
-        _ONE[run] = folded
-    return folded
-
-
-def _squeeze(text: str) -> str:
-    """Whitespace runs to one space; no space between two Japanese characters."""
-    text = " ".join(text.split())
-    return text if text.isascii() else _CJK_SPACE.sub("", text)
-
-
-def normalise(text: str) -> str:
-    """NFKC, case-folded, kana-folded, whitespace collapsed and removed within Japanese."""
-    return _squeeze(_fold(text).casefold())
-
-
-def _own_words(subject: str, text: str) -> tuple[str, str]:
-    """What the sender wrote now, without history and without mentions, normalised.
-
-    A reply's subject (Re:, 返信:) names the earlier thread; quoted lines and the
-    forwarded history are someone else's words; a phrase in 「」 or "" is being
-    talked about (a newsletter quoting お祈りメール), not used.
-    """
-    subject = normalise(subject)
-    subject = "" if _REPLY.match(subject) else subject
-    text = _fold(text[:MAX_CHARS]).casefold()
-    cut = _QUOTE_CUT.search("\n" + text)
-    text = text[: cut.start()] if cut else text
-    if ">" in text:
-        text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(">"))
-    if '"' in text or "「" in text or "『" in text:
-        text = _MENTION.sub(" ", text)
-    return subject, _squeeze(text)
-
+_ALSO = {i: tuple(canon(cue) for cue in RULES[i].also) for i in _POSITIVE if RULES[i].also}
 
 def _cues_in(text: str, part: str) -> list[str]:
     """The cues of the ``part`` rules ("subject" or "any") found in ``text``."""
@@ -310,7 +207,7 @@ def _matches(parts: tuple[re.Pattern[str], ...], text: str) -> bool:
 
 
 def score(subject: str, body: str, *, gate: bool = True) -> Verdict:
-    """Score normalised own words (``_own_words``) against ``RULES``.
+    """Score normalised own words (``detect_text.own_words``) against ``RULES``.
 
     With ``gate``, a positive rule runs only when one of its cues is present; without
     it, every rule runs.  Both give the same verdict (the tests compare them).
@@ -394,5 +291,5 @@ def _label(rule: Rule) -> str:
 
 def classify(subject: str, text: str) -> Verdict:
     """Score a mail's subject and text against ``RULES``; see the module docstring."""
-    return score(*_own_words(subject, text))
+    return score(*own_words(subject, text))
 

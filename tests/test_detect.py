@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import detect
+from gateway import detect, detect_text
 from gateway.detect import THRESHOLD, classify, decode_bytes, extract_text, normalise
 
 DATA = Path(__file__).resolve().parent / "data" / "classifier"
@@ -275,19 +275,19 @@ _FOLD_ALPHABET = (
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet=_FOLD_ALPHABET, max_size=40))
 def test_the_fast_fold_is_nfkc_and_the_folds(text: str) -> None:
-    assert detect._fold(text) == unicodedata.normalize("NFKC", text).translate(detect._FOLD)
+    assert detect_text.fold(text) == unicodedata.normalize("NFKC", text).translate(detect_text.FOLD)
 
 
 def test_stable_characters_are_stable() -> None:
     """What ``_fold`` leaves alone, NFKC and ``_FOLD`` leave alone too; and nothing in
     it composes with a following mark that is not a combining one (which ``_fold``
     catches)."""
-    stable = re.compile(f"[{detect._STABLE}]")
+    stable = re.compile(f"[{detect_text.STABLE}]")
     for code in range(0x110000):
         char = chr(code)
         if stable.match(char):
             assert unicodedata.normalize("NFKC", char) == char, hex(code)
-            assert code not in detect._FOLD, hex(code)
+            assert code not in detect_text.FOLD, hex(code)
         parts = unicodedata.decomposition(char).split()
         if len(parts) == 2 and not parts[0].startswith("<"):
             first, second = (chr(int(p, 16)) for p in parts)
@@ -468,11 +468,11 @@ POSITIVE_RULES = [rule for rule in detect.RULES if rule.weight > 0]
 
 @pytest.mark.parametrize("rule", POSITIVE_RULES, ids=lambda rule: rule.label or rule.pattern)
 def test_every_match_of_a_positive_rule_holds_one_of_its_cues(rule: detect.Rule) -> None:
-    parsed = sre_parser.parse(detect._canon(rule.pattern))
+    parsed = sre_parser.parse(detect_text.canon(rule.pattern))
     assert rule.cues, "a positive rule needs cues"
-    assert _covered(parsed, tuple(detect._canon(cue) for cue in rule.cues))
+    assert _covered(parsed, tuple(detect_text.canon(cue) for cue in rule.cues))
     if rule.also:
-        assert _covered(parsed, tuple(detect._canon(cue) for cue in rule.also))
+        assert _covered(parsed, tuple(detect_text.canon(cue) for cue in rule.also))
 
 
 def test_the_proof_catches_a_missing_cue() -> None:
@@ -498,7 +498,7 @@ def test_the_gate_agrees_with_the_full_rule_set() -> None:
     """On every labelled mail and every phrase above: the verdict with the cue gate is the
     verdict without it, and every positive rule that matches was woken by its cues."""
     for subject, text in _all_texts():
-        own = detect._own_words(subject, text)
+        own = detect_text.own_words(subject, text)
         assert detect.score(*own) == detect.score(*own, gate=False), (subject, text[:80])
         where = {"subject": own[0], "body": own[1], "any": own[0] + "\n" + own[1]}
         woken = detect._woken(*own)
@@ -508,9 +508,9 @@ def test_the_gate_agrees_with_the_full_rule_set() -> None:
 
 
 def test_the_literal_led_parts_match_what_the_pattern_matches() -> None:
-    whole = [re.compile(detect._canon(rule.pattern)) for rule in detect.RULES]
+    whole = [re.compile(detect_text.canon(rule.pattern)) for rule in detect.RULES]
     for subject, text in _all_texts():
-        own = detect._own_words(subject, text)
+        own = detect_text.own_words(subject, text)
         joined = own[0] + "\n" + own[1]
         for (rule, parts), pattern in zip(detect._COMPILED, whole, strict=True):
             assert detect._matches(parts, joined) == bool(pattern.search(joined)), rule.label
