@@ -25,9 +25,10 @@ from career_relay.settings import QueueSettings, UpstreamSettings
 from gateway import metrics
 from gateway.dsn import build_dsn
 from gateway.envelope import Envelope, State, new_id, owner
+from gateway.smtp_replies import Reply
 from gateway.spliced import Body, materialised
 from gateway.spool import Spool
-from gateway.upstream import Reply, Upstream
+from gateway.upstream import Upstream
 
 log = logging.getLogger("career_relay.delivery")
 

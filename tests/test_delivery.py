@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from career_relay.settings import UpstreamSettings
 from gateway import upstream as upstream_mod
-from gateway.upstream import Reply, Upstream, wire_data
+from gateway.smtp_replies import Reply
+from gateway.upstream import Upstream, wire_data
 from tests.conftest import (
     ConfigMaker,
     GatewayThread,
