@@ -201,8 +201,8 @@ _RUN = (b"\t", b"  ")
 def chunk_facts(chunk: bytes | memoryview) -> tuple[int, bool, bool]:
     """(LFs not preceded by CR, trailing WSP, WSP run) within one chunk."""
     data = bytes(chunk)
-    return (data.count(b"\n") - data.count(b"\r\n"), any(p in data for p in _TRAILING),
-            any(p in data for p in _RUN))
+    found = _whitespace_facts(data)
+    return (data.count(b"\n") - data.count(b"\r\n"), found.trailing_wsp, found.wsp_run)
 
 
 def pieces_facts(message: bytes, base: bytes, pieces: Iterable[bytes | tuple[int, int]],
@@ -268,12 +268,24 @@ def _canonical_body(body: bytes, facts: BodyFacts | None = None) -> bytes:
     signature otherwise); the result is the same, and a test checks it.
     ``facts`` says which occur, when the caller knows.
     """
-    if facts.trailing_wsp if facts is not None else any(p in body for p in _TRAILING):
+    if facts is None:
+        facts = _whitespace_facts(body)
+    if facts.trailing_wsp:
         body = _canon.strip_trailing_whitespace(body)  # a. WSP at the end of a line
-    if facts.wsp_run if facts is not None else any(p in body for p in _RUN):
+    # A run that a. took leaves b. nothing to do: the same bytes either way.
+    if facts.wsp_run:
         body = _canon.compress_whitespace(body)  # b. a WSP run that is not one SP
     # c. drop empty lines at the end; under relaxed an empty body stays empty.
     return bytes(_canon.correct_empty_body(_canon.strip_trailing_lines(body)))
+
+
+def _whitespace_facts(body: bytes) -> BodyFacts:
+    """``BodyFacts`` of a body (``crlf_only`` is not looked at here).  Most bodies hold
+    no tab, and a tab is found with one ``memchr``: then the two patterns with a tab
+    are not looked for (each is a scan of the whole body, 7 us for 11 KB)."""
+    tab = b"\t" in body
+    return BodyFacts(True, b" \r\n" in body or (tab and b"\t\r\n" in body),
+                     tab or b"  " in body)
 
 
 def _header_end(message: bytes) -> int:
