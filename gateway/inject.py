@@ -359,7 +359,7 @@ def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:
         # lone CR raw, a bare CR on the wire (RFC 5321 2.3.8): written =0D instead, as
         # RFC 2045 6.7 allows for any octet.
         encoded = quopri.encodestring(raw.replace(b"\r\n", b"\n")).replace(b"\r", b"=0D")
-        encoded = _crlf(encoded)
+        encoded = encoded.replace(b"\n", b"\r\n")  # every CR is =0D now: LFs only to widen
         return encoded if encoded.endswith(b"\r\n") or not trailing else encoded + b"\r\n"
     return raw
 
