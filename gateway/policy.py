@@ -12,6 +12,7 @@ match the proven company.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -71,7 +72,10 @@ class RelayPolicy:
         return company if verify_password(company.smtp_password_hash, password) else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Parsed for MAIL, RCPT and DATA of every message (2 us each): a session's
+    # clients are few; a flood of new addresses only turns the bounded cache over.
     try:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
