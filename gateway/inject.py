@@ -365,10 +365,6 @@ def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:
 
 
 
-def _crlf(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
 def _longest_line(raw: bytes) -> int:
     return max((len(line) for line in raw.split(b"\r\n")), default=0)
 
