@@ -13,6 +13,7 @@ attached messages are never touched (RFC 1847: any change breaks them).
 from __future__ import annotations
 
 import base64
+import binascii
 import quopri
 import re
 from collections.abc import Callable
@@ -355,11 +356,19 @@ def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:
     if cte == "base64":
         return base64.encodebytes(raw).replace(b"\n", b"\r\n")
     if cte == "quoted-printable":
-        # quopri works on LF lines; hard line breaks stay CRLF on the wire.  It leaves a
-        # lone CR raw, a bare CR on the wire (RFC 5321 2.3.8): written =0D instead, as
-        # RFC 2045 6.7 allows for any octet.
-        encoded = quopri.encodestring(raw.replace(b"\r\n", b"\n")).replace(b"\r", b"=0D")
-        encoded = encoded.replace(b"\n", b"\r\n")  # every CR is =0D now: LFs only to widen
+        # Encoded on LF lines; hard line breaks go out as CRLF.
+        text = raw.replace(b"\r\n", b"\n")
+        if b"\r" in text:
+            # A lone CR must go out as =0D (RFC 2045 6.7; raw, it is a bare CR, RFC 5321
+            # 2.3.8).  binascii.b2a_qp takes "\r\n" for a line break (so "\r\r\n" lost a
+            # CR and switched its line ends) and counts a CR as one column: so each line is
+            # encoded alone, with every CR and LF as data, and folds at 76 with the
+            # escapes counted (attack review).
+            encoded = b"\n".join(binascii.b2a_qp(line, istext=False)
+                                 for line in text.split(b"\n"))
+        else:
+            encoded = quopri.encodestring(text)
+        encoded = encoded.replace(b"\n", b"\r\n")
         return encoded if encoded.endswith(b"\r\n") or not trailing else encoded + b"\r\n"
     return raw
 

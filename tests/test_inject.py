@@ -6,10 +6,13 @@ import base64
 import email
 import email.policy
 import quopri
+import re
 import sysconfig
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import inject as inj
 from gateway import mime
@@ -238,6 +241,57 @@ def test_qp_round_trip_helper_keeps_crlf() -> None:
     raw = "行1\r\n行2 \r\n".encode()
     encoded = inj._encode_cte(raw, "quoted-printable", trailing=True)
     assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+
+
+def _qp_decode(wire: bytes) -> bytes | None:
+    """RFC 2045 6.7, strictly: the octets, or None when ``wire`` is not quoted-printable
+    on CRLF lines (a bare CR or LF, an "=" that starts no escape or soft break)."""
+    if b"\r" in wire.replace(b"\r\n", b"") or b"\n" in wire.replace(b"\r\n", b""):
+        return None
+    out: list[bytes] = []
+    lines = wire.split(b"\r\n")
+    for i, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=") and not re.search(rb"=[0-9A-F]{2}$", line)
+        text = line[:-1] if soft else line
+        if re.search(rb"=(?![0-9A-F]{2})", text):
+            return None
+        out.append(re.sub(rb"=([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), text))
+        if not soft and i < len(lines) - 1:
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _check_qp(raw: bytes, trailing: bool) -> None:
+    wire = inj._encode_cte(raw, "quoted-printable", trailing=trailing)
+    want = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if trailing and not want.endswith(b"\r\n"):
+        want += b"\r\n"
+    assert _qp_decode(wire) == want, (raw, wire)
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 76, (raw, wire)
+
+
+@pytest.mark.parametrize("raw", [
+    b"x\r\ny\r\r\nz",        # the lone CR after y was dropped
+    b"a\r\r\nb\r\nc",        # a CR was added before the second line break
+    b"\r\r\n" + b"x" * 100,  # the soft line break became "==0D": not quoted-printable
+    b"\r" * 400,             # one line of 1,126 octets (RFC 5322 allows 998)
+])
+def test_qp_keeps_a_lone_cr(raw: bytes) -> None:
+    # Found by an attack review: b2a_qp read a CR before CRLF as a line break of its own.
+    _check_qp(raw, trailing=False)
+
+
+_QP_ATOMS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"=", b".", b"\x00", b"\x0b", b"\xa0",
+             b"\xe3\x81\x82", b"x" * 30]
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(_QP_ATOMS), max_size=60).map(b"".join) | st.binary(max_size=300),
+       st.booleans())
+def test_qp_round_trips_any_bytes(raw: bytes, trailing: bool) -> None:
+    _check_qp(raw, trailing)
 
 
 def test_base64_text_with_bare_lf_keeps_its_line_style() -> None:
