@@ -20,10 +20,20 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from career_relay.dkimkeys import generate_key, load_key, public_record
 from career_relay.errors import ConfigError
-from gateway.dkim import Signer, SigningError, _canonical_body, _parse, remove_signatures
+from gateway.dkim import (
+    Signer,
+    SigningError,
+    _canonical_body,
+    _parse,
+    _whitespace_facts,
+    chunk_facts,
+    remove_signatures,
+)
 from tests.peers.opendkim import OpenDkim
 
 DOMAIN = "acme.example"
@@ -326,6 +336,26 @@ def test_parse_is_rfc822_parse() -> None:
 def test_canonical_body_is_dkimpys() -> None:
     for body in random_messages(3000):
         assert _canonical_body(body) == _POLICY.canonicalize_body(body), body
+
+
+# Whitespace, line ends and a few other bytes, in any order: what the shortcuts of
+# _canonical_body (a tab looked for once; the run fact taken before trailing WSP goes)
+# and chunk_facts could get wrong.
+_WS_ATOMS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"=", b".", b"\x00", b"\x0b", b"\xa0",
+             b"\xe3\x81\x82", b"x" * 30]
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(_WS_ATOMS), max_size=60).map(b"".join) | st.binary(max_size=300))
+def test_canonical_body_and_its_facts_for_any_whitespace(body: bytes) -> None:
+    expected = _POLICY.canonicalize_body(body)
+    assert _canonical_body(body) == expected
+    assert _canonical_body(body, _whitespace_facts(body)) == expected
+    bare, trailing, run = chunk_facts(memoryview(body))
+    assert bare == body.count(b"\n") - body.count(b"\r\n")
+    assert trailing == (b" \r\n" in body or b"\t\r\n" in body)
+    assert run == (b"\t" in body or b"  " in body)
 
 
 # -- remove_signatures --------------------------------------------------------------------
