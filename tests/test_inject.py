@@ -275,7 +275,7 @@ def _check_qp(raw: bytes, trailing: bool) -> None:
     b"x\r\ny\r\r\nz",        # the lone CR after y was dropped
     b"a\r\r\nb\r\nc",        # a CR was added before the second line break
     b"\r\r\n" + b"x" * 100,  # the soft line break became "==0D": not quoted-printable
-    b"\r" * 400,             # one line of 1,126 octets (RFC 5322 allows 998)
+    b"\r" * 400,             # lines of 226 octets (RFC 2045 6.7 allows 76)
 ])
 def test_qp_keeps_a_lone_cr(raw: bytes) -> None:
     # Found by an attack review: b2a_qp read a CR before CRLF as a line break of its own.
