@@ -373,7 +373,6 @@ def _encode_cte(raw: bytes, cte: str, *, trailing: bool) -> bytes:
     return raw
 
 
-
 def _longest_line(raw: bytes) -> int:
     return max((len(line) for line in raw.split(b"\r\n")), default=0)
 

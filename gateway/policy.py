@@ -74,8 +74,8 @@ class RelayPolicy:
 
 @functools.lru_cache(maxsize=1024)
 def _ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # Parsed for MAIL, RCPT and DATA of every message (2 us each): a session's
-    # clients are few; a flood of new addresses only turns the bounded cache over.
+    # Asked for MAIL, RCPT and DATA of every message (2 us a parse): a relay's clients
+    # are few, and a flood of new addresses only turns the bounded cache over.
     try:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
