@@ -201,8 +201,7 @@ _RUN = (b"\t", b"  ")
 def chunk_facts(chunk: bytes | memoryview) -> tuple[int, bool, bool]:
     """(LFs not preceded by CR, trailing WSP, WSP run) within one chunk."""
     data = bytes(chunk)
-    found = _whitespace_facts(data)
-    return (data.count(b"\n") - data.count(b"\r\n"), found.trailing_wsp, found.wsp_run)
+    return (data.count(b"\n") - data.count(b"\r\n"), *_whitespace(data))
 
 
 def pieces_facts(message: bytes, base: bytes, pieces: Iterable[bytes | tuple[int, int]],
@@ -268,24 +267,23 @@ def _canonical_body(body: bytes, facts: BodyFacts | None = None) -> bytes:
     signature otherwise); the result is the same, and a test checks it.
     ``facts`` says which occur, when the caller knows.
     """
-    if facts is None:
-        facts = _whitespace_facts(body)
-    if facts.trailing_wsp:
+    trailing, run = (facts.trailing_wsp, facts.wsp_run) if facts is not None else (
+        _whitespace(body))
+    if trailing:
         body = _canon.strip_trailing_whitespace(body)  # a. WSP at the end of a line
     # A run that a. took leaves b. nothing to do: the same bytes either way.
-    if facts.wsp_run:
+    if run:
         body = _canon.compress_whitespace(body)  # b. a WSP run that is not one SP
     # c. drop empty lines at the end; under relaxed an empty body stays empty.
     return bytes(_canon.correct_empty_body(_canon.strip_trailing_lines(body)))
 
 
-def _whitespace_facts(body: bytes) -> BodyFacts:
-    """``BodyFacts`` of a body (``crlf_only`` is not looked at here).  Most bodies hold
-    no tab, and a tab is found with one ``memchr``: then the two patterns with a tab
-    are not looked for (each is a scan of the whole body, 7 us for 11 KB)."""
+def _whitespace(body: bytes) -> tuple[bool, bool]:
+    """(WSP at a line end, a WSP run): whether ``_TRAILING`` and ``_RUN`` occur.  Most
+    bodies hold no tab, and a tab is found with one ``memchr``: then the two patterns
+    with a tab are not looked for (each is a scan of the whole body, 7 us for 11 KB)."""
     tab = b"\t" in body
-    return BodyFacts(True, b" \r\n" in body or (tab and b"\t\r\n" in body),
-                     tab or b"  " in body)
+    return b" \r\n" in body or (tab and b"\t\r\n" in body), tab or b"  " in body
 
 
 def _header_end(message: bytes) -> int:

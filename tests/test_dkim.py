@@ -26,11 +26,12 @@ from hypothesis import strategies as st
 from career_relay.dkimkeys import generate_key, load_key, public_record
 from career_relay.errors import ConfigError
 from gateway.dkim import (
+    BodyFacts,
     Signer,
     SigningError,
     _canonical_body,
     _parse,
-    _whitespace_facts,
+    _whitespace,
     chunk_facts,
     remove_signatures,
 )
@@ -351,7 +352,7 @@ _WS_ATOMS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"=", b".", b"\x00", b"\x
 def test_canonical_body_and_its_facts_for_any_whitespace(body: bytes) -> None:
     expected = _POLICY.canonicalize_body(body)
     assert _canonical_body(body) == expected
-    assert _canonical_body(body, _whitespace_facts(body)) == expected
+    assert _canonical_body(body, BodyFacts(True, *_whitespace(body))) == expected
     bare, trailing, run = chunk_facts(memoryview(body))
     assert bare == body.count(b"\n") - body.count(b"\r\n")
     assert trailing == (b" \r\n" in body or b"\t\r\n" in body)
