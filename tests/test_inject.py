@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from gateway import inject as inj
 from gateway import mime
 from gateway.inject import NotInjectable, Replacement, inject, marked_parts
+from gateway.part_writing import encode_cte
 from tests.conftest import crlf
 
 URL = "https://consent.example/c/AbC-123_xyz"
@@ -239,7 +240,7 @@ def test_unmarked_corpus_messages_have_no_marker() -> None:
 
 def test_qp_round_trip_helper_keeps_crlf() -> None:
     raw = "行1\r\n行2 \r\n".encode()
-    encoded = inj._encode_cte(raw, "quoted-printable", trailing=True)
+    encoded = encode_cte(raw, "quoted-printable", trailing=True)
     assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
 
 
@@ -263,7 +264,7 @@ def _qp_decode(wire: bytes) -> bytes | None:
 
 
 def _check_qp(raw: bytes, trailing: bool) -> None:
-    wire = inj._encode_cte(raw, "quoted-printable", trailing=trailing)
+    wire = encode_cte(raw, "quoted-printable", trailing=trailing)
     want = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if trailing and not want.endswith(b"\r\n"):
         want += b"\r\n"
