@@ -26,10 +26,12 @@ from gateway.rejection import Draft, Outcome, Rejections
 
 #: Seconds a batch gathers the messages that end after its first.  Committing at the end
 #: of the turn (``call_soon``) shared a transaction among 1.2 rejections on average under
-#: the bench's load; 2 ms, among 1.7, and a ``rejection-2`` cost less CPU in each of five
-#: alternating rounds (docs/performance.md, "Every path", 2026-12-04 03:24); 5 ms, no
-#: better than 2.  A rejection's 250 comes that much later; nothing else waits.
-GATHER = 0.002
+#: the bench's load; 2 ms, among 1.7 to 2.0; 5 ms, among 3.4, and a ``rejection-1`` cost
+#: less CPU in 9 of 10 alternating rounds (2.30 against 2.41 ms on average): with two
+#: workers each transaction also starts with SQLite re-reading the pages the other
+#: worker's commit changed (docs/performance.md, "Every path", 2026-12-04 15:10); 10 ms,
+#: no better than 5.  A rejection's 250 comes that much later; nothing else waits.
+GATHER = 0.005
 #: Rejections in one transaction at most (a few milliseconds of the loop's time).
 MAX_BATCH = 64
 #: Seconds between tries of a batch while the ledger's lock is taken.  A lock held longer

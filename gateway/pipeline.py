@@ -157,7 +157,7 @@ class Pipeline:
     async def _prepared(self, found: Candidate, data: bytes, rcpts: list[str],
                         fields: dict[str, str]) -> Outcome:
         """The copies made and their offers recorded: a small rejection's here in the
-        loop, committed with the others that end within 2 ms when that need not wait
+        loop, committed with the others that end within 5 ms when that need not wait
         (``LoopCommits``; else the commit goes to a thread); a large one's, all in a
         thread."""
         assert self._rejections is not None
