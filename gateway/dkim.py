@@ -267,8 +267,8 @@ def _canonical_body(body: bytes, facts: BodyFacts | None = None) -> bytes:
     signature otherwise); the result is the same, and a test checks it.
     ``facts`` says which occur, when the caller knows.
     """
-    trailing, run = (facts.trailing_wsp, facts.wsp_run) if facts is not None else (
-        _whitespace(body))
+    trailing, run = ((facts.trailing_wsp, facts.wsp_run) if facts is not None
+                     else _whitespace(body))
     if trailing:
         body = _canon.strip_trailing_whitespace(body)  # a. WSP at the end of a line
     # A run that a. took leaves b. nothing to do: the same bytes either way.

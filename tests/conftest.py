@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import uvloop
 from aiosmtpd.controller import Controller
+from hypothesis import strategies as st
 
 from career_relay import settings as settings_mod
 from career_relay.passwords import hash_password
@@ -359,6 +360,17 @@ def queue_is_empty(config: Path) -> bool:
 def crlf(text: str | bytes) -> bytes:
     data = text.encode() if isinstance(text, str) else text
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+# Whitespace, line ends and a few other bytes, in any order, or any bytes at all: what
+# shortcuts over CR, LF and WSP get wrong (quoted-printable, DKIM canonicalisation).
+_LINE_END_ATOMS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"=", b".", b"\x00", b"\x0b",
+                   b"\xa0", b"\xe3\x81\x82", b"x" * 30]
+
+
+def line_end_mixtures() -> st.SearchStrategy[bytes]:
+    return (st.lists(st.sampled_from(_LINE_END_ATOMS), max_size=60).map(b"".join)
+            | st.binary(max_size=300))
 
 
 def strip_received(data: bytes) -> bytes:

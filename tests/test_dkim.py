@@ -21,7 +21,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from career_relay.dkimkeys import generate_key, load_key, public_record
 from career_relay.errors import ConfigError
@@ -35,6 +34,7 @@ from gateway.dkim import (
     chunk_facts,
     remove_signatures,
 )
+from tests.conftest import line_end_mixtures
 from tests.peers.opendkim import OpenDkim
 
 DOMAIN = "acme.example"
@@ -339,16 +339,11 @@ def test_canonical_body_is_dkimpys() -> None:
         assert _canonical_body(body) == _POLICY.canonicalize_body(body), body
 
 
-# Whitespace, line ends and a few other bytes, in any order: what the shortcuts of
-# _canonical_body (a tab looked for once; the run fact taken before trailing WSP goes)
-# and chunk_facts could get wrong.
-_WS_ATOMS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"=", b".", b"\x00", b"\x0b", b"\xa0",
-             b"\xe3\x81\x82", b"x" * 30]
-
-
+# What the shortcuts of _canonical_body (a tab looked for once; the run fact taken before
+# trailing WSP goes) and chunk_facts could get wrong.
 @settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-@given(st.lists(st.sampled_from(_WS_ATOMS), max_size=60).map(b"".join) | st.binary(max_size=300))
+@given(line_end_mixtures())
 def test_canonical_body_and_its_facts_for_any_whitespace(body: bytes) -> None:
     expected = _POLICY.canonicalize_body(body)
     assert _canonical_body(body) == expected
