@@ -47,17 +47,12 @@ from tests.pg import (  # noqa: F401 (fixtures)
     pg_server,
     postgres_url,
 )
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "career_relay"]
 COMPANY_PASSWORD = "correct horse battery staple"
 _PASSWORD_HASH = hash_password(COMPANY_PASSWORD)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

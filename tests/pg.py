@@ -1,8 +1,8 @@
 """A private, throw-away PostgreSQL server for the tests (issue 13 item 5).
 
 Each test session that asks for it gets its own server: a cluster made by ``initdb`` in a
-fresh directory under /tmp, started with ``pg_ctl``, listening on 127.0.0.1 only (a free
-high port) and on a unix socket in that directory, stopped and removed at the end. It
+fresh directory under /tmp, started with ``pg_ctl``, listening on 127.0.0.1 only (a port of
+tests/ports.py) and on a unix socket in that directory, stopped and removed at the end. It
 never uses, starts, stops or reconfigures a system cluster (Debian's 15/main on
 localhost:5432, say): it reads nothing from /etc/postgresql and nothing of the ``PG*``
 environment.
@@ -50,7 +50,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -66,6 +65,7 @@ from psycopg.rows import TupleRow
 
 from career_relay.ledger import open_ledger
 from career_relay.ledger.schema_postgres import apply
+from tests.ports import free_port
 
 SUPERUSER = "postgres"
 SESSION_DATABASE = "career_relay"
@@ -108,12 +108,6 @@ def find_bindir() -> Path:
         "`make test-deps` installs Debian's postgresql package (`make test` does it too)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """One private cluster: ``initdb`` once, then ``start``/``stop`` as often as wanted.
 
@@ -144,7 +138,7 @@ class PostgresServer:
         self.data = self.base / "data"
         self.log = self.base / "postgres.log"
         self.socket_dir = self.base
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._port_chosen = port is None
         self.user = SUPERUSER
         self.password = secrets.token_urlsafe(24)
@@ -230,7 +224,7 @@ class PostgresServer:
             # but only before the first start (a restart must come back on the same port).
             if (self._port_chosen and self.started_in is None and attempt < 2
                     and "could not bind" in self.log_tail()):
-                self._set_port(_free_port())
+                self._set_port(free_port())
                 continue
             break
         raise RuntimeError(f"pg_ctl start failed ({done.returncode}): {done.stdout}"

@@ -1,0 +1,68 @@
+"""Loopback ports for the servers the tests start, never the same one twice.
+
+Asking the kernel (``bind(("127.0.0.1", 0))``, then close) is not enough: the port is
+free again the moment the probe closes, so two calls may return the same port (a
+fixture asking for five ports once got one twice, and its ``serve`` failed on its own
+port), and any client connection may take it as its local port before the server
+binds. So ports come from below the kernel's ephemeral range
+(``net.ipv4.ip_local_port_range``, 32768 and up by default), which nothing assigns
+automatically, in a slice of its own for each pytest-xdist worker, handed out in turn
+and each checked by binding it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+
+_FIRST, _LAST = 20_000, 32_000       # below the ephemeral range: only we take these
+_WORKERS = 8                          # slices; more workers share them modulo
+_SLICE = (_LAST - _FIRST) // _WORKERS
+
+
+def _worker_index() -> int:
+    found = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    return int(found.group(1)) % _WORKERS if found else 0
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+_start = _FIRST + _worker_index() * _SLICE
+_turn = itertools.cycle(range(_start, _start + _SLICE))
+_given: set[int] = set()        # the kernel's choices, on a machine where we defer to it
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, not handed out before in this process."""
+    if _ephemeral_floor() <= _LAST:
+        # A machine whose ephemeral range reaches down here: ours could collide with
+        # its clients, so take the kernel's choice, but never the same one twice.
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _given:
+                _given.add(port)
+                return port
+    for _ in range(_SLICE):
+        port = next(_turn)
+        if _bindable(port):
+            return port
+    raise OSError(f"no free loopback port in {_start}-{_start + _SLICE - 1}")
