@@ -30,8 +30,10 @@ auto-replies and internal memos -3.  A negated override (次の選考…でき�
 Speed: most mail is ordinary, so ``classify`` first looks for each positive rule's
 ``cues`` (plain substrings, at least one of which is in every match of the rule) with
 ``in``, runs only the rules whose cues are present, and returns at once when what they
-find cannot reach ``THRESHOLD``.  Every rule is compiled as literal-led parts, which
-``re`` scans fast.  docs/classifier.md has the measured figures and timings.
+find cannot reach ``THRESHOLD``.  Past it, the overrides and noise rules are gated by
+their cues the same way (a rejection wakes a few of twenty).  Every rule is compiled as
+literal-led parts, which ``re`` scans fast.  docs/classifier.md has the measured figures
+and timings.
 """
 
 from __future__ import annotations
@@ -166,10 +168,14 @@ _CLAUSE_END = re.compile(
 # are looked for in the ASCII letters of a text only (a Japanese mail's few Latin
 # words), as bytes: an ASCII substring of the text is a substring of those.
 _POSITIVE = tuple(i for i, rule in enumerate(RULES) if rule.weight > 0)
-_WAKES: dict[str, dict[str, list[int]]] = {"subject": {}, "any": {}}
-for _i in _POSITIVE:
-    for _cue in RULES[_i].cues:
-        _part = "subject" if RULES[_i].where == "subject" else "any"
+_WAKES: dict[str, dict[str, list[int]]] = {"subject": {}, "any": {}, "negative": {}}
+for _i, _rule in enumerate(RULES):
+    for _cue in _rule.cues:
+        # The overrides and noise rules run only once the phrases reach THRESHOLD (a
+        # rejection in most mail that gets that far): their cues are looked for then, in
+        # the subject and body at once (a subject rule's text is part of that).
+        _part = ("negative" if _rule.weight < 0
+                 else "subject" if _rule.where == "subject" else "any")
         _WAKES[_part].setdefault(canon(_cue), []).append(_i)
 _CUES = {
     part: (tuple((cue, cue.encode()) for cue in wakes if cue.isascii()),
@@ -179,7 +185,7 @@ _CUES = {
 _ALSO = {i: tuple(canon(cue) for cue in RULES[i].also) for i in _POSITIVE if RULES[i].also}
 
 def _cues_in(text: str, part: str) -> list[str]:
-    """The cues of the ``part`` rules ("subject" or "any") found in ``text``."""
+    """The cues of the ``part`` rules ("subject", "any" or "negative") found in ``text``."""
     ascii_cues, other_cues = _CUES[part]
     if text.isascii():
         return [cue for cue, _ in ascii_cues if cue in text]
@@ -188,12 +194,15 @@ def _cues_in(text: str, part: str) -> list[str]:
         cue for cue in other_cues if cue in text]
 
 
-def _woken(subject: str, body: str) -> set[int]:
-    """The positive rules that can match: a cue of theirs is where they look (and one of
-    their ``also`` cues is somewhere)."""
+def _woken(subject: str, body: str, parts: tuple[str, ...] = ("subject", "any")) -> set[int]:
+    """The rules of ``parts`` (the positive ones by default; "negative": the overrides and
+    noise rules) that can match: a cue of theirs is where they look (and one of their
+    ``also`` cues is somewhere)."""
     either = subject + "\n" + body
     woken: set[int] = set()
-    for part, text in (("subject", subject), ("any", either)):
+    for part, text in (("subject", subject), ("any", either), ("negative", either)):
+        if part not in parts:
+            continue
         for cue in _cues_in(text, part):
             woken.update(_WAKES[part][cue])
     for i in woken & _ALSO.keys():
@@ -209,8 +218,8 @@ def _matches(parts: tuple[re.Pattern[str], ...], text: str) -> bool:
 def score(subject: str, body: str, *, gate: bool = True) -> Verdict:
     """Score normalised own words (``detect_text.own_words``) against ``RULES``.
 
-    With ``gate``, a positive rule runs only when one of its cues is present; without
-    it, every rule runs.  Both give the same verdict (the tests compare them).
+    With ``gate``, a rule runs only when one of its cues is present; without it, every
+    rule runs.  Both give the same verdict (the tests compare them).
 
     When the positive phrases found cannot reach ``THRESHOLD``, nothing more is done:
     the verdict is "not a rejection" and the score is what the phrases add up to.
@@ -237,11 +246,12 @@ def score(subject: str, body: str, *, gate: bool = True) -> Verdict:
     reasons = []
     others_out: dict[str, str] = {}
     cancelled = {label for i in found for label in RULES[i].cancels}
+    negative = _woken(subject, body, ("negative",)) if gate else None
     for i, (rule, parts) in enumerate(_COMPILED):
         if i in found:
             reasons.append(_label(rule))
             continue
-        if rule.label in cancelled:
+        if rule.label in cancelled or (negative is not None and i not in negative):
             continue
         text = where[rule.where]
         if rule.not_others:

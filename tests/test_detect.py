@@ -463,13 +463,10 @@ def _covered(items: Any, cues: tuple[str, ...]) -> bool:
     return False
 
 
-POSITIVE_RULES = [rule for rule in detect.RULES if rule.weight > 0]
-
-
-@pytest.mark.parametrize("rule", POSITIVE_RULES, ids=lambda rule: rule.label or rule.pattern)
-def test_every_match_of_a_positive_rule_holds_one_of_its_cues(rule: detect.Rule) -> None:
+@pytest.mark.parametrize("rule", detect.RULES, ids=lambda rule: rule.label or rule.pattern)
+def test_every_match_of_a_rule_holds_one_of_its_cues(rule: detect.Rule) -> None:
     parsed = sre_parser.parse(detect_text.canon(rule.pattern))
-    assert rule.cues, "a positive rule needs cues"
+    assert rule.cues, "a rule needs cues"
     assert _covered(parsed, tuple(detect_text.canon(cue) for cue in rule.cues))
     if rule.also:
         assert _covered(parsed, tuple(detect_text.canon(cue) for cue in rule.also))
@@ -496,14 +493,14 @@ def _all_texts() -> list[tuple[str, str]]:
 
 def test_the_gate_agrees_with_the_full_rule_set() -> None:
     """On every labelled mail and every phrase above: the verdict with the cue gate is the
-    verdict without it, and every positive rule that matches was woken by its cues."""
+    verdict without it, and every rule that matches was woken by its cues."""
     for subject, text in _all_texts():
         own = detect_text.own_words(subject, text)
         assert detect.score(*own) == detect.score(*own, gate=False), (subject, text[:80])
         where = {"subject": own[0], "body": own[1], "any": own[0] + "\n" + own[1]}
-        woken = detect._woken(*own)
+        woken = detect._woken(*own) | detect._woken(*own, ("negative",))
         for i, (rule, parts) in enumerate(detect._COMPILED):
-            if rule.weight > 0 and detect._matches(parts, where[rule.where]):
+            if detect._matches(parts, where[rule.where]):
                 assert i in woken, (rule.label, subject, text[:80])
 
 
