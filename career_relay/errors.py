@@ -90,6 +90,15 @@ class TooManyCopies(SmtpReplyError):
     status = "5.3.4"
 
 
+class RoutingLoop(SmtpReplyError):
+    """A message that has already passed ``gateway.message.MAX_HOPS`` relays: a mail loop
+    (RFC 5321 6.3), refused rather than relayed, signed and counted once more (RFC 3463
+    5.4.6, routing loop detected)."""
+
+    code = 554
+    status = "5.4.6"
+
+
 class LedgerError(CareerRelayError):
     """The ledger refused or failed a read or a write; the driver's error is its cause."""
 

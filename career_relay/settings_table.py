@@ -82,7 +82,8 @@ class GatewaySettings(_Section):
 
 @dataclass(frozen=True, repr=False)
 class UpstreamSettings(_Section):
-    host: str = setting("127.0.0.1", "The company's smarthost that relayed mail is sent to.")
+    host: str = setting("127.0.0.1", "The company's smarthost that relayed mail is sent to; "
+                        "never the gateway's own gateway.listen (a mail loop: refused).")
     port: int = setting(2526, "Port of the smarthost.")
     tls: str = setting("none", "none | starttls | tls (implicit TLS, usually port 465).")
     username: str = setting("", "SMTP AUTH user name at the smarthost; empty for no AUTH.")

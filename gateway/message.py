@@ -22,6 +22,19 @@ def header_block(data: bytes) -> bytes:
     return data if end < 0 else data[: end + 2]
 
 
+# RFC 5321 6.3: "Simple counting of the number of Received: header fields in a message
+# has proven to be an effective, although rarely optimal, method of detecting loops in
+# mail systems.  SMTP servers using this technique SHOULD use a large rejection
+# threshold, normally at least 100 Received entries."  (Postfix's hopcount_limit is 50.)
+MAX_HOPS = 100
+
+
+def hops(data: bytes) -> int:
+    """How many Received fields the message's header holds (DATA has no bare LF: the
+    handler refuses it, so every field starts after a CRLF or at the top)."""
+    return (b"\r\n" + header_block(data)).lower().count(b"\r\nreceived:")
+
+
 def message_id(data: bytes) -> str:
     """The Message-ID, or a digest of the message: either is the same when a client retries."""
     lines = header_block(data).split(b"\r\n")

@@ -24,6 +24,7 @@ from career_relay.errors import (
     LedgerError,
     LedgerUnavailable,
     PolicyRejection,
+    RoutingLoop,
     SmtpReplyError,
     TemporaryFailure,
     UserError,
@@ -33,7 +34,13 @@ from gateway import metrics
 from gateway.delivery import Delivery
 from gateway.envelope import Envelope, new_id
 from gateway.loop_commits import LoopCommits
-from gateway.message import header_block, received_header, strip_relay_headers
+from gateway.message import (
+    MAX_HOPS,
+    header_block,
+    hops,
+    received_header,
+    strip_relay_headers,
+)
 from gateway.policy import (
     company_by_from,
     foreign_from_domains,
@@ -108,6 +115,11 @@ class Pipeline:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250.
         ``hold``: while the ledger is unavailable, keep a rejection to make its copies
         later (``release``) rather than raise ``LedgerUnavailable``."""
+        if hops(sub.data) >= MAX_HOPS:
+            # A loop (an upstream that routes the mail back here) would pass it through
+            # again and again, a Received field and a signature more each time.
+            raise RoutingLoop(f"Too many hops: {MAX_HOPS} or more Received fields "
+                              "(a mail loop?)")
         company = _whose(sub)
         data, fields = strip_relay_headers(sub.data)
         try:

@@ -208,6 +208,31 @@ def test_bare_lf_or_cr_is_refused(gateway: GatewayThread, sink: Sink, body: byte
     assert sink.messages == [] and gateway.queue_ids() == []
 
 
+def test_a_mail_loop_ends_at_the_hundredth_received_field(gateway: GatewayThread,
+                                                           sink: Sink) -> None:
+    """RFC 5321 6.3: an upstream routing mail back to the gateway is a loop; each pass adds
+    a Received field, and the pass that finds 100 of them refuses the message (554 5.4.6)
+    instead of relaying it once more.  Here each pass sends again what the upstream got."""
+    trace = b"".join(b"%s: from hop%d.example (hop%d.example [192.0.2.%d])\r\n"
+                     b"\tby next.example; Thu, 3 Dec 2026 10:00:00 +0900\r\n"
+                     % (name, i, i, i) for i, name in
+                     zip(range(98), [b"Received", b"RECEIVED", b"received"] * 33, strict=False))
+    message = trace + MSG
+    for passes in (1, 2):
+        with smtplib.SMTP("127.0.0.1", gateway.port) as c:
+            c.sendmail("hr@acme.example", ["a@example.net"], message)
+        (got,) = sink.wait_for(passes)[-1:]
+        assert got.data.lower().count(b"\nreceived:") + got.data.lower().startswith(
+            b"received:") == 98 + passes
+        message = got.data
+    with smtplib.SMTP("127.0.0.1", gateway.port) as c, \
+            pytest.raises(smtplib.SMTPDataError) as err:
+        c.sendmail("hr@acme.example", ["a@example.net"], message)
+    assert err.value.smtp_code == 554
+    assert err.value.smtp_error.startswith(b"5.4.6 Too many hops")
+    assert len(sink.messages) == 2 and gateway.queue_ids() == []  # nothing kept of the third
+
+
 def test_malformed_commands_get_their_codes(gateway: GatewayThread) -> None:
     r = Raw(gateway.port)
     assert r.greeting.startswith("220")

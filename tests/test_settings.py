@@ -263,6 +263,14 @@ BAD_CONFIGS: list[tuple[str, str, tuple[str, ...]]] = [
     ("retry-schedule-empty", "[queue]\nretry_schedule = []\n", ("queue.retry_schedule",)),
     ("retry-schedule-zero", "[queue]\nretry_schedule = [60, 0]\n", ("queue.retry_schedule",)),
     ("retry-schedule-negative", "[queue]\nretry_schedule = [-60]\n", ("queue.retry_schedule",)),
+    ("upstream-is-the-gateway", '[gateway]\nlisten = "127.0.0.1:2600"\n[upstream]\nport = 2600\n',
+     ("upstream 127.0.0.1:2600", "gateway.listen", "mail loop")),
+    ("upstream-localhost-is-the-gateway",
+     '[gateway]\nlisten = "127.0.0.1:2600"\n[upstream]\nhost = "localhost"\nport = 2600\n',
+     ("upstream localhost:2600", "mail loop")),
+    ("upstream-loopback-of-a-wildcard-gateway",
+     '[gateway]\nlisten = "[::]:25"\n[upstream]\nhost = "127.0.0.5"\nport = 25\n',
+     ("gateway.listen ([::]:25)", "mail loop")),
 ]
 
 
@@ -273,6 +281,20 @@ def test_bad_config_is_one_line_error_naming_the_setting(
     message = error_of(tmp_path, text)
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(("listen", "host", "port"), [
+    ("0.0.0.0:25", "mail.acme.example", 25),   # the usual: the company's server, port 25
+    ("127.0.0.1:2525", "127.0.0.1", 2526),     # the defaults
+    ("127.0.0.1:2525", "127.0.0.2", 2525),     # another loopback address
+    ("0.0.0.0:2525", "::1", 2525),             # IPv6 loopback does not reach an IPv4 listener
+    ("[::1]:2525", "127.0.0.1", 2525),
+])
+def test_an_upstream_on_the_gateways_port_elsewhere_is_no_loop(
+        tmp_path: Path, listen: str, host: str, port: int) -> None:
+    s = load_text(tmp_path, f'[gateway]\nlisten = "{listen}"\n'
+                            f'[upstream]\nhost = "{host}"\nport = {port}\n')
+    assert (s.upstream.host, s.upstream.port) == (host, port)
 
 
 def test_the_same_settings_pass_when_valid(tmp_path: Path) -> None:
