@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from career_relay.errors import ConfigError
 from career_relay.settings_base import DEFAULT_AGENCY
 from career_relay.timestamps import zone
+from career_relay.upstream_loop import upstream_is_gateway
 
 if TYPE_CHECKING:
     from career_relay.settings import AgencySettings, Settings
@@ -71,7 +72,7 @@ def value_problems(settings: Settings) -> list[str]:
                    f"not {hostname!r}")
     if not 0 < settings.upstream.port < 65536:
         out.append(f"upstream.port must be between 1 and 65535, not {settings.upstream.port}")
-    if _upstream_is_gateway(settings):
+    if upstream_is_gateway(settings):
         out.append(f"upstream {settings.upstream.host}:{settings.upstream.port} is where "
                    f"gateway.listen ({settings.gateway.listen}) listens: every message would "
                    "come back to the gateway (a mail loop); set upstream to the company's "
@@ -92,36 +93,6 @@ def value_problems(settings: Settings) -> list[str]:
     out += _agency_problems(settings)
     out += _company_problems(settings)
     return out
-
-
-def _upstream_is_gateway(settings: Settings) -> bool:
-    """Whether the upstream is the gateway's own listener: the same port, and the same
-    host as written, "localhost" for a loopback listener (or the other way round), or a
-    loopback address when the gateway listens on every address.  Another host on the
-    same port (25) is the usual case, and fine."""
-    try:
-        host, port = parse_hostport("gateway.listen", settings.gateway.listen)
-    except ConfigError:
-        return False  # reported on its own
-    if port != settings.upstream.port:
-        return False
-    upstream, host = settings.upstream.host.strip("[]").lower(), host.lower()
-    local = ("localhost", "127.0.0.1", "::1")
-    return (upstream == host
-            or (upstream == "localhost" and host in local)
-            or (host == "localhost" and upstream in local)
-            or (host == "0.0.0.0" and _loopback_host(upstream, 4))
-            or (host == "::" and (_loopback_host(upstream, 4) or _loopback_host(upstream, 6))))
-
-
-def _loopback_host(host: str, version: int) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.version == version and address.is_loopback
 
 
 def _ledger_url_problems(url: str) -> list[str]:

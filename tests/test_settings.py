@@ -271,6 +271,9 @@ BAD_CONFIGS: list[tuple[str, str, tuple[str, ...]]] = [
     ("upstream-loopback-of-a-wildcard-gateway",
      '[gateway]\nlisten = "[::]:25"\n[upstream]\nhost = "127.0.0.5"\nport = 25\n',
      ("gateway.listen ([::]:25)", "mail loop")),
+    ("upstream-is-the-gateways-own-name",
+     '[gateway]\nlisten = "0.0.0.0:25"\nhostname = "relay.acme.example"\n'
+     '[upstream]\nhost = "Relay.Acme.Example."\nport = 25\n', ("mail loop",)),
 ]
 
 
@@ -289,10 +292,14 @@ def test_bad_config_is_one_line_error_naming_the_setting(
     ("127.0.0.1:2525", "127.0.0.2", 2525),     # another loopback address
     ("0.0.0.0:2525", "::1", 2525),             # IPv6 loopback does not reach an IPv4 listener
     ("[::1]:2525", "127.0.0.1", 2525),
+    ("localhost:2525", "::1", 2525),           # a "localhost" listener binds 127.0.0.1 only
+    # Listening on loopback only, the machine's own name is another server (Postfix on the
+    # public address).
+    ("127.0.0.1:25", "relay.acme.example", 25),
 ])
 def test_an_upstream_on_the_gateways_port_elsewhere_is_no_loop(
         tmp_path: Path, listen: str, host: str, port: int) -> None:
-    s = load_text(tmp_path, f'[gateway]\nlisten = "{listen}"\n'
+    s = load_text(tmp_path, f'[gateway]\nlisten = "{listen}"\nhostname = "relay.acme.example"\n'
                             f'[upstream]\nhost = "{host}"\nport = {port}\n')
     assert (s.upstream.host, s.upstream.port) == (host, port)
 
