@@ -99,6 +99,14 @@ class RoutingLoop(SmtpReplyError):
     status = "5.4.6"
 
 
+class HeaderTooLarge(SmtpReplyError):
+    """A header of more lines than ``gateway.mime.MAX_HEADER_LINES``: no real mail has one,
+    and every step that reads the header would pay for each line (RFC 3463 5.3.4)."""
+
+    code = 552
+    status = "5.3.4"
+
+
 class LedgerError(CareerRelayError):
     """The ledger refused or failed a read or a write; the driver's error is its cause."""
 

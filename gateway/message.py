@@ -30,29 +30,39 @@ MAX_HOPS = 100
 
 
 def hops(data: bytes) -> int:
-    """How many Received fields the message's header holds (DATA has no bare LF: the
-    handler refuses it, so every field starts after a CRLF or at the top)."""
+    """How many Received fields the header of ``data`` (a message or its header block)
+    holds (DATA has no bare LF: the handler refuses it, so every field starts after a
+    CRLF or at the top)."""
     return (b"\r\n" + header_block(data)).lower().count(b"\r\nreceived:")
 
 
 def message_id(data: bytes) -> str:
     """The Message-ID, or a digest of the message: either is the same when a client retries."""
-    lines = header_block(data).split(b"\r\n")
-    for at, line in enumerate(lines):
+    head = header_block(data)
+    lower = head.lower()  # found in C: a header may have millions of lines
+    at = lower.find(b"message-id")
+    while at >= 0:
+        start = head.rfind(b"\r\n", 0, at) + 2
+        start = 0 if start == 1 else start  # no CRLF before it: the first line
+        end = head.find(b"\r\n", at)
+        end = len(head) if end < 0 else end
+        line = head[start:end]
         name, colon, value = line.partition(b":")
-        if not colon or line[:1] in (b" ", b"\t") or name.strip().lower() != b"message-id":
-            continue
-        # A long field is folded onto lines that begin with white space (RFC 5322 2.2.3):
-        # Python's email.policy.SMTP folds a long id onto a line of its own.
-        for more in lines[at + 1:]:
-            if more[:1] not in (b" ", b"\t"):
-                break
-            value += more
-        # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
-        # one message must be recordable on either backend.
-        found = value.strip().decode("utf-8", "replace").replace("\x00", "")
-        if found:
-            return found
+        if colon and line[:1] not in (b" ", b"\t") and name.strip().lower() == b"message-id":
+            # A long field is folded onto lines that begin with white space (RFC 5322
+            # 2.2.3): Python's email.policy.SMTP folds a long id onto a line of its own.
+            pieces = [value]
+            while head[end + 2:end + 3] in (b" ", b"\t"):
+                nxt = head.find(b"\r\n", end + 2)
+                nxt = len(head) if nxt < 0 else nxt
+                pieces.append(head[end + 2:nxt])
+                end = nxt
+            # No NUL: PostgreSQL's text cannot hold one (SQLite's can), and the offers of
+            # one message must be recordable on either backend.
+            found = b"".join(pieces).strip().decode("utf-8", "replace").replace("\x00", "")
+            if found:
+                return found
+        at = lower.find(b"message-id", end)
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from career_relay.errors import (
+    HeaderTooLarge,
     LedgerError,
     LedgerUnavailable,
     PolicyRejection,
@@ -41,6 +42,7 @@ from gateway.message import (
     received_header,
     strip_relay_headers,
 )
+from gateway.mime import MAX_HEADER_LINES
 from gateway.policy import (
     company_by_from,
     foreign_from_domains,
@@ -115,7 +117,11 @@ class Pipeline:
         """Check, prepare, spool durably, hand to delivery; returns the ids for the 250.
         ``hold``: while the ledger is unavailable, keep a rejection to make its copies
         later (``release``) rather than raise ``LedgerUnavailable``."""
-        if hops(sub.data) >= MAX_HOPS:
+        head = header_block(sub.data)
+        if head.count(b"\r\n") > MAX_HEADER_LINES:  # before any step reads it line by line
+            raise HeaderTooLarge(f"Message header too large: more than {MAX_HEADER_LINES} "
+                                 "lines")
+        if hops(head) >= MAX_HOPS:
             # A loop (an upstream that routes the mail back here) would pass it through
             # again and again, a Received field and a signature more each time.
             raise RoutingLoop(f"Too many hops: {MAX_HOPS} or more Received fields "
