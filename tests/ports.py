@@ -7,24 +7,31 @@ port), and any client connection may take it as its local port before the server
 binds. So ports come from below the kernel's ephemeral range
 (``net.ipv4.ip_local_port_range``, 32768 and up by default), which nothing assigns
 automatically, in a slice of its own for each pytest-xdist worker, handed out in turn
-and each checked by binding it.
+from a random place in it and each checked by binding it.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import socket
 
 _FIRST, _LAST = 20_000, 32_000       # below the ephemeral range: only we take these
-_WORKERS = 8                          # slices; more workers share them modulo
-_SLICE = (_LAST - _FIRST) // _WORKERS
 
 
-def _worker_index() -> int:
+def _slice() -> tuple[int, int]:
+    """(first port, count) of this worker's slice: the range split among as many workers
+    as pytest-xdist started, so no two share a port whatever their number."""
     found = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
-    return int(found.group(1)) % _WORKERS if found else 0
+    index = int(found.group(1)) if found else 0
+    try:
+        workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), index + 1)
+    except ValueError:
+        workers = index + 1
+    size = (_LAST - _FIRST) // workers
+    return _FIRST + index * size, size
 
 
 def _ephemeral_floor() -> int:
@@ -35,8 +42,12 @@ def _ephemeral_floor() -> int:
         return 32_768
 
 
-_start = _FIRST + _worker_index() * _SLICE
-_turn = itertools.cycle(range(_start, _start + _SLICE))
+_start, _SLICE = _slice()
+# From a random place in the slice: two test runs on one machine (two worktrees, two CI
+# jobs) then rarely walk the same ports in step.
+_offset = random.randrange(_SLICE)
+_turn = itertools.cycle([*range(_start + _offset, _start + _SLICE),
+                         *range(_start, _start + _offset)])
 _given: set[int] = set()        # the kernel's choices, on a machine where we defer to it
 
 
