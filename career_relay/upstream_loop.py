@@ -13,17 +13,13 @@ if TYPE_CHECKING:
     from career_relay.settings import Settings
 
 
-def upstream_is_gateway(settings: Settings) -> bool:
+def upstream_is_gateway(settings: Settings, host: str, port: int) -> bool:
     """Whether the upstream is the gateway's own listener: the same port, and the same
     host as written, "localhost" for a loopback listener (or the other way round), or,
     when the gateway listens on every address, a loopback address or its own
     ``gateway.hostname``.  Another host on the same port (25) is the usual case, and fine,
     as is the gateway's host name when it listens on loopback only (Postfix on the public
-    address of the same machine)."""
-    host, _, port_text = settings.gateway.listen.rpartition(":")
-    if not (port_text.isascii() and port_text.isdigit()):
-        return False  # a bad listen address: reported on its own
-    port = int(port_text)
+    address of the same machine).  ``host`` and ``port``: gateway.listen's, parsed."""
     if port != settings.upstream.port:
         return False
     upstream, host = _host_key(settings.upstream.host), _host_key(host)

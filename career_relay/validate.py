@@ -54,12 +54,13 @@ def value_problems(settings: Settings) -> list[str]:
         value = getattr(getattr(settings, section), key)
         if value not in allowed:
             out.append(f"{section}.{key} must be one of {', '.join(allowed)}, not {value!r}")
+    listen: dict[str, tuple[str, int]] = {}
     for name in ("gateway.listen", "site.listen", "site.metrics_listen"):
         section, key = name.split(".")
         if name == "site.metrics_listen" and not settings.site.metrics_listen:
             continue  # no metrics endpoint
         try:
-            parse_hostport(name, getattr(getattr(settings, section), key))
+            listen[name] = parse_hostport(name, getattr(getattr(settings, section), key))
         except ConfigError as exc:
             out.append(str(exc))
     out += _network_problems("gateway.allow_ips", settings.gateway.allow_ips,
@@ -72,7 +73,7 @@ def value_problems(settings: Settings) -> list[str]:
                    f"not {hostname!r}")
     if not 0 < settings.upstream.port < 65536:
         out.append(f"upstream.port must be between 1 and 65535, not {settings.upstream.port}")
-    if upstream_is_gateway(settings):
+    if "gateway.listen" in listen and upstream_is_gateway(settings, *listen["gateway.listen"]):
         out.append(f"upstream {settings.upstream.host}:{settings.upstream.port} is where "
                    f"gateway.listen ({settings.gateway.listen}) listens: every message would "
                    "come back to the gateway (a mail loop); set upstream to the company's "

@@ -199,11 +199,10 @@ def _woken(subject: str, body: str, parts: tuple[str, ...] = ("subject", "any"))
     noise rules) that can match: a cue of theirs is where they look (and one of their
     ``also`` cues is somewhere)."""
     either = subject + "\n" + body
+    texts = {"subject": subject, "any": either, "negative": either}
     woken: set[int] = set()
-    for part, text in (("subject", subject), ("any", either), ("negative", either)):
-        if part not in parts:
-            continue
-        for cue in _cues_in(text, part):
+    for part in parts:
+        for cue in _cues_in(texts[part], part):
             woken.update(_WAKES[part][cue])
     for i in woken & _ALSO.keys():
         if not any(cue in either for cue in _ALSO[i]):

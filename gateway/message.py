@@ -42,8 +42,8 @@ def message_id(data: bytes) -> str:
     lower = head.lower()  # found in C: a header may have millions of lines
     at = lower.find(b"message-id")
     while at >= 0:
-        start = head.rfind(b"\r\n", 0, at) + 2
-        start = 0 if start == 1 else start  # no CRLF before it: the first line
+        start = head.rfind(b"\r\n", 0, at)
+        start = 0 if start < 0 else start + 2  # no CRLF before it: the first line
         end = head.find(b"\r\n", at)
         end = len(head) if end < 0 else end
         line = head[start:end]

@@ -48,7 +48,10 @@ _start, _SLICE = _slice()
 _offset = random.randrange(_SLICE)
 _turn = itertools.cycle([*range(_start + _offset, _start + _SLICE),
                          *range(_start, _start + _offset)])
-_given: set[int] = set()        # the kernel's choices, on a machine where we defer to it
+# A machine whose ephemeral range reaches down here: ours could collide with its clients,
+# so the kernel chooses (never the same port twice).
+_KERNEL_CHOOSES = _ephemeral_floor() <= _LAST
+_given: set[int] = set()        # the kernel's choices, then
 
 
 def _bindable(port: int) -> bool:
@@ -62,9 +65,7 @@ def _bindable(port: int) -> bool:
 
 def free_port() -> int:
     """A loopback port nobody listens on, not handed out before in this process."""
-    if _ephemeral_floor() <= _LAST:
-        # A machine whose ephemeral range reaches down here: ours could collide with
-        # its clients, so take the kernel's choice, but never the same one twice.
+    if _KERNEL_CHOOSES:
         while True:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
