@@ -42,12 +42,13 @@ import bisect
 import logging
 import re
 
+from gateway.detect_overrides import OVERRIDES
 from gateway.detect_rules import (
     CONTEXT,
     MEDIUM,
     NOISE,
     OVERRIDE,
-    RULES,
+    PHRASES,
     STRONG,
     WEAK,
     Rule,
@@ -73,6 +74,9 @@ __all__ = ["CLASSIFY_BYTES", "CONTEXT", "MAX_CHARS", "MEDIUM", "NOISE", "OVERRID
            "html_to_text", "normalise", "score"]
 
 log = logging.getLogger("career_relay.detect")
+
+# The phrases, then the overrides and noise rules: the order of ``Verdict.reasons``.
+RULES: tuple[Rule, ...] = PHRASES + OVERRIDES
 
 THRESHOLD = 3.0
 

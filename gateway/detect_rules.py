@@ -1,9 +1,11 @@
-"""The classifier's rules as data (SPEC 5, rule 3): ``RULES``, their weights and ``CONTEXT``.
+"""The classifier's rules as data (SPEC 5, rule 3): the phrases of a rejection
+(``PHRASES``), the weights and ``CONTEXT``; the overrides and noise rules that say "not
+a rejection" are in ``gateway.detect_overrides``.
 
-``gateway.detect`` compiles and applies them; its docstring says how they are read and
-weighed, and docs/classifier.md what they score on the labelled set.  Patterns are
-written over normalised text (lower case, hiragana, no spaces between Japanese
-characters); English ones use the building blocks of ``_PARTS`` as ``<NAME>``.
+``gateway.detect`` joins them (``RULES``), compiles and applies them; its docstring says
+how they are read and weighed, and docs/classifier.md what they score on the labelled
+set.  Patterns are written over normalised text (lower case, hiragana, no spaces
+between Japanese characters); English ones use the building blocks of ``_PARTS`` as ``<NAME>``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ _PARTS = {
 }
 
 
-def _x(pattern: str) -> str:
+def expand(pattern: str) -> str:
     """Expand the <NAME> building blocks (twice: a block may use another)."""
     for _ in range(2):
         for name, part in _PARTS.items():
@@ -74,7 +76,7 @@ def _x(pattern: str) -> str:
 _JA_IF = (r"(?![^。]{0,8}(?:場合|際|かもしれ|可能性|ことも|ことがあ|ことがござ"
           r"|ようでしたら|ようであれば))")
 
-RULES: tuple[Rule, ...] = (
+PHRASES: tuple[Rule, ...] = (
     # ---- Japanese decisions (strong)
     Rule("誠に(?:残念|遺憾|不本意)(?:ながら|では(?:ございますが|ありますが)|ですが|なことに)"
          "|誠に心苦しい", STRONG, label="誠に残念ながら", cues=("誠に",)),
@@ -157,7 +159,7 @@ RULES: tuple[Rule, ...] = (
     # A negation before a verb of progression, with the applicant or the application as
     # its object: "we will not be progressing your application", "unable to take you
     # forward", "decided not to extend an offer".
-    Rule(_x(r"<NEG><FILL> (?:"
+    Rule(expand(r"<NEG><FILL> (?:"
             r"proceed(?:ing)?(?: any)?(?: further)?(?: with <OBJ>| further\b)"
             r"|(?:progress|progressing|advance|advancing)(?: with)? <OBJ>"
             r"|(?:move|moving) (?:you |your <APPL> )?(?:forward|ahead|on)(?: with <OBJ>"
@@ -182,7 +184,7 @@ RULES: tuple[Rule, ...] = (
          cues=("not", "n't", "unable", "no longer", "against")),
     # The same, with the applicant or the application as the subject: "your application
     # will not be progressed", "you have not been shortlisted", "none of them".
-    Rule(_x(r"(?:you|your <APPL>|yours)(?: (?:for|to|with|at|in)(?: [\w&'()/-]+){1,5}?)?"
+    Rule(expand(r"(?:you|your <APPL>|yours)(?: (?:for|to|with|at|in)(?: [\w&'()/-]+){1,5}?)?"
             r"(?: (?:will|would|can|could|has|have|had|is|are|was|were|did|does|shall|may)"
             r"(?: not\b|n't)|(?: won't| can't| cannot| not| no longer))"
             r"(?: (?:be|been|able to|now))* (?:progress(?:ed|ing)?|proceed(?:ed|ing)?"
@@ -200,7 +202,7 @@ RULES: tuple[Rule, ...] = (
          r" (?:finalists|successful|shortlisted|selected|candidates))\b"
          r"(?! (?:a|an|the|any|your|yet)\b| in (?:reaching|contacting|getting))",
          STRONG, label="not selected", cues=("not", "n't")),
-    Rule(_x(r"(?:you|your <APPL>|yours)(?: (?:for|of|to|with|in|at|on)(?: [\w&'()/-]+){1,5}?)?"
+    Rule(expand(r"(?:you|your <APPL>|yours)(?: (?:for|of|to|with|in|at|on)(?: [\w&'()/-]+){1,5}?)?"
             r"(?: (?:has|have|had|is|are|was|were|'ve|'s))?(?: been| proved| proven)?"
             r"(?: (?:unfortunately|sadly|regrettably|ultimately))? (?:unsuccessful"
             r"|not successful)|unsuccessful (?:on this occasion|this time|at this (?:time"
@@ -217,7 +219,7 @@ RULES: tuple[Rule, ...] = (
          STRONG, label="the role has been filled", cues=("fill",)),
     Rule(r"(?:not|no longer) hiring for (?:that|this|the) (?:role|position|job|post|vacancy)",
          STRONG, label="no longer hiring for the role", cues=("not", "no longer")),
-    Rule(_x(r"(?:pursue|pursuing|proceed(?:ing)?(?: forward)? with|(?:move|moving|moved)"
+    Rule(expand(r"(?:pursue|pursuing|proceed(?:ing)?(?: forward)? with|(?:move|moving|moved)"
             r" (?:forward|ahead|on) with|continu(?:e|ing) with|go(?:ing)? (?:forward )?with"
             r"|went with|gone with|decided on|progress(?:ing)? with|an offer to|hire[ds]?|hiring"
             r"|chose|choose|chosen|select(?:ed)?|appoint(?:ed)?|recruited|offer(?:ed|ing)?"
@@ -250,10 +252,10 @@ RULES: tuple[Rule, ...] = (
          r"|the best )(?:fit|match)(?: for (?:this|the) (?:role|position|team)| at (?:this|the)"
          r" (?:time|moment|stage)| right now| for us)",
          STRONG, label="not the right fit", cues=(" fit", " match")),
-    Rule(_x(r"(?:decided|decide|chosen|have|had|need|going|'re going|will have|'ll have) to"
+    Rule(expand(r"(?:decided|decide|chosen|have|had|need|going|'re going|will have|'ll have) to"
             r" pass on (?:you\b|your <APPL>)(?! (?:on )?to\b| along\b)"),
          STRONG, label="pass on your application", cues=("pass on",)),
-    Rule(_x(r"(?:clos(?:e|ed|ing)|archiv(?:e|ed|ing)|reject(?:ed|ing)?|declin(?:e|ed|ing))"
+    Rule(expand(r"(?:clos(?:e|ed|ing)|archiv(?:e|ed|ing)|reject(?:ed|ing)?|declin(?:e|ed|ing))"
             r"(?: out)? your <APPL>(?![^.!?]{0,40}\b(?:if|unless|until)\b)"
             r"|your <APPL>(?: for [\w&' ()/-]{1,40}?)? (?:has been|was|is|will be|is now"
             r"|has now been|have been)(?: now)? (?:closed|archived|rejected|declined"
@@ -267,7 +269,7 @@ RULES: tuple[Rule, ...] = (
          r"{0,2}? offer\b(?![^.!?]{0,60}\b(?:if|unless|should|in the event)\b)",
          STRONG, label="the offer is withdrawn", cues=("withdraw", "rescind"),
          cancels=("pleased to offer", "the applicant's own decision")),
-    Rule(_x(r"<NEG><FILL> (?:progress|advanc|invit|select|shortlist|tak|mov|put)\w*"
+    Rule(expand(r"<NEG><FILL> (?:progress|advanc|invit|select|shortlist|tak|mov|put)\w*"
             r"(?: (?:you|your <APPL>|it))?(?: (?:forward|further|through|on))?"
             r" (?:to|for|into) (?:the |an? |your )?(?:next (?:round|stage|step)|interview"
             r"|final|onsite|on-site|assessment|second|first|third)"
@@ -309,143 +311,6 @@ RULES: tuple[Rule, ...] = (
          r" (?:status|update|outcome)|outcome\b|(?:our|the|final) decision", 1.0,
          where="subject", label="application update (subject)",
          cues=("application", "outcome", "decision")),
-    # ---- Overrides: not a rejection
-    Rule("次(?:の|回の?)選考(?:に|へ|の)|通過(?<!不通過)(?:となりました|されました)"
-         "|選考(?:を|の)?通過(?![^。]{0,8}(?:ません|ず|なかった|ない|でき))",
-         OVERRIDE, label="次の選考/選考通過", not_others=True,
-         cues=("次の選考", "次回選考", "次回の選考", "通過")),
-    Rule("次面接(?:へ|に)(?:お?進|ご案内)|次面接の(?:ご案内|日程|実施)|面接の?日程|面接のご案内"
-         "|日程の?ご?調整|面接を(?:実施|設定)(?:したく|させて|いたします)"
-         "|ご来社(?:くだ|下|いただきたく)",
-         OVERRIDE, label="面接日程/面接のご案内", not_others=True,
-         cues=("面接", "日程", "ご来社")),
-    Rule("内(?:々)?定(?![^。]{0,8}(?:至|見送|ません|ず|なかった|取り?消|をお出し|を出す))",
-         OVERRIDE, label="内定", not_others=True, cues=("内定", "内々定")),
-    Rule("合格(?<!不合格)(?![^。]{0,8}(?:ません|ず|なかった|ない|至))",
-         OVERRIDE, label="合格", not_others=True, cues=("合格",)),
-    Rule(r"next (?:round|stage|step)|schedule (?:an|your|a) (?:interview|call|time)"
-         r"|interview invitation|invite you (?:to|for) (?:an? )?(?:interview|onsite|call"
-         r"|conversation|meet)|(?:would|'d) like to invite you\b"
-         r"|shortlisted for (?:an? )?interview|you(?:'ve| have| are)? been (?:selected"
-         r"|shortlisted|chosen|invited)\b|you are one of (?:them|the|those)\b",
-         OVERRIDE, label="next round / schedule an interview",
-         cues=("next ", "schedule", "interview", "invite you", "shortlisted", "been", "one of")),
-    Rule(r"(?:pleased|delighted|happy|excited|thrilled|glad|like|love) to (?:formally )?"
-         r"(?:offer you (?:the|a|an|this)(?: [\w-]+){0,4}? (?:position|role|job|post|place"
-         r"|internship|contract|opportunity)|extend (?:you )?(?:an|the|this|a) (?:formal "
-         r"|conditional )?offer)|offer letter|offer of employment|congratulations"
-         r"|(?:pleased|delighted|happy|excited|thrilled|glad) to (?:offer|move forward with you"
-         r"|invite|let you know that you|tell you that you|inform you that you"
-         r"|confirm that you)", OVERRIDE, label="pleased to offer",
-         cues=("offer", "congratulations", " to ")),
-    Rule(r"still (?:under consideration|being considered|in the running|in (?:the )?(?:process"
-         r"|contention)|active|live|very much)|no decisions? (?:has|have) (?:yet )?been made"
-         r"|no decisions? yet|(?:is|'s)n't a no\b|not a no\b", OVERRIDE,
-         label="still under consideration", cues=("still ", "no decision", "n't a no", "not a no")),
-    # What happens *if* (an acknowledgement explaining the process), not a decision.  The
-    # conditional clauses themselves are not scored (``_unconditional``); these are the
-    # forms that survive that: assume…, only those shortlisted…, 結果にかかわらず.
-    Rule(_x(r"<IF> (?:you|your <APPL>|we)(?: (?:are|is|were|was|have|has|do|does|did|will"
-            r"|'re|'ve))?(?: not\b|n't)?(?: be| been| yet)*(?: not)? (?:selected|successful"
-            r"|unsuccessful|shortlisted|chosen|progress\w*|invited|moved? forward"
-            r"|taken forward|proceed\w*|to move forward)"
-            r"|assume (?:that )?(?:you|your <APPL>)[^.!?]{0,40}?(?:not\b|n't|unsuccessful)"
-            r"|only (?:the )?(?:successful|shortlisted|selected) (?:candidates|applicants)"
-            r"|unsuccessful (?:candidates|applicants) will"
-            r"|(?:whatever|regardless of) the (?:outcome|decision)"
-            r"|(?:until|once|when) (?:the|this|our) (?:role|position|vacancy|job|post)"
-            r" (?:has|is|have)(?: been)? filled")
-         + "|(?:不採用|不合格|見送り|ご縁がなかった|選考の?結果)[^。]{0,10}(?:場合|際)"
-         "|(?:縁がなかった|不採用|見送り|不合格|残念な結果)[^。]{0,8}(?:とお考え|とご理解"
-         "|と(?:ご)?判断(?:くだ|下)|とみなし)"
-         "|(?:ご連絡|連絡|お知らせ)(?:が|を)?(?:ない|なかった|差し上げない|いたしません)場合"
-         "|(?:不採用|不合格|見送り|お見送り)(?:と(?:なった|なる|させていただいた))?の?"
-         "(?:方|かた)(?:に|には|へ|へは|の|は)"
-         "|(?:結果|合否|採否)(?:に|の)?(?:かかわらず|関わらず|拘らず|関係なく|問わず|いかん)",
-         OVERRIDE, label="conditional: if not selected",
-         cues=("if", "unless", "in case", "in the event", "whether", "should", "when", "assume",
-               "only ", "unsuccessful", "whatever", "regardless", "filled", "場合", "際", "考え",
-               "理解", "判断", "みなし", "方", "かた", "かかわらず", "関わらず", "拘らず",
-               "関係なく", "問わず", "いかん")),
-    # The applicant's own decision: withdrawing, declining an offer, or its acknowledgement.
-    Rule(_x(r" i (?:have |'ve )?(?:decided|chosen) (?:not to|to (?:withdraw|decline|accept"
-            r" (?:another|an|a)))| i (?:will not|won't|shall not|cannot|can't|am unable to"
-            r"|'m unable to|must|have to|need to|would like to|wish to|am writing to"
-            r"|'m writing to)(?: be)? (?:accept|join|withdraw|declin|take up)"
-            r"|withdraw(?:ing)? my (?:application|candidacy)"
-            r"| i (?:have |'ve )?accepted (?:another|an|a) (?:offer|position|role|job)"
-            r"|you(?:'ve| have| are|'re)? (?:withdr[ae]wn?|withdrawing)\b"
-            r"|your (?:decision|request|wish) to (?:withdraw|decline|not)"
-            r"|withdrawal of your <APPL>|(?:respect|understand|accept) your (?:decision|choice)"
-            r"|decline (?:our|the|this|your) (?:kind |generous )?offer"
-            r"| i (?:was|am|have been|'ve been|had been)(?: not|n't)? (?:not )?(?:selected"
-            r"|successful|unsuccessful|shortlisted|chosen)| i (?:wasn't|haven't been|hadn't been"
-            r"|didn't get|did not get)\b")
-         + "|辞退(?:させて|いた(?:し|す)|したく|します|の(?:ご連絡|旨|お申し出|ご意向|件)"
-         "|された|される|を(?:承|受)|のご意向)|ご辞退|ご決断を尊重",
-         OVERRIDE, label="the applicant's own decision",
-         cues=(" i ", "withdr", "your decision", "your request", "your wish", "your choice",
-               "decline", "辞退", "ご決断を尊重")),
-    # Business mail: a supplier's proposal (ご提案の採用 = adopting it), not an application.
-    Rule("(?:ご提案|ご提示|お見積|見積|ぷらん|企画|製品|さーびす|しすてむ)(?:内容)?(?:の|を)"
-         "(?:採用|導入|ご契約|契約|発注)|他社(?:様|さん)?の(?:ご提案|製品|さーびす|しすてむ)"
-         "|(?:ご提案|お見積|ぷらん)(?:は|を)?(?:お断り|見送)"
-         "|(?:導入|ご契約|契約|発注|購入|掲載)(?:を|は|に|について(?:は)?)?"
-         "(?:見送|お断り|見合わせ|控えさせ)",
-         OVERRIDE, label="business: a proposal declined",
-         cues=("採用", "導入", "契約", "発注", "他社", "お断り", "見送", "見合わせ", "控えさせ")),
-    # ---- Noise: newsletters, job alerts, scouts, auto-replies, internal memos, candidates' mail
-    Rule(r"newsletter|digest\b|issue #?\d|this week's|in this issue|read (?:the full article"
-         r"|online)|you(?:'re| are) subscribed|subscribed (?:as|to|at)|you subscribed"
-         r"|because you (?:subscribed|signed up|created a(?: job)? alert|saved a job|registered"
-         r"|joined|opted in)|forward (?:this |it )?to a (?:friend|colleague)|jobs? (?:you may"
-         r"|recommended|for you|matching)|new jobs|view (?:this|it) in (?:your )?browser"
-         "|配信(?:停止|解除)|メールマガジン|メルマガ|おすすめ求人|新着求人|スカウト",
-         NOISE, label="newsletter/marketing",
-         cues=("newsletter", "digest", "issue", "this week", "read ", "subscribed", "because you",
-               "forward", "job", "view ", "配信", "メールマガジン", "メルマガ", "おすすめ求人",
-               "新着求人", "スカウト")),
-    Rule("unsubscribe|job alert", -1.0, label="unsubscribe link",
-         cues=("unsubscribe", "job alert")),
-    Rule(r"rejection[- ](?:e-?mails?|letters?|templates?|messages?|notices?)|お祈りメール"
-         "|(?:不採用|お祈り|見送り)(?:通知|メール|連絡)?の(?:文面|文章|テンプレート|ひな形|雛形"
-         "|例文)|例文|テンプレート", NOISE, label="talks about rejection mail",
-         cues=("rejection", "お祈りメール", "文面", "文章", "テンプレート", "ひな形", "雛形",
-               "例文")),
-    Rule(r"\{[^{}\n]{1,30}\}|\[(?:first name|last name|name|candidate name|role|job title"
-         r"|company)\]|<<[^<>\n]{1,30}>>", NOISE, label="merge fields: a template, not a mail",
-         cues=("{", "[", "<<")),
-    Rule("自動返信|不在(?:にして|のため)|out of (?:the )?office|automatic reply|auto-?reply"
-         "|受け付けました|受付(?:が)?完了|we have received your application", NOISE,
-         label="auto-reply/acknowledgement",
-         cues=("自動返信", "不在", "out of ", "automatic reply", "auto", "受け付けました", "受付",
-               "we have received")),
-    Rule(r"満席|定員に達し|キャンセル待ち|fully booked|waiting list|waitlist"
-         r"|(?:webinar|\ event\b|seminar|open (?:day|evening)|説明会|せみなー)[^.。]{0,60}?"
-         r"(?:cancel|postpone|中止|延期)", NOISE, label="event full/cancelled",
-         cues=("満席", "定員に達し", "キャンセル待ち", "fully booked", "waiting list", "waitlist",
-               "cancel", "postpone", "中止", "延期")),
-    Rule("お疲れ(?:様|さま)です", -1.0, label="colleague's greeting (お疲れ様です)",
-         cues=("お疲れ",)),
-    Rule(r"社外秘|社内(?:限り|のみ)|【社内】|各位|internal only|fyi\b|hi team"
-         r"|(?:send|sending) (?:the |a |him |her |them )?(?:regret|rejection|decline|turndown)"
-         r"|no hire\b|scorecards?\b|let's not\b|(?:him|her) the (?:decline|rejection|regret"
-         r"|news)|(?:candidates|applicants) (?:have|has) been (?:notified|informed|told)"
-         r"|(?:notify|inform|tell|let) the (?:other )?(?:candidates|applicants)\b",
-         NOISE, label="internal memo",
-         cues=("社外秘", "社内", "各位", "internal only", "fyi", "hi team", "send", "no hire",
-               "scorecard", "let's not", "him the", "her the", "candidates", "applicants")),
-    # Deciding, not telling: "we are leaning towards 見送り", "if 不採用 is fine with you".
-    Rule("(?:見送る|見送り|不採用|お見送り)(?:の|とする|にする)?方向"
-         "|(?:見送り|不採用|お見送り)(?:で|と|に)?(?:問題なければ|よろしければ|よければ"
-         "|いかがでしょう|よいか|良いか|よろしいでしょうか)"
-         "|(?:不採用|見送り|お見送り|お断り)の(?:ご連絡|連絡|通知)を(?:差し上げる|送る|出す"
-         "|お送りする|入れる)予定|候補者(?:の|である)[^。]{0,8}?(?:様|さん)",
-         NOISE, label="internal deliberation",
-         cues=("方向", "問題なければ", "よろしければ", "よければ", "いかがでしょう", "よいか",
-               "良いか", "よろしいでしょうか", "予定", "候補者")),
-    Rule("(?:御社|貴社)[^。]{0,15}(?:ご発展|ご繁栄)", NOISE, label="candidate's mail (逆お祈り)",
-         cues=("ご発展", "ご繁栄")),
 )
 
 
